@@ -1,0 +1,285 @@
+"""``d2ov`` command line (also ``python -m d2ov_core``).
+
+Every :class:`~d2ov_core.errors.D2ovError` becomes one line on stderr and exit code 2; argparse
+usage errors are exit code 2 too. ``verify`` exits 1 when the backends disagree past tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__, catalog
+from . import settings as S
+from .errors import D2ovError, InputError, ModelNotFoundError
+
+log = logging.getLogger("d2ov")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _threshold(text: str) -> float:
+    try:
+        return S.check_value("confidence_threshold", float(text))
+    except (ValueError, InputError) as e:
+        raise argparse.ArgumentTypeError(str(e) if isinstance(e, InputError) else f"not a number: {text!r}")
+
+
+def _spec_from_args(model: str, args) -> catalog.ModelSpec:
+    """A catalog name, or a config file (+ --classes, --weights) for a user's own model."""
+    p = Path(model)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        if not getattr(args, "classes", None):
+            raise InputError(f"{model}: a custom config needs --classes (comma-separated names or a .txt file)")
+        if not args.weights:
+            raise InputError(f"{model}: a custom config needs --weights (a path, a URL or 'random')")
+        return catalog.custom(p, args.weights, _read_classes(args.classes))
+    return catalog.get(model)
+
+
+def _read_classes(text: str) -> list[str]:
+    p = Path(text)
+    if p.suffix == ".txt" and p.is_file():
+        names = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    else:
+        names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise InputError(f"--classes: expected comma-separated class names or a .txt file, got {text!r}")
+    return names
+
+
+def _is_model_arg(text: str) -> bool:
+    p = Path(text)
+    if p.suffix == ".xml" or (p.is_dir() and (p / "model.xml").is_file()):
+        return True
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        return False
+    return True
+
+
+def _make_predictor(model: str, args):
+    if args.backend == "pytorch":
+        from .reference import ReferencePredictor
+
+        if Path(model).suffix == ".xml":
+            raise InputError("--backend pytorch needs a catalog name or a config file, not an IR")
+        return ReferencePredictor(_spec_from_args(model, args), weights=args.weights)
+    from .convert import ensure_ir
+    from .predictor import Predictor
+
+    if Path(model).suffix == ".xml" or Path(model).is_dir():
+        xml = ensure_ir(model)
+    else:
+        spec = _spec_from_args(model, args)
+        if spec.source == "custom":
+            from .convert import convert
+
+            xml = convert(spec, weights=args.weights)
+        else:
+            xml = ensure_ir(spec.name, weights=args.weights)
+    return Predictor(xml, device=args.device, hint=getattr(args, "hint", "LATENCY"))
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cmd_list(args) -> int:
+    specs = [catalog.CATALOG[n] for n in catalog.names(args.task)]
+    if args.json:
+        print(json.dumps([s.to_dict() for s in specs], indent=1))
+        return 0
+    width = max(len(s.name) for s in specs)
+    print(f"{'name':<{width}}  {'task':<21}  box AP  mask AP  source")
+    for s in specs:
+        box = f"{s.box_ap:6.1f}" if s.box_ap is not None else "     -"
+        mask = f"{s.mask_ap:7.1f}" if s.mask_ap is not None else "      -"
+        print(f"{s.name:<{width}}  {s.task:<21}  {box}  {mask}  {s.source}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .convert import convert
+
+    spec = _spec_from_args(args.model, args)
+    t0 = time.perf_counter()
+    xml = convert(spec, weights=args.weights, out=args.out, fp16=not args.fp32, sample=args.sample)
+    size = sum(p.stat().st_size for p in xml.parent.glob("model.*"))
+    print(f"{xml}  ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    items = list(args.inputs)
+    if _is_model_arg(items[0]):
+        model, images = items[0], items[1:]
+    else:
+        model, images = catalog.DEFAULTS["instance_segmentation"], items
+    if not images:
+        raise InputError("no image given: d2ov predict [MODEL_OR_IR] IMAGE...")
+    from .images import load_image
+
+    for img in images:  # fail fast on a bad path before loading a model
+        if not Path(img).is_file():
+            raise InputError(f"image not found: {img}")
+    predictor = _make_predictor(model, args)
+    results = []
+    render_dir = Path(args.render) if args.render else None
+    if render_dir:
+        render_dir.mkdir(parents=True, exist_ok=True)
+    for img in images:
+        rgb = load_image(img)
+        det = predictor.predict(rgb, threshold=args.threshold)
+        res = {"image": str(img), **det.to_dict()}
+        results.append(res)
+        summary = ", ".join(f"{l} {s:.2f}" for l, s in zip(det.labels[:8], det.scores[:8]))
+        more = f", +{len(det) - 8} more" if len(det) > 8 else ""
+        print(f"{img}: {len(det)} detections in {det.timings['total']:.0f} ms" + (f" ({summary}{more})" if len(det) else ""))
+        if render_dir:
+            from PIL import Image
+
+            from .render import render
+
+            out = render_dir / (Path(img).stem + ".png")
+            Image.fromarray(render(rgb, det, predictor.labels)).save(out)
+            print(f"  rendered {out}")
+    doc = {"model": predictor.describe(), "backend": args.backend, "device": args.device if args.backend == "openvino" else "cpu",
+           "threshold": args.threshold if args.threshold is not None else S.SETTINGS["confidence_threshold"].default,
+           "results": results}
+    if args.json:
+        _write_json(args.json, doc)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .convert import ensure_ir
+    from .predictor import Predictor
+    from .reference import ReferencePredictor
+    from .verify import Tolerance, match
+
+    for img in args.images:
+        if not Path(img).is_file():
+            raise InputError(f"image not found: {img}")
+    spec = _spec_from_args(args.model, args)
+    tol = Tolerance(min_score=args.min_score, box_px=args.box_tol, score=args.score_tol, mask_iou=args.mask_iou)
+    ref = ReferencePredictor(spec, weights=args.weights)
+    if spec.source == "custom":
+        from .convert import convert
+
+        xml = convert(spec, weights=args.weights, fp16=not args.fp32)
+    else:
+        xml = ensure_ir(spec.name, weights=args.weights, fp16=not args.fp32)
+    ov = Predictor(xml, device=args.device)
+    from .images import load_image
+
+    rows, failures = [], 0
+    for img in args.images:
+        rgb = load_image(img)
+        c = match(ref.predict(rgb, threshold=0.05), ov.predict(rgb, threshold=0.05), tol)
+        ok = c.ok(tol)
+        failures += not ok
+        rows.append({"image": str(img), "ok": ok, **c.to_dict()})
+        miou = "-" if c.min_mask_iou is None else f"{c.min_mask_iou:.4f}"
+        print(f"{'ok  ' if ok else 'FAIL'} {img}: matched {c.matched}/{c.reference} (unmatched ref {c.unmatched_reference}, "
+              f"ov {c.unmatched_candidate}), box dev {c.max_box_dev:.3f} px, score dev {c.max_score_dev:.2e}, min mask IoU {miou}")
+    print(f"{len(args.images) - failures} of {len(args.images)} images within tolerance "
+          f"(score >= {tol.min_score}, box <= {tol.box_px} px, score <= {tol.score}, mask IoU >= {tol.mask_iou})")
+    if args.json:
+        _write_json(args.json, {"model": spec.name, "ir": str(xml), "tolerance": vars(tol) if hasattr(tol, "__dict__") else {}, "images": rows})
+    return 1 if failures else 0
+
+
+def _write_json(path: str, doc: dict[str, Any]) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, p)
+
+
+# ----------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="d2ov", description="Detectron2 models on OpenVINO: convert, predict, verify.")
+    parser.add_argument("--version", action="version", version=f"d2ov {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list the model catalog")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--task", choices=["detection", "instance_segmentation"])
+    p.set_defaults(func=cmd_list)
+
+    def model_opts(p, weights_help="weights: a path, a URL or 'random' (default: the catalog's)"):
+        p.add_argument("--weights", help=weights_help)
+        p.add_argument("--classes", help="class names for a custom config: comma-separated or a .txt file")
+
+    p = sub.add_parser("convert", help="convert a Detectron2 model to OpenVINO IR")
+    p.add_argument("model", help="catalog name (see `d2ov list`) or a Detectron2 config .yaml")
+    model_opts(p)
+    p.add_argument("--out", help="output folder for model.xml/.bin (default: the cache)")
+    p.add_argument("--fp32", action="store_true", help="keep FP32 weights in the IR (default: FP16-compressed)")
+    p.add_argument("--sample", help="image to trace on (default: a bundled sample)")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("predict", help="detect objects in images")
+    p.add_argument("inputs", nargs="+", metavar="MODEL_OR_IR IMAGE",
+                   help="a catalog name, an IR .xml or folder, then images (model optional: default "
+                        f"{catalog.DEFAULTS['instance_segmentation']})")
+    p.add_argument("--backend", choices=["openvino", "pytorch"], default="openvino")
+    model_opts(p)
+    p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, AUTO, ... (default CPU)")
+    p.add_argument("--hint", choices=["LATENCY", "THROUGHPUT"], default="LATENCY")
+    thr = S.SETTINGS["confidence_threshold"]
+    p.add_argument("--threshold", type=_threshold, default=None,
+                   help=f"{thr.description} (default {thr.default}; 0.05 is frozen into the graph)")
+    p.add_argument("--json", help="write results to this JSON file")
+    p.add_argument("--render", help="write rendered images (PNG) into this folder")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("verify", help="compare PyTorch and OpenVINO on the same images")
+    p.add_argument("model", help="catalog name or a Detectron2 config .yaml")
+    p.add_argument("images", nargs="+")
+    model_opts(p)
+    p.add_argument("--device", default="CPU")
+    p.add_argument("--fp32", action="store_true", help="verify an FP32 IR (default: FP16-compressed)")
+    p.add_argument("--min-score", type=float, default=0.3, help="compare detections scoring at least this (0.3)")
+    p.add_argument("--box-tol", type=float, default=0.5, help="max box deviation, px (0.5)")
+    p.add_argument("--score-tol", type=float, default=1e-3, help="max score deviation (1e-3)")
+    p.add_argument("--mask-iou", type=float, default=0.98, help="min mask IoU (0.98)")
+    p.add_argument("--json", help="write the comparison to this JSON file")
+    p.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="[d2ov] %(message)s")
+    if hasattr(args, "device") and getattr(args, "backend", "openvino") == "openvino":
+        from .runtime import _check_device
+
+        try:
+            _check_device(args.device)
+        except D2ovError as e:
+            print(f"d2ov: error: {e}", file=sys.stderr)
+            return 2
+    try:
+        return int(args.func(args) or 0)
+    except D2ovError as e:
+        print(f"d2ov: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("d2ov: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

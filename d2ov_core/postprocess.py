@@ -1,0 +1,103 @@
+"""Postprocessing of the raw IR outputs; pure numpy, the same maths as Detectron2's
+``detector_postprocess`` + ``paste_masks_in_image`` (CPU path).
+
+Input: the named raw outputs (see :mod:`d2ov_core.runtime`), boxes in the RESIZED input frame,
+and ``meta`` from :mod:`d2ov_core.preprocess` (``original_size``, ``input_size``).
+Output: :class:`~d2ov_core.detections.Detections` in ORIGINAL-image pixels:
+  1. boxes scaled by (W / w, H / h) and clipped to the image; boxes with zero width or height dropped;
+  2. detections below ``threshold`` dropped (only the kept ones get masks pasted);
+  3. masks: each ``M x M`` probability map is bilinearly resampled onto its box (grid_sample with
+     ``align_corners=False`` and zero padding, as Detectron2 does) and thresholded ``>= mask_threshold``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .detections import Detections
+
+__all__ = ["postprocess", "paste_masks"]
+
+
+def postprocess(
+    raw: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    labels: Sequence[str],
+    threshold: float = 0.0,
+    mask_threshold: float = 0.5,
+) -> Detections:
+    H, W = meta["original_size"]
+    h, w = meta["input_size"]
+    boxes = np.asarray(raw["boxes"], dtype=np.float32).reshape(-1, 4).copy()
+    scores = np.asarray(raw["scores"], dtype=np.float32).reshape(-1)
+    classes = np.asarray(raw["classes"]).astype(np.int64).reshape(-1)
+    masks = raw.get("masks")
+
+    # 1. rescale (as Boxes.scale, in float32) and clip (as Boxes.clip)
+    scale_x, scale_y = np.float32(W / w), np.float32(H / h)
+    boxes[:, 0::2] *= scale_x
+    boxes[:, 1::2] *= scale_y
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, W)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, H)
+    keep = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
+    # 2. threshold
+    keep &= scores >= threshold
+    idx = np.flatnonzero(keep)
+    boxes, scores, classes = boxes[idx], scores[idx], classes[idx]
+    names = np.asarray(labels, dtype=str)
+    if len(classes) and (classes.min() < 0 or classes.max() >= len(names)):
+        label_arr = np.array([names[c] if 0 <= c < len(names) else f"class_{c}" for c in classes], dtype=str)
+    else:
+        label_arr = names[classes] if len(classes) else np.zeros((0,), dtype=str)
+    full_masks = None
+    if masks is not None:
+        probs = np.asarray(masks, dtype=np.float32)[idx]
+        full_masks = paste_masks(probs[:, 0] if probs.ndim == 4 else probs, boxes, (H, W), mask_threshold)
+    return Detections(
+        boxes=boxes, scores=scores, class_ids=classes, labels=label_arr, image_size=(H, W), masks=full_masks
+    )
+
+
+def _interp_matrix(lo: float, hi: float, start: int, stop: int, m: int) -> np.ndarray:
+    """Weights ``(stop - start, m)`` that resample an ``m``-long axis onto pixels ``start..stop-1``
+    of a box spanning ``[lo, hi)``: grid_sample, bilinear, align_corners=False, zero padding."""
+    centers = np.arange(start, stop, dtype=np.float32) + np.float32(0.5)
+    g = (centers - np.float32(lo)) / np.float32(hi - lo) * 2 - 1  # normalised [-1, 1]
+    src = ((g + 1) * m - 1) / 2  # source pixel coordinate
+    i0 = np.floor(src).astype(np.int64)
+    frac = (src - i0).astype(np.float32)
+    wmat = np.zeros((len(centers), m), dtype=np.float32)
+    rows = np.arange(len(centers))
+    for idx, wt in ((i0, 1 - frac), (i0 + 1, frac)):
+        ok = (idx >= 0) & (idx < m)
+        wmat[rows[ok], idx[ok]] += wt[ok]
+    return wmat
+
+
+def paste_masks(probs: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
+    """Paste ``(N, M, M)`` mask probabilities into ``(N, H, W)`` boolean full-image masks.
+
+    Only the box's neighbourhood (box +- 1 px, as Detectron2's ``skip_empty``) is computed; the
+    bilinear resampling is separable, so each mask is ``Wy @ P @ Wx.T``.
+    """
+    H, W = image_size
+    n = len(probs)
+    out = np.zeros((n, H, W), dtype=bool)
+    if n == 0:
+        return out
+    m = probs.shape[-1]
+    for i in range(n):
+        x0, y0, x1, y1 = (float(v) for v in boxes[i])
+        xs = max(int(np.floor(x0)) - 1, 0)
+        ys = max(int(np.floor(y0)) - 1, 0)
+        xe = min(int(np.ceil(x1)) + 1, W)
+        ye = min(int(np.ceil(y1)) + 1, H)
+        if xe <= xs or ye <= ys:
+            continue
+        wy = _interp_matrix(y0, y1, ys, ye, m)
+        wx = _interp_matrix(x0, x1, xs, xe, m)
+        region = wy @ probs[i].astype(np.float32) @ wx.T
+        out[i, ys:ye, xs:xe] = region >= threshold
+    return out

@@ -1,0 +1,204 @@
+"""The OpenVINO boundary: the only module of d2ov that imports ``openvino``.
+
+It reads and writes IRs (``.xml`` + ``.bin``) with their d2ov metadata in ``rt_info``, compiles
+them for a device, and runs inference. It knows nothing about images or Detectron2.
+
+IR contract (written by :mod:`d2ov_core.convert`, checked by :func:`load_ir`):
+  input ``image``: float32 ``(3, H, W)``, the resized image in the model's channel order
+  (``input_format``, BGR for the model zoo), pixel values 0-255, any H and W.
+  outputs, named and ordered as ``rt_info model_info/outputs``:
+    ``boxes`` float32 ``(N, 4)`` xyxy in the RESIZED input frame, N <= max_detections;
+    ``classes`` int64 ``(N,)``; ``scores`` float32 ``(N,)`` (>= graph_score_threshold, after NMS);
+    ``masks`` float32 ``(N, 1, M, M)`` mask probabilities in box frame (instance segmentation);
+    ``image_size`` int64 ``(2,)`` = (H, W) of the input.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import settings as S
+from .errors import DeviceError, IRError
+
+__all__ = [
+    "openvino_version",
+    "available_devices",
+    "load_ir",
+    "CompiledIR",
+    "convert_torch",
+    "save_ir",
+    "read_metadata",
+]
+
+_core = None
+_core_lock = threading.Lock()
+
+
+def _ov():
+    import openvino as ov
+
+    return ov
+
+
+def core():
+    """The process-wide ``openvino.Core`` (created once)."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            _core = _ov().Core()
+        return _core
+
+
+def openvino_version() -> str:
+    return _ov().__version__.split("-")[0]
+
+
+def available_devices() -> list[str]:
+    return list(core().available_devices)
+
+
+def _check_device(device: str) -> None:
+    avail = available_devices()
+    base = device.split(":")[0].split(".")[0]
+    if base in ("AUTO", "MULTI", "HETERO", "BATCH"):
+        return
+    if device not in avail and base not in [d.split(".")[0] for d in avail]:
+        raise DeviceError(f"unknown device {device!r}: expected one of {', '.join(avail + ['AUTO'])}")
+
+
+# ----------------------------------------------------------------------------- metadata
+
+def _set_metadata(model, metadata: dict[str, Any]) -> None:
+    for key, value in metadata.items():
+        model.set_rt_info(S.encode(key, value), [S.RT_INFO_SECTION, key])
+
+
+def _get_metadata(model, where: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for key, setting in S.SETTINGS.items():
+        path = [S.RT_INFO_SECTION, key]
+        if not model.has_rt_info(path):
+            if setting.required:
+                raise IRError(
+                    f"{where}: not a d2ov IR (rt_info {S.RT_INFO_SECTION}/{key} is missing); "
+                    "convert the model with `d2ov convert`"
+                )
+            meta[key] = setting.default
+            continue
+        text = model.get_rt_info(path).astype(str)
+        try:
+            meta[key] = S.decode(key, text)
+        except ValueError as e:
+            raise IRError(f"{where}: malformed rt_info {key}={text!r} ({e})") from None
+    return meta
+
+
+def read_metadata(xml_path: str | os.PathLike) -> dict[str, Any]:
+    """The d2ov metadata of an IR, without compiling it."""
+    return _get_metadata(_read_model(Path(xml_path)), str(xml_path))
+
+
+# ----------------------------------------------------------------------------- reading / compiling
+
+def _read_model(xml: Path):
+    if xml.suffix != ".xml":
+        raise IRError(f"expected an OpenVINO IR .xml file, found {xml}")
+    bin_path = xml.with_suffix(".bin")
+    if not xml.is_file():
+        raise IRError(f"IR file not found: {xml}")
+    if not bin_path.is_file():
+        raise IRError(f"IR weights not found: {bin_path} (the .bin must sit beside the .xml)")
+    try:
+        return core().read_model(str(xml))
+    except Exception as e:  # openvino raises RuntimeError with multi-line C++ text
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise IRError(f"cannot read IR {xml}: {first}") from None
+
+
+class CompiledIR:
+    """A compiled d2ov IR, safe to call from several threads at once.
+
+    Each call borrows an infer request from a small pool (one per concurrent caller), so the
+    compiled model is shared and requests are never used by two threads at once.
+    """
+
+    def __init__(self, xml: Path, device: str = "CPU", hint: str = "LATENCY", threads: int | None = None):
+        _check_device(device)
+        if hint not in ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"):
+            raise DeviceError(f"unknown performance hint {hint!r}: expected LATENCY or THROUGHPUT")
+        self.xml = Path(xml)
+        model = _read_model(self.xml)
+        self.metadata = _get_metadata(model, str(self.xml))
+        names = self.metadata["outputs"]
+        if len(names) != len(model.outputs):
+            raise IRError(
+                f"{self.xml}: rt_info lists {len(names)} outputs ({', '.join(names)}) but the graph has "
+                f"{len(model.outputs)}"
+            )
+        self.output_names = list(names)
+        config: dict[str, Any] = {"PERFORMANCE_HINT": hint}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.device = device
+        self.hint = hint
+        try:
+            self._compiled = core().compile_model(model, device, config)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise IRError(f"cannot compile {self.xml} for {device}: {first}") from None
+        self._pool: queue.SimpleQueue = queue.SimpleQueue()
+
+    def infer(self, image_chw: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the graph on one preprocessed image; returns copies of the named outputs."""
+        try:
+            request = self._pool.get_nowait()
+        except queue.Empty:
+            request = self._compiled.create_infer_request()
+        try:
+            request.infer({0: np.ascontiguousarray(image_chw, dtype=np.float32)})
+            return {name: request.get_output_tensor(i).data.copy() for i, name in enumerate(self.output_names)}
+        finally:
+            self._pool.put(request)
+
+    @property
+    def optimal_requests(self) -> int:
+        return int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+
+
+def load_ir(xml: str | os.PathLike, device: str = "CPU", hint: str = "LATENCY", threads: int | None = None) -> CompiledIR:
+    return CompiledIR(Path(xml), device=device, hint=hint, threads=threads)
+
+
+# ----------------------------------------------------------------------------- conversion side
+
+def convert_torch(module, example_input, output_names: list[str]):
+    """``openvino.convert_model`` on a traceable torch module; names the input ``image`` and the
+    outputs ``output_names`` (in order)."""
+    ov = _ov()
+    model = ov.convert_model(module, example_input=example_input)
+    if len(model.outputs) != len(output_names):
+        raise IRError(f"converted graph has {len(model.outputs)} outputs, expected {len(output_names)}")
+    model.inputs[0].get_tensor().set_names({"image"})
+    for out, name in zip(model.outputs, output_names):
+        out.get_tensor().set_names({name})
+    return model
+
+
+def save_ir(model, xml_path: Path, metadata: dict[str, Any], compress_to_fp16: bool) -> None:
+    """Write ``model`` with its metadata to ``xml_path`` (+ ``.bin``). Not atomic by itself: the
+    caller writes into a temporary folder and renames it."""
+    _set_metadata(model, metadata)
+    _ov().save_model(model, str(xml_path), compress_to_fp16=compress_to_fp16)
+
+
+def run_model(model, image_chw: np.ndarray) -> list[np.ndarray]:
+    """Compile an in-memory model on CPU and run it once (conversion-time checks)."""
+    compiled = core().compile_model(model, "CPU")
+    res = compiled(np.ascontiguousarray(image_chw, dtype=np.float32))
+    return [res[o] for o in compiled.outputs]

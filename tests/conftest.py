@@ -1,0 +1,85 @@
+"""Shared fixtures. Everything runs for real: detectron2 on CPU, OpenVINO, files on disk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "models" / "demo" / "samples"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Each test session gets its own d2ov cache (no cross-talk with a user's ~/.cache/d2ov)."""
+    if "D2OV_TEST_CACHE" in os.environ:
+        os.environ["D2OV_CACHE"] = os.environ["D2OV_TEST_CACHE"]
+    else:
+        os.environ["D2OV_CACHE"] = str(tmp_path_factory.mktemp("d2ov_cache"))
+    yield
+
+
+def real_photo() -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+TINY_OVERRIDES = [
+    "MODEL.RESNETS.DEPTH", 50, "MODEL.RESNETS.WIDTH_PER_GROUP", 8, "MODEL.RESNETS.STEM_OUT_CHANNELS", 16,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS", 32, "MODEL.RESNETS.NORM", "BN", "MODEL.FPN.OUT_CHANNELS", 32,
+    "MODEL.ROI_BOX_HEAD.FC_DIM", 64, "MODEL.ROI_MASK_HEAD.CONV_DIM", 16, "MODEL.ROI_HEADS.NUM_CLASSES", 3,
+    "INPUT.MIN_SIZE_TEST", 320, "INPUT.MAX_SIZE_TEST", 512,
+]
+
+
+def write_tiny_config(path: Path, mask: bool = True) -> Path:
+    """A small Mask R-CNN / Faster R-CNN FPN config (3 classes) written as a full config dump."""
+    import d2ov_core.compat as compat
+
+    compat.apply()
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    name = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml" if mask else "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"
+    cfg.merge_from_file(model_zoo.get_config_file(name))
+    cfg.merge_from_list([str(v) if not isinstance(v, str) else v for v in TINY_OVERRIDES])
+    cfg.MODEL.DEVICE = "cpu"
+    path.write_text(cfg.dump())
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tmp_path_factory):
+    from d2ov_core import catalog
+
+    cfg = write_tiny_config(tmp_path_factory.mktemp("tiny") / "tiny_mask_rcnn.yaml")
+    return catalog.custom(cfg, "random", ["circle", "square", "triangle"])
+
+
+@pytest.fixture(scope="session")
+def tiny_ir(tiny_spec, tmp_path_factory) -> Path:
+    """A converted random-weights tiny Mask R-CNN IR (FP32), converted once per session."""
+    from d2ov_core.convert import convert
+
+    return convert(tiny_spec, weights="random", out=tmp_path_factory.mktemp("tiny_ir"), fp16=False,
+                   sample=real_photo(), progress=False)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m d2ov_core ARGS`` in a subprocess (as a user runs it)."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    return subprocess.run([sys.executable, "-m", "d2ov_core", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=ROOT)
+
+
+def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Create .venv with everything d2ov needs; idempotent (a second run takes seconds).
+#
+#   tools/setup.sh            # python deps + detectron2
+#   D2OV_BROWSER=1 tools/setup.sh   # also Debian's chromium for the browser tests
+#
+# Detectron2 has no official PyPI release. We build the pb1-detectron2==0.6 sdist (byte-identical
+# .py files to the official v0.6 tag) without its C++ extension, after checking its sha256.
+# If a detectron2 is already importable in .venv (e.g. a user's own build), it is left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${D2OV_VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3.11}
+D2_URL=https://files.pythonhosted.org/packages/60/26/48f5bbb7ee492696a21da23303daeecdfe3942c498a70d34108acf63b2bd/pb1-detectron2-0.6.tar.gz
+D2_SHA256=5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29
+
+stamp_of() { cat requirements.txt pyproject.toml tools/setup.sh | sha256sum | cut -d' ' -f1; }
+STAMP="$VENV/.d2ov-setup-stamp"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_of)" ] && "$VPY" -c "import detectron2, d2ov_core" 2>/dev/null; then
+  echo "[setup] .venv is up to date"
+else
+  echo "[setup] installing python packages (first run: a few minutes)"
+  "$VPY" -m pip install -q --upgrade "pip>=24" "setuptools>=70,<81" wheel
+  "$VPY" -m pip install -q -r requirements.txt
+
+  if "$VPY" -c "import detectron2" 2>/dev/null; then
+    echo "[setup] detectron2 already installed: $("$VPY" -c 'import detectron2; print(detectron2.__version__, detectron2.__file__)') (left alone)"
+  else
+    echo "[setup] building detectron2 0.6 (pure python) from the pb1-detectron2 sdist"
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    "$VPY" - "$D2_URL" "$D2_SHA256" "$work/d2.tar.gz" <<'PYEOF'
+import hashlib, sys, urllib.request
+url, sha, out = sys.argv[1:]
+data = urllib.request.urlopen(url, timeout=120).read()
+got = hashlib.sha256(data).hexdigest()
+if got != sha:
+    sys.exit(f"[setup] pb1-detectron2 sdist sha256 mismatch: expected {sha}, got {got}")
+open(out, "wb").write(data)
+PYEOF
+    tar -xzf "$work/d2.tar.gz" -C "$work"
+    src="$work/pb1-detectron2-0.6"
+    # Our own setup.py: no C++ extension, and the model-zoo configs really packaged.
+    cat > "$src/setup.py" <<'PYEOF'
+from setuptools import find_packages, setup
+PROJECTS = {
+    "detectron2.projects.point_rend": "projects/PointRend/point_rend",
+    "detectron2.projects.deeplab": "projects/DeepLab/deeplab",
+    "detectron2.projects.panoptic_deeplab": "projects/Panoptic-DeepLab/panoptic_deeplab",
+}
+setup(
+    name="pb1-detectron2",
+    version="0.6",
+    packages=find_packages(exclude=("configs", "tests*")) + list(PROJECTS),
+    package_dir=PROJECTS,
+    package_data={"detectron2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py"]},
+    python_requires=">=3.7",
+)
+PYEOF
+    rm -f "$src/pyproject.toml"
+    "$VPY" -m pip install -q --no-deps --no-build-isolation "$src"
+  fi
+  "$VPY" -m pip install -q --no-deps --no-build-isolation -e .
+  "$VPY" -c "
+import d2ov_core.compat as c; c.apply()
+from detectron2 import model_zoo
+p = model_zoo.get_config_file('COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml')
+print('[setup] detectron2 ok, model-zoo configs at', p.rsplit('/', 2)[0])
+"
+  stamp_of > "$STAMP"
+fi
+
+if [ "${D2OV_BROWSER:-0}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then
+  echo "[setup] installing Debian's chromium for the browser tests"
+  if [ "$(id -u)" = "0" ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+echo "[setup] done: $VENV"
