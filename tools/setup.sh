@@ -15,6 +15,12 @@ PY=${PYTHON:-python3.11}
 D2_URL=https://files.pythonhosted.org/packages/60/26/48f5bbb7ee492696a21da23303daeecdfe3942c498a70d34108acf63b2bd/pb1-detectron2-0.6.tar.gz
 D2_SHA256=5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29
 
+LOG=$(mktemp)
+work=""
+trap 'rm -rf "$LOG" ${work:+"$work"}' EXIT
+# pip, quiet on success, its whole log on failure
+pipq() { "$VPY" -m pip "$@" >"$LOG" 2>&1 || { grep -v "is ignored: it is neither" "$LOG" | tail -40; echo "[setup] pip $* failed" >&2; return 1; }; }
+
 stamp_of() { cat requirements.txt pyproject.toml tools/setup.sh | sha256sum | cut -d' ' -f1; }
 STAMP="$VENV/.d2ov-setup-stamp"
 
@@ -28,15 +34,14 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_of)" ] && "$VPY" -c "import
   echo "[setup] .venv is up to date"
 else
   echo "[setup] installing python packages (first run: a few minutes)"
-  "$VPY" -m pip install -q --upgrade "pip>=24" "setuptools>=70,<81" wheel
-  "$VPY" -m pip install -q -r requirements.txt
+  pipq install --upgrade "pip>=24" "setuptools>=70,<81" wheel
+  pipq install -r requirements.txt
 
   if "$VPY" -c "import detectron2" 2>/dev/null; then
     echo "[setup] detectron2 already installed: $("$VPY" -c 'import detectron2; print(detectron2.__version__, detectron2.__file__)') (left alone)"
   else
     echo "[setup] building detectron2 0.6 (pure python) from the pb1-detectron2 sdist"
     work=$(mktemp -d)
-    trap 'rm -rf "$work"' EXIT
     "$VPY" - "$D2_URL" "$D2_SHA256" "$work/d2.tar.gz" <<'PYEOF'
 import hashlib, sys, urllib.request
 url, sha, out = sys.argv[1:]
@@ -66,10 +71,10 @@ setup(
 )
 PYEOF
     rm -f "$src/pyproject.toml"
-    "$VPY" -m pip install -q --no-deps --no-build-isolation "$src"
+    pipq install --no-deps --no-build-isolation "$src"
   fi
-  "$VPY" -m pip install -q --no-deps --no-build-isolation -e .
-  "$VPY" -c "
+  pipq install --no-deps --no-build-isolation -e .
+  "$VPY" -W ignore -c "
 import d2ov_core.compat as c; c.apply()
 from detectron2 import model_zoo
 p = model_zoo.get_config_file('COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml')

@@ -1,0 +1,64 @@
+"""Converter tests on the exact seed architectures (random weights: no checkpoint is reachable here)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from d2ov_core import catalog, runtime
+from d2ov_core.convert import convert, ensure_ir
+from d2ov_core.predictor import Predictor
+
+from .conftest import random_image, real_photo
+
+SEEDS = [
+    ("COCO-Detection/faster_rcnn_R_50_FPN_1x", ["boxes", "classes", "scores", "image_size"]),
+    ("COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x", ["boxes", "classes", "masks", "scores", "image_size"]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,outputs", SEEDS)
+def test_seed_architecture_converts_and_runs(name, outputs, tmp_path):
+    spec = catalog.get(name)
+    xml = convert(spec, weights="random", out=tmp_path / "ir", progress=False)
+    assert xml == tmp_path / "ir" / "model.xml" and xml.with_suffix(".bin").is_file()
+    assert sorted(p.name for p in (tmp_path / "ir").iterdir()) == ["d2ov.json", "model.bin", "model.xml"]
+    assert not list(tmp_path.glob(".*tmp*")), "temporary folder left behind"
+
+    meta = runtime.read_metadata(xml)
+    assert meta["model_name"] == name and meta["outputs"] == outputs
+    assert meta["labels"] == list(spec.classes) and len(meta["labels"]) == 80
+    assert meta["random_weights"] is True and meta["precision"] == "FP16"
+    assert (meta["min_size"], meta["max_size"], meta["input_format"]) == (800, 1333, "BGR")
+    assert meta["graph_score_threshold"] == 0.05 and meta["max_detections"] == 100
+    assert meta["source_config"] == spec.config and meta["d2ov_version"]
+    card = json.loads((tmp_path / "ir" / "d2ov.json").read_text())
+    assert card["box_ap"] == spec.box_ap and set(card["ir_sha256"]) == {"model.xml", "model.bin"}
+
+    pred = Predictor(xml)
+    for h, w in [(480, 640), (700, 500)]:  # another size than the trace image
+        det = pred.predict(random_image(h, w, seed=w), threshold=0.05)
+        assert det.image_size == (h, w) and len(det) <= 100
+        assert np.all(det.boxes[:, 2] <= w) and np.all(det.boxes[:, 3] <= h)
+        assert (det.masks is not None) == ("masks" in outputs)
+        if det.masks is not None:
+            assert det.masks.shape == (len(det), h, w)
+
+
+def test_conversion_is_cached_and_atomic(tiny_spec, monkeypatch, tmp_path):
+    monkeypatch.setenv("D2OV_CACHE", str(tmp_path))
+    xml = convert(tiny_spec, weights="random", sample=real_photo(), progress=False)
+    assert xml.is_relative_to(tmp_path / "ir")
+    mtime = xml.stat().st_mtime_ns
+    again = convert(tiny_spec, weights="random", sample=real_photo(), progress=False)
+    assert again == xml and xml.stat().st_mtime_ns == mtime  # cache hit: not rewritten
+    assert [p.name for p in xml.parent.parent.iterdir()] == [xml.parent.name]  # no temp dirs left
+    assert ensure_ir(str(xml.parent)) == xml
+
+
+def test_tiny_ir_handles_blank_image_and_zero_detections(tiny_ir):
+    pred = Predictor(tiny_ir)
+    det = pred.predict(np.zeros((100, 100, 3), np.uint8), threshold=1.0)
+    assert det.masks.shape[1:] == (100, 100)
+    assert np.all(det.scores >= 1.0)
