@@ -1,20 +1,28 @@
-# d2ov: the two commands of the README's Quick start are `make demo` and `make test`.
+# d2ov. The README's Quick start is `make app` and `make test`.
 PY := .venv/bin/python
 SAMPLES := $(wildcard models/demo/samples/*.jpg)
+DEMOS := demo/faster_rcnn_shapes demo/mask_rcnn_shapes
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup app demo test test-fast bundle clean
 
 setup:            ## create/update .venv (idempotent: seconds when up to date)
 	@bash tools/setup.sh
 
-demo: setup       ## run the CLI on the bundled samples with the bundled demo model
+app: setup        ## the web app on http://127.0.0.1:7860
+	$(PY) app.py
+
+demo: setup       ## the CLI on the bundled samples with the bundled demo model
 	$(PY) -m d2ov_core predict $(SAMPLES) --render out/demo --json out/demo/predictions.json
 
-test: setup       ## the full suite (what CI runs)
-	$(PY) -m pytest -q --timeout=1200 -p no:cacheprovider
+test:             ## the full suite, browser test included (what CI runs)
+	@D2OV_BROWSER=1 bash tools/setup.sh
+	$(PY) -m pytest -q --timeout=1500 -p no:cacheprovider
 
-test-fast: setup  ## skip the slow seed-architecture conversions
-	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
+test-fast: setup  ## skip the slow seed-architecture conversions and the browser
+	$(PY) -m pytest -q -m "not slow and not browser" -p no:cacheprovider
+
+bundle: setup     ## re-convert the demo models into models/ir/ (after tools/train_demo_models.py)
+	for m in $(DEMOS); do $(PY) -m d2ov_core convert $$m --out models/ir/$$(echo $$m | sed 's|/|__|')/FP16 || exit 1; done
 
 clean:
-	rm -rf out .pytest_cache
+	rm -rf out .pytest_cache tests/_artifacts

@@ -196,6 +196,43 @@ def cmd_verify(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate
+
+    predictor = _make_predictor(args.model, args)
+    res = evaluate(predictor, args.annotations, args.images, limit=args.limit, progress=not args.quiet)
+    print(f"{predictor.name} [{args.backend}] on {res['images']} images ({res['detections']} detections, "
+          f"median {res['per_image_ms']:.0f} ms/image)")
+    for iou_type in ("bbox", "segm"):
+        if iou_type in res:
+            stats = "  ".join(f"{k} {v:5.2f}" for k, v in res[iou_type].items())
+            print(f"  {iou_type:<4}  {stats}")
+    if args.json:
+        _write_json(args.json, {"model": predictor.describe(), "backend": args.backend, "annotations": str(args.annotations),
+                                **res})
+    return 0
+
+
+def cmd_push(args) -> int:
+    from . import hub
+    from .convert import ensure_ir
+
+    xml = ensure_ir(args.model)
+    sub = hub.push_ir(xml, args.repo_id, revision=args.revision, dry_run_dir=Path(args.dry_run) if args.dry_run else None)
+    where = args.dry_run or f"https://huggingface.co/{args.repo_id}"
+    print(f"pushed {xml.parent} to {where} as {sub}/")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import runpy
+
+    app = runpy.run_path(str(catalog.REPO_ROOT / "app.py"), run_name="d2ov_app")
+    argv = ["--host", args.host, "--port", str(args.port)] + (["--share"] if args.share else [])
+    app["main"](argv)
+    return 0
+
+
 def _write_json(path: str, doc: dict[str, Any]) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -256,6 +293,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-iou", type=float, default=0.98, help="min mask IoU (0.98)")
     p.add_argument("--json", help="write the comparison to this JSON file")
     p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("eval", help="COCO box/mask AP over a COCO-format data set")
+    p.add_argument("model", help="catalog name, IR .xml/folder (openvino) or config .yaml")
+    p.add_argument("--annotations", required=True, help="COCO instances JSON")
+    p.add_argument("--images", required=True, help="folder of the images named in the JSON")
+    p.add_argument("--backend", choices=["openvino", "pytorch"], default="openvino")
+    model_opts(p)
+    p.add_argument("--device", default="CPU")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--json", help="write the metrics to this JSON file")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("push", help="publish an IR to the Hugging Face Hub in the layout the app fetches")
+    p.add_argument("model", help="catalog name (its cached IR) or an IR .xml/folder")
+    p.add_argument("--repo-id", required=True, help="Hub repository, e.g. you/detectron2-openvino")
+    p.add_argument("--revision", help="branch to push to (default: main)")
+    p.add_argument("--dry-run", metavar="DIR", help="write the repository tree to DIR instead of uploading")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("serve", help="run the web app (same as python app.py)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -273,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `d2ov list | head`
+        return 0
     except D2ovError as e:
         print(f"d2ov: error: {e}", file=sys.stderr)
         return 2

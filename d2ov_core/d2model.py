@@ -112,20 +112,34 @@ def traceable(model, image_chw):
     adapter = TracingAdapter(model, [{"image": image}], inference)
     with torch.no_grad():
         flat = adapter(image)
-    rebuilt = adapter.outputs_schema(flat)
-    fields = rebuilt[0]["instances"].get_fields()
-    names: list[str | None] = [None] * len(flat)
-    for field, value in fields.items():
-        tensor = getattr(value, "tensor", value)
-        for i, t in enumerate(flat):
-            if t is tensor:
-                names[i] = OUTPUT_NAMES.get(field, field)
-    for i, t in enumerate(flat):
-        if names[i] is None and t.numel() == 2 and t.dtype == torch.int64:
-            names[i] = "image_size"
-    if any(n is None for n in names):
-        raise ConversionError(f"cannot name traced outputs: {names}")
-    return adapter, [str(n) for n in names], flat
+    names = _output_names(adapter.outputs_schema)
+    if len(names) != len(flat):
+        raise ConversionError(f"cannot name traced outputs: schema gives {names}, the graph has {len(flat)} outputs")
+    return adapter, names, flat
+
+
+def _output_names(schema) -> list[str]:
+    """Flat output names from TracingAdapter's schema: an ``InstancesSchema`` flattens its fields in
+    sorted key order (each field ``sizes[i]`` tensors), then the image size."""
+    from detectron2.export.flatten import InstancesSchema
+
+    def find(s):
+        if isinstance(s, InstancesSchema):
+            return s
+        for child in getattr(s, "schemas", []) or []:
+            found = find(child)
+            if found is not None:
+                return found
+        return None
+
+    inst = find(schema)
+    if inst is None:
+        raise ConversionError("traced outputs hold no Instances")
+    names: list[str] = []
+    for key, size in zip(inst.keys, inst.sizes):
+        base = OUTPUT_NAMES.get(key, key)
+        names += [base] if size == 1 else [f"{base}_{i}" for i in range(size)]
+    return names + ["image_size"]
 
 
 def cfg_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:

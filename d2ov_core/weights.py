@@ -152,7 +152,7 @@ def _progress_bar(total: int | None, desc: str):
     except ImportError:  # pragma: no cover
         return None
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, file=sys.stderr,
-                disable=None)
+                mininterval=1.0)
 
 
 def load_into(model, path: str) -> None:
