@@ -8,14 +8,16 @@ Wiring only: every handler is a few lines calling ``d2ov_core``; user mistakes b
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 
 from d2ov_core import catalog, runtime
 from d2ov_core import settings as S
@@ -136,12 +138,19 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
     return demo
 
 
+def ensure_detectron2() -> None:
+    """On a Hugging Face Space (no setup script runs there) install Detectron2 the way tools/setup.sh does."""
+    if os.environ.get("SPACE_ID") and importlib.util.find_spec("detectron2") is None:
+        subprocess.run([sys.executable, str(Path(__file__).parent / "tools" / "install_detectron2.py")], check=True)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="d2ov web app")
     p.add_argument("--host", default=os.environ.get("D2OV_HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=int(os.environ.get("D2OV_PORT", 7860)))
     p.add_argument("--share", action="store_true", help="create a public gradio.live link")
     args = p.parse_args(argv)
+    ensure_detectron2()
     demo = build_demo()
     demo.queue(default_concurrency_limit=max(1, (os.cpu_count() or 2) // 2 + 1), max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="20mb",

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from . import __version__, catalog
 from . import settings as S
-from .errors import D2ovError, InputError, ModelNotFoundError
+from .errors import D2ovError, InputError
 
 log = logging.getLogger("d2ov")
 
@@ -213,6 +213,27 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import VARIANTS, markdown, run_bench
+    from .convert import default_sample
+
+    spec = catalog.get(args.model)
+    images = args.images or [str(default_sample(spec))]
+    for img in images:
+        if not Path(img).is_file():
+            raise InputError(f"image not found: {img}")
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        raise InputError(f"unknown variant {unknown[0]!r}: expected {', '.join(VARIANTS)}")
+    report = run_bench(spec.name, images, weights=args.weights, runs=args.runs, warmup=args.warmup,
+                       threads=args.threads, variants=args.variants, out_dir=args.out,
+                       log=(lambda *_: None) if args.quiet else (lambda m: print(m, file=sys.stderr)))
+    print(markdown(report))
+    if args.out:
+        print(f"wrote {args.out}/bench.md, bench.json, bench.png")
+    return 0
+
+
 def cmd_push(args) -> int:
     from . import hub
     from .convert import ensure_ir
@@ -303,6 +324,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("--json", help="write the metrics to this JSON file")
     p.set_defaults(func=cmd_eval)
+
+    from .bench import VARIANTS
+
+    p = sub.add_parser("bench", help="Detectron2 eager vs OpenVINO variants, one run, same images and threads")
+    p.add_argument("model", help="catalog name")
+    p.add_argument("--weights", help="weights (e.g. 'random' for the Model Zoo architectures offline)")
+    p.add_argument("--images", nargs="+", help="images to run on (default: the model's sample image)")
+    p.add_argument("--runs", type=int, default=5, help="timed passes over the images (default 5)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, help="threads for every variant (default: all cores)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"subset of {', '.join(VARIANTS)}")
+    p.add_argument("--out", help="folder for bench.md, bench.json, bench.png")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("push", help="publish an IR to the Hugging Face Hub in the layout the app fetches")
     p.add_argument("model", help="catalog name (its cached IR) or an IR .xml/folder")

@@ -30,12 +30,12 @@ import numpy as np
 
 from . import __version__, catalog, runtime
 from .catalog import ModelSpec
-from .errors import ConversionError
+from .errors import ConversionError, first_line
 from .images import load_image
 from .preprocess import preprocess
-from .weights import cache_dir
+from .weights import cache_dir, sha256_file
 
-__all__ = ["convert", "ensure_ir", "default_sample", "cached_ir_dir", "IR_NAME"]
+__all__ = ["convert", "ensure_ir", "default_sample", "cached_ir_dir", "bundled_ir", "IR_NAME"]
 
 log = logging.getLogger("d2ov")
 IR_NAME = "model.xml"
@@ -75,6 +75,14 @@ def _cache_key(spec: ModelSpec, weights: str, weights_sha256: str, fp16: bool) -
         "versions": _versions(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+BUNDLED_IR_DIR = catalog.REPO_ROOT / "models" / "ir"
+
+
+def bundled_ir(name: str, precision: str = "FP16") -> Path:
+    """Where a pre-converted IR shipped with d2ov lives: ``models/ir/<name with __>/<precision>/model.xml``."""
+    return BUNDLED_IR_DIR / name.replace("/", "__") / precision / IR_NAME
 
 
 def cached_ir_dir(name: str) -> Path:
@@ -128,7 +136,7 @@ def convert(
     except ConversionError:
         raise
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ConversionError(f"openvino.convert_model failed for {spec.name}: {first}") from None
 
     # the IR must run on the trace image and on another size
@@ -157,7 +165,7 @@ def convert(
         card = {k: metadata[k] for k in ("model_name", "task", "labels", "precision", "weights_source",
                                          "weights_sha256", "random_weights")}
         card.update(box_ap=spec.box_ap, mask_ap=spec.mask_ap, converted_s=round(time.perf_counter() - t0, 1),
-                    ir_sha256={p.name: _sha(p) for p in sorted(tmp_dir.glob("model.*"))})
+                    ir_sha256={p.name: sha256_file(p) for p in sorted(tmp_dir.glob("model.*"))})
         (tmp_dir / "d2ov.json").write_text(json.dumps(card, indent=1))
         if final_dir.exists():
             shutil.rmtree(final_dir)
@@ -167,14 +175,6 @@ def convert(
             shutil.rmtree(tmp_dir, ignore_errors=True)
     log.info("wrote %s in %.1f s", final_dir / IR_NAME, time.perf_counter() - t0)
     return final_dir / IR_NAME
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _other_size(chw: np.ndarray) -> np.ndarray:
@@ -195,6 +195,9 @@ def ensure_ir(model: str, weights: str | None = None, fp16: bool = True, progres
         return p / IR_NAME
     spec = catalog.get(model)
     if weights is None:
+        shipped = bundled_ir(spec.name, "FP16" if fp16 else "FP32")
+        if shipped.is_file():
+            return shipped
         cached = sorted(cached_ir_dir(spec.name).glob(f"*/{IR_NAME}"), key=lambda x: x.stat().st_mtime, reverse=True)
         for xml in cached:
             meta = runtime.read_metadata(xml)

@@ -14,7 +14,14 @@ __all__ = [
     "DeviceError",
     "DownloadError",
     "ConversionError",
+    "first_line",
 ]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (OpenVINO and others raise multi-line C++ text)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class D2ovError(Exception):

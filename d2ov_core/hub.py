@@ -15,14 +15,14 @@ recorded in ``d2ov.json`` before returning them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import DownloadError, IRError
+from .weights import sha256_file
+from .errors import DownloadError, IRError, first_line
 
 __all__ = ["DEFAULT_REPO", "repo_settings", "model_dir", "fetch_ir", "push_ir", "verify_ir_folder"]
 
@@ -38,14 +38,6 @@ def model_dir(name: str, precision: str = "FP16") -> str:
     return f"{name.replace('/', '__')}/{precision}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_ir_folder(folder: Path) -> Path:
     """Check ``model.xml``/``model.bin`` against ``d2ov.json``; return the xml path."""
     card_path = folder / "d2ov.json"
@@ -56,7 +48,7 @@ def verify_ir_folder(folder: Path) -> Path:
         f = folder / name
         if not f.is_file():
             raise IRError(f"{folder}: {name} is missing")
-        if expected.get(name) and _sha256(f) != expected[name]:
+        if expected.get(name) and sha256_file(f) != expected[name]:
             raise IRError(f"{f}: sha256 does not match the one recorded in d2ov.json (corrupt or tampered)")
     return folder / "model.xml"
 
@@ -77,7 +69,7 @@ def fetch_ir(name: str, precision: str = "FP16", repo_id: str | None = None, rev
         raise DownloadError(f"{name}: not on the Hugging Face Hub ({repo_id}@{revision}) and not in the local HF cache "
                             "(offline?)") from None
     except (HfHubHTTPError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise DownloadError(f"{name}: cannot fetch from the Hugging Face Hub {repo_id}@{revision}: {first}") from None
     folder = Path(root) / sub
     if not (folder / "model.xml").is_file():
@@ -133,6 +125,6 @@ def push_ir(xml: Path, repo_id: str, revision: str | None = None, token: str | N
             api.upload_folder(repo_id=repo_id, folder_path=str(stage), revision=revision,
                               commit_message=f"d2ov push {meta['model_name']} {meta['precision']}")
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise DownloadError(f"cannot push to the Hugging Face Hub {repo_id}: {first}") from None
     return sub

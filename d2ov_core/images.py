@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, first_line
 
 __all__ = ["load_image", "MAX_PIXELS", "MAX_FILE_BYTES"]
 
@@ -87,7 +87,7 @@ def _from_pil(img: Image.Image, label: str) -> np.ndarray:
     except ImageError:
         raise
     except Exception as e:  # truncated / corrupt data surfaces at decode time
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise ImageError(f"{label}: corrupt or truncated image ({msg})") from None
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import settings as S
-from .errors import DeviceError, IRError
+from .errors import DeviceError, IRError, first_line
 
 __all__ = [
     "openvino_version",
@@ -117,7 +117,7 @@ def _read_model(xml: Path):
     try:
         return core().read_model(str(xml))
     except Exception as e:  # openvino raises RuntimeError with multi-line C++ text
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise IRError(f"cannot read IR {xml}: {first}") from None
 
 
@@ -150,7 +150,7 @@ class CompiledIR:
         try:
             self._compiled = core().compile_model(model, device, config)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise IRError(f"cannot compile {self.xml} for {device}: {first}") from None
         self._pool: queue.SimpleQueue = queue.SimpleQueue()
 

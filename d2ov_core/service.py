@@ -16,17 +16,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import catalog, runtime
+from .convert import BUNDLED_IR_DIR, bundled_ir, cached_ir_dir
 from .errors import D2ovError, ModelNotFoundError
 
-__all__ = ["ModelState", "ModelService", "BUNDLED_IR_DIR", "find_local_irs"]
+__all__ = ["ModelState", "ModelService", "find_local_irs", "bundled_ir"]
 
 log = logging.getLogger("d2ov")
 MODELS_DIR = catalog.REPO_ROOT / "models"
-BUNDLED_IR_DIR = MODELS_DIR / "ir"
-
-
-def bundled_ir(name: str, precision: str = "FP16") -> Path:
-    return BUNDLED_IR_DIR / name.replace("/", "__") / precision / "model.xml"
 
 
 def find_local_irs(root: Path = MODELS_DIR) -> dict[str, Path]:
@@ -103,8 +99,6 @@ class ModelService:
         b = bundled_ir(name)
         if b.is_file():
             return b
-        from .convert import cached_ir_dir
-
         for xml in sorted(cached_ir_dir(name).glob("*/model.xml"), key=lambda p: p.stat().st_mtime, reverse=True):
             try:
                 if not runtime.read_metadata(xml)["random_weights"]:

@@ -26,7 +26,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .errors import ConversionError, DownloadError, ModelNotFoundError
+from .errors import ConversionError, DownloadError, ModelNotFoundError, first_line
 
 __all__ = ["cache_dir", "resolve", "download", "sha256_file", "load_into", "RANDOM"]
 
@@ -172,7 +172,7 @@ def load_into(model, path: str) -> None:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise ConversionError(
                 f"{path}: not a plain tensor checkpoint that torch.load(weights_only=True) accepts ({first}); "
                 "save the state_dict only: torch.save({'model': model.state_dict()}, path)"

@@ -1,7 +1,6 @@
 """The Hub layout written by push is the one fetch reads, through huggingface_hub's real cache in
 offline mode (the Hub itself is unreachable from the build machines)."""
 
-import json
 import os
 import shutil
 import subprocess

@@ -12,16 +12,13 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${D2OV_VENV:-$ROOT/.venv}
 PY=${PYTHON:-python3.11}
-D2_URL=https://files.pythonhosted.org/packages/60/26/48f5bbb7ee492696a21da23303daeecdfe3942c498a70d34108acf63b2bd/pb1-detectron2-0.6.tar.gz
-D2_SHA256=5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29
 
 LOG=$(mktemp)
-work=""
-trap 'rm -rf "$LOG" ${work:+"$work"}' EXIT
+trap 'rm -f "$LOG"' EXIT
 # pip, quiet on success, its whole log on failure
 pipq() { "$VPY" -m pip "$@" >"$LOG" 2>&1 || { grep -v "is ignored: it is neither" "$LOG" | tail -40; echo "[setup] pip $* failed" >&2; return 1; }; }
 
-stamp_of() { cat requirements.txt pyproject.toml tools/setup.sh | sha256sum | cut -d' ' -f1; }
+stamp_of() { cat requirements.txt pyproject.toml tools/setup.sh tools/install_detectron2.py | sha256sum | cut -d' ' -f1; }
 STAMP="$VENV/.d2ov-setup-stamp"
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -37,42 +34,7 @@ else
   pipq install --upgrade "pip>=24" "setuptools>=70,<81" wheel
   pipq install -r requirements.txt
 
-  if "$VPY" -c "import detectron2" 2>/dev/null; then
-    echo "[setup] detectron2 already installed: $("$VPY" -c 'import detectron2; print(detectron2.__version__, detectron2.__file__)') (left alone)"
-  else
-    echo "[setup] building detectron2 0.6 (pure python) from the pb1-detectron2 sdist"
-    work=$(mktemp -d)
-    "$VPY" - "$D2_URL" "$D2_SHA256" "$work/d2.tar.gz" <<'PYEOF'
-import hashlib, sys, urllib.request
-url, sha, out = sys.argv[1:]
-data = urllib.request.urlopen(url, timeout=120).read()
-got = hashlib.sha256(data).hexdigest()
-if got != sha:
-    sys.exit(f"[setup] pb1-detectron2 sdist sha256 mismatch: expected {sha}, got {got}")
-open(out, "wb").write(data)
-PYEOF
-    tar -xzf "$work/d2.tar.gz" -C "$work"
-    src="$work/pb1-detectron2-0.6"
-    # Our own setup.py: no C++ extension, and the model-zoo configs really packaged.
-    cat > "$src/setup.py" <<'PYEOF'
-from setuptools import find_packages, setup
-PROJECTS = {
-    "detectron2.projects.point_rend": "projects/PointRend/point_rend",
-    "detectron2.projects.deeplab": "projects/DeepLab/deeplab",
-    "detectron2.projects.panoptic_deeplab": "projects/Panoptic-DeepLab/panoptic_deeplab",
-}
-setup(
-    name="pb1-detectron2",
-    version="0.6",
-    packages=find_packages(exclude=("configs", "tests*")) + list(PROJECTS),
-    package_dir=PROJECTS,
-    package_data={"detectron2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py"]},
-    python_requires=">=3.7",
-)
-PYEOF
-    rm -f "$src/pyproject.toml"
-    pipq install --no-deps --no-build-isolation "$src"
-  fi
+  "$VPY" tools/install_detectron2.py
   pipq install --no-deps --no-build-isolation -e .
   "$VPY" -W ignore -c "
 import d2ov_core.compat as c; c.apply()
