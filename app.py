@@ -83,15 +83,18 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         try:
             rgb = load_image(image_path, name=Path(image_path).name)
             det = service.predictor(name, device).predict(rgb, threshold=0.0)
+            state = {"rgb": rgb, "det": det, "model": name, "device": device, "image": Path(image_path).name}
+            return (*present(state, threshold), state, model_card(service, name))
         except D2ovError as e:
             raise gr.Error(str(e)) from None
-        state = {"rgb": rgb, "det": det, "model": name, "device": device, "image": Path(image_path).name}
-        return (*present(state, threshold), state, model_card(service, name))
 
     def refilter(state, threshold):
         if not state:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return present(state, threshold)
+        try:
+            return present(state, threshold)
+        except D2ovError as e:
+            raise gr.Error(str(e)) from None
 
     def present(state, threshold):
         threshold = S.check_value("confidence_threshold", threshold)
