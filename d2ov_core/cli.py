@@ -109,35 +109,65 @@ def cmd_convert(args) -> int:
 
     spec = _spec_from_args(args.model, args)
     t0 = time.perf_counter()
-    xml = convert(spec, weights=args.weights, out=args.out, fp16=not args.fp32, sample=args.sample)
+    if args.precision == "int8" and not args.calibration:
+        raise InputError("--precision int8 needs --calibration DIR (images of the model's domain)")
+    if args.calibration and args.precision != "int8":
+        raise InputError("--calibration is for --precision int8")
+    xml = convert(spec, weights=args.weights, out=args.out, fp16=args.precision == "fp16" and not args.fp32,
+                  sample=args.sample, calibration=args.calibration, calibration_size=args.calibration_size)
     size = sum(p.stat().st_size for p in xml.parent.glob("model.*"))
     print(f"{xml}  ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
     return 0
 
 
+def _expand_images(items: list[str]) -> list[str]:
+    out = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InputError(f"no images (.jpg, .png, ...) in folder {item}")
+            out += found
+        elif not p.is_file():
+            raise InputError(f"image not found: {item}")
+        else:
+            out.append(item)
+    return out
+
+
 def cmd_predict(args) -> int:
     items = list(args.inputs)
-    if _is_model_arg(items[0]):
+    if _is_model_arg(items[0]) and not Path(items[0]).is_dir() or Path(items[0], "model.xml").is_file():
         model, images = items[0], items[1:]
     else:
         model, images = catalog.DEFAULTS["instance_segmentation"], items
     if not images:
-        raise InputError("no image given: d2ov predict [MODEL_OR_IR] IMAGE...")
+        raise InputError("no image given: d2ov predict [MODEL_OR_IR] IMAGE_OR_FOLDER...")
+    images = _expand_images(images)  # fail fast on a bad path before loading a model
     from .images import load_image
 
-    for img in images:  # fail fast on a bad path before loading a model
-        if not Path(img).is_file():
-            raise InputError(f"image not found: {img}")
     predictor = _make_predictor(model, args)
-    results = []
     render_dir = Path(args.render) if args.render else None
     if render_dir:
         render_dir.mkdir(parents=True, exist_ok=True)
-    for img in images:
+
+    def run(img):
         rgb = load_image(img)
-        det = predictor.predict(rgb, threshold=args.threshold)
-        res = {"image": str(img), **det.to_dict()}
-        results.append(res)
+        return rgb, predictor.predict(rgb, threshold=args.threshold)
+
+    t0 = time.perf_counter()
+    if args.hint == "THROUGHPUT" and args.backend == "openvino" and len(images) > 1:
+        import concurrent.futures as cf
+
+        with cf.ThreadPoolExecutor(max(2, predictor._ir.optimal_requests)) as pool:  # noqa: SLF001
+            outputs = pool.map(run, images)
+            done = list(zip(images, outputs))
+    else:
+        done = ((img, run(img)) for img in images)
+    results = []
+    for img, (rgb, det) in done:
+        results.append({"image": str(img), **det.to_dict()})
         summary = ", ".join(f"{l} {s:.2f}" for l, s in zip(det.labels[:8], det.scores[:8]))
         more = f", +{len(det) - 8} more" if len(det) > 8 else ""
         print(f"{img}: {len(det)} detections in {det.timings['total']:.0f} ms" + (f" ({summary}{more})" if len(det) else ""))
@@ -149,6 +179,9 @@ def cmd_predict(args) -> int:
             out = render_dir / (Path(img).stem + ".png")
             Image.fromarray(render(rgb, det, predictor.labels)).save(out)
             print(f"  rendered {out}")
+    if len(images) > 1:
+        wall = time.perf_counter() - t0
+        print(f"{len(images)} images in {wall:.1f} s ({len(images) / wall:.2f} images/s, {args.hint.lower()} mode)")
     doc = {"model": predictor.describe(), "backend": args.backend, "device": args.device if args.backend == "openvino" else "cpu",
            "threshold": args.threshold if args.threshold is not None else S.SETTINGS["confidence_threshold"].default,
            "results": results}
@@ -283,7 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="catalog name (see `d2ov list`) or a Detectron2 config .yaml")
     model_opts(p)
     p.add_argument("--out", help="output folder for model.xml/.bin (default: the cache)")
-    p.add_argument("--fp32", action="store_true", help="keep FP32 weights in the IR (default: FP16-compressed)")
+    p.add_argument("--precision", choices=["fp16", "fp32", "int8"], default="fp16",
+                   help="fp16: FP16-compressed weights, FP32 compute (default); fp32; int8: NNCF post-training quantization")
+    p.add_argument("--fp32", action="store_true", help="same as --precision fp32")
+    p.add_argument("--calibration", help="folder of calibration images for --precision int8")
+    p.add_argument("--calibration-size", type=int, default=16, help="calibration images used (default 16)")
     p.add_argument("--sample", help="image to trace on (default: a bundled sample)")
     p.set_defaults(func=cmd_convert)
 

@@ -64,7 +64,17 @@ def _versions() -> dict[str, str]:
             "openvino": runtime.openvino_version()}
 
 
-def _cache_key(spec: ModelSpec, weights: str, weights_sha256: str, fp16: bool) -> str:
+def _calibration_files(folder: str | os.PathLike, n: int) -> list[Path]:
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConversionError(f"calibration folder not found: {folder}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp"))
+    if not files:
+        raise ConversionError(f"calibration folder {folder} holds no images (.jpg, .png, ...)")
+    return files[:n]
+
+
+def _cache_key(spec: ModelSpec, weights: str, weights_sha256: str, fp16: bool, calibration: list[str] | None = None) -> str:
     from .d2model import load_cfg
 
     payload = {
@@ -72,6 +82,7 @@ def _cache_key(spec: ModelSpec, weights: str, weights_sha256: str, fp16: bool) -
         "classes": list(spec.classes),
         "weights": weights_sha256 or weights,
         "fp16": fp16,
+        "calibration": calibration or [],
         "versions": _versions(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -96,6 +107,8 @@ def convert(
     fp16: bool = True,
     sample: str | os.PathLike | None = None,
     progress: bool = True,
+    calibration: str | os.PathLike | None = None,
+    calibration_size: int = 16,
 ) -> Path:
     """Convert ``model`` and return the path of the written ``model.xml``.
 
@@ -105,6 +118,8 @@ def convert(
         out: folder to write ``model.xml/.bin`` into; default: the cache (reused when present).
         fp16: store weights as FP16 (half the size; compute stays FP32 on CPU).
         sample: image to trace on; default :func:`default_sample`.
+        calibration: folder of images of the model's domain: quantize the IR to INT8 with NNCF
+            (post-training, ``calibration_size`` images, sorted by name). ``fp16`` is then ignored.
     """
     import torch
 
@@ -113,7 +128,9 @@ def convert(
     spec = catalog.get(model) if isinstance(model, str) else model
     t0 = time.perf_counter()
     net, cfg, winfo = d2model.build(spec, weights, progress=progress)
-    key = _cache_key(spec, winfo["source"], winfo["sha256"], fp16)
+    calib_files = _calibration_files(calibration, calibration_size) if calibration else []
+    precision = "INT8" if calib_files else ("FP16" if fp16 else "FP32")
+    key = _cache_key(spec, winfo["source"], winfo["sha256"], fp16, [sha256_file(f) for f in calib_files])
     final_dir = Path(out) if out else cached_ir_dir(spec.name) / key
     if out is None and (final_dir / IR_NAME).is_file():
         log.info("using cached IR %s", final_dir / IR_NAME)
@@ -145,13 +162,22 @@ def convert(
         if len(outs) != len(names):
             raise ConversionError(f"converted {spec.name} returned {len(outs)} outputs, expected {len(names)}")
 
+    if calib_files:
+        log.info("quantizing to INT8 with NNCF on %d calibration images from %s", len(calib_files), calibration)
+        samples = [preprocess(load_image(f), meta)[0] for f in calib_files]
+        ov_model = runtime.quantize_int8(ov_model, samples, progress=progress)
+        outs = runtime.run_model(ov_model, chw)
+        if len(outs) != len(names):
+            raise ConversionError(f"quantized {spec.name} returned {len(outs)} outputs, expected {len(names)}")
+
     metadata: dict[str, Any] = dict(meta)
     versions = _versions()
     metadata.update(
         d2ov_version=__version__,
         model_type="d2ov_rcnn",
         outputs=names,
-        precision="FP16" if fp16 else "FP32",
+        precision=precision,
+        calibration=f"{Path(calibration).name} ({len(calib_files)} images)" if calib_files else "",
         weights_source=winfo["source"],
         weights_sha256=winfo["sha256"],
         random_weights=winfo["random"],
@@ -161,8 +187,8 @@ def convert(
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.tmp-", dir=final_dir.parent))
     try:
-        runtime.save_ir(ov_model, tmp_dir / IR_NAME, metadata, compress_to_fp16=fp16)
-        card = {k: metadata[k] for k in ("model_name", "task", "labels", "precision", "weights_source",
+        runtime.save_ir(ov_model, tmp_dir / IR_NAME, metadata, compress_to_fp16=fp16 and not calib_files)
+        card = {k: metadata[k] for k in ("model_name", "task", "labels", "precision", "calibration", "weights_source",
                                          "weights_sha256", "random_weights")}
         card.update(box_ap=spec.box_ap, mask_ap=spec.mask_ap, converted_s=round(time.perf_counter() - t0, 1),
                     ir_sha256={p.name: sha256_file(p) for p in sorted(tmp_dir.glob("model.*"))})

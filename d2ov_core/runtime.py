@@ -197,6 +197,35 @@ def save_ir(model, xml_path: Path, metadata: dict[str, Any], compress_to_fp16: b
     _ov().save_model(model, str(xml_path), compress_to_fp16=compress_to_fp16)
 
 
+def read_model(xml: str | os.PathLike):
+    """The ``openvino.Model`` of an IR (for transformations such as quantization)."""
+    return _read_model(Path(xml))
+
+
+def quantize_int8(model, samples: list[np.ndarray], progress: bool = True):
+    """NNCF post-training INT8 quantization of ``model`` on preprocessed ``(3, H, W)`` samples.
+
+    The converted Detectron2 graph has many ops sharing one friendly name, which NNCF 3.4 cannot map
+    back ("Could not find a node ... in NNCFGraph"); duplicates are renamed first (names only).
+    """
+    import logging
+
+    import nncf
+
+    seen: dict[str, int] = {}
+    for op in model.get_ordered_ops():
+        name = op.get_friendly_name()
+        if name in seen:
+            seen[name] += 1
+            op.set_friendly_name(f"{name}__d2ov{seen[name]}")
+        else:
+            seen[name] = 0
+    if not progress:
+        nncf.set_log_level(logging.ERROR)
+    dataset = nncf.Dataset([np.ascontiguousarray(s, dtype=np.float32) for s in samples])
+    return nncf.quantize(model, dataset, subset_size=len(samples), preset=nncf.QuantizationPreset.PERFORMANCE)
+
+
 def run_model(model, image_chw: np.ndarray) -> list[np.ndarray]:
     """Compile an in-memory model on CPU and run it once (conversion-time checks)."""
     compiled = core().compile_model(model, "CPU")

@@ -61,6 +61,7 @@ SETTINGS: dict[str, Setting] = {
         _S("max_detections", int, 100, "detections per image frozen into the graph"),
         _S("outputs", list, [], "IR output names, in order", required=True),
         _S("precision", str, "FP32", "weights precision of the IR", choices=("FP32", "FP16", "INT8")),
+        _S("calibration", str, "", "INT8 only: the calibration set (folder name and image count)"),
         _S("source_config", str, "", "Detectron2 config (model-zoo path or file)"),
         _S("weights_source", str, "", "where the weights came from (URL, path or 'random')"),
         _S("weights_sha256", str, "", "sha256 of the weights file ('' for random)"),

@@ -1,0 +1,502 @@
+#!/usr/bin/env python3
+"""Train the two d2ov demo models (Mask R-CNN and Faster R-CNN, plain Detectron2) from scratch on
+the synthetic "shapes" data set (tools/make_shapes.py), evaluate them on the test split with
+PyTorch + pycocotools, and write models/demo/{mask_rcnn_shapes,faster_rcnn_shapes}/ plus
+models/demo/samples/.
+
+Reproducible: fixed seeds for data generation, weight init, data order and augmentation.
+
+    python tools/train_demo_models.py                         # both models, default schedule
+    python tools/train_demo_models.py --time-iters 30          # only measure s/iter, write nothing
+    python tools/train_demo_models.py --model mask --mask-iters 1800
+    python tools/train_demo_models.py --model faster --faster-init mask --faster-iters 300
+
+The Faster R-CNN is either trained from scratch (``--faster-init scratch``) or initialised from the
+trained Mask R-CNN's backbone / RPN / box-head weights and fine-tuned (``--faster-init mask``, the
+default); the log and model.json say which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections import defaultdict, deque
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import d2ov_core.compat  # noqa: E402
+
+d2ov_core.compat.apply()
+
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.data import (  # noqa: E402
+    DatasetCatalog,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
+from detectron2.data import DatasetMapper  # noqa: E402
+from detectron2.data import transforms as T  # noqa: E402
+from detectron2.data.datasets import register_coco_instances  # noqa: E402
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.solver import build_lr_scheduler, build_optimizer  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+
+import make_shapes  # noqa: E402
+
+CLASSES = make_shapes.CLASSES
+SEED = 20260125
+LOG = logging.getLogger("train_demo")
+COCO_STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+
+
+# ------------------------------------------------------------------------------------------- setup
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup_logging(path: str | None) -> None:
+    LOG.setLevel(logging.INFO)
+    for h in list(LOG.handlers):
+        LOG.removeHandler(h)
+    fmt = logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S")
+    sh = logging.StreamHandler(sys.stdout)
+    sh.setFormatter(fmt)
+    LOG.addHandler(sh)
+    if path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fh = logging.FileHandler(path, mode="w")
+        fh.setFormatter(fmt)
+        LOG.addHandler(fh)
+    LOG.propagate = False
+
+
+def ensure_data(work: str, train_num: int, test_num: int) -> dict:
+    os.makedirs(work, exist_ok=True)
+    paths = {}
+    for split, num in (("train", train_num), ("test", test_num)):
+        seed = make_shapes.DEFAULT_SPLITS[split][1]
+        p = os.path.join(work, f"{split}.json")
+        ok = False
+        if os.path.exists(p):
+            with open(p) as f:
+                d = json.load(f)
+            ok = len(d["images"]) == num and f"seed {seed}" in d.get("info", {}).get("description", "")
+        if not ok:
+            t = time.time()
+            LOG.info(f"generating {split} split: {num} images, seed {seed} -> {work}")
+            make_shapes.make_split(work, split, num, seed)
+            LOG.info(f"  done in {time.time() - t:.0f} s")
+        paths[split] = p
+        name = f"d2ov_shapes_{split}"
+        if name not in DatasetCatalog.list():
+            register_coco_instances(name, {}, p, work)
+            MetadataCatalog.get(name).thing_classes = list(CLASSES)
+    return paths
+
+
+def build_cfg(mask_on: bool, args) -> "CfgNode":
+    cfg = get_cfg()
+    m = cfg.MODEL
+    m.META_ARCHITECTURE = "GeneralizedRCNN"
+    m.DEVICE = "cpu"
+    m.WEIGHTS = ""
+    m.MASK_ON = mask_on
+    m.PIXEL_MEAN = [127.5, 127.5, 127.5]
+    m.PIXEL_STD = [64.0, 64.0, 64.0]
+    m.BACKBONE.NAME = "build_resnet_fpn_backbone"
+    m.BACKBONE.FREEZE_AT = 0
+    m.RESNETS.DEPTH = 50
+    m.RESNETS.NUM_GROUPS = 1
+    m.RESNETS.WIDTH_PER_GROUP = 16
+    m.RESNETS.STEM_OUT_CHANNELS = 24
+    m.RESNETS.RES2_OUT_CHANNELS = 64
+    m.RESNETS.NORM = "BN"
+    m.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    m.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    m.FPN.OUT_CHANNELS = 64
+    m.FPN.NORM = "BN"
+    m.ANCHOR_GENERATOR.SIZES = [[12, 18], [26, 38], [54, 78], [112, 160], [230, 330]]
+    m.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]
+    m.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+    m.RPN.PRE_NMS_TOPK_TRAIN = 1000
+    m.RPN.POST_NMS_TOPK_TRAIN = 500
+    m.RPN.PRE_NMS_TOPK_TEST = 1000
+    m.RPN.POST_NMS_TOPK_TEST = 500
+    m.RPN.BATCH_SIZE_PER_IMAGE = 256
+    m.ROI_HEADS.NAME = "StandardROIHeads"
+    m.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+    m.ROI_HEADS.NUM_CLASSES = len(CLASSES)
+    m.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 128
+    # TEST settings left at Detectron2 defaults: SCORE_THRESH_TEST 0.05, NMS 0.5, 100 detections
+    m.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
+    m.ROI_BOX_HEAD.NUM_FC = 2
+    m.ROI_BOX_HEAD.FC_DIM = 256
+    m.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
+    m.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0
+    m.ROI_MASK_HEAD.NAME = "MaskRCNNConvUpsampleHead"
+    m.ROI_MASK_HEAD.NUM_CONV = 4
+    m.ROI_MASK_HEAD.CONV_DIM = 64
+    m.ROI_MASK_HEAD.POOLER_RESOLUTION = 14
+    m.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0
+    cfg.INPUT.MIN_SIZE_TRAIN = (320, 352, 384, 416, 448, 480)
+    cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
+    cfg.INPUT.MAX_SIZE_TRAIN = 640
+    cfg.INPUT.MIN_SIZE_TEST = 416
+    cfg.INPUT.MAX_SIZE_TEST = 640
+    cfg.INPUT.MASK_FORMAT = "bitmask"
+    cfg.INPUT.RANDOM_FLIP = "horizontal"
+    cfg.DATASETS.TRAIN = ("d2ov_shapes_train",)
+    cfg.DATASETS.TEST = ("d2ov_shapes_test",)
+    cfg.DATALOADER.NUM_WORKERS = args.workers
+    cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+    cfg.DATALOADER.ASPECT_RATIO_GROUPING = True
+    s = cfg.SOLVER
+    s.IMS_PER_BATCH = args.batch
+    s.BASE_LR = args.lr
+    s.MOMENTUM = 0.9
+    s.WEIGHT_DECAY = 1e-4
+    s.WEIGHT_DECAY_NORM = 0.0
+    s.LR_SCHEDULER_NAME = "WarmupCosineLR"
+    s.WARMUP_METHOD = "linear"
+    s.WARMUP_FACTOR = 0.001
+    s.WARMUP_ITERS = args.warmup
+    s.CLIP_GRADIENTS.ENABLED = True
+    s.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+    s.CLIP_GRADIENTS.CLIP_VALUE = 5.0
+    s.CLIP_GRADIENTS.NORM_TYPE = 2.0
+    s.CHECKPOINT_PERIOD = args.ckpt_every
+    cfg.SEED = SEED
+    cfg.OUTPUT_DIR = ""
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------- train
+def save_weights(model: torch.nn.Module, path: str) -> None:
+    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    tmp = path + ".tmp"
+    torch.save({"model": sd}, tmp)
+    os.replace(tmp, path)
+
+
+def write_config(cfg, out_dir: str) -> None:
+    c = cfg.clone()
+    c.defrost()
+    c.MODEL.WEIGHTS = ""
+    c.MODEL.DEVICE = "cpu"
+    with open(os.path.join(out_dir, "config.yaml"), "w") as f:
+        f.write(c.dump())
+
+
+def train(cfg, iters: int, out_dir: str, metrics: dict, init_state: dict | None = None,
+          deadline: float | None = None) -> tuple[torch.nn.Module, int, float]:
+    seed_all(SEED)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.SOLVER.MAX_ITER = iters
+    cfg.SOLVER.WARMUP_ITERS = min(cfg.SOLVER.WARMUP_ITERS, max(iters // 4, 1))
+    cfg.freeze()
+    model = build_model(cfg)
+    if init_state is not None:
+        missing, unexpected = model.load_state_dict(init_state, strict=False)
+        LOG.info(f"initialised from given weights: {len(init_state)} tensors loaded, "
+                 f"missing (newly initialised) {len(missing)}: {sorted(set(k.rsplit('.', 2)[0] for k in missing))}, "
+                 f"unexpected (dropped) {len(unexpected)}: {sorted(set(k.rsplit('.', 3)[0] for k in unexpected))}")
+    model.train()
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    # Fixed-size training batches: every new input shape costs seconds of one-off kernel set-up
+    # on CPU (measured: 8-16 s for the first iteration of a new shape vs ~3 s steady), so the
+    # resized images are padded / randomly cropped to a fixed square (FixedSizeCrop, pad value
+    # 128 ~ PIXEL_MEAN). The model itself stays a plain GeneralizedRCNN.
+    augs = [
+        T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING),
+        T.RandomFlip(horizontal=True, vertical=False),
+        T.FixedSizeCrop((args_crop, args_crop), pad=True, pad_value=128.0),
+    ]
+    LOG.info(f"train augmentations: {augs}")
+    loader = build_detection_train_loader(cfg, mapper=DatasetMapper(cfg, is_train=True, augmentations=augs))
+    n_params = sum(p.numel() for p in model.parameters())
+    LOG.info(f"model: {n_params:,} parameters; {iters} iterations, batch {cfg.SOLVER.IMS_PER_BATCH}, "
+             f"base lr {cfg.SOLVER.BASE_LR}, warmup {cfg.SOLVER.WARMUP_ITERS}, {cfg.SOLVER.LR_SCHEDULER_NAME}")
+    write_config(cfg, out_dir)
+    window = defaultdict(lambda: deque(maxlen=args_log_every))
+    t_start = time.time()
+    t_data = 0.0
+    done = 0
+    wpath = os.path.join(out_dir, "model_final.pth")
+    with EventStorage(0) as storage:
+        it = iter(loader)
+        for i in range(iters):
+            storage.iter = i
+            t0 = time.time()
+            data = next(it)
+            t_data += time.time() - t0
+            loss_dict = model(data)
+            losses = sum(loss_dict.values())
+            if not torch.isfinite(losses):
+                raise FloatingPointError(f"loss became {losses.item()} at iteration {i}: {loss_dict}")
+            optimizer.zero_grad()
+            losses.backward()
+            optimizer.step()
+            scheduler.step()
+            done = i + 1
+            for k, v in loss_dict.items():
+                window[k].append(float(v))
+            window["total_loss"].append(float(losses))
+            if done % args_log_every == 0 or done == iters or done == 1:
+                el = time.time() - t_start
+                spi = el / done
+                eta = spi * (iters - done)
+                lr = optimizer.param_groups[0]["lr"]
+                med = {k: float(np.median(v)) for k, v in window.items()}
+                LOG.info(f"iter {done}/{iters}  total_loss {med['total_loss']:.3f}  "
+                         + "  ".join(f"{k} {v:.3f}" for k, v in med.items() if k != "total_loss")
+                         + f"  lr {lr:.5f}  {spi:.2f} s/iter (data {t_data / done:.2f})  "
+                         f"ETA {datetime.timedelta(seconds=int(eta))}")
+                metrics["train"].append({"iter": done, "lr": lr, "s_per_iter": spi, **med})
+            if done % cfg.SOLVER.CHECKPOINT_PERIOD == 0 and done < iters:
+                save_weights(model, wpath)
+                LOG.info(f"checkpoint: weights after {done} iterations -> {wpath}")
+            if deadline is not None and time.time() > deadline and done < iters:
+                LOG.info(f"STOPPED EARLY at iteration {done}/{iters}: time budget reached")
+                break
+    minutes = (time.time() - t_start) / 60
+    save_weights(model, wpath)
+    LOG.info(f"training done: {done} iterations in {minutes:.1f} min ({minutes * 60 / max(done, 1):.2f} s/iter) -> {wpath}")
+    return model, done, minutes
+
+
+args_log_every = 20
+args_crop = 416
+
+
+# -------------------------------------------------------------------------------------------- eval
+def evaluate(cfg, model, gt_json: str, max_images: int | None) -> dict:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    model.eval()
+    loader = build_detection_test_loader(cfg, cfg.DATASETS.TEST[0])
+    # dataset -> COCO image ids are kept in "image_id"
+    results, ids = [], []
+    t = time.time()
+    with torch.no_grad():
+        for n, inputs in enumerate(loader):
+            if max_images is not None and n >= max_images:
+                break
+            out = model(inputs)
+            for inp, o in zip(inputs, out):
+                ids.append(inp["image_id"])
+                results.extend(instances_to_coco_json(o["instances"].to("cpu"), inp["image_id"]))
+            if (n + 1) % 50 == 0:
+                LOG.info(f"  eval {n + 1} images, {(time.time() - t) / (n + 1):.2f} s/image")
+    LOG.info(f"inference on {len(ids)} images: {(time.time() - t) / max(len(ids), 1):.2f} s/image, "
+             f"{len(results)} detections")
+    gt = COCO(gt_json)
+    # the json's category ids are 1..3; detectron2 maps them to 0..2 contiguous: map back
+    meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+    inv = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
+    for r in results:
+        r["category_id"] = inv[r["category_id"]]
+    stats = {"eval_images": len(ids)}
+    types = ["bbox", "segm"] if cfg.MODEL.MASK_ON else ["bbox"]
+    for iou_type in types:
+        res = [dict(r) for r in results]
+        if iou_type == "bbox":
+            for r in res:
+                r.pop("segmentation", None)
+        dt = gt.loadRes(res) if res else COCO()
+        ev = COCOeval(gt, dt, iou_type)
+        ev.params.imgIds = ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+        s = {k: float(v) * 100 for k, v in zip(COCO_STAT_NAMES, ev.stats)}
+        # per-category AP
+        prec = ev.eval["precision"]  # T, R, K, A, M
+        for ki, cid in enumerate(ev.params.catIds):
+            p = prec[:, :, ki, 0, -1]
+            p = p[p > -1]
+            s[f"AP-{gt.cats[cid]['name']}"] = float(p.mean() * 100) if p.size else float("nan")
+        stats[iou_type] = s
+        LOG.info(f"{iou_type}: " + "  ".join(f"{k} {v:.1f}" for k, v in s.items()))
+    return stats
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def verify_weights(cfg, path: str) -> None:
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(sd) == {"model"}, sd.keys()
+    m = build_model(cfg)
+    DetectionCheckpointer(m).load(path)
+    own = m.state_dict()
+    for k, v in sd["model"].items():
+        assert torch.equal(own[k], v), k
+    assert set(own) == set(sd["model"]), set(own) ^ set(sd["model"])
+    LOG.info(f"verified {path}: torch.load(weights_only=True) ok, DetectionCheckpointer loads all "
+             f"{len(own)} tensors, {os.path.getsize(path) / 1e6:.2f} MB")
+
+
+def finish_model(cfg, model, out_dir, name, task, metrics, iters, minutes, gt_json, eval_images, extra):
+    stats = evaluate(cfg, model, gt_json, eval_images)
+    metrics["eval"] = stats
+    wpath = os.path.join(out_dir, "model_final.pth")
+    verify_weights(cfg, wpath)
+    info = {
+        "name": name,
+        "task": task,
+        "classes": list(CLASSES),
+        "config": "config.yaml",
+        "weights": "model_final.pth",
+        "weights_sha256": sha256(wpath),
+        "box_AP": round(stats["bbox"]["AP"], 2),
+        "mask_AP": round(stats["segm"]["AP"], 2) if "segm" in stats else None,
+        "eval_split": "test",
+        "eval_images": stats["eval_images"],
+        "train_iters": iters,
+        "train_minutes": round(minutes, 1),
+        "params": sum(p.numel() for p in model.parameters()),
+        "backend": "pytorch",
+    }
+    metrics.update(extra)
+    with open(os.path.join(out_dir, "model.json"), "w") as f:
+        json.dump(info, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=1)
+        f.write("\n")
+    LOG.info(f"wrote {out_dir}/model.json: " + json.dumps(info))
+    return info
+
+
+def copy_samples(work: str, gt_json: str, out: str) -> None:
+    """4 varied test images: the most crowded, a sparse one, two in between."""
+    with open(gt_json) as f:
+        d = json.load(f)
+    count = defaultdict(int)
+    for a in d["annotations"]:
+        count[a["image_id"]] += 1
+    ims = sorted(d["images"], key=lambda im: (count[im["id"]], im["id"]))
+    ims = [im for im in ims if count[im["id"]] >= 2]
+    n = len(ims)
+    picks = [ims[-1], ims[0], ims[n // 2], ims[(3 * n) // 4]]
+    os.makedirs(out, exist_ok=True)
+    for i, im in enumerate(picks, start=1):
+        shutil.copyfile(os.path.join(work, im["file_name"]), os.path.join(out, f"shapes_{i}.jpg"))
+        LOG.info(f"sample shapes_{i}.jpg <- test {im['file_name']} ({im['width']}x{im['height']}, "
+                 f"{count[im['id']]} objects)")
+
+
+# -------------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    global args_log_every, args_crop
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default=os.path.join(ROOT, ".cache", "shapes"), help="data set folder")
+    ap.add_argument("--out", default=os.path.join(ROOT, "models", "demo"))
+    ap.add_argument("--model", choices=["both", "mask", "faster"], default="both")
+    ap.add_argument("--train-images", type=int, default=make_shapes.DEFAULT_SPLITS["train"][0])
+    ap.add_argument("--test-images", type=int, default=200)
+    ap.add_argument("--mask-iters", type=int, default=3000)
+    ap.add_argument("--faster-iters", type=int, default=500)
+    ap.add_argument("--faster-init", choices=["mask", "scratch"], default="mask",
+                    help="initialise the Faster R-CNN from the trained Mask R-CNN (fine-tune) or from scratch")
+    ap.add_argument("--faster-lr", type=float, default=0.004, help="base lr of the Faster R-CNN fine-tune")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=0.02)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--ckpt-every", type=int, default=200)
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--crop", type=int, default=352, help="fixed training input size (pad/crop square)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="stop training (and still evaluate/write) when this much time has passed")
+    ap.add_argument("--time-iters", type=int, default=0, help="only time this many iterations, write nothing")
+    a = ap.parse_args(argv)
+    args_log_every = a.log_every
+    args_crop = a.crop
+    torch.set_num_threads(a.threads)
+    deadline = time.time() + a.max_minutes * 60 if a.max_minutes else None
+
+    if a.time_iters:
+        setup_logging(None)
+        paths = ensure_data(a.work, a.train_images, a.test_images)
+        tmp = os.path.join(a.work, "_timing")
+        os.makedirs(tmp, exist_ok=True)
+        for mask_on in (True,):
+            cfg = build_cfg(mask_on, a)
+            a2 = a
+            args_log_every = 10
+            train(cfg, a.time_iters, tmp, {"train": []})
+        return 0
+
+    mask_dir = os.path.join(a.out, "mask_rcnn_shapes")
+    faster_dir = os.path.join(a.out, "faster_rcnn_shapes")
+    if a.model in ("both", "mask"):
+        os.makedirs(mask_dir, exist_ok=True)
+        setup_logging(os.path.join(mask_dir, "train_log.txt"))
+        LOG.info(f"d2ov demo model: Mask R-CNN on synthetic shapes, trained from scratch; argv {sys.argv[1:]}")
+        LOG.info(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        paths = ensure_data(a.work, a.train_images, a.test_images)
+        cfg = build_cfg(True, a)
+        metrics = {"model": "demo/mask_rcnn_shapes", "train": []}
+        model, done, minutes = train(cfg, a.mask_iters, mask_dir, metrics, deadline=deadline)
+        finish_model(cfg, model, mask_dir, "demo/mask_rcnn_shapes", "instance_segmentation", metrics,
+                     done, minutes, paths["test"], a.test_images, {"init": "scratch"})
+        copy_samples(a.work, paths["test"], os.path.join(a.out, "samples"))
+    if a.model in ("both", "faster"):
+        os.makedirs(faster_dir, exist_ok=True)
+        setup_logging(os.path.join(faster_dir, "train_log.txt"))
+        paths = ensure_data(a.work, a.train_images, a.test_images)
+        init_state = None
+        if a.faster_init == "mask":
+            src = os.path.join(mask_dir, "model_final.pth")
+            init_state = torch.load(src, map_location="cpu", weights_only=True)["model"]
+            init_state = {k: v for k, v in init_state.items() if not k.startswith("roi_heads.mask_head.")}
+            LOG.info("d2ov demo model: Faster R-CNN on synthetic shapes. NOT trained from scratch: it is "
+                     f"INITIALISED FROM THE TRAINED MASK R-CNN ({src}, sha256 {sha256(src)[:16]}...): its "
+                     "backbone, FPN, RPN and box-head weights (mask head dropped), then FINE-TUNED with "
+                     f"MASK_ON False for {a.faster_iters} iterations at base lr {a.faster_lr}.")
+            a.lr = a.faster_lr
+            a.warmup = min(a.warmup, 50)
+        else:
+            LOG.info("d2ov demo model: Faster R-CNN on synthetic shapes, trained from scratch")
+        LOG.info(f"argv {sys.argv[1:]}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+        cfg = build_cfg(False, a)
+        metrics = {"model": "demo/faster_rcnn_shapes", "init": a.faster_init, "train": []}
+        model, done, minutes = train(cfg, a.faster_iters, faster_dir, metrics, init_state=init_state,
+                                     deadline=deadline)
+        extra = {"init": "fine-tuned from demo/mask_rcnn_shapes" if a.faster_init == "mask" else "scratch"}
+        finish_model(cfg, model, faster_dir, "demo/faster_rcnn_shapes", "detection", metrics, done, minutes,
+                     paths["test"], a.test_images, extra)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
