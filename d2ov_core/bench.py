@@ -29,14 +29,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["run_bench", "VARIANTS"]
+__all__ = ["run_bench", "VARIANTS", "markdown", "matmul_peak_gflops", "default_static_shape"]
 
 VARIANTS = {
     "detectron2": "Detectron2 eager (PyTorch, reference)",
     "ov-fp32": "d2ov OpenVINO, FP32 IR, LATENCY hint",
     "ov-fp16w": "d2ov OpenVINO, FP16-compressed weights (FP32 compute), LATENCY hint",
-    "ov-throughput": "d2ov OpenVINO, FP16-compressed weights, THROUGHPUT hint, async requests",
+    "ov-static": "d2ov OpenVINO, FP32 IR reshaped to a static letterboxed input, LATENCY hint",
+    "ov-int8": "d2ov OpenVINO, NNCF INT8 IR, LATENCY hint",
+    "ov-int8-static": "d2ov OpenVINO, NNCF INT8 IR, static letterboxed input, LATENCY hint",
+    "ov-throughput": "d2ov OpenVINO, FP32 IR, THROUGHPUT hint, AsyncInferQueue over all images",
+    "ov-int8-throughput": "d2ov OpenVINO, INT8 IR, THROUGHPUT hint, AsyncInferQueue over all images",
 }
+#: which IR each OpenVINO variant runs
+_IR_OF = {"ov-fp32": "FP32", "ov-fp16w": "FP16", "ov-static": "FP32", "ov-throughput": "FP32",
+          "ov-int8": "INT8", "ov-int8-static": "INT8", "ov-int8-throughput": "INT8"}
 
 
 def _median_iqr(xs: list[float]) -> tuple[float, float]:
@@ -44,14 +51,41 @@ def _median_iqr(xs: list[float]) -> tuple[float, float]:
     return float(q[1]), float(q[2] - q[0])
 
 
-def matmul_peak_gflops(threads: int, n: int = 4096, repeats: int = 3) -> float:
-    """float32 GFLOP/s of an n^3 numpy matmul (the machine's practical peak)."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    b = np.random.default_rng(1).random((n, n), dtype=np.float32)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
+_PEAK_CODE = """
+import json, sys, time
+import numpy as np
+n, repeats, threads = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+def best(fn):
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+    return 2 * n ** 3 / min(ts) / 1e9
+a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+b = np.random.default_rng(1).random((n, n), dtype=np.float32)
+out = {"numpy": best(lambda: a @ b)}
+try:
+    import torch
+    torch.set_num_threads(threads)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    out["torch"] = best(lambda: ta @ tb)
+except ImportError:
+    pass
+print(json.dumps(out))
+"""
+
+
+def matmul_peak_gflops(threads: int, n: int = 4096, repeats: int = 3) -> dict[str, float]:
+    """The machine's practical float32 peak: GFLOP/s (2 n^3 / s) of an ``n x n @ n x n`` matmul with
+    ``threads`` threads, best of ``repeats``, by numpy (OpenBLAS) and torch (MKL/oneDNN) in a fresh
+    process (so the thread count applies). Returns ``{"numpy": ..., "torch": ..., "peak": max}``."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    res = subprocess.run([sys.executable, "-c", _PEAK_CODE, str(n), str(repeats), str(threads)], capture_output=True,
+                         text=True, env=env, check=True)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out["peak"] = max(out.values())
+    return out
 
 
 def _timed(fn) -> float:
@@ -61,7 +95,7 @@ def _timed(fn) -> float:
 
 
 def _worker(variant: str, model: str, weights: str | None, images: list[str], runs: int, warmup: int,
-            threads: int, xml: str | None) -> dict[str, Any]:
+            threads: int, xml: str | None, static_shape: tuple[int, int] | None = None) -> dict[str, Any]:
     from .images import load_image
 
     rgbs = [load_image(p) for p in images]
@@ -73,36 +107,42 @@ def _worker(variant: str, model: str, weights: str | None, images: list[str], ru
     else:
         from .predictor import Predictor
 
-        hint = "THROUGHPUT" if variant == "ov-throughput" else "LATENCY"
-        pred = Predictor(xml, hint=hint, threads=threads)
+        hint = "THROUGHPUT" if variant.endswith("throughput") else "LATENCY"
+        pred = Predictor(xml, hint=hint, threads=threads, static_shape=static_shape if "static" in variant else None)
     for _ in range(warmup):
         pred.predict(rgbs[0], threshold=0.05)
-    if variant == "ov-throughput":
-        import concurrent.futures as cf
-
-        n_req = max(2, pred._ir.optimal_requests)
-        work = [rgbs[i % len(rgbs)] for i in range(runs * len(rgbs))]
+    extra: dict[str, Any] = {}
+    if variant.endswith("throughput"):
+        n_req = pred._ir.optimal_requests
+        work = [rgbs[i % len(rgbs)] for i in range(max(runs * len(rgbs), 2 * n_req))]
+        list(pred.predict_many(work[: 2 * n_req], threshold=0.05))  # warm every request
         t0 = time.perf_counter()
-        with cf.ThreadPoolExecutor(n_req) as pool:
-            dets = list(pool.map(lambda im: pred.predict(im, threshold=0.05), work))
+        dets = [d for _, d in pred.predict_many(work, threshold=0.05)]
         wall = time.perf_counter() - t0
         e2e = [d.timings["total"] for d in dets]
         model_ms = [d.timings["inference"] for d in dets]
         throughput = len(work) / wall
-        extra = {"requests_in_flight": n_req}
+        extra = {"requests_in_flight": n_req, "streams": int(pred._ir._compiled.get_property("NUM_STREAMS"))}
+        detections = [len(d) for d in dets]
     else:
+        detections = []
+        stages: dict[str, list[float]] = {"preprocess": [], "postprocess": []}
         for _ in range(runs):
             for im in rgbs:
                 d = pred.predict(im, threshold=0.05)
                 e2e.append(d.timings["total"])
                 model_ms.append(d.timings["inference"])
+                detections.append(len(d))
+                for k in stages:
+                    stages[k].append(d.timings[k])
         throughput = 1000.0 / statistics.median(e2e)
-        extra = {}
+        extra = {f"{k}_ms": statistics.median(v) for k, v in stages.items()}
     med, iqr = _median_iqr(e2e)
     mmed, miqr = _median_iqr(model_ms)
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"variant": variant, "e2e_ms": med, "e2e_iqr_ms": iqr, "model_ms": mmed, "model_iqr_ms": miqr,
-            "images_per_s": throughput, "peak_rss_mb": rss_kb / 1024, "samples": len(e2e), **extra}
+            "images_per_s": throughput, "peak_rss_mb": rss_kb / 1024, "samples": len(e2e),
+            "detections_median": float(statistics.median(detections)) if detections else 0.0, **extra}
 
 
 def model_gflops(model: str, weights: str | None, image: str) -> float:
@@ -129,18 +169,46 @@ def model_gflops(model: str, weights: str | None, image: str) -> float:
     return 2 * total / 1e9
 
 
+def default_static_shape(meta: dict[str, Any], image: str) -> tuple[int, int]:
+    """The static input for benchmarking: ``image``'s resized shape, padded up to multiples of 32
+    (the size Detectron2 itself pads to), so letterboxing adds no pixels for that image."""
+    from .images import load_image
+    from .preprocess import resized_shape
+
+    h, w = load_image(image).shape[:2]
+    rh, rw = resized_shape(h, w, int(meta["min_size"]), int(meta["max_size"]))
+    return -(-rh // 32) * 32, -(-rw // 32) * 32
+
+
 def run_bench(model: str, images: list[str], weights: str | None = None, runs: int = 5, warmup: int = 2,
               threads: int | None = None, variants: list[str] | None = None, out_dir: str | None = None,
+              calibration: str | None = None, static_shape: tuple[int, int] | None = None,
               log=print) -> dict[str, Any]:
-    from .convert import convert
+    """Benchmark ``variants`` of ``model`` on ``images``; returns the report (also written to ``out_dir``
+    as bench.md / bench.json / bench.png). INT8 variants need ``calibration`` (a folder of images of
+    the model's domain), except for catalog models that ship an INT8 IR."""
+    from . import runtime
+    from .convert import bundled_ir, convert
+    from .errors import InputError
 
     threads = threads or os.cpu_count() or 1
-    variants = variants or list(VARIANTS)
-    xmls = {}
-    if any(v.startswith("ov-fp32") for v in variants):
-        xmls["ov-fp32"] = str(convert(model, weights=weights, fp16=False, progress=False))
-    if any(v in ("ov-fp16w", "ov-throughput") for v in variants):
-        xmls["ov-fp16w"] = xmls["ov-throughput"] = str(convert(model, weights=weights, fp16=True, progress=False))
+    have_int8 = calibration is not None or (weights is None and bundled_ir(model, "INT8").is_file())
+    variants = variants or [v for v in VARIANTS if have_int8 or "int8" not in v]
+    xml_of: dict[str, str] = {}
+    for precision in sorted({_IR_OF[v] for v in variants if v in _IR_OF}):
+        log(f"[bench] preparing the {precision} IR of {model} ...")
+        if precision == "INT8":
+            shipped = bundled_ir(model, "INT8")
+            if calibration:
+                xml_of[precision] = str(convert(model, weights=weights, calibration=calibration, progress=False))
+            elif weights is None and shipped.is_file():
+                xml_of[precision] = str(shipped)
+            else:
+                raise InputError(f"INT8 variants of {model} need --calibration DIR (images of the model's domain)")
+        else:
+            xml_of[precision] = str(convert(model, weights=weights, fp16=precision == "FP16", progress=False))
+    if static_shape is None and any("static" in v for v in variants):
+        static_shape = default_static_shape(runtime.read_metadata(next(iter(xml_of.values()))), images[0])
     log(f"[bench] counting FLOPs of {model} ...")
     gflops = model_gflops(model, weights, images[0])
     log(f"[bench] measuring the matmul peak with {threads} threads ...")
@@ -149,21 +217,27 @@ def run_bench(model: str, images: list[str], weights: str | None = None, runs: i
     for v in variants:
         log(f"[bench] {v}: {VARIANTS[v]} ({runs} runs x {len(images)} images after {warmup} warm-up)")
         args = json.dumps({"variant": v, "model": model, "weights": weights, "images": images, "runs": runs,
-                           "warmup": warmup, "threads": threads, "xml": xmls.get(v)})
+                           "warmup": warmup, "threads": threads, "xml": xml_of.get(_IR_OF.get(v, "")),
+                           "static_shape": static_shape})
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         res = subprocess.run([sys.executable, "-m", "d2ov_core.bench", args], capture_output=True, text=True, env=env)
         if res.returncode != 0:
             raise RuntimeError(f"bench worker {v} failed:\n{res.stderr[-3000:]}")
         row = json.loads(res.stdout.strip().splitlines()[-1])
-        row["gflop_per_s"] = gflops / (row["model_ms"] / 1000.0)
-        row["peak_fraction"] = row["gflop_per_s"] / peak
+        # throughput rows: requests overlap, so the achieved rate comes from images/s, not latency
+        row["gflop_per_s"] = gflops * row["images_per_s"] if v.endswith("throughput") else gflops / (row["model_ms"] / 1e3)
+        row["peak_fraction"] = row["gflop_per_s"] / peak["peak"]
         rows.append(row)
-        log(f"[bench]   e2e {row['e2e_ms']:.0f} ms, model {row['model_ms']:.0f} ms, {row['images_per_s']:.2f} img/s")
-    base = next((r for r in rows if r["variant"] == "detectron2"), None)
+        log(f"[bench]   e2e {row['e2e_ms']:.0f} ms, model {row['model_ms']:.0f} ms, {row['images_per_s']:.2f} img/s, "
+            f"{row['detections_median']:.0f} detections")
+    by = {r["variant"]: r for r in rows}
     for r in rows:
-        r["speedup_vs_detectron2"] = (base["e2e_ms"] / r["e2e_ms"]) if base else None
+        for ref, key in (("detectron2", "speedup_vs_detectron2"), ("ov-fp32", "speedup_vs_ov_fp32")):
+            r[key] = r["images_per_s"] / by[ref]["images_per_s"] if ref in by else None
     report = {"model": model, "weights": weights or "catalog", "images": images, "threads": threads, "runs": runs,
-              "model_gflops": gflops, "matmul_peak_gflops": peak, "machine": _machine(), "rows": rows,
+              "warmup": warmup, "static_shape": list(static_shape) if static_shape else None,
+              "calibration": calibration, "model_gflops": gflops, "matmul_peak_gflops": peak["peak"],
+              "matmul_gflops": peak, "machine": _machine(), "rows": rows,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if out_dir:
         _write_outputs(report, Path(out_dir))
@@ -186,17 +260,27 @@ def _machine() -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"`d2ov bench {report['model']}` — {report['date']}, {report['machine']['cpu']}, "
-             f"{report['threads']} threads, OpenVINO {report['machine']['openvino']}; model {report['model_gflops']:.1f} "
-             f"GFLOPs per image, matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s",
+    def ratio(x):
+        return f"{x:.2f}x" if x else "-"
+
+    static = f", static shape {report['static_shape'][0]}x{report['static_shape'][1]}" if report.get("static_shape") else ""
+    lines = [f"`d2ov bench {report['model']}` (weights: {report['weights']}) — {report['date']}, "
+             f"{report['machine']['cpu']}, {report['machine']['cores']} cores, {report['threads']} threads, "
+             f"OpenVINO {report['machine']['openvino']}; {len(report['images'])} image(s) x {report['runs']} runs"
+             f"{static}; model {report['model_gflops']:.1f} GFLOPs per image (fvcore, 2 FLOPs per MAC); "
+             f"matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s (float32 4096^3, best of numpy/torch)",
              "",
-             "| variant | end-to-end ms (IQR) | model ms | images/s | vs Detectron2 | GFLOP/s | % of peak | peak RSS MB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| variant | end-to-end ms (IQR) | model ms | pre + post ms | images/s | detections | vs Detectron2 | "
+             "vs OV FP32 | GFLOP/s | % of peak | peak RSS MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in report["rows"]:
-        sp = f"{r['speedup_vs_detectron2']:.2f}x" if r.get("speedup_vs_detectron2") else "-"
-        lines.append(f"| {r['variant']} | {r['e2e_ms']:.0f} ({r['e2e_iqr_ms']:.0f}) | {r['model_ms']:.0f} | "
-                     f"{r['images_per_s']:.2f} | {sp} | {r['gflop_per_s']:.0f} | {100 * r['peak_fraction']:.0f}% | "
+        prepost = f"{r['preprocess_ms']:.0f} + {r['postprocess_ms']:.0f}" if "preprocess_ms" in r else "-"
+        lines.append(f"| {r['variant']} | {r['e2e_ms']:.0f} ({r['e2e_iqr_ms']:.0f}) | {r['model_ms']:.0f} | {prepost} | "
+                     f"{r['images_per_s']:.2f} | {r['detections_median']:.0f} | {ratio(r.get('speedup_vs_detectron2'))} | "
+                     f"{ratio(r.get('speedup_vs_ov_fp32'))} | {r['gflop_per_s']:.0f} | {100 * r['peak_fraction']:.0f}% | "
                      f"{r['peak_rss_mb']:.0f} |")
+    lines += ["", "Ratios compare images/s (latency rows: 1 / median end-to-end). Throughput rows: images/s over "
+              "the wall time with several requests in flight; their latency columns include queueing."]
     return "\n".join(lines) + "\n"
 
 
@@ -224,4 +308,4 @@ def _write_outputs(report: dict[str, Any], out: Path) -> None:
 if __name__ == "__main__":  # worker entry point
     a = json.loads(sys.argv[1])
     print(json.dumps(_worker(a["variant"], a["model"], a["weights"], a["images"], a["runs"], a["warmup"],
-                             a["threads"], a["xml"])))
+                             a["threads"], a["xml"], tuple(a["static_shape"]) if a.get("static_shape") else None)))

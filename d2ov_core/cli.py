@@ -45,6 +45,17 @@ def _spec_from_args(model: str, args) -> catalog.ModelSpec:
     return catalog.get(model)
 
 
+def _static_shape(text: str) -> tuple[int, int]:
+    """``HxW`` (multiples of 32) -> ``(H, W)``."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 800x1344, got {text!r}") from None
+    if h < 32 or w < 32 or h % 32 or w % 32:
+        raise argparse.ArgumentTypeError(f"static shape must be multiples of 32 (and >= 32), got {h}x{w}")
+    return h, w
+
+
 def _read_classes(text: str) -> list[str]:
     p = Path(text)
     if p.suffix == ".txt" and p.is_file():
@@ -84,8 +95,9 @@ def _make_predictor(model: str, args):
 
             xml = convert(spec, weights=args.weights)
         else:
-            xml = ensure_ir(spec.name, weights=args.weights)
-    return Predictor(xml, device=args.device, hint=getattr(args, "hint", "LATENCY"))
+            xml = ensure_ir(spec.name, weights=args.weights, precision=getattr(args, "precision", None))
+    return Predictor(xml, device=args.device, hint=getattr(args, "hint", "LATENCY"),
+                     static_shape=getattr(args, "static_shape", None), profile=getattr(args, "profile_ops", False))
 
 
 # ----------------------------------------------------------------------------- commands
@@ -109,11 +121,13 @@ def cmd_convert(args) -> int:
 
     spec = _spec_from_args(args.model, args)
     t0 = time.perf_counter()
-    if args.precision == "int8" and not args.calibration:
-        raise InputError("--precision int8 needs --calibration DIR (images of the model's domain)")
-    if args.calibration and args.precision != "int8":
-        raise InputError("--calibration is for --precision int8")
-    xml = convert(spec, weights=args.weights, out=args.out, fp16=args.precision == "fp16" and not args.fp32,
+    if args.precision == "INT8" and not args.calibration:
+        raise InputError("--precision INT8 needs --calibration DIR (images of the model's domain)")
+    if args.calibration and args.precision != "INT8":
+        raise InputError("--calibration is for --precision INT8")
+    if args.calibration_size < 1:
+        raise InputError(f"--calibration-size must be at least 1, got {args.calibration_size}")
+    xml = convert(spec, weights=args.weights, out=args.out, fp16=args.precision == "FP16" and not args.fp32,
                   sample=args.sample, calibration=args.calibration, calibration_size=args.calibration_size)
     size = sum(p.stat().st_size for p in xml.parent.glob("model.*"))
     print(f"{xml}  ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
@@ -136,6 +150,13 @@ def _expand_images(items: list[str]) -> list[str]:
     return out
 
 
+def _predict_one(predictor, img, threshold):
+    from .images import load_image
+
+    rgb = load_image(img)
+    return rgb, predictor.predict(rgb, threshold=threshold)
+
+
 def cmd_predict(args) -> int:
     items = list(args.inputs)
     if _is_model_arg(items[0]) and not Path(items[0]).is_dir() or Path(items[0], "model.xml").is_file():
@@ -145,26 +166,17 @@ def cmd_predict(args) -> int:
     if not images:
         raise InputError("no image given: d2ov predict [MODEL_OR_IR] IMAGE_OR_FOLDER...")
     images = _expand_images(images)  # fail fast on a bad path before loading a model
-    from .images import load_image
-
     predictor = _make_predictor(model, args)
     render_dir = Path(args.render) if args.render else None
     if render_dir:
         render_dir.mkdir(parents=True, exist_ok=True)
 
-    def run(img):
-        rgb = load_image(img)
-        return rgb, predictor.predict(rgb, threshold=args.threshold)
-
     t0 = time.perf_counter()
     if args.hint == "THROUGHPUT" and args.backend == "openvino" and len(images) > 1:
-        import concurrent.futures as cf
-
-        with cf.ThreadPoolExecutor(max(2, predictor._ir.optimal_requests)) as pool:  # noqa: SLF001
-            outputs = pool.map(run, images)
-            done = list(zip(images, outputs))
+        # AsyncInferQueue: decoding/preprocessing overlaps with several requests in flight
+        done = zip(images, predictor.predict_many(images, threshold=args.threshold))
     else:
-        done = ((img, run(img)) for img in images)
+        done = ((img, _predict_one(predictor, img, args.threshold)) for img in images)
     results = []
     for img, (rgb, det) in done:
         results.append({"image": str(img), **det.to_dict()})
@@ -255,15 +267,49 @@ def cmd_bench(args) -> int:
     for img in images:
         if not Path(img).is_file():
             raise InputError(f"image not found: {img}")
-    unknown = [v for v in args.variants if v not in VARIANTS]
+    unknown = [v for v in args.variants or [] if v not in VARIANTS]
     if unknown:
         raise InputError(f"unknown variant {unknown[0]!r}: expected {', '.join(VARIANTS)}")
+    if args.calibration and not Path(args.calibration).is_dir():
+        raise InputError(f"calibration folder not found: {args.calibration}")
     report = run_bench(spec.name, images, weights=args.weights, runs=args.runs, warmup=args.warmup,
                        threads=args.threads, variants=args.variants, out_dir=args.out,
+                       calibration=args.calibration, static_shape=args.static_shape,
                        log=(lambda *_: None) if args.quiet else (lambda m: print(m, file=sys.stderr)))
     print(markdown(report))
     if args.out:
         print(f"wrote {args.out}/bench.md, bench.json, bench.png")
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from .convert import default_sample
+    from .predictor import Predictor
+
+    image = args.image
+    if image is None:
+        spec = catalog.get(args.model) if not Path(args.model).suffix == ".xml" and not Path(args.model).is_dir() else None
+        image = str(default_sample(spec) if spec else default_sample(catalog.get(catalog.DEFAULTS["detection"])))
+    if not Path(image).is_file():
+        raise InputError(f"image not found: {image}")
+    predictor = _make_predictor(args.model, args)
+    if args.threads:
+        predictor = Predictor(predictor.xml, device=args.device, threads=args.threads, static_shape=args.static_shape,
+                              profile=True)
+    predictor.predict(image, threshold=0.05)  # warm-up (first inference allocates)
+    prof = predictor.profile(image, top=args.top)
+    total = prof["ops_ms"]
+    print(f"{predictor.name} on {Path(image).name}, input {prof['input_shape']}, {prof['detections']} raw detections")
+    print("stages: " + ", ".join(f"{k} {v:.1f} ms" for k, v in prof["stages_ms"].items()))
+    print(f"OpenVINO ops: {total:.1f} ms in all (sum of per-op real time)")
+    print(f"  {'op type':<28} {'ms':>9} {'share':>6} {'ops':>5}")
+    for kind, agg in list(prof["by_type"].items())[:20]:
+        print(f"  {kind:<28} {agg['ms']:9.1f} {100 * agg['ms'] / max(total, 1e-9):5.1f}% {agg['count']:5d}")
+    print(f"slowest ops:")
+    for r in prof["slowest"]:
+        print(f"  {r['ms']:8.2f} ms  {r['type']:<18} {r['exec_type']:<22} {r['name'][:70]}")
+    if args.json:
+        _write_json(args.json, {"model": predictor.describe(), "image": image, **prof})
     return 0
 
 
@@ -308,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=["detection", "instance_segmentation"])
     p.set_defaults(func=cmd_list)
 
+    def ir_opts(p):
+        p.add_argument("--precision", type=str.upper, choices=["FP16", "FP32", "INT8"], default=None,
+                       help="which IR of a catalog model: FP16 (FP16-compressed weights, FP32 compute; default), "
+                            "FP32 or INT8 (made by `d2ov convert --precision int8`)")
+        p.add_argument("--static-shape", type=_static_shape, metavar="HxW",
+                       help="reshape the IR to this fixed input (multiples of 32) and letterbox images into it")
+
     def model_opts(p, weights_help="weights: a path, a URL or 'random' (default: the catalog's)"):
         p.add_argument("--weights", help=weights_help)
         p.add_argument("--classes", help="class names for a custom config: comma-separated or a .txt file")
@@ -316,10 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="catalog name (see `d2ov list`) or a Detectron2 config .yaml")
     model_opts(p)
     p.add_argument("--out", help="output folder for model.xml/.bin (default: the cache)")
-    p.add_argument("--precision", choices=["fp16", "fp32", "int8"], default="fp16",
-                   help="fp16: FP16-compressed weights, FP32 compute (default); fp32; int8: NNCF post-training quantization")
-    p.add_argument("--fp32", action="store_true", help="same as --precision fp32")
-    p.add_argument("--calibration", help="folder of calibration images for --precision int8")
+    p.add_argument("--precision", type=str.upper, choices=["FP16", "FP32", "INT8"], default="FP16",
+                   help="FP16: FP16-compressed weights, FP32 compute (default); FP32; INT8: NNCF post-training "
+                        "quantization on --calibration images (case-insensitive)")
+    p.add_argument("--fp32", action="store_true", help="same as --precision FP32")
+    p.add_argument("--calibration", help="folder of calibration images (of the model's domain) for --precision INT8")
     p.add_argument("--calibration-size", type=int, default=16, help="calibration images used (default 16)")
     p.add_argument("--sample", help="image to trace on (default: a bundled sample)")
     p.set_defaults(func=cmd_convert)
@@ -331,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["openvino", "pytorch"], default="openvino")
     model_opts(p)
     p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, AUTO, ... (default CPU)")
-    p.add_argument("--hint", choices=["LATENCY", "THROUGHPUT"], default="LATENCY")
+    p.add_argument("--hint", choices=["LATENCY", "THROUGHPUT"], default="LATENCY",
+                   help="THROUGHPUT: several images in flight (AsyncInferQueue) for many images")
+    ir_opts(p)
     thr = S.SETTINGS["confidence_threshold"]
     p.add_argument("--threshold", type=_threshold, default=None,
                    help=f"{thr.description} (default {thr.default}; 0.05 is frozen into the graph)")
@@ -359,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_opts(p)
     p.add_argument("--device", default="CPU")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    ir_opts(p)
     p.add_argument("--json", help="write the metrics to this JSON file")
     p.set_defaults(func=cmd_eval)
 
@@ -371,9 +428,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=5, help="timed passes over the images (default 5)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, help="threads for every variant (default: all cores)")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"subset of {', '.join(VARIANTS)}")
+    p.add_argument("--variants", nargs="+", default=None,
+                   help=f"subset of {', '.join(VARIANTS)} (default: all; INT8 ones only with --calibration or a "
+                        "shipped INT8 IR)")
+    p.add_argument("--calibration", help="folder of calibration images for the INT8 variants")
+    p.add_argument("--static-shape", type=_static_shape, metavar="HxW",
+                   help="input of the static variants (default: the first image's resized size, padded to 32)")
     p.add_argument("--out", help="folder for bench.md, bench.json, bench.png")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("profile", help="where the time goes: OpenVINO per-op counters and the Python stages")
+    p.add_argument("model", help="catalog name or an IR .xml/folder")
+    p.add_argument("image", nargs="?", help="image (default: the model's sample image)")
+    p.add_argument("--weights", help="weights (e.g. 'random')")
+    p.add_argument("--device", default="CPU")
+    p.add_argument("--threads", type=int, help="inference threads (default: OpenVINO's choice)")
+    p.add_argument("--top", type=int, default=15, help="slowest single ops to list (15)")
+    p.add_argument("--json", help="write the profile to this JSON file")
+    ir_opts(p)
+    p.set_defaults(func=cmd_profile, profile_ops=True, backend="openvino", classes=None)
 
     p = sub.add_parser("push", help="publish an IR to the Hugging Face Hub in the layout the app fetches")
     p.add_argument("model", help="catalog name (its cached IR) or an IR .xml/folder")

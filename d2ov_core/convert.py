@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, catalog, runtime
+from . import __version__, cache, catalog, runtime
 from .catalog import ModelSpec
 from .errors import ConversionError, first_line
 from .images import load_image
@@ -132,7 +132,7 @@ def convert(
     precision = "INT8" if calib_files else ("FP16" if fp16 else "FP32")
     key = _cache_key(spec, winfo["source"], winfo["sha256"], fp16, [sha256_file(f) for f in calib_files])
     final_dir = Path(out) if out else cached_ir_dir(spec.name) / key
-    if out is None and (final_dir / IR_NAME).is_file():
+    if cache.claim_ir(final_dir, reuse=out is None):  # cleans leftovers of killed runs, checks sha256
         log.info("using cached IR %s", final_dir / IR_NAME)
         return final_dir / IR_NAME
 
@@ -209,24 +209,31 @@ def _other_size(chw: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(chw[:, :nh, :nw])
 
 
-def ensure_ir(model: str, weights: str | None = None, fp16: bool = True, progress: bool = True) -> Path:
-    """Path of an IR for ``model``: an existing IR path, the newest cached conversion, or a new one.
+def ensure_ir(model: str, weights: str | None = None, fp16: bool = True, progress: bool = True,
+              precision: str | None = None) -> Path:
+    """Path of an IR for ``model``: an existing IR path, the bundled or newest cached conversion of
+    that precision, or a new one (FP16/FP32 only: an INT8 IR needs calibration images).
 
-    ``model`` may be a path to an ``.xml`` (or a folder holding ``model.xml``) or a catalog name.
+    ``model`` may be a path to an ``.xml`` (or a folder holding ``model.xml``) or a catalog name;
+    ``precision`` (``FP16``/``FP32``/``INT8``) overrides ``fp16``.
     """
     p = Path(model)
     if p.suffix == ".xml":
-        return p
+        return cache.check_given_ir(p)
     if p.is_dir() and (p / IR_NAME).is_file():
-        return p / IR_NAME
+        return cache.check_given_ir(p / IR_NAME)
     spec = catalog.get(model)
+    precision = (precision or ("FP16" if fp16 else "FP32")).upper()
     if weights is None:
-        shipped = bundled_ir(spec.name, "FP16" if fp16 else "FP32")
+        shipped = bundled_ir(spec.name, precision)
         if shipped.is_file():
             return shipped
-        cached = sorted(cached_ir_dir(spec.name).glob(f"*/{IR_NAME}"), key=lambda x: x.stat().st_mtime, reverse=True)
+        cached = cache.cached_irs(cached_ir_dir(spec.name))  # verified, newest first; never a leftover
         for xml in cached:
             meta = runtime.read_metadata(xml)
-            if not meta["random_weights"] and meta["precision"] == ("FP16" if fp16 else "FP32"):
+            if not meta["random_weights"] and meta["precision"] == precision:
                 return xml
-    return convert(spec, weights=weights, fp16=fp16, progress=progress)
+    if precision == "INT8":
+        raise ConversionError(f"no INT8 IR of {spec.name} yet: make one with `d2ov convert {spec.name} "
+                              "--precision INT8 --calibration DIR` (DIR: images of the model's domain)")
+    return convert(spec, weights=weights, fp16=precision == "FP16", progress=progress)

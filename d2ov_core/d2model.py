@@ -157,6 +157,7 @@ def cfg_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
         "meta_architecture": arch,
         "labels": list(spec.classes),
         "input_format": cfg.INPUT.FORMAT,
+        "pixel_mean": [float(v) for v in cfg.MODEL.PIXEL_MEAN],
         "min_size": int(cfg.INPUT.MIN_SIZE_TEST),
         "max_size": int(cfg.INPUT.MAX_SIZE_TEST),
         "size_divisibility": 32,

@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
+
+import numpy as np
 
 from . import runtime
 from . import settings as S
@@ -31,11 +33,17 @@ class Predictor:
         device: OpenVINO device string (``CPU``, ``GPU``, ``AUTO``, ...).
         hint: ``LATENCY`` (one image at a time) or ``THROUGHPUT`` (many requests in parallel).
         threads: CPU inference threads (default: OpenVINO's choice).
+        static_shape: ``(H, W)``, multiples of 32: reshape the IR to this fixed input and letterbox
+            every image into it (for devices that need static shapes, e.g. NPU); ``None``: dynamic.
+        profile: collect OpenVINO per-op counters (see :meth:`profile`).
     """
 
-    def __init__(self, xml: str | os.PathLike, device: str = "CPU", hint: str = "LATENCY", threads: int | None = None):
+    def __init__(self, xml: str | os.PathLike, device: str = "CPU", hint: str = "LATENCY", threads: int | None = None,
+                 static_shape: tuple[int, int] | None = None, profile: bool = False):
         self.xml = Path(xml)
-        self._ir = runtime.load_ir(self.xml, device=device, hint=hint, threads=threads)
+        self._ir = runtime.load_ir(self.xml, device=device, hint=hint, threads=threads, static_shape=static_shape,
+                                   profile=profile)
+        self.static_shape = self._ir.static_shape
         self.metadata: dict[str, Any] = self._ir.metadata
         self.device = device
         self.labels: list[str] = list(self.metadata["labels"])
@@ -51,13 +59,11 @@ class Predictor:
         ``threshold`` defaults to the IR's ``confidence_threshold`` (0.5); values below the graph's
         frozen ``graph_score_threshold`` (0.05) cannot bring back more detections.
         """
-        thr = S.check_value("confidence_threshold",
-                            self.metadata["confidence_threshold"] if threshold is None else threshold)
-        mthr = S.check_value("mask_threshold", self.metadata["mask_threshold"] if mask_threshold is None else mask_threshold)
+        thr, mthr = self._thresholds(threshold, mask_threshold)
         t0 = time.perf_counter()
         rgb = load_image(image)
         t1 = time.perf_counter()
-        chw, meta = preprocess(rgb, self.metadata)
+        chw, meta = preprocess(rgb, self.metadata, self.static_shape)
         t2 = time.perf_counter()
         raw = self._ir.infer(chw)
         t3 = time.perf_counter()
@@ -72,6 +78,70 @@ class Predictor:
         }
         return det
 
+    def predict_many(self, images: Iterable[Any], threshold: float | None = None, mask_threshold: float | None = None,
+                     jobs: int | None = None) -> Iterator[tuple[np.ndarray, Detections]]:
+        """Throughput path for many images: yields ``(rgb, detections)`` in input order.
+
+        Decoding and preprocessing of the next images overlap with inference of earlier ones on an
+        OpenVINO ``AsyncInferQueue`` of ``jobs`` requests (default: the device's optimal number; with
+        ``hint="THROUGHPUT"`` that is one per CPU stream). Timings per image: ``preprocess`` and
+        ``postprocess`` as in :meth:`predict`; ``inference`` is the time from submission to the
+        result being taken (includes queueing), so per-image sums exceed the wall time.
+        """
+        thr, mthr = self._thresholds(threshold, mask_threshold)
+
+        def prepared():
+            for image in images:
+                t0 = time.perf_counter()
+                rgb = load_image(image)
+                t1 = time.perf_counter()
+                chw, meta = preprocess(rgb, self.metadata, self.static_shape)
+                t2 = time.perf_counter()
+                yield (rgb, meta, {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3}, t2), chw
+
+        for (rgb, meta, timings, submitted), raw in self._ir.infer_stream(prepared(), jobs=jobs):
+            t3 = time.perf_counter()
+            det = postprocess(raw, meta, self.labels, threshold=thr, mask_threshold=mthr)
+            t4 = time.perf_counter()
+            timings.update(inference=(t3 - submitted) * 1e3, postprocess=(t4 - t3) * 1e3)
+            timings["total"] = timings["preprocess"] + timings["inference"] + timings["postprocess"]
+            det.timings = timings
+            yield rgb, det
+
+    def profile(self, image: Any, top: int = 15) -> dict[str, Any]:
+        """One inference with OpenVINO's per-op counters (needs ``profile=True``): milliseconds per
+        op type (sorted, with op counts), the ``top`` slowest single ops, and the Python-side stages."""
+        rgb = load_image(image)
+        t0 = time.perf_counter()
+        chw, meta = preprocess(rgb, self.metadata, self.static_shape)
+        t1 = time.perf_counter()
+        rows = self._ir.profile(chw)
+        t2 = time.perf_counter()
+        raw = self._ir.infer(chw)
+        t3 = time.perf_counter()
+        det = postprocess(raw, meta, self.labels, threshold=0.05)
+        t4 = time.perf_counter()
+        by_type: dict[str, dict[str, float]] = {}
+        for r in rows:
+            agg = by_type.setdefault(r["type"], {"ms": 0.0, "count": 0})
+            agg["ms"] += r["ms"]
+            agg["count"] += 1
+        return {
+            "ops_ms": sum(r["ms"] for r in rows),
+            "by_type": dict(sorted(by_type.items(), key=lambda kv: -kv[1]["ms"])),
+            "slowest": sorted(rows, key=lambda r: -r["ms"])[:top],
+            "stages_ms": {"preprocess": (t1 - t0) * 1e3, "inference_profiled": (t2 - t1) * 1e3,
+                          "inference": (t3 - t2) * 1e3, "postprocess": (t4 - t3) * 1e3},
+            "detections": len(det),
+            "input_shape": list(chw.shape),
+        }
+
+    def _thresholds(self, threshold, mask_threshold) -> tuple[float, float]:
+        thr = S.check_value("confidence_threshold",
+                            self.metadata["confidence_threshold"] if threshold is None else threshold)
+        mthr = S.check_value("mask_threshold", self.metadata["mask_threshold"] if mask_threshold is None else mask_threshold)
+        return thr, mthr
+
     def describe(self) -> dict[str, Any]:
         """The model block of ``d2ov predict --json``."""
         m = self.metadata
@@ -84,4 +154,5 @@ class Predictor:
             "random_weights": m["random_weights"],
             "weights_sha256": m["weights_sha256"],
             "graph_score_threshold": m["graph_score_threshold"],
+            "static_shape": list(self.static_shape) if self.static_shape else None,
         }

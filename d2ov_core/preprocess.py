@@ -6,6 +6,12 @@ resized by ``ResizeShortestEdge(min_size, max_size)`` with PIL bilinear on uint8
 ``ResizeTransform.apply_image``), plus a ``meta`` dict that :mod:`d2ov_core.postprocess` uses to map
 results back: ``original_size=(H, W)``, ``input_size=(h, w)``.
 Normalisation (pixel mean/std) and padding to ``size_divisibility`` happen inside the graph.
+
+Static input shape (``static_size=(S_h, S_w)``, for IRs reshaped to a fixed input): the image is
+resized by the same rule, scaled down further (aspect kept) if it does not fit ``S_h x S_w``, and
+padded at the bottom and right with the model's pixel mean (``pixel_mean``), which the graph's
+normalisation turns into 0, exactly what Detectron2's own padding holds. Padding at the bottom/right
+does not move the origin, so boxes map back with the same ``input_size`` scale factors.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["resized_shape", "preprocess"]
+__all__ = ["resized_shape", "letterbox_shape", "preprocess"]
 
 
 def resized_shape(h: int, w: int, min_size: int, max_size: int) -> tuple[int, int]:
@@ -35,15 +41,37 @@ def resized_shape(h: int, w: int, min_size: int, max_size: int) -> tuple[int, in
     return int(newh + 0.5), int(neww + 0.5)
 
 
-def preprocess(image_rgb: np.ndarray, meta: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+def letterbox_shape(h: int, w: int, min_size: int, max_size: int, static_size: tuple[int, int]) -> tuple[int, int]:
+    """The resized ``(h', w')`` of an ``h x w`` image inside a fixed ``static_size`` canvas: Detectron2's
+    rule, then scaled down (aspect kept, never up) until it fits."""
+    newh, neww = resized_shape(h, w, min_size, max_size)
+    sh, sw = static_size
+    if newh <= sh and neww <= sw:
+        return newh, neww
+    scale = min(sh / newh, sw / neww)
+    return max(1, min(sh, int(newh * scale + 0.5))), max(1, min(sw, int(neww * scale + 0.5)))
+
+
+def preprocess(image_rgb: np.ndarray, meta: dict[str, Any],
+               static_size: tuple[int, int] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """RGB uint8 ``(H, W, 3)`` -> (float32 ``(3, h, w)``, meta with sizes).
 
-    ``meta`` needs ``min_size``, ``max_size`` and ``input_format`` (the IR's metadata).
+    ``meta`` needs ``min_size``, ``max_size`` and ``input_format`` (the IR's metadata), and
+    ``pixel_mean`` when ``static_size`` is given; the returned array is then ``(3, *static_size)``
+    and ``input_size`` is the unpadded part.
     """
     h, w = image_rgb.shape[:2]
-    newh, neww = resized_shape(h, w, int(meta["min_size"]), int(meta["max_size"]))
+    if static_size is None:
+        newh, neww = resized_shape(h, w, int(meta["min_size"]), int(meta["max_size"]))
+    else:
+        newh, neww = letterbox_shape(h, w, int(meta["min_size"]), int(meta["max_size"]), static_size)
     img = image_rgb if meta["input_format"] == "RGB" else image_rgb[:, :, ::-1]
     if (newh, neww) != (h, w):
         img = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((neww, newh), Image.BILINEAR))
-    chw = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+    if static_size is None:
+        chw = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+    else:
+        chw = np.empty((3, *static_size), dtype=np.float32)
+        chw[:] = np.asarray(meta["pixel_mean"], dtype=np.float32)[:, None, None]
+        chw[:, :newh, :neww] = img.transpose(2, 0, 1)
     return chw, {"original_size": (h, w), "input_size": (newh, neww)}

@@ -19,7 +19,7 @@ import os
 import queue
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -128,7 +128,8 @@ class CompiledIR:
     compiled model is shared and requests are never used by two threads at once.
     """
 
-    def __init__(self, xml: Path, device: str = "CPU", hint: str = "LATENCY", threads: int | None = None):
+    def __init__(self, xml: Path, device: str = "CPU", hint: str = "LATENCY", threads: int | None = None,
+                 static_shape: tuple[int, int] | None = None, profile: bool = False):
         _check_device(device)
         if hint not in ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"):
             raise DeviceError(f"unknown performance hint {hint!r}: expected LATENCY or THROUGHPUT")
@@ -142,9 +143,21 @@ class CompiledIR:
                 f"{len(model.outputs)}"
             )
         self.output_names = list(names)
+        self.static_shape = None
+        if static_shape is not None:
+            sh, sw = (int(v) for v in static_shape)
+            if sh < 32 or sw < 32 or sh % 32 or sw % 32:
+                raise IRError(f"static input shape must be multiples of 32 and at least 32, got {sh}x{sw}")
+            try:
+                model.reshape({model.inputs[0]: _ov().PartialShape([3, sh, sw])})
+            except Exception as e:
+                raise IRError(f"cannot reshape {self.xml} to a static {sh}x{sw} input: {first_line(e)}") from None
+            self.static_shape = (sh, sw)
         config: dict[str, Any] = {"PERFORMANCE_HINT": hint}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        if profile:
+            config["PERF_COUNT"] = True
         self.device = device
         self.hint = hint
         try:
@@ -166,13 +179,77 @@ class CompiledIR:
         finally:
             self._pool.put(request)
 
+    def infer_stream(self, inputs: Iterable[tuple[Any, np.ndarray]], jobs: int | None = None
+                     ) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
+        """Throughput path: run ``(key, image_chw)`` pairs through an ``AsyncInferQueue`` of ``jobs``
+        requests (default: the device's optimal number) and yield ``(key, outputs)`` IN INPUT ORDER.
+
+        Inputs are pulled lazily, so the caller's preprocessing of the next image overlaps with
+        inference of the previous ones; at most ``2 * jobs`` results wait in memory.
+        """
+        ov = _ov()
+        jobs = max(1, int(jobs or self.optimal_requests))
+        queue_ = ov.AsyncInferQueue(self._compiled, jobs)
+        done: dict[int, dict[str, np.ndarray]] = {}
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def on_done(request, index):
+            try:
+                out = {name: request.get_output_tensor(i).data.copy() for i, name in enumerate(self.output_names)}
+            except BaseException as e:  # surfaced in the caller's thread
+                errors.append(e)
+                out = {}
+            with lock:
+                done[index] = out
+
+        queue_.set_callback(on_done)
+        keys: list[Any] = []
+        next_out = 0
+
+        def ready():
+            nonlocal next_out
+            while True:
+                with lock:
+                    if next_out not in done:
+                        return
+                    out = done.pop(next_out)
+                if errors:
+                    raise IRError(f"inference failed on {self.device}: {first_line(errors[0])}")
+                yield keys[next_out], out
+                keys[next_out] = None
+                next_out += 1
+
+        for index, (key, chw) in enumerate(inputs):
+            keys.append(key)
+            queue_.start_async({0: np.ascontiguousarray(chw, dtype=np.float32)}, userdata=index)
+            yield from ready()
+            if index - next_out >= 2 * jobs:  # bound memory: wait for the oldest
+                queue_.wait_all()
+                yield from ready()
+        queue_.wait_all()
+        yield from ready()
+
+    def profile(self, image_chw: np.ndarray) -> list[dict[str, Any]]:
+        """Per-op timings of one inference (the IR must be compiled with ``profile=True``):
+        ``[{"name", "type", "exec_type", "ms"}]`` for every executed op."""
+        request = self._compiled.create_infer_request()
+        request.infer({0: np.ascontiguousarray(image_chw, dtype=np.float32)})
+        rows = []
+        for p in request.profiling_info:
+            if str(p.status).endswith("EXECUTED"):
+                rows.append({"name": p.node_name, "type": p.node_type, "exec_type": p.exec_type,
+                             "ms": p.real_time.total_seconds() * 1e3})
+        return rows
+
     @property
     def optimal_requests(self) -> int:
         return int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
 
-def load_ir(xml: str | os.PathLike, device: str = "CPU", hint: str = "LATENCY", threads: int | None = None) -> CompiledIR:
-    return CompiledIR(Path(xml), device=device, hint=hint, threads=threads)
+def load_ir(xml: str | os.PathLike, device: str = "CPU", hint: str = "LATENCY", threads: int | None = None,
+            static_shape: tuple[int, int] | None = None, profile: bool = False) -> CompiledIR:
+    return CompiledIR(Path(xml), device=device, hint=hint, threads=threads, static_shape=static_shape, profile=profile)
 
 
 # ----------------------------------------------------------------------------- conversion side

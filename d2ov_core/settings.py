@@ -54,6 +54,8 @@ SETTINGS: dict[str, Setting] = {
         _S("min_size", int, 800, "ResizeShortestEdge: shorter side (cfg.INPUT.MIN_SIZE_TEST)", required=True),
         _S("max_size", int, 1333, "ResizeShortestEdge: longer side cap (cfg.INPUT.MAX_SIZE_TEST)", required=True),
         _S("resize_interpolation", str, "bilinear", "PIL interpolation of the resize (as Detectron2)"),
+        _S("pixel_mean", list, [103.53, 116.28, 123.675],
+           "cfg.MODEL.PIXEL_MEAN in input_format order: the value static-shape letterboxing pads with"),
         _S("size_divisibility", int, 32, "padding inside the graph (informational)"),
         _S("graph_score_threshold", float, 0.05,
            "score threshold frozen into the graph: nothing below it can be returned"),

@@ -89,3 +89,44 @@ def test_custom_config_converts_through_the_cli(tmp_path):
     assert res.returncode == 0
     inst = json.loads((tmp_path / "p.json").read_text())["results"][0]["instances"]
     assert all("mask" not in i and i["label"] in ("cat", "dog", "bird") for i in inst)
+
+
+def test_predict_folder_in_throughput_mode_matches_latency_mode(tiny_ir, tmp_path):
+    from .conftest import random_image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(random_image(240, 320 + 32 * i, seed=i)).save(folder / f"{i}.png")
+    outs = {}
+    for hint in ("LATENCY", "THROUGHPUT"):
+        out = tmp_path / f"{hint}.json"
+        res = run_cli("predict", str(tiny_ir), str(folder), "--hint", hint, "--threshold", "0.05", "--json", str(out))
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert f"4 images in" in res.stdout and hint.lower() in res.stdout
+        outs[hint] = json.loads(out.read_text())["results"]
+    assert [r["image"] for r in outs["LATENCY"]] == [r["image"] for r in outs["THROUGHPUT"]]
+    for a, b in zip(outs["LATENCY"], outs["THROUGHPUT"]):
+        assert len(a["instances"]) == len(b["instances"])
+        for ia, ib in zip(a["instances"], b["instances"]):
+            assert ia["box"] == pytest.approx(ib["box"], abs=1e-2) and ia["label"] == ib["label"]
+
+
+def test_profile_command_prints_op_table(tiny_ir, tmp_path):
+    res = run_cli("profile", str(tiny_ir), str(real_photo()), "--json", str(tmp_path / "p.json"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Convolution" in res.stdout and "slowest ops" in res.stdout
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["ops_ms"] > 0 and doc["by_type"]
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["predict", "MODEL", "IMG", "--static-shape", "300x400"], "multiples of 32"),
+    (["predict", "MODEL", "IMG", "--static-shape", "big"], "expected HxW"),
+    (["convert", "faster_rcnn_R_50_FPN_1x", "--precision", "int8"], "needs --calibration"),
+    (["predict", "faster_rcnn_R_50_FPN_1x", "IMG", "--precision", "INT8"], "no INT8 IR"),
+])
+def test_performance_options_reject_bad_values(args, msg, tiny_ir):
+    subst = {"MODEL": str(tiny_ir), "IMG": str(real_photo())}
+    line = one_line_error(run_cli(*[subst.get(a, a) for a in args]))
+    assert msg in line

@@ -111,3 +111,42 @@ print('ok', len(det))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("ok ")
+
+
+def test_static_shape_keeps_the_detections_contract(tiny_ir):
+    # parity with the dynamic IR is tested on a trained model (test_demo_models.py): random weights
+    # saturate scores to 1.0, so which of the tied detections survive NMS is arbitrary
+    static = Predictor(tiny_ir, static_shape=(320, 448))
+    assert static.describe()["static_shape"] == [320, 448]
+    for h, w in [(320, 448), (600, 512), (100, 900)]:
+        det = static.predict(random_image(h, w, seed=w), threshold=0.05)
+        assert det.image_size == (h, w) and det.masks.shape == (len(det), h, w) and len(det) > 0
+        assert np.all(det.boxes >= 0) and np.all(det.boxes[:, 2] <= w) and np.all(det.boxes[:, 3] <= h)
+
+
+def test_bad_static_shape_is_an_ir_error(tiny_ir):
+    with pytest.raises(IRError, match="multiples of 32"):
+        Predictor(tiny_ir, static_shape=(300, 400))
+
+
+def test_predict_many_yields_in_order_the_sequential_results(tiny_ir):
+    pred = Predictor(tiny_ir, hint="THROUGHPUT")
+    images = [random_image(200 + 40 * i, 300, seed=i) for i in range(7)]
+    seq = [pred.predict(im, threshold=0.05) for im in images]
+    many = list(pred.predict_many(images, threshold=0.05, jobs=3))
+    assert len(many) == len(images)
+    for (rgb, det), im, ref in zip(many, images, seq):
+        assert rgb is not None and det.image_size == im.shape[:2]
+        assert len(det) == len(ref)
+        np.testing.assert_allclose(det.boxes, ref.boxes, atol=1e-4)
+        assert set(det.timings) >= {"preprocess", "inference", "postprocess", "total"}
+    assert list(pred.predict_many([], threshold=0.05)) == []
+
+
+def test_profile_reports_op_types_that_add_up(tiny_ir):
+    pred = Predictor(tiny_ir, profile=True)
+    prof = pred.profile(real_photo())
+    assert prof["ops_ms"] > 0 and prof["input_shape"][0] == 3
+    assert "Convolution" in prof["by_type"]
+    assert abs(sum(v["ms"] for v in prof["by_type"].values()) - prof["ops_ms"]) < 1e-6
+    assert prof["slowest"][0]["ms"] >= prof["slowest"][-1]["ms"]

@@ -33,3 +33,24 @@ def test_preprocess_pixels_equal_detectron2(h, w, fmt):
     assert chw.dtype == np.float32 and chw.shape == ref.shape
     np.testing.assert_array_equal(chw, ref)
     assert meta == {"original_size": (h, w), "input_size": ref.shape[1:]}
+
+
+@pytest.mark.parametrize("h,w", [(480, 640), (640, 480), (97, 1500), (1, 1), (4000, 4)])
+def test_letterbox_fits_the_static_canvas_and_pads_with_the_mean(h, w):
+    from d2ov_core.preprocess import letterbox_shape
+
+    meta = {"min_size": 416, "max_size": 640, "input_format": "BGR", "pixel_mean": [10.0, 20.0, 30.0]}
+    static = (448, 640)
+    rgb = np.random.default_rng(w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    chw, m = preprocess(rgb, meta, static_size=static)
+    nh, nw = m["input_size"]
+    assert chw.shape == (3, *static) and chw.dtype == np.float32
+    assert (nh, nw) == letterbox_shape(h, w, 416, 640, static) and nh <= 448 and nw <= 640
+    # aspect kept within rounding; never scaled up beyond Detectron2's own rule
+    rh, rw = resized_shape(h, w, 416, 640)
+    assert nh <= rh and nw <= rw and abs(nh / max(nw, 1) - rh / rw) <= max(1 / nw, 1 / nh) * rh / rw * 2 + 1e-6
+    for c, mean in enumerate(meta["pixel_mean"]):
+        assert np.all(chw[c, nh:, :] == mean) and np.all(chw[c, :, nw:] == mean)
+    if (nh, nw) == (rh, rw):  # fits: the content equals the dynamic preprocessing
+        dyn, _ = preprocess(rgb, meta)
+        np.testing.assert_array_equal(chw[:, :nh, :nw], dyn)
