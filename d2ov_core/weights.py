@@ -10,6 +10,10 @@ to a temporary name and renamed only when complete (never a partial file under t
 are checked against Content-Length (truncation) and, for Model Zoo files, against the md5 prefix in
 their name; the sha256 is recorded beside the file (``<file>.sha256``).
 
+A cached download is reused only while it still matches the sha256 recorded beside it (otherwise
+it is downloaded again, with a warning); ``.part-<pid>`` files of killed downloads are removed by the
+next download of the same file (see :mod:`d2ov_core.cache`).
+
 Security: ``.pkl`` checkpoints are pickles and loading one runs code. :func:`load_into` loads a
 ``.pkl`` only from a catalog URL or a path typed by the user (the CLI / Python API); ``.pth`` files
 go through ``torch.load(weights_only=True)`` and are refused, not retried unsafely, if that fails.
@@ -96,12 +100,36 @@ def download(url: str, dest: Path | None = None, progress: bool = True, expected
     Raises :class:`DownloadError` on a network failure, a truncated body or a checksum mismatch; in
     every case nothing is left under the final name.
     """
+    from . import cache
+
     dest = Path(dest) if dest else _cache_path(url)
-    side = Path(str(dest) + ".sha256")
-    if dest.is_file() and side.is_file():
-        if expected_sha256 is None or side.read_text().split()[0] == expected_sha256:
-            return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with cache.writing(dest):  # removes .part files of killed downloads; ours is safe while we live
+        if _reusable(dest, expected_sha256):
+            return dest
+        return _fetch(url, dest, progress, expected_sha256, timeout)
+
+
+def _reusable(dest: Path, expected_sha256: str | None) -> bool:
+    """An earlier complete download that still matches its recorded sha256 (and the expected one)."""
+    side = Path(str(dest) + ".sha256")
+    if not (dest.is_file() and side.is_file()):
+        return False
+    recorded = (side.read_text().split() or [""])[0]
+    if expected_sha256 is not None and recorded != expected_sha256:
+        return False
+    actual = sha256_file(dest)
+    if actual != recorded:
+        import logging
+
+        logging.getLogger("d2ov").warning("%s: sha256 %s... does not match the %s... recorded when it was downloaded "
+                                          "(corrupt or modified); downloading it again", dest, actual[:12], recorded[:12])
+        return False
+    return True
+
+
+def _fetch(url: str, dest: Path, progress: bool, expected_sha256: str | None, timeout: float) -> Path:
+    side = Path(str(dest) + ".sha256")
     tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
     sha, md5 = hashlib.sha256(), hashlib.md5()
     received = 0
