@@ -9,22 +9,26 @@ Layout of a d2ov IR repository (one repo holds many models)::
 
 ``<model_dir>`` is the catalog name with ``/`` replaced by ``__``. Fetching goes through
 huggingface_hub's own cache (so ``HF_HUB_OFFLINE=1`` and ``HF_HOME`` work as usual), pins a revision
-(``D2OV_HUB_REVISION``; a commit hash is the safe choice), and checks both files against the sha256
-recorded in ``d2ov.json`` before returning them.
+(``D2OV_HUB_REVISION``; a commit hash is the safe choice: a branch can move), and checks both files
+against the sha256 recorded in ``d2ov.json`` before returning them; files in the local HF cache that
+no longer match are fetched again (with a warning) when the Hub is reachable, refused when offline.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
-from .weights import sha256_file
 from .errors import DownloadError, IRError, first_line
 
-__all__ = ["DEFAULT_REPO", "repo_settings", "model_dir", "fetch_ir", "push_ir", "verify_ir_folder"]
+__all__ = ["DEFAULT_REPO", "repo_settings", "model_dir", "fetch_ir", "push_ir", "verify_ir_folder", "is_pinned"]
+
+log = logging.getLogger("d2ov")
 
 DEFAULT_REPO = "d2ov/detectron2-openvino"
 
@@ -39,18 +43,20 @@ def model_dir(name: str, precision: str = "FP16") -> str:
 
 
 def verify_ir_folder(folder: Path) -> Path:
-    """Check ``model.xml``/``model.bin`` against ``d2ov.json``; return the xml path."""
-    card_path = folder / "d2ov.json"
-    if not card_path.is_file():
+    """Check ``model.xml``/``model.bin`` against the sha256 recorded in ``d2ov.json``; return the xml path."""
+    from .cache import ir_problem
+
+    if not (folder / "d2ov.json").is_file():
         raise IRError(f"{folder}: no d2ov.json card beside the IR")
-    expected = json.loads(card_path.read_text()).get("ir_sha256", {})
-    for name in ("model.xml", "model.bin"):
-        f = folder / name
-        if not f.is_file():
-            raise IRError(f"{folder}: {name} is missing")
-        if expected.get(name) and sha256_file(f) != expected[name]:
-            raise IRError(f"{f}: sha256 does not match the one recorded in d2ov.json (corrupt or tampered)")
+    problem = ir_problem(folder)
+    if problem is not None:
+        raise IRError(f"{folder}: {problem}; the sha256 does not match d2ov.json (corrupt or tampered)")
     return folder / "model.xml"
+
+
+def is_pinned(revision: str) -> bool:
+    """A full commit hash: the only revision whose content cannot change under the app."""
+    return bool(re.fullmatch(r"[0-9a-f]{40}", revision))
 
 
 def fetch_ir(name: str, precision: str = "FP16", repo_id: str | None = None, revision: str | None = None,
@@ -62,19 +68,33 @@ def fetch_ir(name: str, precision: str = "FP16", repo_id: str | None = None, rev
     repo, rev = repo_settings()
     repo_id, revision = repo_id or repo, revision or rev
     sub = model_dir(name, precision)
-    try:
-        root = snapshot_download(repo_id, revision=revision, allow_patterns=[f"{sub}/*"],
-                                 local_files_only=local_files_only)
-    except LocalEntryNotFoundError:
-        raise DownloadError(f"{name}: not on the Hugging Face Hub ({repo_id}@{revision}) and not in the local HF cache "
-                            "(offline?)") from None
-    except (HfHubHTTPError, OSError, ValueError) as e:
-        first = first_line(e)
-        raise DownloadError(f"{name}: cannot fetch from the Hugging Face Hub {repo_id}@{revision}: {first}") from None
-    folder = Path(root) / sub
+    if not is_pinned(revision):
+        log.info("Hub IRs from %s@%s: a branch, not a pinned commit (set D2OV_HUB_REVISION to a commit hash)",
+                 repo_id, revision)
+
+    def snapshot(force: bool) -> Path:
+        try:
+            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=[f"{sub}/*"],
+                                          local_files_only=local_files_only, force_download=force))
+        except LocalEntryNotFoundError:
+            raise DownloadError(f"{name}: not on the Hugging Face Hub ({repo_id}@{revision}) and not in the local HF "
+                                "cache (offline?)") from None
+        except (HfHubHTTPError, OSError, ValueError) as e:
+            first = first_line(e)
+            raise DownloadError(f"{name}: cannot fetch from the Hugging Face Hub {repo_id}@{revision}: {first}") from None
+
+    folder = snapshot(force=False) / sub
     if not (folder / "model.xml").is_file():
         raise DownloadError(f"{name}: {repo_id}@{revision} has no {sub}/model.xml")
-    return verify_ir_folder(folder)
+    try:
+        xml = verify_ir_folder(folder)
+    except IRError as e:
+        if local_files_only or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            raise
+        log.warning("%s; fetching it again from %s@%s", e, repo_id, revision)
+        xml = verify_ir_folder(snapshot(force=True) / sub)
+    log.info("%s: Hub IR %s@%s (snapshot %s), sha256 checked", name, repo_id, revision, folder.parent.parent.name)
+    return xml
 
 
 MODEL_CARD = """---

@@ -14,9 +14,10 @@ A cached download is reused only while it still matches the sha256 recorded besi
 it is downloaded again, with a warning); ``.part-<pid>`` files of killed downloads are removed by the
 next download of the same file (see :mod:`d2ov_core.cache`).
 
-Security: ``.pkl`` checkpoints are pickles and loading one runs code. :func:`load_into` loads a
-``.pkl`` only from a catalog URL or a path typed by the user (the CLI / Python API); ``.pth`` files
-go through ``torch.load(weights_only=True)`` and are refused, not retried unsafely, if that fails.
+Security: ``.pkl`` checkpoints are pickles and loading one runs code. :func:`load_into` unpickles a
+``.pkl`` only when it is a catalog URL's download or a local path the user gave (the CLI / Python
+API); a ``.pkl`` downloaded from any other URL, and every ``.pth``, goes through
+``torch.load(weights_only=True)`` and is refused, not retried unsafely, if that fails.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from .errors import ConversionError, DownloadError, ModelNotFoundError, first_line
 
-__all__ = ["cache_dir", "resolve", "download", "sha256_file", "load_into", "RANDOM"]
+__all__ = ["cache_dir", "resolve", "download", "sha256_file", "load_into", "may_unpickle", "RANDOM"]
 
 RANDOM = "random"
 _CHUNK = 1 << 20
@@ -183,6 +184,18 @@ def _progress_bar(total: int | None, desc: str):
                 mininterval=1.0)
 
 
+def may_unpickle(path: str | os.PathLike) -> bool:
+    """Whether d2ov may unpickle ``path``: a local file the user named (anything outside the download
+    cache), or the download of a catalog URL. Not: a download from any other URL."""
+    from . import catalog
+
+    p = Path(path).absolute()
+    downloads = (cache_dir() / "weights").absolute()
+    if not p.is_relative_to(downloads):
+        return True
+    return any(p == _cache_path(s.weights).absolute() for s in catalog.CATALOG.values() if is_url(s.weights))
+
+
 def load_into(model, path: str) -> None:
     """Load the checkpoint at ``path`` (from :func:`resolve`) into a Detectron2 model.
 
@@ -194,13 +207,18 @@ def load_into(model, path: str) -> None:
     from detectron2.checkpoint import DetectionCheckpointer
 
     checkpointer = DetectionCheckpointer(model)
-    if path.endswith(".pkl"):
+    if path.endswith(".pkl") and may_unpickle(path):
         checkpoint = checkpointer._load_file(path)  # noqa: SLF001  (pickle; see docstring)
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             first = first_line(e)
+            if path.endswith(".pkl"):
+                raise ConversionError(
+                    f"{path}: a .pkl downloaded from a URL outside the catalog is not unpickled (unpickling runs code) "
+                    f"and torch.load(weights_only=True) refuses it ({first}); if you trust it, pass its local path"
+                ) from None
             raise ConversionError(
                 f"{path}: not a plain tensor checkpoint that torch.load(weights_only=True) accepts ({first}); "
                 "save the state_dict only: torch.save({'model': model.state_dict()}, path)"

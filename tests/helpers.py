@@ -1,0 +1,191 @@
+"""Helpers for the reliability tests (tests/test_corpus.py, test_app_reliability.py, test_faults.py):
+a small real model whose scores are spread out, IR variants written with the real writers, broken
+IRs, and launching the app as a subprocess on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from .conftest import ROOT, real_photo, write_tiny_config
+
+CLASSES = ["circle", "square", "triangle"]
+
+
+def _stable_dir() -> Path:
+    """A folder in this session's d2ov cache: files there are the same for every test module."""
+    d = Path(os.environ["D2OV_CACHE"]) / "test-inputs"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def sparse_spec():
+    """The tiny Mask R-CNN config (3 classes) as a custom catalog spec, with weights from
+    :func:`sparse_weights`."""
+    from d2ov_core import catalog
+
+    d = _stable_dir()
+    cfg = d / "tiny_sparse.yaml"
+    if not cfg.is_file():
+        write_tiny_config(cfg)
+    return catalog.custom(cfg, str(sparse_weights()), CLASSES)
+
+
+def sparse_weights() -> Path:
+    """Random weights whose class scores are spread out instead of saturated at 1.0: the box
+    classifier is scaled by 0.05 and biased towards background. On small images this model finds
+    0 (a flat grey image) to ~25 objects at threshold 0.5, with distinct scores, so results can be
+    compared and rendering stays cheap. Deterministic (seeded), saved as a plain state_dict."""
+    path = _stable_dir() / "tiny_sparse.pth"
+    if path.is_file():
+        return path
+    import torch
+
+    from d2ov_core import catalog, d2model
+
+    cfg = _stable_dir() / "tiny_sparse.yaml"
+    if not cfg.is_file():
+        write_tiny_config(cfg)
+    model, _, _ = d2model.build(catalog.custom(cfg, "random", CLASSES), "random")
+    head = model.roi_heads.box_predictor.cls_score
+    with torch.no_grad():
+        head.weight.mul_(0.05)
+        head.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0]))
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model": model.state_dict()}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def sparse_ir() -> Path:
+    """FP32 IR of :func:`sparse_spec`, converted once per session into the session cache (a second
+    call, from another module, finds it there)."""
+    from d2ov_core.convert import convert
+
+    spec = sparse_spec()
+    return convert(spec, weights=spec.weights, fp16=False, sample=real_photo(), progress=False)
+
+
+def write_card(folder: Path, base: dict, precision: str) -> None:
+    """d2ov.json for an IR folder, as convert writes it (ir_sha256 of the files now there)."""
+    from d2ov_core.weights import sha256_file
+
+    card = dict(base, precision=precision)
+    card["ir_sha256"] = {p.name: sha256_file(p) for p in sorted(folder.glob("model.*"))}
+    (folder / "d2ov.json").write_text(json.dumps(card, indent=1))
+
+
+def resave(src_xml: Path, dst: Path, precision: str, samples: list[np.ndarray] | None = None) -> Path:
+    """Write the IR of ``src_xml`` to ``dst/model.xml`` as ``precision``: FP16 = FP16-compressed
+    weights (what convert writes by default), INT8 = quantized with NNCF on ``samples``
+    (preprocessed CHW float32), FP32 = as is. Uses d2ov's own writer; metadata travels along."""
+    from d2ov_core import runtime
+
+    dst.mkdir(parents=True, exist_ok=True)
+    model = runtime.read_model(src_xml)
+    if precision == "INT8":
+        import logging
+
+        import nncf
+
+        nncf.set_log_level(logging.ERROR)
+        model = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
+                              preset=nncf.QuantizationPreset.PERFORMANCE)
+    runtime.save_ir(model, dst / "model.xml", {"precision": precision, "calibration": "tests (NNCF)" if samples else ""},
+                    compress_to_fp16=precision == "FP16")
+    base = json.loads((src_xml.parent / "d2ov.json").read_text())
+    write_card(dst, base, precision)
+    return dst / "model.xml"
+
+
+def calibration_samples(xml: Path, n: int = 3) -> list[np.ndarray]:
+    from d2ov_core import runtime
+    from d2ov_core.preprocess import preprocess
+
+    meta = runtime.read_metadata(xml)
+    rng = np.random.default_rng(7)
+    return [preprocess(rng.integers(0, 256, (96 + 16 * i, 128, 3), dtype=np.uint8), meta)[0] for i in range(n)]
+
+
+def copy_ir(src_xml: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src_xml.parent.iterdir():
+        if f.name in ("model.xml", "model.bin", "d2ov.json"):
+            shutil.copy2(f, dst / f.name)
+    return dst / "model.xml"
+
+
+def truncated_bin_ir(src_xml: Path, dst: Path, card: bool = True) -> Path:
+    xml = copy_ir(src_xml, dst)
+    data = (dst / "model.bin").read_bytes()
+    (dst / "model.bin").write_bytes(data[: len(data) // 2])
+    if not card:
+        (dst / "d2ov.json").unlink()
+    return xml
+
+
+def other_bin_ir(src_xml: Path, other_xml: Path, dst: Path, card: bool = True) -> Path:
+    """``src_xml`` (and its card) with the ``.bin`` of another model."""
+    xml = copy_ir(src_xml, dst)
+    shutil.copy2(other_xml.with_suffix(".bin"), dst / "model.bin")
+    if not card:
+        (dst / "d2ov.json").unlink()
+    return xml
+
+
+def no_metadata_ir(dst: Path) -> Path:
+    """A valid OpenVINO IR (one ReLU) that was not written by d2ov: no rt_info model_info."""
+    import openvino as ov
+
+    dst.mkdir(parents=True, exist_ok=True)
+    param = ov.opset13.parameter([3, -1, -1], ov.Type.f32, name="image")
+    model = ov.Model([ov.opset13.relu(param)], [param], "not_d2ov")
+    ov.save_model(model, str(dst / "model.xml"))
+    return dst / "model.xml"
+
+
+# ----------------------------------------------------------------------------- the app as a process
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(env: dict, log_path: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
+    """``python app.py`` on a free port of 127.0.0.1; returns ``(process, url)`` once it answers."""
+    port = free_port()
+    full = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", **env)
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=full, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError("app exited at launch:\n" + log_path.read_text()[-3000:])
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"app did not answer within {timeout:.0f} s:\n" + log_path.read_text()[-3000:])
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
