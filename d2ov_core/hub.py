@@ -69,7 +69,7 @@ def fetch_ir(name: str, precision: str = "FP16", repo_id: str | None = None, rev
     repo_id, revision = repo_id or repo, revision or rev
     sub = model_dir(name, precision)
     if not is_pinned(revision):
-        log.info("Hub IRs from %s@%s: a branch, not a pinned commit (set D2OV_HUB_REVISION to a commit hash)",
+        log.warning("Hub IRs from %s@%s: a branch, not a pinned commit (set D2OV_HUB_REVISION to a commit hash)",
                  repo_id, revision)
 
     def snapshot(force: bool) -> Path:

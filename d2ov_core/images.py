@@ -59,6 +59,8 @@ def load_image(src: Any, name: str | None = None) -> np.ndarray:
 def _open_bytes(data: bytes, label: str) -> np.ndarray:
     if not data:
         raise ImageError(f"{label}: empty file (0 bytes), expected an image")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"{label}: file is {len(data) / 1e6:.1f} MB, the limit is {MAX_FILE_BYTES / 1e6:.0f} MB")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
