@@ -139,8 +139,9 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
             precision = check_precision(precision)
             if device not in devices:
                 raise DeviceError(f"unknown device {device!r}: expected one of {', '.join(devices)}")
-            predictor = service.predictor(name, device, precision)
+            name = service.canonical(name)  # unknown names first; then the image, then the model's state
             rgb = load_image(path, name=shown)
+            predictor = service.predictor(name, device, precision)
             det = predictor.predict(rgb, threshold=0.0)
             state = {"rgb": rgb, "det": det, "model": predictor.name, "device": device, "image": shown,
                      "labels": predictor.labels, "describe": predictor.describe()}

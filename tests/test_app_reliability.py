@@ -47,12 +47,15 @@ def models_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app(models_root, tmp_path_factory):
-    env = {"D2OV_MODELS_DIR": str(models_root), "D2OV_CACHE": str(tmp_path_factory.mktemp("app_cache")),
+    cache_dir = tmp_path_factory.mktemp("app_cache")
+    (cache_dir / "weights").mkdir()
+    (cache_dir / "weights" / "secret.pkl").write_bytes(b"not for the web")
+    env = {"D2OV_MODELS_DIR": str(models_root), "D2OV_CACHE": str(cache_dir),
            "HF_HOME": str(tmp_path_factory.mktemp("hf_home")), "D2OV_MAX_UPLOAD_MB": "2", "D2OV_MAX_PIXELS": "2000000"}
     log = tmp_path_factory.mktemp("app_log") / "app.log"
     proc, url = helpers.start_app(env, log)
     try:
-        yield proc, url, log
+        yield proc, url, log, cache_dir
     finally:
         helpers.stop(proc)
 
@@ -205,6 +208,7 @@ def test_gradio_serves_no_file_outside_its_upload_and_output_folders(app, client
     server_json = None
     refused = ["/etc/passwd", "/proc/self/environ", str(ROOT / "app.py"), str(ROOT / "d2ov_core" / "weights.py"),
                str(models_root / "tiny" / "FP16" / "model.bin"), str(models_root / "tiny" / "FP16" / "model.xml"),
+               str(app[3] / "weights" / "secret.pkl"),
                "/tmp/gradio/../../etc/passwd", "%2Fetc%2Fpasswd", "..%2F..%2F..%2Fetc%2Fpasswd",
                f"http://127.0.0.1:{url.rsplit(':', 1)[1].strip('/')}/config"]
     weights = sorted((ROOT / "models").rglob("*.pth")) + sorted((ROOT / "models").rglob("*.pkl"))
@@ -304,7 +308,10 @@ def test_64_requests_from_16_threads_equal_the_sequential_results(app, client, t
     assert app[0].poll() is None
 
 
-def test_300_sequential_requests_hold_memory(app, client, tmp_path):
+def test_300_sequential_requests_hold_memory(app, tmp_path):
+    from gradio_client import Client
+
+    client = Client(app[1], verbose=False, download_files=False)  # an API user who reads the table only
     images = load_images(tmp_path)
     proc = psutil.Process(app[0].pid)
 
@@ -314,7 +321,8 @@ def test_300_sequential_requests_hold_memory(app, client, tmp_path):
     samples = []
     t0 = time.perf_counter()
     for i in range(300):
-        detect(client, images[i % len(images)])
+        out = detect(client, images[i % len(images)])
+        assert out[1]["data"] is not None
         if i + 1 in (20, 100, 200, 300):
             samples.append((i + 1, rss()))
     wall = time.perf_counter() - t0
