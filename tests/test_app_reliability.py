@@ -22,6 +22,8 @@ import psutil
 import pytest
 from PIL import Image
 
+from d2ov_core.convert import bundled_ir
+
 from . import helpers
 from .conftest import ROOT
 from .test_corpus import good_cases, write_cases
@@ -29,6 +31,7 @@ from .test_images import BAD, GOOD, _save
 
 ARTIFACTS = ROOT / "tests" / "_artifacts"
 MODEL = "local/tiny"
+DEMO = "demo/mask_rcnn_shapes"
 
 
 @pytest.fixture(scope="module")
@@ -274,12 +277,18 @@ def _record(key: str, value) -> None:
     f.write_text(json.dumps(doc, indent=1))
 
 
-def test_64_requests_from_16_threads_equal_the_sequential_results(app, client, tmp_path):
+@pytest.mark.parametrize("model", [MODEL, DEMO])
+def test_64_requests_from_16_threads_equal_the_sequential_results(model, app, client, tmp_path):
     from gradio_client import Client
 
-    images = load_images(tmp_path)
+    if model == DEMO:
+        if not bundled_ir(DEMO).is_file():
+            pytest.skip(f"bundled demo IR {bundled_ir(DEMO)} not built yet (tools/train_demo_models.py, make bundle)")
+        images = sorted((ROOT / "models" / "demo" / "samples").glob("*.jpg"))[:8]
+    else:
+        images = load_images(tmp_path)
     t0 = time.perf_counter()
-    sequential = [instances(detect(client, p)) for p in images]
+    sequential = [instances(detect(client, p, model=model)) for p in images]
     t_seq = time.perf_counter() - t0
     assert sum(map(len, sequential)) > 0
 
@@ -288,7 +297,7 @@ def test_64_requests_from_16_threads_equal_the_sequential_results(app, client, t
     def one(i):
         if not hasattr(local, "client"):
             local.client = Client(app[1], verbose=False)
-        return i, instances(detect(local.client, images[i % len(images)]))
+        return i, instances(detect(local.client, images[i % len(images)], model=model))
 
     errors, results = [], []
     t0 = time.perf_counter()
@@ -303,7 +312,7 @@ def test_64_requests_from_16_threads_equal_the_sequential_results(app, client, t
     assert len(results) == 64
     mismatched = [i for i, inst in results if inst != sequential[i % len(images)]]
     assert mismatched == [], f"{len(mismatched)} of 64 results differ from the sequential result"
-    _record("concurrency", {"requests": 64, "threads": 16, "errors": len(errors), "mismatched": len(mismatched),
+    _record(f"concurrency {model}", {"requests": 64, "threads": 16, "errors": len(errors), "mismatched": len(mismatched),
                             "wall_s": round(wall, 1), "sequential_s_per_request": round(t_seq / len(images), 3)})
     assert app[0].poll() is None
 
