@@ -21,8 +21,12 @@ test:             ## the full suite, browser test included (what CI runs)
 test-fast: setup  ## skip the slow seed-architecture conversions and the browser
 	$(PY) -m pytest -q -m "not slow and not browser" -p no:cacheprovider
 
-bundle: setup     ## re-convert the demo models into models/ir/ (after tools/train_demo_models.py)
-	for m in $(DEMOS); do $(PY) -m d2ov_core convert $$m --out models/ir/$$(echo $$m | sed 's|/|__|')/FP16 || exit 1; done
+bundle: setup     ## re-convert the demo models into models/ir/ (FP16 + INT8; after tools/train_demo_models.py)
+	$(PY) tools/make_shapes.py --out .cache/shapes --split val --num 64
+	for m in $(DEMOS); do d=models/ir/$$(echo $$m | sed 's|/|__|'); \
+	  $(PY) -m d2ov_core convert $$m --out $$d/FP16 || exit 1; \
+	  $(PY) -m d2ov_core convert $$m --precision INT8 --calibration .cache/shapes/val --calibration-size 32 --out $$d/INT8 || exit 1; \
+	done
 
 clean:
 	rm -rf out .pytest_cache tests/_artifacts

@@ -5,6 +5,8 @@ expected and what was found, in one line. The CLI turns them into exit code 2, `
 ``gr.Error``; nothing else catches them.
 """
 
+import re
+
 __all__ = [
     "D2ovError",
     "InputError",
@@ -18,10 +20,18 @@ __all__ = [
 ]
 
 
+_LOCATION_LINE = re.compile(r"^(Exception from \S+:\d+:?|Check '.*' failed at \S+:\d+:?|\[ ?[A-Z_]+ ?\])\s*$")
+
+
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (OpenVINO and others raise multi-line C++ text)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The first informative line of an exception's message. OpenVINO raises multi-line C++ text
+    whose first lines only say where in its sources it was thrown
+    (``Exception from src/inference/src/cpp/core.cpp:84:``); those are skipped."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    for line in lines:
+        if not _LOCATION_LINE.match(line):
+            return line
+    return lines[0] if lines else type(exc).__name__
 
 
 class D2ovError(Exception):

@@ -15,8 +15,10 @@ IR contract (written by :mod:`d2ov_core.convert`, checked by :func:`load_ir`):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -282,14 +284,34 @@ def read_model(xml: str | os.PathLike):
 def quantize_int8(model, samples: list[np.ndarray], progress: bool = True):
     """NNCF post-training INT8 quantization of ``model`` on preprocessed ``(3, H, W)`` samples.
 
-    The converted Detectron2 graph has many ops sharing one friendly name, which NNCF 3.4 cannot map
-    back ("Could not find a node ... in NNCFGraph"); duplicates are renamed first (names only).
+    The converted Detectron2 graph has many ops sharing one friendly name, in the main graph and in
+    the bodies of its ``If`` ops, which NNCF 3.4 cannot map back ("Could not find a node
+    aten::unsqueeze/Unsqueeze in NNCFGraph"). The model is therefore serialized and read back first
+    (the IR reader gives every node a unique name), then every remaining duplicate is renamed.
     """
     import logging
+    import tempfile
 
     import nncf
 
-    seen: dict[str, int] = {}
+    ov = _ov()
+    with tempfile.TemporaryDirectory(prefix="d2ov-int8-") as tmp:
+        ov.save_model(model, f"{tmp}/fp32.xml", compress_to_fp16=False)
+        model = core().read_model(f"{tmp}/fp32.xml")
+        _unique_names(model)
+        nncf.set_log_level(logging.WARNING if progress else logging.ERROR)
+        dataset = nncf.Dataset([np.ascontiguousarray(s, dtype=np.float32) for s in samples])
+        try:
+            # NNCF's progress bars and notes go to stderr: stdout belongs to the caller (CLI output)
+            with contextlib.redirect_stdout(sys.stderr):
+                return nncf.quantize(model, dataset, subset_size=len(samples), preset=nncf.QuantizationPreset.PERFORMANCE)
+        except Exception as e:  # NNCF raises many types; the caller turns this into a ConversionError
+            raise IRError(f"NNCF INT8 quantization failed: {first_line(e)}") from None
+
+
+def _unique_names(model, seen: dict[str, int] | None = None) -> None:
+    """Give every op (recursively into ``If``/``Loop`` bodies) a unique friendly name."""
+    seen = {} if seen is None else seen
     for op in model.get_ordered_ops():
         name = op.get_friendly_name()
         if name in seen:
@@ -297,10 +319,15 @@ def quantize_int8(model, samples: list[np.ndarray], progress: bool = True):
             op.set_friendly_name(f"{name}__d2ov{seen[name]}")
         else:
             seen[name] = 0
-    if not progress:
-        nncf.set_log_level(logging.ERROR)
-    dataset = nncf.Dataset([np.ascontiguousarray(s, dtype=np.float32) for s in samples])
-    return nncf.quantize(model, dataset, subset_size=len(samples), preset=nncf.QuantizationPreset.PERFORMANCE)
+        get_body = getattr(op, "get_function", None)
+        if get_body is not None:
+            for i in range(2):  # If: then/else; Loop/TensorIterator: body (index 0)
+                try:
+                    body = op.get_function(i)
+                except Exception:
+                    break
+                if body is not None:
+                    _unique_names(body, seen)
 
 
 def run_model(model, image_chw: np.ndarray) -> list[np.ndarray]:
