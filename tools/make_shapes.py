@@ -7,6 +7,9 @@ Each image (256-640 px on either side, JPEG quality 85-92) has a cluttered backg
 gradients, stripes, blobs of texture, distractor lines/strokes/arcs that are NOT shapes) and 0-12
 filled shapes of random colour, size (12-200 px) and rotation, partly overlapping each other and cut
 by the image border. Later shapes occlude earlier ones; every annotation describes the VISIBLE part:
+occlusion and border cuts are limited so that every shape keeps at least 60% of its full area
+visible (``MIN_VISIBLE_FRACTION``): a shape hidden beyond recognition would be a label no model (or
+person) can check.
 ``segmentation`` is COCO RLE (counts as str), ``bbox`` the visible part's [x, y, w, h], ``area`` its
 pixel count. Instances whose visible area is below 30 px are dropped.
 
@@ -45,6 +48,8 @@ MIN_SIDE, MAX_SIDE = 256, 640
 MIN_SHAPE, MAX_SHAPE = 12, 200
 MAX_INSTANCES = 12
 MIN_VISIBLE_AREA = 30
+MIN_VISIBLE_FRACTION = 0.6  # of a shape's full (unoccluded, uncut) area
+GENERATOR_VERSION = "2"  # bump when the images a (seed, index) produces change
 JPEG_QUALITY = (85, 92)
 
 # default split sizes and seeds (different seeds per split)
@@ -140,6 +145,11 @@ def _shape_polygon(rng: np.random.Generator, cls: int, cx: float, cy: float, siz
     return np.stack([cx + r * np.cos(ang), cy + r * np.sin(ang)], axis=1)
 
 
+def _polygon_area(poly: np.ndarray) -> float:
+    x, y = poly[:, 0], poly[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+
 def _fill(canvas: np.ndarray, poly: np.ndarray, value, offset=(0, 0)) -> None:
     pts = np.round(poly * _SCALE).astype(np.int32) - np.array(offset, np.int32) * _SCALE
     cv2.fillPoly(canvas, [pts], value, lineType=cv2.LINE_8, shift=_SHIFT)
@@ -152,6 +162,7 @@ def make_image(rng: np.random.Generator):
     _distractors(rng, img)
     labels = np.zeros((h, w), np.int16)  # 0 = background, k = k-th placed shape
     visible = np.zeros(MAX_INSTANCES + 1, np.int64)  # visible pixel count per label
+    full = np.zeros(MAX_INSTANCES + 1, np.float64)  # full (unoccluded, uncut) area per label
     placed: list[tuple[int, int, tuple[int, int, int, int]]] = []  # (label k, class, (y0, y1, x0, x1))
     n = int(rng.integers(0, MAX_INSTANCES + 1))
     for k in range(1, n + 1):
@@ -160,8 +171,8 @@ def make_image(rng: np.random.Generator):
         size = MIN_SHAPE + (MAX_SHAPE - MIN_SHAPE) * float(rng.random()) ** 1.6
         color = _rand_color(rng)
         before = visible[1:k]
-        for _attempt in range(6):
-            margin = size * 0.35  # allow centres slightly outside the image: border cuts
+        for _attempt in range(8):
+            margin = size * 0.25  # allow centres slightly outside the image: border cuts
             cx = rng.uniform(-margin, w + margin)
             cy = rng.uniform(-margin, h + margin)
             poly = _shape_polygon(rng, cls, cx, cy, size)
@@ -173,12 +184,13 @@ def make_image(rng: np.random.Generator):
             m = np.zeros((y1 - y0, x1 - x0), np.uint8)
             _fill(m, poly, 1, offset=(x0, y0))
             mb = m.astype(bool)
-            if mb.sum() < MIN_VISIBLE_AREA:
+            area_full = _polygon_area(poly)
+            if mb.sum() < max(MIN_VISIBLE_AREA, MIN_VISIBLE_FRACTION * area_full):  # border cut too deep
                 continue
             lab = labels[y0:y1, x0:x1]
-            # limit occlusion: do not cover more than 55% of any existing visible instance
+            # limit occlusion: every earlier shape keeps MIN_VISIBLE_FRACTION of its full area
             covered = np.bincount(lab[mb].ravel(), minlength=k)[1:k]
-            if np.any((before > 0) & (covered > 0.55 * before)):
+            if np.any((covered > 0) & (before - covered < MIN_VISIBLE_FRACTION * full[1:k])):
                 continue
             break
         else:
@@ -195,6 +207,7 @@ def make_image(rng: np.random.Generator):
         sub[mb] = fill
         visible[1:k] -= covered
         visible[k] = int(mb.sum())
+        full[k] = area_full
         lab[mb] = k
         placed.append((k, cls, (y0, y1, x0, x1)))
     # global noise, optional blur
@@ -243,7 +256,7 @@ def make_split(out_dir: str, split: str, num: int, seed: int) -> str:
             annotations.append(a)
             ann_id += 1
     data = {
-        "info": {"description": f"d2ov synthetic shapes, split {split}, seed {seed}", "version": "1"},
+        "info": {"description": f"d2ov synthetic shapes, split {split}, seed {seed}", "version": GENERATOR_VERSION},
         "licenses": [],
         "images": images,
         "annotations": annotations,
