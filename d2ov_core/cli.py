@@ -97,7 +97,8 @@ def _make_predictor(model: str, args):
         else:
             xml = ensure_ir(spec.name, weights=args.weights, precision=getattr(args, "precision", None))
     return Predictor(xml, device=args.device, hint=getattr(args, "hint", "LATENCY"),
-                     static_shape=getattr(args, "static_shape", None), profile=getattr(args, "profile_ops", False))
+                     static_shape=getattr(args, "static_shape", None), profile=getattr(args, "profile_ops", False),
+                     compute=getattr(args, "compute", "f32"))
 
 
 # ----------------------------------------------------------------------------- commands
@@ -295,7 +296,7 @@ def cmd_profile(args) -> int:
     predictor = _make_predictor(args.model, args)
     if args.threads:
         predictor = Predictor(predictor.xml, device=args.device, threads=args.threads, static_shape=args.static_shape,
-                              profile=True)
+                              profile=True, compute=args.compute)
     predictor.predict(image, threshold=0.05)  # warm-up (first inference allocates)
     prof = predictor.profile(image, top=args.top)
     total = prof["ops_ms"]
@@ -360,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "FP32 or INT8 (made by `d2ov convert --precision int8`)")
         p.add_argument("--static-shape", type=_static_shape, metavar="HxW",
                        help="reshape the IR to this fixed input (multiples of 32) and letterbox images into it")
+        p.add_argument("--compute", type=str.lower, choices=["f32", "bf16"], default="f32",
+                       help="CPU floating-point compute: f32 (default, exact) or bf16 (faster on CPUs with "
+                            "native bfloat16, less exact)")
 
     def model_opts(p, weights_help="weights: a path, a URL or 'random' (default: the catalog's)"):
         p.add_argument("--weights", help=weights_help)

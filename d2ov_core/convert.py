@@ -74,8 +74,12 @@ def _calibration_files(folder: str | os.PathLike, n: int) -> list[Path]:
     return files[:n]
 
 
+#: Bumped when the IR changes for the same inputs (2: exact padding, d2model.exportable_padding)
+GRAPH_REVISION = 3  # 3: INT8 keeps the mask head in floating point
+
+
 def _cache_key(spec: ModelSpec, weights: str, weights_sha256: str, fp16: bool, calibration: list[str] | None = None) -> str:
-    from .d2model import load_cfg
+    from .d2model import RANDOM_INIT_REVISION, load_cfg
 
     payload = {
         "config": load_cfg(spec).dump(),
@@ -84,6 +88,8 @@ def _cache_key(spec: ModelSpec, weights: str, weights_sha256: str, fp16: bool, c
         "fp16": fp16,
         "calibration": calibration or [],
         "versions": _versions(),
+        "random_init": RANDOM_INIT_REVISION if weights == "random" else None,
+        "graph": GRAPH_REVISION,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -149,7 +155,8 @@ def convert(
     if n_traced == 0:
         log.warning("the model detects nothing in the trace image %s: check the result on other images", sample_path)
     try:
-        ov_model = runtime.convert_torch(adapter, (torch.as_tensor(chw),), names)
+        with d2model.exportable_padding():
+            ov_model = runtime.convert_torch(adapter, (torch.as_tensor(chw),), names)
     except ConversionError:
         raise
     except Exception as e:

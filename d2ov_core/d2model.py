@@ -6,6 +6,7 @@ predictor), so both build the exact same model from the same (spec, weights).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from typing import Any
@@ -84,8 +85,139 @@ def build(spec: ModelSpec, weights: str | None = None, progress: bool = True):
     model = build_model(cfg).eval()
     if path != W.RANDOM:
         W.load_into(model, path)
+    else:
+        _spread_random_scores(model, cfg)
     info = {"source": source, "sha256": digest, "random": path == W.RANDOM}
     return model, cfg, info
+
+
+#: Revision of what ``--weights random`` builds (part of the conversion cache key).
+RANDOM_INIT_REVISION = 2
+
+
+def _calibration_photo(cfg):
+    """The photo random weights are calibrated on: matplotlib's ``grace_hopper.jpg`` (matplotlib is a
+    Detectron2 dependency), resized like the model's test input, as a CHW float tensor in the
+    model's channel order. Activation statistics of a real photo carry over to other photos; those
+    of synthetic noise or smooth fields did not (measured: 6x off at the RPN head)."""
+    import numpy as np
+    import torch
+    from matplotlib import cbook
+    from PIL import Image
+
+    from .preprocess import resized_shape
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as im:
+        rgb = im.convert("RGB")
+        h, w = resized_shape(rgb.height, rgb.width, int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST))
+        arr = np.asarray(rgb.resize((w, h), Image.BILINEAR), dtype=np.float32)
+    if cfg.INPUT.FORMAT == "BGR":
+        arr = arr[:, :, ::-1]
+    return torch.as_tensor(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def _spread_random_scores(model, cfg) -> None:
+    """Make a random-weights R-CNN behave like a trained one at inference, for speed measurements.
+
+    Freshly initialised, Detectron2's ResNet has identity ``FrozenBN`` layers, so activations grow
+    through the network: RPN deltas explode (a handful of degenerate proposals survive) and class
+    logits saturate (one box with score 1.0), and the box/mask heads do almost no work. Deterministic
+    passes over one real photo (:func:`_calibration_photo`) fix that without changing the graph or its
+    FLOPs:
+
+    1. every BatchNorm layer (frozen or not) gets the running mean/variance of its own input
+       (data-dependent init, layer by layer in one forward pass), so activations stay O(1) and the
+       proposals are anchor-like boxes, as many as the config keeps;
+    2. the output layers (RPN deltas, box deltas, class logits) are rescaled so their outputs have a
+       trained-like spread (logit standard deviation 2, background 2 lower): proposals stay near
+       anchors, scores spread over (0, 1) and depend on the input, and the 100-detection cap is
+       reached on real photos, so the mask head does full work.
+    Seeded (``torch.manual_seed(0)`` before ``build_model``): the same random model every time.
+    """
+    import torch
+    from detectron2.layers import FrozenBatchNorm2d
+
+    image = _calibration_photo(cfg)
+    inputs = [{"image": image, "height": image.shape[1], "width": image.shape[2]}]
+
+    def set_stats(mod, args):
+        x = args[0]
+        if x.dim() == 4 and x.shape[0] * x.shape[2] * x.shape[3] > 1:
+            var = x.var((0, 2, 3))
+            mod.running_mean.copy_(x.mean((0, 2, 3)))
+            # floor: a channel (almost) flat on this image must not be amplified without bound on another
+            mod.running_var.copy_(var.clamp_min(0.05 * float(var.mean()) + 1e-6))
+
+    norms = [m for m in model.modules() if isinstance(m, (FrozenBatchNorm2d, torch.nn.BatchNorm2d))]
+    hooks = [m.register_forward_pre_hook(set_stats) for m in norms]
+    try:
+        with torch.no_grad():
+            model.inference(inputs, do_postprocess=False)
+    finally:
+        for h in hooks:
+            h.remove()
+
+    # output layers: rescale so their outputs on the calibration image have a trained-like spread
+    targets = {}
+    rpn_head = getattr(getattr(model, "proposal_generator", None), "rpn_head", None)
+    if isinstance(getattr(rpn_head, "anchor_deltas", None), torch.nn.Conv2d):
+        targets[rpn_head.anchor_deltas] = 0.3  # proposals: anchors moved/resized by ~30%
+    predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    if isinstance(getattr(predictor, "bbox_pred", None), torch.nn.Linear):
+        targets[predictor.bbox_pred] = 1.0  # divided by BBOX_REG_WEIGHTS (10, 10, 5, 5)
+    if isinstance(getattr(predictor, "cls_score", None), torch.nn.Linear):
+        targets[predictor.cls_score] = 2.0  # logits: scores spread over (0, 1)
+    for layer, target in targets.items():  # one pass each: a rescaled layer changes what follows
+        outs = []
+        hook = layer.register_forward_hook(lambda m, args, out: outs.append(out.detach()))
+        try:
+            with torch.no_grad():
+                model.inference(inputs, do_postprocess=False)
+        finally:
+            hook.remove()
+        if outs and outs[0].numel() > 1:
+            with torch.no_grad():
+                layer.weight.mul_(target / float(outs[0].float().std().clamp_min(1e-12)))
+                layer.bias.zero_()
+                if layer is getattr(predictor, "cls_score", None):
+                    layer.bias[-1] = -2.0  # background is the last class in FastRCNNOutputLayers
+
+
+@contextlib.contextmanager
+def exportable_padding():
+    """While active, ``ImageList.from_tensors`` of one image computes its padding to
+    ``size_divisibility`` without ``torch.stack(...).max(0)``.
+
+    Detectron2 computes the padded size as ``stack(sizes).max(0).values`` then ``(s + 31) // 32 * 32``.
+    Traced and converted by OpenVINO 2026.4, the floor division after ``max`` loses its integer
+    type: a 576x416 input was padded to 608x448 (measured), which shifts every feature map and
+    changed a trained model's detections (72 -> 81 raw detections on one image). The same
+    arithmetic on the image's own shape converts exactly. Eager results are unchanged: this path is
+    used only while tracing, for one image.
+    """
+    import torch
+    import torch.nn.functional as F
+    from detectron2.structures import image_list
+
+    original = image_list.ImageList.from_tensors
+
+    def from_tensors(tensors, size_divisibility: int = 0, pad_value: float = 0.0):
+        if not torch.jit.is_tracing() or len(tensors) != 1:
+            return original(tensors, size_divisibility, pad_value)
+        x = tensors[0]
+        h, w = x.shape[-2], x.shape[-1]  # traced: 0-d int64 tensors
+        image_size = torch.stack([torch.as_tensor(h), torch.as_tensor(w)])
+        size = image_size
+        if size_divisibility > 1:
+            size = (size + (size_divisibility - 1)) // size_divisibility * size_divisibility
+        padded = F.pad(x, [0, size[1] - w, 0, size[0] - h], value=pad_value).unsqueeze(0)
+        return image_list.ImageList(padded.contiguous(), [image_size])
+
+    image_list.ImageList.from_tensors = staticmethod(from_tensors)
+    try:
+        yield
+    finally:
+        image_list.ImageList.from_tensors = staticmethod(original)
 
 
 def traceable(model, image_chw):

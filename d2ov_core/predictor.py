@@ -36,13 +36,17 @@ class Predictor:
         static_shape: ``(H, W)``, multiples of 32: reshape the IR to this fixed input and letterbox
             every image into it (for devices that need static shapes, e.g. NPU); ``None``: dynamic.
         profile: collect OpenVINO per-op counters (see :meth:`profile`).
+        compute: floating-point compute on CPU: ``f32`` (default: what Detectron2 computes, what
+            ``verify`` checks) or ``bf16`` (faster on CPUs with native bfloat16; less exact). OpenVINO
+            itself would pick bf16 silently on such CPUs; d2ov only does when asked.
     """
 
     def __init__(self, xml: str | os.PathLike, device: str = "CPU", hint: str = "LATENCY", threads: int | None = None,
-                 static_shape: tuple[int, int] | None = None, profile: bool = False):
+                 static_shape: tuple[int, int] | None = None, profile: bool = False, compute: str = "f32"):
         self.xml = Path(xml)
         self._ir = runtime.load_ir(self.xml, device=device, hint=hint, threads=threads, static_shape=static_shape,
-                                   profile=profile)
+                                   profile=profile, compute=compute)
+        self.compute = self._ir.compute
         self.static_shape = self._ir.static_shape
         self.metadata: dict[str, Any] = self._ir.metadata
         self.device = device
@@ -150,6 +154,7 @@ class Predictor:
             "task": m["task"],
             "ir": str(self.xml),
             "precision": m["precision"],
+            "compute": self.compute,
             "classes": self.labels,
             "random_weights": m["random_weights"],
             "weights_sha256": m["weights_sha256"],

@@ -1,7 +1,9 @@
 """Where weights come from, and getting them onto disk safely. No torch import at module level.
 
 A weights spec is one of:
-  * ``"random"``: the exact architecture with random init (tests and speed only, never a detector);
+  * ``"random"``: the exact architecture with seeded random init, its norms and output layers
+    calibrated on one photo so that it proposes and scores like a trained model (100 spread-out
+    detections on a photo: full head work) -- for tests and speed only, never a detector;
   * a URL (``http(s)://``): downloaded once into the cache (a catalog entry's URL, or one the user typed);
   * a local path the user gave.
 

@@ -30,6 +30,13 @@ def real_photo() -> Path:
     return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
 
+def other_photo() -> Path:
+    """A second real photo (scikit-learn's china.jpg, 427x640; scikit-learn comes with NNCF)."""
+    import sklearn
+
+    return Path(sklearn.__file__).parent / "datasets" / "images" / "china.jpg"
+
+
 TINY_OVERRIDES = [
     "MODEL.RESNETS.DEPTH", 50, "MODEL.RESNETS.WIDTH_PER_GROUP", 8, "MODEL.RESNETS.STEM_OUT_CHANNELS", 16,
     "MODEL.RESNETS.RES2_OUT_CHANNELS", 32, "MODEL.RESNETS.NORM", "BN", "MODEL.FPN.OUT_CHANNELS", 32,

@@ -55,7 +55,11 @@ def sparse_weights() -> Path:
     cfg = _stable_dir() / "tiny_sparse.yaml"
     if not cfg.is_file():
         write_tiny_config(cfg)
-    model, _, _ = d2model.build(catalog.custom(cfg, "random", CLASSES), "random")
+    from detectron2.modeling import build_model
+
+    # Detectron2's own random init (what d2ov's "random" was before it calibrated scores), seeded
+    torch.manual_seed(0)
+    model = build_model(d2model.load_cfg(catalog.custom(cfg, "random", CLASSES))).eval()
     head = model.roi_heads.box_predictor.cls_score
     with torch.no_grad():
         head.weight.mul_(0.05)

@@ -150,3 +150,20 @@ def test_profile_reports_op_types_that_add_up(tiny_ir):
     assert "Convolution" in prof["by_type"]
     assert abs(sum(v["ms"] for v in prof["by_type"].values()) - prof["ops_ms"]) < 1e-6
     assert prof["slowest"][0]["ms"] >= prof["slowest"][-1]["ms"]
+
+
+def test_cpu_computes_in_f32_unless_bf16_is_asked(tiny_ir):
+    """OpenVINO would silently run FP32 graphs in bf16 on CPUs with native bfloat16 (scores then move
+    by ~1e-2); d2ov pins f32, the precision Detectron2 computes in, and offers bf16 explicitly."""
+    pred = Predictor(tiny_ir)
+    assert pred.compute == "f32" and pred.describe()["compute"] == "f32"
+    assert str(pred._ir._compiled.get_property("INFERENCE_PRECISION_HINT")) in ("<Type: 'float32'>", "f32")
+    with pytest.raises(DeviceError, match="compute precision"):
+        Predictor(tiny_ir, compute="fp8")
+    if runtime.bf16_available():
+        fast = Predictor(tiny_ir, compute="bf16")
+        assert "bfloat16" in str(fast._ir._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        assert len(fast.predict(real_photo(), threshold=0.05)) > 0
+    else:
+        with pytest.raises(DeviceError, match="native bfloat16"):
+            Predictor(tiny_ir, compute="bf16")
