@@ -208,7 +208,9 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         precision.change(on_model, [model, precision], card, api_visibility="private")
         run.click(detect, [image, model, device, threshold, precision], [output, table, json_file, summary, state, card],
                   api_name="detect", preprocess=False)
-        threshold.release(refilter, [state, threshold], [output, table, json_file, summary], api_visibility="private")
+        # typing in the number box or dragging the slider: re-filter the last result, the model does not run
+        threshold.input(refilter, [state, threshold], [output, table, json_file, summary], api_visibility="private",
+                        trigger_mode="always_last")
     return demo
 
 
