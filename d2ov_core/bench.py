@@ -35,6 +35,7 @@ VARIANTS = {
     "detectron2": "Detectron2 eager (PyTorch, reference)",
     "ov-fp32": "d2ov OpenVINO, FP32 IR, LATENCY hint",
     "ov-fp16w": "d2ov OpenVINO, FP16-compressed weights (FP32 compute), LATENCY hint",
+    "ov-bf16": "d2ov OpenVINO, FP32 IR computed in bfloat16 (CPUs with native bf16 only), LATENCY hint",
     "ov-static": "d2ov OpenVINO, FP32 IR reshaped to a static letterboxed input, LATENCY hint",
     "ov-int8": "d2ov OpenVINO, NNCF INT8 IR, LATENCY hint",
     "ov-int8-static": "d2ov OpenVINO, NNCF INT8 IR, static letterboxed input, LATENCY hint",
@@ -42,7 +43,7 @@ VARIANTS = {
     "ov-int8-throughput": "d2ov OpenVINO, INT8 IR, THROUGHPUT hint, AsyncInferQueue over all images",
 }
 #: which IR each OpenVINO variant runs
-_IR_OF = {"ov-fp32": "FP32", "ov-fp16w": "FP16", "ov-static": "FP32", "ov-throughput": "FP32",
+_IR_OF = {"ov-fp32": "FP32", "ov-fp16w": "FP16", "ov-bf16": "FP32", "ov-static": "FP32", "ov-throughput": "FP32",
           "ov-int8": "INT8", "ov-int8-static": "INT8", "ov-int8-throughput": "INT8"}
 
 
@@ -94,6 +95,19 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
+def _peak_rss_kb() -> int:
+    """This process's peak resident memory. ``VmHWM`` starts afresh at exec; ``ru_maxrss`` does not
+    (a worker started by a big parent would report the parent's peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _worker(variant: str, model: str, weights: str | None, images: list[str], runs: int, warmup: int,
             threads: int, xml: str | None, static_shape: tuple[int, int] | None = None) -> dict[str, Any]:
     from .images import load_image
@@ -108,7 +122,8 @@ def _worker(variant: str, model: str, weights: str | None, images: list[str], ru
         from .predictor import Predictor
 
         hint = "THROUGHPUT" if variant.endswith("throughput") else "LATENCY"
-        pred = Predictor(xml, hint=hint, threads=threads, static_shape=static_shape if "static" in variant else None)
+        pred = Predictor(xml, hint=hint, threads=threads, static_shape=static_shape if "static" in variant else None,
+                         compute="bf16" if "bf16" in variant else "f32")
     for _ in range(warmup):
         pred.predict(rgbs[0], threshold=0.05)
     extra: dict[str, Any] = {}
@@ -139,7 +154,7 @@ def _worker(variant: str, model: str, weights: str | None, images: list[str], ru
         extra = {f"{k}_ms": statistics.median(v) for k, v in stages.items()}
     med, iqr = _median_iqr(e2e)
     mmed, miqr = _median_iqr(model_ms)
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_kb = _peak_rss_kb()
     return {"variant": variant, "e2e_ms": med, "e2e_iqr_ms": iqr, "model_ms": mmed, "model_iqr_ms": miqr,
             "images_per_s": throughput, "peak_rss_mb": rss_kb / 1024, "samples": len(e2e),
             "detections_median": float(statistics.median(detections)) if detections else 0.0, **extra}
@@ -189,11 +204,13 @@ def run_bench(model: str, images: list[str], weights: str | None = None, runs: i
     the model's domain), except for catalog models that ship an INT8 IR."""
     from . import runtime
     from .convert import bundled_ir, convert
-    from .errors import InputError
+    from .errors import InputError, first_line
 
     threads = threads or os.cpu_count() or 1
     have_int8 = calibration is not None or (weights is None and bundled_ir(model, "INT8").is_file())
-    variants = variants or [v for v in VARIANTS if have_int8 or "int8" not in v]
+    from .runtime import bf16_available
+
+    variants = variants or [v for v in VARIANTS if (have_int8 or "int8" not in v) and ("bf16" not in v or bf16_available())]
     xml_of: dict[str, str] = {}
     for precision in sorted({_IR_OF[v] for v in variants if v in _IR_OF}):
         log(f"[bench] preparing the {precision} IR of {model} ...")
@@ -213,7 +230,8 @@ def run_bench(model: str, images: list[str], weights: str | None = None, runs: i
     gflops = model_gflops(model, weights, images[0])
     log(f"[bench] measuring the matmul peak with {threads} threads ...")
     peak = matmul_peak_gflops(threads)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
     for v in variants:
         log(f"[bench] {v}: {VARIANTS[v]} ({runs} runs x {len(images)} images after {warmup} warm-up)")
         args = json.dumps({"variant": v, "model": model, "weights": weights, "images": images, "runs": runs,
@@ -221,8 +239,11 @@ def run_bench(model: str, images: list[str], weights: str | None = None, runs: i
                            "static_shape": static_shape})
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         res = subprocess.run([sys.executable, "-m", "d2ov_core.bench", args], capture_output=True, text=True, env=env)
-        if res.returncode != 0:
-            raise RuntimeError(f"bench worker {v} failed:\n{res.stderr[-3000:]}")
+        if res.returncode != 0:  # a crashed variant is reported, the others still run
+            why = first_line(res.stderr.strip().splitlines()[-1]) if res.stderr.strip() else "no message"
+            failed.append({"variant": v, "exit_code": res.returncode, "error": why})
+            log(f"[bench]   FAILED: exit code {res.returncode} ({why})")
+            continue
         row = json.loads(res.stdout.strip().splitlines()[-1])
         # throughput rows: requests overlap, so the achieved rate comes from images/s, not latency
         row["gflop_per_s"] = gflops * row["images_per_s"] if v.endswith("throughput") else gflops / (row["model_ms"] / 1e3)
@@ -237,7 +258,7 @@ def run_bench(model: str, images: list[str], weights: str | None = None, runs: i
     report = {"model": model, "weights": weights or "catalog", "images": images, "threads": threads, "runs": runs,
               "warmup": warmup, "static_shape": list(static_shape) if static_shape else None,
               "calibration": calibration, "model_gflops": gflops, "matmul_peak_gflops": peak["peak"],
-              "matmul_gflops": peak, "machine": _machine(), "rows": rows,
+              "matmul_gflops": peak, "machine": _machine(), "rows": rows, "failed": failed,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if out_dir:
         _write_outputs(report, Path(out_dir))
@@ -279,6 +300,8 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{r['images_per_s']:.2f} | {r['detections_median']:.0f} | {ratio(r.get('speedup_vs_detectron2'))} | "
                      f"{ratio(r.get('speedup_vs_ov_fp32'))} | {r['gflop_per_s']:.0f} | {100 * r['peak_fraction']:.0f}% | "
                      f"{r['peak_rss_mb']:.0f} |")
+    for f in report.get("failed", []):
+        lines.append(f"| {f['variant']} | failed: exit code {f['exit_code']} ({f['error']}) | | | | | | | | | |")
     lines += ["", "Ratios compare images/s (latency rows: 1 / median end-to-end). Throughput rows: images/s over "
               "the wall time with several requests in flight; their latency columns include queueing."]
     return "\n".join(lines) + "\n"

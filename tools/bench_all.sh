@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Re-measure the README's performance tables with `d2ov bench`: the two seed Model Zoo architectures
+# with random weights (no checkpoint is reachable offline; same graph and FLOPs, 100 detections per
+# photo) and the two bundled demo models on their own test images. Writes docs/bench/<model>/
+# bench.{md,json,png}. Run it on an otherwise idle machine: about 30 minutes on 2 cores.
+#
+#   bash tools/bench_all.sh            # everything
+#   bash tools/bench_all.sh seed       # only the seed models (or: demo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+RUNS=${RUNS:-5}
+which=${1:-all}
+
+# Real photos that ship inside installed packages: two to time, six others to calibrate INT8 on.
+photos=.cache/bench/photos
+calib=.cache/bench/calibration
+mkdir -p "$photos" "$calib"
+$PY - "$photos" "$calib" <<'PYEOF'
+import shutil, sys
+from pathlib import Path
+import gradio, matplotlib, sklearn
+photos, calib = map(Path, sys.argv[1:])
+mpl = Path(matplotlib.get_data_path()) / "sample_data"
+skl = Path(sklearn.__file__).parent / "datasets" / "images"
+gr = Path(gradio.__file__).parent / "media_assets" / "images"
+for src in (mpl / "grace_hopper.jpg", skl / "china.jpg"):
+    shutil.copyfile(src, photos / src.name)
+for src in (skl / "flower.jpg", gr / "cheetah.jpg", gr / "cheetah1.jpg", gr / "lion.jpg", gr / "tower.jpg", gr / "bus.png"):
+    shutil.copyfile(src, calib / src.name)
+PYEOF
+
+if [[ $which == all || $which == seed ]]; then
+  for m in COCO-Detection/faster_rcnn_R_50_FPN_1x COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x; do
+    $PY -m d2ov_core bench "$m" --weights random --images "$photos/grace_hopper.jpg" "$photos/china.jpg" \
+      --runs "$RUNS" --calibration "$calib" --out "docs/bench/${m#*/}"
+  done
+fi
+if [[ $which == all || $which == demo ]]; then
+  for m in demo/mask_rcnn_shapes demo/faster_rcnn_shapes; do
+    $PY -m d2ov_core bench "$m" --images models/demo/samples/*.jpg --runs "$RUNS" --out "docs/bench/${m#*/}"
+  done
+fi
