@@ -208,9 +208,8 @@ def run_bench(model: str, images: list[str], weights: str | None = None, runs: i
 
     threads = threads or os.cpu_count() or 1
     have_int8 = calibration is not None or (weights is None and bundled_ir(model, "INT8").is_file())
-    from .runtime import bf16_available
-
-    variants = variants or [v for v in VARIANTS if (have_int8 or "int8" not in v) and ("bf16" not in v or bf16_available())]
+    variants = variants or [v for v in VARIANTS
+                            if (have_int8 or "int8" not in v) and ("bf16" not in v or runtime.bf16_available())]
     xml_of: dict[str, str] = {}
     for precision in sorted({_IR_OF[v] for v in variants if v in _IR_OF}):
         log(f"[bench] preparing the {precision} IR of {model} ...")

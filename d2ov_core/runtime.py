@@ -142,7 +142,7 @@ class CompiledIR:
             raise DeviceError(f"unknown performance hint {hint!r}: expected LATENCY or THROUGHPUT")
         if compute not in COMPUTE:
             raise DeviceError(f"unknown compute precision {compute!r}: expected one of {', '.join(COMPUTE)}")
-        if compute == "bf16" and not (device == "CPU" and "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")):
+        if compute == "bf16" and not (device == "CPU" and bf16_available()):
             raise DeviceError(f"bf16 compute needs a CPU with native bfloat16 (AVX512_BF16 or AMX); {device} has none")
         self.xml = Path(xml)
         model = _read_model(self.xml)
