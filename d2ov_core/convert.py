@@ -75,7 +75,7 @@ def _calibration_files(folder: str | os.PathLike, n: int) -> list[Path]:
 
 
 #: Bumped when the IR changes for the same inputs (2: exact padding, d2model.exportable_padding)
-GRAPH_REVISION = 3  # 3: INT8 keeps the mask head in floating point
+GRAPH_REVISION = 4  # 3: INT8 keeps the mask head in floating point; 4: stable proposal ranking
 
 
 def _cache_key(spec: ModelSpec, weights: str, weights_sha256: str, fp16: bool, calibration: list[str] | None = None) -> str:
@@ -190,6 +190,7 @@ def convert(
         random_weights=winfo["random"],
         torch_version=versions["torch"],
         openvino_version=versions["openvino"],
+        graph_revision=GRAPH_REVISION,
     )
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.tmp-", dir=final_dir.parent))
@@ -219,7 +220,8 @@ def _other_size(chw: np.ndarray) -> np.ndarray:
 def ensure_ir(model: str, weights: str | None = None, fp16: bool = True, progress: bool = True,
               precision: str | None = None) -> Path:
     """Path of an IR for ``model``: an existing IR path, the bundled or newest cached conversion of
-    that precision, or a new one (FP16/FP32 only: an INT8 IR needs calibration images).
+    that precision (made by this converter revision from the catalog's weights), or a new one
+    (FP16/FP32 only: an INT8 IR needs calibration images).
 
     ``model`` may be a path to an ``.xml`` (or a folder holding ``model.xml``) or a catalog name;
     ``precision`` (``FP16``/``FP32``/``INT8``) overrides ``fp16``.
@@ -238,7 +240,9 @@ def ensure_ir(model: str, weights: str | None = None, fp16: bool = True, progres
         cached = cache.cached_irs(cached_ir_dir(spec.name))  # verified, newest first; never a leftover
         for xml in cached:
             meta = runtime.read_metadata(xml)
-            if not meta["random_weights"] and meta["precision"] == precision:
+            if (not meta["random_weights"] and meta["precision"] == precision
+                    and meta["graph_revision"] == GRAPH_REVISION  # not made by an older converter
+                    and (not spec.weights_sha256 or meta["weights_sha256"] == spec.weights_sha256)):
                 return xml
     if precision == "INT8":
         raise ConversionError(f"no INT8 IR of {spec.name} yet: make one with `d2ov convert {spec.name} "

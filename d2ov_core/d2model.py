@@ -16,7 +16,7 @@ from .catalog import ModelSpec
 from .errors import ConversionError, ModelNotFoundError
 from . import weights as W
 
-__all__ = ["load_cfg", "build", "traceable", "cfg_metadata", "OUTPUT_NAMES"]
+__all__ = ["load_cfg", "build", "traceable", "cfg_metadata", "OUTPUT_NAMES", "use_stable_proposal_ranking"]
 
 log = logging.getLogger("d2ov")
 compat.apply()
@@ -74,6 +74,7 @@ def build(spec: ModelSpec, weights: str | None = None, progress: bool = True):
     import torch
     from detectron2.modeling import build_model
 
+    use_stable_proposal_ranking()
     cfg = load_cfg(spec)
     source = weights or spec.weights
     path, digest = W.resolve(source, progress=progress)
@@ -181,6 +182,82 @@ def _spread_random_scores(model, cfg) -> None:
                 layer.bias.zero_()
                 if layer is getattr(predictor, "cls_score", None):
                     layer.bias[-1] = -2.0  # background is the last class in FastRCNNOutputLayers
+
+
+def use_stable_proposal_ranking() -> None:
+    """Make the RPN rank proposals with equal objectness in a defined order: lower anchor index
+    first. Installed (once, for the process) by :func:`build`, so the PyTorch reference and the
+    traced graph behind every IR rank alike; training is left to Detectron2.
+
+    Detectron2's ``find_top_rpn_proposals`` orders proposals with ``Tensor.sort`` (unstable) and
+    merges the FPN levels with ``batched_nms`` (per-level NMS, then an unstable sort in eager; one
+    offset NMS when traced). Scores that are exactly equal are common: wherever the RPN's hidden
+    layer is all zero after its ReLU, the logit is the bias, the same at every such anchor (measured:
+    hundreds of tied proposals on a demo image). Their order is then an accident of the sort
+    implementation: eager PyTorch and OpenVINO's TopK each pick their own, NMS keeps a different
+    one of two overlapping tied boxes, and final detections moved by up to 9 px. With a stable sort
+    (``aten::sort(stable=True)`` converts to OpenVINO ``TopK`` with ``stable=true``) and the same
+    offset NMS in both (torchvision's NMS and OpenVINO's keep the earlier of equal scores), the
+    proposals are identical. Untied scores rank exactly as in Detectron2, so only the choice among
+    exactly equal scores, which Detectron2 leaves unspecified, is pinned down.
+    """
+    from detectron2.modeling.proposal_generator import proposal_utils, rpn
+
+    if getattr(rpn.find_top_rpn_proposals, "_d2ov_stable", False):
+        return
+    original = proposal_utils.find_top_rpn_proposals
+
+    def find_top_rpn_proposals(proposals, pred_objectness_logits, image_sizes, nms_thresh, pre_nms_topk,
+                               post_nms_topk, min_box_size, training):
+        if training:
+            return original(proposals, pred_objectness_logits, image_sizes, nms_thresh, pre_nms_topk,
+                            post_nms_topk, min_box_size, training)
+        return _stable_top_proposals(proposals, pred_objectness_logits, image_sizes, nms_thresh,
+                                     pre_nms_topk, post_nms_topk, min_box_size)
+
+    find_top_rpn_proposals._d2ov_stable = True
+    rpn.find_top_rpn_proposals = find_top_rpn_proposals
+
+
+def _stable_top_proposals(proposals, logits, image_sizes, nms_thresh, pre_nms_topk, post_nms_topk, min_box_size):
+    """Inference-time ``find_top_rpn_proposals`` with stable ranking (see
+    :func:`use_stable_proposal_ranking`): per level the ``pre_nms_topk`` best, clipped, empty boxes
+    dropped, NMS per level, the ``post_nms_topk`` best overall, by descending objectness."""
+    import torch
+    from detectron2.structures import Boxes, Instances
+    from torchvision.ops import nms
+
+    top_scores, top_boxes, level_ids = [], [], []
+    batch = torch.arange(len(image_sizes))
+    for level, (boxes_l, logits_l) in enumerate(zip(proposals, logits)):
+        n = logits_l.shape[1]
+        k = torch.clamp(n, max=pre_nms_topk) if isinstance(n, torch.Tensor) else min(n, pre_nms_topk)
+        scores_l, idx = torch.sort(logits_l, dim=1, descending=True, stable=True)
+        top_scores.append(scores_l.narrow(1, 0, k))
+        top_boxes.append(boxes_l[batch[:, None], idx.narrow(1, 0, k)])
+        level_ids.append(torch.full((k,), level, dtype=torch.int64))
+    top_scores, top_boxes, level_ids = torch.cat(top_scores, 1), torch.cat(top_boxes, 1), torch.cat(level_ids)
+    results = []
+    for i, image_size in enumerate(image_sizes):
+        boxes, scores, levels = Boxes(top_boxes[i]), top_scores[i], level_ids
+        valid = torch.isfinite(boxes.tensor).all(dim=1) & torch.isfinite(scores)
+        if not torch.jit.is_tracing() and not bool(valid.all()):
+            boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
+        boxes.clip(image_size)
+        keep = boxes.nonempty(threshold=min_box_size)
+        boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
+        # one NMS over all levels, each level shifted out of reach of the others
+        t = boxes.tensor.float()
+        if t.numel() == 0 and not torch.jit.is_tracing():
+            keep = torch.empty(0, dtype=torch.int64)
+        else:
+            shifted = t + (levels.to(t) * (t.max() + 1))[:, None]
+            keep = nms(shifted, scores, nms_thresh)[:post_nms_topk]
+        res = Instances(image_size)
+        res.proposal_boxes = boxes[keep]
+        res.objectness_logits = scores[keep]
+        results.append(res)
+    return results
 
 
 @contextlib.contextmanager
