@@ -98,23 +98,19 @@ RANDOM_INIT_REVISION = 2
 
 def _calibration_photo(cfg):
     """The photo random weights are calibrated on: matplotlib's ``grace_hopper.jpg`` (matplotlib is a
-    Detectron2 dependency), resized like the model's test input, as a CHW float tensor in the
-    model's channel order. Activation statistics of a real photo carry over to other photos; those
-    of synthetic noise or smooth fields did not (measured: 6x off at the RPN head)."""
-    import numpy as np
+    Detectron2 dependency), preprocessed as the model's test input (:func:`preprocess.preprocess`),
+    as a CHW float tensor in the model's channel order. Activation statistics of a real photo carry
+    over to other photos; those of synthetic noise or smooth fields did not (measured: 6x off at the
+    RPN head)."""
     import torch
     from matplotlib import cbook
-    from PIL import Image
 
-    from .preprocess import resized_shape
+    from .images import load_image
+    from .preprocess import preprocess
 
-    with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as im:
-        rgb = im.convert("RGB")
-        h, w = resized_shape(rgb.height, rgb.width, int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST))
-        arr = np.asarray(rgb.resize((w, h), Image.BILINEAR), dtype=np.float32)
-    if cfg.INPUT.FORMAT == "BGR":
-        arr = arr[:, :, ::-1]
-    return torch.as_tensor(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    meta = {"min_size": cfg.INPUT.MIN_SIZE_TEST, "max_size": cfg.INPUT.MAX_SIZE_TEST, "input_format": cfg.INPUT.FORMAT}
+    chw, _ = preprocess(load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)), meta)
+    return torch.as_tensor(chw)
 
 
 def _spread_random_scores(model, cfg) -> None:
@@ -158,27 +154,36 @@ def _spread_random_scores(model, cfg) -> None:
         for h in hooks:
             h.remove()
 
-    # output layers: rescale so their outputs on the calibration image have a trained-like spread
-    targets = {}
+    # output layers: rescale so their outputs on the calibration image have a trained-like spread.
+    # Two passes: the rescaled RPN deltas move the proposals the box head then sees; the box deltas
+    # and class logits are parallel outputs over the same proposals, so they share the second pass.
     rpn_head = getattr(getattr(model, "proposal_generator", None), "rpn_head", None)
-    if isinstance(getattr(rpn_head, "anchor_deltas", None), torch.nn.Conv2d):
-        targets[rpn_head.anchor_deltas] = 0.3  # proposals: anchors moved/resized by ~30%
     predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
-    if isinstance(getattr(predictor, "bbox_pred", None), torch.nn.Linear):
-        targets[predictor.bbox_pred] = 1.0  # divided by BBOX_REG_WEIGHTS (10, 10, 5, 5)
-    if isinstance(getattr(predictor, "cls_score", None), torch.nn.Linear):
-        targets[predictor.cls_score] = 2.0  # logits: scores spread over (0, 1)
-    for layer, target in targets.items():  # one pass each: a rescaled layer changes what follows
-        outs = []
-        hook = layer.register_forward_hook(lambda m, args, out: outs.append(out.detach()))
+    passes = [
+        # proposals: anchors moved/resized by ~30%
+        {getattr(rpn_head, "anchor_deltas", None): 0.3},
+        # box deltas are divided by BBOX_REG_WEIGHTS (10, 10, 5, 5); logits: scores spread over (0, 1)
+        {getattr(predictor, "bbox_pred", None): 1.0, getattr(predictor, "cls_score", None): 2.0},
+    ]
+    for targets in passes:
+        targets = {layer: t for layer, t in targets.items() if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear))}
+        outs: dict = {}
+        def keep_first(mod, args, out):  # returns None: the output itself is left alone
+            outs.setdefault(mod, out.detach())
+
+        hooks = [layer.register_forward_hook(keep_first) for layer in targets]
         try:
             with torch.no_grad():
                 model.inference(inputs, do_postprocess=False)
         finally:
-            hook.remove()
-        if outs and outs[0].numel() > 1:
+            for h in hooks:
+                h.remove()
+        for layer, target in targets.items():
+            out = outs.get(layer)
+            if out is None or out.numel() <= 1:
+                continue
             with torch.no_grad():
-                layer.weight.mul_(target / float(outs[0].float().std().clamp_min(1e-12)))
+                layer.weight.mul_(target / float(out.float().std().clamp_min(1e-12)))
                 layer.bias.zero_()
                 if layer is getattr(predictor, "cls_score", None):
                     layer.bias[-1] = -2.0  # background is the last class in FastRCNNOutputLayers
