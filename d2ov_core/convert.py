@@ -75,7 +75,7 @@ def _calibration_files(folder: str | os.PathLike, n: int) -> list[Path]:
 
 
 #: Bumped when the IR changes for the same inputs (2: exact padding, d2model.exportable_padding)
-GRAPH_REVISION = 4  # 3: INT8 keeps the mask head in floating point; 4: stable proposal ranking
+GRAPH_REVISION = 5  # 3: INT8 keeps the mask head in floating point; 4: stable proposal ranking; 5: its fast form
 
 
 def _cache_key(spec: ModelSpec, weights: str, weights_sha256: str, fp16: bool, calibration: list[str] | None = None) -> str:

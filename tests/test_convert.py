@@ -157,3 +157,18 @@ def test_tied_proposal_scores_rank_alike_in_openvino():
         got = [out[o] for o in compiled.outputs]
         assert got[0].shape == want[0].shape
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_stable_topk_is_the_head_of_a_stable_sort():
+    """d2ov's fast stable top-k equals the first k of a stable full sort, ties included."""
+    import torch
+
+    from d2ov_core import d2model
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5000, generator=g)
+    x[torch.rand(2, 5000, generator=g) < 0.6] = -0.25  # the k-th value is a tie
+    for k in (1, 999, 4000, 5000):
+        values, idx = torch.sort(x, dim=1, descending=True, stable=True)
+        got_v, got_i = d2model._stable_topk(x, k)
+        assert torch.equal(got_v, values[:, :k]) and torch.equal(got_i, idx[:, :k])
