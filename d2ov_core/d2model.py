@@ -145,14 +145,17 @@ def _spread_random_scores(model, cfg) -> None:
             # floor: a channel (almost) flat on this image must not be amplified without bound on another
             mod.running_var.copy_(var.clamp_min(0.05 * float(var.mean()) + 1e-6))
 
+    def forward_with(hooks):
+        """One calibration forward pass; the hooks are removed afterwards, whatever happens."""
+        try:
+            with torch.no_grad():
+                model.inference(inputs, do_postprocess=False)
+        finally:
+            for h in hooks:
+                h.remove()
+
     norms = [m for m in model.modules() if isinstance(m, (FrozenBatchNorm2d, torch.nn.BatchNorm2d))]
-    hooks = [m.register_forward_pre_hook(set_stats) for m in norms]
-    try:
-        with torch.no_grad():
-            model.inference(inputs, do_postprocess=False)
-    finally:
-        for h in hooks:
-            h.remove()
+    forward_with([m.register_forward_pre_hook(set_stats) for m in norms])
 
     # output layers: rescale so their outputs on the calibration image have a trained-like spread.
     # Two passes: the rescaled RPN deltas move the proposals the box head then sees; the box deltas
@@ -171,13 +174,7 @@ def _spread_random_scores(model, cfg) -> None:
         def keep_first(mod, args, out):  # returns None: the output itself is left alone
             outs.setdefault(mod, out.detach())
 
-        hooks = [layer.register_forward_hook(keep_first) for layer in targets]
-        try:
-            with torch.no_grad():
-                model.inference(inputs, do_postprocess=False)
-        finally:
-            for h in hooks:
-                h.remove()
+        forward_with([layer.register_forward_hook(keep_first) for layer in targets])
         for layer, target in targets.items():
             out = outs.get(layer)
             if out is None or out.numel() <= 1:
