@@ -1,6 +1,6 @@
 # d2ov. The README's Quick start is `make app` and `make test`.
 PY := .venv/bin/python
-SAMPLES := $(wildcard models/demo/samples/*.jpg)
+SAMPLES := $(wildcard d2ov_core/data/samples/*.jpg)
 DEMOS := demo/faster_rcnn_shapes demo/mask_rcnn_shapes
 
 .PHONY: setup app demo test test-fast bundle clean
@@ -18,14 +18,16 @@ test:             ## the full suite, browser test included (what CI runs)
 	@D2OV_BROWSER=1 bash tools/setup.sh
 	$(PY) -m pytest -q --timeout=1500 -p no:cacheprovider
 
-test-fast: setup  ## skip the slow seed-architecture conversions and the browser
-	$(PY) -m pytest -q -m "not slow and not browser" -p no:cacheprovider
+test-fast: setup  ## unit tests only (numpy, the torch boundary, settings, service): under a minute
+	$(PY) -m pytest -q tests/unit -p no:cacheprovider
 
-bundle: setup     ## re-convert the demo models into models/ir/ (FP16 + INT8; after tools/train_demo_models.py)
-	$(PY) tools/make_shapes.py --out .cache/shapes --split val --num 64
-	for m in $(DEMOS); do d=models/ir/$$(echo $$m | sed 's|/|__|'); \
-	  $(PY) -m d2ov_core convert $$m --out $$d/FP16 || exit 1; \
-	  $(PY) -m d2ov_core convert $$m --precision INT8 --calibration .cache/shapes/val --calibration-size 32 --out $$d/INT8 || exit 1; \
+bundle: setup     ## re-convert the demo models into d2ov_core/data/ir/ (FP16 + INT8, AP measured on the test split)
+	$(PY) tools/make_shapes.py --out .cache/shapes --split train --num 64
+	$(PY) tools/make_shapes.py --out .cache/shapes --split test
+	for m in $(DEMOS); do d=d2ov_core/data/ir/$$(echo $$m | sed 's|/|__|'); rm -rf $$d; \
+	  $(PY) -m d2ov_core convert $$m --out $$d/FP16 --annotations .cache/shapes/test.json --images .cache/shapes || exit 1; \
+	  $(PY) -m d2ov_core convert $$m --precision INT8 --calibration .cache/shapes/train --calibration-size 64 \
+	    --recipe d2ov-2 --annotations .cache/shapes/test.json --images .cache/shapes --out $$d/INT8 || exit 1; \
 	done
 
 clean:

@@ -8,6 +8,6 @@ for openvino).
 __version__ = "0.1.0"
 
 from .errors import D2ovError  # noqa: E402
-from .detections import Detections  # noqa: E402
+from .runtime.detections import Detections  # noqa: E402
 
 __all__ = ["__version__", "D2ovError", "Detections"]

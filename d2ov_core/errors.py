@@ -16,6 +16,7 @@ __all__ = [
     "DeviceError",
     "DownloadError",
     "ConversionError",
+    "NotReadyError",
     "first_line",
 ]
 
@@ -64,3 +65,7 @@ class DownloadError(D2ovError):
 
 class ConversionError(D2ovError):
     """Detectron2 -> OpenVINO conversion failed."""
+
+
+class NotReadyError(D2ovError):
+    """A model the server knows is not ready: being prepared (try again soon) or unavailable (why)."""

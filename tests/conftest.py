@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "models" / "demo" / "samples"
+SAMPLES = ROOT / "d2ov_core" / "data" / "samples"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,7 +47,7 @@ TINY_OVERRIDES = [
 
 def write_tiny_config(path: Path, mask: bool = True) -> Path:
     """A small Mask R-CNN / Faster R-CNN FPN config (3 classes) written as a full config dump."""
-    import d2ov_core.compat as compat
+    import d2ov_core.export.compat as compat
 
     compat.apply()
     from detectron2 import model_zoo
@@ -64,7 +64,7 @@ def write_tiny_config(path: Path, mask: bool = True) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_spec(tmp_path_factory):
-    from d2ov_core import catalog
+    from d2ov_core.store import catalog
 
     cfg = write_tiny_config(tmp_path_factory.mktemp("tiny") / "tiny_mask_rcnn.yaml")
     return catalog.custom(cfg, "random", ["circle", "square", "triangle"])
@@ -73,7 +73,7 @@ def tiny_spec(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_ir(tiny_spec, tmp_path_factory) -> Path:
     """A converted random-weights tiny Mask R-CNN IR (FP32), converted once per session."""
-    from d2ov_core.convert import convert
+    from d2ov_core.export.convert import convert
 
     return convert(tiny_spec, weights="random", out=tmp_path_factory.mktemp("tiny_ir"), fp16=False,
                    sample=real_photo(), progress=False)

@@ -31,7 +31,7 @@ def _stable_dir() -> Path:
 def sparse_spec():
     """The tiny Mask R-CNN config (3 classes) as a custom catalog spec, with weights from
     :func:`sparse_weights`."""
-    from d2ov_core import catalog
+    from d2ov_core.store import catalog
 
     d = _stable_dir()
     cfg = d / "tiny_sparse.yaml"
@@ -50,7 +50,9 @@ def sparse_weights() -> Path:
         return path
     import torch
 
-    from d2ov_core import catalog, d2model
+    from d2ov_core.store import catalog
+
+    from d2ov_core.export import model as d2model
 
     cfg = _stable_dir() / "tiny_sparse.yaml"
     if not cfg.is_file():
@@ -73,7 +75,7 @@ def sparse_weights() -> Path:
 def sparse_ir() -> Path:
     """FP32 IR of :func:`sparse_spec`, converted once per session into the session cache (a second
     call, from another module, finds it there)."""
-    from d2ov_core.convert import convert
+    from d2ov_core.export.convert import convert
 
     spec = sparse_spec()
     return convert(spec, weights=spec.weights, fp16=False, sample=real_photo(), progress=False)
@@ -81,7 +83,7 @@ def sparse_ir() -> Path:
 
 def write_card(folder: Path, base: dict, precision: str) -> None:
     """d2ov.json for an IR folder, as convert writes it (ir_sha256 of the files now there)."""
-    from d2ov_core.weights import sha256_file
+    from d2ov_core.store.weights import sha256_file
 
     card = dict(base, precision=precision)
     card["ir_sha256"] = {p.name: sha256_file(p) for p in sorted(folder.glob("model.*"))}
@@ -92,10 +94,11 @@ def resave(src_xml: Path, dst: Path, precision: str, samples: list[np.ndarray] |
     """Write the IR of ``src_xml`` to ``dst/model.xml`` as ``precision``: FP16 = FP16-compressed
     weights (what convert writes by default), INT8 = quantized with NNCF on ``samples``
     (preprocessed CHW float32), FP32 = as is. Uses d2ov's own writer; metadata travels along."""
-    from d2ov_core import runtime
+    from d2ov_core.export.convert import save_ir
+    from d2ov_core.runtime import ir as runtime
 
     dst.mkdir(parents=True, exist_ok=True)
-    model = runtime.read_model(src_xml)
+    model = runtime.core().read_model(str(src_xml))
     if precision == "INT8":
         import logging
 
@@ -104,16 +107,16 @@ def resave(src_xml: Path, dst: Path, precision: str, samples: list[np.ndarray] |
         nncf.set_log_level(logging.ERROR)
         model = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
                               preset=nncf.QuantizationPreset.PERFORMANCE)
-    runtime.save_ir(model, dst / "model.xml", {"precision": precision, "calibration": "tests (NNCF)" if samples else ""},
-                    compress_to_fp16=precision == "FP16")
+    save_ir(model, dst / "model.xml", {"precision": precision, "calibration": "tests (NNCF)" if samples else ""},
+             compress_to_fp16=precision == "FP16")
     base = json.loads((src_xml.parent / "d2ov.json").read_text())
     write_card(dst, base, precision)
     return dst / "model.xml"
 
 
 def calibration_samples(xml: Path, n: int = 3) -> list[np.ndarray]:
-    from d2ov_core import runtime
-    from d2ov_core.preprocess import preprocess
+    from d2ov_core.runtime import ir as runtime
+    from d2ov_core.runtime.preprocess import preprocess
 
     meta = runtime.read_metadata(xml)
     rng = np.random.default_rng(7)
@@ -165,6 +168,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, timeout: float = 180) -> None:
+    """Wait until ``url`` answers; fail with the log's tail when the process exits or time runs out."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError("the app exited at launch:\n" + Path(log_path).read_text()[-3000:])
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"the app did not answer within {timeout:.0f} s:\n" + Path(log_path).read_text()[-3000:])
+
+
 def start_app(env: dict, log_path: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
     """``python app.py`` on a free port of 127.0.0.1; returns ``(process, url)`` once it answers."""
     port = free_port()
@@ -173,17 +191,8 @@ def start_app(env: dict, log_path: Path, timeout: float = 180) -> tuple[subproce
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=full, stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError("app exited at launch:\n" + log_path.read_text()[-3000:])
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"app did not answer within {timeout:.0f} s:\n" + log_path.read_text()[-3000:])
+    wait_until_up(proc, url, log_path, timeout)
+    return proc, url
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Train the two d2ov demo models (Mask R-CNN and Faster R-CNN, plain Detectron2) from scratch on
 the synthetic "shapes" data set (tools/make_shapes.py), evaluate them on the test split with
-PyTorch + pycocotools, and write models/demo/{mask_rcnn_shapes,faster_rcnn_shapes}/ plus
-models/demo/samples/.
+PyTorch + pycocotools, and write the training artefacts to models/demo/{mask_rcnn_shapes,faster_rcnn_shapes}/
+(config.yaml, model_final.pth, train_log.txt, metrics.json), their catalog cards to
+d2ov_core/data/demo/<name>.json and four test images to d2ov_core/data/samples/ (both ship with
+the package). `make bundle` then converts them into d2ov_core/data/ir/.
 
 Reproducible: fixed seeds for data generation, weight init, data order and augmentation.
 
@@ -46,6 +48,8 @@ import time
 from collections import defaultdict, deque
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CARDS_DIR = os.path.join(ROOT, "d2ov_core", "data", "demo")  # catalog cards (ship with the package)
+SAMPLES_DIR = os.path.join(ROOT, "d2ov_core", "data", "samples")
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
@@ -473,13 +477,14 @@ def finish_model(cfg, model, out_dir, name, task, metrics, iters, minutes, gt_js
         "backend": "pytorch",
     }
     metrics.update(extra)
-    with open(os.path.join(out_dir, "model.json"), "w") as f:
+    card = os.path.join(CARDS_DIR, os.path.basename(out_dir) + ".json")
+    with open(card, "w") as f:
         json.dump(info, f, indent=2)
         f.write("\n")
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
         f.write("\n")
-    LOG.info(f"wrote {out_dir}/model.json: " + json.dumps(info))
+    LOG.info(f"wrote {card}: " + json.dumps(info))
     return info
 
 
@@ -600,7 +605,7 @@ def main(argv=None) -> int:
         if _dist()[0] == 0:
             finish_model(cfg, model, mask_dir, "demo/mask_rcnn_shapes", "instance_segmentation", metrics,
                          done, minutes, paths["test"], a.test_images, {"init": "scratch"})
-            copy_samples(a.work, paths["test"], os.path.join(a.out, "samples"))
+            copy_samples(a.work, paths["test"], SAMPLES_DIR)
     if a.model in ("both", "faster"):
         os.makedirs(faster_dir, exist_ok=True)
         _setup_rank_logging(os.path.join(faster_dir, "train_log.txt"))

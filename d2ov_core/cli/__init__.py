@@ -1,0 +1,57 @@
+"""``d2ov`` command line (also ``python -m d2ov_core``): one module per command, each with its
+options next to its handler (``register(subparsers)`` + ``run(args)``).
+
+Every :class:`~d2ov_core.errors.D2ovError` becomes one line on stderr and exit code 2; argparse
+usage errors are exit code 2 too. ``verify`` exits 1 when the backends disagree past tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from .. import __version__
+from ..errors import D2ovError, DownloadError
+from . import bench, catalog, convert, evaluate, hub, predict, serve, space, verify
+
+__all__ = ["main", "build_parser"]
+
+#: in the order `d2ov --help` lists them
+COMMANDS = [catalog, convert, predict, verify, evaluate, bench, hub, space, serve]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="d2ov", description="Detectron2 models on OpenVINO: convert, predict, "
+                                     "verify, evaluate, benchmark, publish, serve.")
+    parser.add_argument("--version", action="version", version=f"d2ov {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="[d2ov] %(message)s")
+    try:
+        if getattr(args, "device", None) and getattr(args, "backend", "openvino") == "openvino":
+            from ..runtime.ir import check_device
+
+            check_device(args.device)  # before any model is loaded
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # `d2ov list | head`
+        return 0
+    except D2ovError as e:
+        hint = " (or pass a local file with --weights PATH)" if isinstance(e, DownloadError) else ""
+        print(f"d2ov: error: {e}{hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("d2ov: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""``d2ov convert``: a Detectron2 model -> OpenVINO IR (FP16, FP32, or INT8 with calibration images)."""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import InputError
+from ..export.quantize import DEFAULT_RECIPE, RECIPES
+from ..runtime import settings as S
+from .common import add_model_options, add_precision_option, spec_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("convert", help="convert a Detectron2 model to OpenVINO IR")
+    p.add_argument("model", help="catalog name (see `d2ov list`) or a Detectron2 config .yaml")
+    add_model_options(p)
+    p.add_argument("--out", help="output folder for model.xml/.bin (default: the cache)")
+    add_precision_option(p, choices=S.IR_PRECISIONS, default=S.DEFAULT_PRECISION)
+    p.add_argument("--calibration", help="folder of calibration images (of the model's domain) for --precision INT8")
+    p.add_argument("--calibration-size", type=int, default=16, help="calibration images used (default 16)")
+    p.add_argument("--recipe", choices=list(RECIPES), help=f"INT8 recipe (default {DEFAULT_RECIPE.name}: "
+                   f"{DEFAULT_RECIPE.describe()})")
+    p.add_argument("--sample", help="image to trace on (default: a bundled sample)")
+    g = p.add_argument_group("accuracy", "measure COCO AP at conversion (stored in the IR and d2ov.json, shown "
+                             "by the app); for INT8, keep it within --max-ap-drop of the float model")
+    g.add_argument("--annotations", help="COCO instances JSON of a validation set (not your test set)")
+    g.add_argument("--images", help="folder of that set's images")
+    g.add_argument("--eval-limit", type=int, help="measure on the first N images only")
+    g.add_argument("--max-ap-drop", type=float, default=None,
+                   help="INT8: most box (and mask) AP points the IR may lose against the float model on that set "
+                        "(default 1.0 when --annotations is given); recipes are tried until one holds")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..export.convert import convert
+
+    spec = spec_from_args(args.model, args.weights, args.classes)
+    t0 = time.perf_counter()
+    if args.precision == "INT8" and not args.calibration:
+        raise InputError("--precision INT8 needs --calibration DIR (images of the model's domain)")
+    if args.calibration and args.precision != "INT8":
+        raise InputError("--calibration is for --precision INT8")
+    if args.calibration_size < 1:
+        raise InputError(f"--calibration-size must be at least 1, got {args.calibration_size}")
+    if bool(args.annotations) != bool(args.images):
+        raise InputError("--annotations and --images go together (a COCO JSON and its images folder)")
+    if args.max_ap_drop is not None and not (args.annotations and args.precision == "INT8"):
+        raise InputError("--max-ap-drop needs --precision INT8 and a validation set (--annotations, --images)")
+    if args.recipe and args.precision != "INT8":
+        raise InputError("--recipe is for --precision INT8")
+    measure, recipes = None, [RECIPES[args.recipe]] if args.recipe else None
+    if args.annotations:
+        from ..measure.accuracy import AccuracyCheck
+
+        max_drop = args.max_ap_drop if args.max_ap_drop is not None else (1.0 if args.precision == "INT8" else None)
+        measure = AccuracyCheck(args.annotations, args.images, limit=args.eval_limit, max_drop=max_drop,
+                                progress=not args.quiet)
+        if args.precision == "INT8" and not args.recipe:
+            recipes = list(RECIPES.values())  # the default first, then the fallbacks, until one holds
+    xml = convert(spec, weights=args.weights, out=args.out, fp16=args.precision == "FP16", sample=args.sample,
+                  calibration=args.calibration, calibration_size=args.calibration_size, recipes=recipes,
+                  measure=measure)
+    size = sum(p.stat().st_size for p in xml.parent.glob("model.*"))
+    print(f"{xml}  ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
+    if measure is not None:
+        from ..runtime.ir import read_metadata
+
+        meta = read_metadata(xml)
+        for p, row in meta["accuracy"].items():
+            mask = f", mask AP {row['mask_AP']:.2f}" if row.get("mask_AP") is not None else ""
+            print(f"  {p:<5} box AP {row['box_AP']:.2f}{mask}  ({row['ms']:.0f} ms/image, {row['images']} images of {row['set']})")
+        if meta["quantization"]:
+            print(f"  recipe {meta['quantization']}")
+    return 0

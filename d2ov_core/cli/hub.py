@@ -1,0 +1,25 @@
+"""``d2ov push``: publish an IR to the Hugging Face Hub in the layout the app fetches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("push", help="publish an IR to the Hugging Face Hub in the layout the app fetches")
+    p.add_argument("model", help="catalog name (its bundled or cached IR) or an IR .xml/folder")
+    p.add_argument("--repo-id", required=True, help="Hub repository, e.g. you/detectron2-openvino")
+    p.add_argument("--revision", help="branch to push to (default: main)")
+    p.add_argument("--dry-run", metavar="DIR", help="write the repository tree to DIR instead of uploading")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..export.convert import ensure_ir
+    from ..store import hub
+
+    xml = ensure_ir(args.model)
+    sub = hub.push_ir(xml, args.repo_id, revision=args.revision, dry_run_dir=Path(args.dry_run) if args.dry_run else None)
+    where = args.dry_run or f"https://huggingface.co/{args.repo_id}"
+    print(f"pushed {xml.parent} to {where} as {sub}/")
+    return 0

@@ -1,0 +1,21 @@
+"""``d2ov serve``: the web app (same as ``python app.py``)."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="run the web app (same as python app.py)")
+    p.add_argument("--host", help="bind address (default: GRADIO_SERVER_NAME, else 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: GRADIO_SERVER_PORT, else 7860)")
+    p.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    p.add_argument("--no-mcp", action="store_true", help="do not serve /detect as an MCP tool")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..serve.webapp import main as serve
+
+    argv = ((["--host", args.host] if args.host else []) + (["--port", str(args.port)] if args.port else [])
+            + (["--share"] if args.share else []) + (["--no-mcp"] if args.no_mcp else []))
+    serve(argv)
+    return 0

@@ -1,0 +1,329 @@
+"""Detectron2 model -> self-describing OpenVINO IR (``model.xml`` + ``model.bin``).
+
+Recipe: build the model (catalog entry or config file, with its weights), trace
+``model.inference(..., do_postprocess=False)`` through Detectron2's ``TracingAdapter`` on a real
+image resized as at inference time, ``openvino.convert_model`` the traced module, check the IR runs
+on the trace image and on a second size, write it with all runtime metadata in ``rt_info``.
+
+Thresholds frozen into the graph: the config's test score threshold (0.05), NMS IoU (0.5) and
+detections per image (100). Everything else (score threshold, masks) is postprocessing in numpy.
+
+Conversions are cached under ``$D2OV_CACHE/ir/<model>/<key>/`` where ``key`` hashes the full config,
+the weights sha256, the options and the versions; they are written into a temporary folder and
+renamed into place, so the cache never holds a half-written IR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ConversionError, IRError, first_line
+from ..runtime import ir as runtime
+from ..runtime import settings as S
+from ..runtime.images import image_files, load_image
+from ..runtime.preprocess import preprocess
+from ..store import cache, catalog
+from ..store.cache import sha256_file
+from ..store.catalog import ModelSpec
+from ..store.lookup import GRAPH_REVISION, IR_NAME, cached_ir_dir, find_ir
+from ..store.weights import Progress
+from .quantize import Recipe
+
+__all__ = ["convert", "ensure_ir", "default_sample"]
+
+log = logging.getLogger("d2ov")
+
+
+def default_sample(spec: ModelSpec) -> Path:
+    """An image the model should detect something in, for tracing."""
+    if spec.source == "demo":
+        samples = catalog.sample_images()
+        if samples:
+            return samples[0]
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+def _versions() -> dict[str, str]:
+    import detectron2
+    import torch
+
+    return {"d2ov": __version__, "detectron2": detectron2.__version__, "torch": torch.__version__.split("+")[0],
+            "openvino": runtime.openvino_version()}
+
+
+def _calibration_files(folder: str | os.PathLike, n: int) -> list[Path]:
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConversionError(f"calibration folder not found: {folder}")
+    files = image_files(root, recursive=True)
+    if not files:
+        raise ConversionError(f"calibration folder {folder} holds no images (.jpg, .png, ...)")
+    return files[:n]
+
+
+#: ``measure(xml, precision) -> (accuracy rows, acceptable)``: what a caller (d2ov_core.measure.accuracy)
+#: gives :func:`convert` to measure each IR it writes; INT8 recipes are tried until one is acceptable
+Measure = Callable[[Path, str], "tuple[dict[str, Any], bool]"]
+
+
+def _cache_key(spec: ModelSpec, weights: str, weights_sha256: str, fp16: bool, calibration: list[str],
+               recipes: Sequence[Recipe], measure: Measure | None) -> str:
+    from .model import load_cfg
+    from .random_init import RANDOM_INIT_REVISION
+
+    payload = {
+        "config": load_cfg(spec).dump(),
+        "classes": list(spec.classes),
+        "weights": weights_sha256 or weights,
+        "fp16": fp16,
+        "calibration": calibration,
+        "recipes": [dataclasses.asdict(r) for r in recipes] if calibration else [],
+        "measure": getattr(measure, "key", None if measure is None else repr(measure)),
+        "versions": _versions(),
+        "random_init": RANDOM_INIT_REVISION if weights == "random" else None,
+        "graph": GRAPH_REVISION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def convert(
+    model: str | ModelSpec,
+    weights: str | None = None,
+    out: str | os.PathLike | None = None,
+    fp16: bool = True,
+    sample: str | os.PathLike | None = None,
+    progress: Progress = True,
+    calibration: str | os.PathLike | None = None,
+    calibration_size: int = 16,
+    recipes: Sequence[Recipe] | None = None,
+    measure: Measure | None = None,
+) -> Path:
+    """Convert ``model`` and return the path of the written ``model.xml``.
+
+    Args:
+        model: catalog name or :class:`ModelSpec` (see :func:`catalog.custom` for own models).
+        weights: weights spec overriding the catalog's (path, URL or ``"random"``).
+        out: folder to write ``model.xml/.bin`` into; default: the cache (reused when present).
+        fp16: store weights as FP16 (half the size; compute stays FP32 on CPU).
+        sample: image to trace on; default :func:`default_sample`.
+        progress: ``True``: progress bars on stderr; a callable: one-line status messages (what a
+            server shows while it prepares a model); ``False``: quiet.
+        calibration: folder of images of the model's domain: quantize the IR to INT8 with NNCF
+            (post-training, the first ``calibration_size`` images by name). ``fp16`` is then ignored.
+        recipes: INT8 recipes to try in order (default: :data:`~d2ov_core.export.quantize.DEFAULT_RECIPE`).
+        measure: measures each IR written (its accuracy goes into the IR's ``accuracy`` metadata and
+            ``d2ov.json``); for INT8 the float model is measured first, then each recipe until
+            ``measure`` accepts one; none accepted is a :class:`ConversionError` and nothing is written.
+    """
+    tell = progress if callable(progress) else (lambda message: None)
+    from .model import build, cfg_metadata
+    from .quantize import DEFAULT_RECIPE
+
+    spec = catalog.get(model) if isinstance(model, str) else model
+    t0 = time.perf_counter()
+    net, cfg, winfo = build(spec, weights, progress=progress)
+    calib_files = _calibration_files(calibration, calibration_size) if calibration else []
+    recipes = list(recipes or [DEFAULT_RECIPE])
+    precision = "INT8" if calib_files else ("FP16" if fp16 else "FP32")
+    key = _cache_key(spec, winfo["source"], winfo["sha256"], fp16, [sha256_file(f) for f in calib_files], recipes,
+                     measure)
+    final_dir = Path(out) if out else cached_ir_dir(spec.name) / key
+    if cache.claim_ir(final_dir, reuse=out is None):  # cleans leftovers of killed runs, checks sha256
+        log.info("using cached IR %s", final_dir / IR_NAME)
+        return final_dir / IR_NAME
+
+    meta = cfg_metadata(cfg, spec)
+    ov_model, names = _trace_and_convert(net, spec, meta, Path(sample) if sample else default_sample(spec), tell)
+    versions = _versions()
+    metadata: dict[str, Any] = dict(meta, d2ov_version=__version__, model_type="d2ov_rcnn", outputs=names,
+                                    precision=precision, weights_source=winfo["source"],
+                                    weights_sha256=winfo["sha256"], random_weights=winfo["random"],
+                                    torch_version=versions["torch"], openvino_version=versions["openvino"],
+                                    graph_revision=GRAPH_REVISION)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.tmp-", dir=final_dir.parent))
+    try:
+        xml = stage / IR_NAME
+        accuracy: dict[str, Any] = {}
+        if calib_files:
+            if measure is not None:  # the float model's accuracy: what INT8 is held against
+                save_ir(ov_model, stage / "float" / IR_NAME, dict(metadata, precision="FP32"), compress_to_fp16=False)
+                tell("measuring the float model's accuracy")
+                accuracy.update(measure(stage / "float" / IR_NAME, "FP32")[0])
+                shutil.rmtree(stage / "float")
+            log.info("quantizing to INT8 with NNCF on %d calibration images from %s", len(calib_files), calibration)
+            samples = [preprocess(load_image(f), meta)[0] for f in calib_files]
+            tried = []
+            for recipe in recipes:
+                tell(f"quantizing to INT8 on {len(calib_files)} calibration images ({recipe.name})")
+                quantized = _quantize(ov_model, samples, recipe, names, spec, progress is True)
+                save_ir(quantized, xml, dict(metadata, calibration=f"{Path(calibration).name} ({len(calib_files)} images)",
+                                             quantization=recipe.describe()), compress_to_fp16=False)
+                if measure is None:
+                    break
+                tell(f"measuring the INT8 model's accuracy ({recipe.name})")
+                rows, ok = measure(xml, "INT8")
+                tried.append((recipe.name, rows))
+                if ok:
+                    accuracy.update(rows)
+                    break
+            else:
+                found = "; ".join(f"{name}: {_ap_text(rows)}" for name, rows in tried)
+                raise ConversionError(f"no INT8 recipe keeps {spec.name}'s accuracy on the validation set "
+                                      f"(float: {_ap_text(accuracy)}; {found}); nothing written: keep the FP16 IR")
+        else:
+            save_ir(ov_model, xml, metadata, compress_to_fp16=fp16)
+            if measure is not None:
+                tell("measuring accuracy")
+                accuracy.update(measure(xml, precision)[0])
+        if accuracy:
+            _record_accuracy(xml, accuracy)
+        final = runtime.read_metadata(xml)
+        card = {k: final[k] for k in ("model_name", "task", "labels", "precision", "calibration", "quantization",
+                                      "weights_source", "weights_sha256", "random_weights", "accuracy")}
+        card.update(box_ap=spec.box_ap, mask_ap=spec.mask_ap, converted_s=round(time.perf_counter() - t0, 1),
+                    ir_sha256={p.name: sha256_file(p) for p in sorted(stage.glob("model.*"))})
+        (stage / "d2ov.json").write_text(json.dumps(card, indent=1))
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        os.replace(stage, final_dir)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+    log.info("wrote %s in %.1f s", final_dir / IR_NAME, time.perf_counter() - t0)
+    return final_dir / IR_NAME
+
+
+def _trace_and_convert(net, spec: ModelSpec, meta: dict[str, Any], sample: Path, tell):
+    """Trace ``net`` on ``sample`` (resized as at inference) and convert it; the result must run on
+    the trace image and on another size. Returns ``(openvino.Model, output names)``."""
+    import warnings
+
+    import torch
+
+    from .patches import exportable_padding
+    from .trace import traceable
+
+    chw, _ = preprocess(load_image(sample), meta)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    log.info("tracing %s on %s (%dx%d)", spec.name, sample.name, chw.shape[2], chw.shape[1])
+    tell("tracing the Detectron2 model")
+    adapter, names, flat = traceable(net, chw)
+    if int(flat[names.index("scores")].shape[0]) == 0:
+        log.warning("the model detects nothing in the trace image %s: check the result on other images", sample)
+    tell("converting to OpenVINO IR")
+    try:
+        with exportable_padding():
+            ov_model = convert_torch(adapter, (torch.as_tensor(chw),), names)
+    except ConversionError:
+        raise
+    except Exception as e:
+        raise ConversionError(f"openvino.convert_model failed for {spec.name}: {first_line(e)}") from None
+    for probe in (chw, _other_size(chw)):
+        outs = run_model(ov_model, probe)
+        if len(outs) != len(names):
+            raise ConversionError(f"converted {spec.name} returned {len(outs)} outputs, expected {len(names)}")
+    return ov_model, names
+
+
+def _quantize(ov_model, samples: list[np.ndarray], recipe: Recipe, names: list[str], spec: ModelSpec, progress: bool):
+    from .quantize import quantize_int8
+
+    quantized = quantize_int8(ov_model, samples, recipe, progress=progress)
+    if len(run_model(quantized, samples[0])) != len(names):
+        raise ConversionError(f"quantized {spec.name} does not return its {len(names)} outputs")
+    return quantized
+
+
+def _ap_text(rows: dict[str, Any]) -> str:
+    return ", ".join(f"{p} box AP {r['box_AP']:.1f}" + (f" mask AP {r['mask_AP']:.1f}" if r.get("mask_AP") is not None else "")
+                     for p, r in rows.items()) or "not measured"
+
+
+def _record_accuracy(xml: Path, accuracy: dict[str, Any]) -> None:
+    """Write ``accuracy`` into the rt_info of the IR at ``xml`` (its weights file is left as is)."""
+    model = runtime.core().read_model(str(xml))
+    model.set_rt_info(S.encode("accuracy", accuracy), [S.RT_INFO_SECTION, "accuracy"])
+    tmp = xml.with_name("accuracy.xml")
+    runtime._ov().save_model(model, str(tmp), compress_to_fp16=False)
+    os.replace(tmp, xml)
+    os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+
+
+def _other_size(chw: np.ndarray) -> np.ndarray:
+    _, h, w = chw.shape
+    nh, nw = max(32, int(h * 0.75) | 1), max(32, int(w * 0.6) | 1)
+    return np.ascontiguousarray(chw[:, :nh, :nw])
+
+
+def ensure_ir(model: str, weights: str | None = None, fp16: bool = True, progress: Progress = True,
+              precision: str | None = None) -> Path:
+    """Path of an IR for ``model``: an IR path the user gave (checked against its ``d2ov.json``), the
+    IR that :func:`d2ov_core.store.lookup.find_ir` says serves it, or a new conversion (FP16/FP32
+    only: an INT8 IR needs calibration images).
+
+    ``model`` may be a path to an ``.xml`` (or a folder holding ``model.xml``) or a catalog name;
+    ``precision`` (``FP16``/``FP32``/``INT8``) overrides ``fp16``. ``weights`` other than the
+    catalog's always convert (cached by their sha256).
+    """
+    p = Path(model)
+    if p.suffix == ".xml":
+        return cache.check_given_ir(p)
+    if p.is_dir() and (p / IR_NAME).is_file():
+        return cache.check_given_ir(p / IR_NAME)
+    spec = catalog.get(model)
+    precision = (precision or ("FP16" if fp16 else "FP32")).upper()
+    if weights is None:
+        found = find_ir(spec.name, precision)
+        if found is not None:
+            return found
+    if precision == "INT8":
+        raise ConversionError(f"no INT8 IR of {spec.name} yet: make one with `d2ov convert {spec.name} "
+                              "--precision INT8 --calibration DIR` (DIR: images of the model's domain)")
+    return convert(spec, weights=weights, fp16=precision == "FP16", progress=progress)
+
+
+# ----------------------------------------------------------------------------- graph -> IR
+
+def convert_torch(module, example_input, output_names: list[str]):
+    """``openvino.convert_model`` on a traceable torch module; names the input ``image`` and the
+    outputs ``output_names`` (in order)."""
+    ov = runtime._ov()
+    model = ov.convert_model(module, example_input=example_input)
+    if len(model.outputs) != len(output_names):
+        raise IRError(f"converted graph has {len(model.outputs)} outputs, expected {len(output_names)}")
+    model.inputs[0].get_tensor().set_names({"image"})
+    for out, name in zip(model.outputs, output_names):
+        out.get_tensor().set_names({name})
+    return model
+
+
+def save_ir(model, xml_path: Path, metadata: dict[str, Any], compress_to_fp16: bool) -> None:
+    """Write ``model`` with its metadata in ``rt_info`` to ``xml_path`` (+ ``.bin``). Not atomic by
+    itself: the caller writes into a temporary folder and renames it."""
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    for key, value in metadata.items():
+        model.set_rt_info(S.encode(key, value), [S.RT_INFO_SECTION, key])
+    runtime._ov().save_model(model, str(xml_path), compress_to_fp16=compress_to_fp16)
+
+
+def run_model(model, image_chw: np.ndarray) -> list[np.ndarray]:
+    """Compile an in-memory model on CPU and run it once (conversion-time checks)."""
+    compiled = runtime.core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    res = compiled(np.ascontiguousarray(image_chw, dtype=np.float32))
+    return [res[o] for o in compiled.outputs]

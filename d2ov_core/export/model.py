@@ -1,0 +1,127 @@
+"""Detectron2 config and model: what both the converter and the PyTorch reference build from a
+catalog entry (or a user's config) and its weights, so they are the same model.
+
+Imports torch and detectron2 (with :mod:`d2ov_core.export.compat` applied first).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from . import compat
+from ..errors import ConversionError, ModelNotFoundError
+from ..store import weights as W
+from ..store.catalog import ModelSpec
+
+__all__ = ["load_cfg", "build", "cfg_metadata"]
+
+log = logging.getLogger("d2ov")
+compat.apply()
+
+
+def _quiet() -> None:
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
+    warnings.filterwarnings("ignore", category=UserWarning, module="detectron2")
+    warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+    logging.getLogger("fvcore").setLevel(logging.WARNING)
+    logging.getLogger("detectron2").setLevel(logging.WARNING)
+
+
+def load_cfg(spec: ModelSpec):
+    """Detectron2 ``CfgNode`` for ``spec``, on CPU, without weights."""
+    compat.require_torch_side(f"reading the Detectron2 config of {spec.name}")
+    compat.apply()
+    if spec.source == "demo" and not Path(spec.config).is_file():
+        raise ModelNotFoundError(f"{spec.name}: its Detectron2 config and weights are training artefacts of the d2ov "
+                                 "repository (models/demo/), not part of the installed package; its bundled IR runs "
+                                 "without them")
+    _quiet()
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    if spec.config_is_model_zoo:
+        from detectron2 import model_zoo
+
+        try:
+            path = model_zoo.get_config_file(spec.config)
+        except RuntimeError as e:
+            raise ModelNotFoundError(f"model-zoo config {spec.config} is not installed with detectron2 ({e})") from None
+    else:
+        path = spec.config
+    try:
+        cfg.merge_from_file(path)
+    except Exception as e:
+        raise ConversionError(f"cannot read Detectron2 config {path}: {e}") from None
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    if spec.source == "custom" and cfg.MODEL.ROI_HEADS.NUM_CLASSES != len(spec.classes) and len(spec.classes):
+        raise ConversionError(
+            f"{spec.config}: MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES} but "
+            f"{len(spec.classes)} class names were given"
+        )
+    return cfg
+
+
+def build(spec: ModelSpec, weights: str | None = None, progress: W.Progress = True):
+    """Build the eval-mode model for ``spec`` and load its weights.
+
+    Args:
+        weights: a weights spec (path, URL or ``"random"``); default: the catalog's weights.
+    Returns:
+        ``(model, cfg, weights_info)`` where ``weights_info = {"source", "sha256", "random"}``.
+    """
+    compat.require_torch_side(f"building {spec.name} in PyTorch")
+    import torch
+    from detectron2.modeling import build_model
+
+    from .checkpoint import load_into
+    from .patches import use_stable_proposal_ranking
+    from .random_init import calibrate_random_weights
+
+    use_stable_proposal_ranking()
+    cfg = load_cfg(spec)
+    source = weights or spec.weights
+    path, digest = W.resolve(source, progress=progress)
+    if spec.weights_sha256 and source == spec.weights and digest != spec.weights_sha256:
+        raise ConversionError(
+            f"{path}: sha256 {digest[:12]}... does not match the catalog's {spec.weights_sha256[:12]}..."
+        )
+    torch.manual_seed(0)  # random weights are reproducible
+    model = build_model(cfg).eval()
+    if path != W.RANDOM:
+        load_into(model, path)
+    else:
+        calibrate_random_weights(model, cfg)
+    info = {"source": source, "sha256": digest, "random": path == W.RANDOM}
+    return model, cfg, info
+
+
+def cfg_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
+    """The IR metadata that comes from the Detectron2 config."""
+    import detectron2
+
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if arch == "RetinaNet":
+        thresh, nms, dets = cfg.MODEL.RETINANET.SCORE_THRESH_TEST, cfg.MODEL.RETINANET.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE
+    else:
+        thresh, nms, dets = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE
+    return {
+        "model_name": spec.name,
+        "task": "instance_segmentation" if cfg.MODEL.MASK_ON else "detection",
+        "meta_architecture": arch,
+        "labels": list(spec.classes),
+        "input_format": cfg.INPUT.FORMAT,
+        "pixel_mean": [float(v) for v in cfg.MODEL.PIXEL_MEAN],
+        "min_size": int(cfg.INPUT.MIN_SIZE_TEST),
+        "max_size": int(cfg.INPUT.MAX_SIZE_TEST),
+        "size_divisibility": 32,
+        "graph_score_threshold": float(thresh),
+        "iou_threshold": float(nms),
+        "max_detections": int(dets),
+        "source_config": spec.config if spec.config_is_model_zoo else spec.config.rsplit("/", 1)[-1],
+        "detectron2_version": detectron2.__version__,
+    }
+

@@ -1,0 +1,155 @@
+"""The two changes d2ov makes to Detectron2's behaviour, each in one place.
+
+1. :func:`use_stable_proposal_ranking` (installed for the whole process by
+   :func:`d2ov_core.export.model.build`): the RPN ranks proposals of exactly equal objectness in
+   index order. It applies to eager inference too, so the PyTorch reference
+   (:mod:`d2ov_core.export.reference`) is Detectron2 with this patch, and the IR matches it; for
+   untied scores (every trained model's normal case) the ranking is exactly Detectron2's.
+2. :func:`exportable_padding` (a context manager, active only while tracing): padding to
+   ``size_divisibility`` is computed from the image's own shape so it converts exactly. Eager
+   results are unchanged.
+
+Training is never patched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+__all__ = ["use_stable_proposal_ranking", "exportable_padding"]
+
+
+def use_stable_proposal_ranking() -> None:
+    """Make the RPN rank proposals with equal objectness in a defined order: lower anchor index
+    first. Installed (once, for the process) by :func:`build`, so the PyTorch reference and the
+    traced graph behind every IR rank alike; training is left to Detectron2.
+
+    Detectron2's ``find_top_rpn_proposals`` orders proposals with ``Tensor.sort`` (unstable) and
+    merges the FPN levels with ``batched_nms`` (per-level NMS, then an unstable sort in eager; one
+    offset NMS when traced). Scores that are exactly equal are common: wherever the RPN's hidden
+    layer is all zero after its ReLU, the logit is the bias, the same at every such anchor (measured:
+    hundreds of tied proposals on a demo image). Their order is then an accident of the sort
+    implementation: eager PyTorch and OpenVINO's TopK each pick their own, NMS keeps a different
+    one of two overlapping tied boxes, and final detections moved by up to 9 px. With a stable sort
+    (``aten::sort(stable=True)`` converts to OpenVINO ``TopK`` with ``stable=true``) and the same
+    offset NMS in both (torchvision's NMS and OpenVINO's keep the earlier of equal scores), the
+    proposals are identical. Untied scores rank exactly as in Detectron2, so only the choice among
+    exactly equal scores, which Detectron2 leaves unspecified, is pinned down.
+    """
+    from detectron2.modeling.proposal_generator import proposal_utils, rpn
+
+    if getattr(rpn.find_top_rpn_proposals, "_d2ov_stable", False):
+        return
+    original = proposal_utils.find_top_rpn_proposals
+
+    def find_top_rpn_proposals(proposals, pred_objectness_logits, image_sizes, nms_thresh, pre_nms_topk,
+                               post_nms_topk, min_box_size, training):
+        if training:
+            return original(proposals, pred_objectness_logits, image_sizes, nms_thresh, pre_nms_topk,
+                            post_nms_topk, min_box_size, training)
+        return _stable_top_proposals(proposals, pred_objectness_logits, image_sizes, nms_thresh,
+                                     pre_nms_topk, post_nms_topk, min_box_size)
+
+    find_top_rpn_proposals._d2ov_stable = True
+    rpn.find_top_rpn_proposals = find_top_rpn_proposals
+
+
+def _stable_topk(x, k):
+    """The ``k`` largest of each row of ``x`` ``(N, n)`` and their indices, equal values in index
+    order: the first ``k`` of ``torch.sort(x, descending=True, stable=True)``, computed so that it
+    converts to fast OpenVINO ops. (OpenVINO's stable TopK over a whole FPN level is quadratic:
+    4.5 s for 47,000 logits, measured; this is 7 ms.) ``k`` may be a traced 0-d tensor.
+
+    The values come from an unstable sort (values do not depend on the tie order); the indices are
+    all those above the k-th value plus the lowest-index ones equal to it, ordered by a stable sort
+    of only those ``k``."""
+    import torch
+
+    values, _ = torch.sort(x, dim=1, descending=True)
+    top = values.narrow(1, 0, k)
+    kth = top.narrow(1, k - 1, 1)
+    greater, equal = x > kth, x == kth
+    room = k - greater.sum(1, keepdim=True)
+    chosen = greater | (equal & (torch.cumsum(equal.to(torch.int64), 1) <= room))
+    idx = chosen.nonzero()[:, 1].view(x.shape[0], -1)  # exactly k per row, ascending
+    _, order = torch.sort(torch.gather(x, 1, idx), dim=1, descending=True, stable=True)
+    return top, torch.gather(idx, 1, order)
+
+
+def _stable_top_proposals(proposals, logits, image_sizes, nms_thresh, pre_nms_topk, post_nms_topk, min_box_size):
+    """Inference-time ``find_top_rpn_proposals`` with stable ranking (see
+    :func:`use_stable_proposal_ranking`): per level the ``pre_nms_topk`` best, clipped, empty boxes
+    dropped, NMS per level, the ``post_nms_topk`` best overall, by descending objectness."""
+    import torch
+    from detectron2.structures import Boxes, Instances
+    from torchvision.ops import nms
+
+    top_scores, top_boxes, level_ids = [], [], []
+    batch = torch.arange(len(image_sizes))
+    for level, (boxes_l, logits_l) in enumerate(zip(proposals, logits)):
+        n = logits_l.shape[1]
+        k = torch.clamp(n, max=pre_nms_topk) if isinstance(n, torch.Tensor) else min(n, pre_nms_topk)
+        scores_l, idx = _stable_topk(logits_l, k)
+        top_scores.append(scores_l)
+        top_boxes.append(boxes_l[batch[:, None], idx])
+        level_ids.append(torch.full((k,), level, dtype=torch.int64))
+    top_scores, top_boxes, level_ids = torch.cat(top_scores, 1), torch.cat(top_boxes, 1), torch.cat(level_ids)
+    results = []
+    for i, image_size in enumerate(image_sizes):
+        boxes, scores, levels = Boxes(top_boxes[i]), top_scores[i], level_ids
+        valid = torch.isfinite(boxes.tensor).all(dim=1) & torch.isfinite(scores)
+        if not torch.jit.is_tracing() and not bool(valid.all()):
+            boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
+        boxes.clip(image_size)
+        keep = boxes.nonempty(threshold=min_box_size)
+        boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
+        # one NMS over all levels, each level shifted out of reach of the others
+        t = boxes.tensor.float()
+        if t.numel() == 0 and not torch.jit.is_tracing():
+            keep = torch.empty(0, dtype=torch.int64)
+        else:
+            shifted = t + (levels.to(t) * (t.max() + 1))[:, None]
+            keep = nms(shifted, scores, nms_thresh)[:post_nms_topk]
+        res = Instances(image_size)
+        res.proposal_boxes = boxes[keep]
+        res.objectness_logits = scores[keep]
+        results.append(res)
+    return results
+
+
+@contextlib.contextmanager
+def exportable_padding():
+    """While active, ``ImageList.from_tensors`` of one image computes its padding to
+    ``size_divisibility`` without ``torch.stack(...).max(0)``.
+
+    Detectron2 computes the padded size as ``stack(sizes).max(0).values`` then ``(s + 31) // 32 * 32``.
+    Traced and converted by OpenVINO 2026.4, the floor division after ``max`` loses its integer
+    type: a 576x416 input was padded to 608x448 (measured), which shifts every feature map and
+    changed a trained model's detections (72 -> 81 raw detections on one image). The same
+    arithmetic on the image's own shape converts exactly. Eager results are unchanged: this path is
+    used only while tracing, for one image.
+    """
+    import torch
+    import torch.nn.functional as F
+    from detectron2.structures import image_list
+
+    original = image_list.ImageList.from_tensors
+
+    def from_tensors(tensors, size_divisibility: int = 0, pad_value: float = 0.0):
+        if not torch.jit.is_tracing() or len(tensors) != 1:
+            return original(tensors, size_divisibility, pad_value)
+        x = tensors[0]
+        h, w = x.shape[-2], x.shape[-1]  # traced: 0-d int64 tensors
+        image_size = torch.stack([torch.as_tensor(h), torch.as_tensor(w)])
+        size = image_size
+        if size_divisibility > 1:
+            size = (size + (size_divisibility - 1)) // size_divisibility * size_divisibility
+        padded = F.pad(x, [0, size[1] - w, 0, size[0] - h], value=pad_value).unsqueeze(0)
+        return image_list.ImageList(padded.contiguous(), [image_size])
+
+    image_list.ImageList.from_tensors = staticmethod(from_tensors)
+    try:
+        yield
+    finally:
+        image_list.ImageList.from_tensors = staticmethod(original)
+

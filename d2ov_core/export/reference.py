@@ -1,0 +1,85 @@
+"""The PyTorch reference: Detectron2 eager inference with the same weights, same output type.
+
+It is Detectron2 with d2ov's one behavioural patch installed (:mod:`d2ov_core.export.patches`:
+proposals of exactly equal objectness are ranked in index order, where Detectron2 leaves their order
+to an unstable sort); for untied scores it is exactly Detectron2.
+
+Does what Detectron2's ``DefaultPredictor`` does (BGR/RGB per ``cfg.INPUT.FORMAT``,
+``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)``, ``model([{"image", "height", "width"}])``,
+``detector_postprocess``) and returns :class:`~d2ov_core.detections.Detections` so it can be compared
+with the OpenVINO predictor detection by detection.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from ..store import catalog
+from ..runtime import settings as S
+from ..store.catalog import ModelSpec
+from ..runtime.detections import Detections
+from ..runtime.images import load_image
+
+__all__ = ["ReferencePredictor"]
+
+
+class ReferencePredictor:
+    def __init__(self, model: str | ModelSpec, weights: str | None = None, threads: int | None = None, progress: bool = True):
+        import torch
+
+        from .model import build, cfg_metadata
+
+        self.spec = catalog.get(model) if isinstance(model, str) else model
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        self.model, self.cfg, self.weights_info = build(self.spec, weights, progress=progress)
+        self.metadata = cfg_metadata(self.cfg, self.spec)
+        self.labels = list(self.spec.classes)
+        self.task = self.metadata["task"]
+        from detectron2.data import transforms as T
+
+        self._aug = T.ResizeShortestEdge([self.cfg.INPUT.MIN_SIZE_TEST] * 2, self.cfg.INPUT.MAX_SIZE_TEST)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def predict(self, image: Any, threshold: float | None = None, mask_threshold: float | None = None) -> Detections:
+        import torch
+
+        thr = S.check_value("confidence_threshold", S.SETTINGS["confidence_threshold"].default if threshold is None else threshold)
+        t0 = time.perf_counter()
+        rgb = load_image(image)
+        t1 = time.perf_counter()
+        img = rgb[:, :, ::-1] if self.cfg.INPUT.FORMAT == "BGR" else rgb
+        h, w = img.shape[:2]
+        resized = self._aug.get_transform(img).apply_image(img)
+        tensor = torch.as_tensor(np.ascontiguousarray(resized).astype("float32").transpose(2, 0, 1))
+        t2 = time.perf_counter()
+        with torch.no_grad():
+            inst = self.model([{"image": tensor, "height": h, "width": w}])[0]["instances"]
+        t3 = time.perf_counter()
+        keep = inst.scores >= thr
+        inst = inst[keep]
+        classes = inst.pred_classes.numpy().astype(np.int64)
+        det = Detections(
+            boxes=inst.pred_boxes.tensor.numpy(),
+            scores=inst.scores.numpy(),
+            class_ids=classes,
+            labels=np.array([self.labels[c] for c in classes], dtype=str) if len(classes) else np.zeros((0,), str),
+            image_size=(h, w),
+            masks=inst.pred_masks.numpy() if inst.has("pred_masks") else None,
+        )
+        t4 = time.perf_counter()
+        # the model's forward includes postprocessing; "inference" here is the whole eager forward
+        det.timings = {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "inference": (t3 - t2) * 1e3,
+                       "postprocess": (t4 - t3) * 1e3, "total": (t4 - t1) * 1e3}
+        return det
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.spec.name, "task": self.task, "classes": self.labels,
+                "random_weights": self.weights_info["random"], "weights_sha256": self.weights_info["sha256"],
+                "graph_score_threshold": self.metadata["graph_score_threshold"]}

@@ -1,0 +1,92 @@
+"""Accuracy that travels with the IR: COCO AP measured at conversion, per precision, on a named
+evaluation set, written into the IR's ``accuracy`` metadata and ``d2ov.json`` (what the app shows
+next to every precision, and how it picks its default).
+
+:class:`AccuracyCheck` is the ``measure`` hook of :func:`d2ov_core.export.convert.convert`: for a
+float IR it measures its precision (and ``BF16`` where the CPU has it); for INT8 it measures the float
+model first, then each recipe, and accepts the first that loses at most ``max_drop`` box AP (and mask
+AP for segmentation) against it. :func:`fastest_within` is the app's default-precision rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..runtime import settings as S
+from ..store.weights import Progress
+
+__all__ = ["AccuracyCheck", "fastest_within", "reference_row"]
+
+
+@dataclasses.dataclass
+class AccuracyCheck:
+    """Measure IRs on a COCO-format set (``annotations`` + ``images``, first ``limit`` images)."""
+
+    annotations: Path
+    images: Path
+    limit: int | None = None
+    max_drop: float | None = None  # INT8: most box (and mask) AP points it may lose against the float model
+    progress: Progress = False
+    reference: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.annotations, self.images = Path(self.annotations), Path(self.images)
+        if not self.annotations.is_file():
+            raise InputError(f"annotations not found: {self.annotations}")
+        if not self.images.is_dir():
+            raise InputError(f"images folder not found: {self.images}")
+        if self.max_drop is not None and self.max_drop < 0:
+            raise InputError(f"--max-ap-drop must be >= 0, got {self.max_drop}")
+
+    @property
+    def key(self) -> str:
+        """What the result depends on (part of the conversion cache key)."""
+        digest = hashlib.sha256(self.annotations.read_bytes()).hexdigest()[:16]
+        return f"{digest}:{self.limit}:{self.max_drop}"
+
+    def __call__(self, xml: Path, precision: str) -> tuple[dict[str, Any], bool]:
+        from ..runtime.ir import bf16_available
+
+        precisions = [precision] + (["BF16"] if precision in ("FP16", "FP32") and bf16_available() else [])
+        rows = {p: self._measure(xml, p) for p in precisions}
+        if precision != "INT8":
+            self.reference = rows[precision]
+            return rows, True
+        return rows, self.acceptable(rows["INT8"])
+
+    def acceptable(self, row: dict[str, Any]) -> bool:
+        if self.max_drop is None or not self.reference:
+            return True
+        return all(self.reference[k] - row[k] <= self.max_drop for k in ("box_AP", "mask_AP")
+                   if self.reference.get(k) is not None and row.get(k) is not None)
+
+    def _measure(self, xml: Path, precision: str) -> dict[str, Any]:
+        from ..runtime.predictor import Predictor
+        from .evaluate import evaluate
+
+        p = S.precision(precision)
+        res = evaluate(Predictor(xml, compute=p.compute), self.annotations, self.images, limit=self.limit,
+                       progress=self.progress is True)
+        return {"box_AP": res["bbox"]["AP"], "mask_AP": res["segm"]["AP"] if "segm" in res else None,
+                "ms": round(res["per_image_inference_ms"], 1), "images": res["images"], "set": self.annotations.name}
+
+
+def reference_row(accuracy: dict[str, Any]) -> dict[str, Any] | None:
+    """The float reference among measured rows: FP32 where measured, else FP16 (f32 compute)."""
+    return accuracy.get("FP32") or accuracy.get("FP16")
+
+
+def fastest_within(accuracy: dict[str, Any], offered: list[str], tolerance: float = 0.5) -> str | None:
+    """Of the ``offered`` precisions measured in ``accuracy``, the fastest whose box AP (and mask AP)
+    is within ``tolerance`` points of the float reference; ``None`` if none was measured."""
+    ref = reference_row(accuracy)
+    if ref is None:
+        return None
+    ok = [p for p in offered if p in accuracy
+          and all(ref[k] - accuracy[p][k] <= tolerance for k in ("box_AP", "mask_AP")
+                  if ref.get(k) is not None and accuracy[p].get(k) is not None)]
+    return min(ok, key=lambda p: accuracy[p]["ms"]) if ok else None

@@ -1,0 +1,331 @@
+"""``d2ov bench``: Detectron2 eager vs d2ov OpenVINO variants, same images, same threads, one run.
+
+Each variant runs in its own subprocess (clean peak RSS, no cross-talk), warms up, then times N runs
+over the images. Reported per variant:
+  * end-to-end latency (preprocess + inference + postprocess; image decoding excluded), median and
+    interquartile range, in ms;
+  * model-only latency (the OpenVINO ``infer`` call; for Detectron2 the eager forward, which includes
+    its own postprocessing);
+  * throughput in images/s (latency mode: 1 / median end-to-end; throughput mode: images / wall time
+    with OpenVINO's THROUGHPUT hint and several requests in flight);
+  * peak RSS of the worker process;
+  * GFLOP/s achieved by the model = model GFLOPs (counted once with fvcore on Detectron2, 2 FLOPs per
+    multiply-add) / model-only median, and that as a fraction of the machine's peak, measured as the
+    float32 GFLOP/s of a 4096x4096 @ 4096x4096 numpy matmul with the same thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["run_bench", "VARIANTS", "markdown", "matmul_peak_gflops", "default_static_shape"]
+
+VARIANTS = {
+    "detectron2": "Detectron2 eager (PyTorch, reference)",
+    "ov-fp32": "d2ov OpenVINO, FP32 IR, LATENCY hint",
+    "ov-fp16w": "d2ov OpenVINO, FP16-compressed weights (FP32 compute), LATENCY hint",
+    "ov-bf16": "d2ov OpenVINO, FP32 IR computed in bfloat16 (CPUs with native bf16 only), LATENCY hint",
+    "ov-static": "d2ov OpenVINO, FP32 IR reshaped to a static letterboxed input, LATENCY hint",
+    "ov-int8": "d2ov OpenVINO, NNCF INT8 IR, LATENCY hint",
+    "ov-int8-static": "d2ov OpenVINO, NNCF INT8 IR, static letterboxed input, LATENCY hint",
+    "ov-throughput": "d2ov OpenVINO, FP32 IR, THROUGHPUT hint, AsyncInferQueue over all images",
+    "ov-int8-throughput": "d2ov OpenVINO, INT8 IR, THROUGHPUT hint, AsyncInferQueue over all images",
+}
+#: which IR each OpenVINO variant runs
+_IR_OF = {"ov-fp32": "FP32", "ov-fp16w": "FP16", "ov-bf16": "FP32", "ov-static": "FP32", "ov-throughput": "FP32",
+          "ov-int8": "INT8", "ov-int8-static": "INT8", "ov-int8-throughput": "INT8"}
+
+
+def _median_iqr(xs: list[float]) -> tuple[float, float]:
+    q = np.percentile(xs, [25, 50, 75])
+    return float(q[1]), float(q[2] - q[0])
+
+
+_PEAK_CODE = """
+import json, sys, time
+import numpy as np
+n, repeats, threads = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+def best(fn):
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+    return 2 * n ** 3 / min(ts) / 1e9
+a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+b = np.random.default_rng(1).random((n, n), dtype=np.float32)
+out = {"numpy": best(lambda: a @ b)}
+try:
+    import torch
+    torch.set_num_threads(threads)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    out["torch"] = best(lambda: ta @ tb)
+except ImportError:
+    pass
+print(json.dumps(out))
+"""
+
+
+def matmul_peak_gflops(threads: int, n: int = 4096, repeats: int = 3) -> dict[str, float]:
+    """The machine's practical float32 peak: GFLOP/s (2 n^3 / s) of an ``n x n @ n x n`` matmul with
+    ``threads`` threads, best of ``repeats``, by numpy (OpenBLAS) and torch (MKL/oneDNN) in a fresh
+    process (so the thread count applies). Returns ``{"numpy": ..., "torch": ..., "peak": max}``."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    res = subprocess.run([sys.executable, "-c", _PEAK_CODE, str(n), str(repeats), str(threads)], capture_output=True,
+                         text=True, env=env, check=True)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out["peak"] = max(out.values())
+    return out
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _peak_rss_kb() -> int:
+    """This process's peak resident memory. ``VmHWM`` starts afresh at exec; ``ru_maxrss`` does not
+    (a worker started by a big parent would report the parent's peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _worker(variant: str, model: str, weights: str | None, images: list[str], runs: int, warmup: int,
+            threads: int, xml: str | None, static_shape: tuple[int, int] | None = None) -> dict[str, Any]:
+    from ..runtime.images import load_image
+
+    rgbs = [load_image(p) for p in images]
+    e2e, model_ms = [], []
+    if variant == "detectron2":
+        from ..export.reference import ReferencePredictor
+
+        pred = ReferencePredictor(model, weights=weights, threads=threads, progress=False)
+    else:
+        from ..runtime.predictor import Predictor
+
+        hint = "THROUGHPUT" if variant.endswith("throughput") else "LATENCY"
+        pred = Predictor(xml, hint=hint, threads=threads, static_shape=static_shape if "static" in variant else None,
+                         compute="bf16" if "bf16" in variant else "f32")
+    for _ in range(warmup):
+        pred.predict(rgbs[0], threshold=0.05)
+    extra: dict[str, Any] = {}
+    if variant.endswith("throughput"):
+        n_req = pred._ir.optimal_requests
+        work = [rgbs[i % len(rgbs)] for i in range(max(runs * len(rgbs), 2 * n_req))]
+        list(pred.predict_many(work[: 2 * n_req], threshold=0.05))  # warm every request
+        t0 = time.perf_counter()
+        dets = [d for _, d in pred.predict_many(work, threshold=0.05)]
+        wall = time.perf_counter() - t0
+        e2e = [d.timings["total"] for d in dets]
+        model_ms = [d.timings["inference"] for d in dets]
+        throughput = len(work) / wall
+        extra = {"requests_in_flight": n_req, "streams": int(pred._ir._compiled.get_property("NUM_STREAMS"))}
+        detections = [len(d) for d in dets]
+    else:
+        detections = []
+        stages: dict[str, list[float]] = {"preprocess": [], "postprocess": []}
+        for _ in range(runs):
+            for im in rgbs:
+                d = pred.predict(im, threshold=0.05)
+                e2e.append(d.timings["total"])
+                model_ms.append(d.timings["inference"])
+                detections.append(len(d))
+                for k in stages:
+                    stages[k].append(d.timings[k])
+        throughput = 1000.0 / statistics.median(e2e)
+        extra = {f"{k}_ms": statistics.median(v) for k, v in stages.items()}
+    med, iqr = _median_iqr(e2e)
+    mmed, miqr = _median_iqr(model_ms)
+    rss_kb = _peak_rss_kb()
+    return {"variant": variant, "e2e_ms": med, "e2e_iqr_ms": iqr, "model_ms": mmed, "model_iqr_ms": miqr,
+            "images_per_s": throughput, "peak_rss_mb": rss_kb / 1024, "samples": len(e2e),
+            "detections_median": float(statistics.median(detections)) if detections else 0.0, **extra}
+
+
+def model_gflops(model: str, weights: str | None, image: str) -> float:
+    """GFLOPs (2 x multiply-adds, fvcore count) of the Detectron2 model on ``image`` at its test size."""
+    import torch
+
+    from ..export.model import build, cfg_metadata
+    from ..export.trace import traceable
+    from ..store.catalog import get
+    from ..runtime.images import load_image
+    from ..runtime.preprocess import preprocess
+
+    spec = get(model)
+    net, cfg, _ = build(spec, weights, progress=False)
+    meta = cfg_metadata(cfg, spec)
+    chw, _ = preprocess(load_image(image), meta)
+    from fvcore.nn import FlopCountAnalysis
+
+    adapter, _, _ = traceable(net, chw)
+    with torch.no_grad():
+        fca = FlopCountAnalysis(adapter, (torch.as_tensor(chw),))
+        fca.unsupported_ops_warnings(False)
+        fca.uncalled_modules_warnings(False)
+        total = fca.total()
+    return 2 * total / 1e9
+
+
+def default_static_shape(meta: dict[str, Any], image: str) -> tuple[int, int]:
+    """The static input for benchmarking: ``image``'s resized shape, padded up to multiples of 32
+    (the size Detectron2 itself pads to), so letterboxing adds no pixels for that image."""
+    from ..runtime.images import load_image
+    from ..runtime.preprocess import resized_shape
+
+    h, w = load_image(image).shape[:2]
+    rh, rw = resized_shape(h, w, int(meta["min_size"]), int(meta["max_size"]))
+    return -(-rh // 32) * 32, -(-rw // 32) * 32
+
+
+def run_bench(model: str, images: list[str], weights: str | None = None, runs: int = 5, warmup: int = 2,
+              threads: int | None = None, variants: list[str] | None = None, out_dir: str | None = None,
+              calibration: str | None = None, static_shape: tuple[int, int] | None = None,
+              log=print) -> dict[str, Any]:
+    """Benchmark ``variants`` of ``model`` on ``images``; returns the report (also written to ``out_dir``
+    as bench.md / bench.json / bench.png). INT8 variants need ``calibration`` (a folder of images of
+    the model's domain), except for catalog models that ship an INT8 IR."""
+    from ..runtime import ir as runtime
+    from ..export.convert import convert, ensure_ir
+    from ..store.lookup import find_ir
+    from ..errors import InputError, first_line
+
+    threads = threads or os.cpu_count() or 1
+    have_int8 = calibration is not None or (weights is None and find_ir(model, "INT8") is not None)
+    variants = variants or [v for v in VARIANTS
+                            if (have_int8 or "int8" not in v) and ("bf16" not in v or runtime.bf16_available())]
+    xml_of: dict[str, str] = {}
+    for precision in sorted({_IR_OF[v] for v in variants if v in _IR_OF}):
+        log(f"[bench] preparing the {precision} IR of {model} ...")
+        if precision == "INT8" and calibration:
+            xml_of[precision] = str(convert(model, weights=weights, calibration=calibration, progress=False))
+        elif precision == "INT8" and not have_int8:
+            raise InputError(f"INT8 variants of {model} need --calibration DIR (images of the model's domain)")
+        else:
+            xml_of[precision] = str(ensure_ir(model, weights=weights, precision=precision, progress=False))
+    if static_shape is None and any("static" in v for v in variants):
+        static_shape = default_static_shape(runtime.read_metadata(next(iter(xml_of.values()))), images[0])
+    log(f"[bench] counting FLOPs of {model} ...")
+    gflops = model_gflops(model, weights, images[0])
+    log(f"[bench] measuring the matmul peak with {threads} threads ...")
+    peak = matmul_peak_gflops(threads)
+    rows: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for v in variants:
+        log(f"[bench] {v}: {VARIANTS[v]} ({runs} runs x {len(images)} images after {warmup} warm-up)")
+        args = json.dumps({"variant": v, "model": model, "weights": weights, "images": images, "runs": runs,
+                           "warmup": warmup, "threads": threads, "xml": xml_of.get(_IR_OF.get(v, "")),
+                           "static_shape": static_shape})
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        res = subprocess.run([sys.executable, "-m", "d2ov_core.bench", args], capture_output=True, text=True, env=env)
+        if res.returncode != 0:  # a crashed variant is reported, the others still run
+            why = first_line(res.stderr.strip().splitlines()[-1]) if res.stderr.strip() else "no message"
+            failed.append({"variant": v, "exit_code": res.returncode, "error": why})
+            log(f"[bench]   FAILED: exit code {res.returncode} ({why})")
+            continue
+        row = json.loads(res.stdout.strip().splitlines()[-1])
+        # throughput rows: requests overlap, so the achieved rate comes from images/s, not latency
+        row["gflop_per_s"] = gflops * row["images_per_s"] if v.endswith("throughput") else gflops / (row["model_ms"] / 1e3)
+        row["peak_fraction"] = row["gflop_per_s"] / peak["peak"]
+        rows.append(row)
+        log(f"[bench]   e2e {row['e2e_ms']:.0f} ms, model {row['model_ms']:.0f} ms, {row['images_per_s']:.2f} img/s, "
+            f"{row['detections_median']:.0f} detections")
+    by = {r["variant"]: r for r in rows}
+    for r in rows:
+        for ref, key in (("detectron2", "speedup_vs_detectron2"), ("ov-fp32", "speedup_vs_ov_fp32")):
+            r[key] = r["images_per_s"] / by[ref]["images_per_s"] if ref in by else None
+    report = {"model": model, "weights": weights or "catalog", "images": images, "threads": threads, "runs": runs,
+              "warmup": warmup, "static_shape": list(static_shape) if static_shape else None,
+              "calibration": calibration, "model_gflops": gflops, "matmul_peak_gflops": peak["peak"],
+              "matmul_gflops": peak, "machine": _machine(), "rows": rows, "failed": failed,
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if out_dir:
+        _write_outputs(report, Path(out_dir))
+    return report
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from ..runtime import ir as runtime
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "openvino": runtime.openvino_version()}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    def ratio(x):
+        return f"{x:.2f}x" if x else "-"
+
+    static = f", static shape {report['static_shape'][0]}x{report['static_shape'][1]}" if report.get("static_shape") else ""
+    lines = [f"`d2ov bench {report['model']}` (weights: {report['weights']}) — {report['date']}, "
+             f"{report['machine']['cpu']}, {report['machine']['cores']} cores, {report['threads']} threads, "
+             f"OpenVINO {report['machine']['openvino']}; {len(report['images'])} image(s) x {report['runs']} runs"
+             f"{static}; model {report['model_gflops']:.1f} GFLOPs per image (fvcore, 2 FLOPs per MAC); "
+             f"matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s (float32 4096^3, best of numpy/torch)",
+             "",
+             "| variant | end-to-end ms (IQR) | model ms | pre + post ms | images/s | detections | vs Detectron2 | "
+             "vs OV FP32 | GFLOP/s | % of peak | peak RSS MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in report["rows"]:
+        prepost = f"{r['preprocess_ms']:.0f} + {r['postprocess_ms']:.0f}" if "preprocess_ms" in r else "-"
+        lines.append(f"| {r['variant']} | {r['e2e_ms']:.0f} ({r['e2e_iqr_ms']:.0f}) | {r['model_ms']:.0f} | {prepost} | "
+                     f"{r['images_per_s']:.2f} | {r['detections_median']:.0f} | {ratio(r.get('speedup_vs_detectron2'))} | "
+                     f"{ratio(r.get('speedup_vs_ov_fp32'))} | {r['gflop_per_s']:.0f} | {100 * r['peak_fraction']:.0f}% | "
+                     f"{r['peak_rss_mb']:.0f} |")
+    for f in report.get("failed", []):
+        lines.append(f"| {f['variant']} | failed: exit code {f['exit_code']} ({f['error']}) | | | | | | | | | |")
+    lines += ["", "Ratios compare images/s (latency rows: 1 / median end-to-end). Throughput rows: images/s over "
+              "the wall time with several requests in flight; their latency columns include queueing."]
+    return "\n".join(lines) + "\n"
+
+
+def _write_outputs(report: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(report, indent=1))
+    (out / "bench.md").write_text(markdown(report))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    names = [r["variant"] for r in rows]
+    ax.barh(names, [r["e2e_ms"] for r in rows], xerr=[r["e2e_iqr_ms"] / 2 for r in rows], color="#4c72b0")
+    ax.set_xlabel("end-to-end latency, ms (median, IQR)")
+    ax.set_title(f"{report['model']} — {report['threads']} threads")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(out / "bench.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":  # worker entry point
+    a = json.loads(sys.argv[1])
+    print(json.dumps(_worker(a["variant"], a["model"], a["weights"], a["images"], a["runs"], a["warmup"],
+                             a["threads"], a["xml"], tuple(a["static_shape"]) if a.get("static_shape") else None)))

@@ -1,0 +1,104 @@
+"""COCO evaluation (box AP, mask AP) of any predictor over a COCO-format data set, with pycocotools.
+
+The predictor is an OpenVINO :class:`~d2ov_core.predictor.Predictor` or the PyTorch
+:class:`~d2ov_core.reference.ReferencePredictor`; both return ``Detections``, so both are evaluated
+by the same code. Model classes are matched to the data set's categories BY NAME. All detections the
+graph returns (score >= 0.05, at most 100 per image) are scored, as Detectron2's COCOEvaluator does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..runtime.detections import rle_encode
+from ..errors import InputError
+
+__all__ = ["evaluate", "STAT_NAMES"]
+
+STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+
+
+def _load_coco(path: Path):
+    from pycocotools.coco import COCO
+
+    if not path.is_file():
+        raise InputError(f"annotations not found: {path}")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(str(path))
+    except (ValueError, KeyError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: not a COCO annotation file ({e})") from None
+
+
+def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Returns ``{"bbox": {AP...}, "segm": {AP...} or absent, "images": n, "per_image_ms": median
+    end-to-end, "per_image_inference_ms": median model call}`` (AP values in percent)."""
+    from pycocotools.cocoeval import COCOeval
+
+    gt = _load_coco(Path(annotations))
+    img_dir = Path(images)
+    if not img_dir.is_dir():
+        raise InputError(f"images folder not found: {img_dir}")
+    name_to_cat = {c["name"]: c["id"] for c in gt.loadCats(gt.getCatIds())}
+    class_to_cat = {i: name_to_cat[n] for i, n in enumerate(predictor.labels) if n in name_to_cat}
+    if not class_to_cat:
+        raise InputError(
+            f"none of the model's classes ({', '.join(predictor.labels[:5])}...) is a category of {annotations} "
+            f"({', '.join(list(name_to_cat)[:5])}...)"
+        )
+    img_ids = sorted(gt.getImgIds())[: limit or None]
+    with_masks = predictor.task == "instance_segmentation"
+    results: list[dict[str, Any]] = []
+    times, model_times = [], []
+    bar = _bar(len(img_ids), progress)
+    for img_id in img_ids:
+        info = gt.loadImgs(img_id)[0]
+        det = predictor.predict(img_dir / info["file_name"], threshold=0.0)
+        times.append(det.timings.get("total", 0.0))
+        model_times.append(det.timings.get("inference", 0.0))
+        for i in range(len(det)):
+            cat = class_to_cat.get(int(det.class_ids[i]))
+            if cat is None:
+                continue
+            x0, y0, x1, y1 = (float(v) for v in det.boxes[i])
+            r = {"image_id": img_id, "category_id": cat, "score": float(det.scores[i]),
+                 "bbox": [x0, y0, x1 - x0, y1 - y0]}
+            if with_masks and det.masks is not None:
+                r["segmentation"] = rle_encode(det.masks[i])
+            results.append(r)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    out: dict[str, Any] = {"images": len(img_ids), "detections": len(results),
+                           "per_image_ms": float(np.median(times)) if times else 0.0,
+                           "per_image_inference_ms": float(np.median(model_times)) if model_times else 0.0}
+    for iou_type in ["bbox"] + (["segm"] if with_masks else []):
+        if not results:
+            out[iou_type] = {k: 0.0 for k in STAT_NAMES}
+            continue
+        with contextlib.redirect_stdout(io.StringIO()):
+            dt = gt.loadRes([dict(r) for r in results])
+            ev = COCOeval(gt, dt, iou_type)
+            ev.params.imgIds = img_ids
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        out[iou_type] = {k: round(float(v) * 100, 3) for k, v in zip(STAT_NAMES, ev.stats[:6])}
+    return out
+
+
+def _bar(total: int, progress: bool):
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc="eval", file=sys.stderr, mininterval=1.0)

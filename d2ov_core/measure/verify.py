@@ -1,0 +1,111 @@
+"""Comparing two sets of detections of the same image (PyTorch reference vs OpenVINO).
+
+Detections are matched greedily by IoU within the same class, highest reference score first
+(element-wise comparison is meaningless: equal scores may come out in another order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ..runtime.detections import Detections
+
+__all__ = ["box_iou", "mask_iou", "match", "Comparison", "Tolerance"]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix ``(len(a), len(b))`` of xyxy boxes."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
+    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clip(0).prod(axis=2)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.logical_and(a, b).sum()
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(inter / union)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    min_score: float = 0.3  # detections of interest: reference score >= this
+    iou: float = 0.9  # to count as the same detection
+    box_px: float = 0.5
+    score: float = 1e-3
+    mask_iou: float = 0.98
+
+
+@dataclasses.dataclass
+class Comparison:
+    reference: int  # detections of interest in the reference
+    candidate: int
+    matched: int
+    unmatched_reference: int
+    unmatched_candidate: int
+    max_box_dev: float
+    max_score_dev: float
+    min_mask_iou: float | None
+
+    def ok(self, tol: Tolerance) -> bool:
+        return (
+            self.unmatched_reference == 0
+            and self.unmatched_candidate == 0
+            and self.max_box_dev <= tol.box_px
+            and self.max_score_dev <= tol.score
+            and (self.min_mask_iou is None or self.min_mask_iou >= tol.mask_iou)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def match(ref: Detections, cand: Detections, tol: Tolerance = Tolerance()) -> Comparison:
+    """Match ``cand`` to ``ref`` detections with score >= ``tol.min_score``.
+
+    A candidate just below ``min_score`` may match a reference just above it (and vice versa), so
+    borderline scores do not count as misses: each side is filtered at ``min_score - tol.score``
+    for matching, but only detections >= ``min_score`` count as unmatched.
+    """
+    lo = max(tol.min_score - tol.score, 0.0)
+    r = ref.filter(lo)
+    c = cand.filter(lo)
+    iou = box_iou(r.boxes, c.boxes)
+    same = r.class_ids[:, None] == c.class_ids[None, :]
+    iou = np.where(same, iou, 0.0)
+    used = np.zeros(len(c), bool)
+    pairs = []
+    for i in np.argsort(-r.scores, kind="stable"):
+        if len(c) == 0:
+            break
+        cand_iou = np.where(used, -1.0, iou[i])
+        j = int(np.argmax(cand_iou))
+        if cand_iou[j] >= tol.iou:
+            used[j] = True
+            pairs.append((int(i), j))
+    matched_r = {i for i, _ in pairs}
+    unmatched_r = sum(1 for i in range(len(r)) if i not in matched_r and r.scores[i] >= tol.min_score)
+    unmatched_c = sum(1 for j in range(len(c)) if not used[j] and c.scores[j] >= tol.min_score)
+    box_dev = max((float(np.abs(r.boxes[i] - c.boxes[j]).max()) for i, j in pairs), default=0.0)
+    score_dev = max((float(abs(r.scores[i] - c.scores[j])) for i, j in pairs), default=0.0)
+    m_iou = None
+    if r.masks is not None and c.masks is not None:
+        m_iou = min((mask_iou(r.masks[i], c.masks[j]) for i, j in pairs), default=1.0)
+    return Comparison(
+        reference=int((r.scores >= tol.min_score).sum()),
+        candidate=int((c.scores >= tol.min_score).sum()),
+        matched=len(pairs),
+        unmatched_reference=unmatched_r,
+        unmatched_candidate=unmatched_c,
+        max_box_dev=box_dev,
+        max_score_dev=score_dev,
+        min_mask_iou=m_iou,
+    )

@@ -1,0 +1,7 @@
+"""The torch-free runtime: IR loading and inference (OpenVINO), image decoding, pre- and
+postprocessing, the one result type (:class:`Detections`) and the settings table.
+
+Nothing in this package imports torch, torchvision or detectron2 (``tests/unit/test_layout.py``
+fails if anything does); it needs only openvino, numpy and Pillow. It imports nothing from the
+other d2ov packages except :mod:`d2ov_core.errors`.
+"""

@@ -1,0 +1,200 @@
+"""`Detections`: the one result type of d2ov, from predictor to renderer to JSON to UI.
+
+Contract:
+  * ``boxes``: float32 ``(N, 4)``, ``x0, y0, x1, y1`` in ORIGINAL-image pixels (the image the user
+    gave, after EXIF orientation), clipped to the image.
+  * ``scores``: float32 ``(N,)`` in ``[0, 1]``, sorted descending by the producers in this package.
+  * ``class_ids``: int64 ``(N,)``, contiguous ids into the model's class names.
+  * ``labels``: ``(N,)`` numpy array of ``str`` (the class names).
+  * ``masks``: bool ``(N, H, W)`` full-image masks, or ``None`` for detection-only models.
+  * ``image_size``: ``(H, W)`` of the original image.
+  * ``timings``: milliseconds per stage (``preprocess``, ``inference``, ``postprocess``, ``total``).
+
+A broken contract (arrays of the wrong shape) is a bug in the producer, not a user mistake: it raises
+``ValueError``, not a :class:`~d2ov_core.errors.D2ovError`.
+
+Nothing here imports torch, detectron2 or openvino.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+
+__all__ = ["Detections", "rle_encode", "rle_decode", "predictions_document"]
+
+
+@dataclasses.dataclass
+class Detections:
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    labels: np.ndarray
+    image_size: tuple[int, int]
+    masks: np.ndarray | None = None
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32)
+        if self.boxes.size == 0:
+            self.boxes = self.boxes.reshape(0, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        self.class_ids = np.asarray(self.class_ids, dtype=np.int64).reshape(-1)
+        self.labels = np.asarray(self.labels, dtype=str).reshape(-1)
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        n = len(self.scores)
+        if self.boxes.ndim != 2 or self.boxes.shape != (n, 4):
+            raise ValueError(f"Detections.boxes: expected shape ({n}, 4), found {self.boxes.shape}")
+        for name in ("class_ids", "labels"):
+            arr = getattr(self, name)
+            if arr.shape != (n,):
+                raise ValueError(f"Detections.{name}: expected shape ({n},), found {arr.shape}")
+        if self.masks is not None:
+            self.masks = np.asarray(self.masks, dtype=bool)
+            h, w = self.image_size
+            if self.masks.shape != (n, h, w):
+                raise ValueError(f"Detections.masks: expected shape ({n}, {h}, {w}), found {self.masks.shape}")
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def empty(cls, image_size: tuple[int, int], with_masks: bool = False) -> "Detections":
+        h, w = image_size
+        return cls(
+            boxes=np.zeros((0, 4), np.float32),
+            scores=np.zeros((0,), np.float32),
+            class_ids=np.zeros((0,), np.int64),
+            labels=np.zeros((0,), dtype=str),
+            image_size=(h, w),
+            masks=np.zeros((0, h, w), bool) if with_masks else None,
+        )
+
+    # ------------------------------------------------------------------ container protocol
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __getitem__(self, index: Any) -> "Detections":
+        """Select detections with a boolean mask, an index array, a slice or an int."""
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        return Detections(
+            boxes=self.boxes[index],
+            scores=self.scores[index],
+            class_ids=self.class_ids[index],
+            labels=self.labels[index],
+            image_size=self.image_size,
+            masks=None if self.masks is None else self.masks[index],
+            timings=dict(self.timings),
+        )
+
+    @property
+    def has_masks(self) -> bool:
+        return self.masks is not None
+
+    def filter(self, threshold: float) -> "Detections":
+        """Detections with ``score >= threshold`` (timings kept)."""
+        return self[self.scores >= threshold]
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self, with_masks: bool = True) -> dict[str, Any]:
+        """Plain-Python dict (JSON-ready) in the schema of ``d2ov predict --json``'s ``results[i]``,
+        minus the ``image`` key. Masks become COCO RLE ``{"size": [H, W], "counts": str}``."""
+        h, w = self.image_size
+        instances = []
+        for i in range(len(self)):
+            inst: dict[str, Any] = {
+                "label": str(self.labels[i]),
+                "class_id": int(self.class_ids[i]),
+                "score": round(float(self.scores[i]), 6),
+                "box": [round(float(v), 3) for v in self.boxes[i]],
+            }
+            if with_masks and self.masks is not None:
+                inst["mask"] = rle_encode(self.masks[i])
+            instances.append(inst)
+        return {
+            "height": h,
+            "width": w,
+            "timing_ms": {k: round(float(v), 3) for k, v in self.timings.items()},
+            "instances": instances,
+        }
+
+
+def rle_encode(mask: np.ndarray) -> dict[str, Any]:
+    """COCO compressed RLE of a 2-D boolean mask, same bytes as ``pycocotools.mask.encode``.
+
+    Returns ``{"size": [H, W], "counts": str}`` (column-major runs, starting with zeros).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"rle_encode: expected a 2-D mask, found shape {mask.shape}")
+    h, w = mask.shape
+    flat = mask.flatten(order="F").astype(np.int8)
+    if flat.size == 0:
+        runs = [0]
+    else:
+        change = np.flatnonzero(np.diff(flat)) + 1
+        bounds = np.concatenate([[0], change, [flat.size]])
+        runs = np.diff(bounds).tolist()
+        if flat[0] == 1:
+            runs = [0] + runs
+    return {"size": [int(h), int(w)], "counts": _rle_counts_to_string(runs)}
+
+
+def _rle_counts_to_string(runs: list[int]) -> str:
+    # The LEB128-like, delta-coded ASCII format of the COCO API (maskApi.c rleToString).
+    out = []
+    for i, x in enumerate(runs):
+        if i > 2:
+            x -= runs[i - 2]
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5
+            more = (x != -1) if (c & 0x10) else (x != 0)
+            if more:
+                c |= 0x20
+            out.append(chr(c + 48))
+    return "".join(out)
+
+
+def rle_decode(rle: dict[str, Any]) -> np.ndarray:
+    """Inverse of :func:`rle_encode`: COCO compressed RLE -> bool ``(H, W)``."""
+    h, w = rle["size"]
+    s = rle["counts"]
+    if isinstance(s, bytes):
+        s = s.decode("ascii")
+    runs: list[int] = []
+    p = 0
+    while p < len(s):
+        x = 0
+        k = 0
+        more = True
+        while more:
+            c = ord(s[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    flat = np.zeros(h * w, dtype=bool)
+    pos = 0
+    val = False
+    for r in runs:
+        if val:
+            flat[pos:pos + r] = True
+        pos += r
+        val = not val
+    return flat.reshape((w, h)).T
+
+
+def predictions_document(model: dict[str, Any], backend: str, device: str, threshold: float,
+                         results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON document of ``d2ov predict --json`` and of the app's download (one schema, built
+    here only): ``results`` are ``{"image": name, **Detections.to_dict()}``."""
+    return {"model": model, "backend": backend, "device": device, "threshold": float(threshold), "results": results}

@@ -1,0 +1,267 @@
+"""OpenVINO at run time: reads IRs (``.xml`` + ``.bin``) and their d2ov metadata from ``rt_info``,
+compiles them for a device, and runs inference. It knows nothing about images or Detectron2, and
+imports neither torch nor detectron2 (the conversion side writes IRs: :mod:`d2ov_core.export.convert`).
+
+IR contract (written by :mod:`d2ov_core.convert`, checked by :func:`load_ir`):
+  input ``image``: float32 ``(3, H, W)``, the resized image in the model's channel order
+  (``input_format``, BGR for the model zoo), pixel values 0-255, any H and W.
+  outputs, named and ordered as ``rt_info model_info/outputs``:
+    ``boxes`` float32 ``(N, 4)`` xyxy in the RESIZED input frame, N <= max_detections;
+    ``classes`` int64 ``(N,)``; ``scores`` float32 ``(N,)`` (>= graph_score_threshold, after NMS);
+    ``masks`` float32 ``(N, 1, M, M)`` mask probabilities in box frame (instance segmentation);
+    ``image_size`` int64 ``(2,)`` = (H, W) of the input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from . import settings as S
+from ..errors import DeviceError, InputError, IRError, first_line
+
+__all__ = [
+    "openvino_version",
+    "available_devices",
+    "check_device",
+    "load_ir",
+    "CompiledIR",
+    "read_metadata",
+    "bf16_available",
+    "COMPUTE",
+]
+
+#: floating-point compute precision on CPU: exact f32 (default) or bf16 (CPUs with native bfloat16)
+COMPUTE = ("f32", "bf16")
+
+_core = None
+_core_lock = threading.Lock()
+
+
+def _ov():
+    import openvino as ov
+
+    return ov
+
+
+def core():
+    """The process-wide ``openvino.Core`` (created once)."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            _core = _ov().Core()
+        return _core
+
+
+def openvino_version() -> str:
+    return _ov().__version__.split("-")[0]
+
+
+def available_devices() -> list[str]:
+    return list(core().available_devices)
+
+
+def check_device(device: str) -> None:
+    avail = available_devices()
+    base = device.split(":")[0].split(".")[0]
+    if base in ("AUTO", "MULTI", "HETERO", "BATCH"):
+        return
+    if device not in avail and base not in [d.split(".")[0] for d in avail]:
+        raise DeviceError(f"unknown device {device!r}: expected one of {', '.join(avail + ['AUTO'])}")
+
+
+# ----------------------------------------------------------------------------- metadata
+
+def _get_metadata(model, where: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for key, setting in S.SETTINGS.items():
+        path = [S.RT_INFO_SECTION, key]
+        if not model.has_rt_info(path):
+            if setting.required:
+                raise IRError(
+                    f"{where}: not a d2ov IR (rt_info {S.RT_INFO_SECTION}/{key} is missing); "
+                    "convert the model with `d2ov convert`"
+                )
+            meta[key] = setting.default
+            continue
+        text = model.get_rt_info(path).astype(str)
+        try:
+            meta[key] = S.decode(key, text)
+        except ValueError as e:
+            raise IRError(f"{where}: malformed rt_info {key}={text!r} ({e})") from None
+    return meta
+
+
+def read_metadata(xml_path: str | os.PathLike) -> dict[str, Any]:
+    """The d2ov metadata of an IR, without compiling it."""
+    return _get_metadata(_read_model(Path(xml_path)), str(xml_path))
+
+
+# ----------------------------------------------------------------------------- reading / compiling
+
+def _read_model(xml: Path):
+    if xml.suffix != ".xml":
+        raise IRError(f"expected an OpenVINO IR .xml file, found {xml}")
+    bin_path = xml.with_suffix(".bin")
+    if not xml.is_file():
+        raise IRError(f"IR file not found: {xml}")
+    if not bin_path.is_file():
+        raise IRError(f"IR weights not found: {bin_path} (the .bin must sit beside the .xml)")
+    try:
+        return core().read_model(str(xml))
+    except Exception as e:  # openvino raises RuntimeError with multi-line C++ text
+        first = first_line(e)
+        raise IRError(f"cannot read IR {xml}: {first}") from None
+
+
+class CompiledIR:
+    """A compiled d2ov IR, safe to call from several threads at once.
+
+    Each call borrows an infer request from a small pool (one per concurrent caller), so the
+    compiled model is shared and requests are never used by two threads at once.
+    """
+
+    def __init__(self, xml: Path, device: str = "CPU", hint: str = "LATENCY", threads: int | None = None,
+                 static_shape: tuple[int, int] | None = None, profile: bool = False, compute: str = "f32"):
+        check_device(device)
+        if hint not in ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"):
+            raise InputError(f"unknown performance hint {hint!r}: expected LATENCY or THROUGHPUT")
+        if compute not in COMPUTE:
+            raise InputError(f"unknown compute precision {compute!r}: expected one of {', '.join(COMPUTE)}")
+        if compute == "bf16" and not (device == "CPU" and bf16_available()):
+            raise DeviceError(f"bf16 compute needs a CPU with native bfloat16 (AVX512_BF16 or AMX); {device} has none")
+        self.xml = Path(xml)
+        model = _read_model(self.xml)
+        self.metadata = _get_metadata(model, str(self.xml))
+        names = self.metadata["outputs"]
+        if len(names) != len(model.outputs):
+            raise IRError(
+                f"{self.xml}: rt_info lists {len(names)} outputs ({', '.join(names)}) but the graph has "
+                f"{len(model.outputs)}"
+            )
+        self.output_names = list(names)
+        self.static_shape = None
+        if static_shape is not None:
+            sh, sw = (int(v) for v in static_shape)
+            if sh < 32 or sw < 32 or sh % 32 or sw % 32:
+                raise IRError(f"static input shape must be multiples of 32 and at least 32, got {sh}x{sw}")
+            try:
+                model.reshape({model.inputs[0]: _ov().PartialShape([3, sh, sw])})
+            except Exception as e:
+                raise IRError(f"cannot reshape {self.xml} to a static {sh}x{sw} input: {first_line(e)}") from None
+            self.static_shape = (sh, sw)
+        config: dict[str, Any] = {"PERFORMANCE_HINT": hint}
+        if device == "CPU":
+            # OpenVINO's CPU plugin silently computes FP32 graphs in bf16 on CPUs with AVX512_BF16/AMX
+            # (measured here: 2.8x faster, but scores off by ~1e-2): d2ov computes in f32 unless asked
+            config["INFERENCE_PRECISION_HINT"] = compute
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        if profile:
+            config["PERF_COUNT"] = True
+        self.device = device
+        self.hint = hint
+        self.compute = compute if device == "CPU" else "device default"
+        try:
+            self._compiled = core().compile_model(model, device, config)
+        except Exception as e:
+            first = first_line(e)
+            raise IRError(f"cannot compile {self.xml} for {device}: {first}") from None
+        self._pool: queue.SimpleQueue = queue.SimpleQueue()
+
+    def infer(self, image_chw: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the graph on one preprocessed image; returns copies of the named outputs."""
+        try:
+            request = self._pool.get_nowait()
+        except queue.Empty:
+            request = self._compiled.create_infer_request()
+        try:
+            request.infer({0: np.ascontiguousarray(image_chw, dtype=np.float32)})
+            return {name: request.get_output_tensor(i).data.copy() for i, name in enumerate(self.output_names)}
+        finally:
+            self._pool.put(request)
+
+    def infer_stream(self, inputs: Iterable[tuple[Any, np.ndarray]], jobs: int | None = None
+                     ) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
+        """Throughput path: run ``(key, image_chw)`` pairs through an ``AsyncInferQueue`` of ``jobs``
+        requests (default: the device's optimal number) and yield ``(key, outputs)`` IN INPUT ORDER.
+
+        Inputs are pulled lazily, so the caller's preprocessing of the next image overlaps with
+        inference of the previous ones; at most ``2 * jobs`` results wait in memory.
+        """
+        ov = _ov()
+        jobs = max(1, int(jobs or self.optimal_requests))
+        queue_ = ov.AsyncInferQueue(self._compiled, jobs)
+        done: dict[int, dict[str, np.ndarray]] = {}
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def on_done(request, index):
+            try:
+                out = {name: request.get_output_tensor(i).data.copy() for i, name in enumerate(self.output_names)}
+            except BaseException as e:  # surfaced in the caller's thread
+                errors.append(e)
+                out = {}
+            with lock:
+                done[index] = out
+
+        queue_.set_callback(on_done)
+        keys: list[Any] = []
+        next_out = 0
+
+        def ready():
+            nonlocal next_out
+            while True:
+                with lock:
+                    if next_out not in done:
+                        return
+                    out = done.pop(next_out)
+                if errors:
+                    raise IRError(f"inference failed on {self.device}: {first_line(errors[0])}")
+                yield keys[next_out], out
+                keys[next_out] = None
+                next_out += 1
+
+        for index, (key, chw) in enumerate(inputs):
+            keys.append(key)
+            queue_.start_async({0: np.ascontiguousarray(chw, dtype=np.float32)}, userdata=index)
+            yield from ready()
+            if index - next_out >= 2 * jobs:  # bound memory: wait for the oldest
+                queue_.wait_all()
+                yield from ready()
+        queue_.wait_all()
+        yield from ready()
+
+    def profile(self, image_chw: np.ndarray) -> list[dict[str, Any]]:
+        """Per-op timings of one inference (the IR must be compiled with ``profile=True``):
+        ``[{"name", "type", "exec_type", "ms"}]`` for every executed op."""
+        request = self._compiled.create_infer_request()
+        request.infer({0: np.ascontiguousarray(image_chw, dtype=np.float32)})
+        rows = []
+        for p in request.profiling_info:
+            if str(p.status).endswith("EXECUTED"):
+                rows.append({"name": p.node_name, "type": p.node_type, "exec_type": p.exec_type,
+                             "ms": p.real_time.total_seconds() * 1e3})
+        return rows
+
+    @property
+    def optimal_requests(self) -> int:
+        return int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+
+
+def load_ir(xml: str | os.PathLike, device: str = "CPU", hint: str = "LATENCY", threads: int | None = None,
+            static_shape: tuple[int, int] | None = None, profile: bool = False, compute: str = "f32") -> CompiledIR:
+    return CompiledIR(Path(xml), device=device, hint=hint, threads=threads, static_shape=static_shape, profile=profile,
+                      compute=compute)
+
+
+def bf16_available() -> bool:
+    """Whether this machine's CPU computes bfloat16 natively (what ``compute="bf16"`` needs)."""
+    return "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")

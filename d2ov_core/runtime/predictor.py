@@ -1,0 +1,168 @@
+"""The OpenVINO predictor: image -> :class:`~d2ov_core.detections.Detections`. No torch, no detectron2.
+
+``Predictor(xml)`` needs nothing but the IR: class names, resize rule, channel order and output
+names come from its ``rt_info``. One instance may be called from several threads at once.
+
+Pipeline (each stage timed, milliseconds in ``Detections.timings``):
+  ``load_image`` (RGB uint8, EXIF applied) -> ``preprocess`` (ResizeShortestEdge, channel order)
+  -> ``inference`` (OpenVINO) -> ``postprocess`` (boxes to original pixels, threshold, masks pasted).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from . import ir as runtime
+from . import settings as S
+from .detections import Detections
+from .images import load_image
+from .postprocess import postprocess
+from .preprocess import preprocess
+
+__all__ = ["Predictor"]
+
+
+class Predictor:
+    """Args:
+        xml: path of the IR's ``.xml`` (its ``.bin`` beside it).
+        device: OpenVINO device string (``CPU``, ``GPU``, ``AUTO``, ...).
+        hint: ``LATENCY`` (one image at a time) or ``THROUGHPUT`` (many requests in parallel).
+        threads: CPU inference threads (default: OpenVINO's choice).
+        static_shape: ``(H, W)``, multiples of 32: reshape the IR to this fixed input and letterbox
+            every image into it (for devices that need static shapes, e.g. NPU); ``None``: dynamic.
+        profile: collect OpenVINO per-op counters (see :meth:`profile`).
+        compute: floating-point compute on CPU: ``f32`` (default: what Detectron2 computes, what
+            ``verify`` checks) or ``bf16`` (faster on CPUs with native bfloat16; less exact). OpenVINO
+            itself would pick bf16 silently on such CPUs; d2ov only does when asked.
+    """
+
+    def __init__(self, xml: str | os.PathLike, device: str = "CPU", hint: str = "LATENCY", threads: int | None = None,
+                 static_shape: tuple[int, int] | None = None, profile: bool = False, compute: str = "f32"):
+        self.xml = Path(xml)
+        self._ir = runtime.load_ir(self.xml, device=device, hint=hint, threads=threads, static_shape=static_shape,
+                                   profile=profile, compute=compute)
+        self.compute = self._ir.compute
+        self.static_shape = self._ir.static_shape
+        self.metadata: dict[str, Any] = self._ir.metadata
+        self.device = device
+        self.labels: list[str] = list(self.metadata["labels"])
+        self.task: str = self.metadata["task"]
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["model_name"])
+
+    @property
+    def precision(self) -> str:
+        """The precision this predictor runs, as users name it (:data:`settings.PRECISIONS`): the IR's
+        weight precision, or ``BF16`` when a floating-point IR is computed in bfloat16."""
+        return "BF16" if self.compute == "bf16" else str(self.metadata["precision"])
+
+    def predict(self, image: Any, threshold: float | None = None, mask_threshold: float | None = None) -> Detections:
+        """Detect objects in ``image`` (path, bytes, PIL image or RGB uint8 array).
+
+        ``threshold`` defaults to the IR's ``confidence_threshold`` (0.5); values below the graph's
+        frozen ``graph_score_threshold`` (0.05) cannot bring back more detections.
+        """
+        return self.predict_image(image, threshold, mask_threshold)[1]
+
+    def predict_image(self, image: Any, threshold: float | None = None, mask_threshold: float | None = None
+                      ) -> tuple[np.ndarray, Detections]:
+        """:meth:`predict`, also returning the decoded RGB image (what renderers draw on)."""
+        thr = self._thresholds(threshold, mask_threshold)
+        rgb, chw, meta, timings = self._prepare(image)
+        t = time.perf_counter()
+        raw = self._ir.infer(chw)
+        return rgb, self._finish(raw, meta, thr, timings, t)
+
+    def predict_many(self, images: Iterable[Any], threshold: float | None = None, mask_threshold: float | None = None,
+                     jobs: int | None = None) -> Iterator[tuple[np.ndarray, Detections]]:
+        """Throughput path for many images: yields ``(rgb, detections)`` in input order.
+
+        Decoding and preprocessing of the next images overlap with inference of earlier ones on an
+        OpenVINO ``AsyncInferQueue`` of ``jobs`` requests (default: the device's optimal number; with
+        ``hint="THROUGHPUT"`` that is one per CPU stream). Timings per image: ``preprocess`` and
+        ``postprocess`` as in :meth:`predict`; ``inference`` is the time from submission to the
+        result being taken (includes queueing), so per-image sums exceed the wall time.
+        """
+        thr = self._thresholds(threshold, mask_threshold)
+
+        def prepared():
+            for image in images:
+                rgb, chw, meta, timings = self._prepare(image)
+                yield (rgb, meta, timings, time.perf_counter()), chw
+
+        for (rgb, meta, timings, submitted), raw in self._ir.infer_stream(prepared(), jobs=jobs):
+            yield rgb, self._finish(raw, meta, thr, timings, submitted)
+
+    def profile(self, image: Any, top: int = 15) -> dict[str, Any]:
+        """One inference with OpenVINO's per-op counters (needs ``profile=True``): milliseconds per
+        op type (sorted, with op counts), the ``top`` slowest single ops, and the Python-side stages."""
+        rgb, chw, meta, timings = self._prepare(image)
+        t = time.perf_counter()
+        rows = self._ir.profile(chw)
+        profiled = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        det = self._finish(self._ir.infer(chw), meta, (0.05, self.metadata["mask_threshold"]), timings, t)
+        by_type: dict[str, dict[str, float]] = {}
+        for r in rows:
+            agg = by_type.setdefault(r["type"], {"ms": 0.0, "count": 0})
+            agg["ms"] += r["ms"]
+            agg["count"] += 1
+        return {
+            "ops_ms": sum(r["ms"] for r in rows),
+            "by_type": dict(sorted(by_type.items(), key=lambda kv: -kv[1]["ms"])),
+            "slowest": sorted(rows, key=lambda r: -r["ms"])[:top],
+            "stages_ms": {"preprocess": det.timings["preprocess"], "inference_profiled": profiled,
+                          "inference": det.timings["inference"], "postprocess": det.timings["postprocess"]},
+            "detections": len(det),
+            "input_shape": list(chw.shape),
+        }
+
+    # -------------------------------------------------------------- the pipeline's two halves
+    def _prepare(self, image: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any], dict[str, float]]:
+        """Decode and preprocess: ``(rgb, chw, meta, timings)``."""
+        t0 = time.perf_counter()
+        rgb = load_image(image)
+        t1 = time.perf_counter()
+        chw, meta = preprocess(rgb, self.metadata, self.static_shape)
+        t2 = time.perf_counter()
+        return rgb, chw, meta, {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3}
+
+    def _finish(self, raw: dict[str, np.ndarray], meta: dict[str, Any], thresholds: tuple[float, float],
+                timings: dict[str, float], inference_started: float) -> Detections:
+        """Postprocess the raw outputs; timings of all stages (``total`` excludes decoding)."""
+        t3 = time.perf_counter()
+        det = postprocess(raw, meta, self.labels, threshold=thresholds[0], mask_threshold=thresholds[1])
+        t4 = time.perf_counter()
+        det.timings = {**timings, "inference": (t3 - inference_started) * 1e3, "postprocess": (t4 - t3) * 1e3}
+        det.timings["total"] = det.timings["preprocess"] + det.timings["inference"] + det.timings["postprocess"]
+        return det
+
+    def _thresholds(self, threshold, mask_threshold) -> tuple[float, float]:
+        thr = S.check_value("confidence_threshold",
+                            self.metadata["confidence_threshold"] if threshold is None else threshold)
+        mthr = S.check_value("mask_threshold", self.metadata["mask_threshold"] if mask_threshold is None else mask_threshold)
+        return thr, mthr
+
+    def describe(self) -> dict[str, Any]:
+        """The model block of ``d2ov predict --json``."""
+        m = self.metadata
+        return {
+            "name": m["model_name"],
+            "task": m["task"],
+            "ir": str(self.xml),
+            "precision": self.precision,
+            "ir_precision": m["precision"],
+            "compute": self.compute,
+            "classes": self.labels,
+            "random_weights": m["random_weights"],
+            "weights_sha256": m["weights_sha256"],
+            "graph_score_threshold": m["graph_score_threshold"],
+            "static_shape": list(self.static_shape) if self.static_shape else None,
+        }

@@ -1,0 +1,156 @@
+"""The one typed table of model settings: what the IR's ``rt_info`` carries, what the runtime reads,
+and which of them the CLI (flags) and the UI (controls) expose.
+
+Values live in the IR under ``rt_info["model_info"][key]`` (the layout of OpenVINO's model_api;
+key names are model_api's where the meaning matches: ``labels``, ``confidence_threshold``,
+``iou_threshold``, ``model_type``). Every value is stored as a JSON string so lists of class names
+with spaces ("traffic light") survive; :func:`decode` turns them back into typed Python values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+from ..errors import InputError
+
+__all__ = ["Setting", "SETTINGS", "RUNTIME_SETTINGS", "RT_INFO_SECTION", "encode", "decode", "check_value",
+           "Precision", "PRECISIONS", "DEFAULT_PRECISION", "precision", "IR_PRECISIONS"]
+
+RT_INFO_SECTION = "model_info"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    key: str
+    type: type
+    default: Any
+    description: str
+    required: bool = False  # an IR without it is not a d2ov IR
+    runtime: bool = False  # user-adjustable at prediction time (CLI flag, UI control)
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def cli_flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+
+_S = Setting
+SETTINGS: dict[str, Setting] = {
+    s.key: s
+    for s in [
+        _S("d2ov_version", str, "", "d2ov version that wrote the IR", required=True),
+        _S("model_type", str, "d2ov_rcnn", "model_api-style model type tag", required=True),
+        _S("task", str, "detection", "detection or instance_segmentation", required=True,
+           choices=("detection", "instance_segmentation")),
+        _S("model_name", str, "", "catalog name or config path the IR was made from", required=True),
+        _S("meta_architecture", str, "GeneralizedRCNN", "Detectron2 MODEL.META_ARCHITECTURE"),
+        _S("labels", list, [], "class names, index = class id", required=True),
+        _S("input_format", str, "BGR", "channel order the graph expects (cfg.INPUT.FORMAT)", required=True,
+           choices=("BGR", "RGB")),
+        _S("min_size", int, 800, "ResizeShortestEdge: shorter side (cfg.INPUT.MIN_SIZE_TEST)", required=True),
+        _S("max_size", int, 1333, "ResizeShortestEdge: longer side cap (cfg.INPUT.MAX_SIZE_TEST)", required=True),
+        _S("resize_interpolation", str, "bilinear", "PIL interpolation of the resize (as Detectron2)"),
+        _S("pixel_mean", list, [103.53, 116.28, 123.675],
+           "cfg.MODEL.PIXEL_MEAN in input_format order: the value static-shape letterboxing pads with"),
+        _S("size_divisibility", int, 32, "padding inside the graph (informational)"),
+        _S("graph_score_threshold", float, 0.05,
+           "score threshold frozen into the graph: nothing below it can be returned"),
+        _S("iou_threshold", float, 0.5, "NMS IoU threshold frozen into the graph"),
+        _S("max_detections", int, 100, "detections per image frozen into the graph"),
+        _S("outputs", list, [], "IR output names, in order", required=True),
+        _S("precision", str, "FP32", "weights precision of the IR", choices=("FP32", "FP16", "INT8")),
+        _S("calibration", str, "", "INT8 only: the calibration set (folder name and image count)"),
+        _S("quantization", str, "", "INT8 only: the NNCF recipe (preset, range estimator, what stays float)"),
+        _S("accuracy", dict, {}, "COCO AP measured at conversion, per precision: {precision: {box_AP, mask_AP, "
+           "ms (median model time per image), images, set}}; FP32 is the float reference where present"),
+        _S("source_config", str, "", "Detectron2 config (model-zoo path or file)"),
+        _S("weights_source", str, "", "where the weights came from (URL, path or 'random')"),
+        _S("weights_sha256", str, "", "sha256 of the weights file ('' for random)"),
+        _S("random_weights", bool, False, "True: random init, for tests and speed only, NOT a detector"),
+        _S("detectron2_version", str, "", "detectron2 version used to convert"),
+        _S("torch_version", str, "", "torch version used to convert"),
+        _S("openvino_version", str, "", "OpenVINO version used to convert"),
+        _S("graph_revision", int, 0, "d2ov's conversion revision (convert.GRAPH_REVISION); a cached IR "
+           "of another revision is not reused"),
+        _S("confidence_threshold", float, 0.5, "default score threshold applied after the graph",
+           runtime=True, minimum=0.0, maximum=1.0),
+        _S("mask_threshold", float, 0.5, "probability above which a mask pixel is set",
+           runtime=True, minimum=0.0, maximum=1.0),
+    ]
+}
+RUNTIME_SETTINGS = [s for s in SETTINGS.values() if s.runtime]
+
+
+def encode(key: str, value: Any) -> str:
+    """Typed value -> the JSON string stored in rt_info."""
+    return json.dumps(SETTINGS[key].type(value))
+
+
+def decode(key: str, text: str) -> Any:
+    """rt_info string -> typed value (raises ``ValueError`` on a malformed value)."""
+    setting = SETTINGS[key]
+    value = json.loads(text)
+    if setting.type in (list, dict):
+        if not isinstance(value, setting.type):
+            raise ValueError(f"{key}: expected a JSON {setting.type.__name__}, found {text!r}")
+        return value
+    return setting.type(value)
+
+
+def check_value(key: str, value: Any) -> Any:
+    """Validate a user-supplied runtime value; raise :class:`InputError` naming the range."""
+    setting = SETTINGS[key]
+    try:
+        v = setting.type(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{key.replace('_', ' ')} must be a {setting.type.__name__}, got {value!r}") from None
+    if setting.type is float and math.isnan(v):
+        raise InputError(f"{key.replace('_', ' ')} must be a number in [{setting.minimum}, {setting.maximum}], got NaN")
+    if (setting.minimum is not None and v < setting.minimum) or (setting.maximum is not None and v > setting.maximum):
+        raise InputError(
+            f"{key.replace('_', ' ')} must be in [{setting.minimum:g}, {setting.maximum:g}], got {value!r}"
+        )
+    if setting.choices is not None and v not in setting.choices:
+        raise InputError(f"{key}: expected one of {', '.join(setting.choices)}, got {value!r}")
+    return v
+
+
+# ----------------------------------------------------------------------------- precisions
+
+@dataclasses.dataclass(frozen=True)
+class Precision:
+    """A precision users choose (CLI ``--precision``, the app's control, the API): which IR runs
+    (its weights) and in what floating-point arithmetic the CPU computes it."""
+
+    name: str
+    ir: str  # the IR's weights: FP32 | FP16 | INT8
+    compute: str  # CPU floating-point compute: f32 | bf16
+    description: str
+
+
+PRECISIONS: dict[str, Precision] = {
+    p.name: p
+    for p in [
+        Precision("FP16", "FP16", "f32", "FP16-compressed weights, exact f32 compute (the default IR)"),
+        Precision("FP32", "FP32", "f32", "full-precision weights, exact f32 compute"),
+        Precision("BF16", "FP16", "bf16", "the FP16 IR computed in bfloat16: faster on CPUs with native bf16 "
+                                          "(AVX512_BF16, AMX), slightly less exact"),
+        Precision("INT8", "INT8", "f32", "NNCF post-training INT8 IR (quantized convolutions and matmuls)"),
+    ]
+}
+#: Weight precisions of IR files (what ``d2ov convert --precision`` writes).
+IR_PRECISIONS = ("FP16", "FP32", "INT8")
+DEFAULT_PRECISION = "FP16"
+
+
+def precision(name: Any) -> Precision:
+    """The :class:`Precision` called ``name`` (case-insensitive); :class:`InputError` naming the choices."""
+    key = str(name or DEFAULT_PRECISION).upper()
+    if key not in PRECISIONS:
+        raise InputError(f"unknown precision {name!r}: expected one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[key]

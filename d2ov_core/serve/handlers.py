@@ -1,0 +1,195 @@
+"""What the web app does, as plain functions (no Gradio here): check what a request names, run the
+model, and turn the result into what the page shows (image, table, JSON file, summary, model card).
+
+:mod:`d2ov_core.serve.webapp` wires these into Gradio and turns every
+:class:`~d2ov_core.errors.D2ovError` into one ``gr.Error``. Untrusted input: the image must be a file
+Gradio received (its upload folder), the model a name from the list, the device one of the listed
+devices, the precision one of :data:`~d2ov_core.runtime.settings.PRECISIONS`: no value from the web
+reaches a file-loading call as a path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import D2ovError, DeviceError, ImageError
+from ..runtime import settings as S
+from ..runtime.detections import Detections, predictions_document
+from ..runtime.images import load_image
+from ..store import catalog
+from .service import ModelService, metadata
+
+__all__ = ["TASKS", "TABLE_HEADERS", "Result", "upload_path", "example_images", "model_card", "precision_choices",
+           "detect", "present", "prune_outputs"]
+
+#: UI label -> task
+TASKS = {"Object detection": "detection", "Instance segmentation": "instance_segmentation"}
+TABLE_HEADERS = ["label", "score", "x0", "y0", "x1", "y1"]
+OUT_MAX_AGE_S = 3600  # prediction JSON files older than this are deleted
+
+
+@dataclasses.dataclass
+class Result:
+    """One /detect result, kept by the page so that moving the threshold re-filters it."""
+
+    rgb: np.ndarray
+    det: Detections  # everything the graph returned (threshold 0)
+    model: dict[str, Any]  # Predictor.describe()
+    device: str
+    image: str  # the name shown for the image
+    labels: list[str]
+
+
+def upload_path(image: Any, upload_root: str | Path) -> tuple[str, str]:
+    """``(path, display name)`` of an uploaded image as Gradio hands it over with preprocessing off
+    (a FileData dict or a path); only files inside ``upload_root`` (Gradio's upload folder) are read."""
+    if isinstance(image, dict):
+        path, shown = image.get("path"), image.get("orig_name")
+    elif isinstance(image, str):
+        path, shown = image, None
+    elif image is None:
+        path, shown = None, None
+    else:
+        raise ImageError(f"expected an uploaded image, got {type(image).__name__}")
+    if not path:
+        raise ImageError("Upload an image first (or pick an example).")
+    real = Path(path).resolve()
+    if not real.is_relative_to(Path(upload_root).resolve()):
+        raise ImageError("only uploaded images are read (not files on the server)")
+    return str(real), Path(str(shown or real.name)).name
+
+
+def example_images(model: str | None = None) -> list[str]:
+    """Examples that fit ``model``: the shape samples for the demo models (trained on synthetic
+    shapes), real photos for everything else (COCO models)."""
+    import matplotlib  # a Detectron2 dependency: its sample photo is on every install that renders
+
+    photos = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
+    shapes = catalog.sample_images()
+    demo = model is None or model.startswith("demo/")
+    chosen = shapes if demo else [p for p in photos if p.is_file()]
+    return [str(p) for p in chosen or shapes]
+
+
+#: a precision is the default only if its AP is within this many points of the float model's
+DEFAULT_AP_TOLERANCE = 0.5
+
+
+def _ap(row: dict[str, Any]) -> str:
+    return f"box AP {row['box_AP']:.1f}" + (f", mask AP {row['mask_AP']:.1f}" if row.get("mask_AP") is not None else "")
+
+
+def precision_choices(service: ModelService, name: str, device: str = "CPU") -> tuple[list[tuple[str, str]], str, str]:
+    """The precisions this server can run for ``name`` on ``device``, each labelled with its measured
+    accuracy and model time, or "not verified on this model"; the default (the fastest whose AP is
+    within :data:`DEFAULT_AP_TOLERANCE` of the float model's); and why it is the default.
+
+    Returns ``([(label, precision)], default, reason)``."""
+    from ..measure.accuracy import fastest_within, reference_row
+
+    offered = service.precisions(name, device)
+    acc = service.accuracy(name)
+    ref = reference_row(acc)
+    choices = []
+    for p in offered:
+        row = acc.get(p)
+        if row is None:
+            label = f"{p} · not verified on this model"
+        else:
+            delta = f" ({row['box_AP'] - ref['box_AP']:+.1f})" if ref is not None and row is not ref else ""
+            label = f"{p} · {_ap(row)}{delta} · {row['ms']:.0f} ms"
+        choices.append((label, p))
+    best = fastest_within(acc, offered, DEFAULT_AP_TOLERANCE)
+    if best is not None:
+        row = acc[best]
+        why = (f"{best} runs by default: the fastest precision within {DEFAULT_AP_TOLERANCE} AP of the float model "
+               f"({_ap(row)}, {row['ms']:.0f} ms per image on {row['images']} images of {row['set']})")
+        return choices, best, why
+    default = S.DEFAULT_PRECISION if S.DEFAULT_PRECISION in offered else (offered[0] if offered else S.DEFAULT_PRECISION)
+    return choices, default, f"{default} runs by default (no precision of this model has a measured accuracy)"
+
+
+def model_card(service: ModelService, name: str, precision: str = S.DEFAULT_PRECISION, device: str = "CPU") -> str:
+    """Markdown card of ``name``: source, status (what preparation is doing, or why it failed),
+    classes, accuracy, the IR, and the precisions this server can run."""
+    try:
+        info = service.spec_info(name)
+        st = service.state(name, precision)
+    except D2ovError as e:
+        return f"**{name}**: {e}"
+    status = {"ready": "ready", "preparing": f"preparing: {st.detail}", "unavailable": f"unavailable: {st.detail}",
+              "not prepared": "not prepared yet (prepared when selected)"}[st.status]
+    lines = [f"**{info['name']}** ({info.get('source', '')})", f"- status: {status}", f"- {info.get('description', '')}"]
+    classes = info.get("classes", [])
+    lines.append(f"- classes ({len(classes)}): {', '.join(classes[:12])}{' ...' if len(classes) > 12 else ''}")
+    if info.get("box_ap") is not None:
+        ap = f"- COCO box AP {info['box_ap']}" + (f", mask AP {info['mask_ap']}" if info.get("mask_ap") else "")
+        lines.append(ap + (" (its own test split)" if info.get("source") == "demo" else " (Detectron2 Model Zoo)"))
+    if st.xml is not None:
+        size = sum(p.stat().st_size for p in st.xml.parent.glob("model.*")) / 1e6
+        meta = metadata(st.xml)
+        lines.append(f"- IR: {size:.1f} MB, {meta['precision']} weights, input {meta['min_size']}/{meta['max_size']} px")
+    try:
+        choices, _, why = precision_choices(service, name, device)
+    except D2ovError:
+        choices, why = [], ""
+    lines.append(f"- precisions on this server: {'; '.join(label for label, _ in choices) or 'none yet'}")
+    if choices:
+        lines.append(f"- {why}; this request: {S.precision(precision).name}")
+    return "\n".join(lines)
+
+
+def detect(service: ModelService, image: Any, name: Any, device: Any, threshold: Any, precision: Any,
+           devices: list[str], upload_root: str | Path) -> Result:
+    """Check every value of a /detect request, then run the model (all detections kept: the
+    threshold is applied by :func:`present`). Cheap checks come first, so a bad file is reported as
+    such even while the model is still being prepared."""
+    path, shown = upload_path(image, upload_root)
+    S.check_value("confidence_threshold", threshold)
+    p = S.precision(precision)
+    if device not in devices:
+        raise DeviceError(f"unknown device {device!r}: expected one of {', '.join(devices)}")
+    name = service.canonical(name)
+    rgb = load_image(path, name=shown)
+    predictor = service.predictor(name, device, p.name)
+    det = predictor.predict(rgb, threshold=0.0)
+    return Result(rgb=rgb, det=det, model=predictor.describe(), device=str(device), image=shown,
+                  labels=list(predictor.labels))
+
+
+def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, list[list[Any]], str, str]:
+    """``(rendered image, table rows, JSON file path, summary)`` of ``result`` at ``threshold``."""
+    from .render import render
+
+    threshold = S.check_value("confidence_threshold", threshold)
+    det = result.det.filter(threshold)
+    image = render(result.rgb, det, result.labels)
+    rows = [[str(l), round(float(s), 3), *[round(float(v), 1) for v in b]] for l, s, b in zip(det.labels, det.scores, det.boxes)]
+    doc = predictions_document(result.model, "openvino", result.device, threshold,
+                               [{"image": result.image, **det.to_dict()}])
+    prune_outputs(out_dir)
+    path = out_dir / f"predictions-{uuid.uuid4().hex}.json"
+    path.write_text(json.dumps(doc))
+    t = det.timings
+    timing = " | ".join(f"{k} {t[k]:.0f} ms" for k in ("preprocess", "inference", "postprocess", "total") if k in t)
+    summary = (f"**{len(det)}** detections at threshold {threshold:.2f} on {result.device}, "
+               f"{result.model['precision']} — {timing}")
+    return image, rows, str(path), summary
+
+
+def prune_outputs(out_dir: Path, now: float | None = None) -> None:
+    """Delete prediction JSON files older than an hour."""
+    now = time.time() if now is None else now
+    for old in out_dir.glob("predictions-*.json"):
+        try:
+            if now - old.stat().st_mtime > OUT_MAX_AGE_S:
+                old.unlink()
+        except OSError:
+            pass

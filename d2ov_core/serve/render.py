@@ -1,0 +1,112 @@
+"""Drawing :class:`~d2ov_core.runtime.detections.Detections` on the image they were made on.
+
+Input: the RGB uint8 image (original pixels) and its detections. Output: RGB uint8 ``(H, W, 3)``.
+
+Two renderers, chosen by what is installed:
+  * ``detectron2``: Detectron2's ``Visualizer`` (its colours, ``name 97%`` labels, masks with
+    outlines), used whenever detectron2 and torch are importable (the repository's environment, the
+    Hugging Face Space, which ships Detectron2 beside ``app.py``). Imports them lazily.
+  * ``plain``: d2ov's own drawing with Pillow and numpy only, for torch-free installs (``pip install
+    d2ov[app]``): the same label text, translucent masks with outlines and box outlines, one colour
+    per class.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import functools
+import importlib.util
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ..runtime.detections import Detections
+
+__all__ = ["render", "renderer"]
+
+
+@functools.lru_cache(maxsize=1)
+def renderer() -> str:
+    """``"detectron2"`` when Detectron2's Visualizer can be imported here, else ``"plain"``."""
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("detectron2") is None:
+        return "plain"
+    try:
+        from ..export import compat
+
+        compat.apply()
+        from detectron2.utils.visualizer import Visualizer  # noqa: F401
+    except Exception:  # a broken or partial install: draw without it
+        return "plain"
+    return "detectron2"
+
+
+def render(image_rgb: np.ndarray, det: Detections, class_names: list[str] | None = None,
+           style: str | None = None) -> np.ndarray:
+    """Boxes, ``label score%`` and masks drawn on ``image_rgb``; ``style`` forces a renderer."""
+    names = list(class_names) if class_names is not None else sorted(set(det.labels.tolist()))
+    if (style or renderer()) == "detectron2":
+        return _render_detectron2(image_rgb, det, names)
+    return _render_plain(image_rgb, det, names)
+
+
+def _render_detectron2(image_rgb: np.ndarray, det: Detections, names: list[str]) -> np.ndarray:
+    from ..export import compat
+
+    compat.apply()
+    import torch
+    from detectron2.data import Metadata
+    from detectron2.structures import Boxes, Instances
+    from detectron2.utils.visualizer import ColorMode, Visualizer
+
+    meta = Metadata(name="d2ov")
+    meta.thing_classes = names
+    inst = Instances(det.image_size)
+    inst.pred_boxes = Boxes(torch.from_numpy(det.boxes.copy()))
+    inst.scores = torch.from_numpy(det.scores.copy())
+    inst.pred_classes = torch.from_numpy(det.class_ids.copy())
+    if det.masks is not None:
+        inst.pred_masks = torch.from_numpy(det.masks.copy())
+    vis = Visualizer(image_rgb, metadata=meta, scale=1.0, instance_mode=ColorMode.IMAGE)
+    out = vis.draw_instance_predictions(inst)
+    return np.asarray(out.get_image(), dtype=np.uint8)
+
+
+def _class_color(class_id: int) -> tuple[int, int, int]:
+    """A distinct, saturated colour per class (hues spaced by the golden ratio)."""
+    r, g, b = colorsys.hsv_to_rgb((0.13 + 0.618034 * class_id) % 1.0, 0.75, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` with a 4-neighbour outside it."""
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return mask & ~inner
+
+
+def _render_plain(image_rgb: np.ndarray, det: Detections, names: list[str]) -> np.ndarray:
+    out = np.asarray(image_rgb, dtype=np.float32).copy()
+    h, w = out.shape[:2]
+    colors = [_class_color(int(c)) for c in det.class_ids]
+    if det.masks is not None:
+        for mask, color in zip(det.masks, colors):
+            out[mask] = 0.5 * out[mask] + 0.5 * np.asarray(color, np.float32)
+            out[_outline(mask)] = color
+    img = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    width = max(1, round(min(h, w) / 300))
+    font = ImageFont.load_default(size=max(10, round(min(h, w) / 45)))
+    for box, score, cid, color in zip(det.boxes, det.scores, det.class_ids, colors):
+        x0, y0, x1, y1 = (float(v) for v in box)
+        draw.rectangle([x0, y0, x1, y1], outline=color, width=width)
+        name = names[int(cid)] if 0 <= int(cid) < len(names) else f"class_{int(cid)}"
+        text = f"{name} {score * 100:.0f}%"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = right - left, bottom - top
+        ty = y0 - th - 2 * width if y0 - th - 2 * width >= 0 else y0
+        draw.rectangle([x0, ty, x0 + tw + 2 * width, ty + th + 2 * width], fill=(0, 0, 0))
+        draw.text((x0 + width - left, ty + width - top), text, fill=color, font=font)
+    return np.asarray(img, dtype=np.uint8)

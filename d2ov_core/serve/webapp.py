@@ -1,0 +1,242 @@
+"""d2ov web app: Detectron2 models on OpenVINO in the browser (local, Hugging Face Space, shared link).
+
+    python app.py [--host H] [--port P] [--share] [--no-mcp]      (or: d2ov serve ...)
+
+Gradio wiring only: every handler is a few lines calling :mod:`d2ov_core.serve.handlers`; a
+:class:`~d2ov_core.errors.D2ovError` becomes one ``gr.Error`` with the same sentence.
+
+Where it listens: ``--host``/``--port`` (or ``D2OV_HOST``/``D2OV_PORT``) when given; otherwise Gradio
+decides, which honours ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT`` (what a Hugging Face Space sets)
+and defaults to 127.0.0.1:7860.
+
+MCP: the ``/detect`` endpoint is also an MCP tool (Gradio's MCP server at ``/gradio_api/mcp/``), on by
+default; ``--no-mcp`` or ``D2OV_MCP=0`` turns it off.
+
+Untrusted input: ``/detect`` runs with Gradio's preprocessing off, so nothing decodes an upload
+before :func:`d2ov_core.runtime.images.load_image` (file-size and pixel limits checked from the
+header); see :mod:`d2ov_core.serve.handlers`. Uploads are capped at ``D2OV_MAX_UPLOAD_MB`` (20 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+
+from ..errors import D2ovError, first_line
+from ..runtime import ir as runtime
+from ..runtime import settings as S
+from ..runtime.images import MAX_PIXELS
+from ..store import catalog
+from . import handlers as H
+from .service import ModelService
+
+__all__ = ["build_demo", "main", "MAX_UPLOAD_MB"]
+
+OUT_DIR = Path(tempfile.mkdtemp(prefix="d2ov-app-"))
+#: Largest upload the server accepts (Gradio refuses bigger ones before they reach a handler).
+MAX_UPLOAD_MB = float(os.environ.get("D2OV_MAX_UPLOAD_MB", 20))
+#: last results kept (one per browser session, least recently used dropped) for re-filtering by threshold
+KEEP_RESULTS = 32
+log = logging.getLogger("d2ov")
+
+
+def _web_error(e: Exception) -> gr.Error:
+    """One readable error for the person using the page (and for API clients)."""
+    if isinstance(e, D2ovError):
+        return gr.Error(str(e), print_exception=False)
+    log.exception("internal error")  # a bug, not the user's fault: say so in one line, keep serving
+    return gr.Error(f"internal error ({type(e).__name__}: {first_line(e)})", print_exception=False)
+
+
+def build_demo(service: ModelService | None = None) -> gr.Blocks:
+    service = service or ModelService()
+    devices = runtime.available_devices() + ["AUTO"]
+    thr = S.SETTINGS["confidence_threshold"]
+    start_task = "Instance segmentation"
+    start_model = catalog.DEFAULTS[H.TASKS[start_task]]
+
+    def precision_control(name, current=None, device="CPU", **kwargs):
+        """The model's precisions, labelled with their measured AP; the current one if it is offered
+        and was chosen by the user, else the model's default."""
+        choices, default, _ = H.precision_choices(service, name, device)
+        values = [v for _, v in choices]
+        return gr.Radio(choices=choices or [(S.DEFAULT_PRECISION, S.DEFAULT_PRECISION)],
+                        value=current if current in values else default, **kwargs)
+
+    def examples_visibility(name):
+        demo_model = name.startswith("demo/")
+        return gr.Column(visible=demo_model), gr.Column(visible=not demo_model)
+
+    def card_and_timer(name, precision, device="CPU"):
+        preparing = service.state(name, precision).status == "preparing"
+        return H.model_card(service, name, precision, device), gr.Timer(active=preparing)
+
+    def on_task(task_label):
+        name = catalog.DEFAULTS[H.TASKS[task_label]]
+        return gr.Dropdown(choices=service.models(H.TASKS[task_label]), value=name)
+
+    def on_model(name, device):
+        """Another model or device: prepare it, offer its precisions (its default selected)."""
+        try:
+            service.prepare(name)
+        except D2ovError:
+            pass  # the card says why
+        control = precision_control(name, None, device)
+        return (control, *examples_visibility(name), *card_and_timer(name, control.value, device))
+
+    def on_precision(name, precision, device):
+        try:
+            service.prepare(name, precision)
+        except D2ovError:
+            pass  # the card says why
+        return card_and_timer(name, precision, device)
+
+    def on_tick(name, precision, device):
+        return card_and_timer(name, precision, device)
+
+    last: collections.OrderedDict[str, H.Result] = collections.OrderedDict()  # session -> its last result
+    last_lock = threading.Lock()
+
+    def remember(request: gr.Request | None, result: H.Result) -> None:
+        key = getattr(request, "session_hash", None)
+        if key is None:
+            return
+        with last_lock:
+            last[key] = result
+            last.move_to_end(key)
+            while len(last) > KEEP_RESULTS:
+                last.popitem(last=False)
+
+    def detect(image, model, device, threshold, precision=S.DEFAULT_PRECISION, request: gr.Request = None):
+        """Detect objects in an image with a Detectron2 model converted to OpenVINO, running on this server's CPU.
+
+        Args:
+            image: the image to analyse (JPEG, PNG, WebP, BMP, GIF or TIFF, up to 40 megapixels).
+            model: model name: "demo/mask_rcnn_shapes" or "demo/faster_rcnn_shapes" (circles, squares, triangles), or a Detectron2 Model Zoo name such as "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x" (80 COCO classes).
+            device: OpenVINO device, e.g. "CPU".
+            threshold: confidence threshold between 0.05 and 1; detections scoring lower are dropped.
+            precision: "FP16" (default), "FP32", "BF16" (CPUs with bfloat16) or "INT8" (where the model has an INT8 IR).
+
+        Returns:
+            the image with the detections drawn
+            a table of the detections: label, score, box x0 y0 x1 y1 in pixels
+            a JSON file with every detection: boxes, scores, masks as COCO RLE
+            a summary line with the number of detections and the timings
+            the model's card
+        """
+        try:
+            result = H.detect(service, image, model, device, threshold, precision, devices, get_upload_folder())
+            card = H.model_card(service, result.model["name"], precision, result.device)
+            shown = H.present(result, threshold, OUT_DIR)
+            remember(request, result)
+            return (*shown, card)
+        except Exception as e:
+            raise _web_error(e) from None
+
+    def refilter(threshold, request: gr.Request = None):
+        with last_lock:
+            result = last.get(getattr(request, "session_hash", None))
+        if result is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        try:
+            return H.present(result, threshold, OUT_DIR)
+        except Exception as e:
+            raise _web_error(e) from None
+
+    with gr.Blocks(title="d2ov — Detectron2 on OpenVINO") as demo:
+        gr.Markdown("# d2ov — Detectron2 on OpenVINO\nDetect objects with Detectron2 R-CNN models converted to "
+                    "OpenVINO IR, running on this server's CPU. Pick a task and a model, upload an image or click "
+                    "an example, then **Detect**.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                task = gr.Radio(list(H.TASKS), value=start_task, label="Task")
+                # every model at launch, so the API (and MCP) schema names them all; the page shows the task's
+                model = gr.Dropdown(service.models(), value=start_model, label="Model", allow_custom_value=False)
+                device = gr.Dropdown(devices, value="CPU", label="Device")
+                precision = precision_control(
+                    start_model, label="Precision (AP measured on the model's evaluation set, model time per image)",
+                    info="; ".join(f"{p.name}: {p.description}" for p in S.PRECISIONS.values()))
+                threshold = gr.Slider(0.05, 1.0, value=thr.default, step=0.01, label="Confidence threshold",
+                                      info="0.05 is frozen into the graph: lower scores never come out")
+                image = gr.Image(type="filepath", label="Input image", sources=["upload", "clipboard"],
+                                 image_mode=None)
+                gr.Markdown(f"Uploads up to {MAX_UPLOAD_MB:g} MB and {MAX_PIXELS / 1e6:g} megapixels.")
+                run = gr.Button("Detect", variant="primary")
+                with gr.Column(visible=True) as shape_examples:
+                    gr.Examples(H.example_images("demo/"), inputs=[image], label="Examples (synthetic shapes)")
+                with gr.Column(visible=False) as photo_examples:
+                    gr.Examples(H.example_images("COCO"), inputs=[image], label="Examples (photos)")
+            with gr.Column(scale=1):
+                output = gr.Image(type="numpy", label="Detections", interactive=False, format="png")
+                summary = gr.Markdown("")
+                table = gr.Dataframe(headers=H.TABLE_HEADERS, label="Detections table", interactive=False)
+                json_file = gr.File(label="JSON (same schema as d2ov predict --json)", interactive=False)
+                card = gr.Markdown(H.model_card(service, start_model))
+        timer = gr.Timer(2.0, active=False)  # refreshes the card while a model is being prepared
+
+        task.change(on_task, task, model, api_visibility="private")
+        demo.load(on_task, task, model, api_visibility="private")
+        for control in (model, device):
+            control.change(on_model, [model, device], [precision, shape_examples, photo_examples, card, timer],
+                           api_visibility="private")
+        precision.input(on_precision, [model, precision, device], [card, timer], api_visibility="private")
+        timer.tick(on_tick, [model, precision, device], [card, timer], api_visibility="private",
+                   show_progress="hidden")
+        run.click(detect, [image, model, device, threshold, precision], [output, table, json_file, summary, card],
+                  api_name="detect", preprocess=False, show_progress_on=[output])
+        # typing in the number box or dragging the slider: re-filter the last result, the model does not run
+        threshold.input(refilter, [threshold], [output, table, json_file, summary], api_visibility="private",
+                        trigger_mode="always_last", show_progress_on=[output])
+    return demo
+
+
+def _env_port() -> int | None:
+    value = os.environ.get("D2OV_PORT")
+    return int(value) if value else None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="d2ov web app")
+    p.add_argument("--host", default=os.environ.get("D2OV_HOST") or None,
+                   help="bind address (default: GRADIO_SERVER_NAME, else 127.0.0.1)")
+    p.add_argument("--port", type=int, default=_env_port(),
+                   help="port (default: GRADIO_SERVER_PORT, else 7860)")
+    p.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    p.add_argument("--no-mcp", action="store_true", default=os.environ.get("D2OV_MCP", "1").lower() in ("0", "false", "no", "off"),
+                   help="do not serve /detect as an MCP tool (also D2OV_MCP=0)")
+    return p.parse_args(argv)
+
+
+def _mcp_installed() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("mcp") is None:
+        log.warning("MCP server off: the mcp package is not installed (pip install 'gradio[mcp]')")
+        return False
+    return True
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[d2ov] %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    mcp = not args.no_mcp and _mcp_installed()
+    from .render import renderer
+
+    log.info("rendering with %s", "Detectron2's Visualizer" if renderer() == "detectron2"
+             else "d2ov's own drawing (Detectron2 is not installed)")
+    demo = build_demo()
+    demo.queue(default_concurrency_limit=max(1, (os.cpu_count() or 2) // 2 + 1), max_size=64)
+    # server_name/server_port None: Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (a Space's)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, mcp_server=mcp,
+                max_file_size=int(MAX_UPLOAD_MB * 1024 * 1024), allowed_paths=[str(OUT_DIR)])

@@ -1,0 +1,102 @@
+"""Which IR serves (model, precision)? One answer for the CLI, the app, ``bench`` and the Hub path.
+
+An IR serves a catalog model only when it is *current*: made from the catalog's weights (their
+sha256), not random, of the asked precision, by this converter's graph revision
+(:data:`GRAPH_REVISION`). Places looked at, in order:
+
+  1. the IRs bundled with the package (``d2ov_core/data/ir/<name>/<precision>/model.xml``);
+  2. the conversion cache (``$D2OV_CACHE/ir/<name>/<key>/``, newest first; leftovers of killed runs
+     and folders whose files no longer match their ``d2ov.json`` are never returned).
+
+Callers then fall back to the Hugging Face Hub (:mod:`d2ov_core.store.hub`, whose IRs pass
+:func:`problem` too) and to a conversion (:func:`d2ov_core.export.convert.ensure_ir`). An IR the user
+names by path is theirs to choose and is only checked against its own ``d2ov.json``
+(:func:`d2ov_core.store.cache.check_given_ir`).
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import D2ovError
+from ..runtime.ir import read_metadata
+from . import cache
+from .catalog import CATALOG, DATA_DIR, get
+
+__all__ = ["GRAPH_REVISION", "IR_NAME", "BUNDLED_IR_DIR", "bundled_ir", "cached_ir_dir", "problem", "find_ir",
+           "metadata"]
+
+#: d2ov's conversion revision, bumped when the IR changes for the same inputs. 2: exact padding;
+#: 3: INT8 keeps the mask head in floating point; 4: stable proposal ranking; 5: its fast form.
+GRAPH_REVISION = 5
+log = logging.getLogger("d2ov")
+IR_NAME = "model.xml"
+BUNDLED_IR_DIR = DATA_DIR / "ir"
+
+
+def bundled_ir(name: str, precision: str = "FP16") -> Path:
+    """Where a pre-converted IR shipped with d2ov lives: ``data/ir/<name with __>/<precision>/model.xml``."""
+    return BUNDLED_IR_DIR / name.replace("/", "__") / precision / IR_NAME
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "__", name).strip("_.") or "model"
+
+
+def cached_ir_dir(name: str) -> Path:
+    """The cache folder of ``name``'s conversions (one subfolder per cache key)."""
+    return cache.cache_dir() / "ir" / _safe(name)
+
+
+@functools.lru_cache(maxsize=256)
+def _metadata(xml: str, mtime_ns: int) -> dict[str, Any]:
+    return read_metadata(xml)
+
+
+def metadata(xml: str | os.PathLike) -> dict[str, Any]:
+    """``read_metadata`` remembered per (file, mtime): reading an IR takes ~50 ms and a server asks
+    on every request (model cards). Do not modify the returned dict."""
+    return _metadata(str(xml), os.stat(xml).st_mtime_ns)
+
+
+def problem(xml: str | os.PathLike, name: str, precision: str) -> str | None:
+    """Why the IR at ``xml`` must not serve model ``name`` at ``precision`` (``None``: it may). For a
+    catalog model its weights must be the catalog's (sha256); for any model the IR must be of that
+    model and precision, made from real weights by this converter's graph revision."""
+    try:
+        meta = metadata(xml)
+    except D2ovError as e:
+        return str(e)
+    spec = CATALOG.get(name)
+    if meta["model_name"] != name:
+        return f"it is an IR of {meta['model_name']}, not {name}"
+    if meta["random_weights"]:
+        return "it was converted with random weights (for tests and speed measurements only)"
+    if meta["precision"] != precision:
+        return f"its precision is {meta['precision']}, not {precision}"
+    if meta["graph_revision"] != GRAPH_REVISION:
+        return (f"it was made by an older converter (graph revision {meta['graph_revision']}, current "
+                f"{GRAPH_REVISION}); convert the model again")
+    if spec is not None and spec.weights_sha256 and meta["weights_sha256"] != spec.weights_sha256:
+        return f"its weights (sha256 {str(meta['weights_sha256'])[:12]}...) are not the catalog's"
+    return None
+
+
+def find_ir(name: str, precision: str = "FP16") -> Path | None:
+    """The bundled or cached IR that serves catalog model ``name`` at ``precision``, or ``None``."""
+    spec = get(name)
+    shipped = bundled_ir(spec.name, precision)
+    candidates = ([shipped] if shipped.is_file() else []) + cache.cached_irs(cached_ir_dir(spec.name))
+    for xml in candidates:
+        why = problem(xml, spec.name, precision)
+        if why is None:
+            return xml
+        log.debug("not serving %s with %s: %s", spec.name, xml, why)
+    return None

@@ -1,0 +1,197 @@
+"""Where weights come from, and getting them onto disk safely. No torch import at module level.
+
+A weights spec is one of:
+  * ``"random"``: the exact architecture with seeded random init, its norms and output layers
+    calibrated on one photo so that it proposes and scores like a trained model (100 spread-out
+    detections on a photo: full head work) -- for tests and speed only, never a detector;
+  * a URL (``http(s)://``): downloaded once into the cache (a catalog entry's URL, or one the user typed);
+  * a local path the user gave.
+
+Downloads show a progress bar, go to ``$D2OV_CACHE/weights`` (default ``~/.cache/d2ov``), are written
+to a temporary name and renamed only when complete (never a partial file under the final name),
+are checked against Content-Length (truncation) and, for Model Zoo files, against the md5 prefix in
+their name; the sha256 is recorded beside the file (``<file>.sha256``).
+
+A cached download is reused only while it still matches the sha256 recorded beside it (otherwise
+it is downloaded again, with a warning); ``.part-<pid>`` files of killed downloads are removed by the
+next download of the same file (see :mod:`d2ov_core.cache`).
+
+Security: ``.pkl`` checkpoints are pickles and loading one runs code. :func:`may_unpickle` says which
+may be unpickled (a catalog URL's download or a local path the user gave);
+:func:`d2ov_core.export.checkpoint.load_into` loads everything else with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Callable, Union
+
+from ..errors import DownloadError, ModelNotFoundError
+from . import cache
+from .cache import cache_dir, sha256_file
+
+__all__ = ["cache_dir", "resolve", "download", "sha256_file", "may_unpickle", "RANDOM"]
+
+RANDOM = "random"
+_CHUNK = 1 << 20
+#: how a long step reports progress: a progress bar (True), a callable taking one-line messages, or nothing
+Progress = Union[bool, Callable[[str], None]]
+
+
+def is_url(spec: str) -> bool:
+    return spec.startswith(("http://", "https://"))
+
+
+def resolve(spec: str, progress: Progress = True) -> tuple[str, str]:
+    """Weights spec -> ``(local_path_or_'random', sha256)``. Downloads URLs into the cache.
+
+    ``progress``: ``True`` draws a progress bar on stderr, a callable receives one-line status
+    messages (``"downloading x.pkl: 12 of 170 MB"``) about once a second, ``False`` is silent."""
+    if spec == RANDOM:
+        return RANDOM, ""
+    if is_url(spec):
+        path = download(spec, progress=progress)
+        return str(path), _recorded_sha256(path)
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ModelNotFoundError(f"weights file not found: {spec} (expected a path, a URL or 'random')")
+    return str(path), sha256_file(path)
+
+
+def _recorded_sha256(path: Path) -> str:
+    side = Path(str(path) + ".sha256")
+    if side.is_file():
+        return side.read_text().split()[0]
+    digest = sha256_file(path)
+    _write_atomic(side, (digest + "\n").encode())
+    return digest
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _cache_path(url: str) -> Path:
+    parsed = urllib.parse.urlparse(url)
+    parts = [p for p in (parsed.netloc + parsed.path).split("/") if p not in ("", ".", "..")]
+    return cache_dir().joinpath("weights", *parts)
+
+
+_MD5_IN_NAME = re.compile(r"_([0-9a-f]{6})\.pkl$")
+
+
+def download(url: str, dest: Path | None = None, progress: Progress = True, expected_sha256: str | None = None,
+             timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` (default: the cache) atomically; reuse a complete earlier copy.
+
+    Raises :class:`DownloadError` on a network failure, a truncated body or a checksum mismatch; in
+    every case nothing is left under the final name.
+    """
+    dest = Path(dest) if dest else _cache_path(url)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with cache.writing(dest):  # removes .part files of killed downloads; ours is safe while we live
+        if _reusable(dest, expected_sha256):
+            return dest
+        return _fetch(url, dest, progress, expected_sha256, timeout)
+
+
+def _reusable(dest: Path, expected_sha256: str | None) -> bool:
+    """An earlier complete download that still matches its recorded sha256 (and the expected one)."""
+    side = Path(str(dest) + ".sha256")
+    if not (dest.is_file() and side.is_file()):
+        return False
+    recorded = (side.read_text().split() or [""])[0]
+    if expected_sha256 is not None and recorded != expected_sha256:
+        return False
+    actual = sha256_file(dest)
+    if actual != recorded:
+        import logging
+
+        logging.getLogger("d2ov").warning("%s: sha256 %s... does not match the %s... recorded when it was downloaded "
+                                          "(corrupt or modified); downloading it again", dest, actual[:12], recorded[:12])
+        return False
+    return True
+
+
+def _fetch(url: str, dest: Path, progress: Progress, expected_sha256: str | None, timeout: float) -> Path:
+    side = Path(str(dest) + ".sha256")
+    tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    received = 0
+    try:
+        req = urllib.request.Request(url, headers={"User-Agent": "d2ov"})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            bar = _progress_bar(total, dest.name) if progress is True else None
+            tell = progress if callable(progress) else None
+            told = 0.0
+            with open(tmp, "wb") as f:
+                while True:
+                    chunk = resp.read(_CHUNK)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    sha.update(chunk)
+                    md5.update(chunk)
+                    received += len(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+                    if tell is not None and time.monotonic() - told >= 1.0:
+                        told = time.monotonic()
+                        of = f" of {total / 1e6:.0f}" if total else ""
+                        tell(f"downloading {dest.name}: {received / 1e6:.0f}{of} MB")
+            if bar is not None:
+                bar.close()
+        if total is not None and received != total:
+            raise DownloadError(f"download of {url} truncated: got {received:,} of {total:,} bytes")
+        m = _MD5_IN_NAME.search(dest.name)
+        if m and not md5.hexdigest().startswith(m.group(1)):
+            raise DownloadError(f"download of {url} is corrupt: md5 {md5.hexdigest()[:6]}..., name says {m.group(1)}")
+        digest = sha.hexdigest()
+        if expected_sha256 and digest != expected_sha256:
+            raise DownloadError(f"download of {url}: sha256 {digest} does not match the expected {expected_sha256}")
+        os.replace(tmp, dest)
+        _write_atomic(side, (digest + "\n").encode())
+        return dest
+    except DownloadError:
+        raise
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise DownloadError(
+            f"cannot download {url}: {reason} (offline?)"
+        ) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _progress_bar(total: int | None, desc: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, file=sys.stderr,
+                mininterval=1.0)
+
+
+def may_unpickle(path: str | os.PathLike) -> bool:
+    """Whether d2ov may unpickle ``path``: a local file the user named (anything outside the download
+    cache), or the download of a catalog URL. Not: a download from any other URL."""
+    from . import catalog
+
+    p = Path(path).absolute()
+    downloads = (cache_dir() / "weights").absolute()
+    if not p.is_relative_to(downloads):
+        return True
+    return any(p == _cache_path(s.weights).absolute() for s in catalog.CATALOG.values() if is_url(s.weights))

@@ -1,0 +1,214 @@
+"""The Gradio app, running for real on 127.0.0.1: launch offline, the API through gradio_client, and a
+real browser (Debian's chromium driven by Playwright)."""
+
+from __future__ import annotations
+
+import json
+import re
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from d2ov_core.store import catalog
+from d2ov_core.runtime.detections import rle_decode
+
+from ..conftest import ROOT, SAMPLES
+from ..helpers import wait_until_up
+
+ARTIFACTS = ROOT / "tests" / "_artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    port = free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", D2OV_CACHE=str(tmp_path_factory.mktemp("app_cache")),
+               HF_HOME=str(tmp_path_factory.mktemp("hf_home")), GRADIO_ANALYTICS_ENABLED="False")
+    log_path = tmp_path_factory.mktemp("app_log") / "app.log"
+    log = open(log_path, "w")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_up(proc, url, log_path, timeout=120)
+        startup = time.perf_counter() - t0
+        yield url, startup, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_launches_offline_at_once_and_only_on_loopback(app_url):
+    url, startup, proc = app_url
+    assert startup < 60, f"launch took {startup:.0f} s"
+    assert url.startswith("http://127.0.0.1:")
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    # not reachable on another interface address of this machine
+    other = socket.gethostbyname(socket.gethostname())
+    if not other.startswith("127."):
+        with pytest.raises(OSError):
+            socket.create_connection((other, port), timeout=2)
+
+
+def test_api_detect_matches_the_library(app_url):
+    from gradio_client import Client, handle_file
+
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.store.lookup import bundled_ir
+
+    url, _, _ = app_url
+    client = Client(url, verbose=False)
+    sample = sorted(SAMPLES.glob("*.jpg"))[0]
+    image, table, json_path, summary, card = client.predict(handle_file(str(sample)), "demo/mask_rcnn_shapes", "CPU", 0.5,
+                                                              api_name="/detect")
+    doc = json.loads(Path(json_path).read_text())
+    inst = doc["results"][0]["instances"]
+    ref = Predictor(bundled_ir("demo/mask_rcnn_shapes")).predict(sample, threshold=0.5)
+    assert len(inst) == len(ref) > 0
+    np.testing.assert_allclose([i["box"] for i in inst], ref.boxes, atol=0.01)
+    assert [i["label"] for i in inst] == list(ref.labels)
+    assert rle_decode(inst[0]["mask"]).shape == ref.image_size
+    assert len(table["data"]) == len(ref)
+    assert f"**{len(ref)}** detections" in summary
+    assert Path(image).is_file()
+
+
+def test_api_bad_inputs_are_readable_errors_and_server_survives(app_url, tmp_path):
+    from gradio_client import Client, handle_file
+
+    url, _, proc = app_url
+    client = Client(url, verbose=False)
+    bad = tmp_path / "fake.jpg"
+    bad.write_text("<html>hello</html>")
+    with pytest.raises(Exception, match="not an image"):
+        client.predict(handle_file(str(bad)), "demo/mask_rcnn_shapes", "CPU", 0.5, api_name="/detect")
+    # an unreachable model-zoo model: first "being prepared", then "unavailable" with the reason
+    sample = handle_file(str(sorted(SAMPLES.glob("*.jpg"))[0]))
+    messages = []
+    for _ in range(90):
+        try:
+            client.predict(sample, "COCO-Detection/faster_rcnn_R_50_FPN_1x", "CPU", 0.5, api_name="/detect")
+        except Exception as e:  # gradio_client re-raises the server's gr.Error text
+            messages.append(str(e))
+            if "unavailable" in str(e):
+                break
+        time.sleep(1)
+    assert "faster_rcnn_R_50_FPN_1x" in messages[0] and ("being prepared" in messages[0] or "unavailable" in messages[0])
+    assert "unavailable" in messages[-1] and "offline" in messages[-1], messages[-1]
+    assert proc.poll() is None
+    out = client.predict(handle_file(str(sorted(SAMPLES.glob("*.jpg"))[0])), "demo/faster_rcnn_shapes", "CPU", 0.5,
+                         api_name="/detect")
+    assert len(out[1]["data"]) > 0
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
+def test_real_browser_detect_and_threshold(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, _, _ = app_url
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
+                                    "--disable-background-networking", "--disable-component-update", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url)
+        page.get_by_text("Examples").first.wait_for(timeout=60_000)
+        page.locator("input[type=file]").first.set_input_files(str(sorted(SAMPLES.glob("*.jpg"))[0]))
+        page.get_by_role("button", name="Detect").click()
+        out = page.locator("img[src*='/file=']").or_(page.locator("img[src*='gradio_api/file']"))
+        expect(page.get_by_text("detections at threshold 0.50")).to_be_visible(timeout=120_000)
+        rows_before = page.locator("table tbody tr").count()
+        assert rows_before > 0
+        page.screenshot(path=str(ARTIFACTS / "app_detect.png"), full_page=True)
+        number = page.get_by_label("number input for Confidence threshold").or_(page.locator("input[type=number]").first)
+        number.fill("0.95")
+        number.press("Enter")
+        expect(page.get_by_text("detections at threshold 0.95")).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "app_threshold.png"), full_page=True)
+        assert page.locator("table tbody tr").count() <= rows_before
+        assert out.count() >= 1
+        browser.close()
+
+
+def test_mcp_schema_lists_detect_and_a_call_returns_detections(app_url):
+    """/detect is also an MCP tool: its schema says what it takes, and one call through the MCP
+    protocol (streamable HTTP, the mcp client library) returns the detections."""
+    import asyncio
+    import base64
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    url, _, _ = app_url
+    schema = json.loads(urllib.request.urlopen(url + "gradio_api/mcp/schema", timeout=30).read())
+    tool = next(t for t in schema if t["name"] == "detect")
+    props = tool["inputSchema"]["properties"]
+    assert {"image", "model", "device", "threshold", "precision"} <= set(props)
+    assert "demo/faster_rcnn_shapes" in props["model"]["enum"] and "demo/mask_rcnn_shapes" in props["model"]["enum"]
+    assert tool["description"].startswith("Detect objects in an image")
+    sample = sorted(SAMPLES.glob("*.jpg"))[0]
+    data_url = "data:image/jpeg;base64," + base64.b64encode(sample.read_bytes()).decode()
+
+    async def call():
+        async with streamablehttp_client(url + "gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                tools = await session.list_tools()
+                assert "detect" in [t.name for t in tools.tools]
+                return await session.call_tool("detect", {"image": data_url, "model": "demo/mask_rcnn_shapes",
+                                                          "device": "CPU", "threshold": 0.5, "precision": "FP16"})
+
+    result = asyncio.run(asyncio.wait_for(call(), 300))
+    assert not result.isError, result.content
+    # Gradio answers a queued tool call with its outputs in one text: image URL, table, JSON file, summary, card
+    text = " ".join(c.text for c in result.content if c.type == "text")
+    n = int(re.search(r"\*\*(\d+)\*\* detections at threshold 0.50", text).group(1))
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.store.lookup import bundled_ir
+
+    assert n == len(Predictor(bundled_ir("demo/mask_rcnn_shapes")).predict(sample, threshold=0.5)) > 0
+    assert re.search(r"/gradio_api/file=\S+\.png", text)  # the rendered image, served by the app
+
+
+@pytest.mark.parametrize("flags,expect_host", [([], "0.0.0.0"), (["--host", "127.0.0.1"], "127.0.0.1")])
+def test_listens_where_gradio_variables_say_unless_flags_override(flags, expect_host, tmp_path):
+    """What a Space sets (GRADIO_SERVER_NAME/PORT) decides where `python app.py` listens; --host and
+    --port, when given, win."""
+    import psutil
+
+    from ..helpers import stop
+
+    env_port, flag_port = free_port(), free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", D2OV_CACHE=str(tmp_path / "cache"), GRADIO_ANALYTICS_ENABLED="False",
+               GRADIO_SERVER_NAME="0.0.0.0", GRADIO_SERVER_PORT=str(env_port), D2OV_MCP="0")
+    port = flag_port if flags else env_port
+    args = flags + (["--port", str(flag_port)] if flags else [])
+    log_path = tmp_path / "app.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until_up(proc, f"http://127.0.0.1:{port}/", log_path, timeout=120)
+            listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(proc.pid).net_connections("tcp")
+                         if c.status == psutil.CONN_LISTEN}
+            assert listening == {(expect_host, port)}, listening
+        finally:
+            stop(proc)

@@ -1,0 +1,133 @@
+"""The `d2ov` CLI, run as a user runs it: a subprocess, real files, exit codes, stderr."""
+
+import json
+import re
+
+import pytest
+from PIL import Image
+
+from d2ov_core.runtime.detections import rle_decode
+
+from ..conftest import real_photo, run_cli
+
+
+def one_line_error(res, code=2):
+    assert res.returncode == code, (res.returncode, res.stdout[-500:], res.stderr[-2000:])
+    lines = [l for l in res.stderr.strip().splitlines() if "Warning" not in l and "warnings.warn" not in l]
+    assert "Traceback" not in res.stderr
+    # d2ov's own errors, or argparse's usage errors ("d2ov <command>: error: ...")
+    assert lines and re.match(r"d2ov( [a-z]+)?: error: ", lines[-1]), res.stderr
+    return lines[-1]
+
+
+def test_list_json_has_the_catalog():
+    res = run_cli("list", "--json")
+    assert res.returncode == 0
+    models = {m["name"]: m for m in json.loads(res.stdout)}
+    assert models["COCO-Detection/faster_rcnn_R_50_FPN_1x"]["box_ap"] == 37.9
+    assert models["COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x"]["mask_ap"] == 38.6
+    assert models["COCO-Detection/retinanet_R_50_FPN_1x"]["weights"].endswith("model_final_b796dc.pkl")
+
+
+def test_predict_json_schema_and_render(tiny_ir, tmp_path):
+    out = tmp_path / "pred.json"
+    res = run_cli("predict", str(tiny_ir), str(real_photo()), "--threshold", "0.05", "--json", str(out),
+                  "--render", str(tmp_path / "r"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert set(doc) == {"model", "backend", "device", "threshold", "results"}
+    assert doc["backend"] == "openvino" and doc["device"] == "CPU" and doc["threshold"] == 0.05
+    assert doc["model"]["classes"] == ["circle", "square", "triangle"] and doc["model"]["random_weights"] is True
+    r = doc["results"][0]
+    assert r["image"] == str(real_photo()) and (r["height"], r["width"]) == (600, 512)
+    assert set(r["timing_ms"]) >= {"preprocess", "inference", "postprocess", "total"}
+    for inst in r["instances"]:
+        assert set(inst) == {"label", "class_id", "score", "box", "mask"}
+        assert inst["label"] == ["circle", "square", "triangle"][inst["class_id"]] and inst["score"] >= 0.05
+        x0, y0, x1, y1 = inst["box"]
+        assert 0 <= x0 <= x1 <= 512 and 0 <= y0 <= y1 <= 600  # JSON rounds to 1e-3 px
+        assert rle_decode(inst["mask"]).shape == (600, 512)
+    rendered = Image.open(tmp_path / "r" / "grace_hopper.png")
+    assert rendered.size == (512, 600)
+    assert f"{len(r['instances'])} detections" in res.stdout
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["predict", "MODEL", "/no/such.jpg"], "image not found: /no/such.jpg"),
+    (["predict", "MODEL", "NOTIMG"], "not an image"),
+    (["predict", "MODEL", "IMG", "--device", "TPU"], "unknown device 'TPU'"),
+    (["predict", "MODEL", "IMG", "--threshold", "1.5"], "must be in [0, 1]"),
+    (["predict", "MODEL", "IMG", "--threshold", "nan"], "NaN"),
+    (["predict", "no_such_model", "IMG"], "unknown model 'no_such_model'"),
+    (["predict", "../../etc/passwd", "IMG"], "unknown model"),
+    (["convert", "faster_rcnn_R_50_FPN_1x", "--weights", "/no/weights.pkl"], "weights file not found"),
+    (["convert", "CFG"], "needs --classes"),
+    (["verify", "no_such_model", "IMG"], "unknown model"),
+])
+def test_bad_input_is_one_clear_line_with_exit_2(args, msg, tiny_ir, tmp_path):
+    notimg = tmp_path / "notimg.jpg"
+    notimg.write_text("<html></html>")
+    cfg = tmp_path / "own.yaml"
+    cfg.write_text("MODEL:\n  META_ARCHITECTURE: GeneralizedRCNN\n")
+    subst = {"MODEL": str(tiny_ir), "IMG": str(real_photo()), "NOTIMG": str(notimg), "CFG": str(cfg)}
+    res = run_cli(*[subst.get(a, a) for a in args])
+    line = one_line_error(res)
+    assert msg in line, res.stderr
+
+
+def test_custom_config_converts_through_the_cli(tmp_path):
+    from ..conftest import write_tiny_config
+
+    cfg = write_tiny_config(tmp_path / "det.yaml", mask=False)
+    res = run_cli("convert", str(cfg), "--weights", "random", "--classes", "cat,dog,bird,fish", "--out", str(tmp_path / "ir"))
+    # the tiny config has 3 classes: 4 names is a user error, said plainly
+    assert "NUM_CLASSES is 3 but 4 class names" in one_line_error(res)
+    res = run_cli("convert", str(cfg), "--weights", "random", "--classes", "cat,dog,bird", "--out", str(tmp_path / "ir"),
+                  "--sample", str(real_photo()))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "ir" / "model.xml").is_file()
+    res = run_cli("predict", str(tmp_path / "ir"), str(real_photo()), "--threshold", "0.05", "--json", str(tmp_path / "p.json"))
+    assert res.returncode == 0
+    inst = json.loads((tmp_path / "p.json").read_text())["results"][0]["instances"]
+    assert all("mask" not in i and i["label"] in ("cat", "dog", "bird") for i in inst)
+
+
+def test_predict_folder_in_throughput_mode_matches_latency_mode(tiny_ir, tmp_path):
+    from ..conftest import random_image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(random_image(240, 320 + 32 * i, seed=i)).save(folder / f"{i}.png")
+    outs = {}
+    for hint in ("LATENCY", "THROUGHPUT"):
+        out = tmp_path / f"{hint}.json"
+        res = run_cli("predict", str(tiny_ir), str(folder), "--hint", hint, "--threshold", "0.05", "--json", str(out))
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert f"4 images in" in res.stdout and hint.lower() in res.stdout
+        outs[hint] = json.loads(out.read_text())["results"]
+    assert [r["image"] for r in outs["LATENCY"]] == [r["image"] for r in outs["THROUGHPUT"]]
+    for a, b in zip(outs["LATENCY"], outs["THROUGHPUT"]):
+        assert len(a["instances"]) == len(b["instances"])
+        for ia, ib in zip(a["instances"], b["instances"]):
+            assert ia["box"] == pytest.approx(ib["box"], abs=1e-2) and ia["label"] == ib["label"]
+
+
+def test_profile_command_prints_op_table(tiny_ir, tmp_path):
+    res = run_cli("profile", str(tiny_ir), str(real_photo()), "--json", str(tmp_path / "p.json"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Convolution" in res.stdout and "slowest ops" in res.stdout
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["ops_ms"] > 0 and doc["by_type"]
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["predict", "MODEL", "IMG", "--static-shape", "300x400"], "multiples of 32"),
+    (["predict", "MODEL", "IMG", "--static-shape", "big"], "expected HxW"),
+    (["convert", "faster_rcnn_R_50_FPN_1x", "--precision", "int8"], "needs --calibration"),
+    (["predict", "faster_rcnn_R_50_FPN_1x", "IMG", "--precision", "INT8"], "no INT8 IR"),
+])
+def test_performance_options_reject_bad_values(args, msg, tiny_ir):
+    subst = {"MODEL": str(tiny_ir), "IMG": str(real_photo())}
+    line = one_line_error(run_cli(*[subst.get(a, a) for a in args]))
+    assert msg in line

@@ -1,0 +1,93 @@
+"""d2ov as an installed package: the wheel built from this repository, installed into a fresh venv
+outside it, runs `d2ov predict` on the bundled demo model with only openvino, numpy and Pillow (no
+torch), and with the `app` extra `d2ov serve` answers /detect (drawn without Detectron2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ..conftest import ROOT
+from ..helpers import free_port, stop, wait_until_up
+
+pytestmark = pytest.mark.slow
+ARTIFACTS = ROOT / "tests" / "_artifacts"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    dist = tmp_path_factory.mktemp("dist")
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                          "-q", "-w", str(dist)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    wheel = next(dist.glob("d2ov-*.whl"))
+    venv = tmp_path_factory.mktemp("wheel_venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    t0 = time.perf_counter()
+    res = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], capture_output=True, text=True,
+                         timeout=900, env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "wheel.json").write_text(json.dumps({"wheel_mb": round(wheel.stat().st_size / 1e6, 1),
+                                                     "core_install_s": round(time.perf_counter() - t0, 1)}))
+    return wheel, venv
+
+
+def run(venv: Path, *args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(cwd), "D2OV_CACHE": str(cwd / "cache")}
+    return subprocess.run([str(venv / "bin" / args[0]), *args[1:]], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=timeout)
+
+
+def test_core_install_predicts_the_demo_model_without_torch(installed, tmp_path):
+    wheel, venv = installed
+    code = ("import importlib.util as u, json, d2ov_core.store.catalog as c; print(json.dumps({'missing': "
+            "[u.find_spec(m) is None for m in ('torch', 'detectron2', 'gradio')], 'repo': str(c.REPO_ROOT), "
+            "'sample': str(c.sample_images()[0])}))")
+    py = run(venv, "python", "-c", code, cwd=tmp_path)
+    assert py.returncode == 0, py.stderr[-2000:]
+    info = json.loads(py.stdout)
+    assert info["missing"] == [True, True, True] and info["repo"] == "None"  # torch-free, not a checkout
+    sample = info["sample"]
+    assert "site-packages" in sample
+    res = run(venv, "d2ov", "predict", sample, "--json", "out.json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads((tmp_path / "out.json").read_text())
+    assert doc["model"]["name"] == "demo/mask_rcnn_shapes" and len(doc["results"][0]["instances"]) > 0
+    assert "site-packages/d2ov_core/data/ir/" in doc["model"]["ir"]
+    # what needs torch says so in one line
+    res = run(venv, "d2ov", "convert", "demo/mask_rcnn_shapes", cwd=tmp_path)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+
+
+def test_app_extra_serves_the_demo_models(installed, tmp_path):
+    from gradio_client import Client, handle_file
+
+    wheel, venv = installed
+    res = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"{wheel}[app]"], capture_output=True, text=True,
+                         timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    port = free_port()
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "D2OV_CACHE": str(tmp_path / "cache"),
+           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([str(venv / "bin" / "d2ov"), "serve", "--port", str(port)], cwd=tmp_path, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            wait_until_up(proc, url, log_path, timeout=180)
+            sample = next((venv / "lib").glob("python3*/site-packages/d2ov_core/data/samples/shapes_1.jpg"))
+            out = Client(url, verbose=False).predict(handle_file(str(sample)), "demo/faster_rcnn_shapes", "CPU", 0.5,
+                                                     api_name="/detect")
+            assert len(out[1]["data"]) > 0 and Path(out[0]).is_file()
+        finally:
+            stop(proc)
+    assert "d2ov's own drawing (Detectron2 is not installed)" in log_path.read_text()

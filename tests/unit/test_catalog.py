@@ -1,0 +1,59 @@
+import pytest
+
+from d2ov_core.store import catalog
+
+from d2ov_core.export import compat
+from d2ov_core.errors import ModelNotFoundError
+
+compat.apply()
+from detectron2 import model_zoo  # noqa: E402
+
+RCNN = [n for n in catalog.names() if n.startswith("COCO-")]
+
+
+def test_every_rcnn_config_of_the_model_zoo_is_in_the_catalog():
+    import os
+
+    root = os.path.dirname(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
+    root = os.path.dirname(root)
+    expected = set()
+    for folder in ("COCO-Detection", "COCO-InstanceSegmentation"):
+        for f in os.listdir(os.path.join(root, folder)):
+            if f.endswith(".yaml") and (f.startswith(("faster_rcnn", "mask_rcnn", "retinanet"))) and "giou" not in f:
+                expected.add(f"{folder}/{f[:-5]}")
+    assert expected <= set(RCNN), sorted(expected - set(RCNN))
+    assert len(expected) == 23
+
+
+@pytest.mark.parametrize("name", RCNN)
+def test_zoo_entries_are_complete(name):
+    spec = catalog.get(name)
+    assert model_zoo.get_config_file(spec.config)
+    assert spec.weights.startswith("https://dl.fbaipublicfiles.com/detectron2/" + name + "/")
+    assert spec.weights.endswith(".pkl")
+    assert len(spec.classes) == 80 and spec.classes[0] == "person"
+    assert 35 <= spec.box_ap <= 45
+    assert (spec.mask_ap is not None) == (spec.task == "instance_segmentation")
+
+
+def test_seed_models_and_published_ap():
+    assert catalog.get("COCO-Detection/faster_rcnn_R_50_FPN_1x").box_ap == 37.9
+    m = catalog.get("COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x")
+    assert (m.box_ap, m.mask_ap) == (42.9, 38.6)
+    assert catalog.get("mask_rcnn_R_101_FPN_3x.yaml") is m  # short name and .yaml tolerated
+
+
+@pytest.mark.parametrize("bad", ["faster_rcnn_R50", "../etc/passwd", "", "COCO-Detection/"])
+def test_unknown_names_raise_with_suggestions(bad):
+    with pytest.raises(ModelNotFoundError, match="unknown model"):
+        catalog.get(bad)
+
+
+def test_error_suggests_close_names():
+    with pytest.raises(ModelNotFoundError, match="did you mean COCO-Detection/faster_rcnn_R_50_FPN"):
+        catalog.get("COCO-Detection/faster_rcnn_R_50_FPN")
+
+
+def test_custom_requires_existing_config(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="config file not found"):
+        catalog.custom(tmp_path / "nope.yaml", "random", ["a"])

@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_util
+
+from d2ov_core.runtime.detections import Detections, rle_decode, rle_encode
+from d2ov_core.errors import InputError
+
+
+def make(n=3, h=20, w=30, masks=True):
+    rng = np.random.default_rng(n)
+    return Detections(
+        boxes=rng.uniform(0, 20, (n, 4)),
+        scores=np.linspace(0.9, 0.1, n),
+        class_ids=np.arange(n) % 2,
+        labels=np.array(["a", "b"])[np.arange(n) % 2],
+        image_size=(h, w),
+        masks=rng.random((n, h, w)) > 0.5 if masks else None,
+    )
+
+
+def test_empty_has_right_shapes_and_serialises():
+    d = Detections.empty((10, 20), with_masks=True)
+    assert len(d) == 0 and d.boxes.shape == (0, 4) and d.masks.shape == (0, 10, 20)
+    assert d.to_dict() == {"height": 10, "width": 20, "timing_ms": {}, "instances": []}
+    assert len(d.filter(0.5)) == 0
+
+
+@pytest.mark.parametrize("field,value,msg", [
+    ("boxes", np.zeros((3, 5)), r"boxes: expected shape \(3, 4\), found \(3, 5\)"),
+    ("class_ids", np.zeros(2), r"class_ids: expected shape \(3,\), found \(2,\)"),
+    ("masks", np.zeros((3, 5, 5), bool), r"masks: expected shape \(3, 20, 30\), found \(3, 5, 5\)"),
+])
+def test_shapes_are_checked_on_construction(field, value, msg):
+    d = make()
+    kwargs = dict(boxes=d.boxes, scores=d.scores, class_ids=d.class_ids, labels=d.labels, image_size=d.image_size, masks=d.masks)
+    kwargs[field] = value
+    with pytest.raises(ValueError, match=msg):
+        Detections(**kwargs)
+
+
+def test_filter_and_indexing_keep_fields_aligned():
+    d = make(5)
+    f = d.filter(0.5)
+    assert np.all(f.scores >= 0.5) and len(f) == 3
+    assert f.masks.shape == (3, 20, 30)
+    np.testing.assert_array_equal(f.boxes, d.boxes[:3])
+    one = d[4]
+    assert len(one) == 1 and one.labels[0] == d.labels[4]
+
+
+def test_to_dict_is_plain_json_with_rle_masks():
+    d = make(2)
+    doc = json.loads(json.dumps(d.to_dict()))
+    inst = doc["instances"][0]
+    assert set(inst) == {"label", "class_id", "score", "box", "mask"}
+    assert inst["mask"]["size"] == [20, 30]
+    np.testing.assert_array_equal(rle_decode(inst["mask"]), d.masks[0])
+    assert "mask" not in make(1, masks=False).to_dict()["instances"][0]
+
+
+@pytest.mark.parametrize("shape,kind", [((1, 1), "ones"), ((1, 1), "zeros"), ((7, 5), "random"), ((64, 48), "random"),
+                                        ((30, 40), "zeros"), ((30, 40), "ones"), ((100, 3), "random")])
+def test_rle_matches_pycocotools(shape, kind):
+    rng = np.random.default_rng(sum(shape))
+    m = {"ones": np.ones(shape, bool), "zeros": np.zeros(shape, bool), "random": rng.random(shape) > 0.3}[kind]
+    ours = rle_encode(m)
+    ref = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
+    assert ours["counts"] == ref["counts"].decode()
+    assert ours["size"] == list(ref["size"])
+    np.testing.assert_array_equal(rle_decode(ours), m)

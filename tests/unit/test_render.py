@@ -1,0 +1,48 @@
+"""Rendering: both renderers draw boxes, labels and masks where the detections are, and leave the
+rest of the image alone; an empty result draws nothing."""
+
+import numpy as np
+import pytest
+
+from d2ov_core.runtime.detections import Detections
+from d2ov_core.serve.render import render, renderer
+
+H, W = 120, 160
+
+
+def detections(with_masks=True) -> Detections:
+    masks = np.zeros((2, H, W), bool)
+    masks[0, 30:60, 20:60] = True
+    masks[1, 70:100, 100:140] = True
+    return Detections(boxes=[[20, 30, 60, 60], [100, 70, 140, 100]], scores=[0.97, 0.6], class_ids=[0, 2],
+                      labels=["circle", "triangle"], image_size=(H, W), masks=masks if with_masks else None)
+
+
+@pytest.fixture()
+def image():
+    return np.full((H, W, 3), 128, np.uint8)
+
+
+@pytest.mark.parametrize("style", ["plain", "detectron2"])
+def test_draws_on_the_detections_only(style, image):
+    out = render(image, detections(), ["circle", "square", "triangle"], style=style)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    diff = np.abs(out.astype(int) - image).sum(axis=2)
+    assert (diff[35:55, 25:55] > 0).mean() > 0.9 and (diff[75:95, 105:135] > 0).mean() > 0.9  # masks tinted
+    assert diff[105:, :15].max() <= 2  # a corner far from every detection is untouched
+
+
+@pytest.mark.parametrize("style", ["plain", "detectron2"])
+def test_empty_detections_leave_the_image(style, image):
+    out = render(image, Detections.empty((H, W), with_masks=True), ["circle"], style=style)
+    assert np.abs(out.astype(int) - image).max() <= 2
+
+
+def test_plain_renderer_without_masks_draws_box_outlines(image):
+    out = render(image, detections(with_masks=False), ["circle", "square", "triangle"], style="plain")
+    diff = np.abs(out.astype(int) - image).sum(axis=2)
+    assert diff[45, 20] > 0 and diff[45, 40] == 0  # the box's left edge, not its inside
+
+
+def test_renderer_is_detectron2_where_it_is_installed():
+    assert renderer() == "detectron2"  # the repository's environment has detectron2 and torch

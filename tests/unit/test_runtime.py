@@ -1,0 +1,50 @@
+"""runtime.ir: reading IRs and their metadata, compiling, and the errors users see."""
+
+import numpy as np
+import pytest
+
+from d2ov_core.errors import DeviceError, InputError, IRError
+from d2ov_core.runtime import ir
+from d2ov_core.store import lookup
+
+from ..helpers import no_metadata_ir
+
+XML = lookup.bundled_ir("demo/faster_rcnn_shapes", "FP16")
+
+
+def test_metadata_is_typed():
+    meta = ir.read_metadata(XML)
+    assert meta["labels"] == ["circle", "square", "triangle"] and meta["task"] == "detection"
+    assert isinstance(meta["min_size"], int) and isinstance(meta["graph_score_threshold"], float)
+    assert meta["outputs"][:2] == ["boxes", "classes"] and meta["graph_revision"] == lookup.GRAPH_REVISION
+
+
+def test_compiled_ir_runs_and_names_outputs():
+    c = ir.load_ir(XML)
+    out = c.infer(np.zeros((3, 64, 96), np.float32))
+    assert set(out) == set(c.output_names) and out["image_size"].tolist() == [64, 96]
+    assert out["boxes"].shape[1:] == (4,)
+
+
+@pytest.mark.parametrize("kwargs,exc,msg", [
+    ({"hint": "FAST"}, InputError, "unknown performance hint"),
+    ({"compute": "fp8"}, InputError, "unknown compute precision"),
+    ({"device": "TPU"}, DeviceError, "unknown device 'TPU'"),
+    ({"static_shape": (100, 64)}, IRError, "multiples of 32"),
+])
+def test_bad_options_are_one_line_errors(kwargs, exc, msg):
+    with pytest.raises(exc, match=msg):
+        ir.load_ir(XML, **kwargs)
+
+
+def test_files_that_are_not_d2ov_irs(tmp_path):
+    with pytest.raises(IRError, match="expected an OpenVINO IR .xml"):
+        ir.read_metadata(tmp_path / "model.bin")
+    with pytest.raises(IRError, match="IR file not found"):
+        ir.read_metadata(tmp_path / "nope.xml")
+    with pytest.raises(IRError, match="not a d2ov IR"):
+        ir.read_metadata(no_metadata_ir(tmp_path / "plain"))
+
+
+def test_cpu_is_available():
+    assert "CPU" in ir.available_devices()

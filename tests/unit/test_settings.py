@@ -1,0 +1,50 @@
+"""The settings table: typed rt_info values, user-value checks, the precision table."""
+
+import math
+
+import pytest
+
+from d2ov_core.errors import InputError
+from d2ov_core.runtime import settings as S
+
+
+@pytest.mark.parametrize("key,value", [("labels", ["traffic light", "a,b", "ü"]), ("min_size", 800),
+                                       ("graph_score_threshold", 0.05), ("random_weights", True),
+                                       ("labels", [])])
+def test_encode_decode_round_trip(key, value):
+    text = S.encode(key, value)
+    assert isinstance(text, str)
+    assert S.decode(key, text) == value
+
+
+def test_decode_rejects_a_malformed_list():
+    with pytest.raises(ValueError, match="expected a JSON list"):
+        S.decode("labels", '"circle"')
+
+
+@pytest.mark.parametrize("value,msg", [(1.5, r"must be in \[0, 1\]"), (-0.1, r"must be in \[0, 1\]"),
+                                       (math.nan, "NaN"), ("abc", "must be a float")])
+def test_check_value_names_the_range(value, msg):
+    with pytest.raises(InputError, match=msg):
+        S.check_value("confidence_threshold", value)
+
+
+def test_check_value_accepts_the_range_and_converts():
+    assert S.check_value("confidence_threshold", "0.25") == 0.25
+    assert S.check_value("confidence_threshold", 0) == 0.0 and S.check_value("confidence_threshold", 1) == 1.0
+
+
+def test_every_required_setting_has_a_description_and_choices_fit_the_default():
+    for s in S.SETTINGS.values():
+        assert s.description
+        if s.choices:
+            assert s.default in s.choices, s.key
+
+
+def test_precision_table():
+    assert S.precision("bf16") == S.PRECISIONS["BF16"]
+    assert S.PRECISIONS["BF16"].ir == "FP16" and S.PRECISIONS["BF16"].compute == "bf16"
+    assert {p.ir for p in S.PRECISIONS.values()} == set(S.IR_PRECISIONS)
+    assert S.precision(None).name == S.DEFAULT_PRECISION
+    with pytest.raises(InputError, match="expected one of FP16, FP32, BF16, INT8"):
+        S.precision("FP8")
