@@ -37,7 +37,7 @@ else
   "$VPY" tools/install_detectron2.py
   pipq install --no-deps --no-build-isolation -e .
   "$VPY" -W ignore -c "
-import d2ov_core.compat as c; c.apply()
+import d2ov_core.export.compat as c; c.apply()
 from detectron2 import model_zoo
 p = model_zoo.get_config_file('COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml')
 print('[setup] detectron2 ok, model-zoo configs at', p.rsplit('/', 2)[0])

@@ -56,8 +56,8 @@ def run(args) -> int:
         max_drop = args.max_ap_drop if args.max_ap_drop is not None else (1.0 if args.precision == "INT8" else None)
         measure = AccuracyCheck(args.annotations, args.images, limit=args.eval_limit, max_drop=max_drop,
                                 progress=not args.quiet)
-        if args.precision == "INT8" and not args.recipe:
-            recipes = list(RECIPES.values())  # the default first, then the fallbacks, until one holds
+        if args.precision == "INT8" and not args.recipe:  # d2ov's recipes in order until one holds
+            recipes = [r for r in RECIPES.values() if r.name.startswith("d2ov")]
     xml = convert(spec, weights=args.weights, out=args.out, fp16=args.precision == "FP16", sample=args.sample,
                   calibration=args.calibration, calibration_size=args.calibration_size, recipes=recipes,
                   measure=measure)

@@ -215,7 +215,7 @@ def _trace_and_convert(net, spec: ModelSpec, meta: dict[str, Any], sample: Path,
 
     import torch
 
-    from .patches import exportable_padding
+    from .patches import exportable
     from .trace import traceable
 
     chw, _ = preprocess(load_image(sample), meta)
@@ -228,7 +228,7 @@ def _trace_and_convert(net, spec: ModelSpec, meta: dict[str, Any], sample: Path,
         log.warning("the model detects nothing in the trace image %s: check the result on other images", sample)
     tell("converting to OpenVINO IR")
     try:
-        with exportable_padding():
+        with exportable():
             ov_model = convert_torch(adapter, (torch.as_tensor(chw),), names)
     except ConversionError:
         raise

@@ -153,14 +153,17 @@ class ModelService:
         return [p.name for p in PRECISIONS.values() if p.ir in have and self._runs_on(p, device)]
 
     def accuracy(self, name: str) -> dict[str, Any]:
-        """Accuracy measured at conversion, per precision, from the metadata of ``name``'s IRs on this
-        server (see :mod:`d2ov_core.measure.accuracy`); empty when none was measured."""
-        rows: dict[str, Any] = {}
+        """Accuracy measured at conversion (see :mod:`d2ov_core.measure.accuracy`), per precision, each
+        from the metadata of the IR that precision runs (BF16: the FP16 IR), plus the float reference
+        (FP32) from whichever IR measured it; empty when none was measured."""
+        metas = {}
         for ir in IR_PRECISIONS:
             st = self.state(name, ir)
             if st.status == "ready" and st.xml is not None:
-                for p, row in metadata(st.xml)["accuracy"].items():
-                    rows.setdefault(p, row) if p == "FP32" else rows.__setitem__(p, row)
+                metas[ir] = metadata(st.xml)["accuracy"]
+        rows = {p: metas[PRECISIONS[p].ir][p] for p in PRECISIONS if p in metas.get(PRECISIONS[p].ir, {})}
+        if "FP32" not in rows:
+            rows.update(next(({"FP32": m["FP32"]} for m in metas.values() if "FP32" in m), {}))
         return rows
 
     @staticmethod

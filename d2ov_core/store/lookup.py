@@ -34,8 +34,9 @@ __all__ = ["GRAPH_REVISION", "IR_NAME", "BUNDLED_IR_DIR", "bundled_ir", "cached_
            "metadata"]
 
 #: d2ov's conversion revision, bumped when the IR changes for the same inputs. 2: exact padding;
-#: 3: INT8 keeps the mask head in floating point; 4: stable proposal ranking; 5: its fast form.
-GRAPH_REVISION = 5
+#: 3: INT8 keeps the mask head in floating point; 4: stable proposal ranking; 5: its fast form; 6: no
+#: sort of the chosen proposals (TopK, index order; NMS ranks them), ROI pooling gathered into box order.
+GRAPH_REVISION = 6
 log = logging.getLogger("d2ov")
 IR_NAME = "model.xml"
 BUNDLED_IR_DIR = DATA_DIR / "ir"

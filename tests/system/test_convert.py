@@ -164,8 +164,8 @@ def test_tied_proposal_scores_rank_alike_in_openvino():
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
-def test_stable_topk_is_the_head_of_a_stable_sort():
-    """d2ov's fast stable top-k equals the first k of a stable full sort, ties included."""
+def test_stable_topk_takes_the_head_of_a_stable_sort_in_index_order():
+    """d2ov's top-k picks exactly the first k of a stable full sort, ties included, in index order."""
     import torch
 
     from d2ov_core.export import patches
@@ -175,5 +175,41 @@ def test_stable_topk_is_the_head_of_a_stable_sort():
     x[torch.rand(2, 5000, generator=g) < 0.6] = -0.25  # the k-th value is a tie
     for k in (1, 999, 4000, 5000):
         values, idx = torch.sort(x, dim=1, descending=True, stable=True)
+        want_idx = torch.sort(idx[:, :k], dim=1).values
         got_v, got_i = patches._stable_topk(x, k)
-        assert torch.equal(got_v, values[:, :k]) and torch.equal(got_i, idx[:, :k])
+        assert torch.equal(got_i, want_idx) and torch.equal(got_v, torch.gather(x, 1, want_idx))
+
+
+def test_exportable_pooling_converts_to_the_same_values():
+    """The multi-level ROI pooler traced under patches.exportable_pooling (per-level results gathered
+    into box order, no zero buffer + index_put) gives Detectron2's eager values in OpenVINO, boxes of
+    every level included, and eager Detectron2 is untouched."""
+    import openvino as ov
+    import torch
+
+    from d2ov_core.export import patches
+    from detectron2.modeling.poolers import ROIPooler
+    from detectron2.structures import Boxes
+
+    pooler = ROIPooler(output_size=7, scales=(1 / 4, 1 / 8, 1 / 16, 1 / 32), sampling_ratio=0, pooler_type="ROIAlignV2")
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.randn(1, 8, 256 // s, 320 // s, generator=g) for s in (4, 8, 16, 32)]
+    xy = torch.rand(60, 2, generator=g) * 200
+    wh = torch.cat([torch.full((15, 2), 12.0), torch.full((15, 2), 90.0), torch.full((15, 2), 200.0),
+                    torch.full((15, 2), 400.0)]) * (0.8 + 0.4 * torch.rand(60, 2, generator=g))
+    boxes = torch.cat([xy, xy + wh], 1)[torch.randperm(60, generator=g)]
+
+    class Pool(torch.nn.Module):
+        def forward(self, f0, f1, f2, f3, b):
+            return pooler([f0, f1, f2, f3], [Boxes(b)])
+
+    want = Pool()(*feats, boxes)
+    with patches.exportable_pooling():
+        model = ov.convert_model(Pool(), example_input=(*feats, boxes))
+        assert torch.equal(Pool()(*feats, boxes), want)  # eager calls keep Detectron2's code
+    kinds = {op.get_type_name() for op in model.get_ops()}
+    assert "ScatterNDUpdate" not in kinds, kinds  # no (boxes, C, 7, 7) zero buffer written into
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = compiled([t.numpy() for t in (*feats, boxes)])[0]
+    assert got.shape == tuple(want.shape)
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
