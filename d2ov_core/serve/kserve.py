@@ -1,7 +1,8 @@
 """A KServe custom predictor for d2ov IRs: kserve's ``ModelServer`` answering v2 (Open Inference
 Protocol) requests with the IR's raw outputs, what OpenVINO Model Server returns for the same IR.
 
-    python -m d2ov_core.serve.kserve --ir PATH/model.xml --name NAME [--http-port 8080] [--host 127.0.0.1]
+    python -m d2ov_core.serve.kserve --ir PATH/model.xml [--name NAME] [--http-port 8080] [--host 127.0.0.1]
+    python -m d2ov_core.serve.kserve --ir A/model.xml --ir B/model.xml ...   (several models, one server)
 
 Needs ``pip install 'd2ov[serve]'`` (kserve; see ``requirements-serve.txt``). No torch.
 
@@ -203,13 +204,18 @@ def _add_routes(models: dict[str, Any], binary_fast_path: bool = True) -> None:
         app.add_route("/v2/models/{model_name}/infer", infer, methods=["POST"])
 
 
-def serve(xml: str | os.PathLike, name: str, http_port: int = 8080, host: str = "127.0.0.1", device: str = "CPU",
+def serve(irs: dict[str, str | os.PathLike], http_port: int = 8080, host: str = "127.0.0.1", device: str = "CPU",
           hint: str = "LATENCY", binary_fast_path: bool = True) -> None:
-    """Load the IR and run kserve's ModelServer on ``host:http_port`` until stopped (SIGTERM/SIGINT)."""
+    """Load the IRs (``{name: xml}``) and run kserve's ModelServer on ``host:http_port`` until stopped
+    (SIGTERM/SIGINT)."""
     import kserve
 
-    model = _model_class()(name, xml, device=device, hint=hint)
-    model.load()
+    models = {}
+    for name, xml in irs.items():
+        models[name] = _model_class()(name, xml, device=device, hint=hint)
+        models[name].load()
+        log.info("serving %s (%s) as http://%s:%d/v2/models/%s", xml, models[name].ir.metadata["model_name"], host,
+                 http_port, name)
 
     class LoopbackModelServer(kserve.ModelServer):
         def setup_event_loop(self):  # start() has built the REST server; it binds when the loop runs
@@ -217,17 +223,17 @@ def serve(xml: str | os.PathLike, name: str, http_port: int = 8080, host: str = 
                 self._rest_server.config.host = host
             super().setup_event_loop()
 
-    _add_routes({name: model}, binary_fast_path)
-    log.info("serving %s (%s) as %r on http://%s:%d/v2/models/%s", xml, model.ir.metadata["model_name"], name, host,
-             http_port, name)
-    LoopbackModelServer(http_port=http_port, enable_grpc=False, workers=1).start([model])
+    _add_routes(models, binary_fast_path)
+    LoopbackModelServer(http_port=http_port, enable_grpc=False, workers=1).start(list(models.values()))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m d2ov_core.serve.kserve",
                                 description="Serve a d2ov IR with KServe's ModelServer (v2 REST protocol).")
-    p.add_argument("--ir", required=True, help="the IR's model.xml (its .bin beside it)")
-    p.add_argument("--name", help="the model's name on the server (default: the IR's model name, '/' -> '__')")
+    p.add_argument("--ir", required=True, action="append", help="the IR's model.xml (its .bin beside it); repeat "
+                   "to serve several")
+    p.add_argument("--name", help="the model's name on the server (one --ir only; default: the last part of the "
+                   "IR's model name, e.g. mask_rcnn_shapes)")
     p.add_argument("--http-port", type=int, default=int(os.environ.get("D2OV_KSERVE_PORT", 8080)))
     p.add_argument("--host", default=os.environ.get("D2OV_KSERVE_HOST", "127.0.0.1"),
                    help="bind address (default 127.0.0.1; 0.0.0.0 in a container)")
@@ -248,8 +254,14 @@ def main(argv=None) -> int:
     # kserve.model_server parses sys.argv when imported: show it only what is its own (nothing)
     sys.argv = sys.argv[:1]
     try:
-        name = args.name or runtime.read_metadata(args.ir)["model_name"].replace("/", "__")
-        serve(args.ir, name, http_port=args.http_port, host=args.host, device=args.device, hint=args.hint,
+        from .ovms import check_name, model_name
+
+        if args.name and len(args.ir) > 1:
+            raise D2ovError("--name names one model: with several --ir, each is named after its IR")
+        irs = {check_name(args.name) if args.name else model_name(runtime.read_metadata(xml)): xml for xml in args.ir}
+        if len(irs) < len(args.ir):
+            raise D2ovError(f"two IRs would have the same name ({', '.join(args.ir)})")
+        serve(irs, http_port=args.http_port, host=args.host, device=args.device, hint=args.hint,
               binary_fast_path=not args.kserve_decoding)
     except D2ovError as e:
         print(f"d2ov: error: {e}", file=sys.stderr)
