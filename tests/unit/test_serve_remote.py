@@ -105,3 +105,27 @@ def test_service_with_a_server_that_is_down_or_not_d2ov(fake, tmp_path, monkeypa
     with pytest.raises(IRError, match="remote/faster is not usable: .*not a d2ov model"):
         service.canonical("remote/faster")
     fake.mode = "ok"
+
+
+# ----------------------------------------------------------------------------- the KServe examples
+
+def test_kserve_examples_parse_and_name_the_real_entry_point():
+    """docs/kserve/*.yaml are examples (no cluster here); at least they parse and their commands are real."""
+    import yaml
+
+    from d2ov_core.serve import kserve
+
+    from ..conftest import ROOT
+
+    custom = yaml.safe_load((ROOT / "docs" / "kserve" / "inferenceservice-custom.yaml").read_text())
+    container = custom["spec"]["predictor"]["containers"][0]
+    assert custom["kind"] == "InferenceService" and container["command"] == ["python", "-m", "d2ov_core.serve.kserve"]
+    args = kserve.parse_args(container["args"])
+    assert args.ir == ["/mnt/models/1/model.xml"] and args.host == "0.0.0.0" and args.http_port == 8080
+    ovms_isvc = yaml.safe_load((ROOT / "docs" / "kserve" / "inferenceservice-ovms.yaml").read_text())
+    model = ovms_isvc["spec"]["predictor"]["model"]
+    assert model["modelFormat"]["name"] == "openvino_ir" and model["protocolVersion"] == "v2"
+    plugin = next(a for a in model["args"] if a.startswith("--plugin_config="))
+    assert json.loads(plugin.split("=", 1)[1]) == ovms.config_entry("x")["config"]["plugin_config"]
+    dockerfile = (ROOT / "docs" / "kserve" / "Dockerfile").read_text()
+    assert "requirements-serve.txt" in dockerfile and '"-m", "d2ov_core.serve.kserve"' in dockerfile
