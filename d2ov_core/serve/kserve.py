@@ -224,7 +224,9 @@ def serve(irs: dict[str, str | os.PathLike], http_port: int = 8080, host: str = 
             super().setup_event_loop()
 
     _add_routes(models, binary_fast_path)
-    LoopbackModelServer(http_port=http_port, enable_grpc=False, workers=1).start(list(models.values()))
+    server = LoopbackModelServer(http_port=http_port, enable_grpc=False, workers=1)  # configures kserve's logging
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # two timing lines per request otherwise
+    server.start(list(models.values()))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
