@@ -9,9 +9,9 @@ For each backend and each N: N client threads share one predictor and take the b
 done, after N warm-up requests. A request is the whole pipeline (preprocess, inference, postprocess);
 ``remote`` sends the preprocessed tensor to the KServe predictor (``python -m d2ov_core.serve.kserve``,
 127.0.0.1, LATENCY hint, d2ov's binary decoding) and postprocesses its answer here; ``remote (kserve
-decoding)`` is the same server with ``--kserve-decoding`` (kserve 0.21's own handler). Reported:
-wall time, images/s (requests / wall), median and 90th-percentile latency per request. One run; the
-machine's load average before and after is recorded because other work may share its cores.
+decoding)`` is the same server with ``--kserve-decoding`` (kserve 0.21's own handler). The servers start first and the backends take turns at each N. Reported: wall time, images/s
+(requests / wall), median and 90th-percentile latency per request. One run; the machine's load
+average before and after is recorded because other work may share its cores.
 Writes ``OUT/bench.json`` and ``OUT/bench.md``.
 """
 
@@ -130,23 +130,25 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     rows = []
 
-    def measure(backend: str, predictor: Predictor) -> None:
-        for n in args.clients:
-            row = {"backend": backend, **run(predictor, images, n, args.requests)}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-
-    measure("in-process", Predictor(xml))
     servers = [("remote (KServe predictor)", ())] + ([] if args.no_stock else
                                                       [("remote (kserve decoding)", ("--kserve-decoding",))])
-    for backend, extra in servers:
-        proc, url = start_server(serve_python, xml, out / ".server.log", *extra)
-        try:
-            measure(backend, Predictor(server=url, timeout=120))
-        finally:
+    procs, predictors = [], {"in-process": Predictor(xml)}
+    try:
+        for i, (backend, extra) in enumerate(servers):  # both servers up first (idle ones cost nothing) ...
+            proc, url = start_server(serve_python, xml, out / f".server{i}.log", *extra)
+            procs.append(proc)
+            predictors[backend] = Predictor(server=url, timeout=120)
+        for n in args.clients:  # ... so that the backends take turns at each N: load drift hits them alike
+            for backend, predictor in predictors.items():
+                row = {"backend": backend, **run(predictor, images, n, args.requests)}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    finally:
+        for proc in procs:
             proc.terminate()
             proc.wait(30)
-    (out / ".server.log").unlink(missing_ok=True)
+    for log in out.glob(".server*.log"):
+        log.unlink()
     doc = {"model": args.model, "ir": str(xml.relative_to(ROOT)), "images": [p.name for p in catalog.sample_images()],
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "kserve": kserve_version,
            "load_average_before": [round(v, 2) for v in load_before],
@@ -160,7 +162,8 @@ def main(argv=None) -> int:
              f"{doc['load_average_before'][0]} / {doc['load_average_after'][0]} (1 min). One run.", "",
              "| backend | clients | images/s | vs in-process | median ms | p90 ms | wall s |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
+    order = list(predictors)
+    for r in sorted(rows, key=lambda r: (order.index(r["backend"]), r["clients"])):
         lines.append(f"| {r['backend']} | {r['clients']} | {r['images_per_s']:.2f} | "
                      f"{r['images_per_s'] / base[r['clients']]:.2f}x | {r['median_ms']:.0f} | {r['p90_ms']:.0f} | "
                      f"{r['wall_s']:.1f} |")
