@@ -129,3 +129,9 @@ def test_kserve_examples_parse_and_name_the_real_entry_point():
     assert json.loads(plugin.split("=", 1)[1]) == ovms.config_entry("x")["config"]["plugin_config"]
     dockerfile = (ROOT / "docs" / "kserve" / "Dockerfile").read_text()
     assert "requirements-serve.txt" in dockerfile and '"-m", "d2ov_core.serve.kserve"' in dockerfile
+
+
+def test_the_space_does_not_get_kserve():
+    from d2ov_core.serve.space import SPACE_REQUIREMENTS
+
+    assert "kserve" not in SPACE_REQUIREMENTS.lower()
