@@ -17,6 +17,7 @@ __all__ = [
     "DownloadError",
     "ConversionError",
     "NotReadyError",
+    "ServerError",
     "first_line",
 ]
 
@@ -69,3 +70,8 @@ class ConversionError(D2ovError):
 
 class NotReadyError(D2ovError):
     """A model the server knows is not ready: being prepared (try again soon) or unavailable (why)."""
+
+
+class ServerError(D2ovError):
+    """A remote model server (KServe v2 protocol: d2ov's KServe predictor, OpenVINO Model Server) is
+    unreachable, did not answer in time, or answered something that is not a d2ov model's output."""

@@ -45,6 +45,21 @@ print('[setup] detectron2 ok, model-zoo configs at', p.rsplit('/', 2)[0])
   stamp_of > "$STAMP"
 fi
 
+# The KServe predictor's own venv (kserve conflicts with .venv's psutil/pandas: requirements-serve.txt)
+SERVE_VENV=${D2OV_SERVE_VENV:-$ROOT/.venv-serve}
+SERVE_STAMP="$SERVE_VENV/.d2ov-setup-stamp"
+serve_stamp() { cat requirements-serve.txt pyproject.toml | sha256sum | cut -d' ' -f1; }
+if [ -f "$SERVE_STAMP" ] && [ "$(cat "$SERVE_STAMP")" = "$(serve_stamp)" ] \
+   && "$SERVE_VENV/bin/python" -c "import kserve, d2ov_core" 2>/dev/null; then
+  echo "[setup] .venv-serve is up to date"
+else
+  echo "[setup] creating $SERVE_VENV (kserve, OpenVINO: about a minute)"
+  [ -x "$SERVE_VENV/bin/python" ] || "$PY" -m venv "$SERVE_VENV"
+  VPY="$SERVE_VENV/bin/python" pipq install -r requirements-serve.txt
+  VPY="$SERVE_VENV/bin/python" pipq install --no-deps -e .
+  serve_stamp > "$SERVE_STAMP"
+fi
+
 if [ "${D2OV_BROWSER:-0}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then
   echo "[setup] installing Debian's chromium for the browser tests"
   if [ "$(id -u)" = "0" ]; then SUDO=""; else SUDO="sudo"; fi

@@ -14,12 +14,12 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import D2ovError, DownloadError
-from . import bench, catalog, convert, evaluate, hub, predict, serve, space, verify
+from . import bench, catalog, convert, evaluate, export, hub, predict, serve, space, verify
 
 __all__ = ["main", "build_parser"]
 
 #: in the order `d2ov --help` lists them
-COMMANDS = [catalog, convert, predict, verify, evaluate, bench, hub, space, serve]
+COMMANDS = [catalog, convert, predict, verify, evaluate, bench, hub, export, space, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,29 +26,55 @@ def register(sub) -> None:
     thr = S.SETTINGS["confidence_threshold"]
     p.add_argument("--threshold", type=threshold_type, default=None,
                    help=f"{thr.description} (default {thr.default}; 0.05 is frozen into the graph)")
+    p.add_argument("--server", metavar="URL",
+                   help="run the model on this KServe-v2 model server (d2ov's KServe predictor, OpenVINO Model "
+                        "Server): images are decoded, pre- and postprocessed here, the graph runs there")
+    p.add_argument("--remote-model", metavar="NAME", help="the model's name on --server (default: its only model)")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="seconds allowed per request to --server (default: D2OV_SERVER_TIMEOUT, else 60)")
     p.add_argument("--json", help="write results to this JSON file")
     p.add_argument("--render", help="write rendered images (PNG) into this folder")
     p.set_defaults(func=run)
 
 
+def _remote_predictor(args, items: list[str]):
+    """``(predictor, images)`` for ``--server``: every positional argument is an image."""
+    from ..runtime.predictor import Predictor
+
+    local_only = [f for f, v in (("--backend pytorch", args.backend == "pytorch"), ("--static-shape", args.static_shape),
+                                 ("--precision", args.precision), ("--weights", args.weights),
+                                 ("--classes", args.classes)) if v]
+    if local_only:
+        raise InputError(f"{', '.join(local_only)}: not with --server (the server's IR decides)")
+    if is_model_arg(items[0]) and not Path(items[0]).exists():
+        raise InputError(f"with --server, name the server's model with --remote-model ({items[0]!r} is not an image)")
+    images = expand_images(items)
+    return Predictor(server=args.server, model=args.remote_model, timeout=args.timeout), images
+
+
 def run(args) -> int:
     items = list(args.inputs)
-    if is_model_arg(items[0]):
-        model, images = items[0], items[1:]
+    if args.server:
+        predictor, images = _remote_predictor(args, items)
     else:
-        model, images = catalog.DEFAULTS["instance_segmentation"], items
-    if not images:
-        raise InputError("no image given: d2ov predict [MODEL_OR_IR] IMAGE_OR_FOLDER...")
-    images = expand_images(images)  # fail fast on a bad path before loading a model
-    predictor = make_predictor(model, backend=args.backend, weights=args.weights, classes=args.classes,
-                               device=args.device, precision=args.precision, hint=args.hint,
-                               static_shape=args.static_shape)
+        if args.remote_model or args.timeout is not None:
+            raise InputError("--remote-model and --timeout need --server URL")
+        if is_model_arg(items[0]):
+            model, images = items[0], items[1:]
+        else:
+            model, images = catalog.DEFAULTS["instance_segmentation"], items
+        if not images:
+            raise InputError("no image given: d2ov predict [MODEL_OR_IR] IMAGE_OR_FOLDER...")
+        images = expand_images(images)  # fail fast on a bad path before loading a model
+        predictor = make_predictor(model, backend=args.backend, weights=args.weights, classes=args.classes,
+                                   device=args.device, precision=args.precision, hint=args.hint,
+                                   static_shape=args.static_shape)
     render_dir = Path(args.render) if args.render else None
     if render_dir:
         render_dir.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    if args.hint == "THROUGHPUT" and args.backend == "openvino" and len(images) > 1:
+    if args.hint == "THROUGHPUT" and args.backend == "openvino" and len(images) > 1:  # also --server: requests in flight
         # AsyncInferQueue: decoding/preprocessing overlaps with several requests in flight
         done = zip(images, predictor.predict_many(images, threshold=args.threshold))
     else:
@@ -72,7 +98,8 @@ def run(args) -> int:
         print(f"{len(images)} images in {wall:.1f} s ({len(images) / wall:.2f} images/s, {args.hint.lower()} mode)")
     if args.json:
         threshold = args.threshold if args.threshold is not None else S.SETTINGS["confidence_threshold"].default
-        device = args.device if args.backend == "openvino" else "cpu"
-        write_json(args.json, predictions_document(predictor.describe(), args.backend, device, threshold, results))
+        backend = "remote" if args.server else args.backend
+        device = predictor.device if args.server else args.device if args.backend == "openvino" else "cpu"
+        write_json(args.json, predictions_document(predictor.describe(), backend, device, threshold, results))
         print(f"wrote {args.json}")
     return 0

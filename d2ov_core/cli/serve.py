@@ -9,6 +9,7 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, help="port (default: GRADIO_SERVER_PORT, else 7860)")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link")
     p.add_argument("--no-mcp", action="store_true", help="do not serve /detect as an MCP tool")
+    p.add_argument("--server", metavar="URL", help="also offer the models of this KServe-v2 model server")
     p.set_defaults(func=run)
 
 
@@ -16,6 +17,7 @@ def run(args) -> int:
     from ..serve.webapp import main as serve
 
     argv = ((["--host", args.host] if args.host else []) + (["--port", str(args.port)] if args.port else [])
-            + (["--share"] if args.share else []) + (["--no-mcp"] if args.no_mcp else []))
+            + (["--share"] if args.share else []) + (["--no-mcp"] if args.no_mcp else [])
+            + (["--server", args.server] if args.server else []))
     serve(argv)
     return 0

@@ -80,23 +80,17 @@ def check_device(device: str) -> None:
 # ----------------------------------------------------------------------------- metadata
 
 def _get_metadata(model, where: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
-    for key, setting in S.SETTINGS.items():
-        path = [S.RT_INFO_SECTION, key]
-        if not model.has_rt_info(path):
-            if setting.required:
-                raise IRError(
-                    f"{where}: not a d2ov IR (rt_info {S.RT_INFO_SECTION}/{key} is missing); "
-                    "convert the model with `d2ov convert`"
-                )
-            meta[key] = setting.default
-            continue
-        text = model.get_rt_info(path).astype(str)
-        try:
-            meta[key] = S.decode(key, text)
-        except ValueError as e:
-            raise IRError(f"{where}: malformed rt_info {key}={text!r} ({e})") from None
-    return meta
+    texts = {key: model.get_rt_info([S.RT_INFO_SECTION, key]).astype(str) for key in S.SETTINGS
+             if model.has_rt_info([S.RT_INFO_SECTION, key])}
+    try:
+        return S.decode_all(texts)
+    except KeyError as e:
+        raise IRError(
+            f"{where}: not a d2ov IR (rt_info {S.RT_INFO_SECTION}/{e.args[0]} is missing); "
+            "convert the model with `d2ov convert`"
+        ) from None
+    except ValueError as e:
+        raise IRError(f"{where}: {e}") from None
 
 
 def read_metadata(xml_path: str | os.PathLike) -> dict[str, Any]:

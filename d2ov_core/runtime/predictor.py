@@ -1,7 +1,10 @@
 """The OpenVINO predictor: image -> :class:`~d2ov_core.detections.Detections`. No torch, no detectron2.
 
 ``Predictor(xml)`` needs nothing but the IR: class names, resize rule, channel order and output
-names come from its ``rt_info``. One instance may be called from several threads at once.
+names come from its ``rt_info``. ``Predictor(server="http://host:port", model="name")`` runs the same
+pipeline with the graph on a KServe-v2 model server (:mod:`d2ov_core.runtime.remote`): decoding,
+pre- and postprocessing stay here, the metadata comes from the server. One instance may be called
+from several threads at once.
 
 Pipeline (each stage timed, milliseconds in ``Detections.timings``):
   ``load_image`` (RGB uint8, EXIF applied) -> ``preprocess`` (ResizeShortestEdge, channel order)
@@ -19,6 +22,7 @@ import numpy as np
 
 from . import ir as runtime
 from . import settings as S
+from ..errors import InputError
 from .detections import Detections
 from .images import load_image
 from .postprocess import postprocess
@@ -39,13 +43,30 @@ class Predictor:
         compute: floating-point compute on CPU: ``f32`` (default: what Detectron2 computes, what
             ``verify`` checks) or ``bf16`` (faster on CPUs with native bfloat16; less exact). OpenVINO
             itself would pick bf16 silently on such CPUs; d2ov only does when asked.
+        server: ``http(s)://host:port`` of a KServe-v2 model server to run the graph on instead of a
+            local IR (then ``xml``, ``static_shape``, ``profile`` do not apply; the server decides
+            device and compute); ``model``: the model's name there (default: the server's only one);
+            ``timeout``: seconds per request (default ``D2OV_SERVER_TIMEOUT``, 60).
     """
 
-    def __init__(self, xml: str | os.PathLike, device: str = "CPU", hint: str = "LATENCY", threads: int | None = None,
-                 static_shape: tuple[int, int] | None = None, profile: bool = False, compute: str = "f32"):
-        self.xml = Path(xml)
-        self._ir = runtime.load_ir(self.xml, device=device, hint=hint, threads=threads, static_shape=static_shape,
-                                   profile=profile, compute=compute)
+    def __init__(self, xml: str | os.PathLike | None = None, device: str = "CPU", hint: str = "LATENCY",
+                 threads: int | None = None, static_shape: tuple[int, int] | None = None, profile: bool = False,
+                 compute: str = "f32", *, server: str | None = None, model: str | None = None,
+                 timeout: float | None = None):
+        if server is not None:
+            if xml is not None or static_shape is not None or profile:
+                raise InputError("a Predictor on a model server takes no IR path, static shape or profiling")
+            from .remote import RemoteIR
+
+            self.xml = None
+            self._ir = RemoteIR(server, model, timeout=timeout)
+            device = self._ir.device
+        elif xml is None:
+            raise InputError("Predictor needs an IR (.xml path) or a model server (server=URL)")
+        else:
+            self.xml = Path(xml)
+            self._ir = runtime.load_ir(self.xml, device=device, hint=hint, threads=threads, static_shape=static_shape,
+                                       profile=profile, compute=compute)
         self.compute = self._ir.compute
         self.static_shape = self._ir.static_shape
         self.metadata: dict[str, Any] = self._ir.metadata
@@ -156,7 +177,7 @@ class Predictor:
         return {
             "name": m["model_name"],
             "task": m["task"],
-            "ir": str(self.xml),
+            "ir": str(self.xml) if self.xml is not None else self._ir.location,
             "precision": self.precision,
             "ir_precision": m["precision"],
             "compute": self.compute,

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["Setting", "SETTINGS", "RUNTIME_SETTINGS", "RT_INFO_SECTION", "encode", "decode", "check_value",
+__all__ = ["Setting", "SETTINGS", "RUNTIME_SETTINGS", "RT_INFO_SECTION", "encode", "decode", "decode_all", "check_value",
            "Precision", "PRECISIONS", "DEFAULT_PRECISION", "precision", "IR_PRECISIONS"]
 
 RT_INFO_SECTION = "model_info"
@@ -100,6 +100,26 @@ def decode(key: str, text: str) -> Any:
             raise ValueError(f"{key}: expected a JSON {setting.type.__name__}, found {text!r}")
         return value
     return setting.type(value)
+
+
+def decode_all(texts: dict[str, str]) -> dict[str, Any]:
+    """All settings from their rt_info strings (``{key: JSON string}``, as stored in an IR and as a
+    model server returns them), defaults filled in for optional keys missing from ``texts``.
+
+    Raises ``KeyError(key)`` for the first missing required key and ``ValueError`` naming the key
+    for a malformed value; callers turn them into their own one-line errors."""
+    meta: dict[str, Any] = {}
+    for key, setting in SETTINGS.items():
+        if key not in texts:
+            if setting.required:
+                raise KeyError(key)
+            meta[key] = setting.default
+            continue
+        try:
+            meta[key] = decode(key, str(texts[key]))
+        except ValueError as e:
+            raise ValueError(f"malformed rt_info {key}={texts[key]!r} ({e})") from None
+    return meta
 
 
 def check_value(key: str, value: Any) -> Any:

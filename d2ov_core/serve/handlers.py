@@ -45,6 +45,7 @@ class Result:
     device: str
     image: str  # the name shown for the image
     labels: list[str]
+    backend: str = "openvino"  # "remote": the graph ran on a model server (``device`` is its URL)
 
 
 def upload_path(image: Any, upload_root: str | Path) -> tuple[str, str]:
@@ -160,8 +161,8 @@ def detect(service: ModelService, image: Any, name: Any, device: Any, threshold:
     rgb = load_image(path, name=shown)
     predictor = service.predictor(name, device, p.name)
     det = predictor.predict(rgb, threshold=0.0)
-    return Result(rgb=rgb, det=det, model=predictor.describe(), device=str(device), image=shown,
-                  labels=list(predictor.labels))
+    return Result(rgb=rgb, det=det, model=predictor.describe(), device=str(predictor.device), image=shown,
+                  labels=list(predictor.labels), backend="openvino" if predictor.xml is not None else "remote")
 
 
 def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, list[list[Any]], str, str]:
@@ -172,7 +173,7 @@ def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, 
     det = result.det.filter(threshold)
     image = render(result.rgb, det, result.labels)
     rows = [[str(l), round(float(s), 3), *[round(float(v), 1) for v in b]] for l, s, b in zip(det.labels, det.scores, det.boxes)]
-    doc = predictions_document(result.model, "openvino", result.device, threshold,
+    doc = predictions_document(result.model, result.backend, result.device, threshold,
                                [{"image": result.image, **det.to_dict()}])
     prune_outputs(out_dir)
     path = out_dir / f"predictions-{uuid.uuid4().hex}.json"

@@ -10,8 +10,15 @@ metadata; ``D2OV_MODELS_DIR``, default the repository's ``models/``), then for c
 download + conversion. Preparation runs in a background thread, so a server comes up at once and
 reports ``preparing`` (with what it is doing) / ``ready`` / ``unavailable`` (with why) per (model, IR).
 
-Untrusted callers (a public web app) can only name models, never paths: a name is a catalog name
-or one of the local IRs found at start, anything else is an unknown model. Local IRs whose files do
+Remote models: with ``server=URL`` (``python app.py --server URL`` / ``D2OV_SERVER_URL``), the d2ov
+models that KServe-v2 model server serves (d2ov's KServe predictor, OpenVINO Model Server) are listed
+at start as ``remote/<name>``, ready at the precision of the IR the server holds; their predictors run
+pre- and postprocessing here and the graph there (:mod:`d2ov_core.runtime.remote`). A server that
+cannot be reached at start is an error (one line); one that fails later fails that request.
+
+Untrusted callers (a public web app) can only name models, never paths: a name is a catalog name,
+one of the local IRs found at start or a remote model listed at start, anything else is an unknown
+model. Local IRs whose files do
 not match their ``d2ov.json`` are listed as rejected, with the reason. At most
 ``D2OV_MAX_PREDICTORS`` (default 4) compiled models are kept (least recently used dropped first),
 and at most one conversion runs at a time.
@@ -27,7 +34,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import D2ovError, DeviceError, DownloadError, IRError, ModelNotFoundError, NotReadyError
+from ..errors import D2ovError, DeviceError, DownloadError, IRError, ModelNotFoundError, NotReadyError, ServerError
 from ..runtime.settings import DEFAULT_PRECISION, IR_PRECISIONS, PRECISIONS, Precision, precision as get_precision
 from ..store import cache, catalog, lookup
 from ..store.lookup import BUNDLED_IR_DIR, metadata
@@ -98,10 +105,11 @@ class ModelService:
         convert_fallback: download the Detectron2 weights and convert when nothing else has the IR.
         models_root: folder of dropped-in IRs (default :func:`models_dir`).
         max_predictors: compiled models kept in memory (least recently used dropped first).
+        server: a KServe-v2 model server whose d2ov models are offered as ``remote/<name>``.
     """
 
     def __init__(self, use_hub: bool | None = None, convert_fallback: bool = True, models_root: Path | None = None,
-                 max_predictors: int | None = None):
+                 max_predictors: int | None = None, server: str | None = None):
         from ..store import hub
 
         self.use_hub = hub.configured() if use_hub is None else use_hub
@@ -114,7 +122,33 @@ class ModelService:
         self._threads: dict[tuple[str, str], threading.Thread] = {}
         self._convert_slot = threading.Semaphore(1)
         self._local, self._rejected = find_local_irs(models_root)
+        self.server, self._remote = (None, {}) if not server else self._find_remote(server)
         cache.sweep()  # what killed runs left in the cache (never used, removed with a warning)
+
+    def _find_remote(self, server: str) -> tuple[str, dict[str, tuple[str, dict[str, Any]]]]:
+        """``(server, {"remote/<name>": (name on the server, d2ov metadata)})``; models that are not d2ov
+        IRs are listed as rejected (with the reason). :class:`ServerError` if the server cannot be reached."""
+        from ..runtime import remote
+
+        server = remote.check_server_url(server)
+        found = {}
+        for model in remote.list_models(server):
+            try:
+                found[f"remote/{model}"] = (model, remote.fetch_metadata(server, model)[0])
+            except ServerError as e:
+                log.warning("remote model %s not offered: %s", model, e)
+                self._rejected[f"remote/{model}"] = str(e)
+        log.info("model server %s: %s", server, ", ".join(found) or "no d2ov model")
+        return server, found
+
+    def default_model(self, task: str) -> str:
+        """The model the page starts with for ``task``: the server's first such model, else the catalog's."""
+        remote = [n for n, (_, meta) in self._remote.items() if meta["task"] == task]
+        return remote[0] if remote else catalog.DEFAULTS[task]
+
+    def source_name(self, name: str) -> str:
+        """The model a name stands for (a remote model's IR says which), e.g. for picking examples."""
+        return self._remote[name][1]["model_name"] if name in self._remote else name
 
     # -------------------------------------------------------------- names
     def models(self, task: str | None = None) -> list[str]:
@@ -123,13 +157,14 @@ class ModelService:
             meta = metadata(next(iter(irs.values())))
             if task is None or meta["task"] == task:
                 names.append(name)
+        names += [n for n, (_, meta) in self._remote.items() if task is None or meta["task"] == task]
         return names
 
     def canonical(self, name: Any) -> str:
         """The catalog or local name ``name`` stands for; :class:`ModelNotFoundError` for anything else."""
         if not isinstance(name, str) or not name:
             raise ModelNotFoundError(f"expected a model name, got {name!r}")
-        if name in self._local:
+        if name in self._local or name in self._remote:
             return name
         if name in self._rejected:
             raise IRError(f"{name} is not usable: {self._rejected[name]}")
@@ -137,6 +172,11 @@ class ModelService:
 
     def spec_info(self, name: str) -> dict[str, Any]:
         name = self.canonical(name)
+        if name in self._remote:
+            model, meta = self._remote[name]
+            return {"name": name, "task": meta["task"], "classes": meta["labels"], "box_ap": None, "mask_ap": None,
+                    "source": "model server", "description": f"{meta['model_name']} ({meta['precision']} IR) served "
+                    f"by {self.server} as {model!r}: inference there, pre- and postprocessing here"}
         if name in self._local:
             irs = self._local[name]
             meta = metadata(next(iter(irs.values())))
@@ -149,13 +189,18 @@ class ModelService:
         ``device``: their IR is here (dropped in, bundled or cached), and ``BF16`` only on a CPU with
         native bfloat16."""
         name = self.canonical(name)
+        if name in self._remote:
+            return [self._remote[name][1]["precision"]]
         have = {p for p in IR_PRECISIONS if self.state(name, p).status == "ready"}
         return [p.name for p in PRECISIONS.values() if p.ir in have and self._runs_on(p, device)]
 
     def accuracy(self, name: str) -> dict[str, Any]:
         """Accuracy measured at conversion (see :mod:`d2ov_core.measure.accuracy`), per precision, each
         from the metadata of the IR that precision runs (BF16: the FP16 IR), plus the float reference
-        (FP32) from whichever IR measured it; empty when none was measured."""
+        (FP32) from whichever IR measured it; a remote model's from its server; empty when none was
+        measured."""
+        if name in self._remote:
+            return dict(self._remote[name][1]["accuracy"])
         metas = {}
         for ir in IR_PRECISIONS:
             st = self.state(name, ir)
@@ -178,6 +223,11 @@ class ModelService:
     def state(self, name: str, precision: str = DEFAULT_PRECISION) -> ModelState:
         """The state of ``name``'s IR for ``precision`` (a precision name; BF16 shares FP16's IR)."""
         name, ir = self.canonical(name), get_precision(precision).ir
+        if name in self._remote:
+            have = self._remote[name][1]["precision"]
+            if ir == have:
+                return ModelState(name, ir, "ready")
+            return ModelState(name, ir, "unavailable", f"the model server holds its {have} IR only")
         key = (name, ir)
         with self._lock:
             if key not in self._states:
@@ -201,6 +251,8 @@ class ModelService:
         unavailable one is tried again (the network may be back)."""
         st = self.state(name, precision)
         key = (st.name, st.precision)
+        if st.name in self._remote:  # nothing to prepare here: the server has it or has not
+            return st
         if st.name in self._local and st.status == "not prepared":
             have = ", ".join(self._local[st.name])
             self._set(*key, "unavailable", f"{st.name} has no {st.precision} IR (its IRs: {have})")
@@ -268,7 +320,12 @@ class ModelService:
         """The shared predictor of a ready model at ``precision`` on ``device``; a
         :class:`~d2ov_core.errors.NotReadyError` saying why when the model is not ready."""
         p = get_precision(precision)
-        if not self._runs_on(p, device):
+        remote = self.canonical(name) in self._remote
+        if remote:
+            if p.name not in self.precisions(name):
+                raise NotReadyError(f"{name} runs {self.precisions(name)[0]} on the model server, not {p.name}")
+            device = "remote"  # the server decides; one predictor per model whatever the page's device
+        elif not self._runs_on(p, device):
             raise DeviceError(f"{p.name} needs a CPU with native bfloat16 (AVX512_BF16 or AMX); "
                               f"{device} on this server has none: choose FP16")
         st = self.state(name, p.name)
@@ -290,7 +347,10 @@ class ModelService:
                     return self._predictors[key]
             from ..runtime.predictor import Predictor
 
-            pred = Predictor(st.xml, device=str(device), compute=p.compute if str(device) == "CPU" else "f32")
+            if remote:
+                pred = Predictor(server=self.server, model=self._remote[st.name][0])
+            else:
+                pred = Predictor(st.xml, device=str(device), compute=p.compute if str(device) == "CPU" else "f32")
             with self._lock:
                 self._predictors[key] = pred
                 while len(self._predictors) > self.max_predictors:

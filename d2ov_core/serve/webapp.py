@@ -1,6 +1,6 @@
 """d2ov web app: Detectron2 models on OpenVINO in the browser (local, Hugging Face Space, shared link).
 
-    python app.py [--host H] [--port P] [--share] [--no-mcp]      (or: d2ov serve ...)
+    python app.py [--host H] [--port P] [--share] [--no-mcp] [--server URL]      (or: d2ov serve ...)
 
 Gradio wiring only: every handler is a few lines calling :mod:`d2ov_core.serve.handlers`; a
 :class:`~d2ov_core.errors.D2ovError` becomes one ``gr.Error`` with the same sentence.
@@ -8,6 +8,10 @@ Gradio wiring only: every handler is a few lines calling :mod:`d2ov_core.serve.h
 Where it listens: ``--host``/``--port`` (or ``D2OV_HOST``/``D2OV_PORT``) when given; otherwise Gradio
 decides, which honours ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT`` (what a Hugging Face Space sets)
 and defaults to 127.0.0.1:7860.
+
+Remote models: ``--server URL`` (or ``D2OV_SERVER_URL``) adds the d2ov models of that KServe-v2
+model server (d2ov's KServe predictor, OpenVINO Model Server) as ``remote/<name>``: inference there,
+everything else here (see :class:`~d2ov_core.serve.service.ModelService`).
 
 MCP: the ``/detect`` endpoint is also an MCP tool (Gradio's MCP server at ``/gradio_api/mcp/``), on by
 default; ``--no-mcp`` or ``D2OV_MCP=0`` turns it off.
@@ -23,6 +27,7 @@ import argparse
 import collections
 import logging
 import os
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -34,7 +39,6 @@ from ..errors import D2ovError, first_line
 from ..runtime import ir as runtime
 from ..runtime import settings as S
 from ..runtime.images import MAX_PIXELS
-from ..store import catalog
 from . import handlers as H
 from .service import ModelService
 
@@ -61,7 +65,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
     devices = runtime.available_devices() + ["AUTO"]
     thr = S.SETTINGS["confidence_threshold"]
     start_task = "Instance segmentation"
-    start_model = catalog.DEFAULTS[H.TASKS[start_task]]
+    start_model = service.default_model(H.TASKS[start_task])
 
     def precision_control(name, current=None, device="CPU", **kwargs):
         """The model's precisions, labelled with their measured AP; the current one if it is offered
@@ -72,7 +76,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
                         value=current if current in values else default, **kwargs)
 
     def examples_visibility(name):
-        demo_model = name.startswith("demo/")
+        demo_model = service.source_name(name).startswith("demo/")
         return gr.Column(visible=demo_model), gr.Column(visible=not demo_model)
 
     def card_and_timer(name, precision, device="CPU"):
@@ -80,7 +84,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         return H.model_card(service, name, precision, device), gr.Timer(active=preparing)
 
     def on_task(task_label):
-        name = catalog.DEFAULTS[H.TASKS[task_label]]
+        name = service.default_model(H.TASKS[task_label])
         return gr.Dropdown(choices=service.models(H.TASKS[task_label]), value=name)
 
     def on_model(name, device):
@@ -120,7 +124,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
 
         Args:
             image: the image to analyse (JPEG, PNG, WebP, BMP, GIF or TIFF, up to 40 megapixels).
-            model: model name: "demo/mask_rcnn_shapes" or "demo/faster_rcnn_shapes" (circles, squares, triangles), or a Detectron2 Model Zoo name such as "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x" (80 COCO classes).
+            model: model name: "demo/mask_rcnn_shapes" or "demo/faster_rcnn_shapes" (circles, squares, triangles), or a Detectron2 Model Zoo name such as "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x" (80 COCO classes), or "remote/<name>" for a model of the model server the app was started with.
             device: OpenVINO device, e.g. "CPU".
             threshold: confidence threshold between 0.05 and 1; detections scoring lower are dropped.
             precision: "FP16" (default), "FP32", "BF16" (CPUs with bfloat16) or "INT8" (where the model has an INT8 IR).
@@ -134,7 +138,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         """
         try:
             result = H.detect(service, image, model, device, threshold, precision, devices, get_upload_folder())
-            card = H.model_card(service, result.model["name"], precision, result.device)
+            card = H.model_card(service, model, precision, device)
             shown = H.present(result, threshold, OUT_DIR)
             remember(request, result)
             return (*shown, card)
@@ -210,6 +214,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=_env_port(),
                    help="port (default: GRADIO_SERVER_PORT, else 7860)")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    p.add_argument("--server", default=os.environ.get("D2OV_SERVER_URL") or None, metavar="URL",
+                   help="also offer the d2ov models of this KServe-v2 model server (d2ov's KServe predictor, "
+                        "OpenVINO Model Server) as remote/<name> (also D2OV_SERVER_URL)")
     p.add_argument("--no-mcp", action="store_true", default=os.environ.get("D2OV_MCP", "1").lower() in ("0", "false", "no", "off"),
                    help="do not serve /detect as an MCP tool (also D2OV_MCP=0)")
     return p.parse_args(argv)
@@ -235,7 +242,12 @@ def main(argv=None) -> None:
 
     log.info("rendering with %s", "Detectron2's Visualizer" if renderer() == "detectron2"
              else "d2ov's own drawing (Detectron2 is not installed)")
-    demo = build_demo()
+    try:
+        service = ModelService(server=args.server)
+    except D2ovError as e:  # e.g. the model server is down: one line, not a traceback
+        print(f"d2ov: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    demo = build_demo(service)
     demo.queue(default_concurrency_limit=max(1, (os.cpu_count() or 2) // 2 + 1), max_size=64)
     # server_name/server_port None: Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (a Space's)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, mcp_server=mcp,
