@@ -26,7 +26,7 @@ from ..runtime.images import load_image
 from ..store import catalog
 from .service import ModelService, metadata
 
-__all__ = ["TASKS", "TABLE_HEADERS", "Result", "upload_path", "example_images", "model_card", "precision_choices",
+__all__ = ["TASKS", "TABLE_HEADERS", "Result", "upload_path", "example_images", "model_card", "precision_choices", "AUTO", "resolve_precision",
            "detect", "present", "prune_outputs"]
 
 #: UI label -> task
@@ -117,11 +117,26 @@ def precision_choices(service: ModelService, name: str, device: str = "CPU") -> 
     return choices, default, f"{default} runs by default (no precision of this model has a measured accuracy)"
 
 
-def model_card(service: ModelService, name: str, precision: str = S.DEFAULT_PRECISION, device: str = "CPU") -> str:
+#: The precision value that means "this model's default" (the app's initial choice; API callers that omit it).
+AUTO = "auto"
+
+
+def resolve_precision(service: ModelService, name: str, precision: Any, device: str = "CPU") -> str:
+    """``precision``'s name; ``"auto"`` (or nothing) is the model's default from :func:`precision_choices`."""
+    if precision is None or str(precision).strip().lower() in ("", AUTO):
+        try:
+            return precision_choices(service, name, device)[1]
+        except D2ovError:
+            return S.DEFAULT_PRECISION
+    return S.precision(precision).name
+
+
+def model_card(service: ModelService, name: str, precision: str = AUTO, device: str = "CPU") -> str:
     """Markdown card of ``name``: source, status (what preparation is doing, or why it failed),
     classes, accuracy, the IR, and the precisions this server can run."""
     try:
         info = service.spec_info(name)
+        precision = resolve_precision(service, name, precision, device)
         st = service.state(name, precision)
     except D2ovError as e:
         return f"**{name}**: {e}"
@@ -143,7 +158,7 @@ def model_card(service: ModelService, name: str, precision: str = S.DEFAULT_PREC
         choices, why = [], ""
     lines.append(f"- precisions on this server: {'; '.join(label for label, _ in choices) or 'none yet'}")
     if choices:
-        lines.append(f"- {why}; this request: {S.precision(precision).name}")
+        lines.append(f"- {why}; selected: {precision}")
     return "\n".join(lines)
 
 
@@ -154,10 +169,12 @@ def detect(service: ModelService, image: Any, name: Any, device: Any, threshold:
     such even while the model is still being prepared."""
     path, shown = upload_path(image, upload_root)
     S.check_value("confidence_threshold", threshold)
-    p = S.precision(precision)
+    if precision is not None and str(precision).strip().lower() not in ("", AUTO):
+        S.precision(precision)  # an unknown precision is reported before the model is looked up
     if device not in devices:
         raise DeviceError(f"unknown device {device!r}: expected one of {', '.join(devices)}")
     name = service.canonical(name)
+    p = S.precision(resolve_precision(service, name, precision, device))
     rgb = load_image(path, name=shown)
     predictor = service.predictor(name, device, p.name)
     det = predictor.predict(rgb, threshold=0.0)

@@ -68,19 +68,19 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
     start_model = service.default_model(H.TASKS[start_task])
 
     def precision_control(name, current=None, device="CPU", **kwargs):
-        """The model's precisions, labelled with their measured AP; the current one if it is offered
-        and was chosen by the user, else the model's default."""
+        """``(Radio, value)``: "Auto" (the model's default, named) then the model's precisions, each
+        labelled with its measured AP; the current one if it is offered, else "Auto"."""
         choices, default, _ = H.precision_choices(service, name, device)
-        values = [v for _, v in choices]
-        return gr.Radio(choices=choices or [(S.DEFAULT_PRECISION, S.DEFAULT_PRECISION)],
-                        value=current if current in values else default, **kwargs)
+        choices = [(f"Auto · {default}", H.AUTO), *choices]
+        value = current if current in [v for _, v in choices] else H.AUTO
+        return gr.Radio(choices=choices, value=value, **kwargs), value
 
     def examples_visibility(name):
         demo_model = service.source_name(name).startswith("demo/")
         return gr.Column(visible=demo_model), gr.Column(visible=not demo_model)
 
     def card_and_timer(name, precision, device="CPU"):
-        preparing = service.state(name, precision).status == "preparing"
+        preparing = service.state(name, H.resolve_precision(service, name, precision, device)).status == "preparing"
         return H.model_card(service, name, precision, device), gr.Timer(active=preparing)
 
     def on_task(task_label):
@@ -93,12 +93,12 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
             service.prepare(name)
         except D2ovError:
             pass  # the card says why
-        control = precision_control(name, None, device)
-        return (control, *examples_visibility(name), *card_and_timer(name, control.value, device))
+        control, value = precision_control(name, None, device)
+        return (control, *examples_visibility(name), *card_and_timer(name, value, device))
 
     def on_precision(name, precision, device):
         try:
-            service.prepare(name, precision)
+            service.prepare(name, H.resolve_precision(service, name, precision, device))
         except D2ovError:
             pass  # the card says why
         return card_and_timer(name, precision, device)
@@ -119,7 +119,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
             while len(last) > KEEP_RESULTS:
                 last.popitem(last=False)
 
-    def detect(image, model, device, threshold, precision=S.DEFAULT_PRECISION, request: gr.Request = None):
+    def detect(image, model, device, threshold, precision=H.AUTO, request: gr.Request = None):
         """Detect objects in an image with a Detectron2 model converted to OpenVINO, running on this server's CPU.
 
         Args:
@@ -127,7 +127,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
             model: model name: "demo/mask_rcnn_shapes" or "demo/faster_rcnn_shapes" (circles, squares, triangles), or a Detectron2 Model Zoo name such as "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x" (80 COCO classes), or "remote/<name>" for a model of the model server the app was started with.
             device: OpenVINO device, e.g. "CPU".
             threshold: confidence threshold between 0.05 and 1; detections scoring lower are dropped.
-            precision: "FP16" (default), "FP32", "BF16" (CPUs with bfloat16) or "INT8" (where the model has an INT8 IR).
+            precision: "auto" (default: the model's fastest precision within 0.5 AP of its float model), "FP16", "FP32", "BF16" (CPUs with bfloat16) or "INT8" (where the model has an INT8 IR).
 
         Returns:
             the image with the detections drawn
@@ -165,7 +165,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
                 # every model at launch, so the API (and MCP) schema names them all; the page shows the task's
                 model = gr.Dropdown(service.models(), value=start_model, label="Model", allow_custom_value=False)
                 device = gr.Dropdown(devices, value="CPU", label="Device")
-                precision = precision_control(
+                precision, start_precision = precision_control(
                     start_model, label="Precision (AP measured on the model's evaluation set, model time per image)",
                     info="; ".join(f"{p.name}: {p.description}" for p in S.PRECISIONS.values()))
                 threshold = gr.Slider(0.05, 1.0, value=thr.default, step=0.01, label="Confidence threshold",
@@ -183,7 +183,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
                 summary = gr.Markdown("")
                 table = gr.Dataframe(headers=H.TABLE_HEADERS, label="Detections table", interactive=False)
                 json_file = gr.File(label="JSON (same schema as d2ov predict --json)", interactive=False)
-                card = gr.Markdown(H.model_card(service, start_model))
+                card = gr.Markdown(H.model_card(service, start_model, start_precision))
         timer = gr.Timer(2.0, active=False)  # refreshes the card while a model is being prepared
 
         task.change(on_task, task, model, api_visibility="private")

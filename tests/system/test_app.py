@@ -81,7 +81,10 @@ def test_api_detect_matches_the_library(app_url):
                                                               api_name="/detect")
     doc = json.loads(Path(json_path).read_text())
     inst = doc["results"][0]["instances"]
-    ref = Predictor(bundled_ir("demo/mask_rcnn_shapes")).predict(sample, threshold=0.5)
+    # no precision given: the model's measured default ("auto"), which for the demo model is INT8
+    assert doc["model"]["precision"] == "INT8" and doc["model"]["ir"].endswith("INT8/model.xml")
+    assert "selected: INT8" in card
+    ref = Predictor(bundled_ir("demo/mask_rcnn_shapes", "INT8")).predict(sample, threshold=0.5)
     assert len(inst) == len(ref) > 0
     np.testing.assert_allclose([i["box"] for i in inst], ref.boxes, atol=0.01)
     assert [i["label"] for i in inst] == list(ref.labels)
@@ -212,3 +215,42 @@ def test_listens_where_gradio_variables_say_unless_flags_override(flags, expect_
             assert listening == {(expect_host, port)}, listening
         finally:
             stop(proc)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
+def test_real_browser_precisions_examples_and_one_error(app_url):
+    """In the browser: every precision offered for the demo model shows its measured AP; choosing a
+    Model Zoo model that cannot be prepared offline switches the examples to photos, updates the card
+    to 'unavailable' with the reason, and Detect shows that error once (not in every output box)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, _, _ = app_url
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    zoo = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
+                                    "--disable-background-networking", "--disable-component-update", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        page.goto(url)
+        page.get_by_text("Examples (synthetic shapes)").wait_for(timeout=60_000)
+        labels = [t for t in page.locator("label").all_inner_texts() if " · " in t]
+        auto = [t for t in labels if t.startswith("Auto · ")]
+        measured = [t for t in labels if not t.startswith("Auto · ")]
+        assert len(auto) == 1 and measured and all("box AP" in t and "ms" in t for t in measured), labels
+        assert any(t.startswith("INT8") for t in measured)
+        expect(page.get_by_label(auto[0])).to_be_checked()  # "Auto · <the model's default>" starts selected
+        model = page.get_by_label("Model")
+        model.click()
+        model.fill("mask_rcnn_R_50_FPN_1x")
+        page.get_by_role("option", name=zoo).click()
+        expect(page.get_by_text("Examples (photos)")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("status: unavailable")).to_be_visible(timeout=120_000)
+        page.locator("input[type=file]").first.set_input_files(str(sorted(SAMPLES.glob("*.jpg"))[0]))
+        page.get_by_role("button", name="Detect").click()
+        toast = page.get_by_text(f"{zoo} (FP16) is unavailable")
+        expect(toast).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "app_unavailable.png"), full_page=True)
+        assert toast.count() == 1  # the error text once, in one place
+        assert page.get_by_text("Error", exact=True).count() <= 2  # the toast's title and the image's status
+        browser.close()

@@ -83,3 +83,53 @@ def test_one_predictor_per_key_and_least_recently_used_eviction(service):
 def test_bf16_runs_the_fp16_ir_in_bf16(service):
     p = service.predictor(MASK, "CPU", "BF16")
     assert p.precision == "BF16" and p.compute == "bf16" and p.xml == lookup.bundled_ir(MASK, "FP16")
+
+
+@pytest.mark.parametrize("name", [MASK, FASTER])
+def test_every_offered_precision_says_its_measured_ap_and_the_default_is_the_fastest_within_half_a_point(service, name):
+    from d2ov_core.serve import handlers as H
+
+    choices, default, why = H.precision_choices(service, name)
+    acc = service.accuracy(name)
+    assert [v for _, v in choices] == service.precisions(name)
+    for label, value in choices:
+        row = acc[value]
+        assert f"box AP {row['box_AP']:.1f}" in label and f"{row['ms']:.0f} ms" in label, label
+    ref = acc["FP32"]
+    within = [p for _, p in choices if all(ref[k] - acc[p][k] <= 0.5 for k in ("box_AP", "mask_AP")
+                                           if acc[p].get(k) is not None)]
+    assert default == min(within, key=lambda p: acc[p]["ms"]) and default in why
+    card = H.model_card(service, name)
+    assert f"{default} runs by default" in card
+
+
+def test_auto_is_each_models_own_default_and_a_named_precision_is_checked(service):
+    """The app's initial choice and API callers that omit the precision get "auto": the model's
+    measured default, which differs between models (a demo model's INT8, a local FP16-only IR's FP16)."""
+    from d2ov_core.errors import InputError
+    from d2ov_core.serve import handlers as H
+
+    for name in (MASK, FASTER, "local/only_fp16"):
+        default = H.precision_choices(service, name)[1]
+        assert H.resolve_precision(service, name, "auto") == H.resolve_precision(service, name, None) == default
+        assert f"selected: {default}" in H.model_card(service, name, "auto")
+    assert H.resolve_precision(service, "local/only_fp16", None) == "FP16"
+    assert H.resolve_precision(service, MASK, "fp32") == "FP32"
+    with pytest.raises(InputError, match="unknown precision 'fp8'"):
+        H.resolve_precision(service, MASK, "fp8")
+
+
+def test_a_precision_without_a_measurement_says_so(tmp_path, monkeypatch):
+    from d2ov_core.export.convert import save_ir
+    from d2ov_core.runtime import ir
+    from d2ov_core.serve import handlers as H
+
+    monkeypatch.setenv("D2OV_CACHE", str(tmp_path / "cache"))
+    src = lookup.bundled_ir(MASK, "FP16")
+    meta = dict(ir.read_metadata(src), accuracy={})
+    save_ir(ir.core().read_model(str(src)), tmp_path / "models" / "unmeasured" / "FP16" / "model.xml", meta,
+            compress_to_fp16=False)
+    service = ModelService(use_hub=False, convert_fallback=False, models_root=tmp_path / "models")
+    choices, default, why = H.precision_choices(service, "local/unmeasured")
+    assert choices == [(f"{p} · not verified on this model", p) for p in service.precisions("local/unmeasured")]
+    assert default == "FP16" and "no precision of this model has a measured accuracy" in why
