@@ -14,9 +14,10 @@ from typing import Any
 from . import compat
 from ..errors import ConversionError, ModelNotFoundError
 from ..store import weights as W
+from ..store.cache import sha256_file
 from ..store.catalog import ModelSpec
 
-__all__ = ["load_cfg", "build", "cfg_metadata"]
+__all__ = ["load_cfg", "config_path", "build", "cfg_metadata"]
 
 log = logging.getLogger("d2ov")
 compat.apply()
@@ -42,15 +43,7 @@ def load_cfg(spec: ModelSpec):
     from detectron2.config import get_cfg
 
     cfg = get_cfg()
-    if spec.config_is_model_zoo:
-        from detectron2 import model_zoo
-
-        try:
-            path = model_zoo.get_config_file(spec.config)
-        except RuntimeError as e:
-            raise ModelNotFoundError(f"model-zoo config {spec.config} is not installed with detectron2 ({e})") from None
-    else:
-        path = spec.config
+    path = config_path(spec)
     try:
         cfg.merge_from_file(path)
     except Exception as e:
@@ -63,6 +56,18 @@ def load_cfg(spec: ModelSpec):
             f"{len(spec.classes)} class names were given"
         )
     return cfg
+
+
+def config_path(spec: ModelSpec) -> str:
+    """The Detectron2 config file of ``spec`` (a model-zoo config is looked up in detectron2's package)."""
+    if not spec.config_is_model_zoo:
+        return spec.config
+    from detectron2 import model_zoo
+
+    try:
+        return model_zoo.get_config_file(spec.config)
+    except RuntimeError as e:
+        raise ModelNotFoundError(f"model-zoo config {spec.config} is not installed with detectron2 ({e})") from None
 
 
 def build(spec: ModelSpec, weights: str | None = None, progress: W.Progress = True):
@@ -122,6 +127,7 @@ def cfg_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
         "iou_threshold": float(nms),
         "max_detections": int(dets),
         "source_config": spec.config if spec.config_is_model_zoo else spec.config.rsplit("/", 1)[-1],
+        "config_sha256": sha256_file(config_path(spec)),
         "detectron2_version": detectron2.__version__,
     }
 

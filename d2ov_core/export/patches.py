@@ -132,6 +132,7 @@ def exportable_padding():
     """
     import torch
     import torch.nn.functional as F
+    from detectron2.modeling.meta_arch import rcnn
     from detectron2.structures import image_list
 
     original = image_list.ImageList.from_tensors
@@ -148,12 +149,29 @@ def exportable_padding():
         padded = F.pad(x, [0, size[1] - w, 0, size[0] - h], value=pad_value).unsqueeze(0)
         return image_list.ImageList(padded.contiguous(), [image_size])
 
+    def preprocess_image(self, batched_inputs):
+        """Normalize and pad one image so that the padding comes between the mean subtraction and the
+        division by std: the values are Detectron2's (the padding is 0 either way), but the graph's
+        dynamic Pad no longer sits between the normalized image and the first convolution, where it
+        kept OpenVINO from running an INT8 model's stem convolution in INT8."""
+        if not torch.jit.is_tracing() or len(batched_inputs) != 1:
+            return original_preprocess(self, batched_inputs)
+        x = batched_inputs[0]["image"].to(self.device)
+        h, w = x.shape[-2], x.shape[-1]
+        image_size = torch.stack([torch.as_tensor(h), torch.as_tensor(w)])
+        d = self.backbone.size_divisibility
+        size = (image_size + (d - 1)) // d * d if d > 1 else image_size
+        centered = F.pad(x - self.pixel_mean, [0, size[1] - w, 0, size[0] - h], value=0.0)
+        return image_list.ImageList((centered / self.pixel_std).unsqueeze(0).contiguous(), [image_size])
+
+    original_preprocess = rcnn.GeneralizedRCNN.preprocess_image
     image_list.ImageList.from_tensors = staticmethod(from_tensors)
+    rcnn.GeneralizedRCNN.preprocess_image = preprocess_image
     try:
         yield
     finally:
         image_list.ImageList.from_tensors = staticmethod(original)
-
+        rcnn.GeneralizedRCNN.preprocess_image = original_preprocess
 
 
 @contextlib.contextmanager

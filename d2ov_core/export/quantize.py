@@ -11,12 +11,12 @@ import numpy as np
 from ..errors import IRError, first_line
 from ..runtime.ir import _ov, core
 
-__all__ = ["Recipe", "RECIPES", "DEFAULT_RECIPE", "quantize_int8", "INT8_KEEP_FLOAT"]
+__all__ = ["Recipe", "RECIPES", "DEFAULT_RECIPE", "quantize_int8", "BOX_MATH", "MASK_HEAD"]
 
 
-#: kept in floating point by every recipe: quantized, the first demo Mask R-CNN's mask AP fell from
-#: 19.6 to 7.1 (60 test images) while its box AP moved by 0.6
-INT8_KEEP_FLOAT = [r".*roi_heads\.mask_head\..*"]
+#: the mask head: quantized with the box arithmetic, the first demo Mask R-CNN's mask AP fell from 19.6
+#: to 7.1 (60 test images)
+MASK_HEAD = (r".*roi_heads\.mask_head\..*",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Recipe:
 
     def describe(self) -> str:
         """One line for the IR's metadata and d2ov.json."""
-        kept = ", ".join(self.keep_float + tuple(INT8_KEEP_FLOAT)) or "nothing"
+        kept = ", ".join(self.keep_float) or "nothing"
         return (f"{self.name}: NNCF {self.preset} preset, activation ranges {self.range_estimator}, overflow fix "
                 f"{self.overflow_fix}; kept in floating point: {kept}")
 
@@ -42,18 +42,24 @@ class Recipe:
 BOX_MATH = (r".*roi_heads/aten::.*", r".*roi_heads\.(box|mask)_pooler/.*", r".*proposal_generator/aten::.*")
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
-    # measured on the demo models' val split, reported on their 200-image test split (README, "INT8"):
-    # Mask R-CNN box/mask 60.82/66.55 vs FP32 60.78/66.42, Faster R-CNN 61.46 vs 61.25
-    Recipe("d2ov-2", keep_float=BOX_MATH),
-    # the same with NNCF's default preset, ranges and overflow fix (for CPUs without VNNI, where the
-    # overflow fix matters): 60.64/66.41 and 61.15
+    # chosen on the demo models' val split, reported on their 200-image test split (docs/int8.md):
+    # the box arithmetic (decoding, clipping, the pooler's level assignment) in float; MIXED preset,
+    # MINMAX activation ranges, no overflow fix (VNNI CPUs). Mask R-CNN box/mask 60.76/66.47 vs FP32
+    # 60.51/66.26, Faster R-CNN 61.03 vs 60.97 (200 test-time proposals)
+    Recipe("d2ov-3", keep_float=BOX_MATH),
+    # the same with the mask head in float (what d2ov-3 showed unnecessary: val mask AP 63.60 vs 63.64,
+    # slower): 60.82/66.55 with 500 proposals
+    Recipe("d2ov-2", keep_float=BOX_MATH + MASK_HEAD),
+    # NNCF's default preset, ranges and overflow fix (for CPUs without VNNI, where the overflow fix
+    # matters), box arithmetic and mask head in float: 60.64/66.41 and 61.15 with 500 proposals
     Recipe("d2ov-2-overflow-fix", preset="PERFORMANCE", range_estimator="default", overflow_fix="ENABLE",
-           keep_float=BOX_MATH),
-    # NNCF's defaults, what d2ov used before: 37.10/44.75 and 47.75 (the box arithmetic quantized)
-    Recipe("nncf-default", preset="PERFORMANCE", range_estimator="default", overflow_fix="ENABLE"),
+           keep_float=BOX_MATH + MASK_HEAD),
+    # NNCF's defaults with the mask head in float, what d2ov used before: 37.10/44.75 and 47.75
+    Recipe("nncf-default", preset="PERFORMANCE", range_estimator="default", overflow_fix="ENABLE",
+           keep_float=MASK_HEAD),
 ]}
 #: what ``d2ov convert --precision INT8`` uses unless told otherwise
-DEFAULT_RECIPE = RECIPES["d2ov-2"]
+DEFAULT_RECIPE = RECIPES["d2ov-3"]
 
 
 def quantize_int8(model, samples: list[np.ndarray], recipe: Recipe = DEFAULT_RECIPE, progress: bool = True):
@@ -63,7 +69,7 @@ def quantize_int8(model, samples: list[np.ndarray], recipe: Recipe = DEFAULT_REC
     the bodies of its ``If`` ops, which NNCF 3.4 cannot map back ("Could not find a node
     aten::unsqueeze/Unsqueeze in NNCFGraph"). The model is therefore serialized and read back first
     (the IR reader gives every node a unique name), then every remaining duplicate is renamed.
-    The mask head stays in floating point (:data:`INT8_KEEP_FLOAT`) whatever the recipe.
+    What stays in floating point is the recipe's ``keep_float``.
     """
     import logging
     import tempfile
@@ -87,8 +93,7 @@ def quantize_int8(model, samples: list[np.ndarray], recipe: Recipe = DEFAULT_REC
             with contextlib.redirect_stdout(sys.stderr):
                 return nncf.quantize(model, dataset, subset_size=len(samples),
                                      preset=getattr(nncf.QuantizationPreset, recipe.preset),
-                                     ignored_scope=nncf.IgnoredScope(patterns=list(INT8_KEEP_FLOAT + list(recipe.keep_float)),
-                                                                     validate=False),
+                                     ignored_scope=nncf.IgnoredScope(patterns=list(recipe.keep_float), validate=False),
                                      advanced_parameters=advanced)
         except Exception as e:  # NNCF raises many types; the caller turns this into a ConversionError
             raise IRError(f"NNCF INT8 quantization failed: {first_line(e)}") from None

@@ -71,6 +71,7 @@ SETTINGS: dict[str, Setting] = {
         _S("source_config", str, "", "Detectron2 config (model-zoo path or file)"),
         _S("weights_source", str, "", "where the weights came from (URL, path or 'random')"),
         _S("weights_sha256", str, "", "sha256 of the weights file ('' for random)"),
+        _S("config_sha256", str, "", "sha256 of the Detectron2 config file the IR was converted from"),
         _S("random_weights", bool, False, "True: random init, for tests and speed only, NOT a detector"),
         _S("detectron2_version", str, "", "detectron2 version used to convert"),
         _S("torch_version", str, "", "torch version used to convert"),

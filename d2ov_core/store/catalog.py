@@ -45,6 +45,7 @@ class ModelSpec:
     mask_ap: float | None = None
     source: str = "model_zoo"  # "model_zoo" | "demo" | "custom"
     weights_sha256: str = ""
+    config_sha256: str = ""  # demo models: an IR converted from another version of their config is stale
     description: str = ""
 
     @property
@@ -119,6 +120,7 @@ def _demo_specs() -> list[ModelSpec]:
                 mask_ap=info.get("mask_AP"),
                 source="demo",
                 weights_sha256=info.get("weights_sha256", ""),
+                config_sha256=info.get("config_sha256", ""),
                 description=f"d2ov demo model trained on synthetic shapes ({', '.join(info['classes'])})",
             )
         )

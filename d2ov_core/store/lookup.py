@@ -1,7 +1,7 @@
 """Which IR serves (model, precision)? One answer for the CLI, the app, ``bench`` and the Hub path.
 
 An IR serves a catalog model only when it is *current*: made from the catalog's weights (their
-sha256), not random, of the asked precision, by this converter's graph revision
+sha256) and, where the catalog records one, its config file (sha256), not random, of the asked precision, by this converter's graph revision
 (:data:`GRAPH_REVISION`). Places looked at, in order:
 
   1. the IRs bundled with the package (``d2ov_core/data/ir/<name>/<precision>/model.xml``);
@@ -35,8 +35,9 @@ __all__ = ["GRAPH_REVISION", "IR_NAME", "BUNDLED_IR_DIR", "bundled_ir", "cached_
 
 #: d2ov's conversion revision, bumped when the IR changes for the same inputs. 2: exact padding;
 #: 3: INT8 keeps the mask head in floating point; 4: stable proposal ranking; 5: its fast form; 6: no
-#: sort of the chosen proposals (TopK, index order; NMS ranks them), ROI pooling gathered into box order.
-GRAPH_REVISION = 6
+#: sort of the chosen proposals (TopK, index order; NMS ranks them), ROI pooling gathered into box order;
+#: 7: padding between the mean subtraction and the division by std (INT8 stem convolution runs in INT8).
+GRAPH_REVISION = 7
 log = logging.getLogger("d2ov")
 IR_NAME = "model.xml"
 BUNDLED_IR_DIR = DATA_DIR / "ir"
@@ -87,6 +88,8 @@ def problem(xml: str | os.PathLike, name: str, precision: str) -> str | None:
                 f"{GRAPH_REVISION}); convert the model again")
     if spec is not None and spec.weights_sha256 and meta["weights_sha256"] != spec.weights_sha256:
         return f"its weights (sha256 {str(meta['weights_sha256'])[:12]}...) are not the catalog's"
+    if spec is not None and spec.config_sha256 and meta["config_sha256"] != spec.config_sha256:
+        return "it was converted from another version of the model's Detectron2 config"
     return None
 
 

@@ -1,6 +1,7 @@
 """Converter tests on the exact seed architectures (random weights: no checkpoint is reachable here)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,3 +214,45 @@ def test_exportable_pooling_converts_to_the_same_values():
     got = compiled([t.numpy() for t in (*feats, boxes)])[0]
     assert got.shape == tuple(want.shape)
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def shapes_val(tmp_path_factory):
+    """20 val images and 16 train images of the demo models' data set (never the test split)."""
+    import sys
+
+    from ..conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import make_shapes
+
+    out = tmp_path_factory.mktemp("shapes")
+    ann = make_shapes.make_split(str(out), "val", 20, make_shapes.DEFAULT_SPLITS["val"][1])
+    make_shapes.make_split(str(out), "train", 16, make_shapes.DEFAULT_SPLITS["train"][1])
+    return ann, out
+
+
+@pytest.mark.slow
+def test_int8_with_accuracy_control_keeps_ap_or_writes_nothing(shapes_val, tmp_path):
+    """`d2ov convert --precision INT8 --annotations --images --max-ap-drop`: an IR within the drop, with
+    the measured AP and the recipe in its metadata; a recipe that cannot hold it: one line, exit 2,
+    nothing written."""
+    from d2ov_core.runtime import ir
+
+    from ..conftest import run_cli
+
+    ann, images = shapes_val
+    common = ["convert", "demo/faster_rcnn_shapes", "--precision", "INT8", "--calibration", str(images / "train"),
+              "--annotations", ann, "--images", str(images)]
+    ok = run_cli(*common, "--max-ap-drop", "1.0", "--out", str(tmp_path / "ok"), timeout=1500)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    meta = ir.read_metadata(tmp_path / "ok" / "model.xml")
+    acc = meta["accuracy"]
+    assert set(acc) >= {"FP32", "INT8"} and acc["INT8"]["images"] == 20 and acc["INT8"]["set"] == Path(ann).name
+    assert acc["FP32"]["box_AP"] - acc["INT8"]["box_AP"] <= 1.0 and meta["quantization"].startswith("d2ov-3")
+    assert "INT8  box AP" in ok.stdout
+    bad = run_cli(*common, "--recipe", "nncf-default", "--max-ap-drop", "0.5", "--out", str(tmp_path / "bad"),
+                  timeout=1500)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "no INT8 recipe keeps demo/faster_rcnn_shapes's accuracy" in bad.stderr and "nncf-default" in bad.stderr
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())

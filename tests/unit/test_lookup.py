@@ -51,6 +51,7 @@ def test_the_bundled_ir_serves_its_model():
     ({"graph_revision": lookup.GRAPH_REVISION - 1}, "older converter"),
     ({"weights_sha256": "0" * 64}, "not the catalog's"),
     ({"random_weights": True}, "random weights"),
+    ({"config_sha256": "0" * 64}, "another version of the model's Detectron2 config"),
 ])
 def test_a_stale_cached_ir_is_refused_by_cli_lookup_and_app(tmp_cache, changes, why):
     stale = cached_copy(tmp_cache, "FP32", "stale", **changes)
