@@ -15,7 +15,7 @@ demo: setup       ## the CLI on the bundled samples with the bundled demo model
 	$(PY) -m d2ov_core predict $(SAMPLES) --render out/demo --json out/demo/predictions.json
 
 test:             ## the full suite, browser test included (what CI runs)
-	@D2OV_BROWSER=1 bash tools/setup.sh
+	@D2OV_BROWSER=1 D2OV_SERVE=1 bash tools/setup.sh
 	$(PY) -m pytest -q --timeout=1500 -p no:cacheprovider
 
 test-fast: setup  ## unit tests only (numpy, the torch boundary, settings, service): under a minute
@@ -27,7 +27,7 @@ bundle: setup     ## re-convert the demo models into d2ov_core/data/ir/ (FP16 + 
 	for m in $(DEMOS); do d=d2ov_core/data/ir/$$(echo $$m | sed 's|/|__|'); rm -rf $$d; \
 	  $(PY) -m d2ov_core convert $$m --out $$d/FP16 --annotations .cache/shapes/test.json --images .cache/shapes || exit 1; \
 	  $(PY) -m d2ov_core convert $$m --precision INT8 --calibration .cache/shapes/train --calibration-size 64 \
-	    --recipe d2ov-2 --annotations .cache/shapes/test.json --images .cache/shapes --out $$d/INT8 || exit 1; \
+	    --recipe d2ov-3 --annotations .cache/shapes/test.json --images .cache/shapes --out $$d/INT8 || exit 1; \
 	done
 
 clean:

@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
+
 import pytest
+from PIL import Image
 
 from d2ov_core.store import catalog
 
 from d2ov_core.runtime import ir as runtime
 from d2ov_core.store.lookup import bundled_ir
 from d2ov_core.store.weights import sha256_file
+from d2ov_core.measure.verify import Tolerance
 
 from ..conftest import ROOT, run_cli
 
@@ -42,6 +46,7 @@ def test_committed_weights_match_their_sha256_and_size(name):
     spec = catalog.get(name)
     card = json.loads((catalog.DATA_DIR / "demo" / f"{name.split('/')[1]}.json").read_text())
     assert sha256_file(spec.weights) == card["weights_sha256"] == spec.weights_sha256
+    assert sha256_file(spec.config) == card["config_sha256"] == spec.config_sha256
     assert (catalog.DEMO_DIR / name.split("/")[1] / "model_final.pth").stat().st_size <= 15 * 1024 * 1024
     assert spec.classes == ("circle", "square", "triangle")
 
@@ -106,7 +111,7 @@ def test_verify_passes_on_test_images(name, precision, score_tol, test_split, tm
 
 @pytest.mark.parametrize("name", DEMOS)
 def test_int8_ir_keeps_ap_within_1_point_of_fp16(name, test_split):
-    """The shipped INT8 IR (NNCF recipe d2ov-2, calibrated on train images, box arithmetic kept in float)
+    """The shipped INT8 IR (NNCF recipe d2ov-3, calibrated on train images, box arithmetic kept in float)
     against the FP16 IR, same images."""
     from d2ov_core.measure.evaluate import evaluate
     from d2ov_core.runtime.predictor import Predictor
@@ -114,7 +119,7 @@ def test_int8_ir_keeps_ap_within_1_point_of_fp16(name, test_split):
     ann, images = test_split
     int8 = bundled_ir(name, "INT8")
     meta = runtime.read_metadata(int8)
-    assert meta["precision"] == "INT8" and "train" in meta["calibration"] and meta["quantization"].startswith("d2ov-2")
+    assert meta["precision"] == "INT8" and "train" in meta["calibration"] and meta["quantization"].startswith("d2ov-3")
     q = evaluate(Predictor(int8), ann, images, progress=False)
     f = evaluate(Predictor(bundled_ir(name)), ann, images, progress=False)
     ARTIFACTS.mkdir(exist_ok=True)
@@ -124,27 +129,47 @@ def test_int8_ir_keeps_ap_within_1_point_of_fp16(name, test_split):
             assert abs(q[iou_type]["AP"] - f[iou_type]["AP"]) <= 1.0, (iou_type, q[iou_type], f[iou_type])
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "on some images the static IR's detections deviate from the dynamic IR's (measured on the retrained model: "
-    "1.6 px, scores 0.013, mask IoU 0.86 on the first image), others match"))
-def test_static_shape_matches_dynamic_on_a_trained_model(test_split):
-    """A static input of the image's own padded size gives the dynamic IR's detections."""
+def _static_vs_dynamic(files, crop_to_32: bool):
     from d2ov_core.measure.bench import default_static_shape
-    from d2ov_core.runtime.predictor import Predictor
     from d2ov_core.measure.verify import Tolerance, match
+    from d2ov_core.runtime.images import load_image
+    from d2ov_core.runtime.predictor import Predictor
 
-    _, images = test_split
     xml = bundled_ir("demo/mask_rcnn_shapes")
     dyn = Predictor(xml)
-    files = sorted((images / "test").glob("*.jpg"))[:6]
-    tol = Tolerance(min_score=0.3, box_px=1.0, score=0.02, mask_iou=0.95)
-    matched = 0
+    comparisons = []
     for f in files:
-        static = Predictor(xml, static_shape=default_static_shape(dyn.metadata, str(f)))
-        c = match(dyn.predict(f, threshold=0.05), static.predict(f, threshold=0.05), tol)
-        assert c.ok(tol), (f.name, c.to_dict())
-        matched += c.matched
-    assert matched > 0
+        rgb = load_image(f)
+        if crop_to_32:  # shorter side 416 (= the model's resize), longer a multiple of 32: no canvas padding
+            h, w = rgb.shape[:2]
+            rgb = (np.ascontiguousarray(rgb[:416, :min(w, 640) // 32 * 32]) if h <= w
+                   else np.ascontiguousarray(rgb[:min(h, 640) // 32 * 32, :416]))
+        shape = default_static_shape(dyn.metadata, rgb)
+        static = Predictor(xml, static_shape=shape)
+        comparisons.append(match(dyn.predict(rgb, threshold=0.05), static.predict(rgb, threshold=0.05),
+                                 Tolerance(min_score=0.3)))
+    return comparisons
+
+
+def test_static_shape_equals_dynamic_where_the_canvas_adds_no_padding(test_split):
+    """A static input the size of the (multiple-of-32) resized image gives the dynamic IR's detections."""
+    _, images = test_split
+    files = [f for f in sorted((images / "test").glob("*.jpg")) if min(Image.open(f).size) >= 416][:6]
+    comparisons = _static_vs_dynamic(files, crop_to_32=True)
+    assert comparisons and sum(c.matched for c in comparisons) > 0
+    for c in comparisons:
+        # the same arithmetic up to kernel choice for the fixed shape (measured 2.3e-5 px, 6e-8 in score)
+        assert c.ok(Tolerance(min_score=0.3)) and c.max_box_dev <= 1e-3 and c.max_score_dev <= 1e-5, c.to_dict()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known limit of static shapes: the graph sees the padded canvas as the image, so proposals are clipped "
+    "to the canvas instead of the image, and detections near the padded border move (measured 1.6 px, "
+    "scores 0.013 on the first test image); dynamic input (the default) has no such difference"))
+def test_static_shape_equals_dynamic_on_padded_images(test_split):
+    _, images = test_split
+    comparisons = _static_vs_dynamic(sorted((images / "test").glob("*.jpg"))[:6], crop_to_32=False)
+    assert all(c.ok(Tolerance(min_score=0.3)) for c in comparisons), [c.to_dict() for c in comparisons]
 
 
 @pytest.mark.parametrize("name", DEMOS)
@@ -161,3 +186,20 @@ def test_bundled_irs_carry_their_measured_accuracy(name):
         assert abs(row["box_AP"] - spec.box_ap) <= {"INT8": 1.0, "BF16": 1.5}.get(p, 0.3), (p, row)
         if spec.mask_ap is not None:
             assert abs(row["mask_AP"] - spec.mask_ap) <= {"INT8": 1.0, "BF16": 1.5}.get(p, 0.3), (p, row)
+
+
+@pytest.mark.parametrize("name", DEMOS)
+def test_int8_ir_runs_its_stem_convolution_in_int8(name):
+    """The image's padding is traced before the division by std (patches.exportable_padding), so no
+    dynamic Pad sits between the quantized input and the first convolution: OpenVINO runs it in INT8
+    (it ran in f32 before, 9% of the demo Mask R-CNN's INT8 time)."""
+    from d2ov_core.runtime.images import load_image
+    from d2ov_core.runtime.preprocess import preprocess
+
+    xml = bundled_ir(name, "INT8")
+    model = runtime.core().read_model(str(xml))
+    stem = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution").get_friendly_name()
+    compiled = runtime.load_ir(xml, profile=True)
+    chw, _ = preprocess(load_image(catalog.sample_images()[0]), compiled.metadata)
+    kinds = {r["exec_type"] for r in compiled.profile(chw) if r["name"] == stem}
+    assert kinds and all("I8" in k for k in kinds), (stem, kinds)
