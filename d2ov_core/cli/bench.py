@@ -59,6 +59,10 @@ def run_bench(args) -> int:
     print(markdown(report))
     if args.out:
         print(f"wrote {args.out}/bench.md, bench.json, bench.png")
+    if report["failed"]:
+        print(f"d2ov: {len(report['failed'])} variant(s) failed: " + ", ".join(f["variant"] for f in report["failed"]),
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -35,7 +35,7 @@ VARIANTS = {
     "detectron2": "Detectron2 eager (PyTorch, reference)",
     "ov-fp32": "d2ov OpenVINO, FP32 IR, LATENCY hint",
     "ov-fp16w": "d2ov OpenVINO, FP16-compressed weights (FP32 compute), LATENCY hint",
-    "ov-bf16": "d2ov OpenVINO, FP32 IR computed in bfloat16 (CPUs with native bf16 only), LATENCY hint",
+    "ov-bf16": "d2ov OpenVINO, FP16 IR computed in bfloat16 (precision BF16; CPUs with native bf16 only), LATENCY hint",
     "ov-static": "d2ov OpenVINO, FP32 IR reshaped to a static letterboxed input, LATENCY hint",
     "ov-int8": "d2ov OpenVINO, NNCF INT8 IR, LATENCY hint",
     "ov-int8-static": "d2ov OpenVINO, NNCF INT8 IR, static letterboxed input, LATENCY hint",
@@ -43,7 +43,7 @@ VARIANTS = {
     "ov-int8-throughput": "d2ov OpenVINO, INT8 IR, THROUGHPUT hint, AsyncInferQueue over all images",
 }
 #: which IR each OpenVINO variant runs
-_IR_OF = {"ov-fp32": "FP32", "ov-fp16w": "FP16", "ov-bf16": "FP32", "ov-static": "FP32", "ov-throughput": "FP32",
+_IR_OF = {"ov-fp32": "FP32", "ov-fp16w": "FP16", "ov-bf16": "FP16", "ov-static": "FP32", "ov-throughput": "FP32",
           "ov-int8": "INT8", "ov-int8-static": "INT8", "ov-int8-throughput": "INT8"}
 
 
@@ -235,7 +235,7 @@ def run_bench(model: str, images: list[str], weights: str | None = None, runs: i
                            "warmup": warmup, "threads": threads, "xml": xml_of.get(_IR_OF.get(v, "")),
                            "static_shape": static_shape})
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-        res = subprocess.run([sys.executable, "-m", "d2ov_core.bench", args], capture_output=True, text=True, env=env)
+        res = subprocess.run([sys.executable, "-m", "d2ov_core.measure.bench", args], capture_output=True, text=True, env=env)
         if res.returncode != 0:  # a crashed variant is reported, the others still run
             why = first_line(res.stderr.strip().splitlines()[-1]) if res.stderr.strip() else "no message"
             failed.append({"variant": v, "exit_code": res.returncode, "error": why})
