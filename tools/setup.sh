@@ -45,11 +45,14 @@ print('[setup] detectron2 ok, model-zoo configs at', p.rsplit('/', 2)[0])
   stamp_of > "$STAMP"
 fi
 
-# The KServe predictor's own venv (kserve conflicts with .venv's psutil/pandas: requirements-serve.txt)
+# The KServe predictor's own venv (kserve conflicts with .venv's psutil/pandas: requirements-serve.txt);
+# made for the tests (make test sets D2OV_SERVE=1) or when asked, not for `make app`
 SERVE_VENV=${D2OV_SERVE_VENV:-$ROOT/.venv-serve}
 SERVE_STAMP="$SERVE_VENV/.d2ov-setup-stamp"
 serve_stamp() { cat requirements-serve.txt pyproject.toml | sha256sum | cut -d' ' -f1; }
-if [ -f "$SERVE_STAMP" ] && [ "$(cat "$SERVE_STAMP")" = "$(serve_stamp)" ] \
+if [ "${D2OV_SERVE:-0}" != "1" ]; then
+  :
+elif [ -f "$SERVE_STAMP" ] && [ "$(cat "$SERVE_STAMP")" = "$(serve_stamp)" ] \
    && "$SERVE_VENV/bin/python" -c "import kserve, d2ov_core" 2>/dev/null; then
   echo "[setup] .venv-serve is up to date"
 else
