@@ -84,3 +84,13 @@ def test_zoo_table_has_a_row_per_result_and_a_reason_for_failures(tmp_path):
     assert "| 56/100, 13/13 |" in rows[0] and "| pass |" in rows[0] and "97.0%, 100.0%" in rows[0]
     assert "| FAIL | d2ov: error: boom |" in rows[1]
     assert "Not run yet: COCO-Detection/c." in text and "1 of 2 pass." in text
+
+
+def test_zoo_table_marks_twins_and_orders_families_first(tmp_path):
+    names = ["COCO-Detection/faster_rcnn_R_50_C4_3x", "COCO-Detection/faster_rcnn_R_50_FPN_1x"]
+    (tmp_path / "COCO-Detection__faster_rcnn_R_50_C4_3x.json").write_text(json.dumps(
+        {"model": names[0], "same_as": "COCO-Detection/faster_rcnn_R_50_C4_1x", "ok": True}))
+    text = zoo.render(names, tmp_path, tmp_path / "zoo.md")
+    assert "the same model as COCO-Detection/faster_rcnn_R_50_C4_1x" in text and "| pass |" in text
+    assert zoo.order(names + ["COCO-Detection/retinanet_R_50_FPN_1x"]) == [
+        "COCO-Detection/faster_rcnn_R_50_FPN_1x", "COCO-Detection/retinanet_R_50_FPN_1x", names[0]]
