@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         keys = {n: model_key(n) for n in names}
         todo = order(todo)
         for i, name in enumerate(todo, 1):
+            pause = results / "PAUSE"  # touch it to hold the run between two models (e.g. to run tests)
+            while pause.exists():
+                time.sleep(5)
             if _result_path(results, name).is_file() and not args.force:
                 print(f"[{i}/{len(todo)}] {name}: kept", flush=True)
                 continue
