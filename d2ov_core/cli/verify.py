@@ -1,5 +1,7 @@
 """``d2ov verify``: Detectron2 (PyTorch) and the OpenVINO IR on the same images, detection by
-detection; exit 1 when they disagree past tolerance."""
+detection; exit 1 when they disagree past tolerance. ``--stages``: stage by stage (features, RPN /
+RetinaNet head, ROI heads on fixed proposals, then the detections; see
+:mod:`d2ov_core.measure.stages`), which can judge a conversion with random weights."""
 
 from __future__ import annotations
 
@@ -21,6 +23,11 @@ def register(sub) -> None:
     p.add_argument("--box-tol", type=float, default=0.5, help="max box deviation, px (0.5)")
     p.add_argument("--score-tol", type=float, default=1e-3, help="max score deviation (1e-3)")
     p.add_argument("--mask-iou", type=float, default=0.98, help="min mask IoU (0.98)")
+    p.add_argument("--stages", action="store_true",
+                   help="compare stage by stage (features, RPN/head, ROI heads on the same proposals, detections): "
+                        "judges a conversion even with --weights random")
+    p.add_argument("--stage-tol", type=float, default=1e-3,
+                   help="--stages: max relative deviation of a stage tensor (1e-3)")
     p.add_argument("--json", help="write the comparison to this JSON file")
     p.set_defaults(func=run)
 
@@ -33,8 +40,12 @@ def run(args) -> int:
     for img in args.images:
         if not Path(img).is_file():
             raise InputError(f"image not found: {img}")
+    if not 0 < args.stage_tol < 1:
+        raise InputError(f"--stage-tol must be in (0, 1), got {args.stage_tol}")
     spec = spec_from_args(args.model, args.weights, args.classes)
     tol = Tolerance(min_score=args.min_score, box_px=args.box_tol, score=args.score_tol, mask_iou=args.mask_iou)
+    if args.stages:
+        return _stages(args, spec, tol)
     ref = ReferencePredictor(spec, weights=args.weights)
     ov = make_predictor(args.model, weights=args.weights, classes=args.classes, device=args.device,
                         precision=args.precision)
@@ -54,3 +65,25 @@ def run(args) -> int:
         write_json(args.json, {"model": spec.name, "ir": str(ov.xml), "precision": ov.precision,
                                "tolerance": dataclasses.asdict(tol), "images": rows})
     return 1 if failures else 0
+
+
+def _stages(args, spec, tol) -> int:
+    import time
+
+    from ..measure.stages import check, format_table
+
+    t = time.perf_counter()
+    ov = make_predictor(args.model, weights=args.weights, classes=args.classes, device=args.device,
+                        precision=args.precision)
+    converted = time.perf_counter() - t
+    report = check(spec, args.images, weights=args.weights, tol=args.stage_tol, verify_tol=tol, predictor=ov,
+                   progress=not args.quiet)
+    print(format_table(report))
+    print(f"{spec.name}: {'every stage within tolerance' if report.ok else 'FAILED'} (stage tensors: max relative "
+          f"deviation {report.tensor_rel:.2e}, tolerance {args.stage_tol:g}; IR {ov.precision})")
+    if args.json:
+        ir = ov.xml
+        write_json(args.json, {**report.to_dict(), "ir": str(ir), "precision": ov.precision,
+                               "ir_mb": round(sum(p.stat().st_size for p in ir.parent.glob("model.*")) / 1e6, 1),
+                               "ir_seconds": round(converted, 1), "verify_tolerance": dataclasses.asdict(tol)})
+    return 0 if report.ok else 1

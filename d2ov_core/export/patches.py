@@ -1,8 +1,9 @@
-"""The two changes d2ov makes to Detectron2's behaviour, each in one place.
+"""The changes d2ov makes to Detectron2's behaviour, each in one place.
 
 1. :func:`use_stable_proposal_ranking` (installed for the whole process by
    :func:`d2ov_core.export.model.build`): the RPN ranks proposals of exactly equal objectness in
-   index order. It applies to eager inference too, so the PyTorch reference
+   index order, and RetinaNet's inference (:func:`retinanet_detections`) is written so it traces
+   (per-level top-k with a traced ``k``, one offset NMS) and ranks equal scores alike. It applies to eager inference too, so the PyTorch reference
    (:mod:`d2ov_core.export.reference`) is Detectron2 with this patch, and the IR matches it; for
    untied scores (every trained model's normal case) the ranking is exactly Detectron2's.
 2. :func:`exportable` (a context manager, active only while tracing): padding to
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 
-__all__ = ["use_stable_proposal_ranking", "exportable", "exportable_padding", "exportable_pooling"]
+__all__ = ["use_stable_proposal_ranking", "retinanet_detections", "exportable", "exportable_padding",
+           "exportable_pooling"]
 
 
 def use_stable_proposal_ranking() -> None:
@@ -54,6 +56,62 @@ def use_stable_proposal_ranking() -> None:
 
     find_top_rpn_proposals._d2ov_stable = True
     rpn.find_top_rpn_proposals = find_top_rpn_proposals
+
+    from detectron2.modeling.meta_arch import retinanet
+
+    retinanet.RetinaNet.forward_inference = retinanet_detections  # only ever called at inference
+
+
+def retinanet_detections(self, images, features, predictions):
+    """``RetinaNet.forward_inference`` (installed by :func:`use_stable_proposal_ranking`): the same
+    detections as Detectron2's, in a form that traces and ranks equal scores in index order.
+
+    Detectron2, per level: keep scores > ``SCORE_THRESH_TEST``, sort them (unstable), keep the
+    ``TOPK_CANDIDATES_TEST`` best, decode their boxes; then per-class NMS over all levels
+    (``batched_nms``: a per-class loop and an unstable sort past 40,000 boxes) and the
+    ``DETECTIONS_PER_IMAGE`` best. Traced as is, ``min(topk, number above threshold)`` is frozen at
+    the trace image's value. Here, per level: the ``k = min(topk, H*W*A*K)`` best scores
+    (:func:`_stable_topk`, ``k`` a traced shape), those > threshold kept, boxes decoded; then one
+    NMS with each class shifted out of reach of the others (what ``batched_nms`` does below 40,000
+    boxes) and the first ``DETECTIONS_PER_IMAGE``. The set kept per level is the same (the top k of
+    the scores above the threshold are the top k of all, filtered); only the order of exactly equal
+    scores, which Detectron2 leaves unspecified, is pinned down.
+
+    Returns a list of ``Instances`` (``pred_boxes``, ``scores``, ``pred_classes``) per image, in the
+    padded input frame, as Detectron2's ``forward_inference``.
+    """
+    import torch
+    from detectron2.structures import Boxes, Instances
+    from torchvision.ops import nms
+
+    pred_logits, pred_deltas = self._transpose_dense_predictions(predictions, [self.num_classes, 4])
+    anchors = self.anchor_generator(features)
+    results = []
+    for i, image_size in enumerate(images.image_sizes):
+        boxes_all, scores_all, classes_all = [], [], []
+        for logits_l, deltas_l, anchors_l in zip(pred_logits, pred_deltas, anchors):
+            scores = logits_l[i].sigmoid().flatten()  # (H*W*A*K,), anchor-major
+            n = scores.shape[0]
+            k = torch.clamp(n, max=self.test_topk_candidates) if isinstance(n, torch.Tensor) else min(
+                n, self.test_topk_candidates)
+            top, idx = _stable_topk(scores[None], k)
+            top, idx = top[0], idx[0]
+            keep = top > self.test_score_thresh
+            top, idx = top[keep], idx[keep]
+            anchor_idx, classes = idx // self.num_classes, idx % self.num_classes
+            boxes_all.append(self.box2box_transform.apply_deltas(deltas_l[i][anchor_idx], anchors_l.tensor[anchor_idx]))
+            scores_all.append(top)
+            classes_all.append(classes)
+        boxes, scores, classes = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(classes_all)
+        if boxes.numel() == 0 and not torch.jit.is_tracing():
+            keep = torch.empty(0, dtype=torch.int64)
+        else:
+            t = boxes.float()  # RetinaNet's boxes are not clipped: shift by the whole span
+            shifted = t + (classes.to(t) * (t.max() - t.min() + 1))[:, None]
+            keep = nms(shifted, scores, self.test_nms_thresh)[: self.max_detections_per_image]
+        results.append(Instances(image_size, pred_boxes=Boxes(boxes[keep]), scores=scores[keep],
+                                 pred_classes=classes[keep]))
+    return results
 
 
 def _stable_topk(x, k):

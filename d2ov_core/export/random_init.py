@@ -6,8 +6,7 @@ from __future__ import annotations
 __all__ = ["calibrate_random_weights", "RANDOM_INIT_REVISION"]
 
 #: Revision of what ``--weights random`` builds (part of the conversion cache key).
-#: Revision of what ``--weights random`` builds (part of the conversion cache key).
-RANDOM_INIT_REVISION = 2
+RANDOM_INIT_REVISION = 3
 
 
 def _calibration_photo(cfg):
@@ -63,7 +62,10 @@ def calibrate_random_weights(model, cfg) -> None:
         """One calibration forward pass; the hooks are removed afterwards, whatever happens."""
         try:
             with torch.no_grad():
-                model.inference(inputs, do_postprocess=False)
+                if hasattr(model, "inference"):  # GeneralizedRCNN
+                    model.inference(inputs, do_postprocess=False)
+                else:  # RetinaNet
+                    model(inputs)
         finally:
             for h in hooks:
                 h.remove()
@@ -76,11 +78,17 @@ def calibrate_random_weights(model, cfg) -> None:
     # and class logits are parallel outputs over the same proposals, so they share the second pass.
     rpn_head = getattr(getattr(model, "proposal_generator", None), "rpn_head", None)
     predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    retina = getattr(model, "head", None)  # RetinaNetHead
+    biases = {getattr(predictor, "cls_score", None): ("last", -2.0),  # background: the last class
+              # RetinaNet: sigmoid per class, no background: a few in a thousand anchor-class pairs pass 0.05
+              getattr(retina, "cls_score", None): ("all", -6.0)}
     passes = [
         # proposals: anchors moved/resized by ~30%
         {getattr(rpn_head, "anchor_deltas", None): 0.3},
         # box deltas are divided by BBOX_REG_WEIGHTS (10, 10, 5, 5); logits: scores spread over (0, 1)
         {getattr(predictor, "bbox_pred", None): 1.0, getattr(predictor, "cls_score", None): 2.0},
+        # RetinaNet: deltas with BBOX_REG_WEIGHTS (1, 1, 1, 1); class logits spread around a low bias
+        {getattr(retina, "bbox_pred", None): 0.2, getattr(retina, "cls_score", None): 1.5},
     ]
     for targets in passes:
         targets = {layer: t for layer, t in targets.items() if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear))}
@@ -96,6 +104,9 @@ def calibrate_random_weights(model, cfg) -> None:
             with torch.no_grad():
                 layer.weight.mul_(target / float(out.float().std().clamp_min(1e-12)))
                 layer.bias.zero_()
-                if layer is getattr(predictor, "cls_score", None):
-                    layer.bias[-1] = -2.0  # background is the last class in FastRCNNOutputLayers
+                where, value = biases.get(layer, (None, 0.0))
+                if where == "last":
+                    layer.bias[-1] = value
+                elif where == "all":
+                    layer.bias.fill_(value)
 

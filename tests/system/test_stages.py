@@ -1,0 +1,112 @@
+"""The stage-by-stage check on one Model Zoo architecture per family (FPN, C4 with masks, DC5,
+RetinaNet) with calibrated random weights, at a reduced test size (shorter side 320, longer at most
+512) so the four take a few minutes; and a deliberately perturbed graph that it must fail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from d2ov_core.store import catalog
+from d2ov_core.store.coco_classes import COCO_CLASSES
+
+from ..conftest import other_photo, real_photo, run_cli
+
+FAMILIES = {
+    "fpn": "COCO-Detection/faster_rcnn_R_50_FPN_1x",
+    "c4": "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x",  # Res5ROIHeads: res5 on each box, masks from it
+    "dc5": "COCO-Detection/faster_rcnn_R_50_DC5_1x",  # dilated res5
+    "retinanet": "COCO-Detection/retinanet_R_50_FPN_1x",
+}
+
+
+def small_spec(name: str, folder: Path) -> catalog.ModelSpec:
+    """The catalog model ``name`` at test size 320/512 (a config whose _BASE_ is the Model Zoo one)."""
+    import d2ov_core.export.compat as compat
+
+    compat.apply()
+    from detectron2 import model_zoo
+
+    entry = catalog.get(name)
+    cfg = folder / (name.rsplit("/", 1)[1] + "_320.yaml")
+    cfg.write_text(f"_BASE_: {model_zoo.get_config_file(entry.config)}\n"
+                   "INPUT:\n  MIN_SIZE_TEST: 320\n  MAX_SIZE_TEST: 512\n")
+    return catalog.custom(cfg, "random", COCO_CLASSES, task=entry.task)
+
+
+def _perturb_first_convolution(model, factor: float = 1.01):
+    """Scale the weights of the graph's first convolution by ``factor`` (a broken conversion)."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "Convolution":
+            source = op.input(1).get_source_output().get_node()
+            while source.get_type_name() != "Constant":  # e.g. a Convert of FP16 weights
+                source = source.input(0).get_source_output().get_node()
+            data = source.get_data().astype(np.float32) * factor
+            const = ops.constant(data.astype(source.get_data().dtype))
+            for target in list(source.output(0).get_target_inputs()):
+                target.replace_source_output(const.output(0))
+            model.validate_nodes_and_infer_types()
+            return model
+    raise AssertionError("no Convolution in the graph")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_stage_check_passes_per_family(family, tmp_path):
+    from d2ov_core.export.convert import convert
+    from d2ov_core.measure.stages import check, format_table
+    from d2ov_core.runtime.predictor import Predictor
+
+    spec = small_spec(FAMILIES[family], tmp_path)
+    xml = convert(spec, weights="random", out=tmp_path / "ir", fp16=False, progress=False)
+    report = check(spec, [str(real_photo()), str(other_photo())], weights="random", predictor=Predictor(xml))
+    print(format_table(report))
+    stages = {r.stage for r in report.rows}
+    expected = {"features", "detections"} | ({"head"} if family == "retinanet" else {"rpn", "proposals", "roi"})
+    assert stages == expected
+    assert report.ok, format_table(report)
+    assert report.tensor_rel <= 1e-3
+    if family == "c4":  # Mask R-CNN: the mask head's logits were compared
+        assert any("roi.mask_logits" == name for name in _tensor_names(spec))
+    for d in report.detections:  # whatever was matched agrees exactly
+        assert d["max_box_dev"] <= 0.5 and d["max_score_dev"] <= 1e-3
+    if family == "retinanet":  # no proposals in between: every detection matches
+        assert all(d["unmatched_reference"] == d["unmatched_candidate"] == 0 and d["matched"] > 0
+                   for d in report.detections)
+
+
+def _tensor_names(spec):
+    from d2ov_core.export import stages as ST
+    from d2ov_core.export.model import build
+
+    return ST.StageGraph(build(spec, "random", progress=False)[0]).names
+
+
+@pytest.mark.slow
+def test_stage_check_fails_on_a_perturbed_graph(tmp_path, monkeypatch):
+    """A conversion that is off by 1% in one convolution fails at the features stage, and every stage
+    after it, although with random weights the final detections could not tell."""
+    from d2ov_core.export import stages as ST
+    from d2ov_core.measure.stages import check, format_table
+
+    convert_stages = ST.convert_stages
+    monkeypatch.setattr(ST, "convert_stages", lambda *a, **k: _perturb_first_convolution(convert_stages(*a, **k)))
+    spec = small_spec(FAMILIES["retinanet"], tmp_path)
+    report = check(spec, [str(real_photo())], weights="random")
+    table = format_table(report)
+    assert not report.ok
+    verdicts = {r.stage: r.ok for r in report.rows}
+    assert verdicts == {"features": False, "head": False}, table
+    assert report.tensor_rel > 1e-3 and "FAIL" in table
+
+
+def test_verify_stages_bad_input_is_one_line(tmp_path):
+    res = run_cli("verify", "COCO-Detection/retinanet_R_50_FPN_1x", str(real_photo()), "--stages", "--stage-tol", "2")
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == ["d2ov: error: --stage-tol must be in (0, 1), got 2.0"]
+    res = run_cli("verify", "COCO-Detection/retinanet_R_50_FPN_1x", str(tmp_path / "none.jpg"), "--stages")
+    assert res.returncode == 2 and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
