@@ -79,7 +79,7 @@ def check_device(device: str) -> None:
 
 # ----------------------------------------------------------------------------- metadata
 
-def _get_metadata(model, where: str) -> dict[str, Any]:
+def _get_metadata(model, where: str) -> S.IRMetadata:
     texts = {key: model.get_rt_info([S.RT_INFO_SECTION, key]).astype(str) for key in S.SETTINGS
              if model.has_rt_info([S.RT_INFO_SECTION, key])}
     try:
@@ -93,7 +93,7 @@ def _get_metadata(model, where: str) -> dict[str, Any]:
         raise IRError(f"{where}: {e}") from None
 
 
-def read_metadata(xml_path: str | os.PathLike) -> dict[str, Any]:
+def read_metadata(xml_path: str | os.PathLike) -> S.IRMetadata:
     """The d2ov metadata of an IR, without compiling it."""
     return _get_metadata(_read_model(Path(xml_path)), str(xml_path))
 

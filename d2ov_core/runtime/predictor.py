@@ -69,7 +69,7 @@ class Predictor:
                                        profile=profile, compute=compute)
         self.compute = self._ir.compute
         self.static_shape = self._ir.static_shape
-        self.metadata: dict[str, Any] = self._ir.metadata
+        self.metadata: S.IRMetadata = self._ir.metadata
         self.device = device
         self.labels: list[str] = list(self.metadata["labels"])
         self.task: str = self.metadata["task"]

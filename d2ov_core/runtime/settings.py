@@ -9,14 +9,17 @@ with spaces ("traffic light") survive; :func:`decode` turns them back into typed
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["Setting", "SETTINGS", "RUNTIME_SETTINGS", "RT_INFO_SECTION", "encode", "decode", "decode_all", "check_value",
+__all__ = ["Setting", "SETTINGS", "RUNTIME_SETTINGS", "RT_INFO_SECTION", "IRMetadata", "encode", "decode", "decode_all",
+           "check_value",
            "Precision", "PRECISIONS", "DEFAULT_PRECISION", "precision", "IR_PRECISIONS"]
 
 RT_INFO_SECTION = "model_info"
@@ -103,7 +106,52 @@ def decode(key: str, text: str) -> Any:
     return setting.type(value)
 
 
-def decode_all(texts: dict[str, str]) -> dict[str, Any]:
+class _ByKey(Mapping):
+    """Read access by key as well as by attribute: ``meta["labels"] is meta.labels``."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in SETTINGS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(SETTINGS)
+
+    def __len__(self) -> int:
+        return len(SETTINGS)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (JSON-ready) of every setting."""
+        return {key: copy.deepcopy(getattr(self, key)) for key in SETTINGS}
+
+
+def _check_metadata(self) -> None:
+    for key, setting in SETTINGS.items():
+        value = getattr(self, key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if setting.type is float else (
+            isinstance(value, setting.type) and (setting.type is bool or not isinstance(value, bool)))
+        if not ok:
+            raise ValueError(f"{key}: expected {setting.type.__name__}, found {value!r}")
+        if setting.choices is not None and value not in setting.choices:
+            raise ValueError(f"{key}: expected one of {', '.join(setting.choices)}, found {value!r}")
+
+
+def _field(setting: Setting):
+    if isinstance(setting.default, (list, dict)):
+        return dataclasses.field(default_factory=lambda d=setting.default: copy.deepcopy(d))
+    return dataclasses.field(default=setting.default)
+
+
+#: An IR's metadata, typed and checked on construction: one field per :data:`SETTINGS` row (same
+#: name, type and default), read as ``meta.labels`` or ``meta["labels"]``; ``to_dict()`` for JSON.
+IRMetadata = dataclasses.make_dataclass(
+    "IRMetadata", [(s.key, s.type, _field(s)) for s in SETTINGS.values()], bases=(_ByKey,), frozen=True,
+    namespace={"__post_init__": _check_metadata, "__hash__": None,
+               "__doc__": "An IR's d2ov metadata (rt_info model_info), one field per settings-table row.",
+               "__module__": __name__})
+
+
+def decode_all(texts: dict[str, str]) -> IRMetadata:
     """All settings from their rt_info strings (``{key: JSON string}``, as stored in an IR and as a
     model server returns them), defaults filled in for optional keys missing from ``texts``.
 
@@ -120,7 +168,10 @@ def decode_all(texts: dict[str, str]) -> dict[str, Any]:
             meta[key] = decode(key, str(texts[key]))
         except ValueError as e:
             raise ValueError(f"malformed rt_info {key}={texts[key]!r} ({e})") from None
-    return meta
+    try:
+        return IRMetadata(**meta)
+    except ValueError as e:
+        raise ValueError(f"malformed rt_info {e}") from None
 
 
 def check_value(key: str, value: Any) -> Any:

@@ -1,5 +1,6 @@
 """The settings table: typed rt_info values, user-value checks, the precision table."""
 
+import json
 import math
 
 import pytest
@@ -48,3 +49,35 @@ def test_precision_table():
     assert S.precision(None).name == S.DEFAULT_PRECISION
     with pytest.raises(InputError, match="expected one of FP16, FP32, BF16, INT8"):
         S.precision("FP8")
+
+
+def _texts(**changes):
+    base = {"d2ov_version": "0", "model_type": "d2ov_rcnn", "task": "detection", "model_name": "m",
+            "labels": ["a", "b"], "input_format": "BGR", "min_size": 800, "max_size": 1333, "outputs": ["x"]}
+    return {k: json.dumps(v) for k, v in {**base, **changes}.items()}
+
+
+def test_ir_metadata_is_a_typed_frozen_record_of_the_settings_table():
+    import dataclasses
+
+    meta = S.decode_all(_texts())
+    assert isinstance(meta, S.IRMetadata) and dataclasses.is_dataclass(meta)
+    assert [f.name for f in dataclasses.fields(meta)] == list(S.SETTINGS)
+    assert meta.labels == meta["labels"] == ["a", "b"] and meta.min_size == 800 and meta.accuracy == {}
+    assert meta.get("confidence_threshold") == 0.5 and meta.precision == "FP32"  # defaults filled in
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        meta.min_size = 1
+    assert json.loads(json.dumps(meta.to_dict()))["labels"] == ["a", "b"]
+    with pytest.raises(KeyError):
+        meta["not_a_setting"]
+    assert S.decode_all(_texts()) == meta
+
+
+@pytest.mark.parametrize("changes, msg", [
+    ({"task": "keypoints"}, "task: expected one of detection, instance_segmentation, found 'keypoints'"),
+    ({"precision": "FP8"}, "precision: expected one of FP32, FP16, INT8, found 'FP8'"),
+    ({"labels": {"a": 1}}, "labels"),
+])
+def test_ir_metadata_refuses_values_outside_the_table(changes, msg):
+    with pytest.raises(ValueError, match=msg):
+        S.decode_all(_texts(**changes))
