@@ -45,6 +45,8 @@ __all__ = ["TOLERANCE", "StageRow", "StageReport", "compare_tensors", "compare_p
 
 #: relative tolerance per stage tensor
 TOLERANCE = 1e-3
+#: final-mask IoU bar with random weights (their masks sit near the threshold; see :func:`check`)
+RANDOM_MASK_IOU = 0.9
 #: proposals are "the same" within this many pixels
 PROPOSAL_PX = 0.01
 
@@ -219,6 +221,11 @@ def check(model, images: Sequence[str], weights: str | None = None, tol: float =
     seconds["run_stages"] = time.perf_counter() - t
     detections = []
     if predictor is not None:
+        if weights == "random":
+            # random mask heads put most mask probabilities near the 0.5 threshold, where a 1e-4 change
+            # flips pixels (measured: mask IoU 0.948 on the C4 Mask R-CNN with its mask logits within
+            # 1.6e-4): the mask head is judged at roi.mask_logits, the final masks loosely
+            verify_tol = dataclasses.replace(verify_tol, mask_iou=min(verify_tol.mask_iou, RANDOM_MASK_IOU))
         t = time.perf_counter()
         reference = ReferencePredictor(spec, weights=weights, progress=progress)
         for path, same in zip(images, same_proposals):
