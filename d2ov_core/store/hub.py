@@ -164,6 +164,9 @@ def push_ir(xml: Path, repo_id: str, revision: str | None = None, token: str | N
         api = HfApi(token=token)
         try:
             api.create_repo(repo_id, exist_ok=True)
+            if revision not in (None, "main"):
+                # the Hub commits only to a branch that exists (else 404 "Invalid rev id")
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
             api.upload_folder(repo_id=repo_id, folder_path=str(stage), revision=revision,
                               commit_message=f"d2ov push {meta['model_name']} {meta['precision']}")
         except Exception as e:
