@@ -15,6 +15,7 @@ __all__ = [
     "IRError",
     "DeviceError",
     "DownloadError",
+    "UploadError",
     "ConversionError",
     "NotReadyError",
     "ServerError",
@@ -62,6 +63,11 @@ class DeviceError(D2ovError):
 
 class DownloadError(D2ovError):
     """A download failed, was truncated, or did not match its expected checksum."""
+
+
+class UploadError(D2ovError):
+    """An upload to the Hugging Face Hub (``d2ov push``, ``d2ov space``) failed: refused token, no
+    write access, unreachable Hub, or an answer huggingface_hub could not use."""
 
 
 class ConversionError(D2ovError):

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="[d2ov] %(message)s")
+    # httpx (huggingface_hub's client) logs every request at INFO; d2ov's INFO lines are d2ov's own
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         if getattr(args, "device", None) and getattr(args, "backend", "openvino") == "openvino":
             from ..runtime.ir import check_device

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from .. import __version__
-from ..errors import DownloadError, InputError, first_line
+from ..errors import InputError, UploadError
 from ..store.weights import Progress
 
 __all__ = ["build_space", "publish_space", "SPACE_REQUIREMENTS", "MAX_FILE_MB", "GRADIO_VERSION"]
@@ -142,5 +142,7 @@ def publish_space(repo_id: str, private: bool = False, token: str | None = None,
             api.upload_folder(repo_id=repo_id, repo_type="space", folder_path=str(folder),
                               commit_message=f"d2ov space {__version__}")
         except Exception as e:  # huggingface_hub raises HTTP, auth and network errors of many types
-            raise DownloadError(f"cannot publish the Space {repo_id}: {first_line(e)}") from None
+            from ..store.hub import hub_problem
+
+            raise UploadError(f"cannot publish the Space {repo_id}: {hub_problem(e)}") from None
     return str(url)

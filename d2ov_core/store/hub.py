@@ -24,11 +24,22 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import DownloadError, IRError, first_line
+from ..errors import DownloadError, IRError, UploadError, first_line
 
-__all__ = ["repo_settings", "configured", "model_dir", "fetch_ir", "push_ir", "verify_ir_folder", "is_pinned"]
+__all__ = ["repo_settings", "configured", "model_dir", "fetch_ir", "push_ir", "verify_ir_folder", "is_pinned",
+           "hub_problem"]
 
 log = logging.getLogger("d2ov")
+
+
+def hub_problem(exc: BaseException) -> str:
+    """One line for a huggingface_hub error: its first line plus what the Hub said (an HTTP error's
+    first line alone can be only ``404 Client Error.``)."""
+    line = first_line(exc)
+    server = " ".join(str(getattr(exc, "server_message", None) or "").split())
+    if server and server not in line:
+        line = f"{line.rstrip('.')}: {server}"
+    return line
 
 
 def repo_settings() -> tuple[str | None, str]:
@@ -88,7 +99,7 @@ def fetch_ir(name: str, precision: str = "FP16", repo_id: str | None = None, rev
             raise DownloadError(f"{name}: not on the Hugging Face Hub ({repo_id}@{revision}) and not in the local HF "
                                 "cache (offline?)") from None
         except (HfHubHTTPError, OSError, ValueError) as e:
-            first = first_line(e)
+            first = hub_problem(e)
             raise DownloadError(f"{name}: cannot fetch from the Hugging Face Hub {repo_id}@{revision}: {first}") from None
 
     folder = snapshot(force=False) / sub
@@ -153,9 +164,11 @@ def push_ir(xml: Path, repo_id: str, revision: str | None = None, token: str | N
         api = HfApi(token=token)
         try:
             api.create_repo(repo_id, exist_ok=True)
+            if revision not in (None, "main"):
+                # the Hub commits only to a branch that exists (else 404 "Invalid rev id")
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
             api.upload_folder(repo_id=repo_id, folder_path=str(stage), revision=revision,
                               commit_message=f"d2ov push {meta['model_name']} {meta['precision']}")
         except Exception as e:
-            first = first_line(e)
-            raise DownloadError(f"cannot push to the Hugging Face Hub {repo_id}: {first}") from None
+            raise UploadError(f"cannot push to the Hugging Face Hub {repo_id}: {hub_problem(e)}") from None
     return sub

@@ -1,0 +1,166 @@
+"""The two uploads to the Hugging Face Hub, end to end: ``d2ov space --repo-id`` and ``d2ov push``
+run as a user runs them (a subprocess with ``HF_ENDPOINT``/``HF_TOKEN`` set) against a stand-in Hub on
+127.0.0.1 (:mod:`tests.fake_hub`), which stores what arrives: the create_repo request, each commit, and
+the LFS objects (checked against their sha256 and size). What arrived is compared byte for byte with
+what the dry runs write. The client takes huggingface_hub's LFS path (``HF_HUB_DISABLE_XET=1``; the Xet
+path needs Xet's storage service, which the stand-in does not offer)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from ..conftest import ROOT, run_cli
+from ..fake_hub import FakeHub, hub_env
+from ..fake_v2 import closed_port_url
+
+TOKEN = "hf_d2ov_test_token"
+IR_MODEL = "demo/mask_rcnn_shapes"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _folder_hashes(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): _sha(p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture()
+def hub():
+    with FakeHub(token=TOKEN) as h:
+        yield h
+
+
+@pytest.fixture()
+def env(hub, tmp_path):
+    return hub_env(hub.url, TOKEN, tmp_path / "hf_home")
+
+
+def _d2ov_commits(hub: FakeHub, repo_type: str, repo_id: str) -> list[dict]:
+    """The commits after the Hub's own initial one (which only holds .gitattributes)."""
+    commits = hub.repos[(repo_type, repo_id)]["commits"]
+    assert commits[0]["summary"] == "initial commit"
+    return commits[1:]
+
+
+def _one_error_line(res) -> str:
+    assert res.returncode == 2, (res.returncode, res.stdout[-1000:], res.stderr[-3000:])
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1, res.stderr[-3000:]
+    assert lines[0].startswith("d2ov: error: "), lines
+    assert "Traceback" not in res.stderr
+    return lines[0]
+
+
+# -- d2ov space ---------------------------------------------------------------------------------
+
+
+def test_space_is_created_and_uploaded_as_the_dry_run_writes_it(hub, env, tmp_path):
+    res = run_cli("space", "--repo-id", "me/d2ov-space", "--private", env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"published {hub.url}/spaces/me/d2ov-space" in res.stdout, res.stdout
+
+    assert list(hub.repos) == [("space", "me/d2ov-space")]
+    created = hub.repos[("space", "me/d2ov-space")]["created"]
+    assert created == {"name": "d2ov-space", "organization": "me", "type": "space", "sdk": "gradio",
+                       "visibility": "private"}
+
+    dry = tmp_path / "dry" / "space"
+    res = run_cli("space", "--dry-run", str(dry), env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    expected = _folder_hashes(dry)
+    assert len(expected) > 100 and "d2ov_core/data/ir/demo__mask_rcnn_shapes/FP16/model.bin" in expected
+
+    commits = _d2ov_commits(hub, "space", "me/d2ov-space")
+    assert len(commits) == 1 and commits[0]["branch"] == "main"
+    assert commits[0]["summary"].startswith("d2ov space ")
+    committed = commits[0]["regular"] + commits[0]["lfs"]
+    assert sorted(committed) == sorted(expected)  # exactly the files build_space writes, once each
+    tree = hub.tree("space", "me/d2ov-space")
+    assert tree.pop(".gitattributes")  # the Hub's own, from the initial commit
+    assert {p: _sha(b) for p, b in tree.items()} == expected  # byte for byte
+
+    front = tree["README.md"].decode().split("---")[1]
+    assert "sdk: gradio" in front.splitlines() and "app_file: app.py" in front.splitlines()
+    assert any(v["content"] == tree["README.md"].decode() and v["repoType"] == "space" for v in hub.validated)
+
+    # the large binaries went through LFS: referenced as LFS pointers in the commit, their bytes
+    # arrived by the LFS PUT (the stand-in checked sha256 and size) and were verified
+    bins = sorted(p for p in expected if p.endswith("model.bin"))
+    assert bins == sorted(f"d2ov_core/{p.relative_to(ROOT / 'd2ov_core').as_posix()}"
+                          for p in (ROOT / "d2ov_core" / "data" / "ir").glob("*/*/model.bin"))
+    for p in bins:
+        assert p in commits[0]["lfs"] and p not in commits[0]["regular"]
+        assert hub.lfs_objects[expected[p]] == tree[p]
+        assert expected[p] in hub.lfs_verified
+    assert {o["oid"] for b in hub.lfs_batches for o in b["objects"]} == {expected[p] for p in commits[0]["lfs"]}
+
+
+# -- d2ov push ----------------------------------------------------------------------------------
+
+
+def test_push_uploads_the_dry_run_layout(hub, env, tmp_path):
+    res = run_cli("push", IR_MODEL, "--repo-id", "me/d2ov-irs", env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"to {hub.url}/me/d2ov-irs as demo__mask_rcnn_shapes/FP16/" in res.stdout, res.stdout
+
+    assert list(hub.repos) == [("model", "me/d2ov-irs")]
+    created = hub.repos[("model", "me/d2ov-irs")]["created"]
+    assert created == {"name": "d2ov-irs", "organization": "me"}  # a model repo (no type), public
+
+    dry = tmp_path / "dry"
+    res = run_cli("push", IR_MODEL, "--repo-id", "me/d2ov-irs", "--dry-run", str(dry), env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    expected = _folder_hashes(dry)
+    assert sorted(expected) == ["README.md", "demo__mask_rcnn_shapes/FP16/d2ov.json",
+                                "demo__mask_rcnn_shapes/FP16/model.bin", "demo__mask_rcnn_shapes/FP16/model.xml"]
+
+    commits = _d2ov_commits(hub, "model", "me/d2ov-irs")
+    assert [c["summary"] for c in commits] == ["d2ov push demo/mask_rcnn_shapes FP16"]
+    assert commits[0]["lfs"] == ["demo__mask_rcnn_shapes/FP16/model.bin"]
+    tree = hub.tree("model", "me/d2ov-irs")
+    tree.pop(".gitattributes")
+    assert {p: _sha(b) for p, b in tree.items()} == expected
+    assert hub.lfs_objects[expected["demo__mask_rcnn_shapes/FP16/model.bin"]] == tree["demo__mask_rcnn_shapes/FP16/model.bin"]
+
+
+def test_push_to_a_new_branch_creates_it_and_leaves_main_alone(hub, env, tmp_path):
+    res = run_cli("push", IR_MODEL, "--repo-id", "me/d2ov-irs", "--revision", "ir-v1", env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    repo = hub.repos[("model", "me/d2ov-irs")]
+    assert sorted(repo["branches"]) == ["ir-v1", "main"]
+    assert sorted(repo["branches"]["main"]) == [".gitattributes"]
+    assert [c["summary"] for c in repo["commits"] if c["branch"] == "ir-v1"][-1] == "d2ov push demo/mask_rcnn_shapes FP16"
+    assert "demo__mask_rcnn_shapes/FP16/model.bin" in repo["branches"]["ir-v1"]
+
+    # pushing again to the branch that now exists is fine too (no second branch creation needed)
+    res = run_cli("push", IR_MODEL, "--repo-id", "me/d2ov-irs", "--revision", "ir-v1", env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+# -- failures: one line, exit 2 -----------------------------------------------------------------
+
+COMMANDS = {"push": ["push", IR_MODEL, "--repo-id", "me/d2ov-irs"],
+            "space": ["space", "--repo-id", "me/d2ov-space"]}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_bad_token_is_one_error_line(command, hub, env):
+    res = run_cli("-q", *COMMANDS[command], env=dict(env, HF_TOKEN="hf_wrong"), timeout=600)
+    line = _one_error_line(res)
+    assert "401" in line and "me/d2ov-" in line and "Invalid credentials in Authorization header" in line, line
+    assert "--weights" not in line  # not a download: no hint about weights files
+    assert hub.repos == {} and hub.lfs_objects == {}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_an_unreachable_hub_is_one_error_line(command, tmp_path):
+    env = hub_env(closed_port_url(), TOKEN, tmp_path / "hf_home")
+    res = run_cli("-q", *COMMANDS[command], env=env, timeout=600)
+    line = _one_error_line(res)
+    assert "me/d2ov-" in line and ("onnect" in line or "refused" in line), line
+    assert "--weights" not in line
