@@ -231,6 +231,27 @@ def _mcp_installed() -> bool:
     return True
 
 
+def _start_quietly(service: ModelService, args: argparse.Namespace, mcp: bool) -> gr.Blocks:
+    """Build, queue and launch the app inside one short-lived running event loop; return the running
+    app. Outside a running loop, every Gradio lock and event made while building and launching creates
+    a new event loop and drops the previous one unclosed; the garbage collector later finalises some
+    of them after their sockets and prints "Exception ignored in BaseEventLoop.__del__ ... Invalid file
+    descriptor: -1" tracebacks into the log (seen in the Space's log at start). Gradio's locks bind to
+    a loop only when first used, i.e. to the server's own loop in its thread."""
+    import asyncio
+
+    async def start() -> gr.Blocks:
+        demo = build_demo(service)
+        demo.queue(default_concurrency_limit=max(1, (os.cpu_count() or 2) // 2 + 1), max_size=64)
+        # server_name/server_port None: Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (a Space's)
+        demo.launch(server_name=args.host, server_port=args.port, share=args.share, mcp_server=mcp,
+                    max_file_size=int(MAX_UPLOAD_MB * 1024 * 1024), allowed_paths=[str(OUT_DIR)],
+                    prevent_thread_lock=True)
+        return demo
+
+    return asyncio.run(start())
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     handler = logging.StreamHandler()
@@ -247,8 +268,4 @@ def main(argv=None) -> None:
     except D2ovError as e:  # e.g. the model server is down: one line, not a traceback
         print(f"d2ov: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    demo = build_demo(service)
-    demo.queue(default_concurrency_limit=max(1, (os.cpu_count() or 2) // 2 + 1), max_size=64)
-    # server_name/server_port None: Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (a Space's)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, mcp_server=mcp,
-                max_file_size=int(MAX_UPLOAD_MB * 1024 * 1024), allowed_paths=[str(OUT_DIR)])
+    _start_quietly(service, args, mcp).block_thread()
