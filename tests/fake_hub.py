@@ -37,8 +37,10 @@ import json
 import re
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlsplit
+
+from .local_server import LocalServer
 
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 TYPE_OF_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
@@ -64,7 +66,7 @@ def _is_binary(sample: bytes) -> bool:
     return b"\x00" in sample
 
 
-class FakeHub:
+class FakeHub(LocalServer):
     """``with FakeHub(token="hf_good") as hub: env = hub_env(hub.url, "hf_good") ...``
 
     After an upload: ``hub.repos[("space", "me/x")]`` holds ``created`` (the create_repo body),
@@ -286,27 +288,11 @@ class FakeHub:
 
         self.validated: list[dict] = []
         self.lfs_batches: list[dict] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._serve(Handler)
 
     def tree(self, repo_type: str, repo_id: str, branch: str = "main") -> dict[str, bytes]:
         return dict(self.repos[(repo_type, repo_id)]["branches"][branch])
 
-    def start(self) -> "FakeHub":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> "FakeHub":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def hub_env(endpoint: str, token: str, hf_home) -> dict[str, str]:

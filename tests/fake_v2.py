@@ -8,9 +8,8 @@ demand."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +17,12 @@ import numpy as np
 from d2ov_core.runtime import ir as runtime
 from d2ov_core.runtime import settings as S
 
+from .local_server import LocalServer
+
 V2_TYPES = {np.dtype("float32"): "FP32", np.dtype("int64"): "INT64", np.dtype("int32"): "INT32"}
 
 
-class FakeV2Server:
+class FakeV2Server(LocalServer):
     """``with FakeV2Server(xml, name) as srv: srv.url ...``; set ``srv.mode`` to one of
     ``ok``, ``json`` (JSON outputs), ``slow`` (infer sleeps ``srv.delay`` s), ``wrong_shape`` (boxes
     ``[N, 3]``), ``wrong_dtype`` (boxes INT64), ``missing`` (no scores), ``no_rt_info``, ``error``
@@ -100,10 +101,7 @@ class FakeV2Server:
                     return self._send(200, head + b"".join(raws), {"Inference-Header-Content-Length": str(len(head))})
                 self._send(200, head)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._serve(Handler)
 
     def metadata(self) -> dict:
         doc = {"name": self.name, "versions": ["1"], "platform": "fake",
@@ -112,19 +110,6 @@ class FakeV2Server:
             doc["rt_info"] = {S.RT_INFO_SECTION: {k: S.encode(k, v) for k, v in self.ir.metadata.items()}}
         return doc
 
-    def start(self) -> "FakeV2Server":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> "FakeV2Server":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def closed_port_url() -> str:
