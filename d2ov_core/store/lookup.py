@@ -23,10 +23,10 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 from ..errors import D2ovError
 from ..runtime.ir import read_metadata
+from ..runtime.settings import IRMetadata
 from . import cache
 from .catalog import CATALOG, DATA_DIR, get
 
@@ -58,13 +58,13 @@ def cached_ir_dir(name: str) -> Path:
 
 
 @functools.lru_cache(maxsize=256)
-def _metadata(xml: str, mtime_ns: int) -> dict[str, Any]:
+def _metadata(xml: str, mtime_ns: int) -> IRMetadata:
     return read_metadata(xml)
 
 
-def metadata(xml: str | os.PathLike) -> dict[str, Any]:
+def metadata(xml: str | os.PathLike) -> IRMetadata:
     """``read_metadata`` remembered per (file, mtime): reading an IR takes ~50 ms and a server asks
-    on every request (model cards). Do not modify the returned dict."""
+    on every request (model cards). The record is frozen, so callers share it safely."""
     return _metadata(str(xml), os.stat(xml).st_mtime_ns)
 
 
