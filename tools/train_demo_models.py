@@ -56,9 +56,9 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import d2ov_core.compat  # noqa: E402
+from d2ov_core.export import compat  # noqa: E402
 
-d2ov_core.compat.apply()
+compat.apply()
 
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import (  # noqa: E402
@@ -76,12 +76,14 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.solver import build_lr_scheduler, build_optimizer  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
+import make_figures  # noqa: E402
 import make_shapes  # noqa: E402
 
 CLASSES = make_shapes.CLASSES
 SEED = 20260125
 LOG = logging.getLogger("train_demo")
 COCO_STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+KEYPOINT_STAT_NAMES = ["AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"]
 
 
 # ------------------------------------------------------------------------------------------- setup
@@ -107,11 +109,14 @@ def setup_logging(path: str | None) -> None:
     LOG.propagate = False
 
 
-def ensure_data(work: str, train_num: int, test_num: int) -> dict:
+def ensure_data(work: str, train_num: int, test_num: int, gen=make_shapes) -> dict:
+    """Generate (if missing or stale) and register the train and test splits of ``gen``'s data set
+    (make_shapes: ``d2ov_shapes_*``; make_figures: ``d2ov_figures_*`` with keypoint metadata)."""
     os.makedirs(work, exist_ok=True)
     paths = {}
+    kind = "figures" if gen is make_figures else "shapes"
     for split, num in (("train", train_num), ("test", test_num)):
-        seed = make_shapes.DEFAULT_SPLITS[split][1]
+        seed = gen.DEFAULT_SPLITS[split][1]
         p = os.path.join(work, f"{split}.json")
         ok = False
         if os.path.exists(p):
@@ -119,21 +124,25 @@ def ensure_data(work: str, train_num: int, test_num: int) -> dict:
                 d = json.load(f)
             info = d.get("info", {})
             ok = (len(d["images"]) == num and f"seed {seed}" in info.get("description", "")
-                  and info.get("version") == make_shapes.GENERATOR_VERSION)
+                  and info.get("version") == gen.GENERATOR_VERSION)
         if not ok:
             t = time.time()
-            LOG.info(f"generating {split} split: {num} images, seed {seed} -> {work}")
-            make_shapes.make_split(work, split, num, seed)
+            LOG.info(f"generating {kind} {split} split: {num} images, seed {seed} -> {work}")
+            gen.make_split(work, split, num, seed)
             LOG.info(f"  done in {time.time() - t:.0f} s")
         paths[split] = p
-        name = f"d2ov_shapes_{split}"
+        name = f"d2ov_{kind}_{split}"
         if name not in DatasetCatalog.list():
             register_coco_instances(name, {}, p, work)
-            MetadataCatalog.get(name).thing_classes = list(CLASSES)
+            md = MetadataCatalog.get(name)
+            md.thing_classes = list(gen.CLASSES)
+            if gen is make_figures:
+                md.keypoint_names = list(make_figures.KEYPOINTS)
+                md.keypoint_flip_map = list(make_figures.FLIP_MAP)
     return paths
 
 
-def build_cfg(mask_on: bool, args) -> "CfgNode":
+def build_cfg(mask_on: bool, args, keypoint_on: bool = False) -> "CfgNode":
     cfg = get_cfg()
     m = cfg.MODEL
     m.META_ARCHITECTURE = "GeneralizedRCNN"
@@ -208,6 +217,19 @@ def build_cfg(mask_on: bool, args) -> "CfgNode":
     s.CHECKPOINT_PERIOD = args.ckpt_every
     cfg.SEED = SEED
     cfg.OUTPUT_DIR = ""
+    if keypoint_on:  # the stick-figure model: one class, 7 keypoints, a 4-conv keypoint head
+        m.KEYPOINT_ON = True
+        m.ROI_HEADS.NUM_CLASSES = 1
+        m.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS = len(make_figures.KEYPOINTS)
+        m.ROI_KEYPOINT_HEAD.CONV_DIMS = (128,) * 4
+        m.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION = 14
+        m.ROI_KEYPOINT_HEAD.POOLER_SAMPLING_RATIO = 0
+        m.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE = 1
+        # figures are tall and thin: a taller anchor besides Detectron2's three
+        m.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0, 3.0]]
+        cfg.TEST.KEYPOINT_OKS_SIGMAS = list(make_figures.OKS_SIGMAS)
+        cfg.DATASETS.TRAIN = ("d2ov_figures_train",)
+        cfg.DATASETS.TEST = ("d2ov_figures_test",)
     return cfg
 
 
@@ -371,7 +393,7 @@ def _barrier() -> None:
 
 
 def _which(cfg) -> str:
-    return "mask" if cfg.MODEL.MASK_ON else "faster"
+    return "keypoint" if cfg.MODEL.KEYPOINT_ON else "mask" if cfg.MODEL.MASK_ON else "faster"
 
 
 # -------------------------------------------------------------------------------------------- eval
@@ -407,19 +429,25 @@ def evaluate(cfg, model, gt_json: str, max_images: int | None) -> dict:
     for r in results:
         r["category_id"] = inv[r["category_id"]]
     stats = {"eval_images": len(ids)}
-    types = ["bbox", "segm"] if cfg.MODEL.MASK_ON else ["bbox"]
+    types = ["bbox"] + (["segm"] if cfg.MODEL.MASK_ON else []) + (["keypoints"] if cfg.MODEL.KEYPOINT_ON else [])
     for iou_type in types:
         res = [dict(r) for r in results]
-        if iou_type == "bbox":
+        if iou_type != "segm":
             for r in res:
                 r.pop("segmentation", None)
+        if iou_type != "keypoints":
+            for r in res:
+                r.pop("keypoints", None)
         dt = gt.loadRes(res) if res else COCO()
         ev = COCOeval(gt, dt, iou_type)
         ev.params.imgIds = ids
+        if iou_type == "keypoints":
+            ev.params.kpt_oks_sigmas = np.array(cfg.TEST.KEYPOINT_OKS_SIGMAS)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-        s = {k: float(v) * 100 for k, v in zip(COCO_STAT_NAMES, ev.stats)}
+        names = KEYPOINT_STAT_NAMES if iou_type == "keypoints" else COCO_STAT_NAMES
+        s = {k: float(v) * 100 for k, v in zip(names, ev.stats)}
         # per-category AP
         prec = ev.eval["precision"]  # T, R, K, A, M
         for ki, cid in enumerate(ev.params.catIds):
@@ -463,12 +491,16 @@ def finish_model(cfg, model, out_dir, name, task, metrics, iters, minutes, gt_js
     info = {
         "name": name,
         "task": task,
-        "classes": list(CLASSES),
+        "classes": list(make_figures.CLASSES if cfg.MODEL.KEYPOINT_ON else CLASSES),
         "config": "config.yaml",
         "weights": "model_final.pth",
         "weights_sha256": sha256(wpath),
         "box_AP": round(stats["bbox"]["AP"], 2),
         "mask_AP": round(stats["segm"]["AP"], 2) if "segm" in stats else None,
+        **({"keypoint_AP": round(stats["keypoints"]["AP"], 2), "keypoint_names": list(make_figures.KEYPOINTS),
+            "keypoint_skeleton": [list(p) for p in make_figures.SKELETON],
+            "keypoint_flip_map": [list(p) for p in make_figures.FLIP_MAP],
+            "keypoint_oks_sigmas": list(make_figures.OKS_SIGMAS)} if "keypoints" in stats else {}),
         "eval_split": "test",
         "eval_images": stats["eval_images"],
         "train_iters": iters,
@@ -488,7 +520,7 @@ def finish_model(cfg, model, out_dir, name, task, metrics, iters, minutes, gt_js
     return info
 
 
-def copy_samples(work: str, gt_json: str, out: str) -> None:
+def copy_samples(work: str, gt_json: str, out: str, prefix: str = "shapes") -> None:
     """4 varied test images: the most crowded, a sparse one, two in between."""
     with open(gt_json) as f:
         d = json.load(f)
@@ -501,8 +533,8 @@ def copy_samples(work: str, gt_json: str, out: str) -> None:
     picks = [ims[-1], ims[0], ims[n // 2], ims[(3 * n) // 4]]
     os.makedirs(out, exist_ok=True)
     for i, im in enumerate(picks, start=1):
-        shutil.copyfile(os.path.join(work, im["file_name"]), os.path.join(out, f"shapes_{i}.jpg"))
-        LOG.info(f"sample shapes_{i}.jpg <- test {im['file_name']} ({im['width']}x{im['height']}, "
+        shutil.copyfile(os.path.join(work, im["file_name"]), os.path.join(out, f"{prefix}_{i}.jpg"))
+        LOG.info(f"sample {prefix}_{i}.jpg <- test {im['file_name']} ({im['width']}x{im['height']}, "
                  f"{count[im['id']]} objects)")
 
 
@@ -512,7 +544,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=os.path.join(ROOT, ".cache", "shapes"), help="data set folder")
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "demo"))
-    ap.add_argument("--model", choices=["both", "mask", "faster"], default="both")
+    ap.add_argument("--model", choices=["both", "mask", "faster", "keypoint"], default="both",
+                    help="both: the shapes models; keypoint: the stick-figure Keypoint R-CNN")
+    ap.add_argument("--figures-work", default=os.path.join(ROOT, ".cache", "figures"), help="figures data set folder")
+    ap.add_argument("--keypoint-iters", type=int, default=3000)
+    ap.add_argument("--keypoint-stop", type=int, default=None,
+                    help="stop the Keypoint R-CNN at this iteration (schedule still over --keypoint-iters)")
     ap.add_argument("--train-images", type=int, default=make_shapes.DEFAULT_SPLITS["train"][0])
     ap.add_argument("--test-images", type=int, default=200)
     ap.add_argument("--mask-iters", type=int, default=3000)
@@ -566,11 +603,13 @@ def main(argv=None) -> int:
 
     if a.time_iters:
         setup_logging(None)
-        paths = ensure_data(a.work, a.train_images, a.test_images)
-        tmp = os.path.join(a.work, "_timing")
+        kp = a.model == "keypoint"
+        work = a.figures_work if kp else a.work
+        ensure_data(work, a.train_images, a.test_images, make_figures if kp else make_shapes)
+        tmp = os.path.join(work, "_timing")
         os.makedirs(tmp, exist_ok=True)
-        for mask_on in (True,):
-            cfg = build_cfg(mask_on, a)
+        for mask_on in (not kp,):
+            cfg = build_cfg(mask_on, a, keypoint_on=kp)
             a2 = a
             args_log_every = 10
             train(cfg, a.time_iters, tmp, {"train": []})
@@ -591,6 +630,21 @@ def main(argv=None) -> int:
         LOG.info(f"both done: exit codes {rcs}; logs in {a.out}/*/train_log.txt")
         return max(rcs)
 
+    if a.model == "keypoint":
+        kp_dir = os.path.join(a.out, "keypoint_rcnn_figures")
+        os.makedirs(kp_dir, exist_ok=True)
+        _setup_rank_logging(os.path.join(kp_dir, "train_log.txt"))
+        LOG.info(f"d2ov demo model: Keypoint R-CNN on synthetic stick figures, trained from scratch; argv {sys.argv[1:]}")
+        LOG.info(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        paths = ensure_data(a.figures_work, a.train_images, a.test_images, make_figures)
+        cfg = build_cfg(False, a, keypoint_on=True)
+        metrics = {"model": "demo/keypoint_rcnn_figures", "train": []}
+        model, done, minutes = train(cfg, a.keypoint_iters, kp_dir, metrics, deadline=deadline, stop=a.keypoint_stop)
+        if _dist()[0] == 0:
+            finish_model(cfg, model, kp_dir, "demo/keypoint_rcnn_figures", "keypoints", metrics, done, minutes,
+                         paths["test"], a.test_images, {"init": "scratch"})
+            copy_samples(a.figures_work, paths["test"], SAMPLES_DIR, prefix="figures")
+        return 0
     mask_dir = os.path.join(a.out, "mask_rcnn_shapes")
     faster_dir = os.path.join(a.out, "faster_rcnn_shapes")
     if a.model in ("both", "mask"):
@@ -648,7 +702,10 @@ def _launch_ddp(a, argv) -> int:
     import socket
 
     setup_logging(None)
-    ensure_data(a.work, a.train_images, a.test_images)  # once, before the processes read it
+    if a.model == "keypoint":  # once, before the processes read it
+        ensure_data(a.figures_work, a.train_images, a.test_images, make_figures)
+    else:
+        ensure_data(a.work, a.train_images, a.test_images)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
