@@ -64,12 +64,12 @@ def run(args) -> int:
     size = sum(p.stat().st_size for p in xml.parent.glob("model.*"))
     print(f"{xml}  ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
     if measure is not None:
+        from ..runtime.settings import ap_text
         from ..runtime.ir import read_metadata
 
         meta = read_metadata(xml)
         for p, row in meta["accuracy"].items():
-            mask = f", mask AP {row['mask_AP']:.2f}" if row.get("mask_AP") is not None else ""
-            print(f"  {p:<5} box AP {row['box_AP']:.2f}{mask}  ({row['ms']:.0f} ms/image, {row['images']} images of {row['set']})")
+            print(f"  {p:<5} {ap_text(row, 2)}  ({row['ms']:.0f} ms/image, {row['images']} images of {row['set']})")
         if meta["quantization"]:
             print(f"  recipe {meta['quantization']}")
     return 0

@@ -1,4 +1,4 @@
-"""``d2ov eval``: COCO box/mask AP of a model over a COCO-format data set."""
+"""``d2ov eval``: COCO box/mask/keypoint AP of a model over a COCO-format data set."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from .common import add_ir_options, add_model_options, make_predictor, write_jso
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="COCO box/mask AP over a COCO-format data set")
+    p = sub.add_parser("eval", help="COCO box/mask/keypoint AP over a COCO-format data set")
     p.add_argument("model", help="catalog name, IR .xml/folder (openvino) or config .yaml")
     p.add_argument("--annotations", required=True, help="COCO instances JSON")
     p.add_argument("--images", required=True, help="folder of the images named in the JSON")
@@ -27,10 +27,10 @@ def run(args) -> int:
     where = args.backend if args.backend == "pytorch" else f"openvino {predictor.precision}"
     print(f"{predictor.name} [{where}] on {res['images']} images ({res['detections']} detections, "
           f"median {res['per_image_ms']:.0f} ms/image)")
-    for iou_type in ("bbox", "segm"):
+    for iou_type in ("bbox", "segm", "keypoints"):
         if iou_type in res:
             stats = "  ".join(f"{k} {v:5.2f}" for k, v in res[iou_type].items())
-            print(f"  {iou_type:<4}  {stats}")
+            print(f"  {iou_type:<9}  {stats}")
     if args.json:
         write_json(args.json, {"model": predictor.describe(), "backend": args.backend,
                                "annotations": str(args.annotations), **res})

@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--box-tol", type=float, default=0.5, help="max box deviation, px (0.5)")
     p.add_argument("--score-tol", type=float, default=1e-3, help="max score deviation (1e-3)")
     p.add_argument("--mask-iou", type=float, default=0.98, help="min mask IoU (0.98)")
+    p.add_argument("--keypoint-tol", type=float, default=0.5,
+                   help="max deviation of visible keypoints (score > 0.05), px (0.5)")
     p.add_argument("--stages", action="store_true",
                    help="compare stage by stage (features, RPN/head, ROI heads on the same proposals, detections): "
                         "judges a conversion even with --weights random")
@@ -43,7 +45,8 @@ def run(args) -> int:
     if not 0 < args.stage_tol < 1:
         raise InputError(f"--stage-tol must be in (0, 1), got {args.stage_tol}")
     spec = spec_from_args(args.model, args.weights, args.classes)
-    tol = Tolerance(min_score=args.min_score, box_px=args.box_tol, score=args.score_tol, mask_iou=args.mask_iou)
+    tol = Tolerance(min_score=args.min_score, box_px=args.box_tol, score=args.score_tol, mask_iou=args.mask_iou,
+                    keypoint_px=args.keypoint_tol)
     if args.stages:
         return _stages(args, spec, tol)
     ref = ReferencePredictor(spec, weights=args.weights)
@@ -56,11 +59,15 @@ def run(args) -> int:
         ok = c.ok(tol)
         failures += not ok
         rows.append({"image": str(img), "ok": ok, **c.to_dict()})
-        miou = "-" if c.min_mask_iou is None else f"{c.min_mask_iou:.4f}"
+        miou = "" if c.min_mask_iou is None else f", min mask IoU {c.min_mask_iou:.4f}"
+        kp = "" if c.max_keypoint_dev is None else (f", keypoint dev {c.max_keypoint_dev:.3f} px "
+                                                     f"({c.keypoints_compared} visible keypoints)")
         print(f"{'ok  ' if ok else 'FAIL'} {img}: matched {c.matched}/{c.reference} (unmatched ref {c.unmatched_reference}, "
-              f"ov {c.unmatched_candidate}), box dev {c.max_box_dev:.3f} px, score dev {c.max_score_dev:.2e}, min mask IoU {miou}")
+              f"ov {c.unmatched_candidate}), box dev {c.max_box_dev:.3f} px, score dev {c.max_score_dev:.2e}{miou}{kp}")
+    extra = (f", keypoints <= {tol.keypoint_px} px" if ref.task == "keypoints" else
+             f", mask IoU >= {tol.mask_iou}" if ref.task == "instance_segmentation" else "")
     print(f"{len(args.images) - failures} of {len(args.images)} images within tolerance "
-          f"(score >= {tol.min_score}, box <= {tol.box_px} px, score <= {tol.score}, mask IoU >= {tol.mask_iou})")
+          f"(score >= {tol.min_score}, box <= {tol.box_px} px, score <= {tol.score}{extra})")
     if args.json:
         write_json(args.json, {"model": spec.name, "ir": str(ov.xml), "precision": ov.precision,
                                "tolerance": dataclasses.asdict(tol), "images": rows})

@@ -251,8 +251,7 @@ def _quantize(ov_model, samples: list[np.ndarray], recipe: Recipe, names: list[s
 
 
 def _ap_text(rows: dict[str, Any]) -> str:
-    return ", ".join(f"{p} box AP {r['box_AP']:.1f}" + (f" mask AP {r['mask_AP']:.1f}" if r.get("mask_AP") is not None else "")
-                     for p, r in rows.items()) or "not measured"
+    return "; ".join(f"{p} {S.ap_text(r)}" for p, r in rows.items()) or "not measured"
 
 
 def _record_accuracy(xml: Path, accuracy: dict[str, Any]) -> None:

@@ -124,7 +124,8 @@ def cfg_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
         thresh, nms, dets = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE
     return {
         "model_name": spec.name,
-        "task": "instance_segmentation" if cfg.MODEL.MASK_ON else "detection",
+        "task": "keypoints" if cfg.MODEL.KEYPOINT_ON else "instance_segmentation" if cfg.MODEL.MASK_ON else "detection",
+        **(_keypoint_metadata(cfg, spec) if cfg.MODEL.KEYPOINT_ON else {}),
         "meta_architecture": arch,
         "labels": list(spec.classes),
         "input_format": cfg.INPUT.FORMAT,
@@ -140,3 +141,16 @@ def cfg_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
         "detectron2_version": detectron2.__version__,
     }
 
+
+
+def _keypoint_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
+    """Keypoint names, skeleton and OKS sigmas of a Keypoint R-CNN: the catalog's, else (a user's own
+    model) ``keypoint_1..K``, no skeleton, and the config's ``TEST.KEYPOINT_OKS_SIGMAS``."""
+    k = int(cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS)
+    names = list(spec.keypoint_names) or [f"keypoint_{i + 1}" for i in range(k)]
+    if len(names) != k:
+        raise ConversionError(f"{spec.name}: MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS is {k} but {len(names)} keypoint "
+                              "names were given")
+    sigmas = list(spec.keypoint_oks_sigmas) or [float(v) for v in cfg.TEST.KEYPOINT_OKS_SIGMAS]
+    return {"keypoint_names": names, "keypoint_skeleton": [list(p) for p in spec.keypoint_skeleton],
+            "keypoint_oks_sigmas": [float(v) for v in sigmas] if len(sigmas) == k else []}

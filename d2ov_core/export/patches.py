@@ -11,6 +11,9 @@
    multi-level ROI pooler gathers its per-level results into box order instead of writing them into
    a zero-filled buffer (same values; the buffer's Broadcast + ScatterNDUpdate cost 8% of the demo
    model's OpenVINO time). Eager results are unchanged.
+3. :func:`exportable_keypoints` (active around the traced inference only): Keypoint R-CNN's graph
+   ends at the keypoint heatmaps (the per-box decoding, whose output size differs per box, runs in
+   numpy: :mod:`d2ov_core.runtime.keypoints`).
 
 Training is never patched.
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 import contextlib
 
 __all__ = ["use_stable_proposal_ranking", "retinanet_detections", "exportable", "exportable_padding",
-           "exportable_pooling"]
+           "exportable_pooling", "exportable_keypoints"]
 
 
 def use_stable_proposal_ranking() -> None:
@@ -264,6 +267,31 @@ def exportable_pooling():
         yield
     finally:
         poolers.ROIPooler.forward = original
+
+
+@contextlib.contextmanager
+def exportable_keypoints():
+    """While active, Keypoint R-CNN's inference stops at the keypoint head's logits: each image's
+    ``Instances`` get ``pred_keypoint_heatmaps`` (``(N, K, S, S)``, what Detectron2 also keeps) and no
+    ``pred_keypoints``. Detectron2's ``heatmaps_to_keypoints`` resizes each box's maps to that box's
+    own size in a Python loop (scripted when tracing), which no static graph holds; the runtime does
+    the same arithmetic in numpy (:func:`d2ov_core.runtime.keypoints.heatmaps_to_keypoints`).
+    Active around the traced inference (:func:`d2ov_core.export.trace.traceable`), eager and traced
+    alike, so both give the same outputs."""
+    from detectron2.modeling.roi_heads import keypoint_head
+
+    original = keypoint_head.keypoint_rcnn_inference
+
+    def keypoint_rcnn_inference(pred_keypoint_logits, pred_instances):
+        sizes = [len(i) for i in pred_instances]
+        for maps, inst in zip(pred_keypoint_logits.split(sizes, dim=0), pred_instances):
+            inst.pred_keypoint_heatmaps = maps
+
+    keypoint_head.keypoint_rcnn_inference = keypoint_rcnn_inference
+    try:
+        yield
+    finally:
+        keypoint_head.keypoint_rcnn_inference = original
 
 
 @contextlib.contextmanager

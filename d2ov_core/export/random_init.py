@@ -41,7 +41,8 @@ def calibrate_random_weights(model, cfg) -> None:
     2. the output layers (RPN deltas, box deltas, class logits) are rescaled so their outputs have a
        trained-like spread (logit standard deviation 2, background 2 lower): proposals stay near
        anchors, scores spread over (0, 1) and depend on the input, and the 100-detection cap is
-       reached on real photos, so the mask head does full work.
+       reached on real photos, so the mask head does full work; keypoint heatmaps get a standard
+       deviation of 4, peaked enough for keypoints to score above the drawing threshold (0.05).
     Seeded (``torch.manual_seed(0)`` before ``build_model``): the same random model every time.
     """
     import torch
@@ -89,9 +90,12 @@ def calibrate_random_weights(model, cfg) -> None:
         {getattr(predictor, "bbox_pred", None): 1.0, getattr(predictor, "cls_score", None): 2.0},
         # RetinaNet: deltas with BBOX_REG_WEIGHTS (1, 1, 1, 1); class logits spread around a low bias
         {getattr(retina, "bbox_pred", None): 0.2, getattr(retina, "cls_score", None): 1.5},
+        # keypoint heatmaps peaked enough that keypoints score above the 0.05 drawing threshold, so
+        # verify compares keypoint positions (near-flat maps would leave none "visible")
+        {getattr(getattr(getattr(model, "roi_heads", None), "keypoint_head", None), "score_lowres", None): 4.0},
     ]
     for targets in passes:
-        targets = {layer: t for layer, t in targets.items() if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear))}
+        targets = {layer: t for layer, t in targets.items() if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))}
         outs: dict = {}
         def keep_first(mod, args, out):  # returns None: the output itself is left alone
             outs.setdefault(mod, out.detach())

@@ -72,6 +72,9 @@ class ReferencePredictor:
             labels=np.array([self.labels[c] for c in classes], dtype=str) if len(classes) else np.zeros((0,), str),
             image_size=(h, w),
             masks=inst.pred_masks.numpy() if inst.has("pred_masks") else None,
+            keypoints=inst.pred_keypoints.numpy() if inst.has("pred_keypoints") else None,
+            keypoint_names=self.metadata.get("keypoint_names", ()) if inst.has("pred_keypoints") else (),
+            keypoint_skeleton=self.metadata.get("keypoint_skeleton", ()) if inst.has("pred_keypoints") else (),
         )
         t4 = time.perf_counter()
         # the model's forward includes postprocessing; "inference" here is the whole eager forward

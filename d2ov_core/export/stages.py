@@ -11,7 +11,8 @@ deployed IR computes on the way to its detections:
   (the RPN head), ``proposals.boxes`` / ``proposals.logits`` (the RPN's top proposals, computed in
   the graph: informative, ranked by near-flat scores on random weights), then the ROI heads ON THE
   GIVEN BOXES: ``roi.class_logits`` ``(N, K+1)``, ``roi.box_deltas`` ``(N, 4K)``, and
-  ``roi.mask_logits`` ``(N, K, M, M)`` for Mask R-CNN;
+  ``roi.mask_logits`` ``(N, K, M, M)`` for Mask R-CNN, ``roi.keypoint_logits`` ``(N, P, S, S)`` (the
+  keypoint heatmaps the IR ends with) for Keypoint R-CNN;
 - RetinaNet: ``head.logits.<level>`` ``(1, AK, h, w)`` and ``head.deltas.<level>`` ``(1, 4A, h, w)``.
 
 The same module, run eagerly, gives the reference; traced under :func:`patches.exportable` and
@@ -58,6 +59,8 @@ def _module():
                 names += ["proposals.boxes", "proposals.logits", "roi.class_logits", "roi.box_deltas"]
                 if getattr(m.roi_heads, "mask_on", False):
                     names.append("roi.mask_logits")
+                if getattr(m.roi_heads, "keypoint_on", False):
+                    names.append("roi.keypoint_logits")
             else:
                 levels = range(len(m.head_in_features))
                 names += [f"head.logits.{i}" for i in levels] + [f"head.deltas.{i}" for i in levels]
@@ -93,6 +96,9 @@ def _module():
             out += [class_logits, box_deltas]
             if getattr(heads, "mask_on", False):
                 out.append(heads.mask_head.layers(mask_x))
+            if getattr(heads, "keypoint_on", False):
+                kp_x = heads.keypoint_pooler([features[f] for f in heads.keypoint_in_features], given)
+                out.append(heads.keypoint_head.layers(kp_x))
             return tuple(out)
 
     return _StageGraph

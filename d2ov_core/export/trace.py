@@ -9,7 +9,8 @@ __all__ = ["traceable", "OUTPUT_NAMES"]
 
 
 #: Instances field -> IR output name
-OUTPUT_NAMES = {"pred_boxes": "boxes", "scores": "scores", "pred_classes": "classes", "pred_masks": "masks"}
+OUTPUT_NAMES = {"pred_boxes": "boxes", "scores": "scores", "pred_classes": "classes", "pred_masks": "masks",
+                "pred_keypoint_heatmaps": "keypoint_heatmaps"}
 
 
 def traceable(model, image_chw):
@@ -20,9 +21,12 @@ def traceable(model, image_chw):
     from detectron2.modeling import GeneralizedRCNN
     from detectron2.modeling.meta_arch.retinanet import RetinaNet
 
+    from .patches import exportable_keypoints
+
     if isinstance(model, GeneralizedRCNN):
         def inference(m, inputs):
-            return [{"instances": m.inference(inputs, do_postprocess=False)[0]}]
+            with exportable_keypoints():  # keypoint models: the graph ends at the heatmaps
+                return [{"instances": m.inference(inputs, do_postprocess=False)[0]}]
     elif isinstance(model, RetinaNet):
         def inference(m, inputs):
             images = m.preprocess_image(inputs)

@@ -19,7 +19,9 @@ from ..errors import InputError
 from ..runtime import settings as S
 from ..store.weights import Progress
 
-__all__ = ["AccuracyCheck", "fastest_within", "reference_row"]
+__all__ = ["AccuracyCheck", "fastest_within", "reference_row", "AP_KEYS", "ap_text"]
+
+AP_KEYS, ap_text = S.AP_KEYS, S.ap_text
 
 
 @dataclasses.dataclass
@@ -61,7 +63,7 @@ class AccuracyCheck:
     def acceptable(self, row: dict[str, Any]) -> bool:
         if self.max_drop is None or not self.reference:
             return True
-        return all(self.reference[k] - row[k] <= self.max_drop for k in ("box_AP", "mask_AP")
+        return all(self.reference[k] - row[k] <= self.max_drop for k in AP_KEYS
                    if self.reference.get(k) is not None and row.get(k) is not None)
 
     def _measure(self, xml: Path, precision: str) -> dict[str, Any]:
@@ -72,6 +74,7 @@ class AccuracyCheck:
         res = evaluate(Predictor(xml, compute=p.compute), self.annotations, self.images, limit=self.limit,
                        progress=self.progress is True)
         return {"box_AP": res["bbox"]["AP"], "mask_AP": res["segm"]["AP"] if "segm" in res else None,
+                **({"keypoint_AP": res["keypoints"]["AP"]} if "keypoints" in res else {}),
                 "ms": round(res["per_image_inference_ms"], 1), "images": res["images"], "set": self.annotations.name}
 
 
@@ -87,6 +90,6 @@ def fastest_within(accuracy: dict[str, Any], offered: list[str], tolerance: floa
     if ref is None:
         return None
     ok = [p for p in offered if p in accuracy
-          and all(ref[k] - accuracy[p][k] <= tolerance for k in ("box_AP", "mask_AP")
+          and all(ref[k] - accuracy[p][k] <= tolerance for k in AP_KEYS
                   if ref.get(k) is not None and accuracy[p].get(k) is not None)]
     return min(ok, key=lambda p: accuracy[p]["ms"]) if ok else None

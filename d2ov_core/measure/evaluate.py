@@ -1,9 +1,11 @@
-"""COCO evaluation (box AP, mask AP) of any predictor over a COCO-format data set, with pycocotools.
+"""COCO evaluation (box AP, mask AP, keypoint AP) of any predictor over a COCO-format data set, with pycocotools.
 
 The predictor is an OpenVINO :class:`~d2ov_core.predictor.Predictor` or the PyTorch
 :class:`~d2ov_core.reference.ReferencePredictor`; both return ``Detections``, so both are evaluated
 by the same code. Model classes are matched to the data set's categories BY NAME. All detections the
 graph returns (score >= 0.05, at most 100 per image) are scored, as Detectron2's COCOEvaluator does.
+Keypoints are scored as Detectron2 does (x, y minus 0.5: COCO's keypoints are pixel indices) with the
+model's OKS sigmas (IR metadata ``keypoint_oks_sigmas``; COCO's own for 17 COCO keypoints).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from ..errors import InputError
 __all__ = ["evaluate", "STAT_NAMES"]
 
 STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+#: COCOeval's keypoint summary has no small-object row
+KEYPOINT_STAT_NAMES = ["AP", "AP50", "AP75", "APm", "APl"]
 
 
 def _load_coco(path: Path):
@@ -39,8 +43,9 @@ def _load_coco(path: Path):
 
 def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int | None = None,
              progress: bool = True) -> dict[str, Any]:
-    """Returns ``{"bbox": {AP...}, "segm": {AP...} or absent, "images": n, "per_image_ms": median
-    end-to-end, "per_image_inference_ms": median model call}`` (AP values in percent)."""
+    """Returns ``{"bbox": {AP...}, "segm": {AP...} or absent, "keypoints": {AP...} or absent,
+    "images": n, "per_image_ms": median end-to-end, "per_image_inference_ms": median model call}``
+    (AP values in percent)."""
     from pycocotools.cocoeval import COCOeval
 
     gt = _load_coco(Path(annotations))
@@ -56,6 +61,7 @@ def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int 
         )
     img_ids = sorted(gt.getImgIds())[: limit or None]
     with_masks = predictor.task == "instance_segmentation"
+    sigmas = _oks_sigmas(predictor) if predictor.task == "keypoints" else None
     results: list[dict[str, Any]] = []
     times, model_times = [], []
     bar = _bar(len(img_ids), progress)
@@ -73,6 +79,10 @@ def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int 
                  "bbox": [x0, y0, x1 - x0, y1 - y0]}
             if with_masks and det.masks is not None:
                 r["segmentation"] = rle_encode(det.masks[i])
+            if sigmas is not None and det.keypoints is not None:
+                kp = det.keypoints[i].astype(np.float64)
+                kp[:, :2] -= 0.5
+                r["keypoints"] = kp.reshape(-1).tolist()
             results.append(r)
         if bar is not None:
             bar.update(1)
@@ -81,19 +91,41 @@ def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int 
     out: dict[str, Any] = {"images": len(img_ids), "detections": len(results),
                            "per_image_ms": float(np.median(times)) if times else 0.0,
                            "per_image_inference_ms": float(np.median(model_times)) if model_times else 0.0}
-    for iou_type in ["bbox"] + (["segm"] if with_masks else []):
+    for iou_type in ["bbox"] + (["segm"] if with_masks else []) + (["keypoints"] if sigmas is not None else []):
+        names = KEYPOINT_STAT_NAMES if iou_type == "keypoints" else STAT_NAMES
         if not results:
-            out[iou_type] = {k: 0.0 for k in STAT_NAMES}
+            out[iou_type] = {k: 0.0 for k in names}
             continue
+        if iou_type == "keypoints" and not any(a.get("num_keypoints", 0) for a in gt.dataset.get("annotations", [])):
+            raise InputError(f"{annotations}: no annotation has keypoints (num_keypoints > 0): not a keypoint data set")
         with contextlib.redirect_stdout(io.StringIO()):
-            dt = gt.loadRes([dict(r) for r in results])
+            dt = gt.loadRes([{k: v for k, v in r.items() if k != "keypoints" or iou_type == "keypoints"}
+                             for r in results])
             ev = COCOeval(gt, dt, iou_type)
             ev.params.imgIds = img_ids
+            if sigmas is not None:
+                ev.params.kpt_oks_sigmas = sigmas
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-        out[iou_type] = {k: round(float(v) * 100, 3) for k, v in zip(STAT_NAMES, ev.stats[:6])}
+        out[iou_type] = {k: round(float(v) * 100, 3) for k, v in zip(names, ev.stats[:len(names)])}
     return out
+
+
+def _oks_sigmas(predictor) -> np.ndarray:
+    """The OKS sigmas keypoint AP is computed with: the model's (IR metadata), else COCO's for the 17
+    COCO person keypoints; anything else is an error (AP with made-up sigmas would mean nothing)."""
+    from ..store.coco_classes import COCO_KEYPOINT_NAMES, COCO_KEYPOINT_OKS_SIGMAS
+
+    meta = predictor.metadata
+    names = list(meta["keypoint_names"])
+    sigmas = list(meta["keypoint_oks_sigmas"])
+    if sigmas and len(sigmas) == len(names):
+        return np.asarray(sigmas, np.float64)
+    if tuple(names) == COCO_KEYPOINT_NAMES:
+        return np.asarray(COCO_KEYPOINT_OKS_SIGMAS, np.float64)
+    raise InputError(f"{predictor.name}: no OKS sigmas for its {len(names)} keypoints (expected "
+                     f"{len(names)} values in TEST.KEYPOINT_OKS_SIGMAS of its config)")
 
 
 def _bar(total: int, progress: bool):

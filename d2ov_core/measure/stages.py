@@ -169,11 +169,14 @@ def _proposal_row(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], image
 
 def _detection_row(c: Comparison, image: str, proposals_same: bool, tol: Tolerance) -> StageRow:
     agree = c.max_box_dev <= tol.box_px and c.max_score_dev <= tol.score and (
-        c.min_mask_iou is None or c.min_mask_iou >= tol.mask_iou)
+        c.min_mask_iou is None or c.min_mask_iou >= tol.mask_iou) and (
+        c.max_keypoint_dev is None or c.max_keypoint_dev <= tol.keypoint_px)
     missing = c.unmatched_reference + c.unmatched_candidate
     ok = agree and (missing == 0 or not proposals_same)
     note = (f"matched {c.matched}/{c.reference}, box dev {c.max_box_dev:.3f} px, score dev {c.max_score_dev:.1e}"
-            + ("" if c.min_mask_iou is None else f", mask IoU {c.min_mask_iou:.3f}"))
+            + ("" if c.min_mask_iou is None else f", mask IoU {c.min_mask_iou:.3f}")
+            + ("" if c.max_keypoint_dev is None else
+               f", keypoint dev {c.max_keypoint_dev:.3f} px ({c.keypoints_compared} visible)"))
     if missing and not proposals_same:
         note += " (unmatched: other proposals)"
     return StageRow("detections", image, tensors=0, max_abs=c.max_box_dev, max_rel=0.0, worst="", ok=ok, note=note)

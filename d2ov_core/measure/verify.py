@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.detections import Detections
+from ..runtime.detections import KEYPOINT_THRESHOLD, Detections
 
 __all__ = ["box_iou", "mask_iou", "match", "Comparison", "Tolerance"]
 
@@ -42,6 +42,7 @@ class Tolerance:
     box_px: float = 0.5
     score: float = 1e-3
     mask_iou: float = 0.98
+    keypoint_px: float = 0.5  # visible keypoints (reference score > KEYPOINT_THRESHOLD)
 
 
 @dataclasses.dataclass
@@ -54,6 +55,8 @@ class Comparison:
     max_box_dev: float
     max_score_dev: float
     min_mask_iou: float | None
+    max_keypoint_dev: float | None = None  # px, over visible keypoints of matched detections
+    keypoints_compared: int = 0
 
     def ok(self, tol: Tolerance) -> bool:
         return (
@@ -62,6 +65,7 @@ class Comparison:
             and self.max_box_dev <= tol.box_px
             and self.max_score_dev <= tol.score
             and (self.min_mask_iou is None or self.min_mask_iou >= tol.mask_iou)
+            and (self.max_keypoint_dev is None or self.max_keypoint_dev <= tol.keypoint_px)
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,6 +103,12 @@ def match(ref: Detections, cand: Detections, tol: Tolerance = Tolerance()) -> Co
     m_iou = None
     if r.masks is not None and c.masks is not None:
         m_iou = min((mask_iou(r.masks[i], c.masks[j]) for i, j in pairs), default=1.0)
+    kp_dev, kp_n = None, 0
+    if r.keypoints is not None and c.keypoints is not None:
+        devs = [np.abs(r.keypoints[i, :, :2] - c.keypoints[j, :, :2]).max(axis=1)[r.keypoints[i, :, 2] > KEYPOINT_THRESHOLD]
+                for i, j in pairs]
+        kp_n = int(sum(len(d) for d in devs))
+        kp_dev = max((float(d.max()) for d in devs if len(d)), default=0.0)
     return Comparison(
         reference=int((r.scores >= tol.min_score).sum()),
         candidate=int((c.scores >= tol.min_score).sum()),
@@ -108,4 +118,6 @@ def match(ref: Detections, cand: Detections, tol: Tolerance = Tolerance()) -> Co
         max_box_dev=box_dev,
         max_score_dev=score_dev,
         min_mask_iou=m_iou,
+        max_keypoint_dev=kp_dev,
+        keypoints_compared=kp_n,
     )

@@ -7,6 +7,10 @@ Contract:
   * ``class_ids``: int64 ``(N,)``, contiguous ids into the model's class names.
   * ``labels``: ``(N,)`` numpy array of ``str`` (the class names).
   * ``masks``: bool ``(N, H, W)`` full-image masks, or ``None`` for detection-only models.
+  * ``keypoints``: float32 ``(N, K, 3)`` ``[x, y, score]`` in original-image pixels (keypoint models),
+    or ``None``; ``keypoint_names`` (K names, the model's order) and ``keypoint_skeleton`` (pairs of
+    names joined by a line when drawn) describe them. ``score`` is Detectron2's keypoint score (a
+    softmax value at the heatmap's peak, > 0; drawn when above ``KEYPOINT_THRESHOLD``).
   * ``image_size``: ``(H, W)`` of the original image.
   * ``timings``: milliseconds per stage (``preprocess``, ``inference``, ``postprocess``, ``total``).
 
@@ -24,7 +28,11 @@ from typing import Any
 import numpy as np
 
 
-__all__ = ["Detections", "rle_encode", "rle_decode", "predictions_document"]
+__all__ = ["Detections", "rle_encode", "rle_decode", "predictions_document", "KEYPOINT_THRESHOLD"]
+
+#: A keypoint counts as visible (drawn, compared by ``verify``) when its score exceeds this:
+#: Detectron2's Visualizer's threshold.
+KEYPOINT_THRESHOLD = 0.05
 
 
 @dataclasses.dataclass
@@ -36,6 +44,9 @@ class Detections:
     image_size: tuple[int, int]
     masks: np.ndarray | None = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    keypoints: np.ndarray | None = None
+    keypoint_names: tuple[str, ...] = ()
+    keypoint_skeleton: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32)
@@ -57,6 +68,17 @@ class Detections:
             h, w = self.image_size
             if self.masks.shape != (n, h, w):
                 raise ValueError(f"Detections.masks: expected shape ({n}, {h}, {w}), found {self.masks.shape}")
+        self.keypoint_names = tuple(str(k) for k in self.keypoint_names)
+        self.keypoint_skeleton = tuple((str(a), str(b)) for a, b in self.keypoint_skeleton)
+        if self.keypoints is not None:
+            self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
+            k = len(self.keypoint_names)
+            if self.keypoints.shape != (n, k, 3):
+                raise ValueError(f"Detections.keypoints: expected shape ({n}, {k}, 3) for {k} keypoint names, "
+                                 f"found {self.keypoints.shape}")
+        unknown = {p for pair in self.keypoint_skeleton for p in pair} - set(self.keypoint_names)
+        if unknown:
+            raise ValueError(f"Detections.keypoint_skeleton: names {sorted(unknown)} are not keypoint names")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -87,11 +109,18 @@ class Detections:
             image_size=self.image_size,
             masks=None if self.masks is None else self.masks[index],
             timings=dict(self.timings),
+            keypoints=None if self.keypoints is None else self.keypoints[index],
+            keypoint_names=self.keypoint_names,
+            keypoint_skeleton=self.keypoint_skeleton,
         )
 
     @property
     def has_masks(self) -> bool:
         return self.masks is not None
+
+    @property
+    def has_keypoints(self) -> bool:
+        return self.keypoints is not None
 
     def filter(self, threshold: float) -> "Detections":
         """Detections with ``score >= threshold`` (timings kept)."""
@@ -100,7 +129,8 @@ class Detections:
     # ------------------------------------------------------------------ serialisation
     def to_dict(self, with_masks: bool = True) -> dict[str, Any]:
         """Plain-Python dict (JSON-ready) in the schema of ``d2ov predict --json``'s ``results[i]``,
-        minus the ``image`` key. Masks become COCO RLE ``{"size": [H, W], "counts": str}``."""
+        minus the ``image`` key. Masks become COCO RLE ``{"size": [H, W], "counts": str}``; keypoints
+        ``[[x, y, score], ...]`` per instance, in ``keypoint_names`` order (given once per image)."""
         h, w = self.image_size
         instances = []
         for i in range(len(self)):
@@ -112,13 +142,20 @@ class Detections:
             }
             if with_masks and self.masks is not None:
                 inst["mask"] = rle_encode(self.masks[i])
+            if self.keypoints is not None:
+                inst["keypoints"] = [[round(float(x), 3), round(float(y), 3), round(float(s), 6)]
+                                     for x, y, s in self.keypoints[i]]
             instances.append(inst)
-        return {
+        out: dict[str, Any] = {
             "height": h,
             "width": w,
             "timing_ms": {k: round(float(v), 3) for k, v in self.timings.items()},
             "instances": instances,
         }
+        if self.keypoints is not None:
+            out["keypoint_names"] = list(self.keypoint_names)
+            out["keypoint_skeleton"] = [list(p) for p in self.keypoint_skeleton]
+        return out
 
 
 def rle_encode(mask: np.ndarray) -> dict[str, Any]:

@@ -7,7 +7,10 @@ Output: :class:`~d2ov_core.detections.Detections` in ORIGINAL-image pixels:
   1. boxes scaled by (W / w, H / h) and clipped to the image; boxes with zero width or height dropped;
   2. detections below ``threshold`` dropped (only the kept ones get masks pasted);
   3. masks: each ``M x M`` probability map is bilinearly resampled onto its box (grid_sample with
-     ``align_corners=False`` and zero padding, as Detectron2 does) and thresholded ``>= mask_threshold``.
+     ``align_corners=False`` and zero padding, as Detectron2 does) and thresholded ``>= mask_threshold``;
+  4. keypoints: each box's heatmaps are decoded on its box in the resized frame
+     (:func:`~d2ov_core.runtime.keypoints.heatmaps_to_keypoints`, as Detectron2 before its
+     postprocessing), then x, y scaled by (W / w, H / h) like the boxes (not clipped, as Detectron2).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .detections import Detections
+from .keypoints import heatmaps_to_keypoints
 
 __all__ = ["postprocess", "paste_masks"]
 
@@ -27,6 +31,8 @@ def postprocess(
     labels: Sequence[str],
     threshold: float = 0.0,
     mask_threshold: float = 0.5,
+    keypoint_names: Sequence[str] = (),
+    keypoint_skeleton: Sequence[Sequence[str]] = (),
 ) -> Detections:
     H, W = meta["original_size"]
     h, w = meta["input_size"]
@@ -34,6 +40,8 @@ def postprocess(
     scores = np.asarray(raw["scores"], dtype=np.float32).reshape(-1)
     classes = np.asarray(raw["classes"]).astype(np.int64).reshape(-1)
     masks = raw.get("masks")
+    heatmaps = raw.get("keypoint_heatmaps")
+    input_boxes = boxes.copy()
 
     # 1. rescale (as Boxes.scale, in float32) and clip (as Boxes.clip)
     scale_x, scale_y = np.float32(W / w), np.float32(H / h)
@@ -55,8 +63,17 @@ def postprocess(
     if masks is not None:
         probs = np.asarray(masks, dtype=np.float32)[idx]
         full_masks = paste_masks(probs[:, 0] if probs.ndim == 4 else probs, boxes, (H, W), mask_threshold)
+    keypoints = None
+    if heatmaps is not None:
+        keypoints = heatmaps_to_keypoints(np.asarray(heatmaps, np.float32)[idx], input_boxes[idx])
+        keypoints[:, :, 0] *= scale_x
+        keypoints[:, :, 1] *= scale_y
+        if not keypoint_names:
+            keypoint_names = [f"keypoint_{i + 1}" for i in range(keypoints.shape[1])]
     return Detections(
-        boxes=boxes, scores=scores, class_ids=classes, labels=label_arr, image_size=(H, W), masks=full_masks
+        boxes=boxes, scores=scores, class_ids=classes, labels=label_arr, image_size=(H, W), masks=full_masks,
+        keypoints=keypoints, keypoint_names=tuple(keypoint_names) if heatmaps is not None else (),
+        keypoint_skeleton=tuple(tuple(p) for p in keypoint_skeleton) if heatmaps is not None else (),
     )
 
 

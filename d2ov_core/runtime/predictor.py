@@ -159,7 +159,8 @@ class Predictor:
                 timings: dict[str, float], inference_started: float) -> Detections:
         """Postprocess the raw outputs; timings of all stages (``total`` excludes decoding)."""
         t3 = time.perf_counter()
-        det = postprocess(raw, meta, self.labels, threshold=thresholds[0], mask_threshold=thresholds[1])
+        det = postprocess(raw, meta, self.labels, threshold=thresholds[0], mask_threshold=thresholds[1],
+                          keypoint_names=self.metadata.keypoint_names, keypoint_skeleton=self.metadata.keypoint_skeleton)
         t4 = time.perf_counter()
         det.timings = {**timings, "inference": (t3 - inference_started) * 1e3, "postprocess": (t4 - t3) * 1e3}
         det.timings["total"] = det.timings["preprocess"] + det.timings["inference"] + det.timings["postprocess"]
@@ -182,6 +183,8 @@ class Predictor:
             "ir_precision": m["precision"],
             "compute": self.compute,
             "classes": self.labels,
+            **({"keypoint_names": list(m["keypoint_names"]), "keypoint_skeleton": m["keypoint_skeleton"]}
+               if m["task"] == "keypoints" else {}),
             "random_weights": m["random_weights"],
             "weights_sha256": m["weights_sha256"],
             "graph_score_threshold": m["graph_score_threshold"],

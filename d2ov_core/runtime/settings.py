@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import InputError
 
 __all__ = ["Setting", "SETTINGS", "RUNTIME_SETTINGS", "RT_INFO_SECTION", "IRMetadata", "encode", "decode", "decode_all",
-           "check_value",
+           "check_value", "AP_KEYS", "ap_text",
            "Precision", "PRECISIONS", "DEFAULT_PRECISION", "precision", "IR_PRECISIONS"]
 
 RT_INFO_SECTION = "model_info"
@@ -48,11 +48,14 @@ SETTINGS: dict[str, Setting] = {
     for s in [
         _S("d2ov_version", str, "", "d2ov version that wrote the IR", required=True),
         _S("model_type", str, "d2ov_rcnn", "model_api-style model type tag", required=True),
-        _S("task", str, "detection", "detection or instance_segmentation", required=True,
-           choices=("detection", "instance_segmentation")),
+        _S("task", str, "detection", "detection, instance_segmentation or keypoints", required=True,
+           choices=("detection", "instance_segmentation", "keypoints")),
         _S("model_name", str, "", "catalog name or config path the IR was made from", required=True),
         _S("meta_architecture", str, "GeneralizedRCNN", "Detectron2 MODEL.META_ARCHITECTURE"),
         _S("labels", list, [], "class names, index = class id", required=True),
+        _S("keypoint_names", list, [], "keypoint models: keypoint names, in the order the graph's heatmaps come"),
+        _S("keypoint_skeleton", list, [], "keypoint models: [name, name] pairs joined by a line when drawn"),
+        _S("keypoint_oks_sigmas", list, [], "keypoint models: per-keypoint OKS sigmas keypoint AP is computed with"),
         _S("input_format", str, "BGR", "channel order the graph expects (cfg.INPUT.FORMAT)", required=True,
            choices=("BGR", "RGB")),
         _S("min_size", int, 800, "ResizeShortestEdge: shorter side (cfg.INPUT.MIN_SIZE_TEST)", required=True),
@@ -69,7 +72,7 @@ SETTINGS: dict[str, Setting] = {
         _S("precision", str, "FP32", "weights precision of the IR", choices=("FP32", "FP16", "INT8")),
         _S("calibration", str, "", "INT8 only: the calibration set (folder name and image count)"),
         _S("quantization", str, "", "INT8 only: the NNCF recipe (preset, range estimator, what stays float)"),
-        _S("accuracy", dict, {}, "COCO AP measured at conversion, per precision: {precision: {box_AP, mask_AP, "
+        _S("accuracy", dict, {}, "COCO AP measured at conversion, per precision: {precision: {box_AP, mask_AP, keypoint_AP, "
            "ms (median model time per image), images, set}}; FP32 is the float reference where present"),
         _S("source_config", str, "", "Detectron2 config (model-zoo path or file)"),
         _S("weights_source", str, "", "where the weights came from (URL, path or 'random')"),
@@ -190,6 +193,15 @@ def check_value(key: str, value: Any) -> Any:
     if setting.choices is not None and v not in setting.choices:
         raise InputError(f"{key}: expected one of {', '.join(setting.choices)}, got {value!r}")
     return v
+
+
+#: the APs a row of the ``accuracy`` setting may hold (absent or ``None`` where the task has none)
+AP_KEYS = ("box_AP", "mask_AP", "keypoint_AP")
+
+
+def ap_text(row: dict[str, Any], digits: int = 1) -> str:
+    """``box AP 60.8, mask AP 66.4``: the APs an ``accuracy`` row holds."""
+    return ", ".join(f"{k.split('_')[0]} AP {row[k]:.{digits}f}" for k in AP_KEYS if row.get(k) is not None)
 
 
 # ----------------------------------------------------------------------------- precisions

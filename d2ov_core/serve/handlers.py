@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import D2ovError, DeviceError, ImageError
+from ..runtime.settings import ap_text
 from ..runtime import settings as S
 from ..runtime.detections import Detections, predictions_document
 from ..runtime.images import load_image
@@ -30,7 +31,7 @@ __all__ = ["TASKS", "TABLE_HEADERS", "Result", "upload_path", "example_images", 
            "detect", "present", "prune_outputs"]
 
 #: UI label -> task
-TASKS = {"Object detection": "detection", "Instance segmentation": "instance_segmentation"}
+TASKS = {"Object detection": "detection", "Instance segmentation": "instance_segmentation", "Keypoints": "keypoints"}
 TABLE_HEADERS = ["label", "score", "x0", "y0", "x1", "y1"]
 OUT_MAX_AGE_S = 3600  # prediction JSON files older than this are deleted
 
@@ -84,7 +85,7 @@ DEFAULT_AP_TOLERANCE = 0.5
 
 
 def _ap(row: dict[str, Any]) -> str:
-    return f"box AP {row['box_AP']:.1f}" + (f", mask AP {row['mask_AP']:.1f}" if row.get("mask_AP") is not None else "")
+    return ap_text(row)
 
 
 def precision_choices(service: ModelService, name: str, device: str = "CPU") -> tuple[list[tuple[str, str]], str, str]:
@@ -145,8 +146,12 @@ def model_card(service: ModelService, name: str, precision: str = AUTO, device: 
     lines = [f"**{info['name']}** ({info.get('source', '')})", f"- status: {status}", f"- {info.get('description', '')}"]
     classes = info.get("classes", [])
     lines.append(f"- classes ({len(classes)}): {', '.join(classes[:12])}{' ...' if len(classes) > 12 else ''}")
+    names = info.get("keypoint_names") or []
+    if names:
+        lines.append(f"- keypoints ({len(names)}): {', '.join(names)}")
     if info.get("box_ap") is not None:
-        ap = f"- COCO box AP {info['box_ap']}" + (f", mask AP {info['mask_ap']}" if info.get("mask_ap") else "")
+        ap = (f"- COCO box AP {info['box_ap']}" + (f", mask AP {info['mask_ap']}" if info.get("mask_ap") else "")
+              + (f", keypoint AP {info['keypoint_ap']}" if info.get("keypoint_ap") else ""))
         lines.append(ap + (" (its own test split)" if info.get("source") == "demo" else " (Detectron2 Model Zoo)"))
     if st.xml is not None:
         size = sum(p.stat().st_size for p in st.xml.parent.glob("model.*")) / 1e6

@@ -4,11 +4,11 @@ Input: the RGB uint8 image (original pixels) and its detections. Output: RGB uin
 
 Two renderers, chosen by what is installed:
   * ``detectron2``: Detectron2's ``Visualizer`` (its colours, ``name 97%`` labels, masks with
-    outlines), used whenever detectron2 and torch are importable (the repository's environment, the
+    outlines, keypoints as red dots joined by the skeleton's lines), used whenever detectron2 and torch are importable (the repository's environment, the
     Hugging Face Space, which ships Detectron2 beside ``app.py``). Imports them lazily.
   * ``plain``: d2ov's own drawing with Pillow and numpy only, for torch-free installs (``pip install
     d2ov[app]``): the same label text, translucent masks with outlines and box outlines, one colour
-    per class.
+    per class; keypoints above ``KEYPOINT_THRESHOLD`` as red dots joined by the skeleton's lines.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import importlib.util
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..runtime.detections import Detections
+from ..runtime.detections import KEYPOINT_THRESHOLD, Detections
 
 __all__ = ["render", "renderer"]
 
@@ -66,6 +66,10 @@ def _render_detectron2(image_rgb: np.ndarray, det: Detections, names: list[str])
     inst.pred_classes = torch.from_numpy(det.class_ids.copy())
     if det.masks is not None:
         inst.pred_masks = torch.from_numpy(det.masks.copy())
+    if det.keypoints is not None:
+        inst.pred_keypoints = torch.from_numpy(det.keypoints.copy())
+        meta.keypoint_names = list(det.keypoint_names)
+        meta.keypoint_connection_rules = [(a, b, _skeleton_color(i)) for i, (a, b) in enumerate(det.keypoint_skeleton)]
     vis = Visualizer(image_rgb, metadata=meta, scale=1.0, instance_mode=ColorMode.IMAGE)
     out = vis.draw_instance_predictions(inst)
     return np.asarray(out.get_image(), dtype=np.uint8)
@@ -74,6 +78,12 @@ def _render_detectron2(image_rgb: np.ndarray, det: Detections, names: list[str])
 def _class_color(class_id: int) -> tuple[int, int, int]:
     """A distinct, saturated colour per class (hues spaced by the golden ratio)."""
     r, g, b = colorsys.hsv_to_rgb((0.13 + 0.618034 * class_id) % 1.0, 0.75, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _skeleton_color(i: int) -> tuple[int, int, int]:
+    """A colour per skeleton line (bright, hues spaced by the golden ratio)."""
+    r, g, b = colorsys.hsv_to_rgb((0.55 + 0.618034 * i) % 1.0, 0.6, 1.0)
     return int(r * 255), int(g * 255), int(b * 255)
 
 
@@ -109,4 +119,15 @@ def _render_plain(image_rgb: np.ndarray, det: Detections, names: list[str]) -> n
         ty = y0 - th - 2 * width if y0 - th - 2 * width >= 0 else y0
         draw.rectangle([x0, ty, x0 + tw + 2 * width, ty + th + 2 * width], fill=(0, 0, 0))
         draw.text((x0 + width - left, ty + width - top), text, fill=color, font=font)
+    if det.keypoints is not None:
+        index = {n: i for i, n in enumerate(det.keypoint_names)}
+        radius = max(2, round(min(h, w) / 150))
+        for kps in det.keypoints:
+            seen = kps[:, 2] > KEYPOINT_THRESHOLD
+            for li, (a, b) in enumerate(det.keypoint_skeleton):
+                i, j = index[a], index[b]
+                if seen[i] and seen[j]:
+                    draw.line([tuple(kps[i, :2]), tuple(kps[j, :2])], fill=_skeleton_color(li), width=width + 1)
+            for x, y, _s in kps[seen]:
+                draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=(255, 0, 0))
     return np.asarray(img, dtype=np.uint8)

@@ -13,7 +13,7 @@ import difflib
 import json
 from pathlib import Path
 
-from .coco_classes import COCO_CLASSES
+from .coco_classes import COCO_CLASSES, COCO_KEYPOINT_NAMES, COCO_KEYPOINT_OKS_SIGMAS, COCO_KEYPOINT_SKELETON
 from ..errors import ModelNotFoundError
 
 __all__ = ["ModelSpec", "CATALOG", "get", "names", "DEFAULTS", "DATA_DIR", "SAMPLES_DIR", "DEMO_DIR", "REPO_ROOT",
@@ -37,7 +37,7 @@ def sample_images() -> list[Path]:
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     name: str
-    task: str  # "detection" | "instance_segmentation"
+    task: str  # "detection" | "instance_segmentation" | "keypoints"
     config: str  # model-zoo relative path ("COCO-Detection/x.yaml") or an absolute file path
     weights: str  # URL or absolute path
     classes: tuple[str, ...]
@@ -47,6 +47,12 @@ class ModelSpec:
     weights_sha256: str = ""
     config_sha256: str = ""  # demo models: an IR converted from another version of their config is stale
     description: str = ""
+    keypoint_ap: float | None = None
+    #: keypoint models: names in the order the model predicts them, the skeleton's lines (name pairs)
+    #: and the OKS sigmas keypoint AP is computed with
+    keypoint_names: tuple[str, ...] = ()
+    keypoint_skeleton: tuple[tuple[str, str], ...] = ()
+    keypoint_oks_sigmas: tuple[float, ...] = ()
 
     @property
     def config_is_model_zoo(self) -> bool:
@@ -56,6 +62,9 @@ class ModelSpec:
         d = dataclasses.asdict(self)
         d["classes"] = list(self.classes)
         d["num_classes"] = len(self.classes)
+        d["keypoint_names"] = list(self.keypoint_names)
+        d["keypoint_skeleton"] = [list(p) for p in self.keypoint_skeleton]
+        d["keypoint_oks_sigmas"] = list(self.keypoint_oks_sigmas)
         return d
 
 
@@ -85,6 +94,13 @@ _ZOO = [
     ("COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x", "138205316/model_final_a3ec72.pkl", 42.9, 38.6),
     ("COCO-InstanceSegmentation/mask_rcnn_X_101_32x8d_FPN_3x", "139653917/model_final_2d9806.pkl", 44.3, 39.5),
 ]
+# (name, model id/file suffix, box AP, keypoint AP): person detection + 17 COCO keypoints
+_ZOO_KEYPOINTS = [
+    ("COCO-Keypoints/keypoint_rcnn_R_50_FPN_1x", "137261548/model_final_04e291.pkl", 53.6, 64.0),
+    ("COCO-Keypoints/keypoint_rcnn_R_50_FPN_3x", "137849621/model_final_a6e10b.pkl", 55.4, 65.5),
+    ("COCO-Keypoints/keypoint_rcnn_R_101_FPN_3x", "138363331/model_final_997cc7.pkl", 56.4, 66.1),
+    ("COCO-Keypoints/keypoint_rcnn_X_101_32x8d_FPN_3x", "139686956/model_final_5ad38f.pkl", 57.3, 66.0),
+]
 
 
 def _zoo_spec(name: str, suffix: str, box_ap: float, mask_ap: float | None) -> ModelSpec:
@@ -99,6 +115,17 @@ def _zoo_spec(name: str, suffix: str, box_ap: float, mask_ap: float | None) -> M
         box_ap=box_ap,
         mask_ap=mask_ap,
         description=f"Detectron2 Model Zoo {arch} (COCO, 80 classes)",
+    )
+
+
+def _zoo_keypoint_spec(name: str, suffix: str, box_ap: float, keypoint_ap: float) -> ModelSpec:
+    arch = name.split("/", 1)[1]
+    return ModelSpec(
+        name=name, task="keypoints", config=name + ".yaml", weights=f"{MODEL_ZOO_URL}{name}/{suffix}",
+        classes=("person",), box_ap=box_ap, keypoint_ap=keypoint_ap,
+        keypoint_names=COCO_KEYPOINT_NAMES, keypoint_skeleton=COCO_KEYPOINT_SKELETON,
+        keypoint_oks_sigmas=COCO_KEYPOINT_OKS_SIGMAS,
+        description=f"Detectron2 Model Zoo {arch} (COCO person keypoints, 17 per person)",
     )
 
 
@@ -121,13 +148,20 @@ def _demo_specs() -> list[ModelSpec]:
                 source="demo",
                 weights_sha256=info.get("weights_sha256", ""),
                 config_sha256=info.get("config_sha256", ""),
-                description=f"d2ov demo model trained on synthetic shapes ({', '.join(info['classes'])})",
+                description=(f"d2ov demo model trained on synthetic stick figures ({len(info['keypoint_names'])} "
+                             "keypoints)" if info["task"] == "keypoints" else
+                             f"d2ov demo model trained on synthetic shapes ({', '.join(info['classes'])})"),
+                keypoint_ap=info.get("keypoint_AP"),
+                keypoint_names=tuple(info.get("keypoint_names", ())),
+                keypoint_skeleton=tuple(tuple(p) for p in info.get("keypoint_skeleton", ())),
+                keypoint_oks_sigmas=tuple(info.get("keypoint_oks_sigmas", ())),
             )
         )
     return specs
 
 
-CATALOG: dict[str, ModelSpec] = {s.name: s for s in _demo_specs() + [_zoo_spec(*row) for row in _ZOO]}
+CATALOG: dict[str, ModelSpec] = {s.name: s for s in _demo_specs() + [_zoo_spec(*row) for row in _ZOO]
+                                  + [_zoo_keypoint_spec(*row) for row in _ZOO_KEYPOINTS]}
 
 #: The seed pair: the defaults when a model-zoo model is asked for without a name.
 SEED_MODELS = ("COCO-Detection/faster_rcnn_R_50_FPN_1x", "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x")

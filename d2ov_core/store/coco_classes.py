@@ -13,3 +13,23 @@ COCO_CLASSES = (
     "teddy bear", "hair drier", "toothbrush",
 )
 assert len(COCO_CLASSES) == 80
+
+#: COCO person keypoints (Detectron2's ``COCO_PERSON_KEYPOINT_NAMES``), in the order its Keypoint R-CNNs
+#: predict them.
+COCO_KEYPOINT_NAMES = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
+#: The lines drawn between them (Detectron2's ``KEYPOINT_CONNECTION_RULES``, without its colours).
+COCO_KEYPOINT_SKELETON = (
+    ("left_ear", "left_eye"), ("right_ear", "right_eye"), ("left_eye", "nose"), ("nose", "right_eye"),
+    ("left_shoulder", "right_shoulder"), ("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"),
+    ("left_elbow", "left_wrist"), ("right_elbow", "right_wrist"), ("left_hip", "right_hip"),
+    ("left_hip", "left_knee"), ("right_hip", "right_knee"), ("left_knee", "left_ankle"),
+    ("right_knee", "right_ankle"),
+)
+#: COCO's per-keypoint OKS sigmas (pycocotools' default ``kpt_oks_sigmas``).
+COCO_KEYPOINT_OKS_SIGMAS = (.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107,
+                            .087, .087, .089, .089)
+assert len(COCO_KEYPOINT_NAMES) == len(COCO_KEYPOINT_OKS_SIGMAS) == 17

@@ -1,16 +1,16 @@
 """The stage-by-stage check on one Model Zoo architecture per family (FPN, C4 with masks, DC5,
-RetinaNet) with calibrated random weights, at a reduced test size (shorter side 320, longer at most
+RetinaNet, Keypoint R-CNN) with calibrated random weights, at a reduced test size (shorter side 320, longer at most
 512) so the four take a few minutes; and a deliberately perturbed graph that it must fail."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from d2ov_core.store import catalog
-from d2ov_core.store.coco_classes import COCO_CLASSES
 
 from ..conftest import other_photo, real_photo, run_cli
 
@@ -19,6 +19,7 @@ FAMILIES = {
     "c4": "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x",  # Res5ROIHeads: res5 on each box, masks from it
     "dc5": "COCO-Detection/faster_rcnn_R_50_DC5_1x",  # dilated res5
     "retinanet": "COCO-Detection/retinanet_R_50_FPN_1x",
+    "keypoints": "COCO-Keypoints/keypoint_rcnn_R_50_FPN_1x",  # the graph ends at the keypoint heatmaps
 }
 
 
@@ -33,7 +34,9 @@ def small_spec(name: str, folder: Path) -> catalog.ModelSpec:
     cfg = folder / (name.rsplit("/", 1)[1] + "_320.yaml")
     cfg.write_text(f"_BASE_: {model_zoo.get_config_file(entry.config)}\n"
                    "INPUT:\n  MIN_SIZE_TEST: 320\n  MAX_SIZE_TEST: 512\n")
-    return catalog.custom(cfg, "random", COCO_CLASSES, task=entry.task)
+    spec = catalog.custom(cfg, "random", entry.classes, task=entry.task)
+    return dataclasses.replace(spec, keypoint_names=entry.keypoint_names, keypoint_skeleton=entry.keypoint_skeleton,
+                               keypoint_oks_sigmas=entry.keypoint_oks_sigmas)
 
 
 def _perturb_first_convolution(model, factor: float = 1.01):
@@ -73,6 +76,9 @@ def test_stage_check_passes_per_family(family, tmp_path):
     assert report.tensor_rel <= 1e-3
     if family == "c4":  # Mask R-CNN: the mask head's logits were compared
         assert any("roi.mask_logits" == name for name in _tensor_names(spec))
+    if family == "keypoints":  # Keypoint R-CNN: the keypoint heatmaps (the IR's last output) were compared
+        assert "roi.keypoint_logits" in _tensor_names(spec)
+        assert Predictor(xml).metadata.keypoint_names == list(catalog.get(FAMILIES[family]).keypoint_names)
     for d in report.detections:  # whatever was matched agrees exactly
         assert d["max_box_dev"] <= 0.5 and d["max_score_dev"] <= 1e-3
     if family == "retinanet":  # no proposals in between: every detection matches

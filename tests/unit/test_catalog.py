@@ -31,9 +31,28 @@ def test_zoo_entries_are_complete(name):
     assert model_zoo.get_config_file(spec.config)
     assert spec.weights.startswith("https://dl.fbaipublicfiles.com/detectron2/" + name + "/")
     assert spec.weights.endswith(".pkl")
+    if spec.task == "keypoints":  # person detection with 17 COCO keypoints
+        assert spec.classes == ("person",) and 50 <= spec.box_ap <= 60 and 60 <= spec.keypoint_ap <= 70
+        assert len(spec.keypoint_names) == len(spec.keypoint_oks_sigmas) == 17
+        assert all(a in spec.keypoint_names and b in spec.keypoint_names for a, b in spec.keypoint_skeleton)
+        return
     assert len(spec.classes) == 80 and spec.classes[0] == "person"
     assert 35 <= spec.box_ap <= 45
     assert (spec.mask_ap is not None) == (spec.task == "instance_segmentation")
+
+
+def test_keypoint_zoo_entries_match_detectron2():
+    """The four COCO-Keypoints R-CNNs, with Detectron2's own keypoint names, skeleton and checkpoint ids."""
+    from detectron2.data.datasets.builtin_meta import COCO_PERSON_KEYPOINT_NAMES, KEYPOINT_CONNECTION_RULES
+    from detectron2.model_zoo.model_zoo import _ModelZooUrls
+
+    kp = [n for n in catalog.names("keypoints") if n.startswith("COCO-Keypoints/")]
+    assert kp == [n for n in _ModelZooUrls.CONFIG_PATH_TO_URL_SUFFIX if n.startswith("COCO-Keypoints/")]
+    for name in kp:
+        spec = catalog.get(name)
+        assert spec.weights.endswith(_ModelZooUrls.CONFIG_PATH_TO_URL_SUFFIX[name])
+        assert spec.keypoint_names == COCO_PERSON_KEYPOINT_NAMES
+        assert list(spec.keypoint_skeleton) == [(a, b) for a, b, _ in KEYPOINT_CONNECTION_RULES]
 
 
 def test_seed_models_and_published_ap():
