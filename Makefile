@@ -1,7 +1,8 @@
 # d2ov. The README's Quick start is `make app` and `make test`.
 PY := .venv/bin/python
-SAMPLES := $(wildcard d2ov_core/data/samples/*.jpg)
+SAMPLES := $(wildcard d2ov_core/data/samples/shapes_*.jpg)
 DEMOS := demo/faster_rcnn_shapes demo/mask_rcnn_shapes
+KEYPOINT_DEMO := demo/keypoint_rcnn_figures
 
 .PHONY: setup app demo test test-fast bundle clean
 
@@ -21,7 +22,7 @@ test:             ## the full suite, browser test included (what CI runs)
 test-fast: setup  ## unit tests only (numpy, the torch boundary, settings, service): under a minute
 	$(PY) -m pytest -q tests/unit -p no:cacheprovider
 
-bundle: setup     ## re-convert the demo models into d2ov_core/data/ir/ (FP16 + INT8, AP measured on the test split)
+bundle: setup     ## re-convert the three demo models into d2ov_core/data/ir/ (FP16 + INT8, AP measured on the test splits)
 	$(PY) tools/make_shapes.py --out .cache/shapes --split train --num 64
 	$(PY) tools/make_shapes.py --out .cache/shapes --split test
 	for m in $(DEMOS); do d=d2ov_core/data/ir/$$(echo $$m | sed 's|/|__|'); rm -rf $$d; \
@@ -29,6 +30,14 @@ bundle: setup     ## re-convert the demo models into d2ov_core/data/ir/ (FP16 + 
 	  $(PY) -m d2ov_core convert $$m --precision INT8 --calibration .cache/shapes/train --calibration-size 64 \
 	    --recipe d2ov-3 --annotations .cache/shapes/test.json --images .cache/shapes --out $$d/INT8 || exit 1; \
 	done
+	$(PY) tools/make_figures.py --out .cache/figures-bundle --split train --num 64
+	$(PY) tools/make_figures.py --out .cache/figures-bundle --split test
+	d=d2ov_core/data/ir/demo__keypoint_rcnn_figures; rm -rf $$d; \
+	  $(PY) -m d2ov_core convert $(KEYPOINT_DEMO) --out $$d/FP16 --annotations .cache/figures-bundle/test.json \
+	    --images .cache/figures-bundle && \
+	  $(PY) -m d2ov_core convert $(KEYPOINT_DEMO) --precision INT8 --calibration .cache/figures-bundle/train \
+	    --calibration-size 64 --recipe d2ov-3 --annotations .cache/figures-bundle/test.json \
+	    --images .cache/figures-bundle --out $$d/INT8
 
 clean:
 	rm -rf out .pytest_cache tests/_artifacts

@@ -38,6 +38,6 @@ if [[ $which == all || $which == seed ]]; then
 fi
 if [[ $which == all || $which == demo ]]; then
   for m in demo/mask_rcnn_shapes demo/faster_rcnn_shapes; do
-    $PY -m d2ov_core bench "$m" --images d2ov_core/data/samples/*.jpg --runs "$RUNS" --out "docs/bench/${m#*/}"
+    $PY -m d2ov_core bench "$m" --images d2ov_core/data/samples/shapes_*.jpg --runs "$RUNS" --out "docs/bench/${m#*/}"
   done
 fi

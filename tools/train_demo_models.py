@@ -507,6 +507,7 @@ def finish_model(cfg, model, out_dir, name, task, metrics, iters, minutes, gt_js
         "train_minutes": round(minutes, 1),
         "params": sum(p.numel() for p in model.parameters()),
         "backend": "pytorch",
+        "config_sha256": sha256(os.path.join(out_dir, "config.yaml")),
     }
     metrics.update(extra)
     card = os.path.join(CARDS_DIR, os.path.basename(out_dir) + ".json")

@@ -49,7 +49,7 @@ log = logging.getLogger("d2ov")
 def default_sample(spec: ModelSpec) -> Path:
     """An image the model should detect something in, for tracing."""
     if spec.source == "demo":
-        samples = catalog.sample_images()
+        samples = catalog.sample_images(spec.task)
         if samples:
             return samples[0]
     import matplotlib

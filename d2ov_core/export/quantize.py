@@ -39,7 +39,7 @@ class Recipe:
 
 #: the box/proposal arithmetic traced into the graph (decoding deltas, clipping, pooler level
 #: assignment) is not a neural-network layer: quantized to 8 bits it moves boxes
-BOX_MATH = (r".*roi_heads/aten::.*", r".*roi_heads\.(box|mask)_pooler/.*", r".*proposal_generator/aten::.*")
+BOX_MATH = (r".*roi_heads/aten::.*", r".*roi_heads\.(box|mask|keypoint)_pooler/.*", r".*proposal_generator/aten::.*")
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     # chosen on the demo models' val split, reported on their 200-image test split (docs/int8.md):

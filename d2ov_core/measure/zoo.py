@@ -48,9 +48,10 @@ def model_key(name: str) -> str:
 
 
 def order(names: list[str]) -> list[str]:
-    """Check order: one model per family first (R50 FPN, C4, DC5, RetinaNet, X101; then masks), then the rest."""
+    """Check order: one model per family first (R50 FPN, C4, DC5, RetinaNet, keypoints, X101; then masks),
+    then the rest."""
     first = ["faster_rcnn_R_50_FPN_1x", "faster_rcnn_R_50_C4_1x", "faster_rcnn_R_50_DC5_1x", "retinanet_R_50_FPN_1x",
-             "faster_rcnn_X_101_32x8d_FPN_3x", "mask_rcnn_R_50_FPN_1x", "mask_rcnn_R_50_C4_1x", "mask_rcnn_R_50_DC5_1x"]
+             "keypoint_rcnn_R_50_FPN_1x", "faster_rcnn_X_101_32x8d_FPN_3x", "mask_rcnn_R_50_FPN_1x", "mask_rcnn_R_50_C4_1x", "mask_rcnn_R_50_DC5_1x"]
     rank = {n: i for i, n in enumerate(first)}
     return sorted(names, key=lambda n: rank.get(n.split("/", 1)[1], len(first)))
 
@@ -90,16 +91,19 @@ def run_one(name: str, results: Path, timeout: float, images: list[str]) -> dict
 def _cells(row: dict) -> list[str]:
     if row.get("same_as"):
         verdict = "pass" if row.get("ok") else "FAIL"
-        return [row["model"], "-", "-", "-", "-", "-", "-", verdict,
+        return [row["model"], "-", "-", "-", "-", "-", "-", "-", verdict,
                 f"the same model as {row['same_as']} with random weights (configs differ only in the training "
                 "schedule): its result"]
     rep = row.get("report")
     if rep is None:
-        return [row["model"], "-", "-", "-", "-", "-", "-", "FAIL", row.get("reason", "")]
+        return [row["model"], "-", "-", "-", "-", "-", "-", "-", "FAIL", row.get("reason", "")]
     dets = rep["detections"]
     matched = ", ".join(f"{d['matched']}/{d['reference']}" for d in dets)
     box = max((d["max_box_dev"] for d in dets), default=0.0)
     score = max((d["max_score_dev"] for d in dets), default=0.0)
+    kp = [d for d in dets if d.get("max_keypoint_dev") is not None]
+    keypoints = (f"{max(d['max_keypoint_dev'] for d in kp):.3f} ({sum(d['keypoints_compared'] for d in kp)})"
+                 if kp else "-")
     stages = {s["stage"]: s for s in rep["stages"]}
     notes = []
     prop = stages.get("proposals")
@@ -111,7 +115,7 @@ def _cells(row: dict) -> list[str]:
             f"{s['stage']} {s['worst']} rel {s['max_rel']:.1e}" for s in rep["stages"] if s["ok"] is False
             and s["stage"] != "detections") + ")")
     return [row["model"], f"{row.get('convert_s', '-')}", f"{rep['ir_mb']}", f"{rep['tensor_rel']:.1e}", matched,
-            f"{box:.3f}", f"{score:.1e}", "pass" if rep["ok"] else "FAIL", "; ".join(notes)]
+            f"{box:.3f}", f"{score:.1e}", keypoints, "pass" if rep["ok"] else "FAIL", "; ".join(notes)]
 
 
 def render(names: list[str], results: Path, doc: Path, tolerance: float = 1e-3) -> str:
@@ -122,7 +126,7 @@ def render(names: list[str], results: Path, doc: Path, tolerance: float = 1e-3) 
         if p.is_file():
             rows.append(json.loads(p.read_text()))
     header = ["model", "convert s", "IR MB (FP32)", "stage max rel", "matched (2 photos)", "max box dev px",
-              "max score dev", "pass", "notes / reason"]
+              "max score dev", "max keypoint dev px (visible)", "pass", "notes / reason"]
     lines = [
         "# The zoo check",
         "",
@@ -132,7 +136,11 @@ def render(names: list[str], results: Path, doc: Path, tolerance: float = 1e-3) 
         f"{tolerance:g} relative of PyTorch, and the final detections (score >= 0.3) of the deployed IR against Detectron2's",
         "(see `d2ov_core/measure/stages.py` and the README's \"Stage-by-stage check\"). \"matched\" counts detections",
         "found by both; where the RPN's proposals are not identical (near-tied objectness on random weights), missing",
-        "detections are expected and do not fail a model; matched ones must agree within 0.5 px and 1e-3.",
+        "detections are expected and do not fail a model; matched ones must agree within 0.5 px and 1e-3, and their",
+        "visible keypoints (score > 0.05; random keypoint heads are calibrated to peaked heatmaps) within 0.5 px.",
+        "",
+        "Masks: IoU >= 0.9 with random weights (their probabilities sit near 0.5; the mask logits are held to 1e-3 at the",
+        "`roi` stage), as are the keypoint heatmaps (`roi.keypoint_logits`).",
         "",
         "Rerun: `tools/zoo_check.sh` (one model at a time, each in its own process; `--only NAME`, `--force`).",
         f"This table: {len(rows)} of {len(names)} models, {time.strftime('%Y-%m-%d')}, "

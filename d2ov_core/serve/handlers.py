@@ -69,13 +69,14 @@ def upload_path(image: Any, upload_root: str | Path) -> tuple[str, str]:
 
 
 def example_images(model: str | None = None) -> list[str]:
-    """Examples that fit ``model``: the shape samples for the demo models (trained on synthetic
-    shapes), real photos for everything else (COCO models)."""
+    """Examples that fit ``model``: the demo models' own samples (synthetic shapes, or stick figures
+    for the keypoint demo), real photos for everything else (COCO models)."""
     import matplotlib  # a Detectron2 dependency: its sample photo is on every install that renders
 
     photos = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
-    shapes = catalog.sample_images()
     demo = model is None or model.startswith("demo/")
+    task = catalog.CATALOG[model].task if demo and model in catalog.CATALOG else None
+    shapes = catalog.sample_images(task)
     chosen = shapes if demo else [p for p in photos if p.is_file()]
     return [str(p) for p in chosen or shapes]
 

@@ -39,6 +39,7 @@ from ..errors import D2ovError, first_line
 from ..runtime import ir as runtime
 from ..runtime import settings as S
 from ..runtime.images import MAX_PIXELS
+from ..store import catalog
 from . import handlers as H
 from .service import ModelService
 
@@ -76,8 +77,10 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         return gr.Radio(choices=choices, value=value, **kwargs), value
 
     def examples_visibility(name):
-        demo_model = service.source_name(name).startswith("demo/")
-        return gr.Column(visible=demo_model), gr.Column(visible=not demo_model)
+        """Which examples fit ``name``: shapes, stick figures (the keypoint demo) or photos."""
+        source = service.source_name(name)
+        kind = ("figures" if source == catalog.DEFAULTS["keypoints"] else "shapes") if source.startswith("demo/") else "photos"
+        return tuple(gr.Column(visible=kind == k) for k in ("shapes", "figures", "photos"))
 
     def card_and_timer(name, precision, device="CPU"):
         preparing = service.state(name, H.resolve_precision(service, name, precision, device)).status == "preparing"
@@ -176,6 +179,9 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
                 run = gr.Button("Detect", variant="primary")
                 with gr.Column(visible=True) as shape_examples:
                     gr.Examples(H.example_images("demo/"), inputs=[image], label="Examples (synthetic shapes)")
+                with gr.Column(visible=False) as figure_examples:
+                    gr.Examples(H.example_images(catalog.DEFAULTS["keypoints"]), inputs=[image],
+                                label="Examples (stick figures)")
                 with gr.Column(visible=False) as photo_examples:
                     gr.Examples(H.example_images("COCO"), inputs=[image], label="Examples (photos)")
             with gr.Column(scale=1):
@@ -189,7 +195,8 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         task.change(on_task, task, model, api_visibility="private")
         demo.load(on_task, task, model, api_visibility="private")
         for control in (model, device):
-            control.change(on_model, [model, device], [precision, shape_examples, photo_examples, card, timer],
+            control.change(on_model, [model, device],
+                           [precision, shape_examples, figure_examples, photo_examples, card, timer],
                            api_visibility="private")
         precision.input(on_precision, [model, precision, device], [card, timer], api_visibility="private")
         timer.tick(on_tick, [model, precision, device], [card, timer], api_visibility="private",

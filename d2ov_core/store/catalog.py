@@ -29,9 +29,10 @@ REPO_ROOT: Path | None = DATA_DIR.parent.parent if (DATA_DIR.parent.parent / "py
 DEMO_DIR = (REPO_ROOT or DATA_DIR.parent) / "models" / "demo"
 
 
-def sample_images() -> list[Path]:
-    """The demo models' sample images (shipped with the package)."""
-    return sorted(SAMPLES_DIR.glob("*.jpg"))
+def sample_images(task: str | None = None) -> list[Path]:
+    """The demo models' sample images (shipped with the package): stick figures for the keypoint
+    demo model (``task="keypoints"``), shapes for the others."""
+    return sorted(SAMPLES_DIR.glob(f"{'figures' if task == 'keypoints' else 'shapes'}_*.jpg"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +170,7 @@ SEED_MODELS = ("COCO-Detection/faster_rcnn_R_50_FPN_1x", "COCO-InstanceSegmentat
 DEFAULTS = {
     "detection": "demo/faster_rcnn_shapes",
     "instance_segmentation": "demo/mask_rcnn_shapes",
+    "keypoints": "demo/keypoint_rcnn_figures",
 }
 
 

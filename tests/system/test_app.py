@@ -76,7 +76,7 @@ def test_api_detect_matches_the_library(app_url):
 
     url, _, _ = app_url
     client = Client(url, verbose=False)
-    sample = sorted(SAMPLES.glob("*.jpg"))[0]
+    sample = sorted(SAMPLES.glob("shapes_*.jpg"))[0]
     image, table, json_path, summary, card = client.predict(handle_file(str(sample)), "demo/mask_rcnn_shapes", "CPU", 0.5,
                                                               api_name="/detect")
     doc = json.loads(Path(json_path).read_text())
@@ -104,7 +104,7 @@ def test_api_bad_inputs_are_readable_errors_and_server_survives(app_url, tmp_pat
     with pytest.raises(Exception, match="not an image"):
         client.predict(handle_file(str(bad)), "demo/mask_rcnn_shapes", "CPU", 0.5, api_name="/detect")
     # an unreachable model-zoo model: first "being prepared", then "unavailable" with the reason
-    sample = handle_file(str(sorted(SAMPLES.glob("*.jpg"))[0]))
+    sample = handle_file(str(sorted(SAMPLES.glob("shapes_*.jpg"))[0]))
     messages = []
     for _ in range(90):
         try:
@@ -117,7 +117,7 @@ def test_api_bad_inputs_are_readable_errors_and_server_survives(app_url, tmp_pat
     assert "faster_rcnn_R_50_FPN_1x" in messages[0] and ("being prepared" in messages[0] or "unavailable" in messages[0])
     assert "unavailable" in messages[-1] and "offline" in messages[-1], messages[-1]
     assert proc.poll() is None
-    out = client.predict(handle_file(str(sorted(SAMPLES.glob("*.jpg"))[0])), "demo/faster_rcnn_shapes", "CPU", 0.5,
+    out = client.predict(handle_file(str(sorted(SAMPLES.glob("shapes_*.jpg"))[0])), "demo/faster_rcnn_shapes", "CPU", 0.5,
                          api_name="/detect")
     assert len(out[1]["data"]) > 0
 
@@ -135,7 +135,7 @@ def test_real_browser_detect_and_threshold(app_url):
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(url)
         page.get_by_text("Examples").first.wait_for(timeout=60_000)
-        page.locator("input[type=file]").first.set_input_files(str(sorted(SAMPLES.glob("*.jpg"))[0]))
+        page.locator("input[type=file]").first.set_input_files(str(sorted(SAMPLES.glob("shapes_*.jpg"))[0]))
         page.get_by_role("button", name="Detect").click()
         out = page.locator("img[src*='/file=']").or_(page.locator("img[src*='gradio_api/file']"))
         expect(page.get_by_text("detections at threshold 0.50")).to_be_visible(timeout=120_000)
@@ -168,7 +168,7 @@ def test_mcp_schema_lists_detect_and_a_call_returns_detections(app_url):
     assert {"image", "model", "device", "threshold", "precision"} <= set(props)
     assert "demo/faster_rcnn_shapes" in props["model"]["enum"] and "demo/mask_rcnn_shapes" in props["model"]["enum"]
     assert tool["description"].startswith("Detect objects in an image")
-    sample = sorted(SAMPLES.glob("*.jpg"))[0]
+    sample = sorted(SAMPLES.glob("shapes_*.jpg"))[0]
     data_url = "data:image/jpeg;base64," + base64.b64encode(sample.read_bytes()).decode()
 
     async def call():
@@ -246,7 +246,7 @@ def test_real_browser_precisions_examples_and_one_error(app_url):
         page.get_by_role("option", name=zoo).click()
         expect(page.get_by_text("Examples (photos)")).to_be_visible(timeout=30_000)
         expect(page.get_by_text("status: unavailable")).to_be_visible(timeout=120_000)
-        page.locator("input[type=file]").first.set_input_files(str(sorted(SAMPLES.glob("*.jpg"))[0]))
+        page.locator("input[type=file]").first.set_input_files(str(sorted(SAMPLES.glob("shapes_*.jpg"))[0]))
         page.get_by_role("button", name="Detect").click()
         toast = page.get_by_text(f"{zoo} (FP16) is unavailable")
         expect(toast).to_be_visible(timeout=60_000)

@@ -282,7 +282,7 @@ def test_64_requests_from_16_threads_equal_the_sequential_results(model, app, cl
     from gradio_client import Client
 
     if model == DEMO:
-        images = sorted((ROOT / "d2ov_core" / "data" / "samples").glob("*.jpg"))[:8]
+        images = sorted((ROOT / "d2ov_core" / "data" / "samples").glob("shapes_*.jpg"))[:8]
     else:
         images = load_images(tmp_path)
     t0 = time.perf_counter()

@@ -31,7 +31,7 @@ from ..fake_v2 import FakeV2Server, closed_port_url
 
 MODELS = {"mask_rcnn_shapes": "demo/mask_rcnn_shapes", "faster_rcnn_shapes": "demo/faster_rcnn_shapes"}
 SERVE_PYTHON = Path(os.environ.get("D2OV_SERVE_PYTHON", ROOT / ".venv-serve" / "bin" / "python"))
-SAMPLE_FILES = sorted(SAMPLES.glob("*.jpg"))
+SAMPLE_FILES = sorted(SAMPLES.glob("shapes_*.jpg"))
 
 
 def _get(url: str, timeout: float = 10) -> tuple[int, dict]:

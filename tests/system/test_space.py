@@ -120,7 +120,7 @@ def test_the_space_starts_as_a_space_and_answers(space, space_env, tmp_path):
         assert ("0.0.0.0", port) in listening, listening  # all interfaces, the Space's port
 
         client = Client(url, verbose=False)
-        sample = sorted(SAMPLES.glob("*.jpg"))[0]
+        sample = sorted(SAMPLES.glob("shapes_*.jpg"))[0]
         image, table, json_path, summary, card = client.predict(handle_file(str(sample)), "demo/mask_rcnn_shapes",
                                                                 "CPU", 0.5, api_name="/detect")
         doc = json.loads(Path(json_path).read_text())

@@ -16,7 +16,7 @@ from ..conftest import ROOT, SAMPLES
 from ..fake_v2 import FakeV2Server, closed_port_url
 
 XML = ROOT / "d2ov_core" / "data" / "ir" / "demo__mask_rcnn_shapes" / "FP16" / "model.xml"
-SAMPLE = sorted(SAMPLES.glob("*.jpg"))[0]
+SAMPLE = sorted(SAMPLES.glob("shapes_*.jpg"))[0]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def local():
 def test_remote_predictor_equals_local(fake, local, mode):
     fake.mode = mode  # binary outputs, or plain JSON data
     rem = Predictor(server=fake.url, model="mask", timeout=10)
-    for image in sorted(SAMPLES.glob("*.jpg")):
+    for image in sorted(SAMPLES.glob("shapes_*.jpg")):
         a, b = local.predict(image, threshold=0.0), rem.predict(image, threshold=0.0)
         assert len(a) == len(b) > 0
         np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-3)
@@ -52,7 +52,7 @@ def test_remote_predictor_equals_local(fake, local, mode):
 
 def test_the_only_model_is_found_and_many_images_stream_in_order(fake, local):
     rem = Predictor(server=fake.url + "/")  # no model named: the server's only one; trailing slash ok
-    images = sorted(SAMPLES.glob("*.jpg"))
+    images = sorted(SAMPLES.glob("shapes_*.jpg"))
     got = [det for _, det in rem.predict_many(images, threshold=0.0, jobs=3)]
     for image, det in zip(images, got):
         assert len(det) == len(local.predict(image, threshold=0.0))

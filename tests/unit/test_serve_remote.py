@@ -85,14 +85,14 @@ def test_service_offers_the_servers_models(fake, tmp_path, monkeypatch):
     assert service.spec_info("remote/faster")["source"] == "model server"
     p = service.predictor("remote/faster", "CPU", "FP16")
     assert service.predictor("remote/faster", "AUTO", "FP16") is p  # one per model, whatever the device
-    det = p.predict(sorted(SAMPLES.glob("*.jpg"))[0])
+    det = p.predict(sorted(SAMPLES.glob("shapes_*.jpg"))[0])
     assert len(det) > 0 and p.describe()["ir"] == f"{fake.url}/v2/models/faster"
     with pytest.raises(NotReadyError, match="runs FP16 on the model server, not INT8"):
         service.predictor("remote/faster", "CPU", "INT8")
     assert service.state("remote/faster", "INT8").status == "unavailable"
     fake.mode = "error"
     with pytest.raises(ServerError, match="HTTP 500"):
-        p.predict(sorted(SAMPLES.glob("*.jpg"))[0])
+        p.predict(sorted(SAMPLES.glob("shapes_*.jpg"))[0])
 
 
 def test_service_with_a_server_that_is_down_or_not_d2ov(fake, tmp_path, monkeypatch):
