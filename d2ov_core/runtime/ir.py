@@ -9,6 +9,7 @@ IR contract (written by :mod:`d2ov_core.convert`, checked by :func:`load_ir`):
     ``boxes`` float32 ``(N, 4)`` xyxy in the RESIZED input frame, N <= max_detections;
     ``classes`` int64 ``(N,)``; ``scores`` float32 ``(N,)`` (>= graph_score_threshold, after NMS);
     ``masks`` float32 ``(N, 1, M, M)`` mask probabilities in box frame (instance segmentation);
+    ``keypoint_heatmaps`` float32 ``(N, K, S, S)`` keypoint logits over each box (keypoint models);
     ``image_size`` int64 ``(2,)`` = (H, W) of the input.
 """
 

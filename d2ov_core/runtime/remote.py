@@ -4,7 +4,8 @@ d2ov's KServe predictor (:mod:`d2ov_core.serve.kserve`) or OpenVINO Model Server
 
 What runs where: decoding, preprocessing and postprocessing run in the caller's process, exactly as
 with a local IR (:class:`~d2ov_core.runtime.predictor.Predictor`); only the graph runs on the server,
-which returns the IR's raw outputs (``boxes``, ``classes``, ``scores``, ``masks``, ``image_size``).
+which returns the IR's raw outputs (``boxes``, ``classes``, ``scores``, ``masks``, ``keypoint_heatmaps``,
+``image_size``).
 
 Protocol (every request has a timeout: ``timeout=`` or ``D2OV_SERVER_TIMEOUT``, default 60 s; it
 bounds connecting and each read, so a server that accepts and then says nothing is given up on):
@@ -55,6 +56,7 @@ OUTPUTS = {
     "classes": (("INT64", "INT32"), (None,)),
     "scores": (("FP32",), (None,)),
     "masks": (("FP32",), (None, 1, None, None)),
+    "keypoint_heatmaps": (("FP32",), (None, None, None, None)),
     "image_size": (("INT64", "INT32"), (2,)),
 }
 
@@ -274,7 +276,7 @@ class RemoteIR:
                 raise ServerError(f"model server {self.server}: output {name!r} of {self.model!r} is {datatype} "
                                   f"{list(arr.shape)}; a d2ov model returns {'/'.join(types)} {_shape_text(shape)}")
             raw[name] = arr
-        counts = {n: raw[n].shape[0] for n in ("boxes", "classes", "scores", "masks") if n in raw}
+        counts = {n: raw[n].shape[0] for n in ("boxes", "classes", "scores", "masks", "keypoint_heatmaps") if n in raw}
         if len(set(counts.values())) > 1:
             raise ServerError(f"model server {self.server}: outputs of {self.model!r} disagree on the number of "
                               f"detections ({', '.join(f'{k} {v}' for k, v in counts.items())})")

@@ -254,3 +254,52 @@ def test_real_browser_precisions_examples_and_one_error(app_url):
         assert toast.count() == 1  # the error text once, in one place
         assert page.get_by_text("Error", exact=True).count() <= 2  # the toast's title and the image's status
         browser.close()
+
+
+def test_api_keypoint_model_returns_keypoints(app_url):
+    """The keypoint demo model through /detect: instances carry 7 keypoints in the library's values."""
+    from gradio_client import Client, handle_file
+
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.store.lookup import bundled_ir
+
+    url, _, _ = app_url
+    client = Client(url, verbose=False)
+    sample = sorted(SAMPLES.glob("figures_*.jpg"))[0]
+    name = catalog.DEFAULTS["keypoints"]
+    _, table, json_path, summary, card = client.predict(handle_file(str(sample)), name, "CPU", 0.5, "FP16",
+                                                        api_name="/detect")
+    doc = json.loads(Path(json_path).read_text())
+    result = doc["results"][0]
+    ref = Predictor(bundled_ir(name, "FP16")).predict(sample, threshold=0.5)
+    assert result["keypoint_names"] == list(ref.keypoint_names) and len(ref.keypoint_names) == 7
+    assert len(result["instances"]) == len(ref) > 0
+    np.testing.assert_allclose([i["keypoints"] for i in result["instances"]], ref.keypoints, atol=0.01)
+    assert "keypoints (7): head, neck" in card
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
+def test_real_browser_keypoints_task(app_url):
+    """The Keypoints task in the browser: the keypoint demo model with its stick-figure examples,
+    Detect draws the figures' keypoints."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, _, _ = app_url
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
+                                    "--disable-background-networking", "--disable-component-update", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        page.goto(url)
+        page.get_by_text("Examples (synthetic shapes)").wait_for(timeout=60_000)
+        page.get_by_label("Keypoints").check()
+        expect(page.get_by_label("Model")).to_have_value(catalog.DEFAULTS["keypoints"], timeout=30_000)
+        expect(page.get_by_text("Examples (stick figures)")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("keypoints (7): head, neck")).to_be_visible(timeout=60_000)
+        page.locator("input[type=file]").first.set_input_files(str(sorted(SAMPLES.glob("figures_*.jpg"))[0]))
+        page.get_by_role("button", name="Detect").click()
+        expect(page.get_by_text("detections at threshold 0.50")).to_be_visible(timeout=120_000)
+        assert page.locator("table tbody tr").count() > 0
+        page.screenshot(path=str(ARTIFACTS / "app_keypoints.png"), full_page=True)
+        browser.close()

@@ -117,3 +117,15 @@ def test_keypoints_are_drawn(style):
     # visible keypoints (score > 0.05) become red dots; the third (score 0.01) is not drawn
     assert red_near(30, 40) >= 4 and red_near(60, 60) >= 4, style
     assert red_near(90, 85) == 0, style
+
+
+def test_ties_take_the_first_pixel_as_detectron2():
+    """Flat or plateaued maps: the peak search must pick Detectron2's pixel (the first in row-major order)."""
+    maps = np.zeros((3, 2, 56, 56), np.float32)
+    maps[1, :, 20:30, 10:40] = 5.0  # a plateau
+    maps[2, 0, ::7, ::5] = 1.0  # many equal maxima
+    boxes = np.array([[0, 0, 100, 80], [3.3, 4.7, 210.2, 96.1], [10, 10, 37, 300]], np.float32)
+    ref = d2_heatmaps_to_keypoints(torch.from_numpy(maps), torch.from_numpy(boxes))[:, :, [0, 1, 3]].numpy()
+    got = heatmaps_to_keypoints(maps, boxes)
+    np.testing.assert_array_equal(got[..., :2], ref[..., :2])
+    np.testing.assert_allclose(got[..., 2], ref[..., 2], rtol=1e-5)
