@@ -1,0 +1,213 @@
+"""Panoptic FPN's numpy postprocessing against Detectron2's own ``sem_seg_postprocess`` and
+``combine_semantic_and_instance_outputs`` on the same inputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from d2ov_core.export import compat
+from d2ov_core.runtime.panoptic import (bilinear_matrix, combine_semantic_and_instance_outputs,
+                                        sem_seg_postprocess)
+from d2ov_core.runtime.panoptic import _resize_rows, _taps
+
+from ..conftest import ROOT
+
+compat.apply()
+import torch  # noqa: E402
+from detectron2.modeling.meta_arch.panoptic_fpn import \
+    combine_semantic_and_instance_outputs as d2_combine  # noqa: E402
+from detectron2.modeling.postprocessing import sem_seg_postprocess as d2_sem_seg_postprocess  # noqa: E402
+from detectron2.structures import Instances  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------
+# combine_semantic_and_instance_outputs
+
+
+def _shape_mask(rng, h, w):
+    """A random rectangle or ellipse, partly outside the image at times."""
+    cy, cx = rng.uniform(-5, h + 5), rng.uniform(-5, w + 5)
+    ry, rx = rng.uniform(1, h / 2), rng.uniform(1, w / 2)
+    yy, xx = np.mgrid[0:h, 0:w]
+    if rng.random() < 0.5:
+        return (np.abs(yy - cy) <= ry) & (np.abs(xx - cx) <= rx)
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+
+
+def _semantic(rng, h, w, n_labels):
+    """Blobs of several labels (0 among them) painted over a random background label."""
+    sem = np.full((h, w), rng.integers(0, n_labels), np.int64)
+    for _ in range(rng.integers(0, 8)):
+        sem[_shape_mask(rng, h, w)] = rng.integers(0, n_labels)
+    return sem
+
+
+def _case(rng):
+    h, w = rng.integers(20, 90, 2)
+    n = int(rng.integers(0, 12))
+    masks = np.stack([_shape_mask(rng, h, w) for _ in range(n)]) if n else np.zeros((0, h, w), bool)
+    if n >= 2:
+        masks[rng.integers(0, n)] = False  # an empty mask
+    if n >= 3:  # a mask inside an earlier (higher-scored after sorting: duplicate it and shrink) one
+        j, k = rng.choice(n, 2, replace=False)
+        masks[k] = masks[j] & _shape_mask(rng, h, w)
+    scores = rng.permutation(np.linspace(0.05, 0.99, n)).astype(np.float32)  # untied
+    scores += rng.uniform(0, 0.01, n).astype(np.float32)
+    classes = rng.integers(0, 80, n)
+    return scores, classes, masks, _semantic(rng, h, w, int(rng.integers(1, 7)))
+
+
+def _d2(scores, classes, masks, semantic, *thresholds):
+    inst = Instances(tuple(semantic.shape))
+    inst.scores = torch.from_numpy(scores)
+    inst.pred_classes = torch.from_numpy(classes)
+    inst.pred_masks = torch.from_numpy(masks)
+    pan, info = d2_combine(inst, torch.from_numpy(semantic), *thresholds)
+    return pan.numpy(), info
+
+
+def _assert_same(got, ref):
+    pan, info = got
+    ref_pan, ref_info = ref
+    assert pan.dtype == np.int32 and np.array_equal(pan, ref_pan)
+    assert len(info) == len(ref_info)
+    for a, b in zip(info, ref_info):
+        assert list(a) == list(b)
+        for key in a:
+            assert type(a[key]) is type(b[key]), key
+            if key == "score":
+                assert abs(a[key] - b[key]) <= 1e-6
+            else:
+                assert a[key] == b[key], key
+
+
+THRESHOLDS = [(0.5, 4096, 0.5), (0.5, 4096, 0.0), (0.5, 10, 0.5), (0.5, 1, 0.0), (0.5, 0, 0.3), (0.2, 50, 0.0),
+              (1.0, 0, 0.0)]
+
+
+@pytest.mark.parametrize("thresholds", THRESHOLDS)
+def test_combine_matches_detectron2_on_random_cases(thresholds):
+    rng = np.random.default_rng(sum(int(1000 * t) for t in thresholds))
+    for _ in range(60):
+        case = _case(rng)
+        _assert_same(combine_semantic_and_instance_outputs(*case, *thresholds), _d2(*case, *thresholds))
+
+
+def test_combine_edge_cases_match_detectron2():
+    rng = np.random.default_rng(7)
+    h, w = 64, 80
+    sem = _semantic(rng, h, w, 5)
+    big = np.zeros((h, w), bool)
+    big[5:50, 5:60] = True
+    inside = np.zeros((h, w), bool)
+    inside[10:20, 10:20] = True
+    half = np.zeros((h, w), bool)
+    half[40:60, 50:70] = True  # a corner under `big`
+    cases = {
+        "no instances": (np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros((0, h, w), bool)),
+        "all below threshold": (np.array([0.4, 0.1], np.float32), np.array([1, 2]), np.stack([big, inside])),
+        "empty mask": (np.array([0.9, 0.8], np.float32), np.array([1, 2]), np.stack([np.zeros((h, w), bool), big])),
+        "covered mask": (np.array([0.9, 0.8, 0.7], np.float32), np.array([1, 2, 3]), np.stack([big, inside, half])),
+        "all things": (np.array([0.9], np.float32), np.array([4]), np.ones((1, h, w), bool)),
+    }
+    for name, (scores, classes, masks) in cases.items():
+        for thresholds in THRESHOLDS:
+            got = combine_semantic_and_instance_outputs(scores, classes, masks, sem, *thresholds)
+            _assert_same(got, _d2(scores, classes, masks, sem, *thresholds))
+    pan, info = combine_semantic_and_instance_outputs(*cases["covered mask"], sem, 0.5, 0, 0.5)
+    assert [s["instance_id"] for s in info if s["isthing"]] == [0, 2]  # `inside` is fully taken: skipped
+    pan, info = combine_semantic_and_instance_outputs(*cases["all below threshold"], sem, 0.5, 10**9, 0.5)
+    assert not pan.any() and info == []
+
+
+def test_combine_orders_equal_scores_by_index():
+    h, w = 10, 10
+    masks = np.zeros((3, h, w), bool)
+    masks[:, 2:8, 2:8] = True
+    pan, info = combine_semantic_and_instance_outputs(np.array([0.5, 0.9, 0.9], np.float32), np.array([1, 2, 3]),
+                                                      masks, np.zeros((h, w), np.int64), 0.5, 0, 0.0)
+    assert [s["instance_id"] for s in info] == [1]  # the first of the tied 0.9s wins; the others overlap
+
+
+def test_combine_says_what_shapes_it_expected():
+    with pytest.raises(ValueError, match=r"masks \(N, H, W\).*found \(2,\), \(2,\), \(2, 5, 5\) and \(4, 4\)"):
+        combine_semantic_and_instance_outputs(np.ones(2), np.ones(2), np.ones((2, 5, 5), bool), np.zeros((4, 4)),
+                                              0.5, 0, 0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# sem_seg_postprocess
+
+
+def _smooth_logits(rng, c, hp, wp):
+    """Logits like a segmentation head's: upsampled low-resolution noise, so classes form regions."""
+    low = rng.normal(0, 3, (1, c, hp // 4 + 1, wp // 4 + 1)).astype(np.float32)
+    up = torch.nn.functional.interpolate(torch.from_numpy(low), size=(hp, wp), mode="bilinear", align_corners=False)
+    return up[0].numpy() + rng.normal(0, 0.05, (c, hp, wp)).astype(np.float32)
+
+
+SIZES = [  # C, padded (Hp, Wp), input (h, w), output (H, W)
+    (3, (64, 96), (61, 90), (122, 180)),  # x2 up
+    (3, (64, 96), (60, 93), (37, 51)),  # down
+    (54, (128, 160), (120, 150), (300, 200)),  # up in y, up in x
+    (54, (128, 160), (127, 155), (90, 400)),  # down in y, up in x
+    (54, (96, 128), (96, 128), (96, 128)),  # same size: a copy
+]
+
+
+@pytest.mark.parametrize("c,padded,input_size,output_size", SIZES)
+def test_sem_seg_postprocess_matches_detectron2(c, padded, input_size, output_size):
+    rng = np.random.default_rng(c + sum(output_size))
+    logits = _smooth_logits(rng, c, *padded)
+    ref = d2_sem_seg_postprocess(torch.from_numpy(logits), input_size, *output_size).argmax(0).numpy()
+    got = sem_seg_postprocess(logits, input_size, output_size)
+    assert got.dtype == np.int64 and got.shape == ref.shape == output_size
+    agreement = float((got == ref).mean())
+    # differences only where two classes' interpolated logits tie to float32 rounding (measured: none)
+    assert agreement >= 0.9999, agreement
+
+
+def test_sem_seg_postprocess_at_panoptic_fpn_size_in_blocks():
+    """54 classes at 800 x 1216 padded, 800 x 1199 input, to a 1333 x 2000 original."""
+    rng = np.random.default_rng(0)
+    logits = _smooth_logits(rng, 54, 800, 1216)
+    ref = d2_sem_seg_postprocess(torch.from_numpy(logits), (800, 1199), 1333, 2000).argmax(0).numpy()
+    got = sem_seg_postprocess(logits, (800, 1199), (1333, 2000))
+    assert float((got == ref).mean()) >= 0.9999
+
+
+def test_bilinear_matrix_is_torch_bilinear():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 1, 37, 53)).astype(np.float32)
+    for oh, ow in ((1, 1), (37, 53), (7, 200), (123, 53), (300, 31), (20, 26)):
+        ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=(oh, ow), mode="bilinear",
+                                              align_corners=False)[0, 0].numpy()
+        got = bilinear_matrix(37, oh) @ x[0, 0] @ bilinear_matrix(53, ow).T
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_resize_by_taps_is_the_matrix_product_and_torch():
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 3, (5, 30, 41)).astype(np.float32)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(x)[None], size=(77, 19), mode="bilinear",
+                                          align_corners=False)[0].numpy()
+    got = _resize_rows(x, _taps(30, 77), _taps(41, 19), 0, 77)
+    np.testing.assert_allclose(got, bilinear_matrix(30, 77) @ x @ bilinear_matrix(41, 19).T, atol=1e-5)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    np.testing.assert_array_equal(_resize_rows(x, _taps(30, 77), _taps(41, 19), 10, 20), got[:, 10:20])
+
+
+def test_sem_seg_postprocess_rejects_non_3d_logits():
+    with pytest.raises(ValueError, match=r"expected logits of shape \(C, H, W\), found \(4, 4\)"):
+        sem_seg_postprocess(np.zeros((4, 4), np.float32), (4, 4), (8, 8))
+
+
+def test_module_imports_no_torch():
+    code = ("import sys, d2ov_core.runtime.panoptic\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'detectron2', 'openvino')]\n"
+            "assert not bad, bad\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
