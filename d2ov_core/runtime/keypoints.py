@@ -30,7 +30,9 @@ def bicubic_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     ``(n_out, 4)`` into the input (clamped to the border) and float32 weights ``(n_out, 4)``. Output
     ``j`` samples ``(j + 0.5) * n_in / n_out - 0.5`` with the cubic-convolution kernel (A = -0.75)."""
     scale = np.float32(n_in) / np.float32(n_out)
-    real = scale * (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
+    # one float32 rounding of scale * (j + 0.5) - 0.5, as PyTorch's fused multiply-add (the float64
+    # product and difference are exact)
+    real = (np.float64(scale) * (np.arange(n_out) + 0.5) - 0.5).astype(np.float32)
     base = np.floor(real)
     t = (real - base).astype(np.float32)
 
