@@ -14,7 +14,21 @@ The shipped weights came from (2 cores; data-parallel, two processes of one thre
         --lr 0.001 --faster-lr 0.0002 --mask-iters 3400 --faster-iters 400 --max-minutes 58
 
 The Mask R-CNN trains from scratch; the Faster R-CNN starts from its backbone, FPN, RPN and box head
-and is fine-tuned without the mask head (both logs and model.json say so). ``--max-minutes`` is only a
+and is fine-tuned without the mask head (both logs and model.json say so).
+
+The keypoint demo model (``--model keypoint``: a Keypoint R-CNN on tools/make_figures.py's stick
+figures, written to models/demo/keypoint_rcnn_figures/ with its card and figures_*.jpg samples) was
+trained from scratch in two phases, 56 minutes in all: the first run was stopped by hand after its
+checkpoint at iteration 1600 (its 3200-iteration schedule would not have finished in the budget),
+the second continued those weights with a schedule that anneals to zero::
+
+    python tools/train_demo_models.py --model keypoint --ddp 2 --optimizer adamw --lr 0.001 \
+        --keypoint-iters 3200 --max-minutes 58          # stopped after the checkpoint at 1600
+    cp models/demo/keypoint_rcnn_figures/model_final.pth .cache/figures/phase1_iter1600.pth
+    python tools/train_demo_models.py --model keypoint --ddp 2 --optimizer adamw --lr 0.0005 --warmup 20 \
+        --keypoint-iters 700 --keypoint-init .cache/figures/phase1_iter1600.pth --max-minutes 17
+
+(``--keypoint-stop 1600`` reproduces the first phase without stopping it by hand.) ``--max-minutes`` is only a
 safety net; if it ever cuts a run short the log prints the ``--mask-stop/--faster-stop`` that
 reproduces those weights on a machine of any speed.
 
@@ -93,7 +107,7 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup_logging(path: str | None) -> None:
+def setup_logging(path: str | None, append: bool = False) -> None:
     LOG.setLevel(logging.INFO)
     for h in list(LOG.handlers):
         LOG.removeHandler(h)
@@ -103,7 +117,7 @@ def setup_logging(path: str | None) -> None:
     LOG.addHandler(sh)
     if path:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fh = logging.FileHandler(path, mode="w")
+        fh = logging.FileHandler(path, mode="a" if append else "w")
         fh.setFormatter(fmt)
         LOG.addHandler(fh)
     LOG.propagate = False
@@ -549,6 +563,9 @@ def main(argv=None) -> int:
                     help="both: the shapes models; keypoint: the stick-figure Keypoint R-CNN")
     ap.add_argument("--figures-work", default=os.path.join(ROOT, ".cache", "figures"), help="figures data set folder")
     ap.add_argument("--keypoint-iters", type=int, default=3000)
+    ap.add_argument("--keypoint-init", default=None, metavar="PTH",
+                    help="continue from these weights (a checkpoint of an earlier --model keypoint run) with a "
+                         "fresh schedule of --keypoint-iters iterations; the log is appended to")
     ap.add_argument("--keypoint-stop", type=int, default=None,
                     help="stop the Keypoint R-CNN at this iteration (schedule still over --keypoint-iters)")
     ap.add_argument("--train-images", type=int, default=make_shapes.DEFAULT_SPLITS["train"][0])
@@ -634,16 +651,26 @@ def main(argv=None) -> int:
     if a.model == "keypoint":
         kp_dir = os.path.join(a.out, "keypoint_rcnn_figures")
         os.makedirs(kp_dir, exist_ok=True)
-        _setup_rank_logging(os.path.join(kp_dir, "train_log.txt"))
-        LOG.info(f"d2ov demo model: Keypoint R-CNN on synthetic stick figures, trained from scratch; argv {sys.argv[1:]}")
+        _setup_rank_logging(os.path.join(kp_dir, "train_log.txt"), append=bool(a.keypoint_init))
+        init_state = None
+        if a.keypoint_init:
+            init_state = torch.load(a.keypoint_init, map_location="cpu", weights_only=True)["model"]
+            LOG.info(f"d2ov demo model: Keypoint R-CNN on synthetic stick figures, CONTINUED from {a.keypoint_init} "
+                     f"(sha256 {sha256(a.keypoint_init)[:16]}..., an earlier phase of this training from scratch) "
+                     f"with a fresh schedule; argv {sys.argv[1:]}")
+        else:
+            LOG.info(f"d2ov demo model: Keypoint R-CNN on synthetic stick figures, trained from scratch; argv {sys.argv[1:]}")
         LOG.info(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         paths = ensure_data(a.figures_work, a.train_images, a.test_images, make_figures)
         cfg = build_cfg(False, a, keypoint_on=True)
         metrics = {"model": "demo/keypoint_rcnn_figures", "train": []}
-        model, done, minutes = train(cfg, a.keypoint_iters, kp_dir, metrics, deadline=deadline, stop=a.keypoint_stop)
+        model, done, minutes = train(cfg, a.keypoint_iters, kp_dir, metrics, init_state=init_state, deadline=deadline,
+                                     stop=a.keypoint_stop)
         if _dist()[0] == 0:
+            init = ("scratch, in two phases: this run continued the weights of an earlier one "
+                    f"({os.path.basename(a.keypoint_init)}) with a fresh schedule" if a.keypoint_init else "scratch")
             finish_model(cfg, model, kp_dir, "demo/keypoint_rcnn_figures", "keypoints", metrics, done, minutes,
-                         paths["test"], a.test_images, {"init": "scratch"})
+                         paths["test"], a.test_images, {"init": init})
             copy_samples(a.figures_work, paths["test"], SAMPLES_DIR, prefix="figures")
         return 0
     mask_dir = os.path.join(a.out, "mask_rcnn_shapes")
@@ -690,10 +717,10 @@ def main(argv=None) -> int:
     return 0
 
 
-def _setup_rank_logging(path: str) -> None:
+def _setup_rank_logging(path: str, append: bool = False) -> None:
     """The log file is written by rank 0 only; other ranks print warnings and errors."""
     rank = _dist()[0]
-    setup_logging(path if rank == 0 else None)
+    setup_logging(path if rank == 0 else None, append)
     if rank != 0:
         LOG.setLevel(logging.WARNING)
 

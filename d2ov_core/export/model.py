@@ -142,7 +142,6 @@ def cfg_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-
 def _keypoint_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
     """Keypoint names, skeleton and OKS sigmas of a Keypoint R-CNN: the catalog's, else (a user's own
     model) ``keypoint_1..K``, no skeleton, and the config's ``TEST.KEYPOINT_OKS_SIGMAS``."""
