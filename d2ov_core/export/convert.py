@@ -235,7 +235,11 @@ def _trace_and_convert(net, spec: ModelSpec, meta: dict[str, Any], sample: Path,
     except Exception as e:
         raise ConversionError(f"openvino.convert_model failed for {spec.name}: {first_line(e)}") from None
     for probe in (chw, _other_size(chw)):
-        outs = run_model(ov_model, probe)
+        try:
+            outs = run_model(ov_model, probe)
+        except RuntimeError as e:  # e.g. a shape frozen at the trace image's value
+            raise ConversionError(f"converted {spec.name} fails on a {probe.shape[2]}x{probe.shape[1]} input: "
+                                  f"{_last_line(e)}") from None
         if len(outs) != len(names):
             raise ConversionError(f"converted {spec.name} returned {len(outs)} outputs, expected {len(names)}")
     return ov_model, names
@@ -248,6 +252,12 @@ def _quantize(ov_model, samples: list[np.ndarray], recipe: Recipe, names: list[s
     if len(run_model(quantized, samples[0])) != len(names):
         raise ConversionError(f"quantized {spec.name} does not return its {len(names)} outputs")
     return quantized
+
+
+def _last_line(e: Exception) -> str:
+    """OpenVINO's errors are a stack of "Exception from ..." lines; the last one says what failed."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(e).__name__
 
 
 def _ap_text(rows: dict[str, Any]) -> str:

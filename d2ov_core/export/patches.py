@@ -283,6 +283,9 @@ def exportable_keypoints():
     original = keypoint_head.keypoint_rcnn_inference
 
     def keypoint_rcnn_inference(pred_keypoint_logits, pred_instances):
+        if len(pred_instances) == 1:  # what is traced: no split, whose sizes would be frozen as constants
+            pred_instances[0].pred_keypoint_heatmaps = pred_keypoint_logits
+            return
         sizes = [len(i) for i in pred_instances]
         for maps, inst in zip(pred_keypoint_logits.split(sizes, dim=0), pred_instances):
             inst.pred_keypoint_heatmaps = maps

@@ -6,7 +6,7 @@ from __future__ import annotations
 __all__ = ["calibrate_random_weights", "RANDOM_INIT_REVISION"]
 
 #: Revision of what ``--weights random`` builds (part of the conversion cache key).
-RANDOM_INIT_REVISION = 3
+RANDOM_INIT_REVISION = 4  # 4: keypoint heads calibrated to peaked heatmaps
 
 
 def _calibration_photo(cfg):
