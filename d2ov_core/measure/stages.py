@@ -47,6 +47,8 @@ __all__ = ["TOLERANCE", "StageRow", "StageReport", "compare_tensors", "compare_p
 TOLERANCE = 1e-3
 #: final-mask IoU bar with random weights (their masks sit near the threshold; see :func:`check`)
 RANDOM_MASK_IOU = 0.9
+#: share of visible keypoints within tolerance with random weights (near-tied noise peaks; see :func:`check`)
+RANDOM_KEYPOINT_SHARE = 0.99
 #: proposals are "the same" within this many pixels
 PROPOSAL_PX = 0.01
 
@@ -169,14 +171,14 @@ def _proposal_row(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], image
 
 def _detection_row(c: Comparison, image: str, proposals_same: bool, tol: Tolerance) -> StageRow:
     agree = c.max_box_dev <= tol.box_px and c.max_score_dev <= tol.score and (
-        c.min_mask_iou is None or c.min_mask_iou >= tol.mask_iou) and (
-        c.max_keypoint_dev is None or c.max_keypoint_dev <= tol.keypoint_px)
+        c.min_mask_iou is None or c.min_mask_iou >= tol.mask_iou) and c.keypoints_ok(tol)
     missing = c.unmatched_reference + c.unmatched_candidate
     ok = agree and (missing == 0 or not proposals_same)
     note = (f"matched {c.matched}/{c.reference}, box dev {c.max_box_dev:.3f} px, score dev {c.max_score_dev:.1e}"
             + ("" if c.min_mask_iou is None else f", mask IoU {c.min_mask_iou:.3f}")
             + ("" if c.max_keypoint_dev is None else
-               f", keypoint dev {c.max_keypoint_dev:.3f} px ({c.keypoints_compared} visible)"))
+               f", keypoint dev {c.max_keypoint_dev:.3f} px ({c.keypoints_compared} visible"
+               + (f", {c.keypoints_off} beyond {tol.keypoint_px:g} px" if c.keypoints_off else "") + ")"))
     if missing and not proposals_same:
         note += " (unmatched: other proposals)"
     return StageRow("detections", image, tensors=0, max_abs=c.max_box_dev, max_rel=0.0, worst="", ok=ok, note=note)
@@ -228,7 +230,12 @@ def check(model, images: Sequence[str], weights: str | None = None, tol: float =
             # random mask heads put most mask probabilities near the 0.5 threshold, where a 1e-4 change
             # flips pixels (measured: mask IoU 0.948 on the C4 Mask R-CNN with its mask logits within
             # 1.6e-4): the mask head is judged at roi.mask_logits, the final masks loosely
-            verify_tol = dataclasses.replace(verify_tol, mask_iou=min(verify_tol.mask_iou, RANDOM_MASK_IOU))
+            # random keypoint heatmaps are noise with several near-equal peaks: a 1e-5 change in a logit
+            # can move the peak to another (measured: 1 of 425 keypoints, 3.2 px, on the R50-FPN Keypoint
+            # R-CNN at full size with its heatmaps within 6e-5): the keypoint head is judged at
+            # roi.keypoint_logits, the final keypoints by the share within tolerance
+            verify_tol = dataclasses.replace(verify_tol, mask_iou=min(verify_tol.mask_iou, RANDOM_MASK_IOU),
+                                             keypoint_share=min(verify_tol.keypoint_share, RANDOM_KEYPOINT_SHARE))
         t = time.perf_counter()
         reference = ReferencePredictor(spec, weights=weights, progress=progress)
         for path, same in zip(images, same_proposals):

@@ -43,6 +43,7 @@ class Tolerance:
     score: float = 1e-3
     mask_iou: float = 0.98
     keypoint_px: float = 0.5  # visible keypoints (reference score > KEYPOINT_THRESHOLD)
+    keypoint_share: float = 1.0  # of visible keypoints that must be within keypoint_px
 
 
 @dataclasses.dataclass
@@ -57,6 +58,7 @@ class Comparison:
     min_mask_iou: float | None
     max_keypoint_dev: float | None = None  # px, over visible keypoints of matched detections
     keypoints_compared: int = 0
+    keypoints_off: int = 0  # of them, how many deviate more than the tolerance
 
     def ok(self, tol: Tolerance) -> bool:
         return (
@@ -65,8 +67,12 @@ class Comparison:
             and self.max_box_dev <= tol.box_px
             and self.max_score_dev <= tol.score
             and (self.min_mask_iou is None or self.min_mask_iou >= tol.mask_iou)
-            and (self.max_keypoint_dev is None or self.max_keypoint_dev <= tol.keypoint_px)
+            and self.keypoints_ok(tol)
         )
+
+    def keypoints_ok(self, tol: Tolerance) -> bool:
+        return (self.max_keypoint_dev is None or self.max_keypoint_dev <= tol.keypoint_px
+                or self.keypoints_compared - self.keypoints_off >= tol.keypoint_share * self.keypoints_compared)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -103,11 +109,12 @@ def match(ref: Detections, cand: Detections, tol: Tolerance = Tolerance()) -> Co
     m_iou = None
     if r.masks is not None and c.masks is not None:
         m_iou = min((mask_iou(r.masks[i], c.masks[j]) for i, j in pairs), default=1.0)
-    kp_dev, kp_n = None, 0
+    kp_dev, kp_n, kp_off = None, 0, 0
     if r.keypoints is not None and c.keypoints is not None:
         devs = [np.abs(r.keypoints[i, :, :2] - c.keypoints[j, :, :2]).max(axis=1)[r.keypoints[i, :, 2] > KEYPOINT_THRESHOLD]
                 for i, j in pairs]
         kp_n = int(sum(len(d) for d in devs))
+        kp_off = int(sum(int((d > tol.keypoint_px).sum()) for d in devs))
         kp_dev = max((float(d.max()) for d in devs if len(d)), default=0.0)
     return Comparison(
         reference=int((r.scores >= tol.min_score).sum()),
@@ -120,4 +127,5 @@ def match(ref: Detections, cand: Detections, tol: Tolerance = Tolerance()) -> Co
         min_mask_iou=m_iou,
         max_keypoint_dev=kp_dev,
         keypoints_compared=kp_n,
+        keypoints_off=kp_off,
     )

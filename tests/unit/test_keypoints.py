@@ -129,3 +129,22 @@ def test_ties_take_the_first_pixel_as_detectron2():
     got = heatmaps_to_keypoints(maps, boxes)
     np.testing.assert_array_equal(got[..., :2], ref[..., :2])
     np.testing.assert_allclose(got[..., 2], ref[..., 2], rtol=1e-5)
+
+
+def test_verify_compares_visible_keypoints():
+    """match(): keypoints of matched detections scoring > 0.05 count; one off by 3 px fails the
+    default tolerance and passes a 99% share (the random-weights rule of the stage check)."""
+    from d2ov_core.measure.verify import Tolerance, match
+
+    ref = _det(2)
+    ref.keypoints[:, :, 2] = 0.9
+    ref.keypoints[1, 2, 2] = 0.01  # not visible: never compared
+    cand = ref[np.arange(2)]
+    cand.keypoints = cand.keypoints.copy()
+    cand.keypoints[1, 2, 0] += 30.0  # the invisible one moves: no effect
+    c = match(ref, cand)
+    assert (c.keypoints_compared, c.keypoints_off, c.max_keypoint_dev) == (5, 0, 0.0) and c.ok(Tolerance())
+    cand.keypoints[0, 1, 1] += 3.0
+    c = match(ref, cand)
+    assert (c.keypoints_off, c.max_keypoint_dev) == (1, 3.0) and not c.ok(Tolerance())
+    assert c.ok(Tolerance(keypoint_share=0.8)) and not c.ok(Tolerance(keypoint_share=0.9))
