@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import D2ovError, DeviceError, ImageError
-from ..runtime.settings import ap_text
 from ..runtime import settings as S
 from ..runtime.detections import Detections, predictions_document
 from ..runtime.images import load_image
@@ -85,10 +84,6 @@ def example_images(model: str | None = None) -> list[str]:
 DEFAULT_AP_TOLERANCE = 0.5
 
 
-def _ap(row: dict[str, Any]) -> str:
-    return ap_text(row)
-
-
 def precision_choices(service: ModelService, name: str, device: str = "CPU") -> tuple[list[tuple[str, str]], str, str]:
     """The precisions this server can run for ``name`` on ``device``, each labelled with its measured
     accuracy and model time, or "not verified on this model"; the default (the fastest whose AP is
@@ -107,13 +102,13 @@ def precision_choices(service: ModelService, name: str, device: str = "CPU") -> 
             label = f"{p} · not verified on this model"
         else:
             delta = f" ({row['box_AP'] - ref['box_AP']:+.1f})" if ref is not None and row is not ref else ""
-            label = f"{p} · {_ap(row)}{delta} · {row['ms']:.0f} ms"
+            label = f"{p} · {S.ap_text(row)}{delta} · {row['ms']:.0f} ms"
         choices.append((label, p))
     best = fastest_within(acc, offered, DEFAULT_AP_TOLERANCE)
     if best is not None:
         row = acc[best]
         why = (f"{best} runs by default: the fastest precision within {DEFAULT_AP_TOLERANCE} AP of the float model "
-               f"({_ap(row)}, {row['ms']:.0f} ms per image on {row['images']} images of {row['set']})")
+               f"({S.ap_text(row)}, {row['ms']:.0f} ms per image on {row['images']} images of {row['set']})")
         return choices, best, why
     default = S.DEFAULT_PRECISION if S.DEFAULT_PRECISION in offered else (offered[0] if offered else S.DEFAULT_PRECISION)
     return choices, default, f"{default} runs by default (no precision of this model has a measured accuracy)"

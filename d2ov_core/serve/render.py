@@ -4,8 +4,9 @@ Input: the RGB uint8 image (original pixels) and its detections. Output: RGB uin
 
 Two renderers, chosen by what is installed:
   * ``detectron2``: Detectron2's ``Visualizer`` (its colours, ``name 97%`` labels, masks with
-    outlines, keypoints as red dots joined by the skeleton's lines), used whenever detectron2 and torch are importable (the repository's environment, the
-    Hugging Face Space, which ships Detectron2 beside ``app.py``). Imports them lazily.
+    outlines, keypoints as red dots joined by the skeleton's lines), used whenever detectron2 and
+    torch are importable (the repository's environment, the Hugging Face Space, which ships
+    Detectron2 beside ``app.py``). Imports them lazily.
   * ``plain``: d2ov's own drawing with Pillow and numpy only, for torch-free installs (``pip install
     d2ov[app]``): the same label text, translucent masks with outlines and box outlines, one colour
     per class; keypoints above ``KEYPOINT_THRESHOLD`` as red dots joined by the skeleton's lines.
