@@ -170,12 +170,13 @@ def _proposal_row(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], image
 
 
 def _detection_row(c: Comparison, image: str, proposals_same: bool, tol: Tolerance) -> StageRow:
-    agree = c.max_box_dev <= tol.box_px and c.max_score_dev <= tol.score and (
-        c.min_mask_iou is None or c.min_mask_iou >= tol.mask_iou) and c.keypoints_ok(tol)
+    agree = c.max_box_dev <= tol.box_px and c.max_score_dev <= tol.score and c.masks_ok(tol) and c.keypoints_ok(tol)
     missing = c.unmatched_reference + c.unmatched_candidate
     ok = agree and (missing == 0 or not proposals_same)
     note = (f"matched {c.matched}/{c.reference}, box dev {c.max_box_dev:.3f} px, score dev {c.max_score_dev:.1e}"
-            + ("" if c.min_mask_iou is None else f", mask IoU {c.min_mask_iou:.3f}")
+            + ("" if c.min_mask_iou is None else f", mask IoU {c.min_mask_iou:.3f}"
+               + (f" (pooled {c.mask_iou_pooled:.3f})" if tol.mask_pooled else ""))
+            + (f", score tol {tol.score:.1e}" if tol.score > Tolerance().score else "")
             + ("" if c.max_keypoint_dev is None else
                f", keypoint dev {c.max_keypoint_dev:.3f} px ({c.keypoints_compared} visible"
                + (f", {c.keypoints_off} beyond {tol.keypoint_px:g} px" if c.keypoints_off else "") + ")"))
@@ -215,10 +216,14 @@ def check(model, images: Sequence[str], weights: str | None = None, tol: float =
     t = time.perf_counter()
     rows: list[StageRow] = []
     same_proposals: list[bool] = []
+    logit_devs: list[float] = []  # per image: the class logits' largest absolute deviation
     for path, chw, b in zip(images, chws, boxes):
         ref = ST.run_stages(graph, chw, b)
         cand = ST.run_compiled(compiled, graph.names, chw, b)
         rows += _tensor_rows(ref, cand, str(path), tol)
+        logit_devs.append(max((float(np.abs(np.asarray(ref[n], np.float64) - cand[n]).max()) for n in ref
+                               if (n == "roi.class_logits" or n.startswith("head.logits.")) and np.size(ref[n])),
+                              default=0.0))
         prow = _proposal_row(ref, cand, str(path))
         if prow is not None:
             rows.append(prow)
@@ -234,14 +239,23 @@ def check(model, images: Sequence[str], weights: str | None = None, tol: float =
             # can move the peak to another (measured: 1 of 425 keypoints, 3.2 px, on the R50-FPN Keypoint
             # R-CNN at full size with its heatmaps within 6e-5): the keypoint head is judged at
             # roi.keypoint_logits, the final keypoints by the share within tolerance
+            # (and the masks' IoU pooled over the matched detections: a mask of a few pixels near 0.5
+            # can flip whole; measured: one matched DC5 mask at IoU 0.0 with the mask logits within 4.8e-5)
             verify_tol = dataclasses.replace(verify_tol, mask_iou=min(verify_tol.mask_iou, RANDOM_MASK_IOU),
+                                             mask_pooled=True,
                                              keypoint_share=min(verify_tol.keypoint_share, RANDOM_KEYPOINT_SHARE))
         t = time.perf_counter()
         reference = ReferencePredictor(spec, weights=weights, progress=progress)
-        for path, same in zip(images, same_proposals):
+        for path, same, logit_dev in zip(images, same_proposals, logit_devs):
             rgb = load_image(path)
-            c = match(reference.predict(rgb, threshold=0.05), predictor.predict(rgb, threshold=0.05), verify_tol)
-            rows.append(_detection_row(c, str(path), same, verify_tol))
+            image_tol = verify_tol
+            if weights == "random":
+                # a softmax or sigmoid score moves by less than its logits do: with the class logits
+                # within the stage tolerance, a score may move by their measured deviation (R101-DC5:
+                # logits 2.6e-4 relative, largest |change| about 1.4e-3, a score 1.4e-3)
+                image_tol = dataclasses.replace(verify_tol, score=max(verify_tol.score, logit_dev))
+            c = match(reference.predict(rgb, threshold=0.05), predictor.predict(rgb, threshold=0.05), image_tol)
+            rows.append(_detection_row(c, str(path), same, image_tol))
             detections.append({"image": str(path), **c.to_dict()})
         seconds["detections"] = time.perf_counter() - t
     order = {s: i for i, s in enumerate(["features", "rpn", "head", "proposals", "roi", "detections"])}

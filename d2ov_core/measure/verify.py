@@ -44,6 +44,7 @@ class Tolerance:
     mask_iou: float = 0.98
     keypoint_px: float = 0.5  # visible keypoints (reference score > KEYPOINT_THRESHOLD)
     keypoint_share: float = 1.0  # of visible keypoints that must be within keypoint_px
+    mask_pooled: bool = False  # judge masks by the IoU pooled over matched detections, not the smallest
 
 
 @dataclasses.dataclass
@@ -59,6 +60,7 @@ class Comparison:
     max_keypoint_dev: float | None = None  # px, over visible keypoints of matched detections
     keypoints_compared: int = 0
     keypoints_off: int = 0  # of them, how many deviate more than the tolerance
+    mask_iou_pooled: float | None = None  # intersection / union summed over the matched detections
 
     def ok(self, tol: Tolerance) -> bool:
         return (
@@ -66,9 +68,15 @@ class Comparison:
             and self.unmatched_candidate == 0
             and self.max_box_dev <= tol.box_px
             and self.max_score_dev <= tol.score
-            and (self.min_mask_iou is None or self.min_mask_iou >= tol.mask_iou)
+            and self.masks_ok(tol)
             and self.keypoints_ok(tol)
         )
+
+    def masks_ok(self, tol: Tolerance) -> bool:
+        if self.min_mask_iou is None:
+            return True
+        return (self.mask_iou_pooled if tol.mask_pooled and self.mask_iou_pooled is not None
+                else self.min_mask_iou) >= tol.mask_iou
 
     def keypoints_ok(self, tol: Tolerance) -> bool:
         return (self.max_keypoint_dev is None or self.max_keypoint_dev <= tol.keypoint_px
@@ -106,9 +114,12 @@ def match(ref: Detections, cand: Detections, tol: Tolerance = Tolerance()) -> Co
     unmatched_c = sum(1 for j in range(len(c)) if not used[j] and c.scores[j] >= tol.min_score)
     box_dev = max((float(np.abs(r.boxes[i] - c.boxes[j]).max()) for i, j in pairs), default=0.0)
     score_dev = max((float(abs(r.scores[i] - c.scores[j])) for i, j in pairs), default=0.0)
-    m_iou = None
+    m_iou, pooled = None, None
     if r.masks is not None and c.masks is not None:
         m_iou = min((mask_iou(r.masks[i], c.masks[j]) for i, j in pairs), default=1.0)
+        inter = sum(int(np.logical_and(r.masks[i], c.masks[j]).sum()) for i, j in pairs)
+        union = sum(int(np.logical_or(r.masks[i], c.masks[j]).sum()) for i, j in pairs)
+        pooled = 1.0 if union == 0 else inter / union
     kp_dev, kp_n, kp_off = None, 0, 0
     if r.keypoints is not None and c.keypoints is not None:
         devs = [np.abs(r.keypoints[i, :, :2] - c.keypoints[j, :, :2]).max(axis=1)[r.keypoints[i, :, 2] > KEYPOINT_THRESHOLD]
@@ -128,4 +139,5 @@ def match(ref: Detections, cand: Detections, tol: Tolerance = Tolerance()) -> Co
         max_keypoint_dev=kp_dev,
         keypoints_compared=kp_n,
         keypoints_off=kp_off,
+        mask_iou_pooled=pooled if m_iou is not None else None,
     )

@@ -148,3 +148,23 @@ def test_verify_compares_visible_keypoints():
     c = match(ref, cand)
     assert (c.keypoints_off, c.max_keypoint_dev) == (1, 3.0) and not c.ok(Tolerance())
     assert c.ok(Tolerance(keypoint_share=0.8)) and not c.ok(Tolerance(keypoint_share=0.9))
+
+
+def test_verify_pooled_mask_iou():
+    """With ``mask_pooled`` (the stage check's random-weights rule) a tiny mask that flips whole does
+    not fail a comparison whose masks agree as a whole."""
+    from d2ov_core.measure.verify import Tolerance, match
+
+    masks = np.zeros((2, 100, 120), bool)
+    masks[0, 10:60, 10:60] = True
+    masks[1, 70:72, 100:102] = True  # 4 pixels
+    ref = Detections(boxes=[[10, 10, 60, 60], [100, 70, 102, 72]], scores=[0.9, 0.8], class_ids=[0, 0],
+                     labels=["a", "a"], image_size=(100, 120), masks=masks)
+    cand_masks = masks.copy()
+    cand_masks[1] = False
+    cand_masks[1, 72:74, 100:102] = True  # the tiny mask moved: IoU 0
+    cand = Detections(boxes=ref.boxes, scores=ref.scores, class_ids=ref.class_ids, labels=ref.labels,
+                      image_size=(100, 120), masks=cand_masks)
+    c = match(ref, cand)
+    assert c.min_mask_iou == 0.0 and abs(c.mask_iou_pooled - 2500 / 2508) < 1e-9
+    assert not c.ok(Tolerance()) and c.ok(Tolerance(mask_iou=0.9, mask_pooled=True))
