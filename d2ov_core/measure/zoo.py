@@ -166,6 +166,9 @@ def render(names: list[str], results: Path, doc: Path, tolerance: float = 1e-3) 
         lines += ["", "Not run yet: " + ", ".join(missing) + "."]
     passed = sum(1 for r in rows if r.get("report", {}).get("ok") or r.get("ok"))
     lines += ["", f"{passed} of {len(rows)} pass."]
+    notes = doc.with_name("zoo_notes.md")  # hand-written explanations of failures, kept across reruns
+    if notes.is_file():
+        lines += ["", notes.read_text().rstrip()]
     text = "\n".join(lines) + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
