@@ -112,9 +112,9 @@ def _cells(row: dict) -> list[str]:
         notes.append("proposals identical: " + ", ".join(n.split(" of ")[0] for n in prop["notes"]))
     failed = [s["stage"] for s in rep["stages"] if s["ok"] is False]
     if failed:
-        notes.insert(0, "failed: " + ", ".join(failed) + " (" + "; ".join(
-            f"{s['stage']} {s['worst']} rel {s['max_rel']:.1e}" for s in rep["stages"] if s["ok"] is False
-            and s["stage"] != "detections") + ")")
+        why = "; ".join(f"{s['stage']} {s['worst']} rel {s['max_rel']:.1e}" for s in rep["stages"]
+                        if s["ok"] is False and s["stage"] != "detections")
+        notes.insert(0, "failed: " + ", ".join(failed) + (f" ({why})" if why else " (see below)"))
     return [row["model"], f"{row.get('convert_s', '-')}", f"{rep['ir_mb']}", f"{rep['tensor_rel']:.1e}", matched,
             f"{box:.3f}", f"{score:.1e}", keypoints, "pass" if rep["ok"] else "FAIL", "; ".join(notes)]
 
