@@ -25,6 +25,8 @@ def register(sub) -> None:
     p.add_argument("--mask-iou", type=float, default=0.98, help="min mask IoU (0.98)")
     p.add_argument("--keypoint-tol", type=float, default=0.5,
                    help="max deviation of visible keypoints (score > 0.05), px (0.5)")
+    p.add_argument("--segment-iou", type=float, default=0.98,
+                   help="panoptic models: min IoU of matched panoptic segments; every segment must match (0.98)")
     p.add_argument("--stages", action="store_true",
                    help="compare stage by stage (features, RPN/head, ROI heads on the same proposals, detections): "
                         "judges a conversion even with --weights random")
@@ -46,7 +48,7 @@ def run(args) -> int:
         raise InputError(f"--stage-tol must be in (0, 1), got {args.stage_tol}")
     spec = spec_from_args(args.model, args.weights, args.classes)
     tol = Tolerance(min_score=args.min_score, box_px=args.box_tol, score=args.score_tol, mask_iou=args.mask_iou,
-                    keypoint_px=args.keypoint_tol)
+                    keypoint_px=args.keypoint_tol, segment_iou=args.segment_iou)
     if args.stages:
         return _stages(args, spec, tol)
     ref = ReferencePredictor(spec, weights=args.weights)
@@ -62,9 +64,14 @@ def run(args) -> int:
         miou = "" if c.min_mask_iou is None else f", min mask IoU {c.min_mask_iou:.4f}"
         kp = "" if c.max_keypoint_dev is None else (f", keypoint dev {c.max_keypoint_dev:.3f} px "
                                                      f"({c.keypoints_compared} visible keypoints)")
+        pan = "" if c.min_segment_iou is None else (
+            f", segments {c.segments_matched}/{c.segments_reference} matched (ov {c.segments_candidate}), segment IoU "
+            f"min {c.min_segment_iou:.4f} mean {c.mean_segment_iou:.4f}, pixels agree {100 * c.pixel_agreement:.3f}%")
         print(f"{'ok  ' if ok else 'FAIL'} {img}: matched {c.matched}/{c.reference} (unmatched ref {c.unmatched_reference}, "
-              f"ov {c.unmatched_candidate}), box dev {c.max_box_dev:.3f} px, score dev {c.max_score_dev:.2e}{miou}{kp}")
+              f"ov {c.unmatched_candidate}), box dev {c.max_box_dev:.3f} px, score dev {c.max_score_dev:.2e}{miou}{kp}{pan}")
     extra = (f", keypoints <= {tol.keypoint_px} px" if ref.task == "keypoints" else
+             f", mask IoU >= {tol.mask_iou}, every panoptic segment matched with IoU >= {tol.segment_iou}"
+             if ref.task == "panoptic_segmentation" else
              f", mask IoU >= {tol.mask_iou}" if ref.task == "instance_segmentation" else "")
     print(f"{len(args.images) - failures} of {len(args.images)} images within tolerance "
           f"(score >= {tol.min_score}, box <= {tol.box_px} px, score <= {tol.score}{extra})")

@@ -124,8 +124,10 @@ def cfg_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
         thresh, nms, dets = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE
     return {
         "model_name": spec.name,
-        "task": "keypoints" if cfg.MODEL.KEYPOINT_ON else "instance_segmentation" if cfg.MODEL.MASK_ON else "detection",
+        "task": ("panoptic_segmentation" if arch == "PanopticFPN" else "keypoints" if cfg.MODEL.KEYPOINT_ON
+                 else "instance_segmentation" if cfg.MODEL.MASK_ON else "detection"),
         **(_keypoint_metadata(cfg, spec) if cfg.MODEL.KEYPOINT_ON else {}),
+        **(_panoptic_metadata(cfg, spec) if arch == "PanopticFPN" else {}),
         "meta_architecture": arch,
         "labels": list(spec.classes),
         "input_format": cfg.INPUT.FORMAT,
@@ -140,6 +142,23 @@ def cfg_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
         "config_sha256": sha256_file(config_path(spec)),
         "detectron2_version": detectron2.__version__,
     }
+
+
+def _panoptic_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
+    """Semantic classes and merge parameters of a Panoptic FPN: the catalog's class names, else (a
+    user's own model) ``things, stuff_1..`` for the config's ``SEM_SEG_HEAD.NUM_CLASSES``."""
+    n = int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+    names = list(spec.stuff_classes) or ["things"] + [f"stuff_{i}" for i in range(1, n)]
+    if len(names) != n:
+        raise ConversionError(f"{spec.name}: MODEL.SEM_SEG_HEAD.NUM_CLASSES is {n} but {len(names)} semantic class "
+                              "names (things + stuff) were given")
+    combine = cfg.MODEL.PANOPTIC_FPN.COMBINE
+    if not combine.ENABLED:
+        raise ConversionError(f"{spec.name}: MODEL.PANOPTIC_FPN.COMBINE.ENABLED is off; d2ov converts Panoptic FPN "
+                              "with its panoptic merge")
+    return {"stuff_classes": names, "panoptic_overlap_threshold": float(combine.OVERLAP_THRESH),
+            "panoptic_stuff_area_threshold": int(combine.STUFF_AREA_LIMIT),
+            "panoptic_score_threshold": float(combine.INSTANCES_CONFIDENCE_THRESH)}
 
 
 def _keypoint_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:

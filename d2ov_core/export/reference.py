@@ -60,8 +60,16 @@ class ReferencePredictor:
         tensor = torch.as_tensor(np.ascontiguousarray(resized).astype("float32").transpose(2, 0, 1))
         t2 = time.perf_counter()
         with torch.no_grad():
-            inst = self.model([{"image": tensor, "height": h, "width": w}])[0]["instances"]
+            out = self.model([{"image": tensor, "height": h, "width": w}])[0]
+        inst = out["instances"]
         t3 = time.perf_counter()
+        panoptic_seg, segments = None, ()
+        if "panoptic_seg" in out:
+            from ..runtime.panoptic import describe_segments
+
+            panoptic_seg = out["panoptic_seg"][0].numpy().astype(np.int32)
+            segments = describe_segments(panoptic_seg, out["panoptic_seg"][1], self.labels,
+                                         self.metadata["stuff_classes"])
         keep = inst.scores >= thr
         inst = inst[keep]
         classes = inst.pred_classes.numpy().astype(np.int64)
@@ -75,6 +83,7 @@ class ReferencePredictor:
             keypoints=inst.pred_keypoints.numpy() if inst.has("pred_keypoints") else None,
             keypoint_names=self.metadata.get("keypoint_names", ()) if inst.has("pred_keypoints") else (),
             keypoint_skeleton=self.metadata.get("keypoint_skeleton", ()) if inst.has("pred_keypoints") else (),
+            panoptic_seg=panoptic_seg, segments=segments,
         )
         t4 = time.perf_counter()
         # the model's forward includes postprocessing; "inference" here is the whole eager forward

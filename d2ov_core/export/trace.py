@@ -18,12 +18,16 @@ def traceable(model, image_chw):
     ``Instances`` fields in the resized-input frame; returns ``(adapter, output_names)``."""
     import torch
     from detectron2.export.flatten import TracingAdapter
-    from detectron2.modeling import GeneralizedRCNN
+    from detectron2.modeling import GeneralizedRCNN, PanopticFPN
     from detectron2.modeling.meta_arch.retinanet import RetinaNet
 
     from .patches import exportable_keypoints
 
-    if isinstance(model, GeneralizedRCNN):
+    if isinstance(model, PanopticFPN):
+        def inference(m, inputs):  # the semantic head's logits over the padded input, the raw instances
+            instances, sem_seg = m.inference(inputs, do_postprocess=False)
+            return [{"instances": instances[0], "sem_seg": sem_seg[0]}]
+    elif isinstance(model, GeneralizedRCNN):
         def inference(m, inputs):
             with exportable_keypoints():  # keypoint models: the graph ends at the heatmaps
                 return [{"instances": m.inference(inputs, do_postprocess=False)[0]}]
@@ -34,7 +38,8 @@ def traceable(model, image_chw):
             features = [features[f] for f in m.head_in_features]
             return [{"instances": m.forward_inference(images, features, m.head(features))[0]}]
     else:
-        raise ConversionError(f"unsupported meta architecture {type(model).__name__}: expected GeneralizedRCNN or RetinaNet")
+        raise ConversionError(f"unsupported meta architecture {type(model).__name__}: expected GeneralizedRCNN, "
+                              "PanopticFPN or RetinaNet")
 
     image = torch.as_tensor(image_chw)
     adapter = TracingAdapter(model, [{"image": image}], inference)
@@ -47,25 +52,25 @@ def traceable(model, image_chw):
 
 
 def _output_names(schema) -> list[str]:
-    """Flat output names from TracingAdapter's schema: an ``InstancesSchema`` flattens its fields in
-    sorted key order (each field ``sizes[i]`` tensors), then the image size."""
-    from detectron2.export.flatten import InstancesSchema
+    """Flat output names from TracingAdapter's schema, in its flattening order: an ``InstancesSchema``
+    flattens its fields in sorted key order (each field ``sizes[i]`` tensors), then the image size; a
+    dict its values in sorted key order (a plain tensor is named by its key: ``sem_seg``)."""
+    from detectron2.export.flatten import DictSchema, IdentitySchema, InstancesSchema
 
-    def find(s):
+    def walk(s, key: str | None) -> list[str]:
         if isinstance(s, InstancesSchema):
-            return s
-        for child in getattr(s, "schemas", []) or []:
-            found = find(child)
-            if found is not None:
-                return found
-        return None
+            names: list[str] = []
+            for field, size in zip(s.keys, s.sizes):
+                base = OUTPUT_NAMES.get(field, field)
+                names += [base] if size == 1 else [f"{base}_{i}" for i in range(size)]
+            return names + ["image_size"]
+        if isinstance(s, IdentitySchema):
+            return [key or "output"]
+        keys = s.keys if isinstance(s, DictSchema) else [key] * len(getattr(s, "schemas", []) or [])
+        return [name for k, child in zip(keys, getattr(s, "schemas", []) or []) for name in walk(child, k)]
 
-    inst = find(schema)
-    if inst is None:
+    names = walk(schema, None)
+    if "image_size" not in names:
         raise ConversionError("traced outputs hold no Instances")
-    names: list[str] = []
-    for key, size in zip(inst.keys, inst.sizes):
-        base = OUTPUT_NAMES.get(key, key)
-        names += [base] if size == 1 else [f"{base}_{i}" for i in range(size)]
-    return names + ["image_size"]
+    return names
 

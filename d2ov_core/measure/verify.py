@@ -2,6 +2,10 @@
 
 Detections are matched greedily by IoU within the same class, highest reference score first
 (element-wise comparison is meaningless: equal scores may come out in another order).
+Panoptic maps are compared segment by segment: a candidate segment matches a reference segment of
+the same class (thing or stuff) when their IoU exceeds 0.5 (then it is the only one that can, as in
+COCO's panoptic quality); reported are the matched segments' smallest and mean IoU and the share of
+pixels on which the two maps agree (same matched segment, or no segment in both).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Tolerance:
     keypoint_px: float = 0.5  # visible keypoints (reference score > KEYPOINT_THRESHOLD)
     keypoint_share: float = 1.0  # of visible keypoints that must be within keypoint_px
     mask_pooled: bool = False  # judge masks by the IoU pooled over matched detections, not the smallest
+    segment_iou: float = 0.98  # panoptic: every segment matched, the smallest matched IoU at least this
 
 
 @dataclasses.dataclass
@@ -61,6 +66,12 @@ class Comparison:
     keypoints_compared: int = 0
     keypoints_off: int = 0  # of them, how many deviate more than the tolerance
     mask_iou_pooled: float | None = None  # intersection / union summed over the matched detections
+    segments_reference: int = 0  # panoptic models: segments of the reference's map
+    segments_candidate: int = 0
+    segments_matched: int = 0
+    min_segment_iou: float | None = None  # over matched segments
+    mean_segment_iou: float | None = None
+    pixel_agreement: float | None = None  # share of pixels in the same matched segment (or in none in both)
 
     def ok(self, tol: Tolerance) -> bool:
         return (
@@ -70,7 +81,14 @@ class Comparison:
             and self.max_score_dev <= tol.score
             and self.masks_ok(tol)
             and self.keypoints_ok(tol)
+            and self.segments_ok(tol)
         )
+
+    def segments_ok(self, tol: Tolerance) -> bool:
+        if self.min_segment_iou is None:
+            return True
+        return (self.segments_matched == self.segments_reference == self.segments_candidate
+                and self.min_segment_iou >= tol.segment_iou)
 
     def masks_ok(self, tol: Tolerance) -> bool:
         if self.min_mask_iou is None:
@@ -140,4 +158,28 @@ def match(ref: Detections, cand: Detections, tol: Tolerance = Tolerance()) -> Co
         keypoints_compared=kp_n,
         keypoints_off=kp_off,
         mask_iou_pooled=pooled if m_iou is not None else None,
+        **(compare_panoptic(ref, cand) if ref.panoptic_seg is not None and cand.panoptic_seg is not None else {}),
     )
+
+
+def compare_panoptic(ref: Detections, cand: Detections) -> dict[str, Any]:
+    """Segment matching of two panoptic maps of the same image (see the module docstring): the
+    ``segments_*``, ``*_segment_iou`` and ``pixel_agreement`` fields of :class:`Comparison`."""
+    a, b = ref.panoptic_seg.astype(np.int64), cand.panoptic_seg.astype(np.int64)
+    na, nb = len(ref.segments), len(cand.segments)
+    joint = np.bincount((a * (nb + 1) + b).reshape(-1), minlength=(na + 1) * (nb + 1)).reshape(na + 1, nb + 1)
+    area_a, area_b = joint.sum(axis=1), joint.sum(axis=0)
+    ious, agree = [], int(joint[0, 0])
+    for sa in ref.segments:
+        for sb in cand.segments:
+            if (sa["isthing"], sa["category_id"]) != (sb["isthing"], sb["category_id"]):
+                continue
+            inter = int(joint[sa["id"], sb["id"]])
+            iou = inter / (area_a[sa["id"]] + area_b[sb["id"]] - inter) if inter else 0.0
+            if iou > 0.5:
+                ious.append(iou)
+                agree += inter
+    return {"segments_reference": na, "segments_candidate": nb, "segments_matched": len(ious),
+            "min_segment_iou": min(ious, default=1.0 if na == nb == 0 else 0.0),
+            "mean_segment_iou": float(np.mean(ious)) if ious else (1.0 if na == nb == 0 else 0.0),
+            "pixel_agreement": agree / max(a.size, 1)}

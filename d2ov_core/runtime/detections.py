@@ -11,6 +11,12 @@ Contract:
     or ``None``; ``keypoint_names`` (K names, the model's order) and ``keypoint_skeleton`` (pairs of
     names joined by a line when drawn) describe them. ``score`` is Detectron2's keypoint score (a
     softmax value at the heatmap's peak, > 0; drawn when above ``KEYPOINT_THRESHOLD``).
+  * ``panoptic_seg``: int32 ``(H, W)`` segment ids, 0 = no segment (panoptic models), or ``None``;
+    ``segments`` describes them, one dict per id in id order: ``{"id", "label", "category_id",
+    "isthing", "score", "area"}`` (``category_id`` indexes ``labels``' class names for things and
+    the model's ``stuff_classes`` for stuff; ``score`` is the instance's, ``None`` for stuff; ``area``
+    in pixels of the map). The map is the model's answer (Detectron2's merge with its own score
+    threshold): selecting instances (``filter``, indexing) leaves it as it is.
   * ``image_size``: ``(H, W)`` of the original image.
   * ``timings``: milliseconds per stage (``preprocess``, ``inference``, ``postprocess``, ``total``).
 
@@ -30,6 +36,8 @@ import numpy as np
 
 __all__ = ["Detections", "rle_encode", "rle_decode", "predictions_document", "KEYPOINT_THRESHOLD"]
 
+_SEGMENT_KEYS = {"id", "label", "category_id", "isthing", "score", "area"}
+
 #: A keypoint counts as visible (drawn, compared by ``verify``) when its score exceeds this:
 #: Detectron2's Visualizer's threshold.
 KEYPOINT_THRESHOLD = 0.05
@@ -47,6 +55,8 @@ class Detections:
     keypoints: np.ndarray | None = None
     keypoint_names: tuple[str, ...] = ()
     keypoint_skeleton: tuple[tuple[str, str], ...] = ()
+    panoptic_seg: np.ndarray | None = None
+    segments: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32)
@@ -79,6 +89,22 @@ class Detections:
         unknown = {p for pair in self.keypoint_skeleton for p in pair} - set(self.keypoint_names)
         if unknown:
             raise ValueError(f"Detections.keypoint_skeleton: names {sorted(unknown)} are not keypoint names")
+        self.segments = tuple(dict(seg) for seg in self.segments)
+        if self.panoptic_seg is not None:
+            self.panoptic_seg = np.asarray(self.panoptic_seg, dtype=np.int32)
+            if self.panoptic_seg.shape != self.image_size:
+                raise ValueError(f"Detections.panoptic_seg: expected shape {self.image_size}, found "
+                                 f"{self.panoptic_seg.shape}")
+            ids = [seg.get("id") for seg in self.segments]
+            if ids != list(range(1, len(ids) + 1)):
+                raise ValueError(f"Detections.segments: expected ids 1..{len(ids)} in order, found {ids}")
+            if int(self.panoptic_seg.max(initial=0)) > len(ids) or int(self.panoptic_seg.min(initial=0)) < 0:
+                raise ValueError(f"Detections.panoptic_seg: ids outside 0..{len(ids)} (its segments)")
+            missing = _SEGMENT_KEYS - {k for seg in self.segments for k in seg} if self.segments else set()
+            if missing:
+                raise ValueError(f"Detections.segments: missing keys {sorted(missing)}")
+        elif self.segments:
+            raise ValueError("Detections.segments given without a panoptic_seg map")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -112,7 +138,13 @@ class Detections:
             keypoints=None if self.keypoints is None else self.keypoints[index],
             keypoint_names=self.keypoint_names,
             keypoint_skeleton=self.keypoint_skeleton,
+            panoptic_seg=self.panoptic_seg,
+            segments=self.segments,
         )
+
+    @property
+    def has_panoptic(self) -> bool:
+        return self.panoptic_seg is not None
 
     @property
     def has_masks(self) -> bool:
@@ -130,7 +162,10 @@ class Detections:
     def to_dict(self, with_masks: bool = True) -> dict[str, Any]:
         """Plain-Python dict (JSON-ready) in the schema of ``d2ov predict --json``'s ``results[i]``,
         minus the ``image`` key. Masks become COCO RLE ``{"size": [H, W], "counts": str}``; keypoints
-        ``[[x, y, score], ...]`` per instance, in ``keypoint_names`` order (given once per image)."""
+        ``[[x, y, score], ...]`` per instance, in ``keypoint_names`` order (given once per image);
+        panoptic models add ``"panoptic": {"segments": [{id, label, category_id, isthing, score, area,
+        mask}]}``, each segment's pixels of the map as COCO RLE (segments do not overlap; pixels in
+        none of them have no segment)."""
         h, w = self.image_size
         instances = []
         for i in range(len(self)):
@@ -155,6 +190,12 @@ class Detections:
         if self.keypoints is not None:
             out["keypoint_names"] = list(self.keypoint_names)
             out["keypoint_skeleton"] = [list(p) for p in self.keypoint_skeleton]
+        if self.panoptic_seg is not None:
+            out["panoptic"] = {"segments": [
+                {"id": seg["id"], "label": seg["label"], "category_id": seg["category_id"], "isthing": seg["isthing"],
+                 "score": None if seg["score"] is None else round(float(seg["score"]), 6), "area": seg["area"],
+                 **({"mask": rle_encode(self.panoptic_seg == seg["id"])} if with_masks else {})}
+                for seg in self.segments]}
         return out
 
 

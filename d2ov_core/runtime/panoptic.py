@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["sem_seg_postprocess", "combine_semantic_and_instance_outputs", "bilinear_matrix"]
+__all__ = ["sem_seg_postprocess", "combine_semantic_and_instance_outputs", "bilinear_matrix", "describe_segments"]
 
 #: float32 elements of one block of resized logits (C x rows x W); bounds the working memory
 _BLOCK_ELEMENTS = 1 << 22
@@ -182,3 +182,20 @@ def combine_semantic_and_instance_outputs(
         segments.append({"id": segment_id, "isthing": False, "category_id": int(label), "area": int(area)})
     panoptic[free] = segment_of[inverse.reshape(-1)]
     return panoptic, segments
+
+
+def describe_segments(panoptic_seg: np.ndarray, info: list[dict[str, Any]], labels: Sequence[str],
+                      stuff_classes: Sequence[str]) -> tuple[dict[str, Any], ...]:
+    """Detectron2's ``segments_info`` as :class:`~d2ov_core.runtime.detections.Detections` carries it:
+    ``{"id", "label", "category_id", "isthing", "score", "area"}`` per segment, the class name from
+    ``labels`` (things) or ``stuff_classes`` (stuff), the area counted on ``panoptic_seg``."""
+    areas = np.bincount(np.asarray(panoptic_seg).reshape(-1), minlength=len(info) + 1)
+    out = []
+    for seg in info:
+        cat = int(seg["category_id"])
+        names = labels if seg["isthing"] else stuff_classes
+        out.append({"id": int(seg["id"]), "label": str(names[cat]) if 0 <= cat < len(names) else f"class_{cat}",
+                    "category_id": cat, "isthing": bool(seg["isthing"]),
+                    "score": float(seg["score"]) if seg["isthing"] else None, "area": int(areas[seg["id"]])})
+    return tuple(out)
+

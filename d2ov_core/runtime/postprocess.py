@@ -11,18 +11,41 @@ Output: :class:`~d2ov_core.detections.Detections` in ORIGINAL-image pixels:
   4. keypoints: each box's heatmaps are decoded on its box in the resized frame
      (:func:`~d2ov_core.runtime.keypoints.heatmaps_to_keypoints`, as Detectron2 before its
      postprocessing), then x, y scaled by (W / w, H / h) like the boxes (not clipped, as Detectron2).
+  5. panoptic (Panoptic FPN, ``sem_seg`` among the outputs): the semantic logits are resized to the
+     image and reduced to labels (:func:`~d2ov_core.runtime.panoptic.sem_seg_postprocess`), and
+     merged with the instances at or above ``panoptic.score_threshold`` (whatever ``threshold`` is:
+     the map is the model's answer, the threshold only selects the instances listed) by
+     :func:`~d2ov_core.runtime.panoptic.combine_semantic_and_instance_outputs`, as Detectron2's
+     ``PanopticFPN.inference`` does after ``detector_postprocess``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from .detections import Detections
 from .keypoints import heatmaps_to_keypoints
+from .panoptic import combine_semantic_and_instance_outputs, describe_segments, sem_seg_postprocess
 
-__all__ = ["postprocess", "paste_masks"]
+__all__ = ["postprocess", "paste_masks", "PanopticParams"]
+
+
+class PanopticParams(NamedTuple):
+    """What the panoptic merge needs from the IR's metadata (``stuff_classes``, ``panoptic_*``)."""
+
+    stuff_classes: Sequence[str]
+    overlap_threshold: float = 0.5
+    stuff_area_threshold: int = 4096
+    score_threshold: float = 0.5
+
+    @classmethod
+    def from_metadata(cls, meta) -> "PanopticParams | None":
+        if meta["task"] != "panoptic_segmentation":
+            return None
+        return cls(tuple(meta["stuff_classes"]), float(meta["panoptic_overlap_threshold"]),
+                   int(meta["panoptic_stuff_area_threshold"]), float(meta["panoptic_score_threshold"]))
 
 
 def postprocess(
@@ -33,6 +56,7 @@ def postprocess(
     mask_threshold: float = 0.5,
     keypoint_names: Sequence[str] = (),
     keypoint_skeleton: Sequence[Sequence[str]] = (),
+    panoptic: PanopticParams | None = None,
 ) -> Detections:
     H, W = meta["original_size"]
     h, w = meta["input_size"]
@@ -50,9 +74,12 @@ def postprocess(
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, W)
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, H)
     keep = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
-    # 2. threshold
-    keep &= scores >= threshold
-    idx = np.flatnonzero(keep)
+    # 2. threshold (the panoptic merge takes the instances at or above its own threshold)
+    shown = keep & (scores >= threshold)
+    merged = keep & (scores >= panoptic.score_threshold) if panoptic is not None and "sem_seg" in raw else None
+    pasted = np.flatnonzero(shown if merged is None else shown | merged)
+    idx = np.flatnonzero(shown)
+    all_boxes, all_scores, all_classes = boxes, scores, classes
     boxes, scores, classes = boxes[idx], scores[idx], classes[idx]
     names = np.asarray(labels, dtype=str)
     if len(classes) and (classes.min() < 0 or classes.max() >= len(names)):
@@ -61,8 +88,20 @@ def postprocess(
         label_arr = names[classes] if len(classes) else np.zeros((0,), dtype=str)
     full_masks = None
     if masks is not None:
-        probs = np.asarray(masks, dtype=np.float32)[idx]
-        full_masks = paste_masks(probs[:, 0] if probs.ndim == 4 else probs, boxes, (H, W), mask_threshold)
+        probs = np.asarray(masks, dtype=np.float32)[pasted]
+        pasted_masks = paste_masks(probs[:, 0] if probs.ndim == 4 else probs, all_boxes[pasted], (H, W), mask_threshold)
+        full_masks = pasted_masks[np.isin(pasted, idx)]
+    panoptic_seg, segments = None, ()
+    if merged is not None:
+        if masks is None:
+            raise ValueError("postprocess: a panoptic model's outputs need masks")
+        semantic = sem_seg_postprocess(np.asarray(raw["sem_seg"], np.float32).reshape(raw["sem_seg"].shape[-3:]),
+                                       (h, w), (H, W))
+        use = np.isin(pasted, np.flatnonzero(merged))
+        panoptic_seg, info = combine_semantic_and_instance_outputs(
+            all_scores[pasted][use], all_classes[pasted][use], pasted_masks[use], semantic,
+            panoptic.overlap_threshold, panoptic.stuff_area_threshold, panoptic.score_threshold)
+        segments = describe_segments(panoptic_seg, info, names, panoptic.stuff_classes)
     keypoints = None
     if heatmaps is not None:
         keypoints = heatmaps_to_keypoints(np.asarray(heatmaps, np.float32)[idx], input_boxes[idx])
@@ -74,6 +113,7 @@ def postprocess(
         boxes=boxes, scores=scores, class_ids=classes, labels=label_arr, image_size=(H, W), masks=full_masks,
         keypoints=keypoints, keypoint_names=tuple(keypoint_names) if heatmaps is not None else (),
         keypoint_skeleton=tuple(tuple(p) for p in keypoint_skeleton) if heatmaps is not None else (),
+        panoptic_seg=panoptic_seg, segments=segments,
     )
 
 

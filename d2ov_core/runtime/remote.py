@@ -57,6 +57,7 @@ OUTPUTS = {
     "scores": (("FP32",), (None,)),
     "masks": (("FP32",), (None, 1, None, None)),
     "keypoint_heatmaps": (("FP32",), (None, None, None, None)),
+    "sem_seg": (("FP32",), (None, None, None)),
     "image_size": (("INT64", "INT32"), (2,)),
 }
 

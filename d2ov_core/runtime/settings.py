@@ -48,14 +48,22 @@ SETTINGS: dict[str, Setting] = {
     for s in [
         _S("d2ov_version", str, "", "d2ov version that wrote the IR", required=True),
         _S("model_type", str, "d2ov_rcnn", "model_api-style model type tag", required=True),
-        _S("task", str, "detection", "detection, instance_segmentation or keypoints", required=True,
-           choices=("detection", "instance_segmentation", "keypoints")),
+        _S("task", str, "detection", "detection, instance_segmentation, keypoints or panoptic_segmentation",
+           required=True, choices=("detection", "instance_segmentation", "keypoints", "panoptic_segmentation")),
         _S("model_name", str, "", "catalog name or config path the IR was made from", required=True),
         _S("meta_architecture", str, "GeneralizedRCNN", "Detectron2 MODEL.META_ARCHITECTURE"),
         _S("labels", list, [], "class names, index = class id", required=True),
         _S("keypoint_names", list, [], "keypoint models: keypoint names, in the order the graph's heatmaps come"),
         _S("keypoint_skeleton", list, [], "keypoint models: [name, name] pairs joined by a line when drawn"),
         _S("keypoint_oks_sigmas", list, [], "keypoint models: per-keypoint OKS sigmas keypoint AP is computed with"),
+        _S("stuff_classes", list, [], "panoptic models: the semantic head's classes in label order; label 0 "
+           "stands for all thing classes, 1.. are stuff"),
+        _S("panoptic_overlap_threshold", float, 0.5, "panoptic merge: an instance is skipped when more than this "
+           "share of its mask is already taken (MODEL.PANOPTIC_FPN.COMBINE.OVERLAP_THRESH)", minimum=0.0, maximum=1.0),
+        _S("panoptic_stuff_area_threshold", int, 4096, "panoptic merge: stuff segments with fewer pixels are "
+           "dropped (MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT)"),
+        _S("panoptic_score_threshold", float, 0.5, "panoptic merge: instances below this score are left out "
+           "(MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH)", minimum=0.0, maximum=1.0),
         _S("input_format", str, "BGR", "channel order the graph expects (cfg.INPUT.FORMAT)", required=True,
            choices=("BGR", "RGB")),
         _S("min_size", int, 800, "ResizeShortestEdge: shorter side (cfg.INPUT.MIN_SIZE_TEST)", required=True),
@@ -195,13 +203,15 @@ def check_value(key: str, value: Any) -> Any:
     return v
 
 
-#: the APs a row of the ``accuracy`` setting may hold (absent or ``None`` where the task has none)
+#: the APs a row of the ``accuracy`` setting may hold (absent or ``None`` where the task has none); panoptic
+#: models also carry ``PQ`` (panoptic quality, percent)
 AP_KEYS = ("box_AP", "mask_AP", "keypoint_AP")
 
 
 def ap_text(row: dict[str, Any], digits: int = 1) -> str:
-    """``box AP 60.8, mask AP 66.4``: the APs an ``accuracy`` row holds."""
-    return ", ".join(f"{k.split('_')[0]} AP {row[k]:.{digits}f}" for k in AP_KEYS if row.get(k) is not None)
+    """``box AP 60.8, mask AP 66.4`` (``PQ 61.2, ...`` first for panoptic models): what an ``accuracy`` row holds."""
+    parts = [f"PQ {row['PQ']:.{digits}f}"] if row.get("PQ") is not None else []
+    return ", ".join(parts + [f"{k.split('_')[0]} AP {row[k]:.{digits}f}" for k in AP_KEYS if row.get(k) is not None])
 
 
 # ----------------------------------------------------------------------------- precisions

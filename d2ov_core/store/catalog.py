@@ -13,7 +13,8 @@ import difflib
 import json
 from pathlib import Path
 
-from .coco_classes import COCO_CLASSES, COCO_KEYPOINT_NAMES, COCO_KEYPOINT_OKS_SIGMAS, COCO_KEYPOINT_SKELETON
+from .coco_classes import (COCO_CLASSES, COCO_KEYPOINT_NAMES, COCO_KEYPOINT_OKS_SIGMAS, COCO_KEYPOINT_SKELETON,
+                           COCO_PANOPTIC_STUFF_CLASSES)
 from ..errors import ModelNotFoundError
 
 __all__ = ["ModelSpec", "CATALOG", "get", "names", "DEFAULTS", "DATA_DIR", "SAMPLES_DIR", "DEMO_DIR", "REPO_ROOT",
@@ -31,14 +32,16 @@ DEMO_DIR = (REPO_ROOT or DATA_DIR.parent) / "models" / "demo"
 
 def sample_images(task: str | None = None) -> list[Path]:
     """The demo models' sample images (shipped with the package): stick figures for the keypoint
-    demo model (``task="keypoints"``), shapes for the others."""
-    return sorted(SAMPLES_DIR.glob(f"{'figures' if task == 'keypoints' else 'shapes'}_*.jpg"))
+    demo model (``task="keypoints"``), shapes over textured regions for the panoptic one, shapes for
+    the others."""
+    prefix = {"keypoints": "figures", "panoptic_segmentation": "panoptic"}.get(task or "", "shapes")
+    return sorted(SAMPLES_DIR.glob(f"{prefix}_*.jpg"))
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     name: str
-    task: str  # "detection" | "instance_segmentation" | "keypoints"
+    task: str  # "detection" | "instance_segmentation" | "keypoints" | "panoptic_segmentation"
     config: str  # model-zoo relative path ("COCO-Detection/x.yaml") or an absolute file path
     weights: str  # URL or absolute path
     classes: tuple[str, ...]
@@ -54,6 +57,10 @@ class ModelSpec:
     keypoint_names: tuple[str, ...] = ()
     keypoint_skeleton: tuple[tuple[str, str], ...] = ()
     keypoint_oks_sigmas: tuple[float, ...] = ()
+    #: panoptic models: the semantic head's classes in label order (label 0 = "things", all thing
+    #: classes together; then the stuff classes) and the published panoptic quality
+    stuff_classes: tuple[str, ...] = ()
+    pq: float | None = None
 
     @property
     def config_is_model_zoo(self) -> bool:
@@ -66,6 +73,7 @@ class ModelSpec:
         d["keypoint_names"] = list(self.keypoint_names)
         d["keypoint_skeleton"] = [list(p) for p in self.keypoint_skeleton]
         d["keypoint_oks_sigmas"] = list(self.keypoint_oks_sigmas)
+        d["stuff_classes"] = list(self.stuff_classes)
         return d
 
 
@@ -103,6 +111,13 @@ _ZOO_KEYPOINTS = [
     ("COCO-Keypoints/keypoint_rcnn_X_101_32x8d_FPN_3x", "139686956/model_final_5ad38f.pkl", 57.3, 66.0),
 ]
 
+# (name, model id/file suffix, box AP, mask AP, PQ): COCO panoptic, 80 thing + 53 stuff classes
+_ZOO_PANOPTIC = [
+    ("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x", "139514544/model_final_dbfeb4.pkl", 37.6, 34.7, 39.4),
+    ("COCO-PanopticSegmentation/panoptic_fpn_R_50_3x", "139514569/model_final_c10459.pkl", 40.0, 36.5, 41.5),
+    ("COCO-PanopticSegmentation/panoptic_fpn_R_101_3x", "139514519/model_final_cafdb1.pkl", 42.4, 38.5, 43.0),
+]
+
 
 def _zoo_spec(name: str, suffix: str, box_ap: float, mask_ap: float | None) -> ModelSpec:
     task = "instance_segmentation" if name.startswith("COCO-InstanceSegmentation/") else "detection"
@@ -130,6 +145,15 @@ def _zoo_keypoint_spec(name: str, suffix: str, box_ap: float, keypoint_ap: float
     )
 
 
+def _zoo_panoptic_spec(name: str, suffix: str, box_ap: float, mask_ap: float, pq: float) -> ModelSpec:
+    arch = name.split("/", 1)[1]
+    return ModelSpec(
+        name=name, task="panoptic_segmentation", config=name + ".yaml", weights=f"{MODEL_ZOO_URL}{name}/{suffix}",
+        classes=COCO_CLASSES, box_ap=box_ap, mask_ap=mask_ap, pq=pq, stuff_classes=COCO_PANOPTIC_STUFF_CLASSES,
+        description=f"Detectron2 Model Zoo {arch} (COCO panoptic, 80 thing and 53 stuff classes)",
+    )
+
+
 def _demo_specs() -> list[ModelSpec]:
     """Demo model cards ship with the package (``data/demo/<name>.json``); their Detectron2 config and
     weights are training artefacts in the repository (``models/demo/<name>/``)."""
@@ -151,18 +175,24 @@ def _demo_specs() -> list[ModelSpec]:
                 config_sha256=info.get("config_sha256", ""),
                 description=(f"d2ov demo model trained on synthetic stick figures ({len(info['keypoint_names'])} "
                              "keypoints)" if info["task"] == "keypoints" else
+                             f"d2ov demo model trained on synthetic shapes ({', '.join(info['classes'])}) over "
+                             f"textured regions ({', '.join(info['stuff_classes'][1:])})"
+                             if info["task"] == "panoptic_segmentation" else
                              f"d2ov demo model trained on synthetic shapes ({', '.join(info['classes'])})"),
                 keypoint_ap=info.get("keypoint_AP"),
                 keypoint_names=tuple(info.get("keypoint_names", ())),
                 keypoint_skeleton=tuple(tuple(p) for p in info.get("keypoint_skeleton", ())),
                 keypoint_oks_sigmas=tuple(info.get("keypoint_oks_sigmas", ())),
+                stuff_classes=tuple(info.get("stuff_classes", ())),
+                pq=info.get("PQ"),
             )
         )
     return specs
 
 
 CATALOG: dict[str, ModelSpec] = {s.name: s for s in _demo_specs() + [_zoo_spec(*row) for row in _ZOO]
-                                  + [_zoo_keypoint_spec(*row) for row in _ZOO_KEYPOINTS]}
+                                  + [_zoo_keypoint_spec(*row) for row in _ZOO_KEYPOINTS]
+                                  + [_zoo_panoptic_spec(*row) for row in _ZOO_PANOPTIC]}
 
 #: The seed pair: the defaults when a model-zoo model is asked for without a name.
 SEED_MODELS = ("COCO-Detection/faster_rcnn_R_50_FPN_1x", "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x")
@@ -172,6 +202,8 @@ DEFAULTS = {
     "instance_segmentation": "demo/mask_rcnn_shapes",
     "keypoints": "demo/keypoint_rcnn_figures",
 }
+if "demo/panoptic_fpn_shapes" in CATALOG:
+    DEFAULTS["panoptic_segmentation"] = "demo/panoptic_fpn_shapes"
 
 
 def names(task: str | None = None) -> list[str]:

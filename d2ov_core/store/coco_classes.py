@@ -33,3 +33,17 @@ COCO_KEYPOINT_SKELETON = (
 COCO_KEYPOINT_OKS_SIGMAS = (.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107,
                             .087, .087, .089, .089)
 assert len(COCO_KEYPOINT_NAMES) == len(COCO_KEYPOINT_OKS_SIGMAS) == 17
+
+
+#: Panoptic FPN's semantic classes on COCO panoptic, in the order its semantic head predicts them
+#: (Detectron2's ``coco_panoptic_separated`` metadata ``stuff_classes``): label 0 stands for all 80
+#: thing classes together, labels 1..53 are the stuff classes.
+COCO_PANOPTIC_STUFF_CLASSES = (
+    "things", "banner", "blanket", "bridge", "cardboard", "counter", "curtain", "door-stuff", "floor-wood",
+    "flower", "fruit", "gravel", "house", "light", "mirror-stuff", "net", "pillow", "platform", "playingfield",
+    "railroad", "river", "road", "roof", "sand", "sea", "shelf", "snow", "stairs", "tent", "towel", "wall-brick",
+    "wall-stone", "wall-tile", "wall-wood", "water", "window-blind", "window", "tree", "fence", "ceiling", "sky",
+    "cabinet", "table", "floor", "pavement", "mountain", "grass", "dirt", "paper", "food", "building", "rock",
+    "wall", "rug",
+)
+assert len(COCO_PANOPTIC_STUFF_CLASSES) == 54

@@ -36,6 +36,10 @@ def test_zoo_entries_are_complete(name):
         assert len(spec.keypoint_names) == len(spec.keypoint_oks_sigmas) == 17
         assert all(a in spec.keypoint_names and b in spec.keypoint_names for a, b in spec.keypoint_skeleton)
         return
+    if spec.task == "panoptic_segmentation":  # 80 things + 53 stuff, published box/mask AP and PQ
+        assert len(spec.classes) == 80 and len(spec.stuff_classes) == 54 and spec.stuff_classes[0] == "things"
+        assert 37 <= spec.box_ap <= 43 and 34 <= spec.mask_ap <= 39 and 39 <= spec.pq <= 43
+        return
     assert len(spec.classes) == 80 and spec.classes[0] == "person"
     assert 35 <= spec.box_ap <= 45
     assert (spec.mask_ap is not None) == (spec.task == "instance_segmentation")
@@ -53,6 +57,23 @@ def test_keypoint_zoo_entries_match_detectron2():
         assert spec.weights.endswith(_ModelZooUrls.CONFIG_PATH_TO_URL_SUFFIX[name])
         assert spec.keypoint_names == COCO_PERSON_KEYPOINT_NAMES
         assert list(spec.keypoint_skeleton) == [(a, b) for a, b, _ in KEYPOINT_CONNECTION_RULES]
+
+
+def test_panoptic_zoo_entries_match_detectron2():
+    """The three COCO-PanopticSegmentation Panoptic FPNs, with Detectron2's checkpoint ids and its COCO
+    panoptic class lists (things in the thing order, semantic labels in the stuff order)."""
+    from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+    from detectron2.model_zoo.model_zoo import _ModelZooUrls
+
+    meta = _get_builtin_metadata("coco_panoptic_separated")
+    pan = catalog.names("panoptic_segmentation")
+    zoo = [n for n in pan if n.startswith("COCO-PanopticSegmentation/")]
+    assert zoo == [n for n in _ModelZooUrls.CONFIG_PATH_TO_URL_SUFFIX if n.startswith("COCO-PanopticSegmentation/")]
+    for name in zoo:
+        spec = catalog.get(name)
+        assert spec.weights.endswith(_ModelZooUrls.CONFIG_PATH_TO_URL_SUFFIX[name])
+        assert list(spec.classes) == meta["thing_classes"] and list(spec.stuff_classes) == meta["stuff_classes"]
+    assert catalog.get("COCO-PanopticSegmentation/panoptic_fpn_R_101_3x").pq == 43.0
 
 
 def test_seed_models_and_published_ap():

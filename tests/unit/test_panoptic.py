@@ -211,3 +211,110 @@ def test_module_imports_no_torch():
             "assert not bad, bad\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole panoptic postprocessing of the predictor (raw IR outputs -> Detections) against
+# Detectron2's PanopticFPN.inference postprocessing on the same raw outputs
+
+def _raw_outputs(rng, n, input_size, c):
+    h, w = input_size
+    hp, wp = -(-h // 32) * 32, -(-w // 32) * 32
+    x0 = rng.uniform(-10, w - 20, n)
+    y0 = rng.uniform(-10, h - 20, n)
+    boxes = np.stack([x0, y0, x0 + rng.uniform(2, w / 2, n), y0 + rng.uniform(2, h / 2, n)], 1).astype(np.float32)
+    scores = np.sort(rng.uniform(0.05, 1, n)).astype(np.float32)[::-1].copy()
+    return {"boxes": boxes, "scores": scores, "classes": rng.integers(0, 3, n),
+            "masks": rng.uniform(0, 1, (n, 1, 28, 28)).astype(np.float32) ** 3 * 1.6,
+            "sem_seg": rng.normal(0, 1, (c, hp, wp)).astype(np.float32),
+            "image_size": np.array([h, w])}
+
+
+def _detectron2_panoptic(raw, input_size, original_size, params):
+    from detectron2.modeling.postprocessing import detector_postprocess
+    from detectron2.structures import Boxes
+
+    inst = Instances(tuple(input_size))
+    inst.pred_boxes = Boxes(torch.tensor(raw["boxes"]))  # a copy: detector_postprocess scales in place
+    inst.scores = torch.as_tensor(raw["scores"])
+    inst.pred_classes = torch.as_tensor(raw["classes"])
+    inst.pred_masks = torch.as_tensor(raw["masks"])
+    det = detector_postprocess(inst, *original_size)
+    sem = d2_sem_seg_postprocess(torch.as_tensor(raw["sem_seg"]), tuple(input_size), *original_size)
+    return d2_combine(det, sem.argmax(dim=0), params.overlap_threshold, params.stuff_area_threshold,
+                      params.score_threshold)
+
+
+@pytest.mark.parametrize("seed, input_size, original_size", [
+    (0, (96, 128), (120, 160)), (1, (200, 150), (100, 75)), (2, (64, 64), (64, 64)), (3, (130, 97), (301, 223))])
+def test_predictor_postprocess_is_detectron2s_panoptic_inference(seed, input_size, original_size):
+    from d2ov_core.runtime.postprocess import PanopticParams, postprocess
+
+    rng = np.random.default_rng(seed)
+    raw = _raw_outputs(rng, 25, input_size, 5)
+    params = PanopticParams(("things", "a", "b", "c", "d"), 0.5, 300, 0.5)
+    meta = {"original_size": original_size, "input_size": input_size}
+    det = postprocess(raw, meta, ["circle", "square", "triangle"], threshold=0.8, panoptic=params)
+    d2_map, d2_info = _detectron2_panoptic(raw, input_size, original_size, params)
+    assert np.array_equal(det.panoptic_seg, d2_map.numpy())
+    assert len(det.segments) == len(d2_info) > 3 and any(s["isthing"] for s in d2_info)
+    for mine, theirs in zip(det.segments, d2_info):
+        assert (mine["id"], mine["isthing"], mine["category_id"]) == (theirs["id"], theirs["isthing"], theirs["category_id"])
+        assert mine["area"] == int((d2_map == theirs["id"]).sum())
+        if theirs["isthing"]:
+            assert mine["score"] == pytest.approx(theirs["score"]) and mine["label"] in ("circle", "square", "triangle")
+        else:
+            assert mine["score"] is None and mine["label"] == params.stuff_classes[theirs["category_id"]]
+    # the listed instances follow the user's threshold; the map the model's own (0.5)
+    assert 0 < len(det) <= int((raw["scores"] >= 0.8).sum()) and det.scores.min() >= 0.8
+    low = postprocess(raw, meta, ["circle", "square", "triangle"], threshold=0.05, panoptic=params)
+    assert np.array_equal(low.panoptic_seg, det.panoptic_seg) and len(low) > len(det)
+
+
+def test_panoptic_detections_json_and_checks():
+    from d2ov_core.runtime.detections import Detections, rle_decode
+    from d2ov_core.runtime.postprocess import PanopticParams, postprocess
+
+    rng = np.random.default_rng(7)
+    raw = _raw_outputs(rng, 12, (96, 128), 4)
+    det = postprocess(raw, {"original_size": (96, 128), "input_size": (96, 128)}, ["circle", "square", "triangle"],
+                      threshold=0.5, panoptic=PanopticParams(("things", "a", "b", "c"), 0.5, 100, 0.5))
+    doc = det.to_dict()["panoptic"]["segments"]
+    assert [s["id"] for s in doc] == list(range(1, len(det.segments) + 1))
+    for s in doc:
+        assert rle_decode(s["mask"]).sum() == s["area"] == int((det.panoptic_seg == s["id"]).sum())
+    assert det[:0].panoptic_seg is det.panoptic_seg  # selecting instances keeps the map
+    with pytest.raises(ValueError, match=r"panoptic_seg: expected shape \(96, 128\)"):
+        Detections.empty((96, 128)).__class__(**{**_fields(det), "panoptic_seg": det.panoptic_seg[:10]})
+    with pytest.raises(ValueError, match="segments: expected ids 1..1 in order"):
+        Detections(**{**_fields(det), "segments": [dict(det.segments[0], id=5)]})
+    with pytest.raises(ValueError, match="segments given without a panoptic_seg map"):
+        Detections(**{**_fields(det), "panoptic_seg": None})
+
+
+def _fields(det):
+    import dataclasses
+
+    return {f.name: getattr(det, f.name) for f in dataclasses.fields(det)}
+
+
+def test_verify_compares_panoptic_maps_segment_by_segment():
+    from d2ov_core.measure.verify import compare_panoptic
+    from d2ov_core.runtime.detections import Detections
+
+    def pan(m, segs):
+        d = Detections.empty(m.shape)
+        return Detections(**{**_fields(d), "panoptic_seg": m, "segments": [
+            {"id": i + 1, "label": lab, "category_id": cat, "isthing": thing, "score": None, "area": int((m == i + 1).sum())}
+            for i, (lab, cat, thing) in enumerate(segs)]})
+
+    a = np.zeros((10, 10), np.int32)
+    a[:, :5], a[:, 5:] = 1, 2
+    b = a.copy()
+    b[0, 5] = 1  # one pixel moves from segment 2 to segment 1
+    segs = [("sky", 1, False), ("road", 2, False)]
+    c = compare_panoptic(pan(a, segs), pan(b, segs))
+    assert c["segments_matched"] == 2 and c["pixel_agreement"] == 0.99
+    assert c["min_segment_iou"] == pytest.approx(49 / 50) and c["mean_segment_iou"] == pytest.approx((50 / 51 + 49 / 50) / 2)
+    other = compare_panoptic(pan(a, segs), pan(b, [("sky", 1, False), ("grass", 3, False)]))  # another class
+    assert other["segments_matched"] == 1 and other["pixel_agreement"] == pytest.approx(0.50)

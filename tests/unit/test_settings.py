@@ -74,7 +74,7 @@ def test_ir_metadata_is_a_typed_frozen_record_of_the_settings_table():
 
 
 @pytest.mark.parametrize("changes, msg", [
-    ({"task": "panoptic"}, "task: expected one of detection, instance_segmentation, keypoints, found 'panoptic'"),
+    ({"task": "segmentation"}, "task: expected one of detection, instance_segmentation, keypoints, panoptic_segmentation, found 'segmentation'"),
     ({"precision": "FP8"}, "precision: expected one of FP32, FP16, INT8, found 'FP8'"),
     ({"labels": {"a": 1}}, "labels"),
 ])
