@@ -7,6 +7,7 @@ best proposals for the same image). Its outputs, named by :attr:`StageGraph.name
 deployed IR computes on the way to its detections:
 
 - ``features.<name>``: the backbone's (FPN's) feature maps, ``(1, C, h, w)``;
+- Panoptic FPN: ``sem_seg.logits`` ``(1, C, Hp, Wp)``, the semantic head's logits (the IR's ``sem_seg``);
 - R-CNN: ``rpn.objectness.<level>`` ``(1, A, h, w)`` and ``rpn.deltas.<level>`` ``(1, 4A, h, w)``
   (the RPN head), ``proposals.boxes`` / ``proposals.logits`` (the RPN's top proposals, computed in
   the graph: informative, ranked by near-flat scores on random weights), then the ROI heads ON THE
@@ -53,6 +54,8 @@ def _module():
         def _names(self) -> list[str]:
             m = self.model
             names = [f"features.{f}" for f in self.feature_names]
+            if hasattr(m, "sem_seg_head"):
+                names.append("sem_seg.logits")
             if self.rcnn:
                 levels = range(len(m.proposal_generator.in_features))
                 names += [f"rpn.objectness.{i}" for i in levels] + [f"rpn.deltas.{i}" for i in levels]
@@ -74,6 +77,8 @@ def _module():
             images = m.preprocess_image([{"image": image}])
             features = m.backbone(images.tensor)
             out = [features[f] for f in self.feature_names]
+            if hasattr(m, "sem_seg_head"):
+                out.append(m.sem_seg_head(features, None)[0])
             if not self.rcnn:
                 logits, deltas = m.head([features[f] for f in m.head_in_features])
                 return tuple(out + list(logits) + list(deltas))

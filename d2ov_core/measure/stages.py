@@ -10,6 +10,7 @@ stage          compared (PyTorch eager vs the verification graph of             
                :mod:`d2ov_core.export.stages`, FP32 weights, f32 compute)
 =============  =====================================================================  ==========
 features       the backbone's (FPN's) feature maps                                    rel <= tol
+sem_seg        Panoptic FPN: the semantic head's logits over the padded input         rel <= tol
 rpn            the RPN head's objectness logits and anchor deltas, every level        rel <= tol
 head           RetinaNet's class logits and box deltas, every level                   rel <= tol
 roi            class logits, box deltas (and mask logits) of the ROI heads on the     rel <= tol
@@ -25,7 +26,8 @@ tensor (a per-tensor scale: per-element ratios explode where values cross zero).
 
 Detections pass when every detection found by both (greedy IoU >= 0.9 within a class, score >=
 ``min_score``) agrees within the verify tolerance (0.5 px, 1e-3 score) and, where the proposals
-were identical, none is missing on either side. Where the proposals differ (near-tied objectness:
+were identical, none is missing on either side; for Panoptic FPN, where the proposals were identical,
+every panoptic segment is matched with IoU >= the verify tolerance (0.98). Where the proposals differ (near-tied objectness:
 their values agree to ``rel`` but the order among near-equal ones does not), missing detections are
 expected and reported, not failed: the heads on fixed boxes prove the same boxes give the same
 detections.
@@ -113,7 +115,8 @@ class StageReport:
     @property
     def tensor_rel(self) -> float:
         """The largest relative deviation over the tensor stages (features, rpn/head, roi)."""
-        return max((r.max_rel for r in self.rows if r.stage in ("features", "rpn", "head", "roi")), default=0.0)
+        return max((r.max_rel for r in self.rows if r.stage in ("features", "sem_seg", "rpn", "head", "roi")),
+                   default=0.0)
 
     def stage_summary(self) -> list[dict[str, Any]]:
         """One row per stage over all images: worst abs/rel, pass."""
@@ -172,14 +175,17 @@ def _proposal_row(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], image
 def _detection_row(c: Comparison, image: str, proposals_same: bool, tol: Tolerance) -> StageRow:
     agree = c.max_box_dev <= tol.box_px and c.max_score_dev <= tol.score and c.masks_ok(tol) and c.keypoints_ok(tol)
     missing = c.unmatched_reference + c.unmatched_candidate
-    ok = agree and (missing == 0 or not proposals_same)
+    ok = agree and (missing == 0 and c.segments_ok(tol) or not proposals_same)
     note = (f"matched {c.matched}/{c.reference}, box dev {c.max_box_dev:.3f} px, score dev {c.max_score_dev:.1e}"
             + ("" if c.min_mask_iou is None else f", mask IoU {c.min_mask_iou:.3f}"
                + (f" (pooled {c.mask_iou_pooled:.3f})" if tol.mask_pooled else ""))
             + (f", score tol {tol.score:.1e}" if tol.score > Tolerance().score else "")
             + ("" if c.max_keypoint_dev is None else
                f", keypoint dev {c.max_keypoint_dev:.3f} px ({c.keypoints_compared} visible"
-               + (f", {c.keypoints_off} beyond {tol.keypoint_px:g} px" if c.keypoints_off else "") + ")"))
+               + (f", {c.keypoints_off} beyond {tol.keypoint_px:g} px" if c.keypoints_off else "") + ")")
+            + ("" if c.min_segment_iou is None else
+               f", segments {c.segments_matched}/{c.segments_reference} (ov {c.segments_candidate}), segment IoU "
+               f"min {c.min_segment_iou:.4f}, pixels agree {100 * c.pixel_agreement:.3f}%"))
     if missing and not proposals_same:
         note += " (unmatched: other proposals)"
     return StageRow("detections", image, tensors=0, max_abs=c.max_box_dev, max_rel=0.0, worst="", ok=ok, note=note)
@@ -258,7 +264,7 @@ def check(model, images: Sequence[str], weights: str | None = None, tol: float =
             rows.append(_detection_row(c, str(path), same, image_tol))
             detections.append({"image": str(path), **c.to_dict()})
         seconds["detections"] = time.perf_counter() - t
-    order = {s: i for i, s in enumerate(["features", "rpn", "head", "proposals", "roi", "detections"])}
+    order = {s: i for i, s in enumerate(["features", "sem_seg", "rpn", "head", "proposals", "roi", "detections"])}
     rows.sort(key=lambda r: order.get(r.stage, 99))
     return StageReport(spec.name, rows, tol, {k: round(v, 1) for k, v in seconds.items()}, detections)
 

@@ -1,5 +1,5 @@
 """The stage-by-stage check on one Model Zoo architecture per family (FPN, C4 with masks, DC5,
-RetinaNet, Keypoint R-CNN) with calibrated random weights, at a reduced test size (shorter side 320, longer at most
+RetinaNet, Keypoint R-CNN, Panoptic FPN) with calibrated random weights, at a reduced test size (shorter side 320, longer at most
 512) so the four take a few minutes; and a deliberately perturbed graph that it must fail."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ FAMILIES = {
     "dc5": "COCO-Detection/faster_rcnn_R_50_DC5_1x",  # dilated res5
     "retinanet": "COCO-Detection/retinanet_R_50_FPN_1x",
     "keypoints": "COCO-Keypoints/keypoint_rcnn_R_50_FPN_1x",  # the graph ends at the keypoint heatmaps
+    "panoptic": "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x",  # + the semantic head's logits, merged in numpy
 }
 
 
@@ -36,7 +37,7 @@ def small_spec(name: str, folder: Path) -> catalog.ModelSpec:
                    "INPUT:\n  MIN_SIZE_TEST: 320\n  MAX_SIZE_TEST: 512\n")
     spec = catalog.custom(cfg, "random", entry.classes, task=entry.task)
     return dataclasses.replace(spec, keypoint_names=entry.keypoint_names, keypoint_skeleton=entry.keypoint_skeleton,
-                               keypoint_oks_sigmas=entry.keypoint_oks_sigmas)
+                               keypoint_oks_sigmas=entry.keypoint_oks_sigmas, stuff_classes=entry.stuff_classes)
 
 
 def _perturb_first_convolution(model, factor: float = 1.01):
@@ -71,6 +72,7 @@ def test_stage_check_passes_per_family(family, tmp_path):
     print(format_table(report))
     stages = {r.stage for r in report.rows}
     expected = {"features", "detections"} | ({"head"} if family == "retinanet" else {"rpn", "proposals", "roi"})
+    expected |= {"sem_seg"} if family == "panoptic" else set()
     assert stages == expected
     assert report.ok, format_table(report)
     assert report.tensor_rel <= 1e-3
@@ -79,6 +81,11 @@ def test_stage_check_passes_per_family(family, tmp_path):
     if family == "keypoints":  # Keypoint R-CNN: the keypoint heatmaps (the IR's last output) were compared
         assert "roi.keypoint_logits" in _tensor_names(spec)
         assert Predictor(xml).metadata.keypoint_names == list(catalog.get(FAMILIES[family]).keypoint_names)
+    if family == "panoptic":  # the panoptic maps: every segment matched, the same pixels
+        for d in report.detections:
+            assert d["segments_reference"] > 3 and d["min_segment_iou"] >= 0.98, d
+            assert d["segments_matched"] == d["segments_reference"] == d["segments_candidate"]
+            assert d["pixel_agreement"] >= 0.999
     for d in report.detections:  # whatever was matched agrees exactly
         assert d["max_box_dev"] <= 0.5 and d["max_score_dev"] <= 1e-3
     if family == "retinanet":  # no proposals in between: every detection matches
