@@ -6,10 +6,12 @@ from .common import add_ir_options, add_model_options, make_predictor, write_jso
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="COCO box/mask/keypoint AP over a COCO-format data set")
+    p = sub.add_parser("eval", help="COCO box/mask/keypoint AP (and panoptic PQ) over a COCO-format data set")
     p.add_argument("model", help="catalog name, IR .xml/folder (openvino) or config .yaml")
     p.add_argument("--annotations", required=True, help="COCO instances JSON")
     p.add_argument("--images", required=True, help="folder of the images named in the JSON")
+    p.add_argument("--panoptic", help="panoptic models: COCO panoptic JSON of the same images (PQ, SQ, RQ)")
+    p.add_argument("--panoptic-pngs", help="its PNG folder (default: beside the JSON, named like it)")
     p.add_argument("--backend", choices=["openvino", "pytorch"], default="openvino")
     add_model_options(p)
     add_ir_options(p)
@@ -23,7 +25,8 @@ def run(args) -> int:
 
     predictor = make_predictor(args.model, backend=args.backend, weights=args.weights, classes=args.classes,
                                device=args.device, precision=args.precision, static_shape=args.static_shape)
-    res = evaluate(predictor, args.annotations, args.images, limit=args.limit, progress=not args.quiet)
+    res = evaluate(predictor, args.annotations, args.images, limit=args.limit, progress=not args.quiet,
+                   panoptic=args.panoptic, panoptic_pngs=args.panoptic_pngs)
     where = args.backend if args.backend == "pytorch" else f"openvino {predictor.precision}"
     print(f"{predictor.name} [{where}] on {res['images']} images ({res['detections']} detections, "
           f"median {res['per_image_ms']:.0f} ms/image)")
@@ -31,6 +34,10 @@ def run(args) -> int:
         if iou_type in res:
             stats = "  ".join(f"{k} {v:5.2f}" for k, v in res[iou_type].items())
             print(f"  {iou_type:<9}  {stats}")
+    if "panoptic" in res:
+        for group in ("All", "Things", "Stuff"):
+            g = res["panoptic"][group]
+            print(f"  {'PQ ' + group:<9}  PQ {g['PQ']:5.2f}  SQ {g['SQ']:5.2f}  RQ {g['RQ']:5.2f}  ({g['n']} classes)")
     if args.json:
         write_json(args.json, {"model": predictor.describe(), "backend": args.backend,
                                "annotations": str(args.annotations), **res})

@@ -6,6 +6,10 @@ by the same code. Model classes are matched to the data set's categories BY NAME
 graph returns (score >= 0.05, at most 100 per image) are scored, as Detectron2's COCOEvaluator does.
 Keypoints are scored as Detectron2 does (x, y minus 0.5: COCO's keypoints are pixel indices) with the
 model's OKS sigmas (IR metadata ``keypoint_oks_sigmas``; COCO's own for 17 COCO keypoints).
+Panoptic models, given the data set's COCO panoptic annotations (``panoptic``: the JSON, its PNGs in
+the folder named like it), also get PQ / SQ / RQ (All, Things, Stuff) with
+:mod:`~d2ov_core.measure.panoptic_quality`; their segments are matched to the panoptic categories
+BY NAME too (things to thing categories, stuff to stuff categories).
 """
 
 from __future__ import annotations
@@ -42,10 +46,13 @@ def _load_coco(path: Path):
 
 
 def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, panoptic: str | Path | None = None,
+             panoptic_pngs: str | Path | None = None) -> dict[str, Any]:
     """Returns ``{"bbox": {AP...}, "segm": {AP...} or absent, "keypoints": {AP...} or absent,
+    "panoptic": {"All": {PQ, SQ, RQ, n}, "Things": ..., "Stuff": ..., "per_class": ...} or absent,
     "images": n, "per_image_ms": median end-to-end, "per_image_inference_ms": median model call}``
-    (AP values in percent)."""
+    (AP and PQ values in percent). ``panoptic``: the COCO panoptic JSON of the same images (panoptic
+    models only); ``panoptic_pngs``: its PNG folder (default: next to it, named like it)."""
     from pycocotools.cocoeval import COCOeval
 
     gt = _load_coco(Path(annotations))
@@ -60,7 +67,8 @@ def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int 
             f"({', '.join(list(name_to_cat)[:5])}...)"
         )
     img_ids = sorted(gt.getImgIds())[: limit or None]
-    with_masks = predictor.task == "instance_segmentation"
+    with_masks = predictor.task in ("instance_segmentation", "panoptic_segmentation")
+    pq = _PanopticScorer(predictor, panoptic, panoptic_pngs) if panoptic is not None else None
     sigmas = _oks_sigmas(predictor) if predictor.task == "keypoints" else None
     results: list[dict[str, Any]] = []
     times, model_times = [], []
@@ -68,6 +76,8 @@ def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int 
     for img_id in img_ids:
         info = gt.loadImgs(img_id)[0]
         det = predictor.predict(img_dir / info["file_name"], threshold=0.0)
+        if pq is not None:
+            pq.add(info["file_name"], det)
         times.append(det.timings.get("total", 0.0))
         model_times.append(det.timings.get("inference", 0.0))
         for i in range(len(det)):
@@ -109,7 +119,50 @@ def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int 
             ev.accumulate()
             ev.summarize()
         out[iou_type] = {k: round(float(v) * 100, 3) for k, v in zip(names, ev.stats[:len(names)])}
+    if pq is not None:
+        out["panoptic"] = pq.result()
     return out
+
+
+class _PanopticScorer:
+    """PQ of a panoptic predictor's maps against COCO panoptic ground truth, image by image."""
+
+    def __init__(self, predictor, panoptic: str | Path, pngs: str | Path | None):
+        from .panoptic_quality import PQAccumulator, load_panoptic_gt
+
+        if predictor.task != "panoptic_segmentation":
+            raise InputError(f"--panoptic needs a panoptic model; {predictor.name} is a {predictor.task} model")
+        self.gt = load_panoptic_gt(panoptic, pngs)
+        cats = self.gt.categories
+        things = {c["name"]: c["id"] for c in cats if c["isthing"]}
+        stuff = {c["name"]: c["id"] for c in cats if not c["isthing"]}
+        self.thing_cat = {i: things[n] for i, n in enumerate(predictor.labels) if n in things}
+        self.stuff_cat = {i: stuff[n] for i, n in enumerate(predictor.metadata["stuff_classes"]) if n in stuff}
+        if not self.thing_cat and not self.stuff_cat:
+            raise InputError(f"none of {predictor.name}'s classes is a category of {panoptic} "
+                             f"({', '.join(list(things) + list(stuff))[:80]}...)")
+        self.acc = PQAccumulator(cats)
+
+    def add(self, file_name: str, det) -> None:
+        from .panoptic_quality import read_panoptic_png
+
+        rec = self.gt.by_file_name.get(file_name) or self.gt.by_file_name.get(Path(file_name).name)
+        if rec is None:
+            raise InputError(f"{file_name}: no panoptic annotation in {self.gt.json_path}")
+        pred = det.panoptic_seg.copy()
+        segments = []
+        for seg in det.segments:
+            cat = (self.thing_cat if seg["isthing"] else self.stuff_cat).get(seg["category_id"])
+            if cat is None:  # a class the data set does not have: its pixels are left unlabeled
+                pred[pred == seg["id"]] = 0
+            else:
+                segments.append({"id": seg["id"], "category_id": cat})
+        present = set(np.unique(pred).tolist())
+        segments = [s for s in segments if s["id"] in present]
+        self.acc.add(read_panoptic_png(rec.png), rec.segments, pred, segments)
+
+    def result(self) -> dict[str, Any]:
+        return self.acc.result()
 
 
 def _oks_sigmas(predictor) -> np.ndarray:

@@ -91,12 +91,12 @@ def run_one(name: str, results: Path, timeout: float, images: list[str]) -> dict
 def _cells(row: dict) -> list[str]:
     if row.get("same_as"):
         verdict = "pass" if row.get("ok") else "FAIL"
-        return [row["model"], "-", "-", "-", "-", "-", "-", "-", verdict,
+        return [row["model"], "-", "-", "-", "-", "-", "-", "-", "-", verdict,
                 f"the same model as {row['same_as']} with random weights (configs differ only in the training "
                 "schedule): its result"]
     rep = row.get("report")
     if rep is None:
-        return [row["model"], "-", "-", "-", "-", "-", "-", "-", "FAIL", row.get("reason", "")]
+        return [row["model"], "-", "-", "-", "-", "-", "-", "-", "-", "FAIL", row.get("reason", "")]
     dets = rep["detections"]
     matched = ", ".join(f"{d['matched']}/{d['reference']}" for d in dets)
     box = max((d["max_box_dev"] for d in dets), default=0.0)
@@ -105,6 +105,9 @@ def _cells(row: dict) -> list[str]:
     off = sum(d.get("keypoints_off", 0) for d in kp)
     keypoints = (f"{max(d['max_keypoint_dev'] for d in kp):.3f} ({sum(d['keypoints_compared'] for d in kp)}"
                  + (f", {off} beyond 0.5 px" if off else "") + ")" if kp else "-")
+    pan = [d for d in dets if d.get("min_segment_iou") is not None]
+    segments = (", ".join(f"{d['segments_matched']}/{d['segments_reference']}" for d in pan)
+                + f"; {min(d['min_segment_iou'] for d in pan):.3f}" if pan else "-")
     stages = {s["stage"]: s for s in rep["stages"]}
     notes = []
     prop = stages.get("proposals")
@@ -116,7 +119,7 @@ def _cells(row: dict) -> list[str]:
                         if s["ok"] is False and s["stage"] != "detections")
         notes.insert(0, "failed: " + ", ".join(failed) + (f" ({why})" if why else " (see below)"))
     return [row["model"], f"{row.get('convert_s', '-')}", f"{rep['ir_mb']}", f"{rep['tensor_rel']:.1e}", matched,
-            f"{box:.3f}", f"{score:.1e}", keypoints, "pass" if rep["ok"] else "FAIL", "; ".join(notes)]
+            f"{box:.3f}", f"{score:.1e}", keypoints, segments, "pass" if rep["ok"] else "FAIL", "; ".join(notes)]
 
 
 def render(names: list[str], results: Path, doc: Path, tolerance: float = 1e-3) -> str:
@@ -131,20 +134,22 @@ def render(names: list[str], results: Path, doc: Path, tolerance: float = 1e-3) 
                 row["ok"] = bool(json.loads(twin.read_text()).get("report", {}).get("ok"))
             rows.append(row)
     header = ["model", "convert s", "IR MB (FP32)", "stage max rel", "matched (2 photos)", "max box dev px",
-              "max score dev", "max keypoint dev px (visible)", "pass", "notes / reason"]
+              "max score dev", "max keypoint dev px (visible)", "panoptic segments matched; min IoU", "pass",
+              "notes / reason"]
     lines = [
         "# The zoo check",
         "",
         "Every catalog model converted with calibrated random weights (no Model Zoo checkpoint is reachable here) to an",
         "FP32 IR, then `d2ov verify MODEL grace_hopper.jpg china.jpg --weights random --precision FP32 --stages`:",
-        f"stage tensors (backbone/FPN features, RPN or RetinaNet head, ROI heads on the eager model's proposals) within",
+        f"stage tensors (backbone/FPN features, semantic head, RPN or RetinaNet head, ROI heads on the eager model's proposals) within",
         f"{tolerance:g} relative of PyTorch, and the final detections (score >= 0.3) of the deployed IR against Detectron2's",
         "(see `d2ov_core/measure/stages.py` and the README's \"Stage-by-stage check\"). \"matched\" counts detections",
         "found by both; where the RPN's proposals are not identical (near-tied objectness on random weights), missing",
         "detections are expected and do not fail a model; matched ones must agree within 0.5 px and 1e-3, and their",
         "visible keypoints (score > 0.05; random keypoint heads are calibrated to peaked heatmaps) within 0.5 px: 99%",
         "of them with random weights, whose noise heatmaps have near-equal peaks that a 1e-5 change can swap (the",
-        "heatmaps themselves are held to 1e-3 at the `roi` stage).",
+        "heatmaps themselves are held to 1e-3 at the `roi` stage). Panoptic FPN adds its semantic head's logits as a",
+        "stage (`sem_seg`) and its panoptic maps: every segment matched (same class, IoU > 0.5) with IoU >= 0.98.",
         "",
         "With random weights the heads sit where tiny changes flip outcomes, so the heads are held to 1e-3 at the `roi`",
         "stage (class logits, box deltas, mask logits, keypoint heatmaps) and the final outputs by rules that allow for",

@@ -4,12 +4,15 @@ Input: the RGB uint8 image (original pixels) and its detections. Output: RGB uin
 
 Two renderers, chosen by what is installed:
   * ``detectron2``: Detectron2's ``Visualizer`` (its colours, ``name 97%`` labels, masks with
-    outlines, keypoints as red dots joined by the skeleton's lines), used whenever detectron2 and
+    outlines, keypoints as red dots joined by the skeleton's lines; a panoptic result with its
+    ``draw_panoptic_seg``: every segment filled, things labelled ``name 97%``, stuff by name), used whenever detectron2 and
     torch are importable (the repository's environment, the Hugging Face Space, which ships
     Detectron2 beside ``app.py``). Imports them lazily.
   * ``plain``: d2ov's own drawing with Pillow and numpy only, for torch-free installs (``pip install
     d2ov[app]``): the same label text, translucent masks with outlines and box outlines, one colour
-    per class; keypoints above ``KEYPOINT_THRESHOLD`` as red dots joined by the skeleton's lines.
+    per class; keypoints above ``KEYPOINT_THRESHOLD`` as red dots joined by the skeleton's lines; a
+    panoptic result as every segment filled (a colour per thing class and per stuff class) with its
+    outline and label.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ def render(image_rgb: np.ndarray, det: Detections, class_names: list[str] | None
            style: str | None = None) -> np.ndarray:
     """Boxes, ``label score%`` and masks drawn on ``image_rgb``; ``style`` forces a renderer."""
     names = list(class_names) if class_names is not None else sorted(set(det.labels.tolist()))
+    if det.panoptic_seg is not None:
+        if (style or renderer()) == "detectron2":
+            return _panoptic_detectron2(image_rgb, det, names)
+        return _panoptic_plain(image_rgb, det, names)
     if (style or renderer()) == "detectron2":
         return _render_detectron2(image_rgb, det, names)
     return _render_plain(image_rgb, det, names)
@@ -74,6 +81,57 @@ def _render_detectron2(image_rgb: np.ndarray, det: Detections, names: list[str])
     vis = Visualizer(image_rgb, metadata=meta, scale=1.0, instance_mode=ColorMode.IMAGE)
     out = vis.draw_instance_predictions(inst)
     return np.asarray(out.get_image(), dtype=np.uint8)
+
+
+def _stuff_names(det: Detections) -> list[str]:
+    """Stuff class names by semantic label, as far as the segments tell them (label 0 is "things")."""
+    stuff = {seg["category_id"]: seg["label"] for seg in det.segments if not seg["isthing"]}
+    return ["things"] + [stuff.get(i, f"stuff_{i}") for i in range(1, max(stuff, default=0) + 1)]
+
+
+def _panoptic_detectron2(image_rgb: np.ndarray, det: Detections, names: list[str]) -> np.ndarray:
+    from ..export import compat
+
+    compat.apply()
+    import torch
+    from detectron2.data import Metadata
+    from detectron2.utils.visualizer import Visualizer
+
+    meta = Metadata(name="d2ov_panoptic")
+    meta.thing_classes = names
+    meta.stuff_classes = _stuff_names(det)
+    info = [{"id": seg["id"], "category_id": seg["category_id"], "isthing": seg["isthing"],
+             **({"score": seg["score"]} if seg["isthing"] else {"area": seg["area"]})} for seg in det.segments]
+    vis = Visualizer(image_rgb, metadata=meta, scale=1.0)
+    out = vis.draw_panoptic_seg(torch.from_numpy(det.panoptic_seg.astype(np.int64)), info)
+    return np.asarray(out.get_image(), dtype=np.uint8)
+
+
+def _panoptic_plain(image_rgb: np.ndarray, det: Detections, names: list[str]) -> np.ndarray:
+    out = np.asarray(image_rgb, dtype=np.float32).copy()
+    h, w = out.shape[:2]
+    labels = []
+    for seg in det.segments:
+        mask = det.panoptic_seg == seg["id"]
+        if not mask.any():
+            continue
+        color = _class_color(seg["category_id"]) if seg["isthing"] else _skeleton_color(seg["category_id"])
+        out[mask] = 0.4 * out[mask] + 0.6 * np.asarray(color, np.float32)
+        out[_outline(mask)] = (255, 255, 255) if seg["isthing"] else color
+        ys, xs = np.nonzero(mask)
+        k = len(ys) // 2  # a pixel of the segment near its middle row (a centroid may lie outside it)
+        order = np.lexsort((xs, ys))
+        text = seg["label"] + (f" {seg['score'] * 100:.0f}%" if seg["isthing"] and seg["score"] is not None else "")
+        labels.append((float(xs[order[k]]), float(ys[order[k]]), text, color))
+    img = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=max(10, round(min(h, w) / 45)))
+    for x, y, text, color in labels:
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        x0, y0 = min(max(0.0, x - (right - left) / 2), w - (right - left)), min(max(0.0, y - (bottom - top) / 2), h - (bottom - top))
+        draw.rectangle([x0 - 2, y0 - 2, x0 + right - left + 2, y0 + bottom - top + 2], fill=(0, 0, 0))
+        draw.text((x0 - left, y0 - top), text, fill=color, font=font)
+    return np.asarray(img, dtype=np.uint8)
 
 
 def _class_color(class_id: int) -> tuple[int, int, int]:
