@@ -25,9 +25,11 @@ def register(sub) -> None:
                              "by the app); for INT8, keep it within --max-ap-drop of the float model")
     g.add_argument("--annotations", help="COCO instances JSON of a validation set (not your test set)")
     g.add_argument("--images", help="folder of that set's images")
+    g.add_argument("--panoptic", help="panoptic models: that set's COCO panoptic JSON (PQ measured too; its PNGs in "
+                   "the folder named like it)")
     g.add_argument("--eval-limit", type=int, help="measure on the first N images only")
     g.add_argument("--max-ap-drop", type=float, default=None,
-                   help="INT8: most box (and mask) AP points the IR may lose against the float model on that set "
+                   help="INT8: most AP (box, mask, keypoint) and PQ points the IR may lose against the float model on that set "
                         "(default 1.0 when --annotations is given); recipes are tried until one holds")
     p.set_defaults(func=run)
 
@@ -45,6 +47,8 @@ def run(args) -> int:
         raise InputError(f"--calibration-size must be at least 1, got {args.calibration_size}")
     if bool(args.annotations) != bool(args.images):
         raise InputError("--annotations and --images go together (a COCO JSON and its images folder)")
+    if args.panoptic and not args.annotations:
+        raise InputError("--panoptic goes with --annotations and --images (the same set's instances JSON and images)")
     if args.max_ap_drop is not None and not (args.annotations and args.precision == "INT8"):
         raise InputError("--max-ap-drop needs --precision INT8 and a validation set (--annotations, --images)")
     if args.recipe and args.precision != "INT8":
@@ -55,7 +59,7 @@ def run(args) -> int:
 
         max_drop = args.max_ap_drop if args.max_ap_drop is not None else (1.0 if args.precision == "INT8" else None)
         measure = AccuracyCheck(args.annotations, args.images, limit=args.eval_limit, max_drop=max_drop,
-                                progress=not args.quiet)
+                                progress=not args.quiet, panoptic=args.panoptic)
         if args.precision == "INT8" and not args.recipe:  # d2ov's recipes in order until one holds
             recipes = [r for r in RECIPES.values() if r.name.startswith("d2ov")]
     xml = convert(spec, weights=args.weights, out=args.out, fp16=args.precision == "FP16", sample=args.sample,

@@ -31,7 +31,8 @@ class AccuracyCheck:
     annotations: Path
     images: Path
     limit: int | None = None
-    max_drop: float | None = None  # INT8: most box (and mask) AP points it may lose against the float model
+    max_drop: float | None = None  # INT8: most AP (and PQ) points it may lose against the float model
+    panoptic: Path | None = None  # panoptic models: the set's COCO panoptic JSON (PQ measured too)
     progress: Progress = False
     reference: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -41,6 +42,8 @@ class AccuracyCheck:
             raise InputError(f"annotations not found: {self.annotations}")
         if not self.images.is_dir():
             raise InputError(f"images folder not found: {self.images}")
+        if self.panoptic is not None and not Path(self.panoptic).is_file():
+            raise InputError(f"panoptic annotations not found: {self.panoptic}")
         if self.max_drop is not None and self.max_drop < 0:
             raise InputError(f"--max-ap-drop must be >= 0, got {self.max_drop}")
 
@@ -48,7 +51,8 @@ class AccuracyCheck:
     def key(self) -> str:
         """What the result depends on (part of the conversion cache key)."""
         digest = hashlib.sha256(self.annotations.read_bytes()).hexdigest()[:16]
-        return f"{digest}:{self.limit}:{self.max_drop}"
+        pan = f":{hashlib.sha256(Path(self.panoptic).read_bytes()).hexdigest()[:16]}" if self.panoptic else ""
+        return f"{digest}:{self.limit}:{self.max_drop}{pan}"
 
     def __call__(self, xml: Path, precision: str) -> tuple[dict[str, Any], bool]:
         from ..runtime.ir import bf16_available
@@ -63,7 +67,7 @@ class AccuracyCheck:
     def acceptable(self, row: dict[str, Any]) -> bool:
         if self.max_drop is None or not self.reference:
             return True
-        return all(self.reference[k] - row[k] <= self.max_drop for k in AP_KEYS
+        return all(self.reference[k] - row[k] <= self.max_drop for k in S.ACCURACY_KEYS
                    if self.reference.get(k) is not None and row.get(k) is not None)
 
     def _measure(self, xml: Path, precision: str) -> dict[str, Any]:
@@ -71,10 +75,14 @@ class AccuracyCheck:
         from .evaluate import evaluate
 
         p = S.precision(precision)
-        res = evaluate(Predictor(xml, compute=p.compute), self.annotations, self.images, limit=self.limit,
-                       progress=self.progress is True)
+        predictor = Predictor(xml, compute=p.compute)
+        panoptic = self.panoptic if predictor.task == "panoptic_segmentation" else None
+        res = evaluate(predictor, self.annotations, self.images, limit=self.limit, progress=self.progress is True,
+                       panoptic=panoptic)
         return {"box_AP": res["bbox"]["AP"], "mask_AP": res["segm"]["AP"] if "segm" in res else None,
                 **({"keypoint_AP": res["keypoints"]["AP"]} if "keypoints" in res else {}),
+                **({"PQ": res["panoptic"]["All"]["PQ"], "PQ_things": res["panoptic"]["Things"]["PQ"],
+                    "PQ_stuff": res["panoptic"]["Stuff"]["PQ"]} if "panoptic" in res else {}),
                 "ms": round(res["per_image_inference_ms"], 1), "images": res["images"], "set": self.annotations.name}
 
 
@@ -84,12 +92,12 @@ def reference_row(accuracy: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def fastest_within(accuracy: dict[str, Any], offered: list[str], tolerance: float = 0.5) -> str | None:
-    """Of the ``offered`` precisions measured in ``accuracy``, the fastest whose box AP (and mask AP)
-    is within ``tolerance`` points of the float reference; ``None`` if none was measured."""
+    """Of the ``offered`` precisions measured in ``accuracy``, the fastest whose box AP (and mask AP,
+    keypoint AP, PQ) is within ``tolerance`` points of the float reference; ``None`` if none was measured."""
     ref = reference_row(accuracy)
     if ref is None:
         return None
     ok = [p for p in offered if p in accuracy
-          and all(ref[k] - accuracy[p][k] <= tolerance for k in AP_KEYS
+          and all(ref[k] - accuracy[p][k] <= tolerance for k in S.ACCURACY_KEYS
                   if ref.get(k) is not None and accuracy[p].get(k) is not None)]
     return min(ok, key=lambda p: accuracy[p]["ms"]) if ok else None

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import InputError
 
 __all__ = ["Setting", "SETTINGS", "RUNTIME_SETTINGS", "RT_INFO_SECTION", "IRMetadata", "encode", "decode", "decode_all",
-           "check_value", "AP_KEYS", "ap_text",
+           "check_value", "AP_KEYS", "ACCURACY_KEYS", "primary_metric", "ap_text",
            "Precision", "PRECISIONS", "DEFAULT_PRECISION", "precision", "IR_PRECISIONS"]
 
 RT_INFO_SECTION = "model_info"
@@ -206,6 +206,17 @@ def check_value(key: str, value: Any) -> Any:
 #: the APs a row of the ``accuracy`` setting may hold (absent or ``None`` where the task has none); panoptic
 #: models also carry ``PQ`` (panoptic quality, percent)
 AP_KEYS = ("box_AP", "mask_AP", "keypoint_AP")
+
+
+#: every accuracy measure a row may hold, the one that matters most for its task first (precision
+#: choices are held to all of them; labels show the first present)
+ACCURACY_KEYS = ("PQ", "keypoint_AP", "mask_AP", "box_AP")
+
+
+def primary_metric(row: dict[str, Any]) -> str | None:
+    """The key of ``row``'s most telling measure: PQ for panoptic models, keypoint AP for keypoint
+    models, mask AP for instance segmentation, else box AP."""
+    return next((k for k in ACCURACY_KEYS if row.get(k) is not None), None)
 
 
 def ap_text(row: dict[str, Any], digits: int = 1) -> str:

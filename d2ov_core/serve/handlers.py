@@ -27,11 +27,14 @@ from ..store import catalog
 from .service import ModelService, metadata
 
 __all__ = ["TASKS", "TABLE_HEADERS", "Result", "upload_path", "example_images", "model_card", "precision_choices", "AUTO", "resolve_precision",
-           "detect", "present", "prune_outputs"]
+           "detect", "present", "prune_outputs", "SEGMENT_HEADERS", "table"]
 
 #: UI label -> task
-TASKS = {"Object detection": "detection", "Instance segmentation": "instance_segmentation", "Keypoints": "keypoints"}
+TASKS = {"Object detection": "detection", "Instance segmentation": "instance_segmentation", "Keypoints": "keypoints",
+         "Panoptic segmentation": "panoptic_segmentation"}
 TABLE_HEADERS = ["label", "score", "x0", "y0", "x1", "y1"]
+#: the table of a panoptic result: one row per segment of the map
+SEGMENT_HEADERS = ["segment", "class", "thing/stuff", "area px", "score"]
 OUT_MAX_AGE_S = 3600  # prediction JSON files older than this are deleted
 
 
@@ -68,8 +71,9 @@ def upload_path(image: Any, upload_root: str | Path) -> tuple[str, str]:
 
 
 def example_images(model: str | None = None) -> list[str]:
-    """Examples that fit ``model``: the demo models' own samples (synthetic shapes, or stick figures
-    for the keypoint demo), real photos for everything else (COCO models)."""
+    """Examples that fit ``model``: the demo models' own samples (synthetic shapes, stick figures for
+    the keypoint demo, shapes over textured regions for the panoptic demo), real photos for everything
+    else (COCO models)."""
     import matplotlib  # a Detectron2 dependency: its sample photo is on every install that renders
 
     photos = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
@@ -101,7 +105,9 @@ def precision_choices(service: ModelService, name: str, device: str = "CPU") -> 
         if row is None:
             label = f"{p} · not verified on this model"
         else:
-            delta = f" ({row['box_AP'] - ref['box_AP']:+.1f})" if ref is not None and row is not ref else ""
+            key = S.primary_metric(row)
+            delta = (f" ({row[key] - ref[key]:+.1f} {key.replace('_', ' ')})"
+                     if ref is not None and row is not ref and key and ref.get(key) is not None else "")
             label = f"{p} · {S.ap_text(row)}{delta} · {row['ms']:.0f} ms"
         choices.append((label, p))
     best = fastest_within(acc, offered, DEFAULT_AP_TOLERANCE)
@@ -145,8 +151,12 @@ def model_card(service: ModelService, name: str, precision: str = AUTO, device: 
     names = info.get("keypoint_names") or []
     if names:
         lines.append(f"- keypoints ({len(names)}): {', '.join(names)}")
+    stuff = (info.get("stuff_classes") or [])[1:]
+    if stuff:
+        lines.append(f"- stuff classes ({len(stuff)}): {', '.join(stuff[:12])}{' ...' if len(stuff) > 12 else ''}")
     if info.get("box_ap") is not None:
-        ap = (f"- COCO box AP {info['box_ap']}" + (f", mask AP {info['mask_ap']}" if info.get("mask_ap") else "")
+        ap = (f"- {'PQ ' + str(info['pq']) + ', ' if info.get('pq') is not None else ''}COCO box AP {info['box_ap']}"
+              + (f", mask AP {info['mask_ap']}" if info.get("mask_ap") else "")
               + (f", keypoint AP {info['keypoint_ap']}" if info.get("keypoint_ap") else ""))
         lines.append(ap + (" (its own test split)" if info.get("source") == "demo" else " (Detectron2 Model Zoo)"))
     if st.xml is not None:
@@ -183,14 +193,29 @@ def detect(service: ModelService, image: Any, name: Any, device: Any, threshold:
                   labels=list(predictor.labels), backend="openvino" if predictor.xml is not None else "remote")
 
 
-def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, list[list[Any]], str, str]:
-    """``(rendered image, table rows, JSON file path, summary)`` of ``result`` at ``threshold``."""
+def table(det: Detections):
+    """The page's table of ``det``: one row per detection (label, score, box), or for a panoptic
+    result one per segment (id, class, thing/stuff, area, score); a pandas DataFrame, its columns the
+    headers."""
+    import pandas as pd
+
+    if det.panoptic_seg is not None:
+        rows = [[seg["id"], seg["label"], "thing" if seg["isthing"] else "stuff", seg["area"],
+                 None if seg["score"] is None else round(float(seg["score"]), 3)] for seg in det.segments]
+        return pd.DataFrame(rows, columns=SEGMENT_HEADERS)
+    rows = [[str(l), round(float(s), 3), *[round(float(v), 1) for v in b]] for l, s, b in zip(det.labels, det.scores, det.boxes)]
+    return pd.DataFrame(rows, columns=TABLE_HEADERS)
+
+
+def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, Any, str, str]:
+    """``(rendered image, table, JSON file path, summary)`` of ``result`` at ``threshold`` (a panoptic
+    result: its map, which the threshold does not change, and its segments)."""
     from .render import render
 
     threshold = S.check_value("confidence_threshold", threshold)
     det = result.det.filter(threshold)
     image = render(result.rgb, det, result.labels)
-    rows = [[str(l), round(float(s), 3), *[round(float(v), 1) for v in b]] for l, s, b in zip(det.labels, det.scores, det.boxes)]
+    rows = table(det)
     doc = predictions_document(result.model, result.backend, result.device, threshold,
                                [{"image": result.image, **det.to_dict()}])
     prune_outputs(out_dir)
@@ -198,8 +223,11 @@ def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, 
     path.write_text(json.dumps(doc))
     t = det.timings
     timing = " | ".join(f"{k} {t[k]:.0f} ms" for k in ("preprocess", "inference", "postprocess", "total") if k in t)
-    summary = (f"**{len(det)}** detections at threshold {threshold:.2f} on {result.device}, "
-               f"{result.model['precision']} — {timing}")
+    found = (f"**{len(det.segments)}** panoptic segments ({sum(s['isthing'] for s in det.segments)} things, instances "
+             f"scoring at least {result.model.get('panoptic_score_threshold', 0.5):g}), {len(det)} detections at "
+             f"threshold {threshold:.2f}" if det.panoptic_seg is not None else
+             f"**{len(det)}** detections at threshold {threshold:.2f}")
+    summary = f"{found} on {result.device}, {result.model['precision']} — {timing}"
     return image, rows, str(path), summary
 
 

@@ -175,14 +175,14 @@ class ModelService:
         if name in self._remote:
             model, meta = self._remote[name]
             return {"name": name, "task": meta["task"], "classes": meta["labels"], "box_ap": None, "mask_ap": None,
-                    "keypoint_names": list(meta["keypoint_names"]),
+                    "keypoint_names": list(meta["keypoint_names"]), "stuff_classes": list(meta["stuff_classes"]),
                     "source": "model server", "description": f"{meta['model_name']} ({meta['precision']} IR) served "
                     f"by {self.server} as {model!r}: inference there, pre- and postprocessing here"}
         if name in self._local:
             irs = self._local[name]
             meta = metadata(next(iter(irs.values())))
             return {"name": name, "task": meta["task"], "classes": meta["labels"], "box_ap": None, "mask_ap": None,
-                    "keypoint_names": list(meta["keypoint_names"]),
+                    "keypoint_names": list(meta["keypoint_names"]), "stuff_classes": list(meta["stuff_classes"]),
                     "source": "local IR", "description": f"IR found at {', '.join(str(x) for x in irs.values())}"}
         return catalog.get(name).to_dict()
 

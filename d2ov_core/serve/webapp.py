@@ -46,6 +46,8 @@ from .service import ModelService
 __all__ = ["build_demo", "main", "MAX_UPLOAD_MB"]
 
 OUT_DIR = Path(tempfile.mkdtemp(prefix="d2ov-app-"))
+#: the example sets the page shows, one visible at a time (see ``examples_visibility``)
+EXAMPLE_KINDS = ("shapes", "figures", "panoptic", "photos")
 #: Largest upload the server accepts (Gradio refuses bigger ones before they reach a handler).
 MAX_UPLOAD_MB = float(os.environ.get("D2OV_MAX_UPLOAD_MB", 20))
 #: last results kept (one per browser session, least recently used dropped) for re-filtering by threshold
@@ -77,10 +79,12 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         return gr.Radio(choices=choices, value=value, **kwargs), value
 
     def examples_visibility(name):
-        """Which examples fit ``name``: shapes, stick figures (the keypoint demo) or photos."""
+        """Which examples fit ``name``: shapes, stick figures (the keypoint demo), shapes over textured
+        regions (the panoptic demo) or photos."""
         source = service.source_name(name)
-        kind = ("figures" if source == catalog.DEFAULTS["keypoints"] else "shapes") if source.startswith("demo/") else "photos"
-        return tuple(gr.Column(visible=kind == k) for k in ("shapes", "figures", "photos"))
+        kind = ({catalog.DEFAULTS["keypoints"]: "figures", catalog.DEFAULTS["panoptic_segmentation"]: "panoptic"}
+                .get(source, "shapes") if source.startswith("demo/") else "photos")
+        return tuple(gr.Column(visible=kind == k) for k in EXAMPLE_KINDS)
 
     def card_and_timer(name, precision, device="CPU"):
         preparing = service.state(name, H.resolve_precision(service, name, precision, device)).status == "preparing"
@@ -134,8 +138,8 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
 
         Returns:
             the image with the detections drawn
-            a table of the detections: label, score, box x0 y0 x1 y1 in pixels
-            a JSON file with every detection: boxes, scores, masks as COCO RLE
+            a table of the detections: label, score, box x0 y0 x1 y1 in pixels (panoptic models: one row per segment: id, class, thing or stuff, area in pixels, score)
+            a JSON file with every detection: boxes, scores, masks as COCO RLE (panoptic models: also every segment with its pixels as COCO RLE)
             a summary line with the number of detections and the timings
             the model's card
         """
@@ -159,9 +163,9 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
             raise _web_error(e) from None
 
     with gr.Blocks(title="d2ov — Detectron2 on OpenVINO") as demo:
-        gr.Markdown("# d2ov — Detectron2 on OpenVINO\nDetect objects with Detectron2 R-CNN models converted to "
-                    "OpenVINO IR, running on this server's CPU. Pick a task and a model, upload an image or click "
-                    "an example, then **Detect**.")
+        gr.Markdown("# d2ov — Detectron2 on OpenVINO\nDetect objects, their masks and keypoints, or label every "
+                    "pixel (panoptic segmentation) with Detectron2 R-CNN models converted to OpenVINO IR, running on "
+                    "this server's CPU. Pick a task and a model, upload an image or click an example, then **Detect**.")
         with gr.Row():
             with gr.Column(scale=1):
                 task = gr.Radio(list(H.TASKS), value=start_task, label="Task")
@@ -182,6 +186,9 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
                 with gr.Column(visible=False) as figure_examples:
                     gr.Examples(H.example_images(catalog.DEFAULTS["keypoints"]), inputs=[image],
                                 label="Examples (stick figures)")
+                with gr.Column(visible=False) as panoptic_examples:
+                    gr.Examples(H.example_images(catalog.DEFAULTS["panoptic_segmentation"]), inputs=[image],
+                                label="Examples (shapes over textured regions)")
                 with gr.Column(visible=False) as photo_examples:
                     gr.Examples(H.example_images("COCO"), inputs=[image], label="Examples (photos)")
             with gr.Column(scale=1):
@@ -196,7 +203,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         demo.load(on_task, task, model, api_visibility="private")
         for control in (model, device):
             control.change(on_model, [model, device],
-                           [precision, shape_examples, figure_examples, photo_examples, card, timer],
+                           [precision, shape_examples, figure_examples, panoptic_examples, photo_examples, card, timer],
                            api_visibility="private")
         precision.input(on_precision, [model, precision, device], [card, timer], api_visibility="private")
         timer.tick(on_tick, [model, precision, device], [card, timer], api_visibility="private",

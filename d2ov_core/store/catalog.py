@@ -202,8 +202,8 @@ DEFAULTS = {
     "instance_segmentation": "demo/mask_rcnn_shapes",
     "keypoints": "demo/keypoint_rcnn_figures",
 }
-if "demo/panoptic_fpn_shapes" in CATALOG:
-    DEFAULTS["panoptic_segmentation"] = "demo/panoptic_fpn_shapes"
+DEFAULTS["panoptic_segmentation"] = ("demo/panoptic_fpn_shapes" if "demo/panoptic_fpn_shapes" in CATALOG
+                                     else "COCO-PanopticSegmentation/panoptic_fpn_R_50_3x")
 
 
 def names(task: str | None = None) -> list[str]:
