@@ -3,6 +3,7 @@ PY := .venv/bin/python
 SAMPLES := $(wildcard d2ov_core/data/samples/shapes_*.jpg)
 DEMOS := demo/faster_rcnn_shapes demo/mask_rcnn_shapes
 KEYPOINT_DEMO := demo/keypoint_rcnn_figures
+PANOPTIC_DEMO := demo/panoptic_fpn_shapes
 
 .PHONY: setup app demo test test-fast bundle clean
 
@@ -22,7 +23,7 @@ test:             ## the full suite, browser test included (what CI runs)
 test-fast: setup  ## unit tests only (numpy, the torch boundary, settings, service): under a minute
 	$(PY) -m pytest -q tests/unit -p no:cacheprovider
 
-bundle: setup     ## re-convert the three demo models into d2ov_core/data/ir/ (FP16 + INT8, AP measured on the test splits)
+bundle: setup     ## re-convert the four demo models into d2ov_core/data/ir/ (FP16 + INT8, AP/PQ measured on the test splits)
 	$(PY) tools/make_shapes.py --out .cache/shapes --split train --num 64
 	$(PY) tools/make_shapes.py --out .cache/shapes --split test
 	for m in $(DEMOS); do d=d2ov_core/data/ir/$$(echo $$m | sed 's|/|__|'); rm -rf $$d; \
@@ -38,6 +39,14 @@ bundle: setup     ## re-convert the three demo models into d2ov_core/data/ir/ (F
 	  $(PY) -m d2ov_core convert $(KEYPOINT_DEMO) --precision INT8 --calibration .cache/figures-bundle/train \
 	    --calibration-size 64 --recipe d2ov-3 --annotations .cache/figures-bundle/test.json \
 	    --images .cache/figures-bundle --out $$d/INT8
+	$(PY) tools/make_panoptic.py --out .cache/panoptic-bundle --split train --num 64
+	$(PY) tools/make_panoptic.py --out .cache/panoptic-bundle --split test
+	d=d2ov_core/data/ir/demo__panoptic_fpn_shapes; rm -rf $$d; \
+	  $(PY) -m d2ov_core convert $(PANOPTIC_DEMO) --out $$d/FP16 --annotations .cache/panoptic-bundle/test.json \
+	    --images .cache/panoptic-bundle --panoptic .cache/panoptic-bundle/test_panoptic.json && \
+	  $(PY) -m d2ov_core convert $(PANOPTIC_DEMO) --precision INT8 --calibration .cache/panoptic-bundle/train \
+	    --calibration-size 64 --recipe d2ov-3 --annotations .cache/panoptic-bundle/test.json \
+	    --images .cache/panoptic-bundle --panoptic .cache/panoptic-bundle/test_panoptic.json --out $$d/INT8
 
 clean:
 	rm -rf out .pytest_cache tests/_artifacts

@@ -3,6 +3,7 @@ real browser (Debian's chromium driven by Playwright)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import os
@@ -25,6 +26,20 @@ from ..helpers import wait_until_up
 
 ARTIFACTS = ROOT / "tests" / "_artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@contextlib.contextmanager
+def browser_page(height: int = 1300):
+    """A page of Debian's chromium (driven by Playwright), closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
+                                    "--disable-background-networking", "--disable-component-update", "--no-first-run"])
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": height})
+        finally:
+            browser.close()
 
 
 def free_port() -> int:
@@ -125,14 +140,11 @@ def test_api_bad_inputs_are_readable_errors_and_server_survives(app_url, tmp_pat
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
 def test_real_browser_detect_and_threshold(app_url):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, _, _ = app_url
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                    "--disable-background-networking", "--disable-component-update", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    with browser_page(1100) as page:
         page.goto(url)
         page.get_by_text("Examples").first.wait_for(timeout=60_000)
         page.locator("input[type=file]").first.set_input_files(str(sorted(SAMPLES.glob("shapes_*.jpg"))[0]))
@@ -149,7 +161,6 @@ def test_real_browser_detect_and_threshold(app_url):
         page.screenshot(path=str(ARTIFACTS / "app_threshold.png"), full_page=True)
         assert page.locator("table tbody tr").count() <= rows_before
         assert out.count() >= 1
-        browser.close()
 
 
 def test_mcp_schema_lists_detect_and_a_call_returns_detections(app_url):
@@ -223,15 +234,12 @@ def test_real_browser_precisions_examples_and_one_error(app_url):
     """In the browser: every precision offered for the demo model shows its measured AP; choosing a
     Model Zoo model that cannot be prepared offline switches the examples to photos, updates the card
     to 'unavailable' with the reason, and Detect shows that error once (not in every output box)."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, _, _ = app_url
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     zoo = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                    "--disable-background-networking", "--disable-component-update", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    with browser_page() as page:
         page.goto(url)
         page.get_by_text("Examples (synthetic shapes)").wait_for(timeout=60_000)
         labels = [t for t in page.locator("label").all_inner_texts() if " · " in t]
@@ -253,7 +261,6 @@ def test_real_browser_precisions_examples_and_one_error(app_url):
         page.screenshot(path=str(ARTIFACTS / "app_unavailable.png"), full_page=True)
         assert toast.count() == 1  # the error text once, in one place
         assert page.get_by_text("Error", exact=True).count() <= 2  # the toast's title and the image's status
-        browser.close()
 
 
 def test_api_keypoint_model_returns_keypoints(app_url):
@@ -283,14 +290,11 @@ def test_api_keypoint_model_returns_keypoints(app_url):
 def test_real_browser_keypoints_task(app_url):
     """The Keypoints task in the browser: the keypoint demo model with its stick-figure examples,
     Detect draws the figures' keypoints."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, _, _ = app_url
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                    "--disable-background-networking", "--disable-component-update", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    with browser_page() as page:
         page.goto(url)
         page.get_by_text("Examples (synthetic shapes)").wait_for(timeout=60_000)
         page.get_by_label("Keypoints").check()
@@ -302,4 +306,53 @@ def test_real_browser_keypoints_task(app_url):
         expect(page.get_by_text("detections at threshold 0.50")).to_be_visible(timeout=120_000)
         assert page.locator("table tbody tr").count() > 0
         page.screenshot(path=str(ARTIFACTS / "app_keypoints.png"), full_page=True)
-        browser.close()
+
+
+def test_api_panoptic_model_returns_segments(app_url):
+    """The panoptic demo model through /detect: a segments table and JSON segments equal to the
+    library's panoptic map (every segment's RLE decodes to the same pixels)."""
+    from gradio_client import Client, handle_file
+
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.store.lookup import bundled_ir
+
+    url, _, _ = app_url
+    client = Client(url, verbose=False)
+    sample = catalog.sample_images("panoptic_segmentation")[0]
+    name = catalog.DEFAULTS["panoptic_segmentation"]
+    _, table, json_path, summary, card = client.predict(handle_file(str(sample)), name, "CPU", 0.5, "FP16",
+                                                        api_name="/detect")
+    ref = Predictor(bundled_ir(name, "FP16")).predict(sample, threshold=0.5)
+    segments = json.loads(Path(json_path).read_text())["results"][0]["panoptic"]["segments"]
+    assert table["headers"] == ["segment", "class", "thing/stuff", "area px", "score"]
+    assert len(table["data"]) == len(segments) == len(ref.segments) > 2
+    assert {r[2] for r in table["data"]} == {"thing", "stuff"}
+    for seg, row in zip(segments, table["data"]):
+        assert np.array_equal(rle_decode(seg["mask"]), ref.panoptic_seg == seg["id"])
+        assert [row[0], row[1], row[3]] == [seg["id"], seg["label"], seg["area"]]
+    assert "panoptic segments" in summary and "stuff classes" in card
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
+def test_real_browser_panoptic_task(app_url):
+    """The Panoptic segmentation task in the browser: the panoptic demo model with its examples;
+    Detect shows the labelled map and a table of segments, things and stuff."""
+    from playwright.sync_api import expect
+
+    url, _, _ = app_url
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with browser_page() as page:
+        page.goto(url)
+        page.get_by_text("Examples (synthetic shapes)").wait_for(timeout=60_000)
+        page.get_by_label("Panoptic segmentation").check()
+        expect(page.get_by_label("Model")).to_have_value(catalog.DEFAULTS["panoptic_segmentation"], timeout=30_000)
+        expect(page.get_by_text("Examples (shapes over textured regions)")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("stuff classes (")).to_be_visible(timeout=60_000)
+        sample = catalog.sample_images("panoptic_segmentation")[0]
+        page.locator("input[type=file]").first.set_input_files(str(sample))
+        page.get_by_role("button", name="Detect").click()
+        expect(page.get_by_text("panoptic segments (")).to_be_visible(timeout=120_000)
+        cells = page.locator("table tbody tr td").all_inner_texts()
+        assert "thing" in cells and "stuff" in cells, cells[:20]
+        page.screenshot(path=str(ARTIFACTS / "app_panoptic.png"), full_page=True)
