@@ -216,44 +216,18 @@ def make_split(out_dir: str, split: str, num: int, seed: int) -> str:
         img, anns = make_image(rng)
         quality = int(rng.integers(make_shapes.JPEG_QUALITY[0], make_shapes.JPEG_QUALITY[1] + 1))
         rel = f"{split}/{i:06d}.jpg"
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="JPEG", quality=quality)
-        with open(os.path.join(out_dir, rel), "wb") as f:
-            f.write(buf.getvalue())
+        make_shapes.save_jpeg(img, out_dir, rel, quality)
         h, w = img.shape[:2]
         images.append({"id": i + 1, "file_name": rel, "height": h, "width": w})
         for a in anns:
             a.update({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0})
             annotations.append(a)
-    data = {
-        "info": {"description": f"d2ov synthetic stick figures, split {split}, seed {seed}",
-                 "version": GENERATOR_VERSION},
-        "licenses": [], "images": images, "annotations": annotations, "categories": CATEGORIES,
-    }
-    path = os.path.join(out_dir, f"{split}.json")
-    with open(path, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-    return path
+    return make_shapes.write_coco(out_dir, split, f"d2ov synthetic stick figures, split {split}, seed {seed}",
+                                  GENERATOR_VERSION, images, annotations, CATEGORIES)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--split", default="test", help="split name (train/val/test)")
-    ap.add_argument("--num", type=int, default=None, help="number of images (default per split)")
-    ap.add_argument("--seed", type=int, default=None, help="seed (default per split)")
-    ap.add_argument("--all", action="store_true", help="make train, val and test with default sizes/seeds")
-    a = ap.parse_args(argv)
-    if a.all:
-        todo = [(s, n, sd) for s, (n, sd) in DEFAULT_SPLITS.items()]
-    else:
-        n, sd = DEFAULT_SPLITS.get(a.split, (200, 0))
-        todo = [(a.split, a.num if a.num is not None else n, a.seed if a.seed is not None else sd)]
-    for split, num, seed in todo:
-        t = time.time()
-        p = make_split(a.out, split, num, seed)
-        print(f"{split}: {num} images, seed {seed} -> {p} ({(time.time() - t) / max(num, 1) * 1000:.1f} ms/image)")
-    return 0
+    return make_shapes.split_cli(make_split, DEFAULT_SPLITS, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -232,6 +232,30 @@ def _annotation(mask: np.ndarray) -> dict:
     return {"segmentation": rle, "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(mask.sum())}
 
 
+def save_jpeg(img: np.ndarray, out_dir: str, rel: str, quality: int) -> None:
+    """Write ``img`` (RGB uint8) as a JPEG of ``quality`` to ``out_dir/rel``."""
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+    with open(os.path.join(out_dir, rel), "wb") as f:
+        f.write(buf.getvalue())
+
+
+def write_coco(out_dir: str, split: str, description: str, version: str, images: list, annotations: list,
+               categories: list) -> str:
+    """Write ``out_dir/<split>.json`` (COCO: info, licenses, images, annotations, categories); returns its path."""
+    data = {
+        "info": {"description": description, "version": version},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
+    path = os.path.join(out_dir, f"{split}.json")
+    with open(path, "w") as f:
+        json.dump(data, f, separators=(",", ":"))
+    return path
+
+
 def make_split(out_dir: str, split: str, num: int, seed: int) -> str:
     """Write ``num`` images of ``split`` under ``out_dir``; returns the path of ``<split>.json``.
 
@@ -244,10 +268,7 @@ def make_split(out_dir: str, split: str, num: int, seed: int) -> str:
         img, inst = make_image(rng)
         quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
         rel = f"{split}/{i:06d}.jpg"
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="JPEG", quality=quality)
-        with open(os.path.join(out_dir, rel), "wb") as f:
-            f.write(buf.getvalue())
+        save_jpeg(img, out_dir, rel, quality)
         h, w = img.shape[:2]
         images.append({"id": i + 1, "file_name": rel, "height": h, "width": w})
         for cls, m in inst:
@@ -255,38 +276,35 @@ def make_split(out_dir: str, split: str, num: int, seed: int) -> str:
             a.update({"id": ann_id, "image_id": i + 1, "category_id": cls + 1, "iscrowd": 0})
             annotations.append(a)
             ann_id += 1
-    data = {
-        "info": {"description": f"d2ov synthetic shapes, split {split}, seed {seed}", "version": GENERATOR_VERSION},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": CATEGORIES,
-    }
-    path = os.path.join(out_dir, f"{split}.json")
-    with open(path, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-    return path
+    return write_coco(out_dir, split, f"d2ov synthetic shapes, split {split}, seed {seed}", GENERATOR_VERSION,
+                      images, annotations, CATEGORIES)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def split_cli(make, splits: dict, doc: str | None, argv=None, **extra) -> int:
+    """The generators' command line: ``--out DIR`` with ``--split NAME [--num N] [--seed S]`` or
+    ``--all`` (every split of ``splits`` with its default size and seed); ``make(out, split, num, seed,
+    **extra)`` writes one split."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--split", default="test", help="split name (train/val/test)")
     ap.add_argument("--num", type=int, default=None, help="number of images (default per split)")
     ap.add_argument("--seed", type=int, default=None, help="seed (default per split)")
     ap.add_argument("--all", action="store_true", help="make train, val and test with default sizes/seeds")
     a = ap.parse_args(argv)
-    todo = []
     if a.all:
-        todo = [(s, n, sd) for s, (n, sd) in DEFAULT_SPLITS.items()]
+        todo = [(s, n, sd) for s, (n, sd) in splits.items()]
     else:
-        n, sd = DEFAULT_SPLITS.get(a.split, (200, 0))
+        n, sd = splits.get(a.split, (200, 0))
         todo = [(a.split, a.num if a.num is not None else n, a.seed if a.seed is not None else sd)]
     for split, num, seed in todo:
         t = time.time()
-        p = make_split(a.out, split, num, seed)
+        p = make(a.out, split, num, seed, **extra)
         print(f"{split}: {num} images, seed {seed} -> {p} ({(time.time() - t) / max(num, 1) * 1000:.1f} ms/image)")
     return 0
+
+
+def main(argv=None) -> int:
+    return split_cli(make_split, DEFAULT_SPLITS, __doc__, argv)
 
 
 if __name__ == "__main__":
