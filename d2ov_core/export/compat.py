@@ -25,6 +25,7 @@ import importlib.util
 import os
 import sys
 import types
+import warnings
 
 __all__ = ["apply", "require_torch_side", "has_real_torchvision"]
 
@@ -154,6 +155,9 @@ def apply() -> None:
     global _applied
     if _applied:
         return
+    # detectron2 decorates a few functions with torch.jit.script at import; torch 2.10+ warns that
+    # TorchScript is deprecated on each, two lines of noise before every command's own output
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     _shim_pil()
     _shim_pkg_resources()
     if importlib.util.find_spec("detectron2") is not None:

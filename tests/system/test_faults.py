@@ -271,3 +271,58 @@ with cache.writing({str(target)!r}):
     finally:
         if writer.poll() is None:
             writer.kill()
+
+
+_EVERY_MODEL = r'''
+import contextlib, io, json, sys, traceback
+from d2ov_core.cli import main
+from d2ov_core.store import catalog
+sample, bad_json = sys.argv[1], sys.argv[2]
+rows = []
+for name in catalog.names():
+    heavy = [] if name.startswith("demo/") else [["-q", "convert", name, "--precision", "FP32"], ["-q", "verify", name, sample]]
+    for argv in [["-q", "predict", name, sample], ["-q", "eval", name, "--annotations", bad_json, "--images", "."], *heavy]:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = main(argv)
+            except SystemExit as e:
+                code = e.code
+            except BaseException:
+                code, err = "traceback", io.StringIO(traceback.format_exc())
+        rows.append({"argv": argv, "code": code, "stderr": err.getvalue()})
+print(json.dumps(rows))
+'''
+
+
+@pytest.mark.slow
+def test_no_command_prints_a_traceback_for_any_catalog_model(tmp_path):
+    """predict and eval (a broken annotation file) on every catalog model, convert and verify on every
+    Model Zoo model, offline with an empty cache: the demo models predict from their bundled IRs and
+    refuse the annotation file in one line; every Model Zoo model says in one line that its weights
+    cannot be downloaded; nothing raises."""
+    from d2ov_core.store import catalog
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    sample = sorted((ROOT / "d2ov_core" / "data" / "samples").glob("shapes_*.jpg"))[0]
+    env = dict(os.environ, D2OV_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-c", _EVERY_MODEL, str(sample), str(bad)], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(rows) == 2 * len(catalog.names()) + 2 * sum(1 for n in catalog.names() if not n.startswith("demo/"))
+    for row in rows:
+        name, command = row["argv"][2], row["argv"][1]
+        assert row["code"] in (0, 1, 2), (row["argv"], row["stderr"][-2000:])
+        assert "Traceback" not in row["stderr"], (row["argv"], row["stderr"][-2000:])
+        if row["code"] == 2:
+            lines = row["stderr"].strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("d2ov: error: "), (row["argv"], lines)
+        if name.startswith("COCO-") and command in ("predict", "convert", "verify"):
+            assert row["code"] == 2 and "cannot download" in row["stderr"], (row["argv"], row["stderr"])
+        if name.startswith("demo/"):
+            expected = 0 if command == "predict" else 2
+            assert row["code"] == expected, (row["argv"], row["stderr"][-2000:])
+            if command == "eval":
+                assert "not a COCO annotation file" in row["stderr"], (row["argv"], row["stderr"])
