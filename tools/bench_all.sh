@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Re-measure the README's performance tables with `d2ov bench`: the two seed Model Zoo architectures
 # with random weights (no checkpoint is reachable offline; same graph and FLOPs, 100 detections per
-# photo) and the two bundled demo models on their own test images. Writes docs/bench/<model>/
-# bench.{md,json,png}. Run it on an otherwise idle machine: about 30 minutes on 2 cores.
+# photo), the seed-size Panoptic FPN (R50 3x) with random weights, and the two bundled demo models on
+# their own test images. Writes docs/bench/<model>/bench.{md,json,png}. Run it on an otherwise idle
+# machine: about 40 minutes on 2 cores.
 #
 #   bash tools/bench_all.sh            # everything
-#   bash tools/bench_all.sh seed       # only the seed models (or: demo)
+#   bash tools/bench_all.sh seed       # only the seed models (or: panoptic, demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -40,4 +41,9 @@ if [[ $which == all || $which == demo ]]; then
   for m in demo/mask_rcnn_shapes demo/faster_rcnn_shapes; do
     $PY -m d2ov_core bench "$m" --images d2ov_core/data/samples/shapes_*.jpg --runs "$RUNS" --out "docs/bench/${m#*/}"
   done
+fi
+if [[ $which == all || $which == panoptic ]]; then
+  m=COCO-PanopticSegmentation/panoptic_fpn_R_50_3x
+  $PY -m d2ov_core bench "$m" --weights random --images "$photos/grace_hopper.jpg" "$photos/china.jpg" \
+    --runs "$RUNS" --calibration "$calib" --out "docs/bench/${m#*/}"
 fi

@@ -156,7 +156,8 @@ def _panoptic_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
     if not combine.ENABLED:
         raise ConversionError(f"{spec.name}: MODEL.PANOPTIC_FPN.COMBINE.ENABLED is off; d2ov converts Panoptic FPN "
                               "with its panoptic merge")
-    return {"stuff_classes": names, "panoptic_overlap_threshold": float(combine.OVERLAP_THRESH),
+    return {"stuff_classes": names, "sem_seg_stride": int(cfg.MODEL.SEM_SEG_HEAD.COMMON_STRIDE),
+            "panoptic_overlap_threshold": float(combine.OVERLAP_THRESH),
             "panoptic_stuff_area_threshold": int(combine.STUFF_AREA_LIMIT),
             "panoptic_score_threshold": float(combine.INSTANCES_CONFIDENCE_THRESH)}
 

@@ -7,7 +7,8 @@ best proposals for the same image). Its outputs, named by :attr:`StageGraph.name
 deployed IR computes on the way to its detections:
 
 - ``features.<name>``: the backbone's (FPN's) feature maps, ``(1, C, h, w)``;
-- Panoptic FPN: ``sem_seg.logits`` ``(1, C, Hp, Wp)``, the semantic head's logits (the IR's ``sem_seg``);
+- Panoptic FPN: ``sem_seg.logits`` ``(1, C, Hp / 4, Wp / 4)``, the semantic head's logits before its
+  upsampling (the IR's ``sem_seg``);
 - R-CNN: ``rpn.objectness.<level>`` ``(1, A, h, w)`` and ``rpn.deltas.<level>`` ``(1, 4A, h, w)``
   (the RPN head), ``proposals.boxes`` / ``proposals.logits`` (the RPN's top proposals, computed in
   the graph: informative, ranked by near-flat scores on random weights), then the ROI heads ON THE
@@ -78,7 +79,7 @@ def _module():
             features = m.backbone(images.tensor)
             out = [features[f] for f in self.feature_names]
             if hasattr(m, "sem_seg_head"):
-                out.append(m.sem_seg_head(features, None)[0])
+                out.append(m.sem_seg_head.layers(features))  # before its upsampling, as the IR returns them
             if not self.rcnn:
                 logits, deltas = m.head([features[f] for f in m.head_in_features])
                 return tuple(out + list(logits) + list(deltas))

@@ -24,8 +24,15 @@ def traceable(model, image_chw):
     from .patches import exportable_keypoints
 
     if isinstance(model, PanopticFPN):
-        def inference(m, inputs):  # the semantic head's logits over the padded input, the raw instances
-            instances, sem_seg = m.inference(inputs, do_postprocess=False)
+        def inference(m, inputs):
+            # PanopticFPN.inference(do_postprocess=False) without the semantic head's final x4
+            # upsampling: its logits leave the graph at stride 4 (16x smaller; numpy upsamples only
+            # what the resize to the image reads), with the raw instances
+            images = m.preprocess_image(inputs)
+            features = m.backbone(images.tensor)
+            sem_seg = m.sem_seg_head.layers(features)
+            proposals, _ = m.proposal_generator(images, features, None)
+            instances, _ = m.roi_heads(images, features, proposals, None)
             return [{"instances": instances[0], "sem_seg": sem_seg[0]}]
     elif isinstance(model, GeneralizedRCNN):
         def inference(m, inputs):

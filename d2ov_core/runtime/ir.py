@@ -10,8 +10,9 @@ IR contract (written by :mod:`d2ov_core.convert`, checked by :func:`load_ir`):
     ``classes`` int64 ``(N,)``; ``scores`` float32 ``(N,)`` (>= graph_score_threshold, after NMS);
     ``masks`` float32 ``(N, 1, M, M)`` mask probabilities in box frame (instance segmentation);
     ``keypoint_heatmaps`` float32 ``(N, K, S, S)`` keypoint logits over each box (keypoint models);
-    ``sem_seg`` float32 ``(C, Hp, Wp)`` semantic logits over the padded input (Panoptic FPN: label 0
-    all things, then the ``stuff_classes``; Hp, Wp the input padded to ``size_divisibility``);
+    ``sem_seg`` float32 ``(C, Hp / s, Wp / s)`` semantic logits over the padded input at stride
+    ``s = sem_seg_stride`` (Panoptic FPN: label 0 all things, then the ``stuff_classes``; Hp, Wp the
+    input padded to ``size_divisibility``);
     ``image_size`` int64 ``(2,)`` = (H, W) of the input.
 """
 

@@ -1,9 +1,13 @@
 """Panoptic FPN's postprocessing, in numpy: Detectron2's ``sem_seg_postprocess`` + argmax and
 ``combine_semantic_and_instance_outputs``.
 
-Panoptic FPN's graph ends at the semantic head's logits ``(C, Hp, Wp)`` over the padded input and
-the detector's instances; Detectron2's ``PanopticFPN.inference`` then does, per image:
+Panoptic FPN's graph ends at the semantic head's logits ``(C, Hp / 4, Wp / 4)`` over the padded
+input, before the head's own upsampling by ``COMMON_STRIDE`` (4), and the detector's instances;
+Detectron2's ``PanopticFPN.inference`` then does, per image:
 
+  0. (the head's upsampling, here part of step 1) the logits are resized by 4 with PyTorch's
+     bilinear interpolation; only the rows and columns that step 1 reads are computed, which keeps
+     a 54-class COCO model's logits 16 times smaller than at the input's size;
   1. :func:`sem_seg_postprocess`: the logits are cropped to the input size ``(h, w)`` (the padding
      dropped), resized to the output size ``(H, W)`` with PyTorch's bilinear interpolation
      (``align_corners=False``: output ``j`` samples ``max((j + 0.5) * n_in / n_out - 0.5, 0)``,
@@ -63,35 +67,75 @@ def bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
     return out
 
 
-def _resize_rows(logits: np.ndarray, ty: tuple, tx: tuple, start: int, stop: int) -> np.ndarray:
-    """Output rows ``start:stop`` of the bilinear resize of ``logits`` ``(C, h, w)``: ``(C, rows, W)``
-    float32, ``Wy[start:stop] @ logits[c] @ Wx.T`` computed from the taps."""
-    y_lo, y_hi, wy_lo, wy_hi = (t[start:stop] for t in ty)
+def _rows_at(logits: np.ndarray, ty: tuple, tx: tuple) -> np.ndarray:
+    """The bilinear resize of ``logits`` ``(C, h, w)`` at the output rows whose y taps are ``ty``
+    (already selected) and every output column of ``tx``: ``(C, rows, W)`` float32, x first, then y
+    (PyTorch's order of the sums)."""
+    y_lo, y_hi, wy_lo, wy_hi = ty
     x_lo, x_hi, wx_lo, wx_hi = tx
     rows = np.unique(np.concatenate([y_lo, y_hi]))
-    src = logits[:, rows]  # (C, k, w): only the input rows this block reads
+    src = logits[:, rows]  # (C, k, w): only the input rows these output rows read
     along_x = np.take(src, x_lo, axis=2) * wx_lo + np.take(src, x_hi, axis=2) * wx_hi  # (C, k, W)
     a, b = np.searchsorted(rows, y_lo), np.searchsorted(rows, y_hi)
     return along_x[:, a] * wy_lo[:, None] + along_x[:, b] * wy_hi[:, None]
 
 
-def sem_seg_postprocess(logits: np.ndarray, input_size: Sequence[int], output_size: Sequence[int]) -> np.ndarray:
+def _resize_rows(logits: np.ndarray, ty: tuple, tx: tuple, start: int, stop: int) -> np.ndarray:
+    """Output rows ``start:stop`` of the bilinear resize of ``logits`` ``(C, h, w)``: ``(C, rows, W)``
+    float32, ``Wy[start:stop] @ logits[c] @ Wx.T`` computed from the taps."""
+    return _rows_at(logits, tuple(t[start:stop] for t in ty), tx)
+
+
+def _upsampled_rows(logits: np.ndarray, t1y: tuple, t1x: tuple, ty: tuple, tx: tuple, start: int, stop: int
+                    ) -> np.ndarray:
+    """Output rows ``start:stop`` of two bilinear resizes in a row (``t1``: the semantic head's
+    upsampling, ``t``: to the image), computing only the rows of the first that the second reads."""
+    y_lo, y_hi, wy_lo, wy_hi = (t[start:stop] for t in ty)
+    rows = np.unique(np.concatenate([y_lo, y_hi]))
+    first = _rows_at(logits, tuple(t[rows] for t in t1y), t1x)  # (C, k, w)
+    x_lo, x_hi, wx_lo, wx_hi = tx
+    along_x = np.take(first, x_lo, axis=2) * wx_lo + np.take(first, x_hi, axis=2) * wx_hi
+    a, b = np.searchsorted(rows, y_lo), np.searchsorted(rows, y_hi)
+    return along_x[:, a] * wy_lo[:, None] + along_x[:, b] * wy_hi[:, None]
+
+
+def sem_seg_postprocess(logits: np.ndarray, input_size: Sequence[int], output_size: Sequence[int],
+                        stride: int = 1) -> np.ndarray:
     """Semantic logits ``(C, Hp, Wp)`` over the padded input -> ``(H, W)`` int64 class ids.
 
     Args:
-        logits: float ``(C, Hp, Wp)``, the semantic head's output over the padded input.
+        logits: float ``(C, Hp / stride, Wp / stride)``: the semantic head's output over the padded
+            input, before its upsampling by ``stride`` when ``stride > 1``.
         input_size: ``(h, w)``, the resized image inside the padding (cropped to, as slicing does).
         output_size: ``(H, W)``, the resolution of the result (the original image's).
+        stride: the semantic head's upsampling factor (``SEM_SEG_HEAD.COMMON_STRIDE``) still to be
+            done: Detectron2's ``F.interpolate(scale_factor=stride, mode="bilinear")``. Only the
+            rows and columns of it that the resize to ``(H, W)`` reads are computed.
 
     Returns:
         ``(H, W)`` int64: ``argmax`` over C of Detectron2's ``sem_seg_postprocess(logits, input_size,
-        H, W)``.
+        H, W)`` (after the head's upsampling).
     """
     logits = np.asarray(logits, np.float32)
     if logits.ndim != 3:
         raise ValueError(f"sem_seg_postprocess: expected logits of shape (C, H, W), found {logits.shape}")
     h, w = (int(s) for s in input_size)
     H, W = (int(s) for s in output_size)
+    c = logits.shape[0]
+    if stride > 1:
+        hs, ws = logits.shape[1:]
+        if min(c, hs, ws, h, w, H, W) <= 0 or h > hs * stride or w > ws * stride:
+            raise ValueError(f"sem_seg_postprocess: logits {logits.shape} at stride {stride} do not cover the "
+                             f"input {(h, w)}, or the output size {(H, W)} is empty")
+        t1y = tuple(t[:h] for t in _taps(hs, hs * stride))  # the upsampled rows, cropped to the input
+        t1x = tuple(t[:w] for t in _taps(ws, ws * stride))
+        ty, tx = _taps(h, H), _taps(w, W)
+        out = np.empty((H, W), np.int64)
+        step = max(1, _BLOCK_ELEMENTS // (c * max(W, w)))
+        for start in range(0, H, step):
+            stop = min(start + step, H)
+            out[start:stop] = _upsampled_rows(logits, t1y, t1x, ty, tx, start, stop).argmax(axis=0)
+        return out
     logits = logits[:, :h, :w]
     c, h, w = logits.shape
     if min(c, h, w, H, W) <= 0:

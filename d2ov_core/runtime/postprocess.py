@@ -11,8 +11,8 @@ Output: :class:`~d2ov_core.detections.Detections` in ORIGINAL-image pixels:
   4. keypoints: each box's heatmaps are decoded on its box in the resized frame
      (:func:`~d2ov_core.runtime.keypoints.heatmaps_to_keypoints`, as Detectron2 before its
      postprocessing), then x, y scaled by (W / w, H / h) like the boxes (not clipped, as Detectron2).
-  5. panoptic (Panoptic FPN, ``sem_seg`` among the outputs): the semantic logits are resized to the
-     image and reduced to labels (:func:`~d2ov_core.runtime.panoptic.sem_seg_postprocess`), and
+  5. panoptic (Panoptic FPN, ``sem_seg`` among the outputs): the semantic logits (stride 4) are
+     upsampled as the semantic head does, resized to the image and reduced to labels (:func:`~d2ov_core.runtime.panoptic.sem_seg_postprocess`), and
      merged with the instances at or above ``panoptic.score_threshold`` (whatever ``threshold`` is:
      the map is the model's answer, the threshold only selects the instances listed) by
      :func:`~d2ov_core.runtime.panoptic.combine_semantic_and_instance_outputs`, as Detectron2's
@@ -36,6 +36,7 @@ class PanopticParams(NamedTuple):
     """What the panoptic merge needs from the IR's metadata (``stuff_classes``, ``panoptic_*``)."""
 
     stuff_classes: Sequence[str]
+    stride: int = 4
     overlap_threshold: float = 0.5
     stuff_area_threshold: int = 4096
     score_threshold: float = 0.5
@@ -44,7 +45,7 @@ class PanopticParams(NamedTuple):
     def from_metadata(cls, meta) -> "PanopticParams | None":
         if meta["task"] != "panoptic_segmentation":
             return None
-        return cls(tuple(meta["stuff_classes"]), float(meta["panoptic_overlap_threshold"]),
+        return cls(tuple(meta["stuff_classes"]), int(meta["sem_seg_stride"]), float(meta["panoptic_overlap_threshold"]),
                    int(meta["panoptic_stuff_area_threshold"]), float(meta["panoptic_score_threshold"]))
 
 
@@ -96,7 +97,7 @@ def postprocess(
         if masks is None:
             raise ValueError("postprocess: a panoptic model's outputs need masks")
         semantic = sem_seg_postprocess(np.asarray(raw["sem_seg"], np.float32).reshape(raw["sem_seg"].shape[-3:]),
-                                       (h, w), (H, W))
+                                       (h, w), (H, W), stride=panoptic.stride)
         use = np.isin(pasted, np.flatnonzero(merged))
         panoptic_seg, info = combine_semantic_and_instance_outputs(
             all_scores[pasted][use], all_classes[pasted][use], pasted_masks[use], semantic,

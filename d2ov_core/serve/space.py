@@ -89,9 +89,11 @@ short_description: Detectron2 R-CNN models on OpenVINO, on CPU
 # {title}
 
 Detectron2 R-CNN models converted to OpenVINO IR by [d2ov](https://github.com/) {version}, running on this
-Space's CPU: upload an image, pick a model and a precision, and get boxes, masks and a JSON file.
+Space's CPU: upload an image, pick a task, a model and a precision, and get boxes, masks, keypoints or a
+panoptic map (every pixel a thing or stuff segment), and a JSON file.
 
-- The demo models (circles, squares, triangles) are bundled and ready at once.
+- The demo models (circles, squares, triangles; stick figures with keypoints; shapes over textured regions,
+  panoptic) are bundled and ready at once.
 - Detectron2 Model Zoo models are prepared when selected: from the Hugging Face Hub repository named in
   the Space's `D2OV_HUB_REPO` variable (pin `D2OV_HUB_REVISION` to a commit), else downloaded and converted.
 - API: `gradio_client.Client("<this space>").predict(handle_file(img), "demo/mask_rcnn_shapes", "CPU", 0.5,

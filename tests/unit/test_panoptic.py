@@ -179,6 +179,31 @@ def test_sem_seg_postprocess_at_panoptic_fpn_size_in_blocks():
     assert float((got == ref).mean()) >= 0.9999
 
 
+STRIDED = [  # C, logits (hs, ws) at stride 4, input (h, w), output (H, W)
+    (3, (16, 24), (61, 90), (122, 180)),
+    (5, (16, 24), (60, 93), (37, 51)),
+    (54, (32, 40), (127, 155), (90, 400)),
+    (54, (24, 32), (96, 128), (96, 128)),
+    (54, (200, 304), (800, 1199), (1333, 2000)),  # COCO-sized: 800 x 1216 padded, a 2000 x 1333 photo
+]
+
+
+@pytest.mark.parametrize("c,small,input_size,output_size", STRIDED)
+def test_sem_seg_postprocess_with_the_heads_upsampling_matches_detectron2(c, small, input_size, output_size):
+    """The semantic head's x4 upsampling (``F.interpolate(scale_factor=4)``) then Detectron2's
+    ``sem_seg_postprocess``, against one pass over the head's stride-4 logits."""
+    rng = np.random.default_rng(c + sum(output_size))
+    logits = _smooth_logits(rng, c, *small)
+    up = torch.nn.functional.interpolate(torch.from_numpy(logits)[None], scale_factor=4, mode="bilinear",
+                                         align_corners=False)[0]
+    ref = d2_sem_seg_postprocess(up, input_size, *output_size).argmax(0).numpy()
+    got = sem_seg_postprocess(logits, input_size, output_size, stride=4)
+    assert got.dtype == np.int64 and got.shape == ref.shape == output_size
+    assert float((got == ref).mean()) >= 0.9999
+    # the same as upsampling first and resizing then
+    np.testing.assert_array_equal(got, sem_seg_postprocess(up.numpy(), input_size, output_size))
+
+
 def test_bilinear_matrix_is_torch_bilinear():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(1, 1, 37, 53)).astype(np.float32)
@@ -226,7 +251,7 @@ def _raw_outputs(rng, n, input_size, c):
     scores = np.sort(rng.uniform(0.05, 1, n)).astype(np.float32)[::-1].copy()
     return {"boxes": boxes, "scores": scores, "classes": rng.integers(0, 3, n),
             "masks": rng.uniform(0, 1, (n, 1, 28, 28)).astype(np.float32) ** 3 * 1.6,
-            "sem_seg": rng.normal(0, 1, (c, hp, wp)).astype(np.float32),
+            "sem_seg": rng.normal(0, 1, (c, hp // 4, wp // 4)).astype(np.float32),  # stride 4, as the IR's
             "image_size": np.array([h, w])}
 
 
@@ -240,7 +265,9 @@ def _detectron2_panoptic(raw, input_size, original_size, params):
     inst.pred_classes = torch.as_tensor(raw["classes"])
     inst.pred_masks = torch.as_tensor(raw["masks"])
     det = detector_postprocess(inst, *original_size)
-    sem = d2_sem_seg_postprocess(torch.as_tensor(raw["sem_seg"]), tuple(input_size), *original_size)
+    up = torch.nn.functional.interpolate(torch.as_tensor(raw["sem_seg"])[None], scale_factor=4, mode="bilinear",
+                                         align_corners=False)[0]  # the semantic head's last step
+    sem = d2_sem_seg_postprocess(up, tuple(input_size), *original_size)
     return d2_combine(det, sem.argmax(dim=0), params.overlap_threshold, params.stuff_area_threshold,
                       params.score_threshold)
 
@@ -252,7 +279,8 @@ def test_predictor_postprocess_is_detectron2s_panoptic_inference(seed, input_siz
 
     rng = np.random.default_rng(seed)
     raw = _raw_outputs(rng, 25, input_size, 5)
-    params = PanopticParams(("things", "a", "b", "c", "d"), 0.5, 300, 0.5)
+    params = PanopticParams(("things", "a", "b", "c", "d"), stride=4, overlap_threshold=0.5,
+                            stuff_area_threshold=300, score_threshold=0.5)
     meta = {"original_size": original_size, "input_size": input_size}
     det = postprocess(raw, meta, ["circle", "square", "triangle"], threshold=0.8, panoptic=params)
     d2_map, d2_info = _detectron2_panoptic(raw, input_size, original_size, params)
@@ -278,7 +306,7 @@ def test_panoptic_detections_json_and_checks():
     rng = np.random.default_rng(7)
     raw = _raw_outputs(rng, 12, (96, 128), 4)
     det = postprocess(raw, {"original_size": (96, 128), "input_size": (96, 128)}, ["circle", "square", "triangle"],
-                      threshold=0.5, panoptic=PanopticParams(("things", "a", "b", "c"), 0.5, 100, 0.5))
+                      threshold=0.5, panoptic=PanopticParams(("things", "a", "b", "c"), stuff_area_threshold=100))
     doc = det.to_dict()["panoptic"]["segments"]
     assert [s["id"] for s in doc] == list(range(1, len(det.segments) + 1))
     for s in doc:
