@@ -58,7 +58,7 @@ def run(args) -> int:
     for img in args.images:
         rgb = load_image(img)
         c = match(ref.predict(rgb, threshold=0.05), ov.predict(rgb, threshold=0.05), tol)
-        ok = c.ok(tol)
+        ok = bool(c.ok(tol))
         failures += not ok
         rows.append({"image": str(img), "ok": ok, **c.to_dict()})
         miou = "" if c.min_mask_iou is None else f", min mask IoU {c.min_mask_iou:.4f}"

@@ -87,8 +87,8 @@ class Comparison:
     def segments_ok(self, tol: Tolerance) -> bool:
         if self.min_segment_iou is None:
             return True
-        return (self.segments_matched == self.segments_reference == self.segments_candidate
-                and self.min_segment_iou >= tol.segment_iou)
+        return bool(self.segments_matched == self.segments_reference == self.segments_candidate
+                    and self.min_segment_iou >= tol.segment_iou)
 
     def masks_ok(self, tol: Tolerance) -> bool:
         if self.min_mask_iou is None:
@@ -175,11 +175,11 @@ def compare_panoptic(ref: Detections, cand: Detections) -> dict[str, Any]:
             if (sa["isthing"], sa["category_id"]) != (sb["isthing"], sb["category_id"]):
                 continue
             inter = int(joint[sa["id"], sb["id"]])
-            iou = inter / (area_a[sa["id"]] + area_b[sb["id"]] - inter) if inter else 0.0
+            iou = inter / int(area_a[sa["id"]] + area_b[sb["id"]] - inter) if inter else 0.0
             if iou > 0.5:
                 ious.append(iou)
                 agree += inter
     return {"segments_reference": na, "segments_candidate": nb, "segments_matched": len(ious),
             "min_segment_iou": min(ious, default=1.0 if na == nb == 0 else 0.0),
             "mean_segment_iou": float(np.mean(ious)) if ious else (1.0 if na == nb == 0 else 0.0),
-            "pixel_agreement": agree / max(a.size, 1)}
+            "pixel_agreement": float(agree / max(a.size, 1))}
