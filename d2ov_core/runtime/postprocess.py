@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from ..errors import IRError
 from .detections import Detections
 from .keypoints import heatmaps_to_keypoints
 from .panoptic import combine_semantic_and_instance_outputs, describe_segments, sem_seg_postprocess
@@ -37,6 +38,7 @@ class PanopticParams(NamedTuple):
 
     stuff_classes: Sequence[str]
     stride: int = 4
+    size_divisibility: int = 32
     overlap_threshold: float = 0.5
     stuff_area_threshold: int = 4096
     score_threshold: float = 0.5
@@ -45,7 +47,8 @@ class PanopticParams(NamedTuple):
     def from_metadata(cls, meta) -> "PanopticParams | None":
         if meta["task"] != "panoptic_segmentation":
             return None
-        return cls(tuple(meta["stuff_classes"]), int(meta["sem_seg_stride"]), float(meta["panoptic_overlap_threshold"]),
+        return cls(tuple(meta["stuff_classes"]), int(meta["sem_seg_stride"]), int(meta["size_divisibility"]),
+                   float(meta["panoptic_overlap_threshold"]),
                    int(meta["panoptic_stuff_area_threshold"]), float(meta["panoptic_score_threshold"]))
 
 
@@ -96,8 +99,14 @@ def postprocess(
     if merged is not None:
         if masks is None:
             raise ValueError("postprocess: a panoptic model's outputs need masks")
-        semantic = sem_seg_postprocess(np.asarray(raw["sem_seg"], np.float32).reshape(raw["sem_seg"].shape[-3:]),
-                                       (h, w), (H, W), stride=panoptic.stride)
+        logits = np.asarray(raw["sem_seg"], np.float32)
+        logits = logits.reshape(logits.shape[-3:])
+        covered = np.array(logits.shape[1:]) * panoptic.stride - np.array([h, w])
+        if np.any(covered < 0) or np.any(covered >= max(panoptic.size_divisibility, panoptic.stride)):
+            raise IRError(f"the IR's sem_seg output {tuple(logits.shape)} at stride {panoptic.stride} does not cover "
+                          f"the {h}x{w} input padded to {panoptic.size_divisibility}: its metadata does not describe "
+                          "its graph (convert it again)")
+        semantic = sem_seg_postprocess(logits, (h, w), (H, W), stride=panoptic.stride)
         use = np.isin(pasted, np.flatnonzero(merged))
         panoptic_seg, info = combine_semantic_and_instance_outputs(
             all_scores[pasted][use], all_classes[pasted][use], pasted_masks[use], semantic,

@@ -58,8 +58,9 @@ SETTINGS: dict[str, Setting] = {
         _S("keypoint_oks_sigmas", list, [], "keypoint models: per-keypoint OKS sigmas keypoint AP is computed with"),
         _S("stuff_classes", list, [], "panoptic models: the semantic head's classes in label order; label 0 "
            "stands for all thing classes, 1.. are stuff"),
-        _S("sem_seg_stride", int, 4, "panoptic models: the sem_seg output's stride: the semantic head's "
-           "upsampling (SEM_SEG_HEAD.COMMON_STRIDE) that the runtime does"),
+        _S("sem_seg_stride", int, 1, "panoptic models: the sem_seg output's stride: the semantic head's "
+           "upsampling (SEM_SEG_HEAD.COMMON_STRIDE, 4) that the runtime does; 1 for IRs whose graph "
+           "upsampled itself"),
         _S("panoptic_overlap_threshold", float, 0.5, "panoptic merge: an instance is skipped when more than this "
            "share of its mask is already taken (MODEL.PANOPTIC_FPN.COMBINE.OVERLAP_THRESH)", minimum=0.0, maximum=1.0),
         _S("panoptic_stuff_area_threshold", int, 4096, "panoptic merge: stuff segments with fewer pixels are "

@@ -346,3 +346,24 @@ def test_verify_compares_panoptic_maps_segment_by_segment():
     assert c["min_segment_iou"] == pytest.approx(49 / 50) and c["mean_segment_iou"] == pytest.approx((50 / 51 + 49 / 50) / 2)
     other = compare_panoptic(pan(a, segs), pan(b, [("sky", 1, False), ("grass", 3, False)]))  # another class
     assert other["segments_matched"] == 1 and other["pixel_agreement"] == pytest.approx(0.50)
+
+
+def test_sem_seg_stride_must_describe_the_graph():
+    """An IR converted before the graph returned stride-4 logits has none in its metadata (stride 1:
+    full-size logits, read as such); logits that do not fit the declared stride are refused."""
+    from d2ov_core.errors import IRError
+    from d2ov_core.runtime import settings as S
+    from d2ov_core.runtime.postprocess import PanopticParams, postprocess
+
+    assert S.SETTINGS["sem_seg_stride"].default == 1
+    rng = np.random.default_rng(3)
+    raw = _raw_outputs(rng, 10, (96, 128), 5)
+    meta = {"original_size": (96, 128), "input_size": (96, 128)}
+    params = PanopticParams(("things", "a", "b", "c", "d"), stuff_area_threshold=100)
+    at4 = postprocess(raw, meta, ["circle", "square", "triangle"], panoptic=params)
+    up = torch.nn.functional.interpolate(torch.as_tensor(raw["sem_seg"])[None], scale_factor=4, mode="bilinear",
+                                         align_corners=False)[0].numpy()
+    full = postprocess(dict(raw, sem_seg=up), meta, ["circle", "square", "triangle"], panoptic=params._replace(stride=1))
+    assert np.array_equal(at4.panoptic_seg, full.panoptic_seg)
+    with pytest.raises(IRError, match=r"sem_seg output \(5, 96, 128\) at stride 4 does not cover the 96x128 input"):
+        postprocess(dict(raw, sem_seg=up), meta, ["circle", "square", "triangle"], panoptic=params)
