@@ -45,5 +45,5 @@ fi
 if [[ $which == all || $which == panoptic ]]; then
   m=COCO-PanopticSegmentation/panoptic_fpn_R_50_3x
   $PY -m d2ov_core bench "$m" --weights random --images "$photos/grace_hopper.jpg" "$photos/china.jpg" \
-    --runs "$RUNS" --calibration "$calib" --out "docs/bench/${m#*/}"
+    --runs "$RUNS" --calibration "$calib" --variants detectron2 ov-fp32 ov-bf16 ov-int8 --out "docs/bench/${m#*/}"
 fi
