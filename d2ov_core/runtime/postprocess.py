@@ -101,11 +101,12 @@ def postprocess(
             raise ValueError("postprocess: a panoptic model's outputs need masks")
         logits = np.asarray(raw["sem_seg"], np.float32)
         logits = logits.reshape(logits.shape[-3:])
-        covered = np.array(logits.shape[1:]) * panoptic.stride - np.array([h, w])
-        if np.any(covered < 0) or np.any(covered >= max(panoptic.size_divisibility, panoptic.stride)):
+        div = panoptic.size_divisibility
+        padded = tuple(-(-int(n) // div) * div for n in meta.get("padded_size", (h, w)))  # what the graph pads to
+        if tuple(int(n) * panoptic.stride for n in logits.shape[1:]) != padded:
             raise IRError(f"the IR's sem_seg output {tuple(logits.shape)} at stride {panoptic.stride} does not cover "
-                          f"the {h}x{w} input padded to {panoptic.size_divisibility}: its metadata does not describe "
-                          "its graph (convert it again)")
+                          f"the {h}x{w} input padded to {padded[0]}x{padded[1]}: its metadata does not describe its "
+                          "graph (convert it again)")
         semantic = sem_seg_postprocess(logits, (h, w), (H, W), stride=panoptic.stride)
         use = np.isin(pasted, np.flatnonzero(merged))
         panoptic_seg, info = combine_semantic_and_instance_outputs(

@@ -58,7 +58,7 @@ def preprocess(image_rgb: np.ndarray, meta: dict[str, Any],
 
     ``meta`` needs ``min_size``, ``max_size`` and ``input_format`` (the IR's metadata), and
     ``pixel_mean`` when ``static_size`` is given; the returned array is then ``(3, *static_size)``
-    and ``input_size`` is the unpadded part.
+    and ``input_size`` is the unpadded part (``padded_size``: the array's own height and width).
     """
     h, w = image_rgb.shape[:2]
     if static_size is None:
@@ -74,4 +74,4 @@ def preprocess(image_rgb: np.ndarray, meta: dict[str, Any],
         chw = np.empty((3, *static_size), dtype=np.float32)
         chw[:] = np.asarray(meta["pixel_mean"], dtype=np.float32)[:, None, None]
         chw[:, :newh, :neww] = img.transpose(2, 0, 1)
-    return chw, {"original_size": (h, w), "input_size": (newh, neww)}
+    return chw, {"original_size": (h, w), "input_size": (newh, neww), "padded_size": tuple(chw.shape[1:])}

@@ -365,5 +365,5 @@ def test_sem_seg_stride_must_describe_the_graph():
                                          align_corners=False)[0].numpy()
     full = postprocess(dict(raw, sem_seg=up), meta, ["circle", "square", "triangle"], panoptic=params._replace(stride=1))
     assert np.array_equal(at4.panoptic_seg, full.panoptic_seg)
-    with pytest.raises(IRError, match=r"sem_seg output \(5, 96, 128\) at stride 4 does not cover the 96x128 input"):
+    with pytest.raises(IRError, match=r"sem_seg output \(5, 96, 128\) at stride 4 does not cover the 96x128 input padded to 96x128"):
         postprocess(dict(raw, sem_seg=up), meta, ["circle", "square", "triangle"], panoptic=params)

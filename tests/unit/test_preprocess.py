@@ -32,7 +32,7 @@ def test_preprocess_pixels_equal_detectron2(h, w, fmt):
     ref = ref.astype("float32").transpose(2, 0, 1)
     assert chw.dtype == np.float32 and chw.shape == ref.shape
     np.testing.assert_array_equal(chw, ref)
-    assert meta == {"original_size": (h, w), "input_size": ref.shape[1:]}
+    assert meta == {"original_size": (h, w), "input_size": ref.shape[1:], "padded_size": ref.shape[1:]}
 
 
 @pytest.mark.parametrize("h,w", [(480, 640), (640, 480), (97, 1500), (1, 1), (4000, 4)])
