@@ -38,6 +38,7 @@ __all__ = [
     "load_ir",
     "CompiledIR",
     "read_metadata",
+    "exec_precision",
     "bf16_available",
     "COMPUTE",
 ]
@@ -258,6 +259,21 @@ def load_ir(xml: str | os.PathLike, device: str = "CPU", hint: str = "LATENCY", 
             static_shape: tuple[int, int] | None = None, profile: bool = False, compute: str = "f32") -> CompiledIR:
     return CompiledIR(Path(xml), device=device, hint=hint, threads=threads, static_shape=static_shape, profile=profile,
                       compute=compute)
+
+
+def exec_precision(exec_type: str) -> str:
+    """The precision an executed CPU op ran in, from OpenVINO's per-op ``exec_type``, normalised to
+    lower case (``"i8"``, ``"f32"``, ``"bf16"``, ``"f16"``, ...); ``""`` when the name carries none.
+
+    The CPU plugin names a kernel ``<implementation>_<precision of its first input>``: the
+    implementation says the ISA (``jit_avx2``, ``jit_avx512``, ``brgconv_avx512`` on AVX-512/VNNI,
+    ``brgconv_avx512_amx`` on Intel AMX, ``gemm_...``, ``ref_any``), and the suffix is ``I8`` for an
+    unsigned 8-bit input (its placeholder for "runs in INT8") but the element type's own name
+    otherwise (``i8`` for a signed 8-bit input, as AMX kernels often take; ``f32``; ``bf16``; older
+    releases spell it ``FP32``/``BF16``). So ``brgconv_avx512_I8``, ``jit_avx2_I8`` and
+    ``brgconv_avx512_amx_i8`` all ran in INT8."""
+    tail = exec_type.rsplit("_", 1)[-1].lower() if "_" in exec_type else ""
+    return {"u8": "i8", "fp32": "f32", "fp16": "f16", "i8": "i8"}.get(tail, tail)
 
 
 def bf16_available() -> bool:

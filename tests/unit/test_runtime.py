@@ -48,3 +48,18 @@ def test_files_that_are_not_d2ov_irs(tmp_path):
 
 def test_cpu_is_available():
     assert "CPU" in ir.available_devices()
+
+
+@pytest.mark.parametrize("exec_type, expected", [
+    # AMD Zen 4 / Intel without AMX (AVX-512 + VNNI): unsigned 8-bit input, OpenVINO's "I8" placeholder
+    ("brgconv_avx512_I8", "i8"), ("jit_avx512_1x1_I8", "i8"), ("brgconv_avx512_1x1_I8", "i8"),
+    # Intel AMX: a signed 8-bit input is named by its element type, lower case
+    ("brgconv_avx512_amx_i8", "i8"), ("brgconv_avx512_amx_1x1_I8", "i8"), ("brgemm_avx512_amx_i8", "i8"),
+    # AVX2 only
+    ("jit_avx2_I8", "i8"), ("jit_avx2_1x1_I8", "i8"), ("brgconv_avx2_I8", "i8"),
+    # not INT8
+    ("brgconv_avx512_f32", "f32"), ("jit_avx512_FP32", "f32"), ("brgconv_avx512_amx_bf16", "bf16"),
+    ("jit_avx2_f16", "f16"), ("ref_any_f32", "f32"), ("undef", ""), ("unknown", ""),
+])
+def test_exec_precision_reads_every_cpu_kinds_kernel_names(exec_type, expected):
+    assert ir.exec_precision(exec_type) == expected
