@@ -52,6 +52,16 @@ def _remote_predictor(args, items: list[str]):
     return Predictor(server=args.server, model=args.remote_model, timeout=args.timeout), images
 
 
+def _check_pytorch_options(args) -> None:
+    """Options that only the OpenVINO backend has: one line instead of silently running something else."""
+    ov_only = [f for f, v in (("--precision", args.precision), ("--static-shape", args.static_shape),
+                              (f"--device {args.device}", args.device.upper() != "CPU"),
+                              (f"--hint {args.hint}", args.hint != "LATENCY")) if v]
+    if ov_only:
+        raise InputError(f"{', '.join(ov_only)}: not with --backend pytorch (Detectron2 eager runs FP32 on the CPU, "
+                         "one image at a time)")
+
+
 def run(args) -> int:
     items = list(args.inputs)
     if args.server:
@@ -66,6 +76,8 @@ def run(args) -> int:
         if not images:
             raise InputError("no image given: d2ov predict [MODEL_OR_IR] IMAGE_OR_FOLDER...")
         images = expand_images(images)  # fail fast on a bad path before loading a model
+        if args.backend == "pytorch":
+            _check_pytorch_options(args)
         predictor = make_predictor(model, backend=args.backend, weights=args.weights, classes=args.classes,
                                    device=args.device, precision=args.precision, hint=args.hint,
                                    static_shape=args.static_shape)

@@ -48,6 +48,15 @@ class ReferencePredictor:
         return self.spec.name
 
     def predict(self, image: Any, threshold: float | None = None, mask_threshold: float | None = None) -> Detections:
+        """Detect objects in ``image`` (path, bytes, PIL image or RGB uint8 array), as
+        :meth:`d2ov_core.runtime.predictor.Predictor.predict` does. ``mask_threshold`` is accepted for
+        the same signature; Detectron2 pastes masks at its own 0.5."""
+        return self.predict_image(image, threshold, mask_threshold)[1]
+
+    def predict_image(self, image: Any, threshold: float | None = None, mask_threshold: float | None = None
+                      ) -> tuple[np.ndarray, Detections]:
+        """:meth:`predict`, also returning the decoded RGB image (what renderers draw on): the same
+        contract as the OpenVINO predictor's ``predict_image``, so commands take either."""
         import torch
 
         thr = S.check_value("confidence_threshold", S.SETTINGS["confidence_threshold"].default if threshold is None else threshold)
@@ -89,9 +98,26 @@ class ReferencePredictor:
         # the model's forward includes postprocessing; "inference" here is the whole eager forward
         det.timings = {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "inference": (t3 - t2) * 1e3,
                        "postprocess": (t4 - t3) * 1e3, "total": (t4 - t1) * 1e3}
-        return det
+        return rgb, det
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.spec.name, "task": self.task, "classes": self.labels,
-                "random_weights": self.weights_info["random"], "weights_sha256": self.weights_info["sha256"],
-                "graph_score_threshold": self.metadata["graph_score_threshold"]}
+        """The model block of ``d2ov predict --json``: the OpenVINO predictor's keys, with no IR
+        (``ir``, ``ir_precision`` and ``static_shape`` are null) and FP32 eager compute."""
+        m = self.metadata
+        return {
+            "name": self.spec.name,
+            "task": self.task,
+            "ir": None,
+            "precision": "FP32",
+            "ir_precision": None,
+            "compute": "f32",
+            "classes": self.labels,
+            **({"keypoint_names": list(m["keypoint_names"]), "keypoint_skeleton": m["keypoint_skeleton"]}
+               if self.task == "keypoints" else {}),
+            **({"stuff_classes": list(m["stuff_classes"]), "panoptic_score_threshold": m["panoptic_score_threshold"]}
+               if self.task == "panoptic_segmentation" else {}),
+            "random_weights": self.weights_info["random"],
+            "weights_sha256": self.weights_info["sha256"],
+            "graph_score_threshold": m["graph_score_threshold"],
+            "static_shape": None,
+        }

@@ -119,6 +119,42 @@ class Detections:
             masks=np.zeros((0, h, w), bool) if with_masks else None,
         )
 
+    @classmethod
+    def from_dict(cls, result: dict[str, Any]) -> "Detections":
+        """The inverse of :meth:`to_dict`: one ``results[i]`` of ``d2ov predict --json`` back as
+        Detections (values as written: boxes to 1e-3 px, scores to 1e-6; masks and panoptic maps
+        decoded from their RLE; no timings). Raises ``ValueError`` on a result that is not one."""
+        try:
+            h, w = int(result["height"]), int(result["width"])
+            instances = list(result["instances"])
+            has_masks = bool(instances) and all("mask" in i for i in instances)
+            names = tuple(result.get("keypoint_names", ()))
+            panoptic = result.get("panoptic")
+            seg_map = None
+            if panoptic is not None:
+                seg_map = np.zeros((h, w), np.int32)
+                for seg in panoptic["segments"]:
+                    seg_map[rle_decode(seg["mask"])] = int(seg["id"])
+            return cls(
+                boxes=np.array([i["box"] for i in instances], np.float32).reshape(-1, 4),
+                scores=np.array([i["score"] for i in instances], np.float32),
+                class_ids=np.array([i["class_id"] for i in instances], np.int64),
+                labels=np.array([i["label"] for i in instances], dtype=str),
+                image_size=(h, w),
+                masks=np.stack([rle_decode(i["mask"]) for i in instances]) if has_masks else None,
+                keypoints=np.array([i["keypoints"] for i in instances], np.float32).reshape(-1, len(names), 3)
+                if "keypoint_names" in result else None,
+                keypoint_names=names,
+                keypoint_skeleton=tuple(tuple(p) for p in result.get("keypoint_skeleton", ())),
+                panoptic_seg=seg_map,
+                segments=tuple({k: v for k, v in seg.items() if k != "mask"} for seg in panoptic["segments"])
+                if panoptic is not None else (),
+            )
+        except (KeyError, TypeError, IndexError) as e:
+            raise ValueError(f"not a d2ov predict result: missing or malformed {e}") from None
+        except ValueError as e:
+            raise ValueError(f"not a d2ov predict result: {e}") from None
+
     # ------------------------------------------------------------------ container protocol
     def __len__(self) -> int:
         return len(self.scores)

@@ -70,3 +70,42 @@ def test_rle_matches_pycocotools(shape, kind):
     assert ours["counts"] == ref["counts"].decode()
     assert ours["size"] == list(ref["size"])
     np.testing.assert_array_equal(rle_decode(ours), m)
+
+
+def _panoptic_and_keypoints(n=2, h=20, w=30):
+    rng = np.random.default_rng(3)
+    seg = np.zeros((h, w), np.int32)
+    seg[:10] = 1
+    seg[12:, 5:] = 2
+    segments = [{"id": 1, "label": "round", "category_id": 0, "isthing": True, "score": 0.9, "area": int((seg == 1).sum())},
+                {"id": 2, "label": "sky", "category_id": 1, "isthing": False, "score": None, "area": int((seg == 2).sum())}]
+    return Detections(boxes=rng.uniform(0, 19, (n, 4)).cumsum(1).clip(0, 19), scores=[0.875, 0.25], class_ids=[0, 1],
+                      labels=["a", "b"], image_size=(h, w), keypoints=rng.uniform(0, 19, (n, 2, 3)),
+                      keypoint_names=("head", "foot"), keypoint_skeleton=(("head", "foot"),), panoptic_seg=seg,
+                      segments=segments)
+
+
+@pytest.mark.parametrize("det", [make(), make(masks=False), make(n=0), make(n=0, masks=False),
+                                 _panoptic_and_keypoints()], ids=["masks", "boxes", "empty-masks", "empty", "panoptic-kp"])
+def test_from_dict_reads_back_what_to_dict_wrote(det):
+    back = Detections.from_dict(json.loads(json.dumps(det.to_dict())))
+    assert back.image_size == det.image_size and len(back) == len(det)
+    assert np.allclose(back.boxes, det.boxes, atol=1e-3) and np.allclose(back.scores, det.scores, atol=1e-6)
+    assert back.class_ids.tolist() == det.class_ids.tolist() and back.labels.tolist() == det.labels.tolist()
+    if det.masks is not None and len(det):
+        assert np.array_equal(back.masks, det.masks)
+    else:
+        assert back.masks is None
+    if det.keypoints is not None:
+        assert np.allclose(back.keypoints, det.keypoints, atol=1e-3)
+        assert back.keypoint_names == det.keypoint_names and back.keypoint_skeleton == det.keypoint_skeleton
+    if det.panoptic_seg is not None:
+        assert np.array_equal(back.panoptic_seg, det.panoptic_seg) and back.segments == det.segments
+
+
+def test_from_dict_refuses_what_is_not_a_result():
+    with pytest.raises(ValueError, match="not a d2ov predict result"):
+        Detections.from_dict({"height": 2, "width": 2})
+    with pytest.raises(ValueError, match="not a d2ov predict result: cannot reshape"):
+        Detections.from_dict({"height": 2, "width": 2, "instances": [{"box": [1, 2, 3], "score": 1, "class_id": 0,
+                                                                      "label": "a"}]})
