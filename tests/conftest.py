@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +15,39 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "d2ov_core" / "data" / "samples"
 
 
+#: the Detectron2 sdist `tools/setup.sh` downloaded (d2ov space puts it in Spaces): seeded into the
+#: session's cache so no test downloads it
+_SETUP_CACHE = Path(os.environ.get("D2OV_CACHE") or Path.home() / ".cache" / "d2ov")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Each test session gets its own d2ov cache (no cross-talk with a user's ~/.cache/d2ov)."""
+    """Each test session gets its own d2ov cache (no cross-talk with a user's ~/.cache/d2ov), and is
+    hermetic: ``D2OV_OFFLINE=1`` (inherited by every subprocess) makes any download that is not a
+    test's own fail at once, whether or not this machine reaches the Model Zoo; tests that serve a
+    download from 127.0.0.1 lift it for themselves."""
+    from d2ov_core.store import detectron2_source, weights
+
     if "D2OV_TEST_CACHE" in os.environ:
         os.environ["D2OV_CACHE"] = os.environ["D2OV_TEST_CACHE"]
     else:
         os.environ["D2OV_CACHE"] = str(tmp_path_factory.mktemp("d2ov_cache"))
+    os.environ["D2OV_OFFLINE"] = "1"
+    os.environ.pop("D2OV_ZOO_URL", None)
+    sdist = weights._cache_path(detectron2_source.SDIST_URL)
+    seeded = _SETUP_CACHE / sdist.relative_to(weights.cache_dir())
+    if seeded.is_file() and Path(str(seeded) + ".sha256").is_file() and not sdist.is_file():
+        sdist.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(seeded, sdist)
+        shutil.copy(str(seeded) + ".sha256", str(sdist) + ".sha256")
     yield
+
+
+@pytest.fixture
+def local_downloads(monkeypatch):
+    """For a test whose downloads come from its own server on 127.0.0.1: lifts ``D2OV_OFFLINE``
+    (in this process and the subprocesses it starts)."""
+    monkeypatch.delenv("D2OV_OFFLINE", raising=False)
 
 
 def real_photo() -> Path:

@@ -12,6 +12,13 @@ to a temporary name and renamed only when complete (never a partial file under t
 are checked against Content-Length (truncation) and, for Model Zoo files, against the md5 prefix in
 their name; the sha256 is recorded beside the file (``<file>.sha256``).
 
+Two environment variables make downloads hermetic (the test suite sets them):
+  * ``D2OV_ZOO_URL``: a mirror of the Detectron2 Model Zoo (``https://dl.fbaipublicfiles.com/detectron2/``):
+    catalog weights are fetched from ``$D2OV_ZOO_URL/<model id>/<file>`` instead (same files, same md5
+    check; cached under the Model Zoo URL, so a mirrored download is the catalog's file);
+  * ``D2OV_OFFLINE=1`` (or huggingface_hub's ``HF_HUB_OFFLINE=1``): no download is attempted; a file
+    not already in the cache fails at once with one line.
+
 A cached download is reused only while it still matches the sha256 recorded beside it (otherwise
 it is downloaded again, with a warning); ``.part-<pid>`` files of killed downloads are removed by the
 next download of the same file (see :mod:`d2ov_core.cache`).
@@ -39,12 +46,33 @@ from ..errors import DownloadError, ModelNotFoundError
 from . import cache
 from .cache import cache_dir, sha256_file
 
-__all__ = ["cache_dir", "resolve", "download", "sha256_file", "may_unpickle", "RANDOM"]
+__all__ = ["cache_dir", "resolve", "download", "sha256_file", "may_unpickle", "offline", "source_url", "RANDOM"]
 
 RANDOM = "random"
 _CHUNK = 1 << 20
 #: how a long step reports progress: a progress bar (True), a callable taking one-line messages, or nothing
 Progress = Union[bool, Callable[[str], None]]
+
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def offline() -> bool:
+    """Whether downloads are switched off (``D2OV_OFFLINE`` or ``HF_HUB_OFFLINE`` set to 1/true/yes/on)."""
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("D2OV_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def source_url(url: str) -> str:
+    """Where ``url`` is fetched from: under ``D2OV_ZOO_URL`` for a Model Zoo URL when that is set,
+    else ``url`` itself."""
+    from .catalog import MODEL_ZOO_URL
+
+    mirror = os.environ.get("D2OV_ZOO_URL", "").strip()
+    if mirror and url.startswith(MODEL_ZOO_URL):
+        if not is_url(mirror):
+            raise DownloadError(f"D2OV_ZOO_URL: expected an http(s):// URL of a Model Zoo mirror, got {mirror!r}")
+        return mirror.rstrip("/") + "/" + url[len(MODEL_ZOO_URL):]
+    return url
 
 
 def is_url(spec: str) -> bool:
@@ -95,15 +123,21 @@ def download(url: str, dest: Path | None = None, progress: Progress = True, expe
              timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` (default: the cache) atomically; reuse a complete earlier copy.
 
-    Raises :class:`DownloadError` on a network failure, a truncated body or a checksum mismatch; in
-    every case nothing is left under the final name.
+    ``url`` names the file (and its cache path); it is fetched from :func:`source_url` (a Model Zoo
+    mirror when ``D2OV_ZOO_URL`` is set). Raises :class:`DownloadError` on a network failure, a
+    truncated body or a checksum mismatch, and at once when :func:`offline`; in every case nothing is
+    left under the final name.
     """
     dest = Path(dest) if dest else _cache_path(url)
+    source = source_url(url)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with cache.writing(dest):  # removes .part files of killed downloads; ours is safe while we live
         if _reusable(dest, expected_sha256):
             return dest
-        return _fetch(url, dest, progress, expected_sha256, timeout)
+        if offline():
+            var = "D2OV_OFFLINE" if os.environ.get("D2OV_OFFLINE", "").strip().lower() in _TRUE else "HF_HUB_OFFLINE"
+            raise DownloadError(f"cannot download {source}: offline ({var} is set) and not in the cache")
+        return _fetch(source, dest, progress, expected_sha256, timeout)
 
 
 def _reusable(dest: Path, expected_sha256: str | None) -> bool:

@@ -94,7 +94,7 @@ def slow_server():
     srv.shutdown()
 
 
-def test_kill_during_download_then_rerun_completes(slow_server, tmp_path):
+def test_kill_during_download_then_rerun_completes(slow_server, tmp_path, local_downloads):
     srv, url = slow_server
     env = {"D2OV_CACHE": str(tmp_path / "cache")}
     cfg = helpers.sparse_spec().config
@@ -124,7 +124,8 @@ def test_kill_during_download_then_rerun_completes(slow_server, tmp_path):
     assert runtime.read_metadata(xml)["weights_sha256"] == digest
 
 
-def test_cached_weights_that_no_longer_match_are_fetched_again(slow_server, tmp_path, monkeypatch, caplog):
+def test_cached_weights_that_no_longer_match_are_fetched_again(slow_server, tmp_path, monkeypatch, caplog,
+                                                              local_downloads):
     srv, url = slow_server
     SlowServer.delay = 0.0
     monkeypatch.setenv("D2OV_CACHE", str(tmp_path))

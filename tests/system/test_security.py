@@ -59,7 +59,7 @@ def server():
     srv.shutdown()
 
 
-def test_a_pkl_from_a_url_outside_the_catalog_is_never_unpickled(server, tmp_path, monkeypatch):
+def test_a_pkl_from_a_url_outside_the_catalog_is_never_unpickled(server, tmp_path, monkeypatch, local_downloads):
     from d2ov_core.export import model as d2model
 
     monkeypatch.setenv("D2OV_CACHE", str(tmp_path / "cache"))

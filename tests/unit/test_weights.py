@@ -14,6 +14,7 @@ from d2ov_core.export.checkpoint import load_into
 from d2ov_core.errors import ConversionError, DownloadError, ModelNotFoundError
 
 PAYLOAD = os.urandom(3 * (1 << 20) + 123)
+pytestmark = pytest.mark.usefixtures("local_downloads")  # downloads from the server below
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
