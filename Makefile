@@ -18,7 +18,7 @@ demo: setup       ## the CLI on the bundled samples with the bundled demo model
 
 test:             ## the full suite, browser test included (what CI runs)
 	@D2OV_BROWSER=1 D2OV_SERVE=1 bash tools/setup.sh
-	$(PY) -m pytest -q --timeout=1500 -p no:cacheprovider
+	$(PY) -m pytest -q --timeout=600 --durations=25 -rs -p no:cacheprovider
 
 test-fast: setup  ## unit tests only (numpy, the torch boundary, settings, service): under a minute
 	$(PY) -m pytest -q tests/unit -p no:cacheprovider
