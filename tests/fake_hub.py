@@ -13,6 +13,8 @@ the Hub's HTTP API for what ``huggingface_hub`` (2.4.0) sends in ``HfApi.create_
   * ``PUT  /_lfs/{oid}``: the object's bytes (checked against its sha256 and size before stored);
   * ``POST /{prefix}{repo_id}.git/info/lfs/objects/verify``;
   * ``POST /api/{type}s/{repo_id}/branch/{branch}``: create a branch;
+  * ``POST /api/spaces/{repo_id}/variables``: a Space variable (``HfApi.add_space_variable``), kept in
+    the repository's ``variables`` (``{key: {"value", "description"}}``), all of them answered back;
   * ``POST /api/{type}s/{repo_id}/commit/{rev}``: the ndjson commit: regular files (base64; binary
     content refused, as the Hub refuses it) and LFS pointers (the object must have been uploaded, with
     that size). A revision that is not a branch answers 404 ``RevisionNotFound``, as the Hub does.
@@ -149,6 +151,9 @@ class FakeHub(LocalServer):
                     doc = json.loads(body)
                     hub.validated.append(doc)
                     return self._send(200, {"errors": [], "warnings": []})
+                m = re.fullmatch(r"/api/spaces/([^/]+/[^/]+)/variables", path)
+                if m and self.command == "POST":
+                    return self._add_variable(m.group(1), json.loads(body))
                 m = re.fullmatch(r"/api/(models|datasets|spaces)/([^/]+/[^/]+)(?:/revision/(.+))?", path)
                 if m and self.command == "GET":
                     return self._repo_info(TYPE_OF_PLURAL[m.group(1)], m.group(2), m.group(3) or "main")
@@ -192,6 +197,18 @@ class FakeHub(LocalServer):
                 sha = [c for c in repo["commits"] if c["branch"] == rev][-1]["oid"]
                 self._send(200, {"id": repo_id, "sha": sha, "private": repo["created"].get("visibility") == "private",
                                  "siblings": [{"rfilename": p} for p in sorted(repo["branches"][rev])]})
+
+            def _add_variable(self, repo_id: str, doc: dict):
+                repo = hub.repos.get(("space", repo_id))
+                if repo is None:
+                    return self._error(404, "Repository not found", "RepoNotFound")
+                if not isinstance(doc.get("key"), str) or not isinstance(doc.get("value"), str):
+                    return self._error(400, f"fake hub: a variable is a key and a value, got {doc}")
+                with hub.lock:
+                    variables = repo.setdefault("variables", {})
+                    variables[doc["key"]] = {"value": doc["value"], "description": doc.get("description")}
+                    answer = {k: dict(v) for k, v in variables.items()}
+                self._send(200, answer)
 
             def _create_branch(self, repo: dict, branch: str, doc: dict):
                 with hub.lock:

@@ -8,6 +8,7 @@ path needs Xet's storage service, which the stand-in does not offer)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -164,3 +165,39 @@ def test_an_unreachable_hub_is_one_error_line(command, tmp_path):
     line = _one_error_line(res)
     assert "me/d2ov-" in line and ("onnect" in line or "refused" in line), line
     assert "--weights" not in line
+
+
+# -- d2ov space --ir-repo -----------------------------------------------------------------------
+
+
+def test_space_with_ir_repo_pushes_the_irs_and_pins_the_space_to_that_commit(hub, env):
+    """The catalog model's IRs go to the model repository (``d2ov push``'s layout), not into the Space;
+    the Space's variables name that repository and the commit the push made; ``--only``: no demo IRs."""
+    res = run_cli("space", "--repo-id", "me/my-space", "--model", "demo/faster_rcnn_shapes", "--ir-repo", "me/my-irs",
+                  "--only", "--title", "Shapes", env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    irs = hub.tree("model", "me/my-irs")
+    assert {"demo__faster_rcnn_shapes/FP16/model.xml", "demo__faster_rcnn_shapes/FP16/model.bin",
+            "demo__faster_rcnn_shapes/FP16/d2ov.json"} <= set(irs)
+    bundled = ROOT / "d2ov_core" / "data" / "ir" / "demo__faster_rcnn_shapes" / "FP16" / "model.bin"
+    assert irs["demo__faster_rcnn_shapes/FP16/model.bin"] == bundled.read_bytes()
+    pushed = _d2ov_commits(hub, "model", "me/my-irs")[-1]
+    space = hub.repos[("space", "me/my-space")]
+    assert space["variables"] == {"D2OV_HUB_REPO": {"value": "me/my-irs", "description": "d2ov: the IR repository"},
+                                  "D2OV_HUB_REVISION": {"value": pushed["oid"], "description": "d2ov: its pinned commit"}}
+    tree = hub.tree("space", "me/my-space")
+    assert not [p for p in tree if p.endswith("model.bin")]  # no IR in the Space: neither the model's nor the demos'
+    doc = json.loads(tree["space.json"])
+    assert doc["env"]["D2OV_DEFAULT_MODEL"] == "demo/faster_rcnn_shapes" and doc["env"]["D2OV_TITLE"] == "Shapes"
+    assert doc["env"]["D2OV_HUB_REPO"] == "me/my-irs" and doc["env"]["D2OV_HUB_REVISION"] == pushed["oid"]
+    assert "demo/faster_rcnn_shapes" in tree["README.md"].decode()
+
+
+def test_space_ir_repo_of_a_config_only_model_is_one_error_line(hub, env):
+    cfg = ROOT / "models" / "demo" / "faster_rcnn_shapes"
+    res = run_cli("-q", "space", "--repo-id", "me/my-space", "--model", str(cfg / "config.yaml"), "--weights",
+                  str(cfg / "model_final.pth"), "--classes", "round,box,wedge", "--ir-repo", "me/my-irs", env=env,
+                  timeout=600)
+    line = _one_error_line(res)
+    assert "--ir-repo" in line and "catalog" in line, line
+    assert hub.repos == {}

@@ -42,7 +42,7 @@ def space(tmp_path_factory):
 
 def test_the_folder_holds_what_the_app_needs_and_nothing_more(space):
     top = sorted(p.name for p in space.iterdir())
-    assert top == ["README.md", "app.py", "d2ov_core", "detectron2", "requirements.txt"]
+    assert top == ["README.md", "app.py", "d2ov_core", "detectron2", "requirements.txt", "space.json"]
     front = space.joinpath("README.md").read_text().split("---")[1]
     for line in ("sdk: gradio", "app_file: app.py", 'python_version: "3.11"', "sdk_version: 6.31.0"):
         assert line in front
