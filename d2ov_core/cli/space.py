@@ -46,7 +46,8 @@ def register(sub) -> None:
     g.add_argument("--calibration", help="folder of calibration images (of the model's domain) for INT8")
     g.add_argument("--annotations", help="COCO instances JSON of a validation set: AP measured at conversion, "
                    "shown on the page (INT8: kept within 1 AP of the float model)")
-    g.add_argument("--images", help="folder of that set's images")
+    g.add_argument("--images", help="folder of that set's images (also the images each model is checked against "
+                   "Detectron2 on, the first 12; else the --examples)")
     g.add_argument("--examples", nargs="+", metavar="DIR_OR_FILE",
                    help="your example images (folders or files), shown on the page; copied at most 1600 px on the "
                         "long side")
@@ -59,6 +60,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..measure.proof import proof_text
     from ..serve.space import DEFAULT_TITLE, MAX_FILE_MB, build_space, collect_models, publish_space
     from .common import expand_images
 
@@ -90,8 +92,11 @@ def run(args) -> int:
 
         measure = AccuracyCheck(args.annotations, args.images, max_drop=1.0 if "INT8" in precisions else None,
                                 progress=not args.quiet)
+    # the proof that travels with the models: d2ov verify on the validation images, else on the examples
+    proof_images = (expand_images([args.images]) if args.images else [str(p) for p in examples])[:12]
     models = collect_models(args.model, weights=args.weights, classes=args.classes, precisions=precisions,
-                            calibration=args.calibration, measure=measure, progress=not args.quiet)
+                            calibration=args.calibration, measure=measure, progress=not args.quiet,
+                            proof_images=[Path(p) for p in proof_images])
     build = dict(title=args.title or DEFAULT_TITLE, models=models, examples=examples, only=args.only)
     if args.dry_run:
         folder = build_space(args.dry_run, progress=not args.quiet, **build)
@@ -99,6 +104,9 @@ def run(args) -> int:
         size = sum(p.stat().st_size for p in files)
         other = max(p.stat().st_size for p in files if p.name != "model.bin")
         held = f"; opens on {models[0].name}" if models else ""
+        for m in models:
+            for p, v in m.proof.items():
+                print(f"{m.name} {p}: {proof_text(v)}")
         print(f"wrote the Space folder {folder}: {len(files)} files, {size / 1e6:.1f} MB "
               f"(largest besides the IRs' model.bin {other / 1e6:.1f} MB, limit {MAX_FILE_MB} MB){held}")
         return 0

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import D2ovError, DeviceError, ImageError
 from ..runtime import settings as S
 from ..runtime.detections import Detections, predictions_document
+from ..measure.proof import proof_text
 from ..runtime.images import load_image
 from ..store import catalog
 from .service import ModelService, metadata
@@ -163,6 +164,8 @@ def model_card(service: ModelService, name: str, precision: str = AUTO, device: 
         size = sum(p.stat().st_size for p in st.xml.parent.glob("model.*")) / 1e6
         meta = metadata(st.xml)
         lines.append(f"- IR: {size:.1f} MB, {meta['precision']} weights, input {meta['min_size']}/{meta['max_size']} px")
+        if meta["verification"]:
+            lines.append(f"- {proof_text(meta['verification'])}")
     try:
         choices, _, why = precision_choices(service, name, device)
     except D2ovError:

@@ -157,6 +157,9 @@ class SpaceModel:
     irs: dict[str, Path]  # precision -> model.xml
     slug: str = ""  # local models: the folder under models/
     on_hub: bool = False  # pushed to the IR repository instead of copied into the Space
+    #: precision -> d2ov verify's record on the examples (:mod:`d2ov_core.measure.proof`), written into the
+    #: IR the Space gets
+    proof: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     @property
     def bundled(self) -> bool:
@@ -182,11 +185,14 @@ def _ir_folder_irs(path: Path) -> dict[str, Path]:
 
 def collect_models(models: list[str], *, weights: list[str] | None = None, classes: list[str] | None = None,
                    precisions: tuple[str, ...] = ("FP16",), calibration: str | None = None,
-                   measure=None, progress: Progress = True) -> list[SpaceModel]:
+                   measure=None, progress: Progress = True, proof_images: list[Path] | None = None
+                   ) -> list[SpaceModel]:
     """Each ``--model`` as IRs on this machine: a catalog name (its bundled or cached IR, else a
     conversion; ``INT8`` needs ``calibration``), a Detectron2 config (+ weights and classes: converted,
     cached by the weights' sha256) or a d2ov IR folder (used as it is). The i-th ``weights``/``classes``
-    go with the i-th model."""
+    go with the i-th model. With ``proof_images``, each converted model's IRs are checked against
+    Detectron2 on them (``d2ov verify``, :func:`d2ov_core.measure.proof.check`); an IR folder, whose float
+    model is not known here, is not."""
     from ..export.convert import convert, ensure_ir
     from ..store import catalog, lookup
 
@@ -217,17 +223,34 @@ def collect_models(models: list[str], *, weights: list[str] | None = None, class
                 irs[p] = convert(spec, weights=w, fp16=p == "FP16", measure=measure, progress=progress)
             else:
                 irs[p] = ensure_ir(spec.name, precision=p, progress=progress)
+        checked = _prove(spec, w, irs, proof_images or [], progress)
         if spec.source != "custom" and all(lookup.problem(x, spec.name, p) is None for p, x in irs.items()):
-            out.append(SpaceModel(spec.name, irs))
+            out.append(SpaceModel(spec.name, irs, proof=checked))
         else:  # a config, or a catalog model with other weights: the Space lists it as a local IR
             stem = Path(spec.config).stem
             slug = _slug(Path(spec.config).parent.name if stem in ("config", "model", "cfg") else
                          stem if spec.source == "custom" else spec.name.replace("/", "__"))
-            out.append(SpaceModel(f"local/{slug}", irs, slug))
+            out.append(SpaceModel(f"local/{slug}", irs, slug, proof=checked))
     names = [m.name for m in out]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
         raise InputError(f"two --model give the same name in the Space ({dup}): rename one's folder")
+    return out
+
+
+def _prove(spec, weights: str | None, irs: dict[str, Path], images: list[Path], progress: Progress) -> dict[str, dict]:
+    """d2ov verify's record of each IR on ``images`` (none when there are no images, or Detectron2's
+    model cannot be had here: then the Space shows no proof, and the log says why)."""
+    from ..errors import D2ovError
+    from ..measure import proof
+
+    out = {}
+    for p, xml in irs.items() if images else ():
+        try:
+            out[p] = proof.check(spec, xml, images, weights=weights, progress=progress is True)
+        except D2ovError as e:
+            log.warning("%s %s: not checked against Detectron2 (%s)", spec.name, p, e)
+            return {}
     return out
 
 
@@ -276,6 +299,20 @@ def _model_lines(models: list[SpaceModel], hub_repo: str | None, only: bool) -> 
     return "\n".join(rows)
 
 
+def _copy_ir(xml: Path, dest: Path, verification: dict | None) -> Path:
+    """Copy the IR of ``xml`` into ``dest`` (the cache's and the package's IRs stay as they are), with
+    ``verification`` recorded in the copy."""
+    from ..measure import proof
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in ("model.xml", "model.bin", "d2ov.json"):
+        if (xml.parent / f).is_file():
+            shutil.copy2(xml.parent / f, dest / f)
+    if verification:
+        proof.record(dest / "model.xml", verification)
+    return dest / "model.xml"
+
+
 def build_space(out: str | Path, title: str = DEFAULT_TITLE, progress: Progress = True,
                 models: list[SpaceModel] | None = None, examples: list[Path] | None = None, only: bool = False,
                 hub: tuple[str, str] | None = None) -> Path:
@@ -317,9 +354,7 @@ def build_space(out: str | Path, title: str = DEFAULT_TITLE, progress: Progress 
                 dest = (out / "models" / m.slug / p if not m.bundled else
                         out / "d2ov_core" / "data" / "ir" / m.name.replace("/", "__") / p)
                 dest.mkdir(parents=True, exist_ok=True)
-                for f in ("model.xml", "model.bin", "d2ov.json"):
-                    if (xml.parent / f).is_file():
-                        shutil.copy2(xml.parent / f, dest / f)
+                _copy_ir(xml, dest, m.proof.get(p))
                 m.irs[p] = dest / "model.xml"
         if (out / "models").is_dir():
             env["D2OV_MODELS_DIR"] = "models"
@@ -358,8 +393,9 @@ def push_models(models: list[SpaceModel], ir_repo: str, token: str | None = None
     for m in models:
         if not m.bundled:
             continue
-        for xml in m.irs.values():
-            hub.push_ir(xml, ir_repo, token=token)
+        for p, xml in m.irs.items():
+            with tempfile.TemporaryDirectory(prefix="d2ov-push-") as tmp:  # the proof goes along
+                hub.push_ir(_copy_ir(xml, Path(tmp) / p, m.proof.get(p)), ir_repo, token=token)
         m.on_hub = pushed = True
     if not pushed:
         raise InputError("--ir-repo holds catalog models' IRs: none of the --model is one (configs and IR "
