@@ -91,7 +91,7 @@ DEFAULT_AP_TOLERANCE = 0.5
 
 def precision_choices(service: ModelService, name: str, device: str = "CPU") -> tuple[list[tuple[str, str]], str, str]:
     """The precisions this server can run for ``name`` on ``device``, each labelled with its measured
-    accuracy and model time, or "not verified on this model"; the default (the fastest whose AP is
+    accuracy and model time, or "AP not measured"; the default (the fastest whose AP is
     within :data:`DEFAULT_AP_TOLERANCE` of the float model's); and why it is the default.
 
     Returns ``([(label, precision)], default, reason)``."""
@@ -104,7 +104,7 @@ def precision_choices(service: ModelService, name: str, device: str = "CPU") -> 
     for p in offered:
         row = acc.get(p)
         if row is None:
-            label = f"{p} · not verified on this model"
+            label = f"{p} · AP not measured"
         else:
             key = S.primary_metric(row)
             delta = (f" ({row[key] - ref[key]:+.1f} {key.replace('_', ' ')})"

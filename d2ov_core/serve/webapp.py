@@ -90,6 +90,10 @@ def build_demo(service: ModelService | None = None, models: list[str] | None = N
         start_task = next(label for label, task in H.TASKS.items() if task == service.spec_info(chosen[0])["task"])
     start_model = chosen[0] if chosen else service.default_model(H.TASKS[start_task])
     user_examples = list(examples or [])
+    try:  # the model the page opens on is fetched (Hub) or found now, not at the first request
+        service.prepare(start_model)
+    except D2ovError:
+        pass  # its card says why
 
     def precision_control(name, current=None, device="CPU", **kwargs):
         """``(Radio, value)``: "Auto" (the model's default, named) then the model's precisions, each

@@ -131,7 +131,7 @@ def test_a_precision_without_a_measurement_says_so(tmp_path, monkeypatch):
             compress_to_fp16=False)
     service = ModelService(use_hub=False, convert_fallback=False, models_root=tmp_path / "models")
     choices, default, why = H.precision_choices(service, "local/unmeasured")
-    assert choices == [(f"{p} · not verified on this model", p) for p in service.precisions("local/unmeasured")]
+    assert choices == [(f"{p} · AP not measured", p) for p in service.precisions("local/unmeasured")]
     assert default == "FP16" and "no precision of this model has a measured accuracy" in why
 
 
