@@ -101,6 +101,17 @@ def converter_installed() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "detectron2")) and has_real_torchvision()
 
 
+def _named_models() -> set[str]:
+    """The catalog names in ``D2OV_DEFAULT_MODEL`` (a comma list; other names are skipped)."""
+    named = set()
+    for name in os.environ.get("D2OV_DEFAULT_MODEL", "").split(","):
+        try:
+            named.add(catalog.get(name.strip()).name)
+        except D2ovError:
+            pass
+    return named
+
+
 def _hub_models(repo: str, revision: str) -> set[str]:
     """Catalog names of which the Hub repository holds an IR (its file list, else the local HF cache's
     snapshot when offline); empty when neither can be read."""
@@ -168,7 +179,7 @@ class ModelService:
         self._local, self._rejected = find_local_irs(models_root)
         self.server, self._remote = (None, {}) if not server else self._find_remote(server)
         cache.sweep()  # what killed runs left in the cache (never used, removed with a warning)
-        self._catalog = [n for n in catalog.names() if not (self.only and n.startswith("demo/"))]
+        self._catalog = [n for n in catalog.names() if not self.only or n in _named_models()]
         if not self.convert_fallback:  # offer only the catalog models whose IR is in reach
             on_hub = _hub_models(*hub.repo_settings()) if self.use_hub else set()
             self._catalog = [n for n in self._catalog

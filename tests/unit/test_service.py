@@ -151,9 +151,13 @@ def test_a_server_that_cannot_convert_offers_only_what_it_holds(tmp_path, monkey
         service.predictor(ZOO, "CPU", "FP16")
     assert "pip" not in str(e.value)
 
-    monkeypatch.setenv("D2OV_ONLY", "1")  # d2ov space --only: no demo models
+    monkeypatch.setenv("D2OV_ONLY", "1")  # d2ov space --only: no demo models but the ones it opens on
+    monkeypatch.delenv("D2OV_DEFAULT_MODEL", raising=False)
     only = ModelService(use_hub=False, convert_fallback=False, models_root=root)
     assert only.models() == ["local/mine"] and only.default_model("instance_segmentation") is None
+    monkeypatch.setenv("D2OV_DEFAULT_MODEL", f"{FASTER},local/mine")
+    named = ModelService(use_hub=False, convert_fallback=False, models_root=root)
+    assert named.models() == [FASTER, "local/mine"]
 
 
 def test_a_server_that_converts_still_offers_the_whole_catalog(service):
