@@ -17,7 +17,7 @@ pre- and postprocessing here and the graph there (:mod:`d2ov_core.runtime.remote
 cannot be reached at start is an error (one line); one that fails later fails that request.
 
 A server offers only what it can run: where it cannot convert (no torch, torchvision or Detectron2
-installed, as on a Hugging Face Space; or ``convert_fallback=False``), a catalog model is listed only
+installed, as on a Hugging Face Space; ``D2OV_CONVERT=0``; or ``convert_fallback=False``), a catalog model is listed only
 when one of its IRs is in reach: bundled, in the conversion cache, or in the configured Hub repository
 (``D2OV_HUB_REPO``, whose file list is read once at start). ``D2OV_ONLY=1`` leaves the demo models out
 (what ``d2ov space --only`` sets).
@@ -167,7 +167,8 @@ class ModelService:
         from ..store import hub
 
         self.use_hub = hub.configured() if use_hub is None else use_hub
-        self.convert_fallback = convert_fallback and converter_installed()
+        self.convert_fallback = (convert_fallback and converter_installed()  # D2OV_CONVERT=0: never convert here
+                                 and os.environ.get("D2OV_CONVERT", "1").lower() not in ("0", "false", "no", "off"))
         self.only = os.environ.get("D2OV_ONLY", "").lower() in ("1", "true", "yes", "on")
         self.max_predictors = max(1, int(max_predictors or os.environ.get("D2OV_MAX_PREDICTORS", 4)))
         self._lock = threading.RLock()

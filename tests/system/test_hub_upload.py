@@ -206,7 +206,9 @@ def test_space_with_ir_repo_pushes_the_irs_and_pins_the_space_to_that_commit(hub
         (folder / rel).write_bytes(data)
     variables = {k: v["value"] for k, v in space["variables"].items()}
     run_env = {k: v for k, v in env.items() if k != "HF_TOKEN"}  # a public repository: no token needed
-    run_env.update(variables, PYTHONPATH="", D2OV_CACHE=str(tmp_path / "empty_cache"), HF_HUB_OFFLINE="0")
+    # D2OV_CONVERT=0: as on a Space, this server does not convert, so it offers what the IR repository lists
+    run_env.update(variables, PYTHONPATH="", D2OV_CACHE=str(tmp_path / "empty_cache"), HF_HUB_OFFLINE="0",
+                   D2OV_CONVERT="0")
     proc, url = start_app(run_env, tmp_path / "app.log", cwd=folder)
     try:
         sample = sorted((ROOT / "d2ov_core" / "data" / "samples").glob("shapes_*.jpg"))[0]
@@ -223,9 +225,13 @@ def test_space_with_ir_repo_pushes_the_irs_and_pins_the_space_to_that_commit(hub
                 time.sleep(1)
         assert table["data"] and {row[0] for row in table["data"]} <= {"circle", "square", "triangle"}
         assert card.startswith("**demo/faster_rcnn_shapes**") and "status: ready" in card
+        api = Client(url, verbose=False).view_api(return_format="dict", print_info=False)
+        model = next(p for p in api["named_endpoints"]["/detect"]["parameters"] if p["parameter_name"] == "model")
+        assert model["type"]["enum"] == ["demo/faster_rcnn_shapes"]  # --only, and what the IR repository holds
     finally:
         stop(proc)
     assert f"GET model:me/my-irs@{pushed['oid']}/demo__faster_rcnn_shapes/FP16/model.bin" in hub.downloads
+    assert f"GET /api/models/me/my-irs/tree/{pushed['oid']}" in hub.requests  # the offer: the repository's file list
     assert "Traceback" not in (tmp_path / "app.log").read_text()
 
 
