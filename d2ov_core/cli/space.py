@@ -61,6 +61,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..measure.proof import proof_text
+    from ..runtime.ir import read_metadata
     from ..serve.space import DEFAULT_TITLE, MAX_FILE_MB, build_space, collect_models, publish_space
     from .common import expand_images
 
@@ -98,15 +99,21 @@ def run(args) -> int:
                             calibration=args.calibration, measure=measure, progress=not args.quiet,
                             proof_images=[Path(p) for p in proof_images])
     build = dict(title=args.title or DEFAULT_TITLE, models=models, examples=examples, only=args.only)
+    for m in models:
+        for p, v in m.proof.items():
+            print(f"{m.name} {p}: {proof_text(v)}")
+        for p, xml in m.irs.items() if not m.proof else ():
+            earlier = read_metadata(xml).verification  # an IR folder may carry its check from `d2ov convert`
+            said = (proof_text(earlier) + " (recorded at conversion)" if earlier else
+                    "not checked against Detectron2 (give --examples or --images to record the check; an IR folder "
+                    "is used as it is)")
+            print(f"{m.name} {p}: {said}")
     if args.dry_run:
         folder = build_space(args.dry_run, progress=not args.quiet, **build)
         files = [p for p in folder.rglob("*") if p.is_file()]
         size = sum(p.stat().st_size for p in files)
         other = max(p.stat().st_size for p in files if p.name != "model.bin")
         held = f"; opens on {models[0].name}" if models else ""
-        for m in models:
-            for p, v in m.proof.items():
-                print(f"{m.name} {p}: {proof_text(v)}")
         print(f"wrote the Space folder {folder}: {len(files)} files, {size / 1e6:.1f} MB "
               f"(largest besides the IRs' model.bin {other / 1e6:.1f} MB, limit {MAX_FILE_MB} MB){held}")
         return 0
