@@ -13,11 +13,22 @@ the Hub's HTTP API for what ``huggingface_hub`` (2.4.0) sends in ``HfApi.create_
   * ``PUT  /_lfs/{oid}``: the object's bytes (checked against its sha256 and size before stored);
   * ``POST /{prefix}{repo_id}.git/info/lfs/objects/verify``;
   * ``POST /api/{type}s/{repo_id}/branch/{branch}``: create a branch;
+  * ``POST /api/spaces/{repo_id}/variables``: a Space variable (``HfApi.add_space_variable``), kept in
+    the repository's ``variables`` (``{key: {"value", "description"}}``), all of them answered back;
   * ``POST /api/{type}s/{repo_id}/commit/{rev}``: the ndjson commit: regular files (base64; binary
     content refused, as the Hub refuses it) and LFS pointers (the object must have been uploaded, with
     that size). A revision that is not a branch answers 404 ``RevisionNotFound``, as the Hub does.
 
-Every ``/api/`` and ``.git/info/lfs`` request needs ``Authorization: Bearer <token>`` (401 otherwise).
+Downloads (what ``snapshot_download`` sends, at a branch or a commit):
+
+  * ``GET  /api/{type}s/{repo_id}/revision/{rev}`` also for a commit id;
+  * ``GET  /api/{type}s/{repo_id}/tree/{rev}[/{path}]``: the files at that revision (one page), with
+    their git blob id, size and (LFS files) sha256;
+  * ``HEAD``/``GET /{prefix}{repo_id}/resolve/{rev}/{path}``: a file, with the Hub's headers
+    (``X-Repo-Commit``, ``ETag``, and ``X-Linked-Etag``/``X-Linked-Size`` for LFS files); no token needed
+    for a public repository.
+
+Every other ``/api/`` and ``.git/info/lfs`` request (and reading a private repository) needs ``Authorization: Bearer <token>`` (401 otherwise).
 Anything else answers 404 with a JSON error, so a protocol gap fails a test instead of hanging it.
 
 Whether ``huggingface_hub`` uploads large files with Xet or LFS is decided on the client, not by the
@@ -60,6 +71,11 @@ def _is_lfs_path(path: str) -> bool:
 
 def _new_oid() -> str:
     return hashlib.sha1(uuid.uuid4().bytes).hexdigest()
+
+
+def _blob_id(data: bytes) -> str:
+    """The git blob id of ``data`` (what the Hub reports as a regular file's oid and ETag)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def _is_binary(sample: bytes) -> bool:
@@ -136,7 +152,14 @@ class FakeHub(LocalServer):
                     hub.requests.append(f"{self.command} {path}")
                 if self.command == "PUT" and path.startswith("/_lfs/"):  # presigned: no token
                     return self._lfs_put(path[len("/_lfs/"):], body)
-                if not self._authorized():
+                m = re.fullmatch(r"/(spaces/|datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+                if m and self.command in ("GET", "HEAD"):
+                    repo_type = {"spaces/": "space", "datasets/": "dataset"}.get(m.group(1) or "", "model")
+                    return self._resolve(repo_type, m.group(2), m.group(3), m.group(4))
+                m = re.fullmatch(r"/api/(models|datasets|spaces)/([^/]+/[^/]+)/(revision|tree)/.+", path)
+                public = m is not None and self.command == "GET" and (TYPE_OF_PLURAL[m.group(1)], m.group(2)) in hub.repos \
+                    and hub.repos[(TYPE_OF_PLURAL[m.group(1)], m.group(2))]["created"].get("visibility") != "private"
+                if not public and not self._authorized():  # reading a public repository needs no token
                     return
                 m = re.fullmatch(r"/(spaces/|datasets/)?([^/]+/[^/]+)\.git/info/lfs/objects/(batch|verify)", path)
                 if m and self.command == "POST":
@@ -149,9 +172,15 @@ class FakeHub(LocalServer):
                     doc = json.loads(body)
                     hub.validated.append(doc)
                     return self._send(200, {"errors": [], "warnings": []})
+                m = re.fullmatch(r"/api/spaces/([^/]+/[^/]+)/variables", path)
+                if m and self.command == "POST":
+                    return self._add_variable(m.group(1), json.loads(body))
                 m = re.fullmatch(r"/api/(models|datasets|spaces)/([^/]+/[^/]+)(?:/revision/(.+))?", path)
                 if m and self.command == "GET":
                     return self._repo_info(TYPE_OF_PLURAL[m.group(1)], m.group(2), m.group(3) or "main")
+                m = re.fullmatch(r"/api/(models|datasets|spaces)/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path)
+                if m and self.command == "GET":
+                    return self._list_tree(TYPE_OF_PLURAL[m.group(1)], m.group(2), m.group(3), m.group(4) or "")
                 m = re.fullmatch(r"/api/(models|datasets|spaces)/([^/]+/[^/]+)/(preupload|commit|branch)/(.+)", path)
                 if m and self.command == "POST":
                     repo_type, repo_id, what, rev = TYPE_OF_PLURAL[m.group(1)], m.group(2), m.group(3), m.group(4)
@@ -183,15 +212,83 @@ class FakeHub(LocalServer):
                                      "regular": [".gitattributes"], "lfs": []}]}
                 self._send(200, {"url": url, "name": repo_id})
 
-            def _repo_info(self, repo_type: str, repo_id: str, rev: str):
+            def _at(self, repo_type: str, repo_id: str, rev: str):
+                """``(repo, commit id, {path: bytes})`` at a branch or a commit; ``None`` after an error reply."""
                 repo = hub.repos.get((repo_type, repo_id))
                 if repo is None:
-                    return self._error(404, "Repository not found", "RepoNotFound")
-                if rev not in repo["branches"]:
-                    return self._error(404, f"Invalid rev id: {rev}", "RevisionNotFound")
-                sha = [c for c in repo["commits"] if c["branch"] == rev][-1]["oid"]
+                    self._error(404, "Repository not found", "RepoNotFound")
+                    return None
+                if rev in repo["branches"]:
+                    sha = [c for c in repo["commits"] if c["branch"] == rev][-1]["oid"]
+                    return repo, sha, repo["branches"][rev]
+                if rev in repo.get("snapshots", {}):
+                    return repo, rev, repo["snapshots"][rev]
+                self._error(404, f"Invalid rev id: {rev}", "RevisionNotFound")
+                return None
+
+            def _repo_info(self, repo_type: str, repo_id: str, rev: str):
+                found = self._at(repo_type, repo_id, rev)
+                if found is None:
+                    return
+                repo, sha, tree = found
                 self._send(200, {"id": repo_id, "sha": sha, "private": repo["created"].get("visibility") == "private",
-                                 "siblings": [{"rfilename": p} for p in sorted(repo["branches"][rev])]})
+                                 "siblings": [{"rfilename": p} for p in sorted(tree)]})
+
+            def _list_tree(self, repo_type: str, repo_id: str, rev: str, under: str):
+                found = self._at(repo_type, repo_id, rev)
+                if found is None:
+                    return
+                entries = []
+                for p, data in sorted(found[2].items()):
+                    if under and not p.startswith(under.rstrip("/") + "/"):
+                        continue
+                    entry = {"type": "file", "oid": _blob_id(data), "size": len(data), "path": p}
+                    if _is_lfs_path(p) or _is_binary(data[:512]):
+                        entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+                    entries.append(entry)
+                self._send(200, entries)
+
+            def _resolve(self, repo_type: str, repo_id: str, rev: str, path: str):
+                repo = hub.repos.get((repo_type, repo_id))
+                if repo is not None and repo["created"].get("visibility") == "private" and not self._authorized():
+                    return
+                found = self._at(repo_type, repo_id, rev)
+                if found is None:
+                    return
+                _, sha, tree = found
+                if path not in tree:
+                    return self._error(404, f"Entry not found: {path}", "EntryNotFound")
+                data = tree[path]
+                lfs = _is_lfs_path(path) or _is_binary(data[:512])
+                etag = hashlib.sha256(data).hexdigest() if lfs else _blob_id(data)
+                with hub.lock:
+                    hub.downloads.append(f"{self.command} {repo_type}:{repo_id}@{rev}/{path}")
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("X-Repo-Commit", sha)
+                self.send_header("ETag", f'"{etag}"')
+                if lfs:
+                    self.send_header("X-Linked-Etag", f'"{etag}"')
+                    self.send_header("X-Linked-Size", str(len(data)))
+                self.end_headers()
+                if self.command == "GET":
+                    try:
+                        self.wfile.write(data)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+
+            def _add_variable(self, repo_id: str, doc: dict):
+                repo = hub.repos.get(("space", repo_id))
+                if repo is None:
+                    return self._error(404, "Repository not found", "RepoNotFound")
+                if not isinstance(doc.get("key"), str) or not isinstance(doc.get("value"), str):
+                    return self._error(400, f"fake hub: a variable is a key and a value, got {doc}")
+                with hub.lock:
+                    variables = repo.setdefault("variables", {})
+                    variables[doc["key"]] = {"value": doc["value"], "description": doc.get("description")}
+                    answer = {k: dict(v) for k, v in variables.items()}
+                self._send(200, answer)
 
             def _create_branch(self, repo: dict, branch: str, doc: dict):
                 with hub.lock:
@@ -283,11 +380,13 @@ class FakeHub(LocalServer):
                             tree[p] = data
                     repo["commits"].append({"branch": branch, "summary": lines[0]["value"]["summary"], "oid": oid,
                                             "regular": regular, "lfs": lfs})
+                    repo.setdefault("snapshots", {})[oid] = dict(tree)  # what a download at this commit sees
                 self._send(200, {"commitUrl": f"{hub.url}/{PREFIX[repo_type]}{repo_id}/commit/{oid}",
                                  "commitOid": oid, "pullRequestUrl": None})
 
         self.validated: list[dict] = []
         self.lfs_batches: list[dict] = []
+        self.downloads: list[str] = []  # "GET model:me/x@rev/path" of every file served by resolve
         self._serve(Handler)
 
     def tree(self, repo_type: str, repo_id: str, branch: str = "main") -> dict[str, bytes]:

@@ -183,12 +183,14 @@ def wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, timeout: flo
     raise RuntimeError(f"the app did not answer within {timeout:.0f} s:\n" + Path(log_path).read_text()[-3000:])
 
 
-def start_app(env: dict, log_path: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
-    """``python app.py`` on a free port of 127.0.0.1; returns ``(process, url)`` once it answers."""
+def start_app(env: dict, log_path: Path, timeout: float = 180, cwd: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    """``python app.py`` (of ``cwd``: the repository, or a Space folder) on a free port of 127.0.0.1;
+    returns ``(process, url)`` once it answers."""
     port = free_port()
-    full = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", **env)
+    full = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+    full.update(env)
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=full, stdout=log,
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=cwd, env=full, stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     wait_until_up(proc, url, log_path, timeout)

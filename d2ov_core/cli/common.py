@@ -56,27 +56,10 @@ def add_ir_options(p: argparse.ArgumentParser) -> None:
                    help="reshape the IR to this fixed input (multiples of 32) and letterbox images into it")
 
 
-def _read_classes(text: str) -> list[str]:
-    p = Path(text)
-    if p.suffix == ".txt" and p.is_file():
-        names = [line.strip() for line in p.read_text().splitlines() if line.strip()]
-    else:
-        names = [c.strip() for c in text.split(",") if c.strip()]
-    if not names:
-        raise InputError(f"--classes: expected comma-separated class names or a .txt file, got {text!r}")
-    return names
-
-
 def spec_from_args(model: str, weights: str | None, classes: str | None) -> catalog.ModelSpec:
-    """A catalog name, or a config file (+ ``--classes``, ``--weights``) for a user's own model."""
-    p = Path(model)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        if not classes:
-            raise InputError(f"{model}: a custom config needs --classes (comma-separated names or a .txt file)")
-        if not weights:
-            raise InputError(f"{model}: a custom config needs --weights (a path, a URL or 'random')")
-        return catalog.custom(p, weights, _read_classes(classes))
-    return catalog.get(model)
+    """A catalog name, or a config file (+ ``--classes``, ``--weights``) for a user's own model
+    (:func:`d2ov_core.store.catalog.spec_for`)."""
+    return catalog.spec_for(model, weights, classes)
 
 
 def is_ir_path(text: str) -> bool:

@@ -22,7 +22,8 @@ def register(sub) -> None:
                    f"{DEFAULT_RECIPE.describe()})")
     p.add_argument("--sample", help="image to trace on (default: a bundled sample)")
     g = p.add_argument_group("accuracy", "measure COCO AP at conversion (stored in the IR and d2ov.json, shown "
-                             "by the app); for INT8, keep it within --max-ap-drop of the float model")
+                             "by the app); for INT8, keep it within --max-ap-drop of the float model; and check "
+                             "the IR against Detectron2 (d2ov verify) on the first 12 images, recorded likewise")
     g.add_argument("--annotations", help="COCO instances JSON of a validation set (not your test set)")
     g.add_argument("--images", help="folder of that set's images")
     g.add_argument("--panoptic", help="panoptic models: that set's COCO panoptic JSON (PQ measured too; its PNGs in "
@@ -76,4 +77,11 @@ def run(args) -> int:
             print(f"  {p:<5} {ap_text(row, 2)}  ({row['ms']:.0f} ms/image, {row['images']} images of {row['set']})")
         if meta["quantization"]:
             print(f"  recipe {meta['quantization']}")
+        # the proof that travels with the IR: d2ov verify on the first images of that set, in its metadata
+        from ..measure.proof import MAX_IMAGES, check, proof_text, record
+        from ..runtime.images import image_files
+
+        verification = check(spec, xml, image_files(args.images, recursive=True)[:MAX_IMAGES], weights=args.weights)
+        record(xml, verification)
+        print(f"  {proof_text(verification)}")
     return 0

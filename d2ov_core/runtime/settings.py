@@ -85,6 +85,9 @@ SETTINGS: dict[str, Setting] = {
         _S("quantization", str, "", "INT8 only: the NNCF recipe (preset, range estimator, what stays float)"),
         _S("accuracy", dict, {}, "COCO AP measured at conversion, per precision: {precision: {box_AP, mask_AP, keypoint_AP, "
            "ms (median model time per image), images, set}}; FP32 is the float reference where present"),
+        _S("verification", dict, {}, "d2ov verify at conversion (measure/proof.py): {images, reference, candidate, "
+           "matched (detections scoring >= min_score), images_within_tolerance, max_box_dev (px), max_score_dev, "
+           "min_mask_iou, max_keypoint_dev, min_score, precision, against (the float Detectron2 model), image_names}"),
         _S("source_config", str, "", "Detectron2 config (model-zoo path or file)"),
         _S("weights_source", str, "", "where the weights came from (URL, path or 'random')"),
         _S("weights_sha256", str, "", "sha256 of the weights file ('' for random)"),

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import D2ovError, DeviceError, ImageError
 from ..runtime import settings as S
 from ..runtime.detections import Detections, predictions_document
+from ..measure.proof import proof_text
 from ..runtime.images import load_image
 from ..store import catalog
 from .service import ModelService, metadata
@@ -90,7 +91,7 @@ DEFAULT_AP_TOLERANCE = 0.5
 
 def precision_choices(service: ModelService, name: str, device: str = "CPU") -> tuple[list[tuple[str, str]], str, str]:
     """The precisions this server can run for ``name`` on ``device``, each labelled with its measured
-    accuracy and model time, or "not verified on this model"; the default (the fastest whose AP is
+    accuracy and model time, or "AP not measured"; the default (the fastest whose AP is
     within :data:`DEFAULT_AP_TOLERANCE` of the float model's); and why it is the default.
 
     Returns ``([(label, precision)], default, reason)``."""
@@ -103,7 +104,7 @@ def precision_choices(service: ModelService, name: str, device: str = "CPU") -> 
     for p in offered:
         row = acc.get(p)
         if row is None:
-            label = f"{p} · not verified on this model"
+            label = f"{p} · AP not measured"
         else:
             key = S.primary_metric(row)
             delta = (f" ({row[key] - ref[key]:+.1f} {key.replace('_', ' ')})"
@@ -163,6 +164,8 @@ def model_card(service: ModelService, name: str, precision: str = AUTO, device: 
         size = sum(p.stat().st_size for p in st.xml.parent.glob("model.*")) / 1e6
         meta = metadata(st.xml)
         lines.append(f"- IR: {size:.1f} MB, {meta['precision']} weights, input {meta['min_size']}/{meta['max_size']} px")
+        if meta["verification"]:
+            lines.append(f"- {proof_text(meta['verification'])}")
     try:
         choices, _, why = precision_choices(service, name, device)
     except D2ovError:

@@ -16,6 +16,12 @@ at start as ``remote/<name>``, ready at the precision of the IR the server holds
 pre- and postprocessing here and the graph there (:mod:`d2ov_core.runtime.remote`). A server that
 cannot be reached at start is an error (one line); one that fails later fails that request.
 
+A server offers only what it can run: where it cannot convert (no torch, torchvision or Detectron2
+installed, as on a Hugging Face Space; ``D2OV_CONVERT=0``; or ``convert_fallback=False``), a catalog model is listed only
+when one of its IRs is in reach: bundled, in the conversion cache, or in the configured Hub repository
+(``D2OV_HUB_REPO``, whose file list is read once at start). ``D2OV_ONLY=1`` leaves the demo models out
+(what ``d2ov space --only`` sets).
+
 Untrusted callers (a public web app) can only name models, never paths: a name is a catalog name,
 one of the local IRs found at start or a remote model listed at start, anything else is an unknown
 model. Local IRs whose files do
@@ -39,7 +45,7 @@ from ..runtime.settings import DEFAULT_PRECISION, IR_PRECISIONS, PRECISIONS, Pre
 from ..store import cache, catalog, lookup
 from ..store.lookup import BUNDLED_IR_DIR, metadata
 
-__all__ = ["ModelState", "ModelService", "find_local_irs", "models_dir", "metadata"]
+__all__ = ["ModelState", "ModelService", "find_local_irs", "models_dir", "metadata", "converter_installed"]
 
 log = logging.getLogger("d2ov")
 
@@ -85,6 +91,52 @@ def find_local_irs(root: Path | None = None) -> tuple[dict[str, dict[str, Path]]
     return found, rejected
 
 
+def converter_installed() -> bool:
+    """Whether this machine can convert Detectron2 models: torch, a real torchvision (not d2ov's
+    stand-in) and Detectron2 importable."""
+    import importlib.util
+
+    from ..export.compat import has_real_torchvision
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "detectron2")) and has_real_torchvision()
+
+
+def _named_models() -> set[str]:
+    """The catalog names in ``D2OV_DEFAULT_MODEL`` (a comma list; other names are skipped)."""
+    named = set()
+    for name in os.environ.get("D2OV_DEFAULT_MODEL", "").split(","):
+        try:
+            named.add(catalog.get(name.strip()).name)
+        except D2ovError:
+            pass
+    return named
+
+
+def _hub_models(repo: str, revision: str) -> set[str]:
+    """Catalog names of which the Hub repository holds an IR (its file list, else the local HF cache's
+    snapshot when offline); empty when neither can be read."""
+    folders: set[str] = set()
+    try:
+        from huggingface_hub import HfApi
+
+        files = HfApi().list_repo_files(repo, revision=revision)
+    except Exception as e:  # offline, unreachable, no such repo: try the local HF cache
+        try:
+            from huggingface_hub import snapshot_download
+
+            root = Path(snapshot_download(repo, revision=revision, local_files_only=True))
+            files = [x.relative_to(root).as_posix() for x in root.rglob("model.xml")]
+        except Exception:
+            log.warning("Hub repository %s@%s cannot be listed (%s): its models are not offered", repo, revision,
+                        str(e).splitlines()[0] if str(e) else type(e).__name__)
+            return folders
+    for f in files:
+        parts = f.split("/")
+        if len(parts) == 3 and parts[2] == "model.xml" and parts[1] in IR_PRECISIONS:
+            folders.add(parts[0])
+    return {n for n in catalog.names() if n.replace("/", "__") in folders}
+
+
 @dataclasses.dataclass
 class ModelState:
     """Where one IR of a model stands. ``precision`` is the IR's weight precision (FP16/FP32/INT8)."""
@@ -102,7 +154,9 @@ class ModelService:
     Args:
         use_hub: look for pre-converted IRs on the Hugging Face Hub (default: when ``D2OV_HUB_REPO``
             names a repository; there is no default repository).
-        convert_fallback: download the Detectron2 weights and convert when nothing else has the IR.
+        convert_fallback: download the Detectron2 weights and convert when nothing else has the IR
+            (only where the converter is installed; without it, catalog models without an IR in
+            reach are not offered).
         models_root: folder of dropped-in IRs (default :func:`models_dir`).
         max_predictors: compiled models kept in memory (least recently used dropped first).
         server: a KServe-v2 model server whose d2ov models are offered as ``remote/<name>``.
@@ -113,7 +167,9 @@ class ModelService:
         from ..store import hub
 
         self.use_hub = hub.configured() if use_hub is None else use_hub
-        self.convert_fallback = convert_fallback
+        self.convert_fallback = (convert_fallback and converter_installed()  # D2OV_CONVERT=0: never convert here
+                                 and os.environ.get("D2OV_CONVERT", "1").lower() not in ("0", "false", "no", "off"))
+        self.only = os.environ.get("D2OV_ONLY", "").lower() in ("1", "true", "yes", "on")
         self.max_predictors = max(1, int(max_predictors or os.environ.get("D2OV_MAX_PREDICTORS", 4)))
         self._lock = threading.RLock()
         self._states: dict[tuple[str, str], ModelState] = {}
@@ -124,6 +180,11 @@ class ModelService:
         self._local, self._rejected = find_local_irs(models_root)
         self.server, self._remote = (None, {}) if not server else self._find_remote(server)
         cache.sweep()  # what killed runs left in the cache (never used, removed with a warning)
+        self._catalog = [n for n in catalog.names() if not self.only or n in _named_models()]
+        if not self.convert_fallback:  # offer only the catalog models whose IR is in reach
+            on_hub = _hub_models(*hub.repo_settings()) if self.use_hub else set()
+            self._catalog = [n for n in self._catalog
+                             if n in on_hub or any(lookup.find_ir(n, p) is not None for p in IR_PRECISIONS)]
 
     def _find_remote(self, server: str) -> tuple[str, dict[str, tuple[str, dict[str, Any]]]]:
         """``(server, {"remote/<name>": (name on the server, d2ov metadata)})``; models that are not d2ov
@@ -141,10 +202,14 @@ class ModelService:
         log.info("model server %s: %s", server, ", ".join(found) or "no d2ov model")
         return server, found
 
-    def default_model(self, task: str) -> str:
-        """The model the page starts with for ``task``: the server's first such model, else the catalog's."""
+    def default_model(self, task: str) -> str | None:
+        """The model the page starts with for ``task``: the model server's first such model, else the
+        catalog's default where offered, else the first offered (``None``: this server has none)."""
         remote = [n for n, (_, meta) in self._remote.items() if meta["task"] == task]
-        return remote[0] if remote else catalog.DEFAULTS[task]
+        if remote:
+            return remote[0]
+        offered = self.models(task)
+        return catalog.DEFAULTS[task] if catalog.DEFAULTS[task] in offered else next(iter(offered), None)
 
     def source_name(self, name: str) -> str:
         """The model a name stands for (a remote model's IR says which), e.g. for picking examples."""
@@ -152,7 +217,9 @@ class ModelService:
 
     # -------------------------------------------------------------- names
     def models(self, task: str | None = None) -> list[str]:
-        names = list(catalog.names(task))
+        """The models this server offers (for ``task``): catalog models it can run or prepare, local IRs,
+        remote models."""
+        names = [n for n in self._catalog if task is None or catalog.CATALOG[n].task == task]
         for name, irs in self._local.items():
             meta = metadata(next(iter(irs.values())))
             if task is None or meta["task"] == task:
@@ -183,7 +250,9 @@ class ModelService:
             meta = metadata(next(iter(irs.values())))
             return {"name": name, "task": meta["task"], "classes": meta["labels"], "box_ap": None, "mask_ap": None,
                     "keypoint_names": list(meta["keypoint_names"]), "stuff_classes": list(meta["stuff_classes"]),
-                    "source": "local IR", "description": f"IR found at {', '.join(str(x) for x in irs.values())}"}
+                    "source": "local IR", "description": f"converted from {Path(meta['model_name']).name}"
+                    + (" with random weights" if meta["random_weights"] else f" with weights {Path(meta['weights_source']).name}")
+                    + f" ({', '.join(irs)} IR{'s' * (len(irs) > 1)} in this server's models folder)"}
         return catalog.get(name).to_dict()
 
     def precisions(self, name: str, device: str = "CPU") -> list[str]:
@@ -309,6 +378,8 @@ class ModelService:
                     errors.append(str(e))
                 except Exception as e:  # keep the server alive whatever conversion does
                     errors.append(f"conversion failed: {type(e).__name__}: {e}")
+        if xml is None and not self.convert_fallback and precision != "INT8":
+            errors.append(f"this server holds no {precision} IR of {name} and does not convert models")
         if xml is not None:
             self._set(name, precision, "ready", "", xml)
         else:

@@ -1,6 +1,12 @@
 """d2ov web app: Detectron2 models on OpenVINO in the browser (local, Hugging Face Space, shared link).
 
     python app.py [--host H] [--port P] [--share] [--no-mcp] [--server URL]      (or: d2ov serve ...)
+                  [--model NAME ...] [--examples DIR] [--title TITLE]
+
+The page opens on the first ``--model`` (``D2OV_DEFAULT_MODEL``, a comma list): its task, that model,
+``Auto`` precision; ``--examples`` (``D2OV_EXAMPLES``) are the examples shown with those models;
+``--title`` (``D2OV_TITLE``) is the page's title. A ``/detect`` call that names no model runs the
+first. ``d2ov space`` writes these into the Space's ``space.json``.
 
 Gradio wiring only: every handler is a few lines calling :mod:`d2ov_core.serve.handlers`; a
 :class:`~d2ov_core.errors.D2ovError` becomes one ``gr.Error`` with the same sentence.
@@ -35,10 +41,10 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from ..errors import D2ovError, first_line
+from ..errors import D2ovError, InputError, NotReadyError, first_line
 from ..runtime import ir as runtime
 from ..runtime import settings as S
-from ..runtime.images import MAX_PIXELS
+from ..runtime.images import MAX_PIXELS, image_files
 from ..store import catalog
 from . import handlers as H
 from .service import ModelService
@@ -46,8 +52,12 @@ from .service import ModelService
 __all__ = ["build_demo", "main", "MAX_UPLOAD_MB"]
 
 OUT_DIR = Path(tempfile.mkdtemp(prefix="d2ov-app-"))
-#: the example sets the page shows, one visible at a time (see ``examples_visibility``)
-EXAMPLE_KINDS = ("shapes", "figures", "panoptic", "photos")
+#: the example sets the page shows, one visible at a time (see ``examples_visibility``); "user": the
+#: ``--examples`` given for the ``--model`` models
+EXAMPLE_KINDS = ("shapes", "figures", "panoptic", "photos", "user")
+DEFAULT_TITLE = "d2ov — Detectron2 on OpenVINO"
+#: height of the input and result images, so both fit a 1280x800 screen beside each other with the examples
+IMAGE_HEIGHT = 380
 #: Largest upload the server accepts (Gradio refuses bigger ones before they reach a handler).
 MAX_UPLOAD_MB = float(os.environ.get("D2OV_MAX_UPLOAD_MB", 20))
 #: last results kept (one per browser session, least recently used dropped) for re-filtering by threshold
@@ -63,12 +73,27 @@ def _web_error(e: Exception) -> gr.Error:
     return gr.Error(f"internal error ({type(e).__name__}: {first_line(e)})", print_exception=False)
 
 
-def build_demo(service: ModelService | None = None) -> gr.Blocks:
+def build_demo(service: ModelService | None = None, models: list[str] | None = None,
+               examples: list[str] | None = None, title: str | None = None) -> gr.Blocks:
+    """The page. ``models``: the page opens on the first (its task, ``Auto`` precision); ``examples``:
+    image files shown as the examples of those models; ``title``: the page's title."""
     service = service or ModelService()
     devices = runtime.available_devices() + ["AUTO"]
     thr = S.SETTINGS["confidence_threshold"]
-    start_task = "Instance segmentation"
-    start_model = service.default_model(H.TASKS[start_task])
+    title = title or DEFAULT_TITLE
+    chosen = [service.canonical(m) for m in models or []]  # an unknown name stops the start, in one line
+    tasks = [label for label, task in H.TASKS.items() if service.models(task)]  # only what this server offers
+    if not tasks:
+        raise NotReadyError("this server offers no model: give it an IR (--model, D2OV_MODELS_DIR, D2OV_HUB_REPO)")
+    start_task = "Instance segmentation" if "Instance segmentation" in tasks else tasks[0]
+    if chosen:
+        start_task = next(label for label, task in H.TASKS.items() if task == service.spec_info(chosen[0])["task"])
+    start_model = chosen[0] if chosen else service.default_model(H.TASKS[start_task])
+    user_examples = list(examples or [])
+    try:  # the model the page opens on is fetched (Hub) or found now, not at the first request
+        service.prepare(start_model)
+    except D2ovError:
+        pass  # its card says why
 
     def precision_control(name, current=None, device="CPU", **kwargs):
         """``(Radio, value)``: "Auto" (the model's default, named) then the model's precisions, each
@@ -78,21 +103,31 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         value = current if current in [v for _, v in choices] else H.AUTO
         return gr.Radio(choices=choices, value=value, **kwargs), value
 
-    def examples_visibility(name):
-        """Which examples fit ``name``: shapes, stick figures (the keypoint demo), shapes over textured
-        regions (the panoptic demo) or photos."""
+    def example_kind(name):
+        """Which examples fit ``name``: the --examples of the --model models, shapes, stick figures (the
+        keypoint demo), shapes over textured regions (the panoptic demo) or photos."""
         source = service.source_name(name)
-        kind = ({catalog.DEFAULTS["keypoints"]: "figures", catalog.DEFAULTS["panoptic_segmentation"]: "panoptic"}
-                .get(source, "shapes") if source.startswith("demo/") else "photos")
+        if user_examples and name in chosen:
+            return "user"
+        if source.startswith("demo/"):
+            return {catalog.DEFAULTS["keypoints"]: "figures",
+                    catalog.DEFAULTS["panoptic_segmentation"]: "panoptic"}.get(source, "shapes")
+        return "photos"
+
+    def examples_visibility(name):
+        kind = example_kind(name)
         return tuple(gr.Column(visible=kind == k) for k in EXAMPLE_KINDS)
 
     def card_and_timer(name, precision, device="CPU"):
         preparing = service.state(name, H.resolve_precision(service, name, precision, device)).status == "preparing"
         return H.model_card(service, name, precision, device), gr.Timer(active=preparing)
 
-    def on_task(task_label):
-        name = service.default_model(H.TASKS[task_label])
-        return gr.Dropdown(choices=service.models(H.TASKS[task_label]), value=name)
+    def on_task(task_label, current=None):
+        task = H.TASKS[task_label]
+        offered = service.models(task)
+        name = current if current in offered else next((m for m in chosen if m in offered), None) \
+            or service.default_model(task)
+        return gr.Dropdown(choices=offered, value=name)
 
     def on_model(name, device):
         """Another model or device: prepare it, offer its precisions (its default selected)."""
@@ -126,12 +161,12 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
             while len(last) > KEEP_RESULTS:
                 last.popitem(last=False)
 
-    def detect(image, model, device, threshold, precision=H.AUTO, request: gr.Request = None):
+    def detect(image, model=None, device="CPU", threshold=thr.default, precision=H.AUTO, request: gr.Request = None):
         """Detect objects in an image with a Detectron2 model converted to OpenVINO, running on this server's CPU.
 
         Args:
             image: the image to analyse (JPEG, PNG, WebP, BMP, GIF or TIFF, up to 40 megapixels).
-            model: model name: "demo/mask_rcnn_shapes" or "demo/faster_rcnn_shapes" (circles, squares, triangles), or a Detectron2 Model Zoo name such as "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x" (80 COCO classes), or "remote/<name>" for a model of the model server the app was started with.
+            model: model name (default: the model the page opens on): one of this server's models, e.g. "demo/mask_rcnn_shapes" or "demo/faster_rcnn_shapes" (circles, squares, triangles), a Detectron2 Model Zoo name such as "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x" (80 COCO classes) where this server has it, "local/<name>" for an IR this server holds, or "remote/<name>" for a model of the model server the app was started with.
             device: OpenVINO device, e.g. "CPU".
             threshold: confidence threshold between 0.05 and 1; detections scoring lower are dropped.
             precision: "auto" (default: the model's fastest precision within 0.5 AP of its float model), "FP16", "FP32", "BF16" (CPUs with bfloat16) or "INT8" (where the model has an INT8 IR).
@@ -143,6 +178,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
             a summary line with the number of detections and the timings
             the model's card
         """
+        model = start_model if model in (None, "") else model
         try:
             result = H.detect(service, image, model, device, threshold, precision, devices, get_upload_folder())
             card = H.model_card(service, model, precision, device)
@@ -162,48 +198,57 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         except Exception as e:
             raise _web_error(e) from None
 
-    with gr.Blocks(title="d2ov — Detectron2 on OpenVINO") as demo:
-        gr.Markdown("# d2ov — Detectron2 on OpenVINO\nDetect objects, their masks and keypoints, or label every "
-                    "pixel (panoptic segmentation) with Detectron2 R-CNN models converted to OpenVINO IR, running on "
-                    "this server's CPU. Pick a task and a model, upload an image or click an example, then **Detect**.")
+    with gr.Blocks(title=title) as demo:
+        gr.Markdown(f"# {title}\nDetectron2 R-CNN models converted to OpenVINO IR, running on this server's CPU: "
+                    "upload an image or click an example, then **Detect**. The model, device, precision and "
+                    "threshold are below the result.")
+        # first screen (1280x800): the input, Detect and the examples beside the result
         with gr.Row():
             with gr.Column(scale=1):
-                task = gr.Radio(list(H.TASKS), value=start_task, label="Task")
-                # every model at launch, so the API (and MCP) schema names them all; the page shows the task's
-                model = gr.Dropdown(service.models(), value=start_model, label="Model", allow_custom_value=False)
-                device = gr.Dropdown(devices, value="CPU", label="Device")
-                precision, start_precision = precision_control(
-                    start_model, label="Precision (AP measured on the model's evaluation set, model time per image)",
-                    info="; ".join(f"{p.name}: {p.description}" for p in S.PRECISIONS.values()))
-                threshold = gr.Slider(0.05, 1.0, value=thr.default, step=0.01, label="Confidence threshold",
-                                      info="0.05 is frozen into the graph: lower scores never come out")
                 image = gr.Image(type="filepath", label="Input image", sources=["upload", "clipboard"],
-                                 image_mode=None)
-                gr.Markdown(f"Uploads up to {MAX_UPLOAD_MB:g} MB and {MAX_PIXELS / 1e6:g} megapixels.")
+                                 image_mode=None, height=IMAGE_HEIGHT)
                 run = gr.Button("Detect", variant="primary")
-                with gr.Column(visible=True) as shape_examples:
+                kind = example_kind(start_model)
+                with gr.Column(visible=kind == "user") as user_example_set:
+                    gr.Examples(user_examples or H.example_images("demo/"), inputs=[image], label="Examples")
+                with gr.Column(visible=kind == "shapes") as shape_examples:
                     gr.Examples(H.example_images("demo/"), inputs=[image], label="Examples (synthetic shapes)")
-                with gr.Column(visible=False) as figure_examples:
+                with gr.Column(visible=kind == "figures") as figure_examples:
                     gr.Examples(H.example_images(catalog.DEFAULTS["keypoints"]), inputs=[image],
                                 label="Examples (stick figures)")
-                with gr.Column(visible=False) as panoptic_examples:
+                with gr.Column(visible=kind == "panoptic") as panoptic_examples:
                     gr.Examples(H.example_images(catalog.DEFAULTS["panoptic_segmentation"]), inputs=[image],
                                 label="Examples (shapes over textured regions)")
-                with gr.Column(visible=False) as photo_examples:
+                with gr.Column(visible=kind == "photos") as photo_examples:
                     gr.Examples(H.example_images("COCO"), inputs=[image], label="Examples (photos)")
             with gr.Column(scale=1):
-                output = gr.Image(type="numpy", label="Detections", interactive=False, format="png")
+                output = gr.Image(type="numpy", label="Detections", interactive=False, format="png",
+                                  height=IMAGE_HEIGHT)
                 summary = gr.Markdown("")
+        with gr.Row():
+            with gr.Column(scale=1):
+                with gr.Accordion("Model, device, precision, threshold", open=True):
+                    task = gr.Radio(tasks, value=start_task, label="Task")
+                    # every model at launch, so the API (and MCP) schema names them all; the page shows the task's
+                    model = gr.Dropdown(service.models(), value=start_model, label="Model", allow_custom_value=False)
+                    device = gr.Dropdown(devices, value="CPU", label="Device")
+                    precision, start_precision = precision_control(
+                        start_model, label="Precision (AP measured on the model's evaluation set, model time per image)",
+                        info="; ".join(f"{p.name}: {p.description}" for p in S.PRECISIONS.values()))
+                    threshold = gr.Slider(0.05, 1.0, value=thr.default, step=0.01, label="Confidence threshold",
+                                          info="0.05 is frozen into the graph: lower scores never come out")
+                gr.Markdown(f"Uploads up to {MAX_UPLOAD_MB:g} MB and {MAX_PIXELS / 1e6:g} megapixels.")
+            with gr.Column(scale=1):
+                card = gr.Markdown(H.model_card(service, start_model, start_precision))
                 table = gr.Dataframe(headers=H.TABLE_HEADERS, label="Detections table", interactive=False)
                 json_file = gr.File(label="JSON (same schema as d2ov predict --json)", interactive=False)
-                card = gr.Markdown(H.model_card(service, start_model, start_precision))
         timer = gr.Timer(2.0, active=False)  # refreshes the card while a model is being prepared
 
         task.change(on_task, task, model, api_visibility="private")
-        demo.load(on_task, task, model, api_visibility="private")
+        demo.load(on_task, [task, model], model, api_visibility="private")
+        example_sets = [shape_examples, figure_examples, panoptic_examples, photo_examples, user_example_set]
         for control in (model, device):
-            control.change(on_model, [model, device],
-                           [precision, shape_examples, figure_examples, panoptic_examples, photo_examples, card, timer],
+            control.change(on_model, [model, device], [precision, *example_sets, card, timer],
                            api_visibility="private")
         precision.input(on_precision, [model, precision, device], [card, timer], api_visibility="private")
         timer.tick(on_tick, [model, precision, device], [card, timer], api_visibility="private",
@@ -231,9 +276,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--server", default=os.environ.get("D2OV_SERVER_URL") or None, metavar="URL",
                    help="also offer the d2ov models of this KServe-v2 model server (d2ov's KServe predictor, "
                         "OpenVINO Model Server) as remote/<name> (also D2OV_SERVER_URL)")
+    p.add_argument("--model", action="append", metavar="NAME",
+                   help="the model the page opens on (repeat: the models whose --examples are shown; the first opens; "
+                        "also D2OV_DEFAULT_MODEL, a comma list)")
+    p.add_argument("--examples", default=os.environ.get("D2OV_EXAMPLES") or None, metavar="DIR",
+                   help="a folder of example images for the --model models (also D2OV_EXAMPLES)")
+    p.add_argument("--title", default=os.environ.get("D2OV_TITLE") or None, help="the page's title (also D2OV_TITLE)")
     p.add_argument("--no-mcp", action="store_true", default=os.environ.get("D2OV_MCP", "1").lower() in ("0", "false", "no", "off"),
                    help="do not serve /detect as an MCP tool (also D2OV_MCP=0)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.model is None:  # flags win over the variable
+        args.model = [m.strip() for m in os.environ.get("D2OV_DEFAULT_MODEL", "").split(",") if m.strip()]
+    return args
 
 
 def _mcp_installed() -> bool:
@@ -245,7 +299,7 @@ def _mcp_installed() -> bool:
     return True
 
 
-def _start_quietly(service: ModelService, args: argparse.Namespace, mcp: bool) -> gr.Blocks:
+def _start_quietly(service: ModelService, args: argparse.Namespace, mcp: bool, examples: list[str]) -> gr.Blocks:
     """Build, queue and launch the app inside one short-lived running event loop; return the running
     app. Outside a running loop, every Gradio lock and event made while building and launching creates
     a new event loop and drops the previous one unclosed; the garbage collector later finalises some
@@ -255,7 +309,7 @@ def _start_quietly(service: ModelService, args: argparse.Namespace, mcp: bool) -
     import asyncio
 
     async def start() -> gr.Blocks:
-        demo = build_demo(service)
+        demo = build_demo(service, models=args.model, examples=examples, title=args.title)
         demo.queue(default_concurrency_limit=max(1, (os.cpu_count() or 2) // 2 + 1), max_size=64)
         # server_name/server_port None: Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (a Space's)
         demo.launch(server_name=args.host, server_port=args.port, share=args.share, mcp_server=mcp,
@@ -279,7 +333,14 @@ def main(argv=None) -> None:
              else "d2ov's own drawing (Detectron2 is not installed)")
     try:
         service = ModelService(server=args.server)
+        examples = [str(p) for p in image_files(args.examples)] if args.examples and Path(args.examples).is_dir() else []
+        if args.examples and not examples:
+            raise InputError(f"--examples {args.examples}: not a folder with images in it")
+        for name in args.model:  # an unknown --model, or one this server cannot run, stops the start in one line
+            if service.canonical(name) not in service.models():
+                raise NotReadyError(f"--model {name}: this server has no IR of it and does not convert models")
+        app = _start_quietly(service, args, mcp, examples)
     except D2ovError as e:  # e.g. the model server is down: one line, not a traceback
         print(f"d2ov: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    _start_quietly(service, args, mcp).block_thread()
+    app.block_thread()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from .coco_classes import (COCO_CLASSES, COCO_KEYPOINT_NAMES, COCO_KEYPOINT_OKS_SIGMAS, COCO_KEYPOINT_SKELETON,
                            COCO_PANOPTIC_STUFF_CLASSES)
-from ..errors import ModelNotFoundError
+from ..errors import InputError, ModelNotFoundError
 
 __all__ = ["ModelSpec", "CATALOG", "get", "names", "DEFAULTS", "DATA_DIR", "SAMPLES_DIR", "DEMO_DIR", "REPO_ROOT",
-           "sample_images", "custom"]
+           "sample_images", "custom", "spec_for"]
 
 MODEL_ZOO_URL = "https://dl.fbaipublicfiles.com/detectron2/"
 #: Data shipped inside the package (also in a wheel): bundled IRs, demo samples, demo model cards.
@@ -237,3 +237,28 @@ def custom(config: str | Path, weights: str, classes: list[str] | tuple[str, ...
         source="custom",
         description=f"custom model {cfg.name}",
     )
+
+
+def _read_classes(text: str) -> list[str]:
+    p = Path(text)
+    if p.suffix == ".txt" and p.is_file():
+        names = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    else:
+        names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise InputError(f"--classes: expected comma-separated class names or a .txt file, got {text!r}")
+    return names
+
+
+def spec_for(model: str, weights: str | None = None, classes: str | None = None) -> ModelSpec:
+    """What a command's MODEL argument names: a catalog name, or a Detectron2 config file (``.yaml``)
+    of a user's own model, which needs ``weights`` (a path, a URL or 'random') and ``classes``
+    (comma-separated names or a ``.txt`` file, one per line)."""
+    p = Path(model)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        if not classes:
+            raise InputError(f"{model}: a custom config needs --classes (comma-separated names or a .txt file)")
+        if not weights:
+            raise InputError(f"{model}: a custom config needs --weights (a path, a URL or 'random')")
+        return custom(p, weights, _read_classes(classes))
+    return get(model)

@@ -63,16 +63,29 @@ def test_predict_json_schema_and_render(tiny_ir, tmp_path):
     (["convert", "faster_rcnn_R_50_FPN_1x", "--weights", "/no/weights.pkl"], "weights file not found"),
     (["convert", "CFG"], "needs --classes"),
     (["verify", "no_such_model", "IMG"], "unknown model"),
+    (["space", "--dry-run", "OUT", "--only"], "--only leaves the demo models out: name at least one --model"),
+    (["space", "--dry-run", "OUT", "--weights", "w.pth"], "--weights is about your models: give --model MODEL"),
+    (["space", "--model", "demo/faster_rcnn_shapes"], "give --repo-id USER/NAME to publish, or --dry-run DIR"),
+    (["space", "--dry-run", "OUT", "--model", "no_such_model"], "unknown model 'no_such_model'"),
+    (["space", "--dry-run", "OUT", "--model", "CFG"], "needs --classes"),
+    (["space", "--dry-run", "OUT", "--model", "demo/faster_rcnn_shapes", "--precision", "FP8"], "--precision: a comma list"),
+    (["space", "--dry-run", "OUT", "--model", "demo/faster_rcnn_shapes", "--precision", "FP16,INT8"],
+     "--precision INT8 needs --calibration DIR"),
+    (["space", "--dry-run", "OUT", "--model", "demo/faster_rcnn_shapes", "--examples", "/no/such.jpg"],
+     "image not found: /no/such.jpg"),
+    (["serve", "--model", "no_such_model"], "unknown model 'no_such_model'"),
 ])
 def test_bad_input_is_one_clear_line_with_exit_2(args, msg, tiny_ir, tmp_path):
     notimg = tmp_path / "notimg.jpg"
     notimg.write_text("<html></html>")
     cfg = tmp_path / "own.yaml"
     cfg.write_text("MODEL:\n  META_ARCHITECTURE: GeneralizedRCNN\n")
-    subst = {"MODEL": str(tiny_ir), "IMG": str(real_photo()), "NOTIMG": str(notimg), "CFG": str(cfg)}
+    subst = {"MODEL": str(tiny_ir), "IMG": str(real_photo()), "NOTIMG": str(notimg), "CFG": str(cfg),
+             "OUT": str(tmp_path / "space")}
     res = run_cli(*[subst.get(a, a) for a in args])
     line = one_line_error(res)
     assert msg in line, res.stderr
+    assert not (tmp_path / "space").exists()  # d2ov space: nothing written
 
 
 def test_custom_config_converts_through_the_cli(tmp_path):

@@ -251,6 +251,10 @@ def test_int8_with_accuracy_control_keeps_ap_or_writes_nothing(shapes_val, tmp_p
     assert set(acc) >= {"FP32", "INT8"} and acc["INT8"]["images"] == 20 and acc["INT8"]["set"] == Path(ann).name
     assert acc["FP32"]["box_AP"] - acc["INT8"]["box_AP"] <= 1.0 and meta["quantization"].startswith("d2ov-3")
     assert "INT8  box AP" in ok.stdout
+    # the proof travels with it: d2ov verify against Detectron2 on the set's first 12 images, in the IR
+    v = meta["verification"]
+    assert v["images"] == 12 and v["precision"] == "INT8" and v["reference"] > 0 and v["against"].startswith("Detectron2")
+    assert f"checked against Detectron2 on 12 images: {v['matched']}/{v['reference']} detections matched" in ok.stdout
     bad = run_cli(*common, "--recipe", "nncf-default", "--max-ap-drop", "0.5", "--out", str(tmp_path / "bad"),
                   timeout=1500)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

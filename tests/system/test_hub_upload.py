@@ -8,7 +8,9 @@ path needs Xet's storage service, which the stand-in does not offer)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -164,3 +166,80 @@ def test_an_unreachable_hub_is_one_error_line(command, tmp_path):
     line = _one_error_line(res)
     assert "me/d2ov-" in line and ("onnect" in line or "refused" in line), line
     assert "--weights" not in line
+
+
+# -- d2ov space --ir-repo -----------------------------------------------------------------------
+
+
+def test_space_with_ir_repo_pushes_the_irs_and_pins_the_space_to_that_commit(hub, env, tmp_path):
+    """The catalog model's IRs go to the model repository (``d2ov push``'s layout), not into the Space;
+    the Space's variables name that repository and the commit the push made; ``--only``: no demo IRs.
+    The Space's app, started from what arrived with those variables, fetches the IR from the stand-in
+    Hub at that commit at start and answers ``/detect`` with it."""
+    res = run_cli("space", "--repo-id", "me/my-space", "--model", "demo/faster_rcnn_shapes", "--ir-repo", "me/my-irs",
+                  "--only", "--title", "Shapes", env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    irs = hub.tree("model", "me/my-irs")
+    assert {"demo__faster_rcnn_shapes/FP16/model.xml", "demo__faster_rcnn_shapes/FP16/model.bin",
+            "demo__faster_rcnn_shapes/FP16/d2ov.json"} <= set(irs)
+    bundled = ROOT / "d2ov_core" / "data" / "ir" / "demo__faster_rcnn_shapes" / "FP16" / "model.bin"
+    assert irs["demo__faster_rcnn_shapes/FP16/model.bin"] == bundled.read_bytes()
+    pushed = _d2ov_commits(hub, "model", "me/my-irs")[-1]
+    space = hub.repos[("space", "me/my-space")]
+    assert space["variables"] == {"D2OV_HUB_REPO": {"value": "me/my-irs", "description": "d2ov: the IR repository"},
+                                  "D2OV_HUB_REVISION": {"value": pushed["oid"], "description": "d2ov: its pinned commit"}}
+    tree = hub.tree("space", "me/my-space")
+    assert not [p for p in tree if p.endswith("model.bin")]  # no IR in the Space: neither the model's nor the demos'
+    doc = json.loads(tree["space.json"])
+    assert doc["env"]["D2OV_DEFAULT_MODEL"] == "demo/faster_rcnn_shapes" and doc["env"]["D2OV_TITLE"] == "Shapes"
+    assert doc["env"]["D2OV_HUB_REPO"] == "me/my-irs" and doc["env"]["D2OV_HUB_REVISION"] == pushed["oid"]
+    assert "demo/faster_rcnn_shapes" in tree["README.md"].decode()
+
+    # the Space as it arrived, started with its variables (a Space passes them as environment variables)
+    from gradio_client import Client, handle_file
+
+    from ..helpers import start_app, stop
+
+    folder = tmp_path / "space"
+    for rel, data in tree.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    variables = {k: v["value"] for k, v in space["variables"].items()}
+    run_env = {k: v for k, v in env.items() if k != "HF_TOKEN"}  # a public repository: no token needed
+    # D2OV_CONVERT=0: as on a Space, this server does not convert, so it offers what the IR repository lists
+    run_env.update(variables, PYTHONPATH="", D2OV_CACHE=str(tmp_path / "empty_cache"), HF_HUB_OFFLINE="0",
+                   D2OV_CONVERT="0")
+    proc, url = start_app(run_env, tmp_path / "app.log", cwd=folder)
+    try:
+        sample = sorted((ROOT / "d2ov_core" / "data" / "samples").glob("shapes_*.jpg"))[0]
+        for _ in range(120):  # the IR is fetched in the background at start
+            if any(d.endswith("FP16/model.bin") for d in hub.downloads):
+                break
+            time.sleep(0.5)
+        for _ in range(60):
+            try:
+                _, table, _, _, card = Client(url, verbose=False).predict(handle_file(str(sample)), api_name="/detect")
+                break
+            except Exception as e:  # "being prepared; try again in a moment"
+                assert "being prepared" in str(e), str(e)
+                time.sleep(1)
+        assert table["data"] and {row[0] for row in table["data"]} <= {"circle", "square", "triangle"}
+        assert card.startswith("**demo/faster_rcnn_shapes**") and "status: ready" in card
+        api = Client(url, verbose=False).view_api(return_format="dict", print_info=False)
+        model = next(p for p in api["named_endpoints"]["/detect"]["parameters"] if p["parameter_name"] == "model")
+        assert model["type"]["enum"] == ["demo/faster_rcnn_shapes"]  # --only, and what the IR repository holds
+    finally:
+        stop(proc)
+    assert f"GET model:me/my-irs@{pushed['oid']}/demo__faster_rcnn_shapes/FP16/model.bin" in hub.downloads
+    assert f"GET /api/models/me/my-irs/tree/{pushed['oid']}" in hub.requests  # the offer: the repository's file list
+    assert "Traceback" not in (tmp_path / "app.log").read_text()
+
+
+def test_space_ir_repo_of_a_config_only_model_is_one_error_line(hub, env):
+    cfg = ROOT / "models" / "demo" / "faster_rcnn_shapes"
+    res = run_cli("-q", "space", "--repo-id", "me/my-space", "--model", str(cfg / "config.yaml"), "--weights",
+                  str(cfg / "model_final.pth"), "--classes", "round,box,wedge", "--ir-repo", "me/my-irs", env=env,
+                  timeout=600)
+    line = _one_error_line(res)
+    assert "--ir-repo" in line and "catalog" in line, line
+    assert hub.repos == {}

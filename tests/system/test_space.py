@@ -1,9 +1,13 @@
 """The Hugging Face Space, launched the way a Space launches it: `d2ov space --dry-run` writes the
-folder; a fresh virtual environment is made from that folder's requirements.txt alone; `python app.py`
-runs from the folder as a non-root user whose site-packages are read-only, with the variables a Space
-sets (SPACE_ID, SYSTEM=spaces, GRADIO_SERVER_NAME=0.0.0.0, GRADIO_SERVER_PORT) and HF_HUB_OFFLINE=1.
-It must listen on all interfaces at that port, answer /detect through gradio_client, render with
-Detectron2's Visualizer and offer /detect as an MCP tool."""
+folder, with a user's own model in it (the demo Faster R-CNN's config and weights standing in for "my
+model", its classes renamed round/box/wedge, three example images of the user's, a title); a fresh
+virtual environment is made from that folder's requirements.txt alone (one venv for the module);
+`python app.py` runs from the folder as a non-root user whose site-packages are read-only, with the
+variables a Space sets (SPACE_ID, SYSTEM=spaces, GRADIO_SERVER_NAME=0.0.0.0, GRADIO_SERVER_PORT) and
+HF_HUB_OFFLINE=1 (one launch for the module). It must listen on all interfaces at that port, answer
+/detect through gradio_client, render with Detectron2's Visualizer and offer /detect as an MCP tool; in
+chromium the page opens on the user's model, with its examples, its title and its recorded check against
+Detectron2; it offers no Model Zoo model (the Space cannot convert) and no text on it mentions pip."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import pytest
 
 from ..conftest import ROOT, SAMPLES, run_cli
 from ..helpers import free_port, stop, wait_until_up
+from .test_app import CHROMIUM, browser_page
 
 ARTIFACTS = ROOT / "tests" / "_artifacts"
 NOBODY = 65534
@@ -31,18 +36,59 @@ def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+MY_MODEL = ROOT / "models" / "demo" / "faster_rcnn_shapes"
+MY_CLASSES = ("round", "box", "wedge")
+MY_TITLE = "My detector"
+MY_NAME = "local/faster_rcnn_shapes"  # the config's folder names the model in the Space
+
+
+def _my_examples(folder: Path) -> list[Path]:
+    """Three images of the demo data's kind (tools/make_shapes.py), with three or more shapes each, named
+    unlike the bundled samples."""
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import make_shapes
+
+    folder.mkdir(parents=True)
+    rng, out = np.random.default_rng(2026), []
+    while len(out) < 3:
+        img, instances = make_shapes.make_image(rng)
+        if len(instances) >= 3:
+            out.append(folder / f"my_photo_{len(out)}.jpg")
+            Image.fromarray(img).save(out[-1], quality=92)
+    return out
+
+
 @pytest.fixture(scope="module")
 def space(tmp_path_factory):
+    examples = _my_examples(tmp_path_factory.mktemp("mine") / "examples")
     folder = tmp_path_factory.mktemp("space_parent") / "space"
-    res = run_cli("space", "--dry-run", str(folder), timeout=600)
+    res = run_cli("space", "--dry-run", str(folder), "--model", "models/demo/faster_rcnn_shapes/config.yaml",
+                  "--weights", "models/demo/faster_rcnn_shapes/model_final.pth", "--classes", ",".join(MY_CLASSES),
+                  "--examples", str(examples[0].parent), "--title", MY_TITLE, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "wrote the Space folder" in res.stdout
+    assert "wrote the Space folder" in res.stdout and f"opens on {MY_NAME}" in res.stdout, res.stdout
+    assert f"{MY_NAME} FP16: checked against Detectron2 on 3 images: " in res.stdout, res.stdout
     return folder
 
 
 def test_the_folder_holds_what_the_app_needs_and_nothing_more(space):
     top = sorted(p.name for p in space.iterdir())
-    assert top == ["README.md", "app.py", "d2ov_core", "detectron2", "requirements.txt"]
+    assert top == ["README.md", "app.py", "d2ov_core", "detectron2", "examples", "models", "requirements.txt",
+                   "space.json"]
+    assert sorted(p.name for p in (space / "examples").iterdir()) == [f"my_photo_{i}.jpg" for i in range(3)]
+    assert sorted(p.relative_to(space).as_posix() for p in (space / "models").rglob("*") if p.is_file()) == [
+        f"models/faster_rcnn_shapes/FP16/{f}" for f in ("d2ov.json", "model.bin", "model.xml")]
+    env = json.loads((space / "space.json").read_text())["env"]
+    assert env == {"D2OV_TITLE": MY_TITLE, "D2OV_DEFAULT_MODEL": MY_NAME, "D2OV_MODELS_DIR": "models",
+                   "D2OV_EXAMPLES": "examples"}
+    readme = space.joinpath("README.md").read_text()
+    assert f"- **{MY_NAME}**: detection, 3 classes (round, box, wedge); FP16 IR, `models/faster_rcnn_shapes/`" in readme
+    assert "## Adding a model" in readme and "pip" not in readme.split("---", 2)[2]
     front = space.joinpath("README.md").read_text().split("---")[1]
     for line in ("sdk: gradio", "app_file: app.py", 'python_version: "3.11"', "sdk_version: 6.31.0"):
         assert line in front
@@ -53,7 +99,7 @@ def test_the_folder_holds_what_the_app_needs_and_nothing_more(space):
     assert not names & {"nncf", "pytest", "playwright", "torchvision", "pytest-timeout", "psutil"}
     assert "torch==2.13.0+cpu" in reqs and "--extra-index-url https://download.pytorch.org/whl/cpu" in reqs
     files = [p for p in space.rglob("*") if p.is_file()]
-    assert max(p.stat().st_size for p in files) <= 10 * 1024 * 1024
+    assert max(p.stat().st_size for p in files if p.name != "model.bin") <= 10 * 1024 * 1024
     assert not [p for p in files if p.suffix in (".pth", ".pkl") or "tests" in p.relative_to(space).parts]
     assert (space / "d2ov_core" / "data" / "ir" / "demo__mask_rcnn_shapes" / "FP16" / "model.bin").is_file()
     assert (space / "detectron2" / "LICENSE").read_text().startswith("Apache License")
@@ -92,47 +138,114 @@ def space_env(space, tmp_path_factory):
     return venv, site
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="starting the app as another (non-root) user needs root")
-def test_the_space_starts_as_a_space_and_answers(space, space_env, tmp_path):
-    from gradio_client import Client, handle_file
-
+@pytest.fixture(scope="module")
+def running_space(space, space_env, tmp_path_factory):
+    """The Space folder's app, started once for the module as a Space starts it: ``(url, port, process,
+    log path, site-packages listing before the start)``."""
+    if os.geteuid() != 0:
+        pytest.skip("starting the app as another (non-root) user needs root")
     venv, site = space_env
     before = sorted(str(p) for p in site.rglob("*"))
-    home = tmp_path / "home"
+    tmp = tmp_path_factory.mktemp("space_run")
+    home = tmp / "home"
     home.mkdir()
     os.chown(home, NOBODY, NOBODY)
-    os.chmod(tmp_path, 0o755)
+    os.chmod(tmp, 0o755)
     port = free_port()
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(home), "SPACE_ID": "someone/d2ov-demo",
            "SYSTEM": "spaces", "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(port),
            "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(home / "gradio")}
-    log_path = tmp_path / "space.log"
+    log_path = tmp / "space.log"
     log = open(log_path, "w")
     proc = subprocess.Popen([str(venv / "bin" / "python"), "app.py"], cwd=space, env=env, stdout=log,
                             stderr=subprocess.STDOUT, user=NOBODY, group=NOBODY)
     try:
         url = f"http://127.0.0.1:{port}/"
         wait_until_up(proc, url, log_path, timeout=180)
-        import psutil
-
-        listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(proc.pid).net_connections("tcp")
-                     if c.status == psutil.CONN_LISTEN}
-        assert ("0.0.0.0", port) in listening, listening  # all interfaces, the Space's port
-
-        client = Client(url, verbose=False)
-        sample = sorted(SAMPLES.glob("shapes_*.jpg"))[0]
-        image, table, json_path, summary, card = client.predict(handle_file(str(sample)), "demo/mask_rcnn_shapes",
-                                                                "CPU", 0.5, api_name="/detect")
-        doc = json.loads(Path(json_path).read_text())
-        assert len(table["data"]) == len(doc["results"][0]["instances"]) > 0
-        assert Path(image).is_file()
-        schema = json.loads(urllib.request.urlopen(url + "gradio_api/mcp/schema", timeout=30).read())
-        assert any(t["name"].endswith("detect") for t in schema), schema
-        log.flush()
-        text = log_path.read_text()  # while serving (shutdown noise of the event loop is not the app's)
+        yield url, port, proc, log_path, before
     finally:
         stop(proc)
         log.close()
+
+
+def test_the_space_starts_as_a_space_and_answers(running_space, space_env):
+    from gradio_client import Client, handle_file
+
+    url, port, proc, log_path, before = running_space
+    _, site = space_env
+    import psutil
+
+    listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(proc.pid).net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN}
+    assert ("0.0.0.0", port) in listening, listening  # all interfaces, the Space's port
+
+    client = Client(url, verbose=False)
+    sample = sorted(SAMPLES.glob("shapes_*.jpg"))[0]
+    image, table, json_path, summary, card = client.predict(handle_file(str(sample)), "demo/mask_rcnn_shapes",
+                                                            "CPU", 0.5, api_name="/detect")
+    doc = json.loads(Path(json_path).read_text())
+    assert len(table["data"]) == len(doc["results"][0]["instances"]) > 0
+    assert Path(image).is_file()
+    schema = json.loads(urllib.request.urlopen(url + "gradio_api/mcp/schema", timeout=30).read())
+    assert any(t["name"].endswith("detect") for t in schema), schema
+    text = log_path.read_text()  # while serving (shutdown noise of the event loop is not the app's)
     assert "rendering with Detectron2's Visualizer" in text, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
     assert sorted(str(p) for p in site.rglob("*")) == before  # nothing written into site-packages
+
+
+def test_detect_without_a_model_runs_the_users_model_and_no_zoo_model_is_offered(running_space, space):
+    """/detect with the image alone runs the model the Space opens on; the models the API offers are the
+    user's and the bundled demo models: no Model Zoo model (the Space has no converter, no IR of one)."""
+    from gradio_client import Client, handle_file
+
+    client = Client(running_space[0], verbose=False)
+    image, table, json_path, summary, card = client.predict(handle_file(str(space / "examples" / "my_photo_0.jpg")),
+                                                            api_name="/detect")
+    labels = {row[0] for row in table["data"]}
+    assert labels and labels <= set(MY_CLASSES), table
+    assert json.loads(Path(json_path).read_text())["model"]["task"] == "detection"
+    assert card.startswith(f"**{MY_NAME}**") and "checked against Detectron2 on 3 images: " in card, card
+    api = client.view_api(return_format="dict", print_info=False)
+    params = api["named_endpoints"]["/detect"]["parameters"]
+    model = next(p for p in params if p["parameter_name"] == "model")
+    offered = model["type"]["enum"]
+    assert model["parameter_default"] == MY_NAME and MY_NAME in offered
+    assert not [n for n in offered if n.startswith("COCO")], offered
+    assert {n for n in offered if n.startswith("demo/")} == {"demo/faster_rcnn_shapes", "demo/mask_rcnn_shapes",
+                                                             "demo/keypoint_rcnn_figures", "demo/panoptic_fpn_shapes"}
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
+def test_in_a_browser_the_space_opens_on_the_users_model(running_space):
+    """At 1280x800 the first screen holds the input, Detect, the user's three examples and the result;
+    one click on an example and one on Detect give detections labelled with the user's classes; the card
+    shows the recorded check against Detectron2; no text on the page mentions pip."""
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with browser_page(800) as page:
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.goto(running_space[0])
+        expect(page.get_by_role("heading", name=MY_TITLE)).to_be_visible(timeout=60_000)
+        assert page.title() == MY_TITLE
+        examples = page.locator("img[src*='my_photo_']")
+        expect(examples).to_have_count(3, timeout=30_000)
+        expect(page.get_by_label("Model")).to_have_value(MY_NAME)
+        expect(page.get_by_label("Object detection")).to_be_checked()
+        expect(page.get_by_label("Auto · FP16")).to_be_checked()
+        examples.first.click()
+        page.get_by_role("button", name="Detect").click()
+        expect(page.get_by_text("detections at threshold 0.50")).to_be_visible(timeout=120_000)
+        page.screenshot(path=str(ARTIFACTS / "space_first_screen.png"))
+        for box in (examples.last, page.get_by_role("button", name="Detect"), page.get_by_text("detections at threshold")):
+            b = box.bounding_box()
+            assert b and b["y"] + b["height"] <= 800, (box, b)  # on the first screen
+        # the detections table (Gradio draws its rows beside the header's <table>): its words are the labels
+        grid = page.locator("table", has_text="label").first.evaluate("t => t.parentElement.parentElement.innerText")
+        labels = {w for w in grid.split() if w.isalpha()} - {"label", "score"}
+        assert labels and labels <= set(MY_CLASSES), grid
+        expect(page.get_by_text("checked against Detectron2 on 3 images:")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "space_page.png"), full_page=True)
+        text = page.locator("body").inner_text()
+        assert not re.search(r"\bpip\b", text, re.IGNORECASE), text

@@ -131,5 +131,35 @@ def test_a_precision_without_a_measurement_says_so(tmp_path, monkeypatch):
             compress_to_fp16=False)
     service = ModelService(use_hub=False, convert_fallback=False, models_root=tmp_path / "models")
     choices, default, why = H.precision_choices(service, "local/unmeasured")
-    assert choices == [(f"{p} · not verified on this model", p) for p in service.precisions("local/unmeasured")]
+    assert choices == [(f"{p} · AP not measured", p) for p in service.precisions("local/unmeasured")]
     assert default == "FP16" and "no precision of this model has a measured accuracy" in why
+
+
+def test_a_server_that_cannot_convert_offers_only_what_it_holds(tmp_path, monkeypatch):
+    """Without conversion (as on a Space, which has no torchvision), a Model Zoo model with no IR in
+    reach is not listed, and naming it anyway says so in one sentence that sends no one to pip."""
+    monkeypatch.setenv("D2OV_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "models"
+    copy_ir(lookup.bundled_ir(FASTER, "FP16"), root / "mine" / "FP16")
+    service = ModelService(use_hub=False, convert_fallback=False, models_root=root)
+    offered = service.models()
+    assert {MASK, FASTER, "local/mine"} <= set(offered)
+    assert not [n for n in offered if n.startswith("COCO-")]
+    assert service.default_model("detection") == FASTER and ZOO not in service.models("detection")
+    assert service.prepare(ZOO, "FP16", wait=True).status == "unavailable"
+    with pytest.raises(NotReadyError, match="holds no FP16 IR of .* and does not convert models") as e:
+        service.predictor(ZOO, "CPU", "FP16")
+    assert "pip" not in str(e.value)
+
+    monkeypatch.setenv("D2OV_ONLY", "1")  # d2ov space --only: no demo models but the ones it opens on
+    monkeypatch.delenv("D2OV_DEFAULT_MODEL", raising=False)
+    only = ModelService(use_hub=False, convert_fallback=False, models_root=root)
+    assert only.models() == ["local/mine"] and only.default_model("instance_segmentation") is None
+    monkeypatch.setenv("D2OV_DEFAULT_MODEL", f"{FASTER},local/mine")
+    named = ModelService(use_hub=False, convert_fallback=False, models_root=root)
+    assert named.models() == [FASTER, "local/mine"]
+
+
+def test_a_server_that_converts_still_offers_the_whole_catalog(service):
+    assert service.convert_fallback  # this machine has the converter
+    assert ZOO in service.models("detection")
