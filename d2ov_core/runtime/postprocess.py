@@ -130,20 +130,22 @@ def postprocess(
     )
 
 
-def _interp_matrix(lo: float, hi: float, start: int, stop: int, m: int) -> np.ndarray:
-    """Weights ``(stop - start, m)`` that resample an ``m``-long axis onto pixels ``start..stop-1``
-    of a box spanning ``[lo, hi)``: grid_sample, bilinear, align_corners=False, zero padding."""
+def _interp_taps(lo: float, hi: float, start: int, stop: int, m: int) -> tuple[np.ndarray, ...]:
+    """The two taps that resample an ``m``-long axis onto pixels ``start..stop-1`` of a box spanning
+    ``[lo, hi)`` (grid_sample, bilinear, align_corners=False, zero padding): indices ``(n,)`` int64
+    (clamped) and float32 weights ``(n,)`` each, ``(i0, i1, w0, w1)``; a tap outside the axis
+    weighs 0."""
     centers = np.arange(start, stop, dtype=np.float32) + np.float32(0.5)
     g = (centers - np.float32(lo)) / np.float32(hi - lo) * 2 - 1  # normalised [-1, 1]
     src = ((g + 1) * m - 1) / 2  # source pixel coordinate
     i0 = np.floor(src).astype(np.int64)
     frac = (src - i0).astype(np.float32)
-    wmat = np.zeros((len(centers), m), dtype=np.float32)
-    rows = np.arange(len(centers))
+    taps = []
     for idx, wt in ((i0, 1 - frac), (i0 + 1, frac)):
         ok = (idx >= 0) & (idx < m)
-        wmat[rows[ok], idx[ok]] += wt[ok]
-    return wmat
+        taps.append((np.clip(idx, 0, m - 1), np.where(ok, wt, np.float32(0)).astype(np.float32)))
+    (a, wa), (b, wb) = taps
+    return a, b, wa, wb
 
 
 def paste_masks(probs: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
@@ -159,7 +161,8 @@ def paste_box_masks(probs: np.ndarray, boxes: np.ndarray, image_size: tuple[int,
 
     Only the box's neighbourhood (box +- 1 px, as Detectron2's ``skip_empty``) is computed; outside
     it a mask is False, as in Detectron2. The bilinear resampling is separable, so each mask is
-    ``Wy @ P @ Wx.T``, thresholded ``>= threshold``.
+    ``Wy @ P @ Wx.T``, thresholded ``>= threshold``, done as two taps along y then two along x
+    (no BLAS: its threads stall when other work shares the cores).
     """
     H, W = image_size
     probs = np.asarray(probs, np.float32)
@@ -174,8 +177,14 @@ def paste_box_masks(probs: np.ndarray, boxes: np.ndarray, image_size: tuple[int,
     def make(i: int) -> np.ndarray:
         if xe[i] == xs[i] or ye[i] == ys[i]:
             return np.zeros((ye[i] - ys[i], xe[i] - xs[i]), bool)
-        wy = _interp_matrix(float(y0[i]), float(y1[i]), int(ys[i]), int(ye[i]), m)
-        wx = _interp_matrix(float(x0[i]), float(x1[i]), int(xs[i]), int(xe[i]), m)
-        return wy @ probs[i] @ wx.T >= threshold
+        ya, yb, wya, wyb = _interp_taps(float(y0[i]), float(y1[i]), int(ys[i]), int(ye[i]), m)
+        xa, xb, wxa, wxb = _interp_taps(float(x0[i]), float(x1[i]), int(xs[i]), int(xe[i]), m)
+        # y then x, each sum as the matrix products ``Wy @ P @ Wx.T`` did it, a fused multiply-add:
+        # the first product rounded, the second added exactly (float64 holds a float32 product)
+        # and the sum rounded once
+        p = probs[i]
+        along_y = ((p[ya] * wya[:, None]).astype(np.float64) + p[yb].astype(np.float64) * wyb[:, None]).astype(np.float32)
+        region = ((along_y[:, xa] * wxa).astype(np.float64) + along_y[:, xb].astype(np.float64) * wxb).astype(np.float32)
+        return region >= threshold
 
     return BoxMasks((H, W), np.stack([ys, ye, xs, xe], axis=1), make)
