@@ -232,11 +232,14 @@ def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
     H, W = len(ty[0]), len(tx[0])
     (r0, r1), (q0, q1) = _support(ty, t1y), _support(tx, t1x)
     read = logits[:, :int(r1[-1]) + 1, :int(q1[-1]) + 1]  # the logit cells the output reads
-    # 1. per logit cell: best class, best value, best other value (and the minimum, for the bound)
+    lowest, highest = float(read.min()), float(read.max())
+    if not (np.isfinite(lowest) and np.isfinite(highest)):
+        return None
+    bound = np.float32(1e-5) * max(abs(lowest), abs(highest)) + np.float32(1e-30)
+    # 1. per logit cell: best class (the first on ties), best value, best other value
     best = read[0].copy()
     other = np.full_like(best, -np.inf)
-    low = read[0].copy()
-    arg = np.zeros(best.shape, np.int64)
+    arg = np.zeros(best.shape, np.int16 if c < 1 << 15 else np.int64)
     tmp = np.empty_like(best)
     greater = np.empty(best.shape, bool)
     for k in range(1, c):
@@ -246,10 +249,6 @@ def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
         np.greater(x, best, out=greater)
         np.copyto(arg, k, where=greater)
         np.maximum(best, x, out=best)
-        np.minimum(low, x, out=low)
-    if not (np.isfinite(best).all() and np.isfinite(low).all()):
-        return None
-    bound = np.float32(1e-5) * max(float(np.abs(best).max()), float(np.abs(low).max())) + np.float32(1e-30)
     # 2. per distinct window of logit rows x columns: decided (the class) or not (-1)
     rows, row_of = _distinct(r0, r1)
     cols, col_of = _distinct(q0, q1)
@@ -259,7 +258,7 @@ def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
         stats.append(_window_reduce(by_rows, cols[:, 0], cols[:, 1], 1, op))
     arg_lo, arg_hi, best_lo, other_hi = stats
     decided = (arg_lo == arg_hi) & (best_lo - other_hi > 2 * bound)
-    labels = np.where(decided, arg_lo, -1)[row_of[:, None], col_of[None, :]]
+    labels = np.where(decided, arg_lo.astype(np.int64), -1)[row_of[:, None], col_of[None, :]]
     undecided = np.nonzero(~decided)  # (row window, column window) pairs
     if len(undecided[0]) == 0:
         return labels

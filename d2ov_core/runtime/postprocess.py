@@ -140,12 +140,10 @@ def _interp_taps(lo: float, hi: float, start: int, stop: int, m: int) -> tuple[n
     src = ((g + 1) * m - 1) / 2  # source pixel coordinate
     i0 = np.floor(src).astype(np.int64)
     frac = (src - i0).astype(np.float32)
-    taps = []
-    for idx, wt in ((i0, 1 - frac), (i0 + 1, frac)):
-        ok = (idx >= 0) & (idx < m)
-        taps.append((np.clip(idx, 0, m - 1), np.where(ok, wt, np.float32(0)).astype(np.float32)))
-    (a, wa), (b, wb) = taps
-    return a, b, wa, wb
+    zero = np.float32(0)
+    w0 = np.where((i0 >= 0) & (i0 < m), 1 - frac, zero)
+    w1 = np.where((i0 >= -1) & (i0 < m - 1), frac, zero)
+    return np.minimum(np.maximum(i0, 0), m - 1), np.minimum(np.maximum(i0 + 1, 0), m - 1), w0, w1
 
 
 def paste_masks(probs: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
