@@ -6,8 +6,9 @@ Detectron2 does after the graph (its per-box loop with a per-box output size doe
 
   1. each box's K maps are resized to ``ceil(box height) x ceil(box width)`` (box sides clamped to
      >= 1 px) with PyTorch's bicubic interpolation (``align_corners=False``, A = -0.75, border
-     pixels repeated): a separable resampling, along x as a matrix product, along y with the four
-     taps of each output row;
+     pixels repeated): a separable resampling, along x then along y, each output a sum of four taps
+     in float32. Only the rows and columns that can hold the peak are computed (:func:`_peaks`);
+     no BLAS: its threads stall when other work shares the cores;
   2. the keypoint lies at the centre of the resized map's largest pixel (the first in row-major
      order on ties), scaled back by ``box side / ceil(box side)`` and offset by the box's corner;
   3. its score is ``1 / sum(exp(map - max))`` over the S x S logits, ``max`` being the resized map's
@@ -57,7 +58,9 @@ def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 def heatmaps_to_keypoints(maps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """``maps`` ``(N, K, S, S)`` logits over ``boxes`` ``(N, 4)`` xyxy -> ``(N, K, 3)`` float32
-    ``[x, y, score]`` in the boxes' frame (Detectron2's ``pred_keypoints`` before rescaling)."""
+    ``[x, y, score]`` in the boxes' frame (Detectron2's ``pred_keypoints`` before rescaling).
+
+    Each box's K peaks are found together (:func:`_peaks`), without resizing whole maps."""
     maps = np.asarray(maps, np.float32)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     n, k = maps.shape[:2] if maps.ndim == 4 else (len(boxes), 0)
@@ -68,55 +71,131 @@ def heatmaps_to_keypoints(maps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     widths = np.maximum(boxes[:, 2] - boxes[:, 0], np.float32(1))
     heights = np.maximum(boxes[:, 3] - boxes[:, 1], np.float32(1))
     widths_ceil, heights_ceil = np.ceil(widths), np.ceil(heights)
+    # per map: the extremes of each row, the largest logit's cell, the largest |logit|
+    rows = (_last_axis(np.maximum, maps).astype(np.float64), _last_axis(np.minimum, maps).astype(np.float64))
+    top = maps.reshape(n, k, -1).argmax(axis=2)
+    size = np.maximum(np.abs(rows[0]).max(axis=2), np.abs(rows[1]).max(axis=2))  # (N, K)
+    pos = np.empty((n, k), np.int64)
+    peak = np.empty((n, k), np.float32)
+    finite = np.isfinite(size)
     for i in range(n):
         oh, ow = int(heights_ceil[i]), int(widths_ceil[i])
-        # x first, as one BLAS product over all keypoints; then y, four taps per output row
-        cols = (maps[i].reshape(k * s_h, s_w) @ bicubic_matrix(s_w, ow).T).reshape(k, s_h, ow)
-        index, weights = bicubic_taps(s_h, oh)
-        pos = np.empty(k, np.int64)
-        peak = np.empty(k, np.float32)
-        for j in range(k):
-            pos[j], peak[j] = _peak(cols[j], index, weights)
-        norm = np.exp(maps[i] - peak[:, None, None]).sum(axis=(1, 2))
-        x_int, y_int = pos % ow, pos // ow  # pos: row-major index into the (oh, ow) map
-        out[i, :, 0] = (x_int.astype(np.float32) + np.float32(0.5)) * (widths[i] / widths_ceil[i]) + boxes[i, 0]
-        out[i, :, 1] = (y_int.astype(np.float32) + np.float32(0.5)) * (heights[i] / heights_ceil[i]) + boxes[i, 1]
-        out[i, :, 2] = 1.0 / norm
+        taps_y, taps_x = bicubic_taps(s_h, oh), bicubic_taps(s_w, ow)
+        if finite[i].all():
+            pos[i], peak[i] = _peaks(maps[i], taps_y, taps_x, (rows[0][i], rows[1][i]), top[i], size[i])
+        else:  # no bound holds: every pixel
+            everything = (np.broadcast_to(np.arange(oh), (k, oh)), np.broadcast_to(np.arange(ow), (k, ow)))
+            pos[i], peak[i] = _best(maps[i], *everything, taps_y, taps_x)
+    norm = np.exp(maps - peak[:, :, None, None]).sum(axis=(2, 3))
+    ow_all = widths_ceil.astype(np.int64)[:, None]
+    x_int, y_int = pos % ow_all, pos // ow_all  # pos: row-major index into the (oh, ow) map
+    out[:, :, 0] = (x_int.astype(np.float32) + np.float32(0.5)) * (widths / widths_ceil)[:, None] + boxes[:, 0, None]
+    out[:, :, 1] = (y_int.astype(np.float32) + np.float32(0.5)) * (heights / heights_ceil)[:, None] + boxes[:, 1, None]
+    out[:, :, 2] = 1.0 / norm
     return out
 
 
-def _rows(cols: np.ndarray, index: np.ndarray, weights: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Output ``rows`` of the y-resize of ``cols`` ``(S, ow)``: ``sum_t w_t * cols[index_t]``, in tap
-    order (every row is computed the same way, whichever rows are asked for)."""
-    out = cols[index[rows, 0]] * weights[rows, 0, None]
-    for t in range(1, 4):
-        out += cols[index[rows, t]] * weights[rows, t, None]
-    return out
+def _last_axis(op: np.ufunc, a: np.ndarray) -> np.ndarray:
+    """``op.reduce(a, axis=-1)`` for ``np.maximum`` / ``np.minimum``, by halving (numpy reduces
+    many short last axes slowly)."""
+    while a.shape[-1] > 1:
+        half = a.shape[-1] // 2
+        b = op(a[..., :half], a[..., half:2 * half])
+        if a.shape[-1] % 2:
+            b[..., :1] = op(b[..., :1], a[..., 2 * half:])
+        a = b
+    return a[..., 0]
 
 
-def _peak(cols: np.ndarray, index: np.ndarray, weights: np.ndarray, chunk: int = 16) -> tuple[int, float]:
-    """Row-major position and value of the largest pixel of the y-resized ``cols`` (the first one on
-    ties), computing only the rows that can hold it: each output row's maximum is bounded by its taps
-    applied to the rows' maxima (positive weights) and minima (negative ones), and rows are computed
-    in order of that bound until the bound falls below the best value found. Peaked heatmaps need a
-    few rows of hundreds; flat ones fall back to all of them. Exact: the same values as resizing the
-    whole map."""
-    top, bottom = cols.max(axis=1).astype(np.float64), cols.min(axis=1).astype(np.float64)
+def _axis_bound(extremes: tuple[np.ndarray, np.ndarray], taps: tuple[np.ndarray, np.ndarray], overshoot: float
+                ) -> np.ndarray:
+    """An upper bound of every resized value in each output row (or column): ``(K, n_out)``
+    float64. ``extremes``: ``(K, S)`` maxima and minima of the maps' input rows (columns);
+    ``overshoot``: the other axis's largest sum of negative weights, by which its resize can exceed
+    a row's maximum (below its minimum) by that times the row's range."""
+    hi, lo = extremes
+    spread = overshoot * (hi - lo)
+    top, bottom = hi + spread, lo - spread
+    index, weights = taps
     w = weights.astype(np.float64)
-    bound = np.where(w >= 0, w * top[index], w * bottom[index]).sum(axis=1)
-    bound += np.abs(w).sum(axis=1) * np.abs(cols).max() * 1e-6 + 1e-30  # float32 rounding of the rows
-    order = np.argsort(-bound, kind="stable")
-    best, best_pos = -np.inf, 0
-    ow = cols.shape[1]
-    for start in range(0, len(order), chunk):
-        rows = order[start:start + chunk]
-        if bound[rows[0]] < best:
-            break
-        vals = _rows(cols, index, weights, rows)
-        x = vals.argmax(axis=1)
-        v = vals[np.arange(len(rows)), x]
-        for r, xi, vi in zip(rows, x, v):
-            p = int(r) * ow + int(xi)
-            if vi > best or (vi == best and p < best_pos):
-                best, best_pos = float(vi), p
-    return best_pos, best
+    return np.where(w >= 0, w * top[:, index], w * bottom[:, index]).sum(axis=2)
+
+
+def _peaks(maps: np.ndarray, taps_y: tuple, taps_x: tuple, rows: tuple, top: np.ndarray, size: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Row-major position and value of the largest pixel of each of ``maps`` ``(K, S, S)`` resized
+    by ``taps_y`` x ``taps_x`` (the first one on ties): ``(K,)`` int64 and ``(K,)`` float32.
+
+    A lower bound of each peak is the value at the output pixel over the largest logit (``top``).
+    A pixel can reach it only if both its row's and its column's bounds (:func:`_axis_bound`, plus
+    ``1e-5 * size`` for float32 rounding) do: rows from the input rows' extremes (``rows``), then
+    columns from the extremes of the input rows those rows read; only those rows x columns are
+    computed (:func:`_best`).
+    Peaked heatmaps leave a few rows and columns around the peak; flat ones all of them. Exact: the
+    same values as resizing the whole maps.
+    """
+    k, s_h, s_w = maps.shape
+    oh, ow = len(taps_y[0]), len(taps_x[0])
+    negative_x = float(np.maximum(-taps_x[1], 0).sum(axis=1).max())
+    negative_y = float(np.maximum(-taps_y[1], 0).sum(axis=1).max())
+    slack = 1e-5 * size[:, None] + 1e-30
+    near_y = np.minimum(((top // s_w + 0.5) * oh / s_h).astype(np.int64), oh - 1)
+    near_x = np.minimum(((top % s_w + 0.5) * ow / s_w).astype(np.int64), ow - 1)
+    floor = _best(maps, near_y[:, None], near_x[:, None], taps_y, taps_x)[1].astype(np.float64)
+    ys = _listed(_axis_bound(rows, taps_y, negative_x) + slack >= floor[:, None])  # (K, a)
+    first = taps_y[0][ys[:, 0], 0]
+    band = np.minimum(first[:, None] + np.arange(int((taps_y[0][ys[:, -1], 3] - first).max()) + 1), s_h - 1)
+    band = maps[np.arange(k)[:, None, None], band[:, :, None], np.arange(s_w)]  # (K, rows read, S)
+    cols = (band.max(axis=1).astype(np.float64), band.min(axis=1).astype(np.float64))
+    xs = _listed(_axis_bound(cols, taps_x, negative_y) + slack >= floor[:, None])  # (K, b)
+    return _best(maps, ys, xs, taps_y, taps_x, floor, slack)
+
+
+def _listed(ok: np.ndarray) -> np.ndarray:
+    """``(K, n)`` bool -> ``(K, m)`` the indices of each row's True entries, ascending, padded with
+    the last one (repeating a pixel changes no maximum)."""
+    count = ok.sum(axis=1)
+    order = np.argsort(~ok, axis=1, kind="stable")[:, :max(int(count.max()), 1)]
+    j = np.minimum(np.arange(order.shape[1]), np.maximum(count, 1)[:, None] - 1)
+    return np.take_along_axis(order, j, axis=1)
+
+
+def _best(maps: np.ndarray, ys: np.ndarray, xs: np.ndarray, taps_y: tuple, taps_x: tuple,
+          floor: np.ndarray | None = None, slack: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The resized ``maps`` ``(K, S, S)`` at output rows ``ys`` ``(K, a)`` x columns ``xs`` ``(K, b)``
+    (ascending, repeats allowed): each map's largest value there and its row-major position in the
+    ``(oh, ow)`` map (the first on ties), ``(K,)`` int64 and ``(K,)`` float32. Along x, then along y,
+    each a sum of four taps in tap order, in float32; the x pass is done once per input row read.
+    ``floor`` ``(K,)``: a value each map reaches among these pixels; rows whose bound from the x pass's
+    extremes (plus ``slack``) is below it cannot hold the maximum and are not computed along y."""
+    k, s_h, s_w = maps.shape
+    index_y, weights_y = taps_y
+    index_x, weights_x = taps_x
+    ow = len(index_x)
+    kk = np.arange(k)[:, None, None]
+    first = index_y[ys[:, 0], 0]  # (K,) the first input row read; rows are read in order
+    span = int((index_y[ys[:, -1], 3] - first).max()) + 1
+    rows_in = np.minimum(first[:, None] + np.arange(span), s_h - 1)  # (K, span)
+    cx, wx = index_x[xs][:, None], weights_x[xs][:, None]  # (K, 1, b, 4)
+    flat_maps = maps.reshape(-1)
+    row_start = ((kk[..., 0] * s_h + rows_in) * s_w)[:, :, None]  # (K, span, 1)
+    along_x = flat_maps[row_start + cx[..., 0]] * wx[..., 0]  # (K, span, b)
+    for t in range(1, 4):
+        along_x += flat_maps[row_start + cx[..., t]] * wx[..., t]
+    ry, wy = index_y[ys] - first[:, None, None], weights_y[ys]  # (K, a, 4)
+    if floor is not None:  # keep the rows whose bound over these columns still reaches ``floor``
+        w = wy.astype(np.float64)
+        hi, lo = along_x.max(axis=2).astype(np.float64), along_x.min(axis=2).astype(np.float64)  # (K, span)
+        bound = np.where(w >= 0, w * hi[kk, ry], w * lo[kk, ry]).sum(axis=2) + slack  # (K, a)
+        keep = _listed(bound >= floor[:, None])
+        ys, ry, wy = (np.take_along_axis(a, keep[..., None] if a.ndim == 3 else keep, axis=1) for a in (ys, ry, wy))
+    b = xs.shape[1]
+    flat_x = along_x.reshape(-1)
+    row_start = (kk * span + ry) * b  # (K, a, 4)
+    values = flat_x[row_start[..., 0, None] + np.arange(b)] * wy[:, :, 0, None]  # (K, a, b)
+    for t in range(1, 4):
+        values += flat_x[row_start[..., t, None] + np.arange(b)] * wy[:, :, t, None]
+    flat = values.reshape(k, -1)
+    best = flat.max(axis=1)
+    position = (ys[:, :, None] * ow + xs[:, None, :]).reshape(k, -1)
+    return np.where(flat == best[:, None], position, np.iinfo(np.int64).max).min(axis=1), best

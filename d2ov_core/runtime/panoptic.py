@@ -15,8 +15,10 @@ Detectron2's ``PanopticFPN.inference`` then does, per image:
      the upper one clamped to the border), and reduced to class ids by an argmax over C (the
      first class on ties). The resize is separable, ``Wy @ logits[c] @ Wx.T`` with
      :func:`bilinear_matrix`; each row of these matrices has two taps, so it is done as two
-     gathers (x first, then y, as PyTorch orders the sums), a block of output rows at a time, in
-     float32.
+     gathers (x first, then y, as PyTorch orders the sums), in float32. Only the pixels whose
+     class the logits around them do not settle are computed, and only for the classes that can
+     win there (:func:`_argmax_pruned`); the same float32 operations in the same order as resizing
+     every map whole (:func:`_sem_seg_dense`, still used when that is faster), so the same labels.
   2. :func:`combine_semantic_and_instance_outputs`: instances, by descending score, stop at the
      first score below ``instances_score_thresh``; an instance is skipped when its mask is empty or
      when more than ``overlap_threshold`` of it is already taken, otherwise its not-yet-taken pixels
@@ -25,17 +27,20 @@ Detectron2's ``PanopticFPN.inference`` then does, per image:
      of them. Segment ids, the map and ``segments_info`` (same keys, same order) are Detectron2's.
      Tie order: Detectron2 sorts with ``torch.argsort(-scores)``, which is not stable, so equal
      scores come in an unspecified order there; here they come in index order (a stable sort).
+     Each instance is handled inside its box (:class:`BoxMasks`: no full-image array per
+     instance, and a mask the merge cannot use is never pasted).
 
 Nothing here imports torch, detectron2 or openvino.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["sem_seg_postprocess", "combine_semantic_and_instance_outputs", "bilinear_matrix", "describe_segments"]
+__all__ = ["sem_seg_postprocess", "combine_semantic_and_instance_outputs", "BoxMasks", "bilinear_matrix",
+           "describe_segments"]
 
 #: float32 elements of one block of resized logits (C x rows x W); bounds the working memory
 _BLOCK_ELEMENTS = 1 << 22
@@ -115,6 +120,11 @@ def sem_seg_postprocess(logits: np.ndarray, input_size: Sequence[int], output_si
     Returns:
         ``(H, W)`` int64: ``argmax`` over C of Detectron2's ``sem_seg_postprocess(logits, input_size,
         H, W)`` (after the head's upsampling).
+
+    Most pixels are decided without resizing anything (see :func:`_argmax_pruned`); the others get
+    their candidate classes' values computed with the same float32 operations, in the same order, as
+    resizing the whole maps (:func:`_sem_seg_dense`, which also remains the path for non-finite
+    logits and for maps where too few pixels are decided that way): the same labels either way.
     """
     logits = np.asarray(logits, np.float32)
     if logits.ndim != 3:
@@ -129,30 +139,271 @@ def sem_seg_postprocess(logits: np.ndarray, input_size: Sequence[int], output_si
                              f"input {(h, w)}, or the output size {(H, W)} is empty")
         t1y = tuple(t[:h] for t in _taps(hs, hs * stride))  # the upsampled rows, cropped to the input
         t1x = tuple(t[:w] for t in _taps(ws, ws * stride))
-        ty, tx = _taps(h, H), _taps(w, W)
-        out = np.empty((H, W), np.int64)
-        step = max(1, _BLOCK_ELEMENTS // (c * max(W, w)))
-        for start in range(0, H, step):
-            stop = min(start + step, H)
-            out[start:stop] = _upsampled_rows(logits, t1y, t1x, ty, tx, start, stop).argmax(axis=0)
-        return out
-    logits = logits[:, :h, :w]
-    c, h, w = logits.shape
-    if min(c, h, w, H, W) <= 0:
-        raise ValueError(f"sem_seg_postprocess: empty input {logits.shape} or output size {(H, W)}")
+    else:
+        c, h, w = logits[:, :h, :w].shape
+        if min(c, h, w, H, W) <= 0:
+            raise ValueError(f"sem_seg_postprocess: empty input {logits[:, :h, :w].shape} or output size {(H, W)}")
+        t1y = t1x = None
     ty, tx = _taps(h, H), _taps(w, W)
+    labels = _argmax_pruned(np.ascontiguousarray(logits), ty, tx, t1y, t1x)
+    if labels is None:
+        labels = _sem_seg_dense(logits if t1y is not None else logits[:, :h, :w], ty, tx, t1y, t1x)
+    return labels
+
+
+def _sem_seg_dense(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, t1x: tuple | None) -> np.ndarray:
+    """The argmax over C of the whole resized maps, a block of output rows at a time: ``(H, W)``
+    int64. ``t1y``/``t1x``: the head's upsampling taps (``None``: no upsampling, ``logits`` already
+    cropped to the input)."""
+    c = logits.shape[0]
+    H, W = len(ty[0]), len(tx[0])
     out = np.empty((H, W), np.int64)
-    step = max(1, _BLOCK_ELEMENTS // (c * W))
+    step = max(1, _BLOCK_ELEMENTS // (c * max(W, len(t1x[0]) if t1x is not None else logits.shape[2])))
     for start in range(0, H, step):
         stop = min(start + step, H)
-        out[start:stop] = _resize_rows(logits, ty, tx, start, stop).argmax(axis=0)
+        if t1y is None:
+            block = _resize_rows(logits, ty, tx, start, stop)
+        else:
+            block = _upsampled_rows(logits, t1y, t1x, ty, tx, start, stop)
+        out[start:stop] = block.argmax(axis=0)
     return out
+
+
+def _support(t: tuple, t1: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    """The first and last logit index each output index reads along one axis (both taps of the
+    resize, each through both taps of the head's upsampling ``t1`` if any): ``(n_out,)`` int64 each."""
+    lo, hi = t[0], t[1]
+    return (lo, hi) if t1 is None else (t1[0][lo], t1[1][hi])
+
+
+def _distinct(first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``(first, last)`` windows of non-decreasing ``first`` and ``last``: ``(n, 2)``,
+    in order, and the window of each index ``(len(first),)``."""
+    new = np.ones(len(first), bool)
+    new[1:] = (first[1:] != first[:-1]) | (last[1:] != last[:-1])
+    return np.stack([first[new], last[new]], axis=1), np.cumsum(new) - 1
+
+
+def _window_reduce(a: np.ndarray, first: np.ndarray, last: np.ndarray, axis: int, op: np.ufunc) -> np.ndarray:
+    """``op`` reduced over ``a[first[k] : last[k] + 1]`` along ``axis``, for each ``k``."""
+    out = np.take(a, first, axis=axis)
+    for d in range(1, int((last - first).max(initial=0)) + 1):
+        op(out, np.take(a, np.minimum(first + d, last), axis=axis), out=out)
+    return out
+
+
+#: float32 elements of the (pixels x candidates) arrays of one exact-evaluation chunk
+_CHUNK_ELEMENTS = 1 << 16
+#: when more pixels than this share are undecided, or more (pixel, candidate class) pairs than this
+#: share of H x W x C are left, resizing the whole maps is faster (measured: about 15 ns per output
+#: value dense, 100 ns per pair)
+_UNDECIDED_SHARE = 0.25
+_DENSE_SHARE = 0.0625
+#: candidate lists are padded to these lengths (fewer distinct array shapes, fewer numpy calls)
+_SIZES = np.array([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1 << 62])
+
+
+def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, t1x: tuple | None
+                   ) -> np.ndarray | None:
+    """:func:`_sem_seg_dense`'s labels, computing values only where the winner is not certain.
+
+    Bilinear weights are non-negative and sum to one, so a pixel's resized value of class ``c`` lies
+    between the minimum and the maximum of ``logits[c]`` over the window of logit cells it reads
+    (:func:`_support`), up to float32 rounding (at most 16 roundings of at most 2**-24 relative each,
+    bounded here by ``1e-5 * max|logits|``). Per logit cell: the best class (the first on ties), its
+    value and the best other value. A window whose cells share one best class, whose worst best
+    value exceeds its best other value by more than twice the rounding bound, has that class as the
+    argmax of every pixel reading it, whatever the rounding. The other pixels are computed exactly
+    (:func:`_exact_values`) for the classes that can win in their window: those whose maximum over
+    it reaches the largest minimum over it of any class (minus twice the bound); the argmax among
+    those, in ascending class order, is the argmax over all (a window with one such class needs no
+    value at all).
+
+    Args:
+        logits: ``(C, hs, ws)`` float32, C-contiguous.
+        ty, tx: the resize's taps (:func:`_taps`) per output row / column.
+        t1y, t1x: the head's upsampling taps per input row / column, or ``None``.
+
+    Returns:
+        ``(H, W)`` int64 labels, or ``None`` when the logits are not all finite or too many pixels
+        are undecided for this to be faster than resizing everything.
+    """
+    c, hs, ws = logits.shape
+    H, W = len(ty[0]), len(tx[0])
+    (r0, r1), (q0, q1) = _support(ty, t1y), _support(tx, t1x)
+    read = logits[:, :int(r1[-1]) + 1, :int(q1[-1]) + 1]  # the logit cells the output reads
+    lowest, highest = float(read.min()), float(read.max())
+    if not (np.isfinite(lowest) and np.isfinite(highest)):
+        return None
+    bound = np.float32(1e-5) * max(abs(lowest), abs(highest)) + np.float32(1e-30)
+    # 1. per logit cell: best class (the first on ties), best value, best other value
+    best = read[0].copy()
+    other = np.full_like(best, -np.inf)
+    arg = np.zeros(best.shape, np.int16 if c < 1 << 15 else np.int64)
+    tmp = np.empty_like(best)
+    greater = np.empty(best.shape, bool)
+    for k in range(1, c):
+        x = read[k]
+        np.minimum(best, x, out=tmp)
+        np.maximum(other, tmp, out=other)
+        np.greater(x, best, out=greater)
+        np.copyto(arg, k, where=greater)
+        np.maximum(best, x, out=best)
+    # 2. per distinct window of logit rows x columns: decided (the class) or not (-1)
+    rows, row_of = _distinct(r0, r1)
+    cols, col_of = _distinct(q0, q1)
+    stats = []
+    for a, op in ((arg, np.minimum), (arg, np.maximum), (best, np.minimum), (other, np.maximum)):
+        by_rows = _window_reduce(a, rows[:, 0], rows[:, 1], 0, op)
+        stats.append(_window_reduce(by_rows, cols[:, 0], cols[:, 1], 1, op))
+    arg_lo, arg_hi, best_lo, other_hi = stats
+    decided = (arg_lo == arg_hi) & (best_lo - other_hi > 2 * bound)
+    labels = np.where(decided, arg_lo.astype(np.int64), -1)[row_of[:, None], col_of[None, :]]
+    undecided = np.nonzero(~decided)  # (row window, column window) pairs
+    if len(undecided[0]) == 0:
+        return labels
+    ys, xs = np.nonzero(labels < 0)
+    if len(ys) > _UNDECIDED_SHARE * H * W:
+        return None
+    # 3. candidate classes per undecided window: those whose maximum over it reaches the largest
+    #    minimum over it of any class (minus twice the bound)
+    r_first, r_last = rows[undecided[0], 0], rows[undecided[0], 1]
+    q_first, q_last = cols[undecided[1], 0], cols[undecided[1], 1]
+    cells = np.stack([np.minimum(r_first + dr, r_last) * ws + np.minimum(q_first + dq, q_last)
+                      for dr in range(int((r_last - r_first).max()) + 1)
+                      for dq in range(int((q_last - q_first).max()) + 1)])  # (cells per window, windows)
+    used = np.zeros(hs * ws, bool)
+    used[cells] = True
+    needed = np.flatnonzero(used)
+    by_cell = np.ascontiguousarray(logits.reshape(c, hs * ws)[:, needed].T)  # (cells, C)
+    cells = np.cumsum(used)[cells] - 1  # into by_cell
+    hi = by_cell[cells[0]]
+    lo = hi.copy()
+    for j in range(1, len(cells)):
+        v = by_cell[cells[j]]
+        np.maximum(hi, v, out=hi)
+        np.minimum(lo, v, out=lo)
+    candidate = hi >= lo.max(axis=1, keepdims=True) - 2 * bound  # (windows, C)
+    per_window = candidate.sum(axis=1)
+    window_of = np.zeros(decided.shape, np.int64)
+    window_of[undecided] = np.arange(len(per_window))
+    window = window_of[row_of[ys], col_of[xs]]
+    count = per_window[window]
+    if int(count[count > 1].sum()) > _DENSE_SHARE * H * W * c:
+        return None
+    # 4. the candidates' exact values; windows' candidate lists padded to a few sizes with their last
+    #    candidate (a repeated class cannot change which class is first among the largest)
+    _, listed = np.nonzero(candidate)  # ascending classes, window after window
+    first = np.cumsum(per_window) - per_window
+    size = _SIZES[np.searchsorted(_SIZES, count)]
+    flat = logits.reshape(-1)
+    for k in np.unique(size).tolist():
+        sel = np.flatnonzero(size == k)
+        step = max(1, _CHUNK_ELEMENTS // k)
+        for start in range(0, len(sel), step):
+            part = sel[start:start + step]
+            w = window[part]
+            classes = listed[first[w][:, None] + np.minimum(np.arange(k), per_window[w][:, None] - 1)]
+            if k == 1:
+                best_class = classes[:, 0]
+            else:
+                values = _exact_values(flat, hs * ws, ws, classes, ys[part], xs[part], ty, tx, t1y, t1x)
+                best_class = np.take_along_axis(classes, values.argmax(axis=1)[:, None], 1)[:, 0]
+            labels[ys[part], xs[part]] = best_class
+    return labels
+
+
+def _exact_values(flat: np.ndarray, plane: int, ws: int, classes: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+                  ty: tuple, tx: tuple, t1y: tuple | None, t1x: tuple | None) -> np.ndarray:
+    """The resized value of class ``classes[i, j]`` at output pixel ``(ys[i], xs[i])``: ``(U, K)``
+    float32, bit for bit what :func:`_sem_seg_dense` computes there (the same products and sums in
+    the same order: x then y for the head's upsampling, x then y for the resize).
+
+    Args:
+        flat: the ``(C, hs, ws)`` logits, raveled; ``plane``: ``hs * ws``; ``ws``: their width.
+        classes: ``(U, K)`` int64 class ids; ``ys``, ``xs``: ``(U,)`` output pixel coordinates.
+        ty, tx, t1y, t1x: as :func:`_argmax_pruned`.
+    """
+    base = classes * plane
+    y_lo, y_hi, wy_lo, wy_hi = (t[ys][:, None] for t in ty)
+    x_lo, x_hi, wx_lo, wx_hi = (t[xs][:, None] for t in tx)
+    if t1y is None:
+        def value(yr, xc):
+            return flat[base + (yr * ws + xc)]
+    else:
+        def value(yr, xc):  # the head's upsampling at input pixel (yr, xc)
+            r_lo, r_hi, v_lo, v_hi = (t[yr] for t in t1y)
+            c_lo, c_hi, u_lo, u_hi = (t[xc] for t in t1x)
+            r_lo, r_hi = r_lo * ws, r_hi * ws
+            top = flat[base + (r_lo + c_lo)] * u_lo + flat[base + (r_lo + c_hi)] * u_hi
+            bottom = flat[base + (r_hi + c_lo)] * u_lo + flat[base + (r_hi + c_hi)] * u_hi
+            return top * v_lo + bottom * v_hi
+    top = value(y_lo, x_lo) * wx_lo + value(y_lo, x_hi) * wx_hi
+    bottom = value(y_hi, x_lo) * wx_lo + value(y_hi, x_hi) * wx_hi
+    return top * wy_lo + bottom * wy_hi
+
+
+class BoxMasks:
+    """``N`` boolean instance masks over an ``(H, W)`` image, each kept inside its box (all False
+    outside it), made on first use: what the merge needs without ``N`` full-image arrays.
+
+    Args:
+        image_size: ``(H, W)``.
+        bounds: ``(N, 4)`` int ``[y0, y1, x0, x1]`` per mask, within the image (``y0 <= y1``,
+            ``x0 <= x1``; an empty box is an empty mask).
+        make: ``make(i)`` -> ``(y1 - y0, x1 - x0)`` bool, mask ``i`` inside its box; called at most
+            once per mask.
+    """
+
+    def __init__(self, image_size: Sequence[int], bounds: np.ndarray, make: Callable[[int], np.ndarray]):
+        self.image_size = tuple(int(s) for s in image_size)
+        self.bounds = np.asarray(bounds, np.int64).reshape(-1, 4)
+        self._make = make
+        self._crops: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    @classmethod
+    def from_dense(cls, masks: np.ndarray) -> "BoxMasks":
+        """``(N, H, W)`` bool masks, each kept inside its tight bounding box."""
+        masks = np.asarray(masks, bool)
+        rows, cols = masks.any(axis=2), masks.any(axis=1)  # (N, H), (N, W)
+        bounds = np.zeros((len(masks), 4), np.int64)
+        for i in np.flatnonzero(rows.any(axis=1)).tolist():
+            ys, xs = np.flatnonzero(rows[i]), np.flatnonzero(cols[i])
+            bounds[i] = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+        return cls(masks.shape[1:], bounds, lambda i: masks[i, bounds[i, 0]:bounds[i, 1], bounds[i, 2]:bounds[i, 3]])
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> "BoxMasks":
+        """Masks ``index`` (in that order), sharing the masks already made."""
+        index = np.asarray(index, np.int64).reshape(-1)
+        return BoxMasks(self.image_size, self.bounds[index], lambda j: self.crop(int(index[j])))
+
+    def crop(self, i: int) -> np.ndarray:
+        """Mask ``i`` inside its box: ``(y1 - y0, x1 - x0)`` bool."""
+        if i not in self._crops:
+            y0, y1, x0, x1 = self.bounds[i].tolist()
+            crop = np.asarray(self._make(i), bool)
+            if crop.shape != (y1 - y0, x1 - x0):
+                raise ValueError(f"BoxMasks: mask {i} is {crop.shape} for a box of {(y1 - y0, x1 - x0)}")
+            self._crops[i] = crop
+        return self._crops[i]
+
+    def dense(self, index: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Full-image masks ``(n, H, W)`` bool of ``index`` (default: all)."""
+        index = np.arange(len(self)) if index is None else np.asarray(index, np.int64).reshape(-1)
+        out = np.zeros((len(index), *self.image_size), bool)
+        for k, i in enumerate(index.tolist()):
+            y0, y1, x0, x1 = self.bounds[i].tolist()
+            out[k, y0:y1, x0:x1] = self.crop(i)
+        return out
 
 
 def combine_semantic_and_instance_outputs(
     scores: np.ndarray,
     classes: np.ndarray,
-    masks: np.ndarray,
+    masks: np.ndarray | BoxMasks,
     semantic: np.ndarray,
     overlap_threshold: float,
     stuff_area_thresh: float,
@@ -163,7 +414,8 @@ def combine_semantic_and_instance_outputs(
     Args:
         scores: ``(N,)`` instance scores.
         classes: ``(N,)`` int instance class ids.
-        masks: ``(N, H, W)`` bool full-image instance masks (as ``detector_postprocess`` gives).
+        masks: ``(N, H, W)`` bool full-image instance masks (as ``detector_postprocess`` gives), or
+            the same as :class:`BoxMasks` (only the masks the merge reaches are made).
         semantic: ``(H, W)`` int contiguous semantic ids, 0 meaning "things".
         overlap_threshold: an instance more than this fraction of which is taken is skipped.
         stuff_area_thresh: a stuff segment of fewer free pixels than this is skipped.
@@ -174,57 +426,91 @@ def combine_semantic_and_instance_outputs(
         segment in id order: ``{"id", "isthing": True, "score", "category_id", "instance_id"}`` for
         things (``instance_id`` indexes the inputs), ``{"id", "isthing": False, "category_id",
         "area"}`` for stuff (``category_id`` is the semantic id); plain Python types.
+
+    Every instance is looked at inside its box only. With ``overlap_threshold < 1``, an instance
+    whose box is already all taken is skipped without making its mask (all of a non-empty mask
+    would be taken; an empty one is skipped anyway), and the instances stop once the whole image
+    is taken. (With ``overlap_threshold >= 1`` Detectron2 gives such instances empty segments, and
+    so does this.)
     """
     semantic = np.asarray(semantic)
     scores = np.asarray(scores).reshape(-1)
     classes = np.asarray(classes).reshape(-1)
     n = len(scores)
-    masks = np.asarray(masks, bool).reshape((n, *semantic.shape)) if n == 0 else np.asarray(masks, bool)
-    if semantic.ndim != 2 or masks.shape != (n, *semantic.shape) or len(classes) != n:
+    if not isinstance(masks, BoxMasks):
+        masks = np.asarray(masks, bool)
+        masks = masks.reshape((n, *semantic.shape)) if n == 0 and semantic.ndim == 2 else masks
+        shape = masks.shape
+    else:
+        shape = (len(masks), *masks.image_size)
+    if semantic.ndim != 2 or shape != (n, *semantic.shape) or len(classes) != n:
         raise ValueError(f"combine_semantic_and_instance_outputs: expected scores (N,), classes (N,), masks "
                          f"(N, H, W) and semantic (H, W) with the same N, H, W; found {scores.shape}, "
-                         f"{classes.shape}, {masks.shape} and {semantic.shape}")
+                         f"{classes.shape}, {shape} and {semantic.shape}")
+    if not isinstance(masks, BoxMasks):
+        masks = BoxMasks.from_dense(masks)
     panoptic = np.zeros(semantic.shape, np.int32)
     segments: list[dict[str, Any]] = []
     segment_id = 0
+    free_pixels = panoptic.size
+    stops = overlap_threshold < 1  # a fully taken mask cannot become a segment
 
     for i in np.argsort(-scores, kind="stable").tolist():
         score = float(scores[i])
-        if score < instances_score_thresh:
+        if score < instances_score_thresh or (stops and free_pixels == 0):
             break
-        mask = masks[i]
+        y0, y1, x0, x1 = masks.bounds[i].tolist()
+        if y1 <= y0 or x1 <= x0:
+            continue  # an empty mask
+        box = panoptic[y0:y1, x0:x1]
+        if stops and box.all():
+            continue
+        mask = masks.crop(i)
         mask_area = int(np.count_nonzero(mask))
         if mask_area == 0:
             continue
-        taken = panoptic > 0
-        intersect_area = int(np.count_nonzero(mask & taken))
+        new = mask & (box == 0)
+        new_area = int(np.count_nonzero(new))
+        intersect_area = mask_area - new_area
         if intersect_area * 1.0 / mask_area > overlap_threshold:
             continue
-        if intersect_area > 0:
-            mask = mask & ~taken
         segment_id += 1
-        panoptic[mask] = segment_id
+        box[new] = segment_id
+        free_pixels -= new_area
         segments.append({"id": segment_id, "isthing": True, "score": score, "category_id": int(classes[i]),
                          "instance_id": i})
 
     # Stuff: each label's free pixels; labels are disjoint, so their free areas do not depend on
     # the order in which they are assigned and can be counted at once.
-    free = panoptic == 0
-    free_labels, inverse, counts = np.unique(semantic[free], return_inverse=True, return_counts=True)
-    area_of = dict(zip(free_labels.tolist(), counts.tolist()))
-    position = {label: k for k, label in enumerate(free_labels.tolist())}
-    segment_of = np.zeros(len(free_labels), np.int32)
-    for label in np.unique(semantic).tolist():
+    free = np.flatnonzero(panoptic == 0)
+    free_semantic = semantic.reshape(-1)[free]
+    small_ids = semantic.dtype.kind in "iu" and semantic.size > 0 and 0 <= semantic.min() and semantic.max() < 1 << 16
+    if small_ids:  # counted by bincount, looked up in a table
+        n_labels = int(semantic.max()) + 1
+        free_semantic = free_semantic.astype(np.intp, copy=False)
+        present = np.flatnonzero(np.bincount(semantic.reshape(-1).astype(np.intp, copy=False),
+                                             minlength=n_labels)).tolist()
+        area_of = np.bincount(free_semantic, minlength=n_labels).tolist()
+        segment_of = np.zeros(n_labels, np.int32)
+    else:
+        present = np.unique(semantic).tolist()
+        free_labels, inverse, counts = np.unique(free_semantic, return_inverse=True, return_counts=True)
+        area_of = dict(zip(free_labels.tolist(), counts.tolist()))
+        position = {label: k for k, label in enumerate(free_labels.tolist())}
+        segment_of = np.zeros(len(free_labels), np.int32)
+    for label in present:
         if label == 0:
             continue
-        area = area_of.get(label, 0)
+        area = area_of[label] if small_ids else area_of.get(label, 0)
         if area < stuff_area_thresh:
             continue
         segment_id += 1
-        if label in position:
+        if small_ids:
+            segment_of[label] = segment_id
+        elif label in position:
             segment_of[position[label]] = segment_id
         segments.append({"id": segment_id, "isthing": False, "category_id": int(label), "area": int(area)})
-    panoptic[free] = segment_of[inverse.reshape(-1)]
+    panoptic.reshape(-1)[free] = segment_of[free_semantic if small_ids else inverse.reshape(-1)]
     return panoptic, segments
 
 

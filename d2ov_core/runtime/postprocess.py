@@ -7,7 +7,8 @@ Output: :class:`~d2ov_core.detections.Detections` in ORIGINAL-image pixels:
   1. boxes scaled by (W / w, H / h) and clipped to the image; boxes with zero width or height dropped;
   2. detections below ``threshold`` dropped (only the kept ones get masks pasted);
   3. masks: each ``M x M`` probability map is bilinearly resampled onto its box (grid_sample with
-     ``align_corners=False`` and zero padding, as Detectron2 does) and thresholded ``>= mask_threshold``;
+     ``align_corners=False`` and zero padding, as Detectron2 does) and thresholded ``>= mask_threshold``
+     (:func:`paste_box_masks`: inside its box, when first needed; full-image for the listed ones);
   4. keypoints: each box's heatmaps are decoded on its box in the resized frame
      (:func:`~d2ov_core.runtime.keypoints.heatmaps_to_keypoints`, as Detectron2 before its
      postprocessing), then x, y scaled by (W / w, H / h) like the boxes (not clipped, as Detectron2).
@@ -28,9 +29,9 @@ import numpy as np
 from ..errors import IRError
 from .detections import Detections
 from .keypoints import heatmaps_to_keypoints
-from .panoptic import combine_semantic_and_instance_outputs, describe_segments, sem_seg_postprocess
+from .panoptic import BoxMasks, combine_semantic_and_instance_outputs, describe_segments, sem_seg_postprocess
 
-__all__ = ["postprocess", "paste_masks", "PanopticParams"]
+__all__ = ["postprocess", "paste_masks", "paste_box_masks", "PanopticParams"]
 
 
 class PanopticParams(NamedTuple):
@@ -81,7 +82,6 @@ def postprocess(
     # 2. threshold (the panoptic merge takes the instances at or above its own threshold)
     shown = keep & (scores >= threshold)
     merged = keep & (scores >= panoptic.score_threshold) if panoptic is not None and "sem_seg" in raw else None
-    pasted = np.flatnonzero(shown if merged is None else shown | merged)
     idx = np.flatnonzero(shown)
     all_boxes, all_scores, all_classes = boxes, scores, classes
     boxes, scores, classes = boxes[idx], scores[idx], classes[idx]
@@ -92,9 +92,9 @@ def postprocess(
         label_arr = names[classes] if len(classes) else np.zeros((0,), dtype=str)
     full_masks = None
     if masks is not None:
-        probs = np.asarray(masks, dtype=np.float32)[pasted]
-        pasted_masks = paste_masks(probs[:, 0] if probs.ndim == 4 else probs, all_boxes[pasted], (H, W), mask_threshold)
-        full_masks = pasted_masks[np.isin(pasted, idx)]
+        probs = np.asarray(masks, dtype=np.float32)
+        probs = probs[:, 0] if probs.ndim == 4 else probs
+        instance_masks = paste_box_masks(probs, all_boxes, (H, W), mask_threshold)  # made when used
     panoptic_seg, segments = None, ()
     if merged is not None:
         if masks is None:
@@ -108,11 +108,13 @@ def postprocess(
                           f"the {h}x{w} input padded to {padded[0]}x{padded[1]}: its metadata does not describe its "
                           "graph (convert it again)")
         semantic = sem_seg_postprocess(logits, (h, w), (H, W), stride=panoptic.stride)
-        use = np.isin(pasted, np.flatnonzero(merged))
+        use = np.flatnonzero(merged)
         panoptic_seg, info = combine_semantic_and_instance_outputs(
-            all_scores[pasted][use], all_classes[pasted][use], pasted_masks[use], semantic,
+            all_scores[use], all_classes[use], instance_masks.subset(use), semantic,
             panoptic.overlap_threshold, panoptic.stuff_area_threshold, panoptic.score_threshold)
         segments = describe_segments(panoptic_seg, info, names, panoptic.stuff_classes)
+    if masks is not None:
+        full_masks = instance_masks.dense(idx)
     keypoints = None
     if heatmaps is not None:
         keypoints = heatmaps_to_keypoints(np.asarray(heatmaps, np.float32)[idx], input_boxes[idx])
@@ -128,44 +130,59 @@ def postprocess(
     )
 
 
-def _interp_matrix(lo: float, hi: float, start: int, stop: int, m: int) -> np.ndarray:
-    """Weights ``(stop - start, m)`` that resample an ``m``-long axis onto pixels ``start..stop-1``
-    of a box spanning ``[lo, hi)``: grid_sample, bilinear, align_corners=False, zero padding."""
+def _interp_taps(lo: float, hi: float, start: int, stop: int, m: int) -> tuple[np.ndarray, ...]:
+    """The two taps that resample an ``m``-long axis onto pixels ``start..stop-1`` of a box spanning
+    ``[lo, hi)`` (grid_sample, bilinear, align_corners=False, zero padding): indices ``(n,)`` int64
+    (clamped) and float32 weights ``(n,)`` each, ``(i0, i1, w0, w1)``; a tap outside the axis
+    weighs 0."""
     centers = np.arange(start, stop, dtype=np.float32) + np.float32(0.5)
     g = (centers - np.float32(lo)) / np.float32(hi - lo) * 2 - 1  # normalised [-1, 1]
     src = ((g + 1) * m - 1) / 2  # source pixel coordinate
     i0 = np.floor(src).astype(np.int64)
     frac = (src - i0).astype(np.float32)
-    wmat = np.zeros((len(centers), m), dtype=np.float32)
-    rows = np.arange(len(centers))
-    for idx, wt in ((i0, 1 - frac), (i0 + 1, frac)):
-        ok = (idx >= 0) & (idx < m)
-        wmat[rows[ok], idx[ok]] += wt[ok]
-    return wmat
+    zero = np.float32(0)
+    w0 = np.where((i0 >= 0) & (i0 < m), 1 - frac, zero)
+    w1 = np.where((i0 >= -1) & (i0 < m - 1), frac, zero)
+    return np.minimum(np.maximum(i0, 0), m - 1), np.minimum(np.maximum(i0 + 1, 0), m - 1), w0, w1
 
 
 def paste_masks(probs: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
-    """Paste ``(N, M, M)`` mask probabilities into ``(N, H, W)`` boolean full-image masks.
+    """Paste ``(N, M, M)`` mask probabilities into ``(N, H, W)`` boolean full-image masks
+    (:func:`paste_box_masks`, every mask made)."""
+    return paste_box_masks(probs, boxes, image_size, threshold).dense()
 
-    Only the box's neighbourhood (box +- 1 px, as Detectron2's ``skip_empty``) is computed; the
-    bilinear resampling is separable, so each mask is ``Wy @ P @ Wx.T``.
+
+def paste_box_masks(probs: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int], threshold: float = 0.5
+                    ) -> BoxMasks:
+    """``(N, M, M)`` mask probabilities on ``(N, 4)`` xyxy boxes (image pixels) -> the ``(H, W)``
+    boolean masks as :class:`~d2ov_core.runtime.panoptic.BoxMasks`, each pasted when first used.
+
+    Only the box's neighbourhood (box +- 1 px, as Detectron2's ``skip_empty``) is computed; outside
+    it a mask is False, as in Detectron2. The bilinear resampling is separable, so each mask is
+    ``Wy @ P @ Wx.T``, thresholded ``>= threshold``, done as two taps along y then two along x
+    (no BLAS: its threads stall when other work shares the cores).
     """
     H, W = image_size
-    n = len(probs)
-    out = np.zeros((n, H, W), dtype=bool)
-    if n == 0:
-        return out
+    probs = np.asarray(probs, np.float32)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     m = probs.shape[-1]
-    for i in range(n):
-        x0, y0, x1, y1 = (float(v) for v in boxes[i])
-        xs = max(int(np.floor(x0)) - 1, 0)
-        ys = max(int(np.floor(y0)) - 1, 0)
-        xe = min(int(np.ceil(x1)) + 1, W)
-        ye = min(int(np.ceil(y1)) + 1, H)
-        if xe <= xs or ye <= ys:
-            continue
-        wy = _interp_matrix(y0, y1, ys, ye, m)
-        wx = _interp_matrix(x0, x1, xs, xe, m)
-        region = wy @ probs[i].astype(np.float32) @ wx.T
-        out[i, ys:ye, xs:xe] = region >= threshold
-    return out
+    x0, y0, x1, y1 = boxes.T
+    xs = np.maximum(np.floor(x0).astype(np.int64) - 1, 0)
+    ys = np.maximum(np.floor(y0).astype(np.int64) - 1, 0)
+    xe = np.maximum(np.minimum(np.ceil(x1).astype(np.int64) + 1, W), xs)  # xe == xs: an empty box
+    ye = np.maximum(np.minimum(np.ceil(y1).astype(np.int64) + 1, H), ys)
+
+    def make(i: int) -> np.ndarray:
+        if xe[i] == xs[i] or ye[i] == ys[i]:
+            return np.zeros((ye[i] - ys[i], xe[i] - xs[i]), bool)
+        ya, yb, wya, wyb = _interp_taps(float(y0[i]), float(y1[i]), int(ys[i]), int(ye[i]), m)
+        xa, xb, wxa, wxb = _interp_taps(float(x0[i]), float(x1[i]), int(xs[i]), int(xe[i]), m)
+        # y then x, each sum as the matrix products ``Wy @ P @ Wx.T`` did it, a fused multiply-add:
+        # the first product rounded, the second added exactly (float64 holds a float32 product)
+        # and the sum rounded once
+        p = probs[i]
+        along_y = ((p[ya] * wya[:, None]).astype(np.float64) + p[yb].astype(np.float64) * wyb[:, None]).astype(np.float32)
+        region = ((along_y[:, xa] * wxa).astype(np.float64) + along_y[:, xb].astype(np.float64) * wxb).astype(np.float32)
+        return region >= threshold
+
+    return BoxMasks((H, W), np.stack([ys, ye, xs, xe], axis=1), make)

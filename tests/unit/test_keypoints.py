@@ -8,7 +8,8 @@ import pytest
 
 from d2ov_core.export import compat
 from d2ov_core.runtime.detections import Detections
-from d2ov_core.runtime.keypoints import bicubic_matrix, heatmaps_to_keypoints
+from d2ov_core.runtime import keypoints as KP
+from d2ov_core.runtime.keypoints import bicubic_matrix, bicubic_taps, heatmaps_to_keypoints
 from d2ov_core.runtime.postprocess import postprocess
 from d2ov_core.serve.render import render
 
@@ -44,6 +45,73 @@ def test_decoding_matches_detectron2_on_the_same_heatmaps(seed):
     assert got.shape == ref.shape == (n, 17, 3)
     assert np.abs(got[..., :2] - ref[..., :2]).max() <= 0.5  # the issue's bar; measured: 0.0
     np.testing.assert_allclose(got[..., 2], ref[..., 2], rtol=1e-4)
+
+
+def _coco_boxes(rng, n, largest=600):
+    """Boxes of COCO people sizes in an 800 x 1067 input: sides 20 .. ``largest`` px, over the borders."""
+    w = np.exp(rng.uniform(np.log(20), np.log(largest), n))
+    h = np.minimum(w * np.exp(rng.normal(0.5, 0.4, n)), 1.5 * largest)
+    x0, y0 = rng.uniform(-20, 1057, n), rng.uniform(-20, 790, n)
+    return np.stack([x0, y0, x0 + w, y0 + h], 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["peaked", "noise", "broad"])
+def test_decoding_matches_detectron2_on_coco_sized_boxes(kind):
+    rng = np.random.default_rng(len(kind))
+    n = 12
+    maps = _peaked_maps(rng, n, 17) if kind == "peaked" else rng.normal(0, 3, (n, 17, 56, 56)).astype(np.float32)
+    if kind == "broad":  # wide, low peaks: many rows and columns near the maximum
+        yy, xx = np.mgrid[0:56, 0:56]
+        maps = (0.2 * maps + 4 * np.exp(-((yy - 20) ** 2 + (xx - 30) ** 2) / 200)).astype(np.float32)
+    boxes = _coco_boxes(rng, n)
+    ref = d2_heatmaps_to_keypoints(torch.from_numpy(maps), torch.from_numpy(boxes))[:, :, [0, 1, 3]].numpy()
+    got = heatmaps_to_keypoints(maps, boxes)
+    np.testing.assert_array_equal(got[..., :2], ref[..., :2])
+    np.testing.assert_allclose(got[..., 2], ref[..., 2], rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["peaked", "noise", "plateau", "constant", "tiny boxes"])
+def test_peak_search_is_the_whole_resized_map(kind):
+    """The rows x columns the bounds keep hold the same largest pixel (value and first position,
+    bit for bit) as computing every pixel of the resized maps."""
+    rng = np.random.default_rng(len(kind))
+    k = 17
+    maps = _peaked_maps(rng, 1, k)[0] if kind in ("peaked", "tiny boxes") else rng.normal(0, 3, (k, 56, 56))
+    if kind == "plateau":
+        maps = np.zeros((k, 56, 56))
+        maps[:, 20:30, 10:40] = 5.0
+        maps[::2, 3, 3] = 5.0
+    if kind == "constant":
+        maps = np.full((k, 56, 56), -2.5)
+    maps = maps.astype(np.float32)
+    sizes = [(1, 1), (3, 2), (7, 40)] if kind == "tiny boxes" else [(56, 56), (123, 37), (612, 455), (88, 290)]
+    top = maps.reshape(k, -1).argmax(axis=1)
+    rows = (maps.max(axis=2).astype(np.float64), maps.min(axis=2).astype(np.float64))
+    size = np.maximum(np.abs(rows[0]).max(axis=1), np.abs(rows[1]).max(axis=1))
+    for oh, ow in sizes:
+        taps_y, taps_x = bicubic_taps(56, oh), bicubic_taps(56, ow)
+        every = (np.broadcast_to(np.arange(oh), (k, oh)), np.broadcast_to(np.arange(ow), (k, ow)))
+        pos, peak = KP._peaks(maps, taps_y, taps_x, rows, top, size)
+        all_pos, all_peak = KP._best(maps, *every, taps_y, taps_x)
+        np.testing.assert_array_equal(pos, all_pos)
+        np.testing.assert_array_equal(peak, all_peak)
+        # and the whole map computed as the taps say: x then y, four taps each, in order
+        cols = sum(maps[:, :, taps_x[0][:, t]] * taps_x[1][:, t] for t in range(4))
+        full = sum(cols[:, taps_y[0][:, t]] * taps_y[1][:, t, None] for t in range(4)).reshape(k, -1)
+        np.testing.assert_array_equal(all_peak, full.max(axis=1))
+        np.testing.assert_array_equal(all_pos, full.argmax(axis=1))
+
+
+def test_non_finite_heatmaps_are_searched_whole():
+    """No bound holds with inf or nan logits: every pixel is computed, as before (no crash)."""
+    rng = np.random.default_rng(4)
+    maps = _peaked_maps(rng, 3, 2)
+    maps[1, 0, 5, 5] = np.inf
+    maps[2, 1, 7, 9] = np.nan
+    boxes = np.array([[0, 0, 30, 40], [10, 10, 50, 35], [5, 5, 25, 25]], np.float32)
+    got = heatmaps_to_keypoints(maps, boxes)
+    np.testing.assert_array_equal(got[0], heatmaps_to_keypoints(maps[:1], boxes[:1])[0])
+    assert got.shape == (3, 2, 3) and np.isfinite(got[0]).all()
 
 
 def test_bicubic_matrix_is_torch_bicubic():

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from d2ov_core.export import compat
-from d2ov_core.runtime.panoptic import (bilinear_matrix, combine_semantic_and_instance_outputs,
+from d2ov_core.runtime import panoptic as P
+from d2ov_core.runtime.panoptic import (BoxMasks, bilinear_matrix, combine_semantic_and_instance_outputs,
                                         sem_seg_postprocess)
 from d2ov_core.runtime.panoptic import _resize_rows, _taps
+from d2ov_core.runtime.postprocess import paste_box_masks
 
 from ..conftest import ROOT
 
@@ -20,6 +22,7 @@ compat.apply()
 import torch  # noqa: E402
 from detectron2.modeling.meta_arch.panoptic_fpn import \
     combine_semantic_and_instance_outputs as d2_combine  # noqa: E402
+from detectron2.layers.mask_ops import paste_masks_in_image as d2_paste_masks  # noqa: E402
 from detectron2.modeling.postprocessing import sem_seg_postprocess as d2_sem_seg_postprocess  # noqa: E402
 from detectron2.structures import Instances  # noqa: E402
 
@@ -138,6 +141,87 @@ def test_combine_says_what_shapes_it_expected():
                                               0.5, 0, 0.5)
 
 
+def _counting(masks):
+    """``masks`` as :class:`BoxMasks` in tight boxes, and the list of masks it was asked to make."""
+    made = []
+    dense = BoxMasks.from_dense(masks)
+    return BoxMasks(dense.image_size, dense.bounds, lambda i: made.append(i) or dense.crop(i)), made
+
+
+def test_combine_of_box_masks_stops_when_nothing_more_can_be_added():
+    """An instance covering the image first: with overlap_threshold < 1 every later one is fully
+    taken, so the merge stops and makes no other mask; at 1.0 Detectron2 gives them empty segments."""
+    rng = np.random.default_rng(11)
+    h, w = 40, 50
+    masks = np.stack([np.ones((h, w), bool)] + [_shape_mask(rng, h, w) for _ in range(5)])
+    scores = np.array([0.99, 0.9, 0.8, 0.7, 0.6, 0.3], np.float32)
+    classes = np.arange(6)
+    sem = _semantic(rng, h, w, 4)
+    for thresholds in [(0.5, 10, 0.5), (0.99, 0, 0.0), (1.0, 0, 0.0), (1.0, 10, 0.5)]:
+        box_masks, made = _counting(masks)
+        got = combine_semantic_and_instance_outputs(scores, classes, box_masks, sem, *thresholds)
+        _assert_same(got, _d2(scores, classes, masks, sem, *thresholds))
+        if thresholds[0] < 1:
+            assert made == [0] and [s["instance_id"] for s in got[1] if s["isthing"]] == [0]
+        else:
+            assert len([s for s in got[1] if s["isthing"]]) == 1 + int((scores[1:] >= thresholds[2]).sum())
+
+
+def test_combine_of_box_masks_skips_instances_whose_box_is_taken_without_making_them():
+    h, w = 60, 80
+    big = np.zeros((h, w), bool)
+    big[5:40, 10:60] = True
+    inside = np.zeros((h, w), bool)
+    inside[10:20, 20:30] = True  # box inside `big`: skipped, never pasted
+    edge = np.zeros((h, w), bool)
+    edge[30:60, 50:80] = True  # at the image's bottom-right corner, partly under `big`
+    empty = np.zeros((h, w), bool)
+    masks = np.stack([big, inside, edge, empty])
+    scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    sem = np.random.default_rng(3).integers(0, 3, (h, w))
+    for thresholds in THRESHOLDS:
+        box_masks, made = _counting(masks)
+        got = combine_semantic_and_instance_outputs(scores, np.arange(4), box_masks, sem, *thresholds)
+        _assert_same(got, _d2(scores, np.arange(4), masks, sem, *thresholds))
+        if thresholds[0] < 1 and thresholds[2] <= 0.6:
+            assert made == [0, 2]  # `inside` skipped unmade, `empty` has an empty box
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_combine_of_pasted_box_masks_matches_detectron2(seed):
+    """Masks pasted in their boxes (boxes over the borders, outside, tiny, empty) merge as
+    Detectron2 merges its own pasted full-image masks."""
+    rng = np.random.default_rng(seed)
+    h, w, n = 90, 120, 40
+    x0, y0 = rng.uniform(-30, w, n), rng.uniform(-30, h, n)
+    boxes = np.stack([x0, y0, x0 + rng.uniform(0.5, w / 1.5, n), y0 + rng.uniform(0.5, h / 1.5, n)], 1)
+    boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)  # as detector_postprocess clips
+    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 0.25)  # and drops empty boxes
+    boxes[0] = [w - 3, h - 3, w, h]  # the bottom-right corner
+    boxes[1] = [0, 0, w, h]  # the whole image
+    probs = (rng.uniform(0, 1, (n, 28, 28)) ** 2 * 1.5).astype(np.float32)
+    scores = rng.permutation(np.linspace(0.1, 0.99, n)).astype(np.float32)
+    classes = rng.integers(0, 80, n)
+    sem = _semantic(rng, h, w, 6)
+    ref_masks = d2_paste_masks(torch.from_numpy(probs), torch.from_numpy(boxes), (h, w), 0.5).numpy()
+    box_masks = paste_box_masks(probs, boxes, (h, w), 0.5)
+    assert np.array_equal(box_masks.dense(), ref_masks)  # measured: equal on these
+    for thresholds in THRESHOLDS:
+        got = combine_semantic_and_instance_outputs(scores, classes, paste_box_masks(probs, boxes, (h, w)), sem,
+                                                    *thresholds)
+        _assert_same(got, _d2(scores, classes, ref_masks, sem, *thresholds))
+
+
+def test_combine_all_stuff_and_odd_semantic_ids_match_detectron2():
+    """No instance, no "things" label; semantic ids beyond the table path (large, negative) too."""
+    rng = np.random.default_rng(5)
+    h, w = 30, 40
+    none = (np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros((0, h, w), bool))
+    for sem in (_semantic(rng, h, w, 5) + 1, np.full((h, w), 3), _semantic(rng, h, w, 4) * 30000 - 1):
+        for thresholds in THRESHOLDS:
+            _assert_same(combine_semantic_and_instance_outputs(*none, sem, *thresholds), _d2(*none, sem, *thresholds))
+
+
 # ---------------------------------------------------------------------------------------------
 # sem_seg_postprocess
 
@@ -202,6 +286,90 @@ def test_sem_seg_postprocess_with_the_heads_upsampling_matches_detectron2(c, sma
     assert float((got == ref).mean()) >= 0.9999
     # the same as upsampling first and resizing then
     np.testing.assert_array_equal(got, sem_seg_postprocess(up.numpy(), input_size, output_size))
+
+
+def _region_logits(rng, c, hs, ws, regions=8):
+    """Logits like a trained head's on a photo: a few confident regions (Voronoi cells), noise."""
+    low = (max(2, hs // 4), max(2, ws // 4))
+    seeds = rng.uniform(0, 1, (regions, 2)) * low
+    labels = rng.integers(0, c, regions)
+    yy, xx = np.mgrid[0:low[0], 0:low[1]]
+    cell = np.argmin((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2, axis=-1)
+    onehot = np.zeros((c, *low), np.float32)
+    onehot[labels[cell], yy, xx] = 6
+    up = torch.nn.functional.interpolate(torch.from_numpy(onehot + rng.normal(0, 1, onehot.shape).astype(np.float32))[None],
+                                         size=(hs, ws), mode="bilinear", align_corners=False)[0].numpy()
+    return up + rng.normal(0, 0.3, up.shape).astype(np.float32)
+
+
+def _logits_of(kind, rng, c, hs, ws):
+    if kind == "regions":
+        return _region_logits(rng, c, hs, ws)
+    if kind == "tied classes":  # class 2 a copy of class 0: exact ties everywhere class 0 leads
+        x = _region_logits(rng, c, hs, ws)
+        x[2] = x[0]
+        return x
+    if kind == "integers":  # many exact ties between different maps
+        return rng.integers(0, 3, (c, hs, ws)).astype(np.float32)
+    if kind == "constant":
+        return np.full((c, hs, ws), 1.5, np.float32)
+    if kind == "one class":
+        return _region_logits(rng, 1, hs, ws)
+    if kind == "noise":
+        return rng.normal(0, 3, (c, hs, ws)).astype(np.float32)
+    x = _region_logits(rng, c, hs, ws)  # non-finite
+    x[1, 3, 4] = {"nan": np.nan, "inf": np.inf}[kind]
+    return x
+
+
+KINDS = ["regions", "tied classes", "integers", "constant", "one class", "noise", "nan", "inf"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stride, small, input_size, output_size", [
+    (4, (20, 28), (77, 109), (48, 64)), (4, (16, 24), (61, 90), (122, 180)), (1, (64, 96), (60, 93), (37, 51)),
+    (1, (40, 40), (40, 40), (97, 61))])
+def test_pruned_argmax_is_the_whole_resize_bit_for_bit(kind, stride, small, input_size, output_size, monkeypatch):
+    """Deciding pixels from the logits' windows and computing only the undecided ones' candidates
+    gives exactly the labels of resizing every class map (the previous implementation), ties and
+    non-finite values included (the pruned path forced even where resizing all would be faster);
+    where it does not apply it says so and the whole resize runs."""
+    expected = sem_seg_postprocess(_logits_of(kind, np.random.default_rng(len(kind) + small[0]), 7, *small),
+                                   input_size, output_size, stride=stride)  # the default shares
+    monkeypatch.setattr(P, "_UNDECIDED_SHARE", 1.0)
+    monkeypatch.setattr(P, "_DENSE_SHARE", 1e9)
+    rng = np.random.default_rng(len(kind) + small[0])
+    logits = _logits_of(kind, rng, 7, *small)
+    h, w = input_size
+    ty, tx = _taps(h, output_size[0]), _taps(w, output_size[1])
+    if stride > 1:
+        t1y = tuple(t[:h] for t in _taps(small[0], small[0] * stride))
+        t1x = tuple(t[:w] for t in _taps(small[1], small[1] * stride))
+        dense = P._sem_seg_dense(logits, ty, tx, t1y, t1x)
+    else:
+        t1y = t1x = None
+        dense = P._sem_seg_dense(logits[:, :h, :w], ty, tx, None, None)
+    pruned = P._argmax_pruned(logits, ty, tx, t1y, t1x)
+    if kind in ("nan", "inf"):
+        assert pruned is None
+    else:
+        np.testing.assert_array_equal(pruned, dense)
+    np.testing.assert_array_equal(expected, dense)
+    if kind == "tied classes":
+        assert not (dense == 2).any()  # the first of tied classes, as torch's argmax
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sem_seg_postprocess_of_regions_matches_detectron2_at_coco_size(seed):
+    """Photo-like logits at COCO's size (480 x 640 photo, 800 x 1067 input, 54 classes at stride 4,
+    the benchmark's case): the labels are Detectron2's, and the pruned path decides most pixels."""
+    rng = np.random.default_rng(seed)
+    logits = _region_logits(rng, 54, 200, 272, regions=15)
+    up = torch.nn.functional.interpolate(torch.from_numpy(logits)[None], scale_factor=4, mode="bilinear",
+                                         align_corners=False)[0]
+    ref = d2_sem_seg_postprocess(up, (800, 1067), 480, 640).argmax(0).numpy()
+    got = sem_seg_postprocess(logits, (800, 1067), (480, 640), stride=4)
+    assert float((got == ref).mean()) >= 0.99999  # measured: equal
 
 
 def test_bilinear_matrix_is_torch_bilinear():
