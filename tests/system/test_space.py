@@ -40,6 +40,10 @@ MY_MODEL = ROOT / "models" / "demo" / "faster_rcnn_shapes"
 MY_CLASSES = ("round", "box", "wedge")
 MY_TITLE = "My detector"
 MY_NAME = "local/faster_rcnn_shapes"  # the config's folder names the model in the Space
+#: a Model Zoo model beside it (random weights: no Model Zoo checkpoint is reachable here), converted by
+#: d2ov space on this machine; the Space itself cannot convert
+ZOO = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x"
+ZOO_NAME = "local/" + ZOO.replace("/", "__")  # random weights: a local IR, not the catalog's model
 
 
 def _my_examples(folder: Path) -> list[Path]:
@@ -69,6 +73,7 @@ def space(tmp_path_factory):
     folder = tmp_path_factory.mktemp("space_parent") / "space"
     res = run_cli("space", "--dry-run", str(folder), "--model", "models/demo/faster_rcnn_shapes/config.yaml",
                   "--weights", "models/demo/faster_rcnn_shapes/model_final.pth", "--classes", ",".join(MY_CLASSES),
+                  "--model", ZOO, "--weights", "random",
                   "--examples", str(examples[0].parent), "--title", MY_TITLE, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "wrote the Space folder" in res.stdout and f"opens on {MY_NAME}" in res.stdout, res.stdout
@@ -81,11 +86,13 @@ def test_the_folder_holds_what_the_app_needs_and_nothing_more(space):
     assert top == ["README.md", "app.py", "d2ov_core", "detectron2", "examples", "models", "requirements.txt",
                    "space.json"]
     assert sorted(p.name for p in (space / "examples").iterdir()) == [f"my_photo_{i}.jpg" for i in range(3)]
-    assert sorted(p.relative_to(space).as_posix() for p in (space / "models").rglob("*") if p.is_file()) == [
-        f"models/faster_rcnn_shapes/FP16/{f}" for f in ("d2ov.json", "model.bin", "model.xml")]
+    assert sorted(p.relative_to(space).as_posix() for p in (space / "models").rglob("*") if p.is_file()) == sorted(
+        f"models/{m}/FP16/{f}" for m in ("faster_rcnn_shapes", ZOO_NAME.split("/", 1)[1])
+        for f in ("d2ov.json", "model.bin", "model.xml"))
     env = json.loads((space / "space.json").read_text())["env"]
-    assert env == {"D2OV_TITLE": MY_TITLE, "D2OV_DEFAULT_MODEL": MY_NAME, "D2OV_MODELS_DIR": "models",
-                   "D2OV_EXAMPLES": "examples"}
+    assert env["D2OV_DEFAULT_MODEL"].split(",")[0] == MY_NAME
+    assert {k: v for k, v in env.items() if k != "D2OV_DEFAULT_MODEL"} == {
+        "D2OV_TITLE": MY_TITLE, "D2OV_MODELS_DIR": "models", "D2OV_EXAMPLES": "examples"}
     readme = space.joinpath("README.md").read_text()
     assert f"- **{MY_NAME}**: detection, 3 classes (round, box, wedge); FP16 IR, `models/faster_rcnn_shapes/`" in readme
     assert "## Adding a model" in readme and "pip" not in readme.split("---", 2)[2]
@@ -214,6 +221,24 @@ def test_detect_without_a_model_runs_the_users_model_and_no_zoo_model_is_offered
     assert not [n for n in offered if n.startswith("COCO")], offered
     assert {n for n in offered if n.startswith("demo/")} == {"demo/faster_rcnn_shapes", "demo/mask_rcnn_shapes",
                                                              "demo/keypoint_rcnn_figures", "demo/panoptic_fpn_shapes"}
+    assert ZOO_NAME in offered
+
+
+def test_the_model_zoo_model_converted_for_the_space_detects_on_a_photo_there(running_space):
+    """The Model Zoo Mask R-CNN that d2ov space converted on this machine runs on the Space (which has no
+    converter), offline, on a real photo: instance masks in the JSON, the card names its source."""
+    from gradio_client import Client, handle_file
+
+    from ..conftest import real_photo
+
+    client = Client(running_space[0], verbose=False)
+    image, table, json_path, summary, card = client.predict(handle_file(str(real_photo())), ZOO_NAME, "CPU", 0.5,
+                                                            api_name="/detect")
+    doc = json.loads(Path(json_path).read_text())
+    assert doc["model"]["task"] == "instance_segmentation" and doc["model"]["random_weights"] is True
+    instances = doc["results"][0]["instances"]
+    assert len(table["data"]) == len(instances) > 0 and all("mask" in i for i in instances), summary
+    assert card.startswith(f"**{ZOO_NAME}**") and "random weights" in card, card
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
