@@ -22,9 +22,17 @@ __all__ = ["main", "build_parser"]
 COMMANDS = [catalog, convert, predict, verify, evaluate, bench, hub, export, space, serve]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with d2ov's error shape: one line on stderr (no usage block), exit code 2. Its
+    sub-command parsers are of this class too."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="d2ov", description="Detectron2 models on OpenVINO: convert, predict, "
-                                     "verify, evaluate, benchmark, publish, serve.")
+    parser = _Parser(prog="d2ov", description="Detectron2 models on OpenVINO: convert, predict, "
+                     "verify, evaluate, benchmark, publish, serve.")
     parser.add_argument("--version", action="version", version=f"d2ov {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -33,8 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; a command whose last positional takes several values (``predict``'s images,
+    ``verify``'s) also takes them after options (``d2ov predict my.yaml --weights w.pth --classes a,b
+    photo.jpg``), which argparse alone refuses."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    trailing = getattr(args, "trailing_positionals", None)
+    if extra and trailing and not any(e.startswith("-") for e in extra):
+        setattr(args, trailing, list(getattr(args, trailing)) + extra)
+    elif extra:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="[d2ov] %(message)s")
     # httpx (huggingface_hub's client) logs every request at INFO; d2ov's INFO lines are d2ov's own
     logging.getLogger("httpx").setLevel(logging.WARNING)

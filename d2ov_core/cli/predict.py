@@ -34,7 +34,7 @@ def register(sub) -> None:
                    help="seconds allowed per request to --server (default: D2OV_SERVER_TIMEOUT, else 60)")
     p.add_argument("--json", help="write results to this JSON file")
     p.add_argument("--render", help="write rendered images (PNG) into this folder")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, trailing_positionals="inputs")
 
 
 def _remote_predictor(args, items: list[str]):

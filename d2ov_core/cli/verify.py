@@ -33,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--stage-tol", type=float, default=1e-3,
                    help="--stages: max relative deviation of a stage tensor (1e-3)")
     p.add_argument("--json", help="write the comparison to this JSON file")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, trailing_positionals="images")
 
 
 def run(args) -> int:

@@ -322,15 +322,14 @@ def _start_quietly(service: ModelService, args: argparse.Namespace, mcp: bool, e
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("[d2ov] %(message)s"))
-    log.addHandler(handler)
+    if not logging.getLogger().handlers and not log.handlers:  # `d2ov serve` has set up logging already
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[d2ov] %(message)s"))
+        log.addHandler(handler)
     log.setLevel(logging.INFO)
     mcp = not args.no_mcp and _mcp_installed()
     from .render import renderer
 
-    log.info("rendering with %s", "Detectron2's Visualizer" if renderer() == "detectron2"
-             else "d2ov's own drawing (Detectron2 is not installed)")
     try:
         service = ModelService(server=args.server)
         examples = [str(p) for p in image_files(args.examples)] if args.examples and Path(args.examples).is_dir() else []
@@ -339,6 +338,8 @@ def main(argv=None) -> None:
         for name in args.model:  # an unknown --model, or one this server cannot run, stops the start in one line
             if service.canonical(name) not in service.models():
                 raise NotReadyError(f"--model {name}: this server has no IR of it and does not convert models")
+        log.info("rendering with %s", "Detectron2's Visualizer" if renderer() == "detectron2"
+                 else "d2ov's own drawing (Detectron2 is not installed)")
         app = _start_quietly(service, args, mcp, examples)
     except D2ovError as e:  # e.g. the model server is down: one line, not a traceback
         print(f"d2ov: error: {e}", file=sys.stderr)

@@ -15,8 +15,8 @@ def one_line_error(res, code=2):
     assert res.returncode == code, (res.returncode, res.stdout[-500:], res.stderr[-2000:])
     lines = [l for l in res.stderr.strip().splitlines() if "Warning" not in l and "warnings.warn" not in l]
     assert "Traceback" not in res.stderr
-    # d2ov's own errors, or argparse's usage errors ("d2ov <command>: error: ...")
-    assert lines and re.match(r"d2ov( [a-z]+)?: error: ", lines[-1]), res.stderr
+    # d2ov's own errors, or argparse's usage errors ("d2ov <command>: error: ..."): one line either way
+    assert len(lines) == 1 and re.match(r"d2ov( [a-z]+)?: error: ", lines[-1]), res.stderr
     return lines[-1]
 
 
