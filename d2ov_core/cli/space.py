@@ -60,7 +60,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..measure.proof import proof_text
+    from ..measure.proof import MAX_IMAGES, proof_text
+    from ..runtime.images import image_files
     from ..runtime.ir import read_metadata
     from ..serve.space import DEFAULT_TITLE, MAX_FILE_MB, build_space, collect_models, publish_space
     from .common import expand_images
@@ -94,7 +95,9 @@ def run(args) -> int:
         measure = AccuracyCheck(args.annotations, args.images, max_drop=1.0 if "INT8" in precisions else None,
                                 progress=not args.quiet)
     # the proof that travels with the models: d2ov verify on the validation images, else on the examples
-    proof_images = (expand_images([args.images]) if args.images else [str(p) for p in examples])[:12]
+    # (the set's images may sit in sub-folders, as COCO file names like "val/0001.jpg" say: as d2ov convert)
+    proof_images = ([str(p) for p in image_files(args.images, recursive=True)] if args.images
+                    else [str(p) for p in examples])[:MAX_IMAGES]
     models = collect_models(args.model, weights=args.weights, classes=args.classes, precisions=precisions,
                             calibration=args.calibration, measure=measure, progress=not args.quiet,
                             proof_images=[Path(p) for p in proof_images])
