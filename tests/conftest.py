@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -41,6 +42,19 @@ def _isolated_cache(tmp_path_factory):
         shutil.copy(seeded, sdist)
         shutil.copy(str(seeded) + ".sha256", str(sdist) + ".sha256")
     yield
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """Tests that call the CLI's ``main()`` in this process let it configure logging as a command
+    does (``-q``: the root logger at ERROR); that must not silence the next test's warnings."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    for h in list(root.handlers):
+        if type(h) is logging.StreamHandler and h not in handlers:  # basicConfig's, not pytest's own
+            root.removeHandler(h)
 
 
 @pytest.fixture

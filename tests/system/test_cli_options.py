@@ -29,6 +29,7 @@ import traceback
 import urllib.request
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 
 from d2ov_core.cli import build_parser, main
@@ -306,6 +307,8 @@ COMMANDS = [c for c in BASE if c != "serve"]
 def test_every_option_of_every_command(command, inputs, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    # huggingface_hub reads HF_HUB_OFFLINE when first imported; an earlier test may have imported it
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     failures = []
     cases = _cases(command, _commands()[command])
     for i, (task, opt, argv) in enumerate(cases):
