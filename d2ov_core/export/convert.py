@@ -37,7 +37,7 @@ from ..runtime.preprocess import preprocess
 from ..store import cache, catalog
 from ..store.cache import sha256_file
 from ..store.catalog import ModelSpec
-from ..store.lookup import GRAPH_REVISION, IR_NAME, cached_ir_dir, find_ir
+from ..store.lookup import IR_NAME, graph_revision, cached_ir_dir, find_ir
 from ..store.weights import Progress
 from .quantize import Recipe
 
@@ -85,8 +85,9 @@ def _cache_key(spec: ModelSpec, weights: str, weights_sha256: str, fp16: bool, c
     from .model import load_cfg
     from .random_init import RANDOM_INIT_REVISION
 
+    cfg = load_cfg(spec)
     payload = {
-        "config": load_cfg(spec).dump(),
+        "config": cfg.dump(),
         "classes": list(spec.classes),
         "weights": weights_sha256 or weights,
         "fp16": fp16,
@@ -95,7 +96,7 @@ def _cache_key(spec: ModelSpec, weights: str, weights_sha256: str, fp16: bool, c
         "measure": getattr(measure, "key", None if measure is None else repr(measure)),
         "versions": _versions(),
         "random_init": RANDOM_INIT_REVISION if weights == "random" else None,
-        "graph": GRAPH_REVISION,
+        "graph": graph_revision(cfg.MODEL.META_ARCHITECTURE),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -153,7 +154,7 @@ def convert(
                                     precision=precision, weights_source=winfo["source"],
                                     weights_sha256=winfo["sha256"], random_weights=winfo["random"],
                                     torch_version=versions["torch"], openvino_version=versions["openvino"],
-                                    graph_revision=GRAPH_REVISION)
+                                    graph_revision=graph_revision(meta["meta_architecture"]))
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.tmp-", dir=final_dir.parent))
     try:

@@ -96,8 +96,8 @@ SETTINGS: dict[str, Setting] = {
         _S("detectron2_version", str, "", "detectron2 version used to convert"),
         _S("torch_version", str, "", "torch version used to convert"),
         _S("openvino_version", str, "", "OpenVINO version used to convert"),
-        _S("graph_revision", int, 0, "d2ov's conversion revision (convert.GRAPH_REVISION); a cached IR "
-           "of another revision is not reused"),
+        _S("graph_revision", int, 0, "d2ov's conversion revision of the model's architecture family "
+           "(store.lookup.GRAPH_REVISIONS); an IR of another revision is stale"),
         _S("confidence_threshold", float, 0.5, "default score threshold applied after the graph",
            runtime=True, minimum=0.0, maximum=1.0),
         _S("mask_threshold", float, 0.5, "probability above which a mask pixel is set",

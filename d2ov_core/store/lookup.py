@@ -1,8 +1,8 @@
 """Which IR serves (model, precision)? One answer for the CLI, the app, ``bench`` and the Hub path.
 
 An IR serves a catalog model only when it is *current*: made from the catalog's weights (their
-sha256) and, where the catalog records one, its config file (sha256), not random, of the asked precision, by this converter's graph revision
-(:data:`GRAPH_REVISION`). Places looked at, in order:
+sha256) and, where the catalog records one, its config file (sha256), not random, of the asked precision, by this converter's graph revision for the model's architecture
+family (:data:`GRAPH_REVISIONS`, :func:`graph_revision`). Places looked at, in order:
 
   1. the IRs bundled with the package (``d2ov_core/data/ir/<name>/<precision>/model.xml``);
   2. the conversion cache (``$D2OV_CACHE/ir/<name>/<key>/``, newest first; leftovers of killed runs
@@ -30,14 +30,31 @@ from ..runtime.settings import IRMetadata
 from . import cache
 from .catalog import CATALOG, DATA_DIR, get
 
-__all__ = ["GRAPH_REVISION", "IR_NAME", "BUNDLED_IR_DIR", "bundled_ir", "cached_ir_dir", "problem", "find_ir",
+__all__ = ["GRAPH_REVISIONS", "graph_revision", "IR_NAME", "BUNDLED_IR_DIR", "bundled_ir", "cached_ir_dir", "problem", "find_ir",
            "metadata"]
 
-#: d2ov's conversion revision, bumped when the IR changes for the same inputs. 2: exact padding;
-#: 3: INT8 keeps the mask head in floating point; 4: stable proposal ranking; 5: its fast form; 6: no
-#: sort of the chosen proposals (TopK, index order; NMS ranks them), ROI pooling gathered into box order;
+#: d2ov's conversion revision per architecture family (Detectron2's ``MODEL.META_ARCHITECTURE``), bumped
+#: when that family's IR changes for the same inputs, so a change to one family's graph invalidates
+#: only that family's cached IRs. History (all families until revision 7): 2: exact padding; 3: INT8
+#: keeps the mask head in floating point; 4: stable proposal ranking; 5: its fast form; 6: no sort of
+#: the chosen proposals (TopK, index order; NMS ranks them), ROI pooling gathered into box order;
 #: 7: padding between the mean subtraction and the division by std (INT8 stem convolution runs in INT8).
-GRAPH_REVISION = 7
+GRAPH_REVISIONS: dict[str, int] = {
+    "GeneralizedRCNN": 7,  # Faster / Mask / Keypoint R-CNN
+    "RetinaNet": 7,
+    "PanopticFPN": 7,
+}
+
+
+def graph_revision(meta_architecture: str) -> int:
+    """The current graph revision of an architecture family (``MODEL.META_ARCHITECTURE``)."""
+    try:
+        return GRAPH_REVISIONS[meta_architecture]
+    except KeyError:
+        raise D2ovError(f"no graph revision for architecture {meta_architecture!r}; d2ov converts "
+                        f"{', '.join(GRAPH_REVISIONS)}") from None
+
+
 log = logging.getLogger("d2ov")
 IR_NAME = "model.xml"
 BUNDLED_IR_DIR = DATA_DIR / "ir"
@@ -83,9 +100,12 @@ def problem(xml: str | os.PathLike, name: str, precision: str) -> str | None:
         return "it was converted with random weights (for tests and speed measurements only)"
     if meta["precision"] != precision:
         return f"its precision is {meta['precision']}, not {precision}"
-    if meta["graph_revision"] != GRAPH_REVISION:
-        return (f"it was made by an older converter (graph revision {meta['graph_revision']}, current "
-                f"{GRAPH_REVISION}); convert the model again")
+    current = GRAPH_REVISIONS.get(meta.meta_architecture)
+    if current is None:
+        return f"d2ov does not convert architecture {meta.meta_architecture!r}"
+    if meta.graph_revision != current:
+        return (f"it was made by an older converter ({meta.meta_architecture} graph revision {meta.graph_revision}, "
+                f"current {current}); convert the model again")
     if spec is not None and spec.weights_sha256 and meta["weights_sha256"] != spec.weights_sha256:
         return f"its weights (sha256 {str(meta['weights_sha256'])[:12]}...) are not the catalog's"
     if spec is not None and spec.config_sha256 and meta["config_sha256"] != spec.config_sha256:

@@ -49,7 +49,8 @@ def test_the_bundled_ir_serves_its_model():
 
 
 @pytest.mark.parametrize("changes,why", [
-    ({"graph_revision": lookup.GRAPH_REVISION - 1}, "older converter"),
+    ({"graph_revision": lookup.GRAPH_REVISIONS["GeneralizedRCNN"] - 1}, "older converter (GeneralizedRCNN graph"),
+    ({"meta_architecture": "SemanticSegmentor"}, "does not convert architecture 'SemanticSegmentor'"),
     ({"weights_sha256": "0" * 64}, "not the catalog's"),
     ({"random_weights": True}, "random weights"),
     ({"config_sha256": "0" * 64}, "another version of the model's Detectron2 config"),
@@ -61,6 +62,28 @@ def test_a_stale_cached_ir_is_refused_by_cli_lookup_and_app(tmp_cache, changes, 
     service = ModelService(use_hub=False, convert_fallback=False, models_root=tmp_cache / "none")
     assert service.state(NAME, "FP32").status == "not prepared"  # the app does not serve it
     assert "FP32" not in service.precisions(NAME)
+
+
+def test_a_graph_revision_bump_invalidates_only_its_family(tmp_cache, monkeypatch):
+    """Panoptic FPN's graph changing must not make every R-CNN's cached IR stale, and vice versa."""
+    good = cached_copy(tmp_cache, "FP32", "good")  # a GeneralizedRCNN (Mask R-CNN) IR
+    bumped = dict(lookup.GRAPH_REVISIONS, PanopticFPN=lookup.GRAPH_REVISIONS["PanopticFPN"] + 1)
+    monkeypatch.setattr(lookup, "GRAPH_REVISIONS", bumped)
+    assert lookup.problem(good, NAME, "FP32") is None and lookup.find_ir(NAME, "FP32") == good
+    panoptic = lookup.bundled_ir("demo/panoptic_fpn_shapes", "FP16")
+    assert "older converter (PanopticFPN graph revision 7, current 8)" in lookup.problem(
+        panoptic, "demo/panoptic_fpn_shapes", "FP16")
+    bumped["GeneralizedRCNN"] += 1
+    assert "older converter" in lookup.problem(good, NAME, "FP32")
+    assert lookup.find_ir(NAME, "FP32") is None
+
+
+def test_graph_revision_of_an_unknown_family_is_an_error():
+    from d2ov_core.errors import D2ovError
+
+    assert lookup.graph_revision("RetinaNet") == lookup.GRAPH_REVISIONS["RetinaNet"]
+    with pytest.raises(D2ovError, match="no graph revision for architecture 'SemanticSegmentor'"):
+        lookup.graph_revision("SemanticSegmentor")
 
 
 def test_a_current_cached_ir_serves_cli_and_app(tmp_cache):
