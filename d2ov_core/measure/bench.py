@@ -89,12 +89,6 @@ def matmul_peak_gflops(threads: int, n: int = 4096, repeats: int = 3) -> dict[st
     return out
 
 
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def _peak_rss_kb() -> int:
     """This process's peak resident memory. ``VmHWM`` starts afresh at exec; ``ru_maxrss`` does not
     (a worker started by a big parent would report the parent's peak)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["Setting", "SETTINGS", "RUNTIME_SETTINGS", "RT_INFO_SECTION", "IRMetadata", "encode", "decode", "decode_all",
+__all__ = ["Setting", "SETTINGS", "RT_INFO_SECTION", "IRMetadata", "encode", "decode", "decode_all",
            "check_value", "AP_KEYS", "ACCURACY_KEYS", "primary_metric", "ap_text",
            "Precision", "PRECISIONS", "DEFAULT_PRECISION", "precision", "IR_PRECISIONS"]
 
@@ -32,14 +32,9 @@ class Setting:
     default: Any
     description: str
     required: bool = False  # an IR without it is not a d2ov IR
-    runtime: bool = False  # user-adjustable at prediction time (CLI flag, UI control)
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] | None = None
-
-    @property
-    def cli_flag(self) -> str:
-        return "--" + self.key.replace("_", "-")
 
 
 _S = Setting
@@ -71,7 +66,6 @@ SETTINGS: dict[str, Setting] = {
            choices=("BGR", "RGB")),
         _S("min_size", int, 800, "ResizeShortestEdge: shorter side (cfg.INPUT.MIN_SIZE_TEST)", required=True),
         _S("max_size", int, 1333, "ResizeShortestEdge: longer side cap (cfg.INPUT.MAX_SIZE_TEST)", required=True),
-        _S("resize_interpolation", str, "bilinear", "PIL interpolation of the resize (as Detectron2)"),
         _S("pixel_mean", list, [103.53, 116.28, 123.675],
            "cfg.MODEL.PIXEL_MEAN in input_format order: the value static-shape letterboxing pads with"),
         _S("size_divisibility", int, 32, "padding inside the graph (informational)"),
@@ -99,12 +93,11 @@ SETTINGS: dict[str, Setting] = {
         _S("graph_revision", int, 0, "d2ov's conversion revision of the model's architecture family "
            "(store.lookup.GRAPH_REVISIONS); an IR of another revision is stale"),
         _S("confidence_threshold", float, 0.5, "default score threshold applied after the graph",
-           runtime=True, minimum=0.0, maximum=1.0),
+           minimum=0.0, maximum=1.0),
         _S("mask_threshold", float, 0.5, "probability above which a mask pixel is set",
-           runtime=True, minimum=0.0, maximum=1.0),
+           minimum=0.0, maximum=1.0),
     ]
 }
-RUNTIME_SETTINGS = [s for s in SETTINGS.values() if s.runtime]
 
 
 def encode(key: str, value: Any) -> str:
