@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -37,83 +38,14 @@ class Setting:
     choices: tuple[str, ...] | None = None
 
 
-_S = Setting
-SETTINGS: dict[str, Setting] = {
-    s.key: s
-    for s in [
-        _S("d2ov_version", str, "", "d2ov version that wrote the IR", required=True),
-        _S("model_type", str, "d2ov_rcnn", "model_api-style model type tag", required=True),
-        _S("task", str, "detection", "detection, instance_segmentation, keypoints or panoptic_segmentation",
-           required=True, choices=("detection", "instance_segmentation", "keypoints", "panoptic_segmentation")),
-        _S("model_name", str, "", "catalog name or config path the IR was made from", required=True),
-        _S("meta_architecture", str, "GeneralizedRCNN", "Detectron2 MODEL.META_ARCHITECTURE"),
-        _S("labels", list, [], "class names, index = class id", required=True),
-        _S("keypoint_names", list, [], "keypoint models: keypoint names, in the order the graph's heatmaps come"),
-        _S("keypoint_skeleton", list, [], "keypoint models: [name, name] pairs joined by a line when drawn"),
-        _S("keypoint_oks_sigmas", list, [], "keypoint models: per-keypoint OKS sigmas keypoint AP is computed with"),
-        _S("stuff_classes", list, [], "panoptic models: the semantic head's classes in label order; label 0 "
-           "stands for all thing classes, 1.. are stuff"),
-        _S("sem_seg_stride", int, 1, "panoptic models: the sem_seg output's stride: the semantic head's "
-           "upsampling (SEM_SEG_HEAD.COMMON_STRIDE, 4) that the runtime does; 1 for IRs whose graph "
-           "upsampled itself"),
-        _S("panoptic_overlap_threshold", float, 0.5, "panoptic merge: an instance is skipped when more than this "
-           "share of its mask is already taken (MODEL.PANOPTIC_FPN.COMBINE.OVERLAP_THRESH)", minimum=0.0, maximum=1.0),
-        _S("panoptic_stuff_area_threshold", int, 4096, "panoptic merge: stuff segments with fewer pixels are "
-           "dropped (MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT)"),
-        _S("panoptic_score_threshold", float, 0.5, "panoptic merge: instances below this score are left out "
-           "(MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH)", minimum=0.0, maximum=1.0),
-        _S("input_format", str, "BGR", "channel order the graph expects (cfg.INPUT.FORMAT)", required=True,
-           choices=("BGR", "RGB")),
-        _S("min_size", int, 800, "ResizeShortestEdge: shorter side (cfg.INPUT.MIN_SIZE_TEST)", required=True),
-        _S("max_size", int, 1333, "ResizeShortestEdge: longer side cap (cfg.INPUT.MAX_SIZE_TEST)", required=True),
-        _S("pixel_mean", list, [103.53, 116.28, 123.675],
-           "cfg.MODEL.PIXEL_MEAN in input_format order: the value static-shape letterboxing pads with"),
-        _S("size_divisibility", int, 32, "padding inside the graph (informational)"),
-        _S("graph_score_threshold", float, 0.05,
-           "score threshold frozen into the graph: nothing below it can be returned"),
-        _S("iou_threshold", float, 0.5, "NMS IoU threshold frozen into the graph"),
-        _S("max_detections", int, 100, "detections per image frozen into the graph"),
-        _S("outputs", list, [], "IR output names, in order", required=True),
-        _S("precision", str, "FP32", "weights precision of the IR", choices=("FP32", "FP16", "INT8")),
-        _S("calibration", str, "", "INT8 only: the calibration set (folder name and image count)"),
-        _S("quantization", str, "", "INT8 only: the NNCF recipe (preset, range estimator, what stays float)"),
-        _S("accuracy", dict, {}, "COCO AP measured at conversion, per precision: {precision: {box_AP, mask_AP, keypoint_AP, "
-           "ms (median model time per image), images, set}}; FP32 is the float reference where present"),
-        _S("verification", dict, {}, "d2ov verify at conversion (measure/proof.py): {images, reference, candidate, "
-           "matched (detections scoring >= min_score), images_within_tolerance, max_box_dev (px), max_score_dev, "
-           "min_mask_iou, max_keypoint_dev, min_score, precision, against (the float Detectron2 model), image_names}"),
-        _S("source_config", str, "", "Detectron2 config (model-zoo path or file)"),
-        _S("weights_source", str, "", "where the weights came from (URL, path or 'random')"),
-        _S("weights_sha256", str, "", "sha256 of the weights file ('' for random)"),
-        _S("config_sha256", str, "", "sha256 of the Detectron2 config file the IR was converted from"),
-        _S("random_weights", bool, False, "True: random init, for tests and speed only, NOT a detector"),
-        _S("detectron2_version", str, "", "detectron2 version used to convert"),
-        _S("torch_version", str, "", "torch version used to convert"),
-        _S("openvino_version", str, "", "OpenVINO version used to convert"),
-        _S("graph_revision", int, 0, "d2ov's conversion revision of the model's architecture family "
-           "(store.lookup.GRAPH_REVISIONS); an IR of another revision is stale"),
-        _S("confidence_threshold", float, 0.5, "default score threshold applied after the graph",
-           minimum=0.0, maximum=1.0),
-        _S("mask_threshold", float, 0.5, "probability above which a mask pixel is set",
-           minimum=0.0, maximum=1.0),
-    ]
-}
-
-
-def encode(key: str, value: Any) -> str:
-    """Typed value -> the JSON string stored in rt_info."""
-    return json.dumps(SETTINGS[key].type(value))
-
-
-def decode(key: str, text: str) -> Any:
-    """rt_info string -> typed value (raises ``ValueError`` on a malformed value)."""
-    setting = SETTINGS[key]
-    value = json.loads(text)
-    if setting.type in (list, dict):
-        if not isinstance(value, setting.type):
-            raise ValueError(f"{key}: expected a JSON {setting.type.__name__}, found {text!r}")
-        return value
-    return setting.type(value)
+def _s(default: Any, description: str, *, required: bool = False, minimum: float | None = None,
+       maximum: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """One row of the settings table: a dataclass field of :class:`IRMetadata` carrying its row."""
+    row = {"description": description, "required": required, "minimum": minimum, "maximum": maximum,
+           "choices": choices}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=functools.partial(copy.deepcopy, default), metadata=row)
+    return dataclasses.field(default=default, metadata=row)
 
 
 class _ByKey(Mapping):
@@ -135,30 +67,120 @@ class _ByKey(Mapping):
         return {key: copy.deepcopy(getattr(self, key)) for key in SETTINGS}
 
 
-def _check_metadata(self) -> None:
-    for key, setting in SETTINGS.items():
-        value = getattr(self, key)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if setting.type is float else (
-            isinstance(value, setting.type) and (setting.type is bool or not isinstance(value, bool)))
-        if not ok:
-            raise ValueError(f"{key}: expected {setting.type.__name__}, found {value!r}")
-        if setting.choices is not None and value not in setting.choices:
-            raise ValueError(f"{key}: expected one of {', '.join(setting.choices)}, found {value!r}")
+@dataclasses.dataclass(frozen=True)
+class IRMetadata(_ByKey):
+    """An IR's d2ov metadata (rt_info ``model_info``), typed and checked on construction.
+
+    This class IS the settings table: one field per setting (name, type, default; its description,
+    whether it is required, its range or choices in the field's metadata), in the order they are
+    written into an IR. Read as ``meta.labels`` (or ``meta["labels"]``); ``to_dict()`` for JSON.
+    """
+
+    d2ov_version: str = _s('', 'd2ov version that wrote the IR', required=True)
+    model_type: str = _s('d2ov_rcnn', 'model_api-style model type tag', required=True)
+    task: str = _s('detection', 'detection, instance_segmentation, keypoints or panoptic_segmentation', required=True, choices=('detection', 'instance_segmentation', 'keypoints', 'panoptic_segmentation'))
+    model_name: str = _s('', 'catalog name or config path the IR was made from', required=True)
+    meta_architecture: str = _s('GeneralizedRCNN', 'Detectron2 MODEL.META_ARCHITECTURE')
+    labels: list[Any] = _s([], 'class names, index = class id', required=True)
+    keypoint_names: list[Any] = _s([], "keypoint models: keypoint names, in the order the graph's "
+                                       'heatmaps come')
+    keypoint_skeleton: list[Any] = _s([], 'keypoint models: [name, name] pairs joined by a line when '
+                                          'drawn')
+    keypoint_oks_sigmas: list[Any] = _s([], 'keypoint models: per-keypoint OKS sigmas keypoint AP is '
+                                            'computed with')
+    stuff_classes: list[Any] = _s([], "panoptic models: the semantic head's classes in label order; "
+                                      'label 0 stands for all thing classes, 1.. are stuff')
+    sem_seg_stride: int = _s(1, "panoptic models: the sem_seg output's stride: the semantic head's "
+                                'upsampling (SEM_SEG_HEAD.COMMON_STRIDE, 4) that the runtime does; 1 '
+                                'for IRs whose graph upsampled itself')
+    panoptic_overlap_threshold: float = _s(0.5, 'panoptic merge: an instance is skipped when more '
+                                                'than this share of its mask is already taken '
+                                                '(MODEL.PANOPTIC_FPN.COMBINE.OVERLAP_THRESH)', minimum=0.0, maximum=1.0)
+    panoptic_stuff_area_threshold: int = _s(4096, 'panoptic merge: stuff segments with fewer pixels '
+                                                  'are dropped '
+                                                  '(MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT)')
+    panoptic_score_threshold: float = _s(0.5, 'panoptic merge: instances below this score are left '
+                                              'out (MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_T'
+                                              'HRESH)', minimum=0.0, maximum=1.0)
+    input_format: str = _s('BGR', 'channel order the graph expects (cfg.INPUT.FORMAT)', required=True, choices=('BGR', 'RGB'))
+    min_size: int = _s(800, 'ResizeShortestEdge: shorter side (cfg.INPUT.MIN_SIZE_TEST)', required=True)
+    max_size: int = _s(1333, 'ResizeShortestEdge: longer side cap (cfg.INPUT.MAX_SIZE_TEST)', required=True)
+    pixel_mean: list[Any] = _s([103.53, 116.28, 123.675], 'cfg.MODEL.PIXEL_MEAN in input_format '
+                                                          'order: the value static-shape letterboxing'
+                                                          ' pads with')
+    size_divisibility: int = _s(32, 'padding inside the graph (informational)')
+    graph_score_threshold: float = _s(0.05, 'score threshold frozen into the graph: nothing below it '
+                                            'can be returned')
+    iou_threshold: float = _s(0.5, 'NMS IoU threshold frozen into the graph')
+    max_detections: int = _s(100, 'detections per image frozen into the graph')
+    outputs: list[Any] = _s([], 'IR output names, in order', required=True)
+    precision: str = _s('FP32', 'weights precision of the IR', choices=('FP32', 'FP16', 'INT8'))
+    calibration: str = _s('', 'INT8 only: the calibration set (folder name and image count)')
+    quantization: str = _s('', 'INT8 only: the NNCF recipe (preset, range estimator, what stays '
+                               'float)')
+    accuracy: dict[str, Any] = _s({}, 'COCO AP measured at conversion, per precision: {precision: '
+                                      '{box_AP, mask_AP, keypoint_AP, ms (median model time per '
+                                      'image), images, set}}; FP32 is the float reference where '
+                                      'present')
+    verification: dict[str, Any] = _s({}, 'd2ov verify at conversion (measure/proof.py): {images, '
+                                          'reference, candidate, matched (detections scoring >= '
+                                          'min_score), images_within_tolerance, max_box_dev (px), '
+                                          'max_score_dev, min_mask_iou, max_keypoint_dev, min_score, '
+                                          'precision, against (the float Detectron2 model), '
+                                          'image_names}')
+    source_config: str = _s('', 'Detectron2 config (model-zoo path or file)')
+    weights_source: str = _s('', "where the weights came from (URL, path or 'random')")
+    weights_sha256: str = _s('', "sha256 of the weights file ('' for random)")
+    config_sha256: str = _s('', 'sha256 of the Detectron2 config file the IR was converted from')
+    random_weights: bool = _s(False, 'True: random init, for tests and speed only, NOT a detector')
+    detectron2_version: str = _s('', 'detectron2 version used to convert')
+    torch_version: str = _s('', 'torch version used to convert')
+    openvino_version: str = _s('', 'OpenVINO version used to convert')
+    graph_revision: int = _s(0, "d2ov's conversion revision of the model's architecture family "
+                                '(store.lookup.GRAPH_REVISIONS); an IR of another revision is stale')
+    confidence_threshold: float = _s(0.5, 'default score threshold applied after the graph', minimum=0.0, maximum=1.0)
+    mask_threshold: float = _s(0.5, 'probability above which a mask pixel is set', minimum=0.0, maximum=1.0)
+
+    __hash__ = None  # type: ignore[assignment]  # frozen but holds lists: not hashable
+
+    def __post_init__(self) -> None:
+        for key, setting in SETTINGS.items():
+            value = getattr(self, key)
+            if setting.type is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, setting.type) and (setting.type is bool or not isinstance(value, bool))
+            if not ok:
+                raise ValueError(f"{key}: expected {setting.type.__name__}, found {value!r}")
+            if setting.choices is not None and value not in setting.choices:
+                raise ValueError(f"{key}: expected one of {', '.join(setting.choices)}, found {value!r}")
 
 
-def _field(setting: Setting):
-    if isinstance(setting.default, (list, dict)):
-        return dataclasses.field(default_factory=lambda d=setting.default: copy.deepcopy(d))
-    return dataclasses.field(default=setting.default)
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
 
 
-#: An IR's metadata, typed and checked on construction: one field per :data:`SETTINGS` row (same
-#: name, type and default), read as ``meta.labels`` or ``meta["labels"]``; ``to_dict()`` for JSON.
-IRMetadata = dataclasses.make_dataclass(
-    "IRMetadata", [(s.key, s.type, _field(s)) for s in SETTINGS.values()], bases=(_ByKey,), frozen=True,
-    namespace={"__post_init__": _check_metadata, "__hash__": None,
-               "__doc__": "An IR's d2ov metadata (rt_info model_info), one field per settings-table row.",
-               "__module__": __name__})
+def _setting(f: dataclasses.Field) -> Setting:
+    default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    return Setting(f.name, _TYPES[str(f.type).split("[")[0]], default, **f.metadata)
+
+
+#: The settings table by key (derived from :class:`IRMetadata`'s fields).
+SETTINGS: dict[str, Setting] = {f.name: _setting(f) for f in dataclasses.fields(IRMetadata)}
+
+def encode(key: str, value: Any) -> str:
+    """Typed value -> the JSON string stored in rt_info."""
+    return json.dumps(SETTINGS[key].type(value))
+
+
+def decode(key: str, text: str) -> Any:
+    """rt_info string -> typed value (raises ``ValueError`` on a malformed value)."""
+    setting = SETTINGS[key]
+    value = json.loads(text)
+    if setting.type in (list, dict):
+        if not isinstance(value, setting.type):
+            raise ValueError(f"{key}: expected a JSON {setting.type.__name__}, found {text!r}")
+        return value
+    return setting.type(value)
 
 
 def decode_all(texts: dict[str, str]) -> IRMetadata:
