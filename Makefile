@@ -5,7 +5,7 @@ DEMOS := demo/faster_rcnn_shapes demo/mask_rcnn_shapes
 KEYPOINT_DEMO := demo/keypoint_rcnn_figures
 PANOPTIC_DEMO := demo/panoptic_fpn_shapes
 
-.PHONY: setup app demo test test-fast bundle clean
+.PHONY: setup app demo test test-fast lint bundle clean
 
 setup:            ## create/update .venv (idempotent: seconds when up to date)
 	@bash tools/setup.sh
@@ -19,6 +19,11 @@ demo: setup       ## the CLI on the bundled samples with the bundled demo model
 test:             ## the full suite, browser test included (what CI runs)
 	@D2OV_BROWSER=1 D2OV_SERVE=1 bash tools/setup.sh
 	$(PY) -m pytest -q --timeout=600 --durations=25 -rs -p no:cacheprovider
+
+lint: setup       ## Ruff (lint + format check) over the repo, mypy on the runtime and the store
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test-fast: setup  ## unit tests only (numpy, the torch boundary, settings, service): under a minute
 	$(PY) -m pytest -q tests/unit -p no:cacheprovider
