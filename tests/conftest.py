@@ -44,6 +44,56 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
+NETGUARD_DIR = Path(__file__).resolve().parent / "netguard"
+#: what the tests that build a venv with pip may reach besides 127.0.0.1: the package registries
+REGISTRIES = "pypi.org,files.pythonhosted.org,download.pytorch.org"
+
+
+def netguard_env(registries: bool = False) -> dict[str, str]:
+    """Environment that puts a started Python process under the network guard (for tests that build a
+    subprocess's environment from scratch); ``registries``: pip may reach the package registries."""
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(NETGUARD_DIR), os.environ.get("PYTHONPATH_BEFORE_GUARD")])),
+           "D2OV_NET_GUARD_LOG": os.environ["D2OV_NET_GUARD_LOG"]}
+    return dict(env, D2OV_NET_GUARD_ALLOW=REGISTRIES) if registries else env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _network_guard(tmp_path_factory):
+    """Hermetic by force: this process and every Python process the tests start (``PYTHONPATH`` carries
+    ``tests/netguard/sitecustomize.py``) may connect to loopback only; see :func:`_no_outbound`."""
+    from tests.netguard import sitecustomize as guard
+
+    folder = tmp_path_factory.mktemp("netguard")
+    folder.chmod(0o777)  # the Space test's app runs as nobody
+    log = folder / "refused.log"
+    log.touch()
+    log.chmod(0o666)
+    os.environ["PYTHONPATH_BEFORE_GUARD"] = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD_DIR), os.environ.get("PYTHONPATH")]))
+    os.environ["D2OV_NET_GUARD_LOG"] = str(log)
+    guard.install(str(log))
+    yield log
+
+
+#: refused like everything else, but not a test failure: OpenVINO's usage telemetry (``import openvino``
+#: loads ovc, which sends a Google Analytics event unless the user opted out or ``CI=true``); it is
+#: OpenVINO's, not d2ov's, and the guard keeps it from leaving the machine
+TOLERATED = ("www.google-analytics.com:",)
+
+
+@pytest.fixture(autouse=True)
+def _no_outbound(_network_guard):
+    """A test during which any process of the suite tried to reach beyond 127.0.0.1 fails, even when the
+    code under test caught the refusal (the guard logs every attempt)."""
+    start = _network_guard.stat().st_size
+    yield
+    with open(_network_guard) as f:
+        f.seek(start)
+        refused = "".join(line for line in f if not any(f" {t}" in line for t in TOLERATED))
+    if refused:
+        pytest.fail("outbound connection(s) beyond 127.0.0.1 (pid host:port program):\n" + refused, pytrace=False)
+
+
 @pytest.fixture(autouse=True)
 def _root_logging_restored():
     """Tests that call the CLI's ``main()`` in this process let it configure logging as a command

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import ROOT, SAMPLES, run_cli
+from ..conftest import ROOT, SAMPLES, netguard_env, run_cli
 from ..helpers import free_port, stop, wait_until_up
 from .test_app import CHROMIUM, browser_page
 
@@ -125,7 +125,8 @@ def space_env(space, tmp_path_factory):
     venv = tmp_path_factory.mktemp("space_venv") / "venv"
     t0 = time.perf_counter()
     subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
-    env = dict(os.environ, PIP_RETRIES="0", PIP_TIMEOUT="10", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    env = dict(os.environ, PIP_RETRIES="0", PIP_TIMEOUT="10", PIP_DISABLE_PIP_VERSION_CHECK="1",
+               **netguard_env(registries=True))
     res = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(space / "requirements.txt")],
                          capture_output=True, text=True, env=env, timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -161,7 +162,8 @@ def running_space(space, space_env, tmp_path_factory):
     port = free_port()
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(home), "SPACE_ID": "someone/d2ov-demo",
            "SYSTEM": "spaces", "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(port),
-           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(home / "gradio")}
+           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(home / "gradio"),
+           **netguard_env()}
     log_path = tmp / "space.log"
     log = open(log_path, "w")
     proc = subprocess.Popen([str(venv / "bin" / "python"), "app.py"], cwd=space, env=env, stdout=log,

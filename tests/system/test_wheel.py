@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import ROOT
+from ..conftest import ROOT, netguard_env
 from ..helpers import free_port, stop, wait_until_up
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def installed(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     t0 = time.perf_counter()
     res = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], capture_output=True, text=True,
-                         timeout=900, env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1"))
+                         timeout=900, env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", **netguard_env(registries=True)))
     assert res.returncode == 0, res.stderr[-3000:]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "wheel.json").write_text(json.dumps({"wheel_mb": round(wheel.stat().st_size / 1e6, 1),
@@ -41,7 +41,8 @@ def installed(tmp_path_factory):
 
 
 def run(venv: Path, *args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(cwd), "D2OV_CACHE": str(cwd / "cache")}
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(cwd), "D2OV_CACHE": str(cwd / "cache"),
+           **netguard_env()}
     return subprocess.run([str(venv / "bin" / args[0]), *args[1:]], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=timeout)
 
@@ -72,11 +73,11 @@ def test_app_extra_serves_the_demo_models(installed, tmp_path):
 
     wheel, venv = installed
     res = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"{wheel}[app]"], capture_output=True, text=True,
-                         timeout=900)
+                         timeout=900, env=dict(os.environ, **netguard_env(registries=True)))
     assert res.returncode == 0, res.stderr[-3000:]
     port = free_port()
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "D2OV_CACHE": str(tmp_path / "cache"),
-           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **netguard_env()}
     log_path = tmp_path / "serve.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([str(venv / "bin" / "d2ov"), "serve", "--port", str(port)], cwd=tmp_path, env=env,
