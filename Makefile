@@ -5,7 +5,7 @@ DEMOS := demo/faster_rcnn_shapes demo/mask_rcnn_shapes
 KEYPOINT_DEMO := demo/keypoint_rcnn_figures
 PANOPTIC_DEMO := demo/panoptic_fpn_shapes
 
-.PHONY: setup app demo test test-fast lint bundle clean
+.PHONY: setup app demo test test-fast lint bundle clean docs
 
 setup:            ## create/update .venv (idempotent: seconds when up to date)
 	@bash tools/setup.sh
@@ -55,3 +55,8 @@ bundle: setup     ## re-convert the four demo models into d2ov_core/data/ir/ (FP
 
 clean:
 	rm -rf out .pytest_cache tests/_artifacts
+
+docs: setup       ## the documentation site into out/site (mkdocs --strict: a broken link, anchor or nav entry fails)
+	@$(PY) -c "import sys, importlib.metadata as m; sys.exit(any(m.version(n) != v.strip() for n, v in (l.split('==') for l in open('requirements-docs.txt') if '==' in l and not l.startswith('#'))))" 2>/dev/null \
+	  || $(PY) -m pip install -q -r requirements-docs.txt
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d out/site

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Re-measure the README's performance tables with `d2ov bench`: the two seed Model Zoo architectures
+# Re-measure the tables of docs/performance.md with `d2ov bench`: the two seed Model Zoo architectures
 # with random weights (no checkpoint is reachable offline; same graph and FLOPs, 100 detections per
 # photo), the seed-size Panoptic FPN (R50 3x) with random weights, and the two bundled demo models on
-# their own test images. Writes docs/bench/<model>/bench.{md,json,png}. Run it on an otherwise idle
-# machine: about 40 minutes on 2 cores.
+# their own test images. Writes docs/bench/<model>/bench.{md,json,png}, from which `make docs` builds
+# the page. Run it on an otherwise idle machine: about 40 minutes on 2 cores.
 #
 #   bash tools/bench_all.sh            # everything
 #   bash tools/bench_all.sh seed       # only the seed models (or: panoptic, demo)

@@ -1,5 +1,5 @@
 """Throughput of ONE local KServe server with N concurrent clients against the in-process predictor,
-on the same machine (the README's "Scaling out" numbers).
+on the same machine (the numbers docs/serving.md pastes from docs/kserve/bench.md).
 
     .venv/bin/python tools/bench_remote.py [--model demo/mask_rcnn_shapes] [--clients 1 2 4]
         [--requests 32] [--out docs/kserve] [--serve-python .venv-serve/bin/python] [--no-stock]
