@@ -13,6 +13,12 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Hermetic before anything imports huggingface_hub or gradio (they read these at import): no usage
+# telemetry, and the Hub endpoint is a closed local port, so a Hub call no test asked for (gradio_client
+# and huggingface_hub fetch an "agent harnesses" registry from the endpoint) fails at once on
+# 127.0.0.1; the tests that talk to a Hub point HF_ENDPOINT at their own local stand-in.
+os.environ.update(HF_HUB_DISABLE_TELEMETRY="1", GRADIO_ANALYTICS_ENABLED="False", HF_ENDPOINT="http://127.0.0.1:9")
 SAMPLES = ROOT / "d2ov_core" / "data" / "samples"
 
 

@@ -34,6 +34,16 @@ def _is_loopback(host: object) -> bool:
         return False
 
 
+def _caller() -> str:
+    """The innermost frames outside the standard library and the HTTP stacks: who asked for the connection."""
+    import traceback
+
+    skip = ("/socket.py", "/ssl.py", "/urllib/", "/http/", "/httpx/", "/httpcore/", "/anyio/", "/urllib3/",
+            "/requests/", "/httpx2/", "/httpcore2/", "/h11/", "/asyncio/", "/concurrent/", "/threading.py", "sitecustomize.py")
+    frames = [f for f in traceback.extract_stack() if not any(s in f.filename for s in skip)]
+    return " <- ".join(f"{f.filename.rsplit('site-packages/', 1)[-1]}:{f.lineno}" for f in frames[-4:][::-1])
+
+
 def install(log_path: str, allow: str = "") -> None:
     """Guard this interpreter's sockets (idempotent)."""
     if getattr(socket, "_d2ov_guarded", False):
@@ -44,7 +54,7 @@ def install(log_path: str, allow: str = "") -> None:
         socket.socket.connect_ex
 
     def refuse(host: object, port: object) -> ConnectionRefusedError:
-        line = f"{os.getpid()} {host}:{port} {' '.join(sys.argv)[:200]}\n"
+        line = f"{os.getpid()} {host}:{port} {' '.join(sys.argv)[:200]} (via {_caller()})\n"
         try:
             with open(log_path, "a") as f:
                 f.write(line)
