@@ -29,23 +29,23 @@ test-fast: setup  ## unit tests only (numpy, the torch boundary, settings, servi
 	$(PY) -m pytest -q tests/unit -p no:cacheprovider
 
 bundle: setup     ## re-convert the four demo models into d2ov_core/data/ir/ (FP16 + INT8, AP/PQ measured on the test splits)
-	$(PY) tools/make_shapes.py --out .cache/shapes --split train --num 64
-	$(PY) tools/make_shapes.py --out .cache/shapes --split test
+	$(PY) -m tools.make_shapes --out .cache/shapes --split train --num 64
+	$(PY) -m tools.make_shapes --out .cache/shapes --split test
 	for m in $(DEMOS); do d=d2ov_core/data/ir/$$(echo $$m | sed 's|/|__|'); rm -rf $$d; \
 	  $(PY) -m d2ov_core convert $$m --out $$d/FP16 --annotations .cache/shapes/test.json --images .cache/shapes || exit 1; \
 	  $(PY) -m d2ov_core convert $$m --precision INT8 --calibration .cache/shapes/train --calibration-size 64 \
 	    --recipe d2ov-3 --annotations .cache/shapes/test.json --images .cache/shapes --out $$d/INT8 || exit 1; \
 	done
-	$(PY) tools/make_figures.py --out .cache/figures-bundle --split train --num 64
-	$(PY) tools/make_figures.py --out .cache/figures-bundle --split test
+	$(PY) -m tools.make_figures --out .cache/figures-bundle --split train --num 64
+	$(PY) -m tools.make_figures --out .cache/figures-bundle --split test
 	d=d2ov_core/data/ir/demo__keypoint_rcnn_figures; rm -rf $$d; \
 	  $(PY) -m d2ov_core convert $(KEYPOINT_DEMO) --out $$d/FP16 --annotations .cache/figures-bundle/test.json \
 	    --images .cache/figures-bundle && \
 	  $(PY) -m d2ov_core convert $(KEYPOINT_DEMO) --precision INT8 --calibration .cache/figures-bundle/train \
 	    --calibration-size 64 --recipe d2ov-3 --annotations .cache/figures-bundle/test.json \
 	    --images .cache/figures-bundle --out $$d/INT8
-	$(PY) tools/make_panoptic.py --out .cache/panoptic-bundle --split train --num 64
-	$(PY) tools/make_panoptic.py --out .cache/panoptic-bundle --split test
+	$(PY) -m tools.make_panoptic --out .cache/panoptic-bundle --split train --num 64
+	$(PY) -m tools.make_panoptic --out .cache/panoptic-bundle --split test
 	d=d2ov_core/data/ir/demo__panoptic_fpn_shapes; rm -rf $$d; \
 	  $(PY) -m d2ov_core convert $(PANOPTIC_DEMO) --out $$d/FP16 --annotations .cache/panoptic-bundle/test.json \
 	    --images .cache/panoptic-bundle --panoptic .cache/panoptic-bundle/test_panoptic.json && \

@@ -1,7 +1,7 @@
 """Timing of the numpy postprocessing that follows Panoptic FPN and Keypoint R-CNN graphs, on
 synthetic raw outputs of COCO size (no model, no OpenVINO):
 
-    .venv/bin/python tools/bench_postprocess.py [--repeat 15] [--compare REV]
+    .venv/bin/python -m tools.bench_postprocess [--repeat 15] [--compare REV]
 
 Inputs (fixed seeds, the same for every run and every revision):
   * panoptic: a 480x640 photo resized to 800x1067 (padded to 800x1088), 54 semantic classes at
@@ -17,6 +17,11 @@ Inputs (fixed seeds, the same for every run and every revision):
 Reported: the median (and min) milliseconds over ``--repeat`` runs after one warm-up, the CPU model
 (``lscpu``) and the load average. ``--compare REV`` also runs this same script on ``git archive
 REV d2ov_core`` (e.g. the commit before the optimisation) in a subprocess and prints both.
+
+It times whichever ``d2ov_core`` Python imports (printed with ``--json``): run from the repository's
+root, this tree's. ``--compare`` runs the subprocess in the extracted archive's folder (so its
+``d2ov_core`` comes first) with ``PYTHONPATH`` set to this repository (for ``tools``); to time another
+checkout by hand, do the same: ``cd OTHER && PYTHONPATH=/path/to/this/repo python -m tools.bench_postprocess``.
 """
 
 from __future__ import annotations
@@ -35,17 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if "D2OV_BENCH_CODE" in os.environ:  # --compare: import the other revision's package
-    sys.path.insert(0, os.environ["D2OV_BENCH_CODE"])
-else:
-    sys.path.insert(0, str(ROOT))
+import d2ov_core
+from d2ov_core.runtime import panoptic as P
+from d2ov_core.runtime import postprocess as PP
+from d2ov_core.runtime.keypoints import heatmaps_to_keypoints
+from d2ov_core.runtime.postprocess import PanopticParams, postprocess
 
-import d2ov_core  # noqa: E402
-from d2ov_core.runtime import panoptic as P  # noqa: E402
-from d2ov_core.runtime import postprocess as PP  # noqa: E402
-from d2ov_core.runtime.keypoints import heatmaps_to_keypoints  # noqa: E402
-from d2ov_core.runtime.postprocess import PanopticParams, postprocess  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 ORIGINAL, INPUT, PADDED, CLASSES, STRIDE = (480, 640), (800, 1067), (800, 1088), 54, 4
 
@@ -169,14 +170,19 @@ def _cpu() -> str:
 
 
 def _other_revision(rev: str, repeat: int) -> dict:
-    """This script's :func:`run` on ``git archive REV d2ov_core``, in a subprocess."""
+    """This script's :func:`run` on ``git archive REV d2ov_core``, in a subprocess started in the
+    archive's folder (its ``d2ov_core`` first on sys.path) with PYTHONPATH = this repository (``tools``)."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "d2ov_core"], capture_output=True, check=True)
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
             tar.extractall(tmp, filter="data")
-        res = subprocess.run([sys.executable, __file__, "--repeat", str(repeat), "--json"], capture_output=True,
-                             text=True, env={**os.environ, "D2OV_BENCH_CODE": tmp}, check=True)
-    return json.loads(res.stdout)
+        res = subprocess.run([sys.executable, "-m", "tools.bench_postprocess", "--repeat", str(repeat), "--json"],
+                             capture_output=True, text=True, cwd=tmp, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                             check=True)
+        out = json.loads(res.stdout)
+        if not Path(out["code"]).resolve().is_relative_to(Path(tmp).resolve()):
+            raise RuntimeError(f"--compare {rev}: the subprocess imported {out['code']}, not the archive's d2ov_core")
+    return out
 
 
 def main() -> None:

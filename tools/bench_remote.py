@@ -1,7 +1,7 @@
 """Throughput of ONE local KServe server with N concurrent clients against the in-process predictor,
 on the same machine (the numbers docs/serving.md pastes from docs/kserve/bench.md).
 
-    .venv/bin/python tools/bench_remote.py [--model demo/mask_rcnn_shapes] [--clients 1 2 4]
+    .venv/bin/python -m tools.bench_remote [--model demo/mask_rcnn_shapes] [--clients 1 2 4]
         [--requests 32] [--out docs/kserve] [--serve-python .venv-serve/bin/python] [--no-stock]
 
 For each backend and each N: N client threads share one predictor and take the bundled samples
@@ -29,14 +29,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from d2ov_core.runtime import ir as runtime
+from d2ov_core.runtime.images import load_image
+from d2ov_core.runtime.predictor import Predictor
+from d2ov_core.store import catalog
+from d2ov_core.store.lookup import bundled_ir
 
-from d2ov_core.runtime import ir as runtime  # noqa: E402
-from d2ov_core.runtime.images import load_image  # noqa: E402
-from d2ov_core.runtime.predictor import Predictor  # noqa: E402
-from d2ov_core.store import catalog  # noqa: E402
-from d2ov_core.store.lookup import bundled_ir  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -153,7 +152,7 @@ def main(argv=None) -> int:
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "kserve": kserve_version,
            "load_average_before": [round(v, 2) for v in load_before],
            "load_average_after": [round(v, 2) for v in os.getloadavg()], "rows": rows,
-           "command": "python tools/bench_remote.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+           "command": "python -m tools.bench_remote " + " ".join(argv if argv is not None else sys.argv[1:])}
     (out / "bench.json").write_text(json.dumps(doc, indent=1) + "\n")
     base = {r["clients"]: r["images_per_s"] for r in rows if r["backend"] == "in-process"}
     lines = [f"`{doc['command'].strip()}`: {args.model}, {len(images)} samples, {args.requests} requests per row "

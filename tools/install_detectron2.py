@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Install Detectron2 v0.6 (pure Python) into the running interpreter's environment, without GitHub.
 
 Takes the ``pb1-detectron2==0.6`` sdist from PyPI (its ``.py`` files are byte-identical to the
@@ -6,8 +5,11 @@ official v0.6 tag; downloaded and sha256-checked by d2ov_core/store/detectron2_s
 installs it with our own minimal ``setup.py``: no C++ extension (R-CNN models on CPU do not need it;
 see d2ov_core/export/compat.py) and the model-zoo configs really packaged (the original ``setup.py``
 globbed them from the wrong folder). Does nothing when a ``detectron2`` is already importable (e.g. a
-user's own build). Used by tools/setup.sh; a Hugging Face Space gets the package beside its app.py
-from ``d2ov space`` instead.
+user's own build). Used by tools/setup.sh (``python -m tools.install_detectron2`` from the
+repository's root, before ``pip install -e .``: the root on sys.path makes ``d2ov_core`` importable);
+a Hugging Face Space gets the package beside its app.py from ``d2ov space`` instead. Detectron2's
+own ``tools/`` scripts are left out: installed as a top-level ``tools`` package they would shadow
+this repository's ``tools`` wherever the repository's root is not first on sys.path.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import importlib.util
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 SETUP_PY = '''
 from setuptools import find_packages, setup
@@ -28,7 +29,7 @@ PROJECTS = {
 setup(
     name="pb1-detectron2",
     version="0.6",
-    packages=find_packages(exclude=("configs", "tests*")) + list(PROJECTS),
+    packages=find_packages(exclude=("configs", "tests*", "tools*")) + list(PROJECTS),
     package_dir=PROJECTS,
     package_data={"detectron2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py"]},
     python_requires=">=3.7",
@@ -42,7 +43,6 @@ def main() -> int:
         print(f"[setup] detectron2 already installed at {spec.origin} (left alone)")
         return 0
     print("[setup] building detectron2 0.6 (pure python) from the pb1-detectron2 sdist")
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from d2ov_core.errors import D2ovError
     from d2ov_core.store.detectron2_source import extract_tree
 

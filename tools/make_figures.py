@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Deterministic synthetic keypoint data set ("figures"): stick figures in COCO keypoint format.
 
 One category, ``figure`` (COCO id 1), with seven keypoints (:data:`KEYPOINTS`)::
@@ -31,28 +30,22 @@ figure); OKS 0.95 needs about 0.03 x sqrt(area).
 
 Layout as make_shapes.py: ``OUT/<split>.json`` and ``OUT/<split>/000123.jpg``.
 
-CLI::
+CLI (from the repository's root)::
 
-    python tools/make_figures.py --out DIR --split test --num 200
-    python tools/make_figures.py --out DIR --all
+    python -m tools.make_figures --out DIR --split test --num 200
+    python -m tools.make_figures --out DIR --all
 """
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
 import math
 import os
 import sys
-import time
 
 import cv2
 import numpy as np
-from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import make_shapes  # noqa: E402
+from . import synth
 
 CLASSES = ["figure"]
 KEYPOINTS = ["head", "neck", "left_hand", "right_hand", "hip", "left_foot", "right_foot"]
@@ -123,8 +116,8 @@ def _draw_figure(canvas: np.ndarray, pts: dict, bends: dict, head_r: float, valu
 def make_image(rng: np.random.Generator):
     """One image: ``(uint8 HxWx3 RGB, [annotation dict without ids]...)``."""
     h, w = int(rng.integers(MIN_SIDE, MAX_SIDE + 1)), int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
-    img = make_shapes._background(rng, h, w)
-    make_shapes._distractors(rng, img)
+    img = synth.background(rng, h, w)
+    synth.distractors(rng, img)
     owner = np.zeros((h, w), np.int16)  # which figure (1..) drew each pixel last; -1 = an occluder
     figures = []  # (k, keypoints (7, 2) float, bbox x0 y0 x1 y1)
     boxes: list[np.ndarray] = []
@@ -159,11 +152,11 @@ def make_image(rng: np.random.Generator):
         _draw_figure(m, pts, bends, head_r, 1, thick, filled)
         mb = m.astype(bool)
         under = img[mb].mean(axis=0) if mb.any() else np.zeros(3, np.float32)
-        color = make_shapes._rand_color(rng)
+        color = synth.rand_color(rng)
         for _c in range(6):
             if np.abs(color - under).sum() >= 120:
                 break
-            color = make_shapes._rand_color(rng)
+            color = synth.rand_color(rng)
         img[mb] = color
         owner[mb] = k
         figures.append((k, kp, box))
@@ -171,16 +164,13 @@ def make_image(rng: np.random.Generator):
     # occluders: filled shapes over everything
     for _ in range(int(rng.integers(0, MAX_OCCLUDERS + 1))):
         size = rng.uniform(12, 70)
-        poly = make_shapes._shape_polygon(rng, int(rng.integers(0, 3)), rng.uniform(0, w), rng.uniform(0, h), size)
+        poly = synth.shape_polygon(rng, int(rng.integers(0, 3)), rng.uniform(0, w), rng.uniform(0, h), size)
         m = np.zeros((h, w), np.uint8)
-        make_shapes._fill(m, poly, 1)
+        synth.fill(m, poly, 1)
         mb = m.astype(bool)
-        img[mb] = make_shapes._rand_color(rng)
+        img[mb] = synth.rand_color(rng)
         owner[mb] = -1
-    img += rng.normal(0, rng.uniform(0, 10), size=img.shape).astype(np.float32)
-    if rng.random() < 0.3:
-        img = cv2.GaussianBlur(img, (3, 3), 0)
-    out = np.clip(img, 0, 255).astype(np.uint8)
+    out = synth.finish(rng, img, max_noise=10)
     anns = []
     for k, kp, box in figures:
         flat = []
@@ -214,20 +204,16 @@ def make_split(out_dir: str, split: str, num: int, seed: int) -> str:
     for i in range(num):
         rng = np.random.default_rng([seed, i, 7])
         img, anns = make_image(rng)
-        quality = int(rng.integers(make_shapes.JPEG_QUALITY[0], make_shapes.JPEG_QUALITY[1] + 1))
-        rel = f"{split}/{i:06d}.jpg"
-        make_shapes.save_jpeg(img, out_dir, rel, quality)
-        h, w = img.shape[:2]
-        images.append({"id": i + 1, "file_name": rel, "height": h, "width": w})
+        images.append(synth.save_image(rng, img, out_dir, split, i))
         for a in anns:
             a.update({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0})
             annotations.append(a)
-    return make_shapes.write_coco(out_dir, split, f"d2ov synthetic stick figures, split {split}, seed {seed}",
-                                  GENERATOR_VERSION, images, annotations, CATEGORIES)
+    return synth.write_split(out_dir, split, f"d2ov synthetic stick figures, split {split}, seed {seed}",
+                             GENERATOR_VERSION, images, annotations, CATEGORIES)
 
 
 def main(argv=None) -> int:
-    return make_shapes.split_cli(make_split, DEFAULT_SPLITS, __doc__, argv)
+    return synth.split_cli(make_split, DEFAULT_SPLITS, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Deterministic synthetic panoptic-segmentation data set ("panoptic shapes").
 
 Categories (dataset ids; :data:`PANOPTIC_CATEGORIES`):
@@ -18,11 +17,11 @@ class (the classes are distinct within an image, so one stuff class = one segmen
 * gradient: a smooth linear gradient between two colours plus low-frequency colour variation.
 
 Then make_shapes.py's distractors (lines, scribbles, arcs, outlines; part of the stuff under them)
-and 0-12 shapes (things), drawn with make_shapes.py's rules: random colour (contrasting with what
-lies underneath), size 12-200 px, rotation, border cuts and occlusion limited so that every shape
-keeps at least 60% of its full area visible; shapes whose visible area is below 30 px are dropped
-(their pixels become "unlabeled" in the panoptic and semantic labels). Finally global noise and an
-optional blur, as in make_shapes.py. A stuff class whose visible area (after the shapes) is below
+and 0-12 shapes (things), drawn with make_shapes.py's rules (:func:`tools.synth.place_shapes`):
+random colour (contrasting with what lies underneath), size 12-200 px, rotation, border cuts and
+occlusion limited so that every shape keeps at least 60% of its full area visible; shapes whose
+visible area is below 30 px are dropped (their pixels become "unlabeled" in the panoptic and
+semantic labels). Finally global noise and an optional blur, as in make_shapes.py. A stuff class whose visible area (after the shapes) is below
 ``MIN_STUFF_AREA`` px is left unlabeled (0 / 255) rather than annotated as a sliver.
 
 Layout written by :func:`make_split`::
@@ -40,30 +39,25 @@ Layout written by :func:`make_split`::
                                      classes in :data:`STUFF_CLASSES` order (dataset id - 3),
                                      255 = ignore (unlabeled)
 
-CLI::
+CLI (from the repository's root)::
 
-    python tools/make_panoptic.py --out DIR --split test --num 200 --seed 3003
-    python tools/make_panoptic.py --out DIR --all          # train/val/test with default sizes/seeds
-    python tools/make_panoptic.py --out DIR --all --procs 2
+    python -m tools.make_panoptic --out DIR --split test --num 200 --seed 3003
+    python -m tools.make_panoptic --out DIR --all          # train/val/test with default sizes/seeds
+    python -m tools.make_panoptic --out DIR --all --procs 2
 """
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
 import math
 import multiprocessing
 import os
 import sys
-import time
 
 import cv2
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import make_shapes  # noqa: E402
+from . import make_shapes, synth
 
 THING_CLASSES = list(make_shapes.CLASSES)  # dataset ids 1..3
 STUFF_CLASSES = ["stripes", "checker", "noise", "gradient"]  # dataset ids 4..7, semantic labels 1..4
@@ -91,12 +85,12 @@ __all__ = ["THING_CLASSES", "STUFF_CLASSES", "PANOPTIC_CATEGORIES", "make_split"
 
 # ------------------------------------------------------------------------------------------- stuff
 def _contrasting_pair(rng: np.random.Generator, min_diff: float = 120.0) -> tuple[np.ndarray, np.ndarray]:
-    a = make_shapes._rand_color(rng)
-    b = make_shapes._rand_color(rng)
+    a = synth.rand_color(rng)
+    b = synth.rand_color(rng)
     for _ in range(8):
         if np.abs(a - b).sum() >= min_diff:
             break
-        b = make_shapes._rand_color(rng)
+        b = synth.rand_color(rng)
     return a, b
 
 
@@ -121,7 +115,7 @@ def _texture(rng: np.random.Generator, kind: int, h: int, w: int) -> np.ndarray:
         s = ((np.floor(u / cell) + np.floor(v / cell)) % 2).astype(np.float32)
         return a[None, None] * (1 - s[..., None]) + b[None, None] * s[..., None]
     if kind == 2:  # noise
-        base = make_shapes._rand_color(rng)
+        base = synth.rand_color(rng)
         grain = int(rng.integers(1, 4))
         sh, sw = -(-h // grain), -(-w // grain)
         std = rng.uniform(30, 60)
@@ -133,7 +127,7 @@ def _texture(rng: np.random.Generator, kind: int, h: int, w: int) -> np.ndarray:
             n = n.repeat(grain, axis=0).repeat(grain, axis=1)[:h, :w]
         return base[None, None] + n
     # gradient: linear blend of two colours plus smooth low-frequency variation
-    a, b = make_shapes._rand_color(rng), make_shapes._rand_color(rng)
+    a, b = synth.rand_color(rng), synth.rand_color(rng)
     ang = rng.uniform(0, 2 * math.pi)
     t = xx * math.cos(ang) + yy * math.sin(ang)
     t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
@@ -162,67 +156,12 @@ def _regions(rng: np.random.Generator, h: int, w: int, n: int) -> np.ndarray:
     return lab
 
 
-# ------------------------------------------------------------------------------------------ things
-def _draw_shapes(rng: np.random.Generator, img: np.ndarray) -> tuple[np.ndarray, list, np.ndarray]:
-    """Draw 0-12 shapes into ``img`` (float32, in place) with make_shapes.make_image's placement,
-    colour, occlusion and border-cut rules. Returns (labels (h, w) int16: k = k-th placed shape,
-    placed [(k, class index, (y0, y1, x0, x1))], visible pixel count per k)."""
-    h, w = img.shape[:2]
-    labels = np.zeros((h, w), np.int16)
-    visible = np.zeros(make_shapes.MAX_INSTANCES + 1, np.int64)
-    full = np.zeros(make_shapes.MAX_INSTANCES + 1, np.float64)
-    placed = []
-    frac = make_shapes.MIN_VISIBLE_FRACTION
-    n = int(rng.integers(0, make_shapes.MAX_INSTANCES + 1))
-    for k in range(1, n + 1):
-        cls = int(rng.integers(0, 3))
-        size = make_shapes.MIN_SHAPE + (make_shapes.MAX_SHAPE - make_shapes.MIN_SHAPE) * float(rng.random()) ** 1.6
-        color = make_shapes._rand_color(rng)
-        before = visible[1:k]
-        for _attempt in range(8):
-            margin = size * 0.25
-            cx = rng.uniform(-margin, w + margin)
-            cy = rng.uniform(-margin, h + margin)
-            poly = make_shapes._shape_polygon(rng, cls, cx, cy, size)
-            x0, y0 = max(int(math.floor(poly[:, 0].min())) - 2, 0), max(int(math.floor(poly[:, 1].min())) - 2, 0)
-            x1, y1 = min(int(math.ceil(poly[:, 0].max())) + 3, w), min(int(math.ceil(poly[:, 1].max())) + 3, h)
-            if x1 - x0 < 1 or y1 - y0 < 1:
-                continue
-            m = np.zeros((y1 - y0, x1 - x0), np.uint8)
-            make_shapes._fill(m, poly, 1, offset=(x0, y0))
-            mb = m.astype(bool)
-            area_full = make_shapes._polygon_area(poly)
-            if mb.sum() < max(make_shapes.MIN_VISIBLE_AREA, frac * area_full):
-                continue
-            lab = labels[y0:y1, x0:x1]
-            covered = np.bincount(lab[mb].ravel(), minlength=k)[1:k]
-            if np.any((covered > 0) & (before - covered < frac * full[1:k])):
-                continue
-            break
-        else:
-            continue
-        sub = img[y0:y1, x0:x1]
-        under = sub[mb].mean(axis=0)
-        for _c in range(4):
-            if np.abs(color - under).sum() >= 90:
-                break
-            color = make_shapes._rand_color(rng)
-        shade = rng.uniform(0.0, 25.0)
-        sub[mb] = color[None, :] + rng.normal(0, shade, size=(int(mb.sum()), 1)).astype(np.float32) * 0.3
-        visible[1:k] -= covered
-        visible[k] = int(mb.sum())
-        full[k] = area_full
-        lab[mb] = k
-        placed.append((k, cls, (y0, y1, x0, x1)))
-    return labels, placed, visible
-
-
 # ------------------------------------------------------------------------------------------- image
 def make_image(rng: np.random.Generator):
     """One image. Returns (uint8 HxWx3 RGB, panoptic segment-id map (H, W) int32 (0 = unlabeled),
     segments [(segment id, dataset category id, bool mask HxW)], semantic uint8 (H, W))."""
-    h = int(rng.integers(make_shapes.MIN_SIDE, make_shapes.MAX_SIDE + 1))
-    w = int(rng.integers(make_shapes.MIN_SIDE, make_shapes.MAX_SIDE + 1))
+    h = int(rng.integers(synth.MIN_SIDE, synth.MAX_SIDE + 1))
+    w = int(rng.integers(synth.MIN_SIDE, synth.MAX_SIDE + 1))
     n_regions = int(rng.integers(MIN_REGIONS, MAX_REGIONS + 1))
     kinds = rng.permutation(len(STUFF_CLASSES))[:n_regions]
     region = _regions(rng, h, w, n_regions)
@@ -230,12 +169,9 @@ def make_image(rng: np.random.Generator):
     for r, kind in enumerate(kinds):
         m = region == r
         img[m] = _texture(rng, int(kind), h, w)[m]
-    make_shapes._distractors(rng, img)
-    labels, placed, visible = _draw_shapes(rng, img)
-    img += rng.normal(0, rng.uniform(0, 12), size=img.shape).astype(np.float32)
-    if rng.random() < 0.3:
-        img = cv2.GaussianBlur(img, (3, 3), 0)
-    out = np.clip(img, 0, 255).astype(np.uint8)
+    synth.distractors(rng, img)
+    labels, placed, visible = synth.place_shapes(rng, img)
+    out = synth.finish(rng, img)
 
     pan = np.zeros((h, w), np.int32)
     sem = np.full((h, w), IGNORE, np.uint8)
@@ -249,21 +185,12 @@ def make_image(rng: np.random.Generator):
             sem[m] = int(kind) + 1
             segments.append((sid, len(THING_CLASSES) + int(kind) + 1, m))
             sid += 1
-    for k, cls, (y0, y1, x0, x1) in placed:
-        if visible[k] >= make_shapes.MIN_VISIBLE_AREA:
-            m = np.zeros((h, w), bool)
-            m[y0:y1, x0:x1] = labels[y0:y1, x0:x1] == k
-            pan[m] = sid
-            sem[m] = 0
-            segments.append((sid, cls + 1, m))
-            sid += 1
+    for cls, m in synth.shape_masks(labels, placed, visible):
+        pan[m] = sid
+        sem[m] = 0
+        segments.append((sid, cls + 1, m))
+        sid += 1
     return out, pan, segments, sem
-
-
-def _bbox(mask: np.ndarray) -> list[int]:
-    ys, xs = np.nonzero(mask)
-    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-    return [x0, y0, x1 - x0, y1 - y0]
 
 
 def _write_one(job: tuple[str, str, int, int]) -> tuple[dict, list, dict]:
@@ -272,23 +199,16 @@ def _write_one(job: tuple[str, str, int, int]) -> tuple[dict, list, dict]:
     out_dir, split, seed, i = job
     rng = np.random.default_rng([seed, i])
     img, pan, segments, sem = make_image(rng)
-    quality = int(rng.integers(make_shapes.JPEG_QUALITY[0], make_shapes.JPEG_QUALITY[1] + 1))
+    image = synth.save_image(rng, img, out_dir, split, i)
     stem = f"{i:06d}"
-    rel = f"{split}/{stem}.jpg"
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
-    with open(os.path.join(out_dir, rel), "wb") as f:
-        f.write(buf.getvalue())
     rgb = np.stack([pan % 256, (pan // 256) % 256, pan // 65536], axis=2).astype(np.uint8)
     Image.fromarray(rgb).save(os.path.join(out_dir, f"{split}_panoptic", stem + ".png"))
     Image.fromarray(sem).save(os.path.join(out_dir, f"{split}_sem", stem + ".png"))
-    h, w = img.shape[:2]
-    image = {"id": i + 1, "file_name": rel, "height": h, "width": w}
     things, infos = [], []
     for sid, cat, m in segments:
-        infos.append({"id": sid, "category_id": cat, "iscrowd": 0, "area": int(m.sum()), "bbox": _bbox(m)})
+        infos.append({"id": sid, "category_id": cat, "iscrowd": 0, "area": int(m.sum()), "bbox": synth.bbox(m)})
         if cat <= len(THING_CLASSES):
-            a = make_shapes._annotation(m)
+            a = synth.annotation(m)
             a.update({"image_id": i + 1, "category_id": cat, "iscrowd": 0})
             things.append(a)
     return image, things, {"image_id": i + 1, "file_name": stem + ".png", "segments_info": infos}
@@ -314,38 +234,15 @@ def make_split(out_dir: str, split: str, num: int, seed: int, procs: int = 1) ->
             a["id"] = len(annotations) + 1
             annotations.append(a)
         pan_anns.append(pan_ann)
-    info = {"description": f"d2ov synthetic panoptic shapes, split {split}, seed {seed}", "version": GENERATOR_VERSION}
-    inst = {"info": info, "licenses": [], "images": images, "annotations": annotations,
-            "categories": THING_CATEGORIES}
-    pano = {"info": info, "licenses": [], "images": images, "annotations": pan_anns,
-            "categories": PANOPTIC_CATEGORIES}
-    with open(os.path.join(out_dir, f"{split}_panoptic.json"), "w") as f:
-        json.dump(pano, f, separators=(",", ":"))
-    path = os.path.join(out_dir, f"{split}.json")
-    with open(path, "w") as f:  # written last: its presence means the split is complete
-        json.dump(inst, f, separators=(",", ":"))
-    return path
+    description = f"d2ov synthetic panoptic shapes, split {split}, seed {seed}"
+    synth.write_split(out_dir, f"{split}_panoptic", description, GENERATOR_VERSION, images, pan_anns,
+                      PANOPTIC_CATEGORIES)
+    # written last: its presence means the split is complete
+    return synth.write_split(out_dir, split, description, GENERATOR_VERSION, images, annotations, THING_CATEGORIES)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--split", default="test", help="split name (train/val/test)")
-    ap.add_argument("--num", type=int, default=None, help="number of images (default per split)")
-    ap.add_argument("--seed", type=int, default=None, help="seed (default per split)")
-    ap.add_argument("--all", action="store_true", help="make train, val and test with default sizes/seeds")
-    ap.add_argument("--procs", type=int, default=os.cpu_count() or 1, help="worker processes")
-    a = ap.parse_args(argv)
-    if a.all:
-        todo = [(s, n, sd) for s, (n, sd) in DEFAULT_SPLITS.items()]
-    else:
-        n, sd = DEFAULT_SPLITS.get(a.split, (200, 0))
-        todo = [(a.split, a.num if a.num is not None else n, a.seed if a.seed is not None else sd)]
-    for split, num, seed in todo:
-        t = time.time()
-        p = make_split(a.out, split, num, seed, procs=a.procs)
-        print(f"{split}: {num} images, seed {seed} -> {p} ({(time.time() - t) / max(num, 1) * 1000:.1f} ms/image)")
-    return 0
+    return synth.split_cli(make_split, DEFAULT_SPLITS, __doc__, argv, procs=True)
 
 
 if __name__ == "__main__":

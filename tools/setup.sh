@@ -34,7 +34,7 @@ else
   pipq install --upgrade "pip>=24" "setuptools>=70,<81" wheel
   pipq install -r requirements.txt
 
-  "$VPY" tools/install_detectron2.py
+  "$VPY" -m tools.install_detectron2
   pipq install --no-deps --no-build-isolation -e .
   "$VPY" -W ignore -c "
 import d2ov_core.export.compat as c; c.apply()

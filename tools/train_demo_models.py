@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Train the two d2ov demo models (Mask R-CNN and Faster R-CNN, plain Detectron2) from scratch on
 the synthetic "shapes" data set (tools/make_shapes.py), evaluate them on the test split with
 PyTorch + pycocotools, and write the training artefacts to models/demo/{mask_rcnn_shapes,faster_rcnn_shapes}/
@@ -10,7 +9,7 @@ Reproducible: fixed seeds for data generation, weight init, data order and augme
 
 The shipped weights came from (2 cores; data-parallel, two processes of one thread each):
 
-    python tools/train_demo_models.py --model both --faster-init mask --ddp 2 --optimizer adamw \
+    python -m tools.train_demo_models --model both --faster-init mask --ddp 2 --optimizer adamw \
         --lr 0.001 --faster-lr 0.0002 --mask-iters 3400 --faster-iters 400 --max-minutes 58
 
 The Mask R-CNN trains from scratch; the Faster R-CNN starts from its backbone, FPN, RPN and box head
@@ -22,10 +21,10 @@ trained from scratch in two phases, 56 minutes in all: the first run was stopped
 checkpoint at iteration 1600 (its 3200-iteration schedule would not have finished in the budget),
 the second continued those weights with a schedule that anneals to zero::
 
-    python tools/train_demo_models.py --model keypoint --ddp 2 --optimizer adamw --lr 0.001 \
+    python -m tools.train_demo_models --model keypoint --ddp 2 --optimizer adamw --lr 0.001 \
         --keypoint-iters 3200 --max-minutes 58          # stopped after the checkpoint at 1600
     cp models/demo/keypoint_rcnn_figures/model_final.pth .cache/figures/phase1_iter1600.pth
-    python tools/train_demo_models.py --model keypoint --ddp 2 --optimizer adamw --lr 0.0005 --warmup 20 \
+    python -m tools.train_demo_models --model keypoint --ddp 2 --optimizer adamw --lr 0.0005 --warmup 20 \
         --keypoint-iters 700 --keypoint-init .cache/figures/phase1_iter1600.pth --max-minutes 17
 
 (``--keypoint-stop 1600`` reproduces the first phase without stopping it by hand.) ``--max-minutes`` is only a
@@ -38,7 +37,7 @@ Detectron2's semantic FPN head, GN, 64 channels -- on tools/make_panoptic.py's s
 panoptic_*.jpg samples) was trained from scratch in one run, 56.0 minutes for 3000 iterations
 (1.12 s/iter; PQ 65.3 on the test split)::
 
-    python tools/train_demo_models.py --model panoptic --ddp 2 --optimizer adamw --lr 0.001 \
+    python -m tools.train_demo_models --model panoptic --ddp 2 --optimizer adamw --lr 0.001 \
         --panoptic-iters 3000 --max-minutes 58
 
 Its evaluation adds PQ / SQ / RQ (d2ov_core.measure.panoptic_quality) on the test split's COCO
@@ -47,11 +46,15 @@ panoptic ground truth; the predictions are kept in .cache/panoptic/pred_test{.js
 
 Other uses:
 
-    python tools/train_demo_models.py                         # one after the other, default schedule
-    python tools/train_demo_models.py --time-iters 30          # only measure s/iter, write nothing
-    python tools/train_demo_models.py --model mask --mask-iters 1800
-    python tools/train_demo_models.py --model faster --faster-init mask --faster-iters 300
-    python tools/train_demo_models.py --model both --faster-init scratch --parallel   # both from scratch, at once
+    python -m tools.train_demo_models                         # one after the other, default schedule
+    python -m tools.train_demo_models --time-iters 30          # only measure s/iter, write nothing
+    python -m tools.train_demo_models --model mask --mask-iters 1800
+    python -m tools.train_demo_models --model faster --faster-init mask --faster-iters 300
+    python -m tools.train_demo_models --model both --faster-init scratch --parallel   # both from scratch, at once
+
+Run from the repository's root (``python -m tools.train_demo_models``: it imports the generators as
+``tools.make_shapes`` etc.). One run's settings (optimizer, log interval, crop, time budget, DDP rank)
+are a :class:`Run` made by :func:`start_run`; nothing is kept in module globals.
 
 The Faster R-CNN is either trained from scratch (``--faster-init scratch``) or initialised from the
 trained Mask R-CNN's backbone / RPN / box-head weights and fine-tuned (``--faster-init mask``, the
@@ -61,11 +64,10 @@ default); the log and model.json say which.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
-import hashlib
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -77,8 +79,6 @@ from collections import defaultdict, deque
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CARDS_DIR = os.path.join(ROOT, "d2ov_core", "data", "demo")  # catalog cards (ship with the package)
 SAMPLES_DIR = os.path.join(ROOT, "d2ov_core", "data", "samples")
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -87,7 +87,7 @@ from d2ov_core.export import compat  # noqa: E402
 
 compat.apply()
 
-from detectron2.config import get_cfg  # noqa: E402
+from detectron2.config import CfgNode, get_cfg  # noqa: E402
 from detectron2.data import (  # noqa: E402
     DatasetCatalog,
     MetadataCatalog,
@@ -103,9 +103,9 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.solver import build_lr_scheduler, build_optimizer  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
-import make_figures  # noqa: E402
-import make_panoptic  # noqa: E402
-import make_shapes  # noqa: E402
+from d2ov_core.store.cache import sha256_file  # noqa: E402
+
+from . import make_figures, make_panoptic, make_shapes  # noqa: E402
 
 CLASSES = make_shapes.CLASSES
 SEED = 20260125
@@ -115,6 +115,42 @@ KEYPOINT_STAT_NAMES = ["AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75",
 
 
 # ------------------------------------------------------------------------------------------- setup
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One run's settings that are not in the Detectron2 config (from the command line)."""
+
+    optimizer: str = "sgd"  # "sgd" (Detectron2's build_optimizer) or "adamw"
+    log_every: int = 20  # iterations between log lines (and metrics.json "train" entries)
+    crop: int = 352  # fixed square training input (FixedSizeCrop)
+    deadline: float | None = None  # time.time() after which training stops early (--max-minutes)
+
+
+def start_run(a: argparse.Namespace) -> Run:
+    """Start this process's part of a run: join the process group if it is a DDP rank (env
+    D2OV_TRAIN_RANK, set by :func:`launch_ddp`; one thread then), set torch's threads, and return
+    the :class:`Run` the training functions are given."""
+    rank = _env_rank()
+    threads = a.threads
+    if rank >= 0:
+        import torch.distributed as dist
+        dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=a.ddp,
+                                timeout=datetime.timedelta(minutes=90))
+        threads = 1
+    torch.set_num_threads(threads)
+    deadline = time.time() + a.max_minutes * 60 if a.max_minutes else None
+    return Run(optimizer=a.optimizer, log_every=a.log_every, crop=a.crop, deadline=deadline)
+
+
+def _env_rank() -> int:
+    """This process's DDP rank when :func:`launch_ddp` started it, else -1."""
+    return int(os.environ.get("D2OV_TRAIN_RANK", "-1"))
+
+
+def _self_cmd(args: list[str]) -> list[str]:
+    """The command line that runs this script again with ``args`` (from the repository's root)."""
+    return [sys.executable, "-m", "tools.train_demo_models", *args]
+
+
 def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -216,7 +252,7 @@ def ensure_panoptic_data(work: str, train_num: int, test_num: int) -> dict:
     return paths
 
 
-def build_cfg(mask_on: bool, args, keypoint_on: bool = False, panoptic_on: bool = False) -> "CfgNode":
+def build_cfg(mask_on: bool, args, keypoint_on: bool = False, panoptic_on: bool = False) -> CfgNode:
     cfg = get_cfg()
     m = cfg.MODEL
     m.META_ARCHITECTURE = "GeneralizedRCNN"
@@ -325,13 +361,10 @@ def build_cfg(mask_on: bool, args, keypoint_on: bool = False, panoptic_on: bool 
 
 
 # ------------------------------------------------------------------------------------------- train
-OPTIMIZER = "sgd"
-
-
-def make_optimizer(cfg, model):
+def make_optimizer(cfg, model, optimizer: str):
     """SGD as Detectron2 builds it (``build_optimizer``), or AdamW (``--optimizer adamw``) with no
     weight decay on norm layers and biases (its gradient clipping happens in the training loop)."""
-    if OPTIMIZER == "sgd":
+    if optimizer == "sgd":
         return build_optimizer(cfg, model)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -358,10 +391,10 @@ def write_config(cfg, out_dir: str) -> None:
         f.write(c.dump())
 
 
-def train(cfg, iters: int, out_dir: str, metrics: dict, init_state: dict | None = None,
-          deadline: float | None = None, stop: int | None = None) -> tuple[torch.nn.Module, int, float]:
+def train(cfg, run: Run, iters: int, out_dir: str, metrics: dict, init_state: dict | None = None,
+          stop: int | None = None) -> tuple[torch.nn.Module, int, float]:
     """Train ``iters`` iterations of the schedule (warm-up + cosine over ``iters``); stop early at
-    iteration ``stop`` or when ``deadline`` (time.time()) has passed, whichever comes first."""
+    iteration ``stop`` or when ``run.deadline`` (time.time()) has passed, whichever comes first."""
     seed_all(SEED)
     cfg = cfg.clone()
     cfg.defrost()
@@ -381,7 +414,7 @@ def train(cfg, iters: int, out_dir: str, metrics: dict, init_state: dict | None 
         # data-parallel on CPU: each process (one thread) takes IMS_PER_BATCH / world images of
         # every batch (Detectron2's TrainingSampler shards by rank); gradients are averaged (gloo)
         net = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
-    optimizer = make_optimizer(cfg, model)
+    optimizer = make_optimizer(cfg, model, run.optimizer)
     scheduler = build_lr_scheduler(cfg, optimizer)
     # Fixed-size training batches: every new input shape costs seconds of one-off kernel set-up
     # on CPU (measured: 8-16 s for the first iteration of a new shape vs ~3 s steady), so the
@@ -391,7 +424,7 @@ def train(cfg, iters: int, out_dir: str, metrics: dict, init_state: dict | None 
     augs = [
         T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING),
         T.RandomFlip(horizontal=True, vertical=False),
-        crop((args_crop, args_crop), pad=True, pad_value=128.0),
+        crop((run.crop, run.crop), pad=True, pad_value=128.0),
     ]
     LOG.info(f"train augmentations: {augs}")
     loader = build_detection_train_loader(cfg, mapper=DatasetMapper(cfg, is_train=True, augmentations=augs))
@@ -401,7 +434,7 @@ def train(cfg, iters: int, out_dir: str, metrics: dict, init_state: dict | None 
              f"base lr {cfg.SOLVER.BASE_LR}, warmup {cfg.SOLVER.WARMUP_ITERS}, {cfg.SOLVER.LR_SCHEDULER_NAME}")
     if rank == 0:
         write_config(cfg, out_dir)
-    window = defaultdict(lambda: deque(maxlen=args_log_every))
+    window = defaultdict(lambda: deque(maxlen=run.log_every))
     t_start = time.time()
     t_data = 0.0
     done = 0
@@ -419,7 +452,7 @@ def train(cfg, iters: int, out_dir: str, metrics: dict, init_state: dict | None 
                 raise FloatingPointError(f"loss became {losses.item()} at iteration {i}: {loss_dict}")
             optimizer.zero_grad()
             losses.backward()
-            if OPTIMIZER != "sgd" and cfg.SOLVER.CLIP_GRADIENTS.ENABLED:  # SGD clips inside build_optimizer
+            if run.optimizer != "sgd" and cfg.SOLVER.CLIP_GRADIENTS.ENABLED:  # SGD clips inside build_optimizer
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE)
             optimizer.step()
             scheduler.step()
@@ -427,7 +460,7 @@ def train(cfg, iters: int, out_dir: str, metrics: dict, init_state: dict | None 
             for k, v in loss_dict.items():
                 window[k].append(float(v))
             window["total_loss"].append(float(losses))
-            if done % args_log_every == 0 or done == iters or done == 1:
+            if done % run.log_every == 0 or done == iters or done == 1:
                 el = time.time() - t_start
                 spi = el / done
                 eta = spi * (iters - done)
@@ -441,7 +474,7 @@ def train(cfg, iters: int, out_dir: str, metrics: dict, init_state: dict | None 
             if done % cfg.SOLVER.CHECKPOINT_PERIOD == 0 and done < iters and rank == 0:
                 save_weights(model, wpath)
                 LOG.info(f"checkpoint: weights after {done} iterations -> {wpath}")
-            if deadline is not None and _any_rank(time.time() > deadline) and done < iters:
+            if run.deadline is not None and _any_rank(time.time() > run.deadline) and done < iters:
                 LOG.info(f"STOPPED EARLY at iteration {done}/{iters}: time budget reached "
                          f"(to reproduce these weights on any machine: --{_which(cfg)}-stop {done})")
                 break
@@ -454,10 +487,6 @@ def train(cfg, iters: int, out_dir: str, metrics: dict, init_state: dict | None 
     _barrier()
     LOG.info(f"training done: {done} iterations in {minutes:.1f} min ({minutes * 60 / max(done, 1):.2f} s/iter) -> {wpath}")
     return model, done, minutes
-
-
-args_log_every = 20
-args_crop = 416
 
 
 class _SegFixedSizeCrop(T.FixedSizeCrop):
@@ -504,7 +533,12 @@ def _which(cfg) -> str:
 def evaluate(cfg, model, gt_json: str, max_images: int | None, on_output=None) -> dict:
     """Box / mask / keypoint AP (pycocotools) of ``model`` on the test split; ``on_output(input,
     output)``, if given, also sees every image's input dict and model output (for the panoptic
-    model's PQ)."""
+    model's PQ).
+
+    Not d2ov_core.measure.evaluate: that one scores a d2ov predictor's ``Detections`` (OpenVINO or
+    the PyTorch reference, from image files); this one scores the torch model the run has in memory
+    through Detectron2's test loader (its inputs as training saw them), and keeps the full COCO
+    summary (AR too) and the per-class AP that metrics.json records."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -568,14 +602,6 @@ def evaluate(cfg, model, gt_json: str, max_images: int | None, on_output=None) -
     return stats
 
 
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
 def verify_weights(cfg, path: str) -> None:
     sd = torch.load(path, map_location="cpu", weights_only=True)
     assert set(sd) == {"model"}, sd.keys()
@@ -606,7 +632,7 @@ def finish_model(cfg, model, out_dir, name, task, metrics, iters, minutes, gt_js
         "classes": list(make_figures.CLASSES if cfg.MODEL.KEYPOINT_ON else CLASSES),
         "config": "config.yaml",
         "weights": "model_final.pth",
-        "weights_sha256": sha256(wpath),
+        "weights_sha256": sha256_file(wpath),
         "box_AP": round(stats["bbox"]["AP"], 2),
         "mask_AP": round(stats["segm"]["AP"], 2) if "segm" in stats else None,
         **({"keypoint_AP": round(stats["keypoints"]["AP"], 2), "keypoint_names": list(make_figures.KEYPOINTS),
@@ -619,7 +645,7 @@ def finish_model(cfg, model, out_dir, name, task, metrics, iters, minutes, gt_js
         "train_minutes": round(minutes, 1),
         "params": sum(p.numel() for p in model.parameters()),
         "backend": "pytorch",
-        "config_sha256": sha256(os.path.join(out_dir, "config.yaml")),
+        "config_sha256": sha256_file(os.path.join(out_dir, "config.yaml")),
         **(card_extra or {}),
     }
     metrics.update(extra)
@@ -673,15 +699,11 @@ class PanopticPredictionWriter:
         return path
 
 
-def panoptic_quality(gt_json: str, pred_json: str, pred_dir: str) -> dict | None:
+def panoptic_quality(gt_json: str, pred_json: str, pred_dir: str) -> dict:
     """PQ / SQ / RQ (percent; All, Things, Stuff) of saved predictions, computed with
-    d2ov_core.measure.panoptic_quality; None if that module is not importable."""
-    try:
-        from d2ov_core.measure import panoptic_quality as pqm
-    except ImportError as e:
-        LOG.info(f"PQ not computed: d2ov_core.measure.panoptic_quality not importable ({e}); "
-                 "later: --model panoptic --panoptic-pq-only")
-        return None
+    d2ov_core.measure.panoptic_quality."""
+    from d2ov_core.measure import panoptic_quality as pqm
+
     gt = pqm.load_panoptic_gt(gt_json)
     acc = pqm.PQAccumulator(gt.categories)
     with open(pred_json) as f:
@@ -735,8 +757,7 @@ def copy_samples(work: str, gt_json: str, out: str, prefix: str = "shapes") -> N
 
 
 # -------------------------------------------------------------------------------------------- main
-def main(argv=None) -> int:
-    global args_log_every, args_crop
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=os.path.join(ROOT, ".cache", "shapes"), help="data set folder")
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "demo"))
@@ -793,128 +814,149 @@ def main(argv=None) -> int:
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop training (and still evaluate/write) when this much time has passed")
     ap.add_argument("--time-iters", type=int, default=0, help="only time this many iterations, write nothing")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
     a = ap.parse_args(argv)
-    global OPTIMIZER
-    OPTIMIZER = a.optimizer
-    args_log_every = a.log_every
-    args_crop = a.crop
-    rank = int(os.environ.get("D2OV_TRAIN_RANK", "-1"))
-    if a.ddp > 1 and rank < 0:
+    own = list(argv if argv is not None else sys.argv[1:])
+    if a.ddp > 1 and _env_rank() < 0:
         if a.parallel or a.time_iters:
             ap.error("--ddp cannot be combined with --parallel or --time-iters")
-        return _launch_ddp(a, argv)
-    if rank >= 0:
-        import torch.distributed as dist
-        dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=a.ddp,
-                                timeout=datetime.timedelta(minutes=90))
-        a.threads = 1
-    torch.set_num_threads(a.threads)
-    deadline = time.time() + a.max_minutes * 60 if a.max_minutes else None
-
+        return launch_ddp(a, own)
+    if a.parallel and (a.model != "both" or a.faster_init != "scratch"):
+        ap.error("--parallel needs --model both --faster-init scratch")
+    run = start_run(a)
     if a.time_iters:
-        setup_logging(None)
-        kp, pan = a.model == "keypoint", a.model == "panoptic"
-        work = a.figures_work if kp else a.panoptic_work if pan else a.work
-        if pan:
-            ensure_panoptic_data(work, a.train_images, a.test_images)
-        else:
-            ensure_data(work, a.train_images, a.test_images, make_figures if kp else make_shapes)
-        tmp = os.path.join(work, "_timing")
-        os.makedirs(tmp, exist_ok=True)
-        for mask_on in (not kp,):
-            cfg = build_cfg(mask_on, a, keypoint_on=kp, panoptic_on=pan)
-            a2 = a
-            args_log_every = 10
-            train(cfg, a.time_iters, tmp, {"train": []})
-        return 0
-
+        return time_iterations(a, run)
     if a.parallel:
-        if a.model != "both" or a.faster_init != "scratch":
-            ap.error("--parallel needs --model both --faster-init scratch")
-        setup_logging(None)
-        ensure_data(a.work, a.train_images, a.test_images)  # once, before the two processes read it
-        own = [x for x in (argv if argv is not None else sys.argv[1:]) if x != "--parallel"]
-        procs = []
-        for which in ("mask", "faster"):
-            cmd = [sys.executable, os.path.abspath(__file__), *own, "--model", which, "--threads", "1"]
-            LOG.info(f"starting: {' '.join(cmd[1:])}")
-            procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
-        rcs = [p.wait() for p in procs]
-        LOG.info(f"both done: exit codes {rcs}; logs in {a.out}/*/train_log.txt")
-        return max(rcs)
-
+        return train_parallel(a, own)
     if a.model == "keypoint":
-        kp_dir = os.path.join(a.out, "keypoint_rcnn_figures")
-        os.makedirs(kp_dir, exist_ok=True)
-        _setup_rank_logging(os.path.join(kp_dir, "train_log.txt"), append=bool(a.keypoint_init))
-        init_state = None
-        if a.keypoint_init:
-            init_state = torch.load(a.keypoint_init, map_location="cpu", weights_only=True)["model"]
-            LOG.info(f"d2ov demo model: Keypoint R-CNN on synthetic stick figures, CONTINUED from {a.keypoint_init} "
-                     f"(sha256 {sha256(a.keypoint_init)[:16]}..., an earlier phase of this training from scratch) "
-                     f"with a fresh schedule; argv {sys.argv[1:]}")
-        else:
-            LOG.info(f"d2ov demo model: Keypoint R-CNN on synthetic stick figures, trained from scratch; argv {sys.argv[1:]}")
-        LOG.info(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-        paths = ensure_data(a.figures_work, a.train_images, a.test_images, make_figures)
-        cfg = build_cfg(False, a, keypoint_on=True)
-        metrics = {"model": "demo/keypoint_rcnn_figures", "train": []}
-        model, done, minutes = train(cfg, a.keypoint_iters, kp_dir, metrics, init_state=init_state, deadline=deadline,
-                                     stop=a.keypoint_stop)
-        if _dist()[0] == 0:
-            init = ("scratch, in two phases: this run continued the weights of an earlier one "
-                    f"({os.path.basename(a.keypoint_init)}) with a fresh schedule" if a.keypoint_init else "scratch")
-            finish_model(cfg, model, kp_dir, "demo/keypoint_rcnn_figures", "keypoints", metrics, done, minutes,
-                         paths["test"], a.test_images, {"init": init})
-            copy_samples(a.figures_work, paths["test"], SAMPLES_DIR, prefix="figures")
-        return 0
+        return train_keypoint(a, run)
     if a.model == "panoptic":
-        return train_panoptic(a, deadline)
-    mask_dir = os.path.join(a.out, "mask_rcnn_shapes")
-    faster_dir = os.path.join(a.out, "faster_rcnn_shapes")
+        return train_panoptic(a, run)
     if a.model in ("both", "mask"):
-        os.makedirs(mask_dir, exist_ok=True)
-        _setup_rank_logging(os.path.join(mask_dir, "train_log.txt"))
-        LOG.info(f"d2ov demo model: Mask R-CNN on synthetic shapes, trained from scratch; argv {sys.argv[1:]}")
-        LOG.info(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-        paths = ensure_data(a.work, a.train_images, a.test_images)
-        cfg = build_cfg(True, a)
-        metrics = {"model": "demo/mask_rcnn_shapes", "train": []}
-        model, done, minutes = train(cfg, a.mask_iters, mask_dir, metrics, deadline=deadline, stop=a.mask_stop)
-        if _dist()[0] == 0:
-            finish_model(cfg, model, mask_dir, "demo/mask_rcnn_shapes", "instance_segmentation", metrics,
-                         done, minutes, paths["test"], a.test_images, {"init": "scratch"})
-            copy_samples(a.work, paths["test"], SAMPLES_DIR)
+        train_mask(a, run)
     if a.model in ("both", "faster"):
-        os.makedirs(faster_dir, exist_ok=True)
-        _setup_rank_logging(os.path.join(faster_dir, "train_log.txt"))
-        paths = ensure_data(a.work, a.train_images, a.test_images)
-        init_state = None
-        if a.faster_init == "mask":
-            src = os.path.join(mask_dir, "model_final.pth")
-            init_state = torch.load(src, map_location="cpu", weights_only=True)["model"]
-            init_state = {k: v for k, v in init_state.items() if not k.startswith("roi_heads.mask_head.")}
-            LOG.info("d2ov demo model: Faster R-CNN on synthetic shapes. NOT trained from scratch: it is "
-                     f"INITIALISED FROM THE TRAINED MASK R-CNN ({src}, sha256 {sha256(src)[:16]}...): its "
-                     "backbone, FPN, RPN and box-head weights (mask head dropped), then FINE-TUNED with "
-                     f"MASK_ON False for {a.faster_iters} iterations at base lr {a.faster_lr}.")
-            a.lr = a.faster_lr
-            a.warmup = min(a.warmup, 50)
-        else:
-            LOG.info("d2ov demo model: Faster R-CNN on synthetic shapes, trained from scratch")
-        LOG.info(f"argv {sys.argv[1:]}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-        cfg = build_cfg(False, a)
-        metrics = {"model": "demo/faster_rcnn_shapes", "init": a.faster_init, "train": []}
-        model, done, minutes = train(cfg, a.faster_iters, faster_dir, metrics, init_state=init_state,
-                                     deadline=deadline, stop=a.faster_stop)
-        extra = {"init": "fine-tuned from demo/mask_rcnn_shapes" if a.faster_init == "mask" else "scratch"}
-        if _dist()[0] == 0:
-            finish_model(cfg, model, faster_dir, "demo/faster_rcnn_shapes", "detection", metrics, done, minutes,
-                         paths["test"], a.test_images, extra)
+        train_faster(a, run)
     return 0
 
 
-def train_panoptic(a, deadline: float | None) -> int:
+def time_iterations(a, run: Run) -> int:
+    """``--time-iters N``: train N iterations of the chosen model into <work>/_timing, only to log s/iter."""
+    setup_logging(None)
+    kp, pan = a.model == "keypoint", a.model == "panoptic"
+    work = a.figures_work if kp else a.panoptic_work if pan else a.work
+    if pan:
+        ensure_panoptic_data(work, a.train_images, a.test_images)
+    else:
+        ensure_data(work, a.train_images, a.test_images, make_figures if kp else make_shapes)
+    tmp = os.path.join(work, "_timing")
+    os.makedirs(tmp, exist_ok=True)
+    cfg = build_cfg(not kp, a, keypoint_on=kp, panoptic_on=pan)
+    train(cfg, dataclasses.replace(run, log_every=10), a.time_iters, tmp, {"train": []})
+    return 0
+
+
+def train_parallel(a, own: list[str]) -> int:
+    """``--parallel``: the Mask and the Faster R-CNN from scratch at once, one process of one thread each."""
+    setup_logging(None)
+    ensure_data(a.work, a.train_images, a.test_images)  # once, before the two processes read it
+    own = [x for x in own if x != "--parallel"]
+    procs = []
+    for which in ("mask", "faster"):
+        cmd = _self_cmd([*own, "--model", which, "--threads", "1"])
+        LOG.info(f"starting: {' '.join(cmd[1:])}")
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
+    rcs = [p.wait() for p in procs]
+    LOG.info(f"both done: exit codes {rcs}; logs in {a.out}/*/train_log.txt")
+    return max(rcs)
+
+
+def _two_phase_init(path: str | None) -> str:
+    """The model card's "init" of a model trained from scratch, maybe continued from ``path``."""
+    if not path:
+        return "scratch"
+    return ("scratch, in two phases: this run continued the weights of an earlier one "
+            f"({os.path.basename(path)}) with a fresh schedule")
+
+
+def train_keypoint(a, run: Run) -> int:
+    """``--model keypoint``: the Keypoint R-CNN on the stick figures (maybe continuing --keypoint-init)."""
+    kp_dir = os.path.join(a.out, "keypoint_rcnn_figures")
+    os.makedirs(kp_dir, exist_ok=True)
+    _setup_rank_logging(os.path.join(kp_dir, "train_log.txt"), append=bool(a.keypoint_init))
+    init_state = None
+    if a.keypoint_init:
+        init_state = torch.load(a.keypoint_init, map_location="cpu", weights_only=True)["model"]
+        LOG.info(f"d2ov demo model: Keypoint R-CNN on synthetic stick figures, CONTINUED from {a.keypoint_init} "
+                 f"(sha256 {sha256_file(a.keypoint_init)[:16]}..., an earlier phase of this training from scratch) "
+                 f"with a fresh schedule; argv {sys.argv[1:]}")
+    else:
+        LOG.info(f"d2ov demo model: Keypoint R-CNN on synthetic stick figures, trained from scratch; argv {sys.argv[1:]}")
+    LOG.info(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    paths = ensure_data(a.figures_work, a.train_images, a.test_images, make_figures)
+    cfg = build_cfg(False, a, keypoint_on=True)
+    metrics = {"model": "demo/keypoint_rcnn_figures", "train": []}
+    model, done, minutes = train(cfg, run, a.keypoint_iters, kp_dir, metrics, init_state=init_state,
+                                 stop=a.keypoint_stop)
+    if _dist()[0] == 0:
+        finish_model(cfg, model, kp_dir, "demo/keypoint_rcnn_figures", "keypoints", metrics, done, minutes,
+                     paths["test"], a.test_images, {"init": _two_phase_init(a.keypoint_init)})
+        copy_samples(a.figures_work, paths["test"], SAMPLES_DIR, prefix="figures")
+    return 0
+
+
+def train_mask(a, run: Run) -> None:
+    """The Mask R-CNN on the shapes, from scratch, into <out>/mask_rcnn_shapes."""
+    mask_dir = os.path.join(a.out, "mask_rcnn_shapes")
+    os.makedirs(mask_dir, exist_ok=True)
+    _setup_rank_logging(os.path.join(mask_dir, "train_log.txt"))
+    LOG.info(f"d2ov demo model: Mask R-CNN on synthetic shapes, trained from scratch; argv {sys.argv[1:]}")
+    LOG.info(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    paths = ensure_data(a.work, a.train_images, a.test_images)
+    cfg = build_cfg(True, a)
+    metrics = {"model": "demo/mask_rcnn_shapes", "train": []}
+    model, done, minutes = train(cfg, run, a.mask_iters, mask_dir, metrics, stop=a.mask_stop)
+    if _dist()[0] == 0:
+        finish_model(cfg, model, mask_dir, "demo/mask_rcnn_shapes", "instance_segmentation", metrics,
+                     done, minutes, paths["test"], a.test_images, {"init": "scratch"})
+        copy_samples(a.work, paths["test"], SAMPLES_DIR)
+
+
+def train_faster(a, run: Run) -> None:
+    """The Faster R-CNN on the shapes into <out>/faster_rcnn_shapes: fine-tuned from the trained Mask
+    R-CNN's weights (``--faster-init mask``: at --faster-lr, warm-up at most 50) or from scratch."""
+    faster_dir = os.path.join(a.out, "faster_rcnn_shapes")
+    os.makedirs(faster_dir, exist_ok=True)
+    _setup_rank_logging(os.path.join(faster_dir, "train_log.txt"))
+    paths = ensure_data(a.work, a.train_images, a.test_images)
+    init_state = None
+    cfg_args = a
+    if a.faster_init == "mask":
+        src = os.path.join(a.out, "mask_rcnn_shapes", "model_final.pth")
+        init_state = torch.load(src, map_location="cpu", weights_only=True)["model"]
+        init_state = {k: v for k, v in init_state.items() if not k.startswith("roi_heads.mask_head.")}
+        LOG.info("d2ov demo model: Faster R-CNN on synthetic shapes. NOT trained from scratch: it is "
+                 f"INITIALISED FROM THE TRAINED MASK R-CNN ({src}, sha256 {sha256_file(src)[:16]}...): its "
+                 "backbone, FPN, RPN and box-head weights (mask head dropped), then FINE-TUNED with "
+                 f"MASK_ON False for {a.faster_iters} iterations at base lr {a.faster_lr}.")
+        cfg_args = argparse.Namespace(**{**vars(a), "lr": a.faster_lr, "warmup": min(a.warmup, 50)})
+    else:
+        LOG.info("d2ov demo model: Faster R-CNN on synthetic shapes, trained from scratch")
+    LOG.info(f"argv {sys.argv[1:]}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    cfg = build_cfg(False, cfg_args)
+    metrics = {"model": "demo/faster_rcnn_shapes", "init": a.faster_init, "train": []}
+    model, done, minutes = train(cfg, run, a.faster_iters, faster_dir, metrics, init_state=init_state,
+                                 stop=a.faster_stop)
+    extra = {"init": "fine-tuned from demo/mask_rcnn_shapes" if a.faster_init == "mask" else "scratch"}
+    if _dist()[0] == 0:
+        finish_model(cfg, model, faster_dir, "demo/faster_rcnn_shapes", "detection", metrics, done, minutes,
+                     paths["test"], a.test_images, extra)
+
+
+def train_panoptic(a, run: Run) -> int:
     """``--model panoptic``: train (or continue) the PanopticFPN, evaluate box/mask AP and PQ on the
     test split, write models/demo/panoptic_fpn_shapes/, its card and the panoptic_*.jpg samples."""
     name = "demo/panoptic_fpn_shapes"
@@ -926,8 +968,6 @@ def train_panoptic(a, deadline: float | None) -> int:
     if a.panoptic_pq_only:
         _setup_rank_logging(os.path.join(out_dir, "train_log.txt"), append=True)
         pq = panoptic_quality(gt_pan, pred_dir.rstrip("/") + ".json", pred_dir)
-        if pq is None:
-            return 1
         mpath = os.path.join(out_dir, "metrics.json")
         with open(mpath) as f:
             metrics = json.load(f)
@@ -948,7 +988,7 @@ def train_panoptic(a, deadline: float | None) -> int:
     if a.panoptic_init:
         init_state = torch.load(a.panoptic_init, map_location="cpu", weights_only=True)["model"]
         LOG.info(f"d2ov demo model: PanopticFPN on synthetic panoptic shapes, CONTINUED from {a.panoptic_init} "
-                 f"(sha256 {sha256(a.panoptic_init)[:16]}..., an earlier phase of this training from scratch) "
+                 f"(sha256 {sha256_file(a.panoptic_init)[:16]}..., an earlier phase of this training from scratch) "
                  f"with a fresh schedule; argv {sys.argv[1:]}")
     else:
         LOG.info(f"d2ov demo model: PanopticFPN on synthetic panoptic shapes, trained from scratch; argv {sys.argv[1:]}")
@@ -956,7 +996,7 @@ def train_panoptic(a, deadline: float | None) -> int:
     paths = ensure_panoptic_data(a.panoptic_work, a.train_images, a.test_images)
     cfg = build_cfg(True, a, panoptic_on=True)
     metrics = {"model": name, "train": []}
-    model, done, minutes = train(cfg, a.panoptic_iters, out_dir, metrics, init_state=init_state, deadline=deadline,
+    model, done, minutes = train(cfg, run, a.panoptic_iters, out_dir, metrics, init_state=init_state,
                                  stop=a.panoptic_stop)
     if _dist()[0] != 0:
         return 0
@@ -971,10 +1011,9 @@ def train_panoptic(a, deadline: float | None) -> int:
         metrics["panoptic"] = pq
         return panoptic_card(pq)
 
-    init = ("scratch, in two phases: this run continued the weights of an earlier one "
-            f"({os.path.basename(a.panoptic_init)}) with a fresh schedule" if a.panoptic_init else "scratch")
     finish_model(cfg, model, out_dir, name, "panoptic_segmentation", metrics, done, minutes, paths["test"],
-                 a.test_images, {"init": init, "iterations": done, "minutes": round(minutes, 1)},
+                 a.test_images, {"init": _two_phase_init(a.panoptic_init), "iterations": done,
+                                 "minutes": round(minutes, 1)},
                  on_output=writer, card_extra=card_extra)
     copy_samples(a.panoptic_work, paths["test"], SAMPLES_DIR, prefix="panoptic")
     return 0
@@ -988,8 +1027,9 @@ def _setup_rank_logging(path: str, append: bool = False) -> None:
         LOG.setLevel(logging.WARNING)
 
 
-def _launch_ddp(a, argv) -> int:
-    """Start ``a.ddp`` copies of this script (ranks 0..N-1, one thread each) and wait for them."""
+def launch_ddp(a, own: list[str]) -> int:
+    """Start ``a.ddp`` copies of this script with the same arguments ``own`` (ranks 0..N-1, env
+    D2OV_TRAIN_RANK, one thread each: see :func:`start_run`) and wait for them."""
     import socket
 
     setup_logging(None)
@@ -1002,12 +1042,11 @@ def _launch_ddp(a, argv) -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    own = list(argv if argv is not None else sys.argv[1:])
     procs = []
     for r in range(a.ddp):
         env = dict(os.environ, D2OV_TRAIN_RANK=str(r), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                    OMP_NUM_THREADS="1")
-        cmd = [sys.executable, os.path.abspath(__file__), *own]
+        cmd = _self_cmd(own)
         LOG.info(f"starting rank {r}: {' '.join(cmd[1:])}")
         procs.append(subprocess.Popen(cmd, env=env))
     rcs = [p.wait() for p in procs]

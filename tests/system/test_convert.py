@@ -219,12 +219,7 @@ def test_exportable_pooling_converts_to_the_same_values():
 @pytest.fixture(scope="module")
 def shapes_val(tmp_path_factory):
     """20 val images and 16 train images of the demo models' data set (never the test split)."""
-    import sys
-
-    from ..conftest import ROOT
-
-    sys.path.insert(0, str(ROOT / "tools"))
-    import make_shapes
+    from tools import make_shapes
 
     out = tmp_path_factory.mktemp("shapes")
     ann = make_shapes.make_split(str(out), "val", 20, make_shapes.DEFAULT_SPLITS["val"][1])

@@ -4,7 +4,6 @@ both backends, and PyTorch-vs-OpenVINO parity (the ground truth for every accura
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 
@@ -32,8 +31,7 @@ MIN_AP = {("demo/faster_rcnn_shapes", "bbox"): 60.0, ("demo/mask_rcnn_shapes", "
 
 @pytest.fixture(scope="module")
 def test_split(tmp_path_factory):
-    sys.path.insert(0, str(ROOT / "tools"))
-    import make_shapes
+    from tools import make_shapes
 
     out = tmp_path_factory.mktemp("shapes")
     seed = make_shapes.DEFAULT_SPLITS["test"][1]

@@ -5,7 +5,6 @@ both backends, their agreement, verify on visible keypoints, and the app's Keypo
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from d2ov_core.runtime import ir as runtime
 from d2ov_core.store import catalog
 from d2ov_core.store.lookup import bundled_ir
 from d2ov_core.store.weights import sha256_file
+from tools import make_figures  # the data set's generator: keypoint names, sigmas, splits
 
 from ..conftest import ROOT, SAMPLES, run_cli
 
@@ -22,10 +22,6 @@ NAME = "demo/keypoint_rcnn_figures"
 #: The issue's bars: keypoint AP >= 60 on the test split, OpenVINO within 0.3 AP of PyTorch, verify
 #: within 0.5 px on visible keypoints.
 MIN_KEYPOINT_AP = 60.0
-
-
-sys.path.insert(0, str(ROOT / "tools"))
-import make_figures  # noqa: E402  (the data set's generator: keypoint names, sigmas, splits)
 
 
 @pytest.fixture(scope="module")

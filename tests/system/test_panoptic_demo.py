@@ -5,7 +5,6 @@ backends and their agreement, verify of the panoptic maps on the FP32 IR, and pr
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from d2ov_core.runtime.detections import rle_decode
 from d2ov_core.store import catalog
 from d2ov_core.store.lookup import bundled_ir
 from d2ov_core.store.weights import sha256_file
+from tools import make_panoptic  # the data set's generator: classes, splits
 
 from ..conftest import ROOT, run_cli
 
@@ -23,9 +23,6 @@ NAME = "demo/panoptic_fpn_shapes"
 #: The issue's bars: PQ >= 60 on the test split, OpenVINO within 0.3 PQ of PyTorch, verify min
 #: segment IoU >= 0.98 on the FP32 IR.
 MIN_PQ = 60.0
-
-sys.path.insert(0, str(ROOT / "tools"))
-import make_panoptic  # noqa: E402  (the data set's generator: classes, splits)
 
 pytestmark = pytest.mark.skipif(NAME not in catalog.CATALOG, reason="the panoptic demo model is not trained yet")
 

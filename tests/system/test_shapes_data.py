@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 from collections import Counter
@@ -14,17 +13,8 @@ import pytest
 import cv2  # noqa: F401  (required: the generator draws with OpenCV)
 from pycocotools import mask as mask_util
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools import make_shapes
 
-
-def _load_make_shapes():
-    spec = importlib.util.spec_from_file_location("make_shapes", os.path.join(ROOT, "tools", "make_shapes.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-make_shapes = _load_make_shapes()
 NUM = 12
 
 

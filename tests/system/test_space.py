@@ -49,13 +49,10 @@ ZOO_NAME = "local/" + ZOO.replace("/", "__")  # random weights: a local IR, not 
 def _my_examples(folder: Path) -> list[Path]:
     """Three images of the demo data's kind (tools/make_shapes.py), with three or more shapes each, named
     unlike the bundled samples."""
-    import sys
-
     import numpy as np
     from PIL import Image
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    import make_shapes
+    from tools import make_shapes
 
     folder.mkdir(parents=True)
     rng, out = np.random.default_rng(2026), []
