@@ -107,7 +107,7 @@ def require_torch_side(what: str) -> None:
         missing.append("torchvision")
     if missing:
         raise ConversionError(f"{what} needs PyTorch and Detectron2, and {', '.join(missing)} is not installed here: "
-                              "pip install 'd2ov[convert]' and python tools/install_detectron2.py (the bundled demo "
+                              "pip install 'd2ov[convert]' and python -m tools.install_detectron2 from a d2ov checkout (the bundled demo "
                               "models and any d2ov IR run without them)")
 
 
