@@ -7,7 +7,7 @@ for openvino).
 
 __version__ = "0.1.0"
 
-from .errors import D2ovError  # noqa: E402
-from .runtime.detections import Detections  # noqa: E402
+from .errors import D2ovError
+from .runtime.detections import Detections
 
 __all__ = ["__version__", "D2ovError", "Detections"]

@@ -66,7 +66,7 @@ def readme_for_site(readme: Path = README) -> str:
     return re.sub(r"\]\(docs/", "](", readme.read_text())
 
 
-def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001 (MkDocs' signature)
+def on_page_markdown(markdown: str, page, config, files) -> str:
     from mkdocs.exceptions import PluginError
 
     def replace(m: re.Match) -> str:

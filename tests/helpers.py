@@ -50,9 +50,8 @@ def sparse_weights() -> Path:
         return path
     import torch
 
-    from d2ov_core.store import catalog
-
     from d2ov_core.export import model as d2model
+    from d2ov_core.store import catalog
 
     cfg = _stable_dir() / "tiny_sparse.yaml"
     if not cfg.is_file():

@@ -87,19 +87,19 @@ from d2ov_core.export import compat  # noqa: E402
 
 compat.apply()
 
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
 from detectron2.data import (  # noqa: E402
     DatasetCatalog,
+    DatasetMapper,
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
 )
-from detectron2.data import DatasetMapper  # noqa: E402
 from detectron2.data import transforms as T  # noqa: E402
 from detectron2.data.datasets import register_coco_instances  # noqa: E402
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.solver import build_lr_scheduler, build_optimizer  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
@@ -367,7 +367,7 @@ def make_optimizer(cfg, model, optimizer: str):
     if optimizer == "sgd":
         return build_optimizer(cfg, model)
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for _name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.SOLVER.WEIGHT_DECAY},

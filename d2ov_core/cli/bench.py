@@ -43,7 +43,8 @@ def register(sub) -> None:
 
 def run_bench(args) -> int:
     from ..export.convert import default_sample
-    from ..measure.bench import markdown, run_bench as bench
+    from ..measure.bench import markdown
+    from ..measure.bench import run_bench as bench
 
     spec = catalog.get(args.model)
     images = args.images or [str(default_sample(spec))]

@@ -22,7 +22,7 @@ def threshold_type(text: str) -> float:
     try:
         return S.check_value("confidence_threshold", float(text))
     except (ValueError, InputError) as e:
-        raise argparse.ArgumentTypeError(str(e) if isinstance(e, InputError) else f"not a number: {text!r}")
+        raise argparse.ArgumentTypeError(str(e) if isinstance(e, InputError) else f"not a number: {text!r}") from None
 
 
 def static_shape_type(text: str) -> tuple[int, int]:

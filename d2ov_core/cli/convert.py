@@ -69,8 +69,8 @@ def run(args) -> int:
     size = sum(p.stat().st_size for p in xml.parent.glob("model.*"))
     print(f"{xml}  ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
     if measure is not None:
-        from ..runtime.settings import ap_text
         from ..runtime.ir import read_metadata
+        from ..runtime.settings import ap_text
 
         meta = read_metadata(xml)
         for p, row in meta["accuracy"].items():

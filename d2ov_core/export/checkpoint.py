@@ -26,7 +26,7 @@ def load_into(model, path: str) -> None:
 
     checkpointer = DetectionCheckpointer(model)
     if path.endswith(".pkl") and may_unpickle(path):
-        checkpoint = checkpointer._load_file(path)  # noqa: SLF001  (pickle; see docstring)
+        checkpoint = checkpointer._load_file(path)
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -46,7 +46,7 @@ def load_into(model, path: str) -> None:
         checkpoint = obj if "model" in obj else {"model": obj}
         checkpoint.setdefault("__author__", "d2ov")
         checkpoint["matching_heuristics"] = False
-    incompatible = checkpointer._load_model(checkpoint)  # noqa: SLF001
+    incompatible = checkpointer._load_model(checkpoint)
     if incompatible.incorrect_shapes:
         key, got, want = incompatible.incorrect_shapes[0]
         raise ConversionError(

@@ -23,8 +23,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ from ..runtime.preprocess import preprocess
 from ..store import cache, catalog
 from ..store.cache import sha256_file
 from ..store.catalog import ModelSpec
-from ..store.lookup import IR_NAME, graph_revision, cached_ir_dir, find_ir
+from ..store.lookup import IR_NAME, cached_ir_dir, find_ir, graph_revision
 from ..store.weights import Progress
 from .quantize import Recipe
 

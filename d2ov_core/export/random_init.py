@@ -97,7 +97,7 @@ def calibrate_random_weights(model, cfg) -> None:
     for targets in passes:
         targets = {layer: t for layer, t in targets.items() if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))}
         outs: dict = {}
-        def keep_first(mod, args, out):  # returns None: the output itself is left alone
+        def keep_first(mod, args, out, outs=outs):  # returns None: the output itself is left alone
             outs.setdefault(mod, out.detach())
 
         forward_with([layer.register_forward_hook(keep_first) for layer in targets])

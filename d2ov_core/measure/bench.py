@@ -160,9 +160,9 @@ def model_gflops(model: str, weights: str | None, image: str) -> float:
 
     from ..export.model import build, cfg_metadata
     from ..export.trace import traceable
-    from ..store.catalog import get
     from ..runtime.images import load_image
     from ..runtime.preprocess import preprocess
+    from ..store.catalog import get
 
     spec = get(model)
     net, cfg, _ = build(spec, weights, progress=False)
@@ -197,10 +197,10 @@ def run_bench(model: str, images: list[str], weights: str | None = None, runs: i
     """Benchmark ``variants`` of ``model`` on ``images``; returns the report (also written to ``out_dir``
     as bench.md / bench.json / bench.png). INT8 variants need ``calibration`` (a folder of images of
     the model's domain), except for catalog models that ship an INT8 IR."""
-    from ..runtime import ir as runtime
-    from ..export.convert import convert, ensure_ir
-    from ..store.lookup import find_ir
     from ..errors import InputError, first_line
+    from ..export.convert import convert, ensure_ir
+    from ..runtime import ir as runtime
+    from ..store.lookup import find_ir
 
     threads = threads or os.cpu_count() or 1
     have_int8 = calibration is not None or (weights is None and find_ir(model, "INT8") is not None)

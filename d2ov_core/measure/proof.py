@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..runtime import settings as S
 from .verify import Tolerance, match
@@ -33,9 +34,11 @@ MAX_IMAGES = 12
 
 
 def check(spec, xml: str | os.PathLike, images: Sequence[str | os.PathLike], weights: str | None = None,
-          tol: Tolerance = Tolerance(), progress: bool = False) -> dict[str, Any]:
+          tol: Tolerance | None = None, progress: bool = False) -> dict[str, Any]:
     """Run Detectron2 (``spec`` + ``weights``, float32 on CPU) and the IR at ``xml`` on ``images`` (the
-    first :data:`MAX_IMAGES`) and compare them as ``d2ov verify`` does; returns the record."""
+    first :data:`MAX_IMAGES`) and compare them as ``d2ov verify`` does (``tol``: default
+    :class:`Tolerance`); returns the record."""
+    tol = tol or Tolerance()
     import detectron2
     import torch
 

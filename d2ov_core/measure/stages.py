@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -192,14 +193,16 @@ def _detection_row(c: Comparison, image: str, proposals_same: bool, tol: Toleran
 
 
 def check(model, images: Sequence[str], weights: str | None = None, tol: float = TOLERANCE,
-          verify_tol: Tolerance = Tolerance(), predictor=None, progress: bool = False) -> StageReport:
+          verify_tol: Tolerance | None = None, predictor=None, progress: bool = False) -> StageReport:
     """Run the stage check of ``model`` (catalog name or spec) on ``images``.
 
     Args:
         weights: weights spec (default: the catalog's; ``"random"`` for calibrated random weights).
         predictor: the OpenVINO predictor of the deployed IR for the detections stage (``None``: no
             detections stage).
+        verify_tol: the detections stage's tolerance (default :class:`Tolerance`).
     """
+    verify_tol = verify_tol or Tolerance()
     from ..export import stages as ST
     from ..export.model import build, cfg_metadata
     from ..export.reference import ReferencePredictor

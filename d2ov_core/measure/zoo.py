@@ -141,7 +141,7 @@ def render(names: list[str], results: Path, doc: Path, tolerance: float = 1e-3) 
         "",
         "Every catalog model converted with calibrated random weights (no Model Zoo checkpoint is reachable here) to an",
         "FP32 IR, then `d2ov verify MODEL grace_hopper.jpg china.jpg --weights random --precision FP32 --stages`:",
-        f"stage tensors (backbone/FPN features, semantic head, RPN or RetinaNet head, ROI heads on the eager model's proposals) within",
+        "stage tensors (backbone/FPN features, semantic head, RPN or RetinaNet head, ROI heads on the eager model's proposals) within",
         f"{tolerance:g} relative of PyTorch, and the final detections (score >= 0.3) of the deployed IR against Detectron2's",
         "(see `d2ov_core/measure/stages.py` and the README's \"Stage-by-stage check\"). \"matched\" counts detections",
         "found by both; where the RPN's proposals are not identical (near-tied objectness on random weights), missing",

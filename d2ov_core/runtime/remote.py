@@ -34,13 +34,14 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
-from . import settings as S
 from ..errors import InputError, ServerError, first_line
+from . import settings as S
 
 __all__ = ["RemoteIR", "list_models", "fetch_metadata", "check_server_url", "DEFAULT_TIMEOUT"]
 
@@ -82,7 +83,7 @@ def _request(server: str, method: str, path: str, what: str, timeout: float, bod
         detail = _error_text(e)
         raise ServerError(f"model server {server}: {what} failed with HTTP {e.code}{': ' + detail if detail else ''}"
                           ) from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise ServerError(f"model server {server} did not answer {what} within {timeout:g} s "
                           "(overloaded or stuck? D2OV_SERVER_TIMEOUT sets the limit)") from None
     except urllib.error.URLError as e:

@@ -47,7 +47,7 @@ from ..errors import D2ovError, first_line
 from ..runtime import ir as runtime
 from ..runtime import settings as S
 
-__all__ = ["D2ovModel", "rt_info", "main"]
+__all__ = ["D2ovModel", "rt_info", "main"]  # noqa: F822 (D2ovModel: module __getattr__, needs kserve)
 
 log = logging.getLogger("d2ov")
 
@@ -172,10 +172,10 @@ def _add_routes(models: dict[str, Any], binary_fast_path: bool = True) -> None:
     off, ``POST /v2/models/{name}/infer`` decoding binary tensors without kserve's list detour; the
     model itself runs through kserve's ``Model.__call__`` (pre/predict/postprocess, metrics) and
     answers with kserve's ``InferResponse.to_rest``."""
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response
     from kserve.errors import ModelNotFound
     from kserve.model_server import app
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
 
     def model_of(name: str):
         if name not in models:

@@ -37,11 +37,13 @@ import dataclasses
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import D2ovError, DeviceError, DownloadError, IRError, ModelNotFoundError, NotReadyError, ServerError
-from ..runtime.settings import DEFAULT_PRECISION, IR_PRECISIONS, PRECISIONS, Precision, precision as get_precision
+from ..runtime.settings import DEFAULT_PRECISION, IR_PRECISIONS, PRECISIONS, Precision
+from ..runtime.settings import precision as get_precision
 from ..store import cache, catalog, lookup
 from ..store.lookup import BUNDLED_IR_DIR, metadata
 

@@ -39,8 +39,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Union
+from typing import Union
 
 from ..errors import DownloadError, ModelNotFoundError
 from . import cache
@@ -51,7 +52,7 @@ __all__ = ["cache_dir", "resolve", "download", "sha256_file", "may_unpickle", "o
 RANDOM = "random"
 _CHUNK = 1 << 20
 #: how a long step reports progress: a progress bar (True), a callable taking one-line messages, or nothing
-Progress = Union[bool, Callable[[str], None]]
+Progress = Union[bool, Callable[[str], None]]  # noqa: UP007 (a runtime alias: X | Y of a Callable needs 3.10+ typing)
 
 
 _TRUE = ("1", "true", "yes", "on")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from d2ov_core.store import catalog
 from d2ov_core.runtime.detections import rle_decode
+from d2ov_core.store import catalog
 
 from ..conftest import ROOT, SAMPLES
 from ..helpers import wait_until_up

@@ -22,12 +22,10 @@ import psutil
 import pytest
 from PIL import Image
 
-from d2ov_core.store.lookup import bundled_ir
-
 from .. import helpers
 from ..conftest import ROOT
-from .test_corpus import good_cases, write_cases
 from ..unit.test_images import BAD, GOOD, _save
+from .test_corpus import good_cases, write_cases
 
 ARTIFACTS = ROOT / "tests" / "_artifacts"
 MODEL = "local/tiny"
@@ -181,8 +179,8 @@ def test_raw_requests_cannot_name_server_files_or_send_nan(app, client, tmp_path
     good = tmp_path / "g.png"
     good.write_bytes(GOOD["png"][0]())
     uploaded = upload(url, good).json()[0]
-    events = raw_call(url, '{"data": [{"path": "%s", "meta": {"_type": "gradio.FileData"}}, "%s", "CPU", NaN, "FP16"]}'
-                      % (uploaded, MODEL))
+    events = raw_call(url, '{"data": [{"path": "' + uploaded + '", "meta": {"_type": "gradio.FileData"}}, "'
+                      + MODEL + '", "CPU", NaN, "FP16"]}')
     assert "event: error" in events and "got NaN" in events, events[:500]
     events = raw_call(url, json.dumps({"data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, MODEL, "CPU", 0.5,
                                                 "FP16"]}))

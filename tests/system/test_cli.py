@@ -117,7 +117,7 @@ def test_predict_folder_in_throughput_mode_matches_latency_mode(tiny_ir, tmp_pat
         out = tmp_path / f"{hint}.json"
         res = run_cli("predict", str(tiny_ir), str(folder), "--hint", hint, "--threshold", "0.05", "--json", str(out))
         assert res.returncode == 0, res.stderr[-2000:]
-        assert f"4 images in" in res.stdout and hint.lower() in res.stdout
+        assert "4 images in" in res.stdout and hint.lower() in res.stdout
         outs[hint] = json.loads(out.read_text())["results"]
     assert [r["image"] for r in outs["LATENCY"]] == [r["image"] for r in outs["THROUGHPUT"]]
     for a, b in zip(outs["LATENCY"], outs["THROUGHPUT"]):

@@ -293,7 +293,7 @@ def _run(argv: list[str]) -> tuple[int | str, str, str]:
             code: int | str = main(["-q", *argv])
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 2
-        except BaseException:  # noqa: BLE001 - what the guard is for
+        except BaseException:
             code = "traceback"
             err.write(traceback.format_exc())
     return code, out.getvalue(), err.getvalue()
@@ -311,7 +311,7 @@ def test_every_option_of_every_command(command, inputs, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     failures = []
     cases = _cases(command, _commands()[command])
-    for i, (task, opt, argv) in enumerate(cases):
+    for i, (task, _opt, argv) in enumerate(cases):
         tmp = tmp_path / f"case{i}"
         tmp.mkdir()
         values = _values(inputs, task, tmp)

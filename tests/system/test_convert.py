@@ -6,11 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from d2ov_core.store import catalog
-
-from d2ov_core.runtime import ir as runtime
 from d2ov_core.export.convert import convert, ensure_ir
+from d2ov_core.runtime import ir as runtime
 from d2ov_core.runtime.predictor import Predictor
+from d2ov_core.store import catalog
 
 from ..conftest import other_photo, random_image, real_photo
 
@@ -85,9 +84,9 @@ def test_traced_padding_converts_exactly(h, w):
     model); under patches.exportable_padding the IR pads exactly as eager Detectron2 does."""
     import openvino as ov
     import torch
+    from detectron2.structures import ImageList
 
     from d2ov_core.export import patches  # applies the detectron2 compat shims first
-    from detectron2.structures import ImageList
 
     class Pad(torch.nn.Module):
         def forward(self, x):
@@ -124,9 +123,9 @@ def _rpn_inputs(tied: bool, seed: int = 0):
 def test_stable_proposal_ranking_equals_detectron2_without_ties():
     """Where no two objectness scores are equal, d2ov's proposal ranking is Detectron2's exactly."""
     import torch
+    from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
 
     from d2ov_core.export import patches
-    from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
 
     boxes, logits = _rpn_inputs(tied=False)
     args = ([(96, 128)], 0.7, 200, 120, 0.0)
@@ -187,10 +186,10 @@ def test_exportable_pooling_converts_to_the_same_values():
     every level included, and eager Detectron2 is untouched."""
     import openvino as ov
     import torch
-
-    from d2ov_core.export import patches
     from detectron2.modeling.poolers import ROIPooler
     from detectron2.structures import Boxes
+
+    from d2ov_core.export import patches
 
     pooler = ROIPooler(output_size=7, scales=(1 / 4, 1 / 8, 1 / 16, 1 / 32), sampling_ratio=0, pooler_type="ROIAlignV2")
     g = torch.Generator().manual_seed(0)

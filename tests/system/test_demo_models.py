@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 import pytest
 from PIL import Image
 
-from d2ov_core.store import catalog
-
+from d2ov_core.measure.verify import Tolerance
 from d2ov_core.runtime import ir as runtime
+from d2ov_core.store import catalog
 from d2ov_core.store.lookup import bundled_ir
 from d2ov_core.store.weights import sha256_file
-from d2ov_core.measure.verify import Tolerance
 
 from ..conftest import ROOT, run_cli
 
@@ -78,9 +76,9 @@ def test_ap_on_generated_test_split(name, backend, test_split, tmp_path):
 @pytest.mark.parametrize("name", DEMOS)
 def test_openvino_and_pytorch_ap_agree(name, test_split, tmp_path):
     ann, images = test_split
+    from d2ov_core.export.reference import ReferencePredictor
     from d2ov_core.measure.evaluate import evaluate
     from d2ov_core.runtime.predictor import Predictor
-    from d2ov_core.export.reference import ReferencePredictor
 
     ov = evaluate(Predictor(bundled_ir(name)), ann, images, progress=False)
     pt = evaluate(ReferencePredictor(name, progress=False), ann, images, progress=False)

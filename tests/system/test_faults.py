@@ -152,7 +152,7 @@ def test_kill_while_writing_the_ir_then_rerun_cleans_and_completes(tmp_path):
     ir_root = _ir_root(tmp_path / "cache")
 
     left = None
-    for attempt in range(3):  # the IR is written in well under a second: poll for its temporary folder
+    for _attempt in range(3):  # the IR is written in well under a second: poll for its temporary folder
         proc = popen_cli(*args, env=env)
         left = wait_for(lambda: leftovers(ir_root) if ir_root.is_dir() else None, proc, timeout=300)
         if left:

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from d2ov_core.store import hub
-
 from d2ov_core.runtime import ir as runtime
+from d2ov_core.store import hub
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from d2ov_core.runtime import ir as runtime
 from d2ov_core.errors import DeviceError, ImageError, InputError, IRError
+from d2ov_core.runtime import ir as runtime
 from d2ov_core.runtime.predictor import Predictor
 
 from ..conftest import random_image, real_photo

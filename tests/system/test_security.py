@@ -13,14 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from d2ov_core.store import catalog
-
-from d2ov_core.store import hub
-
-from d2ov_core.runtime import ir as runtime
-from d2ov_core.store import weights as W
-from d2ov_core.export.checkpoint import load_into
 from d2ov_core.errors import ConversionError
+from d2ov_core.export.checkpoint import load_into
+from d2ov_core.runtime import ir as runtime
+from d2ov_core.store import catalog, hub
+from d2ov_core.store import weights as W
 
 from .. import helpers
 from ..conftest import ROOT
@@ -83,7 +80,7 @@ def test_catalog_downloads_and_typed_paths_may_be_unpickled(tmp_path, monkeypatc
 
     monkeypatch.setenv("D2OV_CACHE", str(tmp_path / "cache"))
     zoo = next(s for s in catalog.CATALOG.values() if W.is_url(s.weights))
-    assert W.may_unpickle(W._cache_path(zoo.weights))  # noqa: SLF001  (where the catalog URL downloads to)
+    assert W.may_unpickle(W._cache_path(zoo.weights))
     assert W.may_unpickle(tmp_path / "mine" / "model_final.pkl")  # a path the user typed
     # a real Detectron2-format .pkl at a typed path loads
     model, _, _ = d2model.build(helpers.sparse_spec(), "random")

@@ -7,10 +7,9 @@ import json
 import os
 from collections import Counter
 
+import cv2  # noqa: F401  (required: the generator draws with OpenCV)
 import numpy as np
 import pytest
-
-import cv2  # noqa: F401  (required: the generator draws with OpenCV)
 from pycocotools import mask as mask_util
 
 from tools import make_shapes

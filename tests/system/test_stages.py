@@ -42,7 +42,6 @@ def small_spec(name: str, folder: Path) -> catalog.ModelSpec:
 
 def _perturb_first_convolution(model, factor: float = 1.01):
     """Scale the weights of the graph's first convolution by ``factor`` (a broken conversion)."""
-    import openvino as ov
     from openvino import opset13 as ops
 
     for op in model.get_ordered_ops():

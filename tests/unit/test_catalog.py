@@ -1,9 +1,8 @@
 import pytest
 
-from d2ov_core.store import catalog
-
-from d2ov_core.export import compat
 from d2ov_core.errors import ModelNotFoundError
+from d2ov_core.export import compat
+from d2ov_core.store import catalog
 
 compat.apply()
 from detectron2 import model_zoo  # noqa: E402

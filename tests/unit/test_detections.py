@@ -5,7 +5,6 @@ import pytest
 from pycocotools import mask as mask_util
 
 from d2ov_core.runtime.detections import Detections, rle_decode, rle_encode
-from d2ov_core.errors import InputError
 
 
 def make(n=3, h=20, w=30, masks=True):

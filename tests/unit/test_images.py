@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from d2ov_core.runtime import images
 from d2ov_core.errors import ImageError
+from d2ov_core.runtime import images
 
 
 def _save(img: Image.Image, fmt: str, **kw) -> bytes:

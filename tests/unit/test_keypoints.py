@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from d2ov_core.export import compat
-from d2ov_core.runtime.detections import Detections
 from d2ov_core.runtime import keypoints as KP
+from d2ov_core.runtime.detections import Detections
 from d2ov_core.runtime.keypoints import bicubic_matrix, bicubic_taps, heatmaps_to_keypoints
 from d2ov_core.runtime.postprocess import postprocess
 from d2ov_core.serve.render import render

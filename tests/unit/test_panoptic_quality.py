@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from d2ov_core.errors import InputError
-from d2ov_core.measure.panoptic_quality import (PQAccumulator, load_panoptic_gt, read_panoptic_png,
-                                                write_panoptic_png)
+from d2ov_core.measure.panoptic_quality import PQAccumulator, load_panoptic_gt, read_panoptic_png, write_panoptic_png
 
 CATS = [{"id": 1, "name": "person", "isthing": 1}, {"id": 2, "name": "car", "isthing": 1},
         {"id": 10, "name": "sky", "isthing": 0}, {"id": 11, "name": "grass", "isthing": 0}]

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from d2ov_core.export import compat
-from d2ov_core.runtime.postprocess import paste_masks, postprocess
 from d2ov_core.measure.verify import mask_iou
+from d2ov_core.runtime.postprocess import paste_masks, postprocess
 
 compat.apply()
 from detectron2.modeling.postprocessing import detector_postprocess  # noqa: E402

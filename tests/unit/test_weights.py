@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from d2ov_core.store import weights as W
-from d2ov_core.export.checkpoint import load_into
 from d2ov_core.errors import ConversionError, DownloadError, ModelNotFoundError
+from d2ov_core.export.checkpoint import load_into
+from d2ov_core.store import weights as W
 
 PAYLOAD = os.urandom(3 * (1 << 20) + 123)
 pytestmark = pytest.mark.usefixtures("local_downloads")  # downloads from the server below
