@@ -23,6 +23,7 @@ from ..runtime import settings as S
 from ..store.catalog import ModelSpec
 from ..runtime.detections import Detections
 from ..runtime.images import load_image
+from ..runtime.tasks import get_task
 
 __all__ = ["ReferencePredictor"]
 
@@ -112,10 +113,7 @@ class ReferencePredictor:
             "ir_precision": None,
             "compute": "f32",
             "classes": self.labels,
-            **({"keypoint_names": list(m["keypoint_names"]), "keypoint_skeleton": m["keypoint_skeleton"]}
-               if self.task == "keypoints" else {}),
-            **({"stuff_classes": list(m["stuff_classes"]), "panoptic_score_threshold": m["panoptic_score_threshold"]}
-               if self.task == "panoptic_segmentation" else {}),
+            **get_task(self.task).model_info(m),
             "random_weights": self.weights_info["random"],
             "weights_sha256": self.weights_info["sha256"],
             "graph_score_threshold": m["graph_score_threshold"],

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime.detections import rle_encode
+from ..runtime.tasks import get_task
 from ..errors import InputError
 
 __all__ = ["evaluate", "STAT_NAMES"]
@@ -67,9 +68,10 @@ def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int 
             f"({', '.join(list(name_to_cat)[:5])}...)"
         )
     img_ids = sorted(gt.getImgIds())[: limit or None]
-    with_masks = predictor.task in ("instance_segmentation", "panoptic_segmentation")
+    task = get_task(predictor.task)
+    with_masks = "segm" in task.iou_types
     pq = _PanopticScorer(predictor, panoptic, panoptic_pngs) if panoptic is not None else None
-    sigmas = _oks_sigmas(predictor) if predictor.task == "keypoints" else None
+    sigmas = _oks_sigmas(predictor) if "keypoints" in task.iou_types else None
     results: list[dict[str, Any]] = []
     times, model_times = [], []
     bar = _bar(len(img_ids), progress)
@@ -130,7 +132,7 @@ class _PanopticScorer:
     def __init__(self, predictor, panoptic: str | Path, pngs: str | Path | None):
         from .panoptic_quality import PQAccumulator, load_panoptic_gt
 
-        if predictor.task != "panoptic_segmentation":
+        if not get_task(predictor.task).segment_map:
             raise InputError(f"--panoptic needs a panoptic model; {predictor.name} is a {predictor.task} model")
         self.gt = load_panoptic_gt(panoptic, pngs)
         cats = self.gt.categories
