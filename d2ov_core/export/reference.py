@@ -24,6 +24,7 @@ from ..store.catalog import ModelSpec
 from ..runtime.detections import Detections
 from ..runtime.images import load_image
 from ..runtime.tasks import get_task
+from .tasks import for_task
 
 __all__ = ["ReferencePredictor"]
 
@@ -73,13 +74,7 @@ class ReferencePredictor:
             out = self.model([{"image": tensor, "height": h, "width": w}])[0]
         inst = out["instances"]
         t3 = time.perf_counter()
-        panoptic_seg, segments = None, ()
-        if "panoptic_seg" in out:
-            from ..runtime.panoptic import describe_segments
-
-            panoptic_seg = out["panoptic_seg"][0].numpy().astype(np.int32)
-            segments = describe_segments(panoptic_seg, out["panoptic_seg"][1], self.labels,
-                                         self.metadata["stuff_classes"])
+        extra = for_task(self.task).eager_fields(out, self.labels, self.metadata)
         keep = inst.scores >= thr
         inst = inst[keep]
         classes = inst.pred_classes.numpy().astype(np.int64)
@@ -93,7 +88,7 @@ class ReferencePredictor:
             keypoints=inst.pred_keypoints.numpy() if inst.has("pred_keypoints") else None,
             keypoint_names=self.metadata.get("keypoint_names", ()) if inst.has("pred_keypoints") else (),
             keypoint_skeleton=self.metadata.get("keypoint_skeleton", ()) if inst.has("pred_keypoints") else (),
-            panoptic_seg=panoptic_seg, segments=segments,
+            **extra,
         )
         t4 = time.perf_counter()
         # the model's forward includes postprocessing; "inference" here is the whole eager forward

@@ -158,3 +158,21 @@ def test_the_task_name_check_finds_a_task_test(tmp_path):
     f = tmp_path / "m.py"
     f.write_text('def f(predictor):\n    return predictor.task == "keypoints" or iou_type == "keypoints"\n')
     assert _task_tests(f) == ["2: predictor.task == 'keypoints'"]
+
+
+def test_a_config_is_the_first_task_it_is():
+    from types import SimpleNamespace as N
+
+    from d2ov_core.export.tasks import EXPORT_TASKS, export_task, for_task
+
+    def cfg(arch="GeneralizedRCNN", keypoints=False, masks=False):
+        return N(MODEL=N(META_ARCHITECTURE=arch, KEYPOINT_ON=keypoints, MASK_ON=masks))
+
+    assert {t.name for t in EXPORT_TASKS} == set(TASK_NAMES)
+    assert export_task(cfg("PanopticFPN", masks=True)).name == "panoptic_segmentation"
+    assert export_task(cfg(keypoints=True)).name == "keypoints"
+    assert export_task(cfg(masks=True)).name == "instance_segmentation"
+    assert export_task(cfg("RetinaNet")).name == "detection"
+    assert for_task("detection").eager_fields({"instances": None}, [], {}) == {}
+    with pytest.raises(InputError):
+        for_task("semantic_segmentation")
