@@ -1,7 +1,7 @@
 """Panoptic segmentation (Panoptic FPN): detections plus a map of segments, things and stuff.
 
-Decoding adds the semantic head's logits (``sem_seg``) and the panoptic merge
-(:mod:`d2ov_core.runtime.panoptic`); the result's map is the model's answer whatever the threshold
+Decoding adds the semantic head's logits (the IR's ``sem_seg`` output: label 0 all things, then the
+``stuff_classes``) and the panoptic merge (:mod:`d2ov_core.runtime.panoptic`); the result's map is the model's answer whatever the threshold
 (it only selects the instances listed). The app's table lists the map's segments; two results are
 compared segment by segment (:func:`~d2ov_core.runtime.panoptic.compare_panoptic`).
 """
