@@ -103,7 +103,7 @@ def run(args) -> int:
             from ..serve.render import render
 
             out = render_dir / (Path(img).stem + ".png")
-            Image.fromarray(render(rgb, det, predictor.labels)).save(out)
+            Image.fromarray(render(rgb, det, predictor.labels, task=predictor.task)).save(out)
             print(f"  rendered {out}")
     if len(images) > 1:
         wall = time.perf_counter() - t0

@@ -40,6 +40,7 @@ def run(args) -> int:
     from ..export.reference import ReferencePredictor
     from ..measure.verify import Tolerance, match
     from ..runtime.images import load_image
+    from ..runtime.tasks import get_task
 
     for img in args.images:
         if not Path(img).is_file():
@@ -69,10 +70,7 @@ def run(args) -> int:
             f"min {c.min_segment_iou:.4f} mean {c.mean_segment_iou:.4f}, pixels agree {100 * c.pixel_agreement:.3f}%")
         print(f"{'ok  ' if ok else 'FAIL'} {img}: matched {c.matched}/{c.reference} (unmatched ref {c.unmatched_reference}, "
               f"ov {c.unmatched_candidate}), box dev {c.max_box_dev:.3f} px, score dev {c.max_score_dev:.2e}{miou}{kp}{pan}")
-    extra = (f", keypoints <= {tol.keypoint_px} px" if ref.task == "keypoints" else
-             f", mask IoU >= {tol.mask_iou}, every panoptic segment matched with IoU >= {tol.segment_iou}"
-             if ref.task == "panoptic_segmentation" else
-             f", mask IoU >= {tol.mask_iou}" if ref.task == "instance_segmentation" else "")
+    extra = get_task(ref.task).tolerance_text(tol)
     print(f"{len(args.images) - failures} of {len(args.images)} images within tolerance "
           f"(score >= {tol.min_score}, box <= {tol.box_px} px, score <= {tol.score}{extra})")
     if args.json:

@@ -16,6 +16,7 @@ from ..errors import ConversionError, ModelNotFoundError
 from ..store import weights as W
 from ..store.cache import sha256_file
 from ..store.catalog import ModelSpec
+from .tasks import export_task
 
 __all__ = ["load_cfg", "config_path", "build", "cfg_metadata"]
 
@@ -118,16 +119,15 @@ def cfg_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
     import detectron2
 
     arch = cfg.MODEL.META_ARCHITECTURE
+    task = export_task(cfg)
     if arch == "RetinaNet":
         thresh, nms, dets = cfg.MODEL.RETINANET.SCORE_THRESH_TEST, cfg.MODEL.RETINANET.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE
     else:
         thresh, nms, dets = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE
     return {
         "model_name": spec.name,
-        "task": ("panoptic_segmentation" if arch == "PanopticFPN" else "keypoints" if cfg.MODEL.KEYPOINT_ON
-                 else "instance_segmentation" if cfg.MODEL.MASK_ON else "detection"),
-        **(_keypoint_metadata(cfg, spec) if cfg.MODEL.KEYPOINT_ON else {}),
-        **(_panoptic_metadata(cfg, spec) if arch == "PanopticFPN" else {}),
+        "task": task.name,
+        **task.metadata(cfg, spec),
         "meta_architecture": arch,
         "labels": list(spec.classes),
         "input_format": cfg.INPUT.FORMAT,
@@ -142,34 +142,3 @@ def cfg_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
         "config_sha256": sha256_file(config_path(spec)),
         "detectron2_version": detectron2.__version__,
     }
-
-
-def _panoptic_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
-    """Semantic classes and merge parameters of a Panoptic FPN: the catalog's class names, else (a
-    user's own model) ``things, stuff_1..`` for the config's ``SEM_SEG_HEAD.NUM_CLASSES``."""
-    n = int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
-    names = list(spec.stuff_classes) or ["things"] + [f"stuff_{i}" for i in range(1, n)]
-    if len(names) != n:
-        raise ConversionError(f"{spec.name}: MODEL.SEM_SEG_HEAD.NUM_CLASSES is {n} but {len(names)} semantic class "
-                              "names (things + stuff) were given")
-    combine = cfg.MODEL.PANOPTIC_FPN.COMBINE
-    if not combine.ENABLED:
-        raise ConversionError(f"{spec.name}: MODEL.PANOPTIC_FPN.COMBINE.ENABLED is off; d2ov converts Panoptic FPN "
-                              "with its panoptic merge")
-    return {"stuff_classes": names, "sem_seg_stride": int(cfg.MODEL.SEM_SEG_HEAD.COMMON_STRIDE),
-            "panoptic_overlap_threshold": float(combine.OVERLAP_THRESH),
-            "panoptic_stuff_area_threshold": int(combine.STUFF_AREA_LIMIT),
-            "panoptic_score_threshold": float(combine.INSTANCES_CONFIDENCE_THRESH)}
-
-
-def _keypoint_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
-    """Keypoint names, skeleton and OKS sigmas of a Keypoint R-CNN: the catalog's, else (a user's own
-    model) ``keypoint_1..K``, no skeleton, and the config's ``TEST.KEYPOINT_OKS_SIGMAS``."""
-    k = int(cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS)
-    names = list(spec.keypoint_names) or [f"keypoint_{i + 1}" for i in range(k)]
-    if len(names) != k:
-        raise ConversionError(f"{spec.name}: MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS is {k} but {len(names)} keypoint "
-                              "names were given")
-    sigmas = list(spec.keypoint_oks_sigmas) or [float(v) for v in cfg.TEST.KEYPOINT_OKS_SIGMAS]
-    return {"keypoint_names": names, "keypoint_skeleton": [list(p) for p in spec.keypoint_skeleton],
-            "keypoint_oks_sigmas": [float(v) for v in sigmas] if len(sigmas) == k else []}

@@ -23,6 +23,8 @@ from ..runtime import settings as S
 from ..store.catalog import ModelSpec
 from ..runtime.detections import Detections
 from ..runtime.images import load_image
+from ..runtime.tasks import get_task
+from .tasks import for_task
 
 __all__ = ["ReferencePredictor"]
 
@@ -72,13 +74,7 @@ class ReferencePredictor:
             out = self.model([{"image": tensor, "height": h, "width": w}])[0]
         inst = out["instances"]
         t3 = time.perf_counter()
-        panoptic_seg, segments = None, ()
-        if "panoptic_seg" in out:
-            from ..runtime.panoptic import describe_segments
-
-            panoptic_seg = out["panoptic_seg"][0].numpy().astype(np.int32)
-            segments = describe_segments(panoptic_seg, out["panoptic_seg"][1], self.labels,
-                                         self.metadata["stuff_classes"])
+        extra = for_task(self.task).eager_fields(out, self.labels, self.metadata)
         keep = inst.scores >= thr
         inst = inst[keep]
         classes = inst.pred_classes.numpy().astype(np.int64)
@@ -92,7 +88,7 @@ class ReferencePredictor:
             keypoints=inst.pred_keypoints.numpy() if inst.has("pred_keypoints") else None,
             keypoint_names=self.metadata.get("keypoint_names", ()) if inst.has("pred_keypoints") else (),
             keypoint_skeleton=self.metadata.get("keypoint_skeleton", ()) if inst.has("pred_keypoints") else (),
-            panoptic_seg=panoptic_seg, segments=segments,
+            **extra,
         )
         t4 = time.perf_counter()
         # the model's forward includes postprocessing; "inference" here is the whole eager forward
@@ -112,10 +108,7 @@ class ReferencePredictor:
             "ir_precision": None,
             "compute": "f32",
             "classes": self.labels,
-            **({"keypoint_names": list(m["keypoint_names"]), "keypoint_skeleton": m["keypoint_skeleton"]}
-               if self.task == "keypoints" else {}),
-            **({"stuff_classes": list(m["stuff_classes"]), "panoptic_score_threshold": m["panoptic_score_threshold"]}
-               if self.task == "panoptic_segmentation" else {}),
+            **get_task(self.task).model_info(m),
             "random_weights": self.weights_info["random"],
             "weights_sha256": self.weights_info["sha256"],
             "graph_score_threshold": m["graph_score_threshold"],

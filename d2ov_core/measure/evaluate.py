@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime.detections import rle_encode
+from ..runtime.tasks import get_task
 from ..errors import InputError
 
 __all__ = ["evaluate", "STAT_NAMES"]
@@ -67,9 +68,14 @@ def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int 
             f"({', '.join(list(name_to_cat)[:5])}...)"
         )
     img_ids = sorted(gt.getImgIds())[: limit or None]
-    with_masks = predictor.task in ("instance_segmentation", "panoptic_segmentation")
-    pq = _PanopticScorer(predictor, panoptic, panoptic_pngs) if panoptic is not None else None
-    sigmas = _oks_sigmas(predictor) if predictor.task == "keypoints" else None
+    task = get_task(predictor.task)
+    with_masks = "segm" in task.iou_types
+    pq = None
+    if panoptic is not None:
+        from .panoptic_quality import PanopticScorer
+
+        pq = PanopticScorer(predictor, panoptic, panoptic_pngs)
+    sigmas = _oks_sigmas(predictor) if "keypoints" in task.iou_types else None
     results: list[dict[str, Any]] = []
     times, model_times = [], []
     bar = _bar(len(img_ids), progress)
@@ -122,47 +128,6 @@ def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int 
     if pq is not None:
         out["panoptic"] = pq.result()
     return out
-
-
-class _PanopticScorer:
-    """PQ of a panoptic predictor's maps against COCO panoptic ground truth, image by image."""
-
-    def __init__(self, predictor, panoptic: str | Path, pngs: str | Path | None):
-        from .panoptic_quality import PQAccumulator, load_panoptic_gt
-
-        if predictor.task != "panoptic_segmentation":
-            raise InputError(f"--panoptic needs a panoptic model; {predictor.name} is a {predictor.task} model")
-        self.gt = load_panoptic_gt(panoptic, pngs)
-        cats = self.gt.categories
-        things = {c["name"]: c["id"] for c in cats if c["isthing"]}
-        stuff = {c["name"]: c["id"] for c in cats if not c["isthing"]}
-        self.thing_cat = {i: things[n] for i, n in enumerate(predictor.labels) if n in things}
-        self.stuff_cat = {i: stuff[n] for i, n in enumerate(predictor.metadata["stuff_classes"]) if n in stuff}
-        if not self.thing_cat and not self.stuff_cat:
-            raise InputError(f"none of {predictor.name}'s classes is a category of {panoptic} "
-                             f"({', '.join(list(things) + list(stuff))[:80]}...)")
-        self.acc = PQAccumulator(cats)
-
-    def add(self, file_name: str, det) -> None:
-        from .panoptic_quality import read_panoptic_png
-
-        rec = self.gt.by_file_name.get(file_name) or self.gt.by_file_name.get(Path(file_name).name)
-        if rec is None:
-            raise InputError(f"{file_name}: no panoptic annotation in {self.gt.json_path}")
-        pred = det.panoptic_seg.copy()
-        segments = []
-        for seg in det.segments:
-            cat = (self.thing_cat if seg["isthing"] else self.stuff_cat).get(seg["category_id"])
-            if cat is None:  # a class the data set does not have: its pixels are left unlabeled
-                pred[pred == seg["id"]] = 0
-            else:
-                segments.append({"id": seg["id"], "category_id": cat})
-        present = set(np.unique(pred).tolist())
-        segments = [s for s in segments if s["id"] in present]
-        self.acc.add(read_panoptic_png(rec.png), rec.segments, pred, segments)
-
-    def result(self) -> dict[str, Any]:
-        return self.acc.result()
 
 
 def _oks_sigmas(predictor) -> np.ndarray:

@@ -46,9 +46,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageError, InputError
+from ..runtime.tasks import get_task
 
 __all__ = ["read_panoptic_png", "write_panoptic_png", "load_panoptic_gt", "PanopticGT", "PanopticImage",
-           "PQAccumulator", "VOID"]
+           "PQAccumulator", "PanopticScorer", "VOID"]
 
 #: segment id of unlabeled pixels
 VOID = 0
@@ -453,3 +454,41 @@ def _segments(segments: Any, where: str, known: set[int], gt: bool) -> dict[int,
                 raise InputError(f"{where}: expected segment {sid} to have a positive area, found {area}")
         out[sid] = (cat, crowd, area)
     return out
+
+
+class PanopticScorer:
+    """PQ of a panoptic predictor's maps against COCO panoptic ground truth, image by image (what
+    :func:`~d2ov_core.measure.evaluate.evaluate` adds for a task whose results hold a segment map)."""
+
+    def __init__(self, predictor, panoptic: str | Path, pngs: str | Path | None):
+        if not get_task(predictor.task).segment_map:
+            raise InputError(f"--panoptic needs a panoptic model; {predictor.name} is a {predictor.task} model")
+        self.gt = load_panoptic_gt(panoptic, pngs)
+        cats = self.gt.categories
+        things = {c["name"]: c["id"] for c in cats if c["isthing"]}
+        stuff = {c["name"]: c["id"] for c in cats if not c["isthing"]}
+        self.thing_cat = {i: things[n] for i, n in enumerate(predictor.labels) if n in things}
+        self.stuff_cat = {i: stuff[n] for i, n in enumerate(predictor.metadata["stuff_classes"]) if n in stuff}
+        if not self.thing_cat and not self.stuff_cat:
+            raise InputError(f"none of {predictor.name}'s classes is a category of {panoptic} "
+                             f"({', '.join(list(things) + list(stuff))[:80]}...)")
+        self.acc = PQAccumulator(cats)
+
+    def add(self, file_name: str, det) -> None:
+        rec = self.gt.by_file_name.get(file_name) or self.gt.by_file_name.get(Path(file_name).name)
+        if rec is None:
+            raise InputError(f"{file_name}: no panoptic annotation in {self.gt.json_path}")
+        pred = det.panoptic_seg.copy()
+        segments = []
+        for seg in det.segments:
+            cat = (self.thing_cat if seg["isthing"] else self.stuff_cat).get(seg["category_id"])
+            if cat is None:  # a class the data set does not have: its pixels are left unlabeled
+                pred[pred == seg["id"]] = 0
+            else:
+                segments.append({"id": seg["id"], "category_id": cat})
+        present = set(np.unique(pred).tolist())
+        segments = [s for s in segments if s["id"] in present]
+        self.acc.add(read_panoptic_png(rec.png), rec.segments, pred, segments)
+
+    def result(self) -> dict[str, Any]:
+        return self.acc.result()

@@ -2,10 +2,9 @@
 
 Detections are matched greedily by IoU within the same class, highest reference score first
 (element-wise comparison is meaningless: equal scores may come out in another order).
-Panoptic maps are compared segment by segment: a candidate segment matches a reference segment of
-the same class (thing or stuff) when their IoU exceeds 0.5 (then it is the only one that can, as in
-COCO's panoptic quality); reported are the matched segments' smallest and mean IoU and the share of
-pixels on which the two maps agree (same matched segment, or no segment in both).
+What else a task's results hold is compared by the task (:meth:`~d2ov_core.runtime.tasks.Task.compare`):
+maps of segments segment by segment, reported as the ``segments_*``, ``*_segment_iou`` and
+``pixel_agreement`` fields.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime.detections import KEYPOINT_THRESHOLD, Detections
+from ..runtime.tasks import task_of
 
 __all__ = ["box_iou", "mask_iou", "match", "Comparison", "Tolerance"]
 
@@ -49,7 +49,7 @@ class Tolerance:
     keypoint_px: float = 0.5  # visible keypoints (reference score > KEYPOINT_THRESHOLD)
     keypoint_share: float = 1.0  # of visible keypoints that must be within keypoint_px
     mask_pooled: bool = False  # judge masks by the IoU pooled over matched detections, not the smallest
-    segment_iou: float = 0.98  # panoptic: every segment matched, the smallest matched IoU at least this
+    segment_iou: float = 0.98  # segment maps: every segment matched, the smallest matched IoU at least this
 
 
 @dataclasses.dataclass
@@ -66,7 +66,7 @@ class Comparison:
     keypoints_compared: int = 0
     keypoints_off: int = 0  # of them, how many deviate more than the tolerance
     mask_iou_pooled: float | None = None  # intersection / union summed over the matched detections
-    segments_reference: int = 0  # panoptic models: segments of the reference's map
+    segments_reference: int = 0  # segment maps: segments of the reference's map
     segments_candidate: int = 0
     segments_matched: int = 0
     min_segment_iou: float | None = None  # over matched segments
@@ -158,28 +158,6 @@ def match(ref: Detections, cand: Detections, tol: Tolerance = Tolerance()) -> Co
         keypoints_compared=kp_n,
         keypoints_off=kp_off,
         mask_iou_pooled=pooled if m_iou is not None else None,
-        **(compare_panoptic(ref, cand) if ref.panoptic_seg is not None and cand.panoptic_seg is not None else {}),
+        **task_of(ref).compare(ref, cand),
     )
 
-
-def compare_panoptic(ref: Detections, cand: Detections) -> dict[str, Any]:
-    """Segment matching of two panoptic maps of the same image (see the module docstring): the
-    ``segments_*``, ``*_segment_iou`` and ``pixel_agreement`` fields of :class:`Comparison`."""
-    a, b = ref.panoptic_seg.astype(np.int64), cand.panoptic_seg.astype(np.int64)
-    na, nb = len(ref.segments), len(cand.segments)
-    joint = np.bincount((a * (nb + 1) + b).reshape(-1), minlength=(na + 1) * (nb + 1)).reshape(na + 1, nb + 1)
-    area_a, area_b = joint.sum(axis=1), joint.sum(axis=0)
-    ious, agree = [], int(joint[0, 0])
-    for sa in ref.segments:
-        for sb in cand.segments:
-            if (sa["isthing"], sa["category_id"]) != (sb["isthing"], sb["category_id"]):
-                continue
-            inter = int(joint[sa["id"], sb["id"]])
-            iou = inter / int(area_a[sa["id"]] + area_b[sb["id"]] - inter) if inter else 0.0
-            if iou > 0.5:
-                ious.append(iou)
-                agree += inter
-    return {"segments_reference": na, "segments_candidate": nb, "segments_matched": len(ious),
-            "min_segment_iou": min(ious, default=1.0 if na == nb == 0 else 0.0),
-            "mean_segment_iou": float(np.mean(ious)) if ious else (1.0 if na == nb == 0 else 0.0),
-            "pixel_agreement": float(agree / max(a.size, 1))}

@@ -179,14 +179,6 @@ class Detections:
         )
 
     @property
-    def has_panoptic(self) -> bool:
-        return self.panoptic_seg is not None
-
-    @property
-    def has_masks(self) -> bool:
-        return self.masks is not None
-
-    @property
     def has_keypoints(self) -> bool:
         return self.keypoints is not None
 

@@ -11,8 +11,8 @@ IR contract (written by :mod:`d2ov_core.convert`, checked by :func:`load_ir`):
     ``masks`` float32 ``(N, 1, M, M)`` mask probabilities in box frame (instance segmentation);
     ``keypoint_heatmaps`` float32 ``(N, K, S, S)`` keypoint logits over each box (keypoint models);
     ``sem_seg`` float32 ``(C, Hp / s, Wp / s)`` semantic logits over the padded input at stride
-    ``s = sem_seg_stride`` (Panoptic FPN: label 0 all things, then the ``stuff_classes``; Hp, Wp the
-    input padded to ``size_divisibility``);
+    ``s = sem_seg_stride`` (Hp, Wp the input padded to ``size_divisibility``; its labels: the task's
+    module in :mod:`d2ov_core.runtime.tasks`);
     ``image_size`` int64 ``(2,)`` = (H, W) of the input.
 """
 

@@ -39,8 +39,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .detections import Detections
+
 __all__ = ["sem_seg_postprocess", "combine_semantic_and_instance_outputs", "BoxMasks", "bilinear_matrix",
-           "describe_segments"]
+           "describe_segments", "compare_panoptic"]
 
 #: float32 elements of one block of resized logits (C x rows x W); bounds the working memory
 _BLOCK_ELEMENTS = 1 << 22
@@ -529,3 +531,29 @@ def describe_segments(panoptic_seg: np.ndarray, info: list[dict[str, Any]], labe
                     "score": float(seg["score"]) if seg["isthing"] else None, "area": int(areas[seg["id"]])})
     return tuple(out)
 
+
+def compare_panoptic(ref: Detections, cand: Detections) -> dict[str, Any]:
+    """Segment matching of two panoptic maps of the same image, for ``verify``: a candidate segment
+    matches a reference segment of the same class (thing or stuff) when their IoU exceeds 0.5 (then
+    it is the only one that can, as in COCO's panoptic quality); returned are the segment counts,
+    the matched segments' smallest and mean IoU and the share of pixels on which the two maps agree
+    (same matched segment, or no segment in both): the ``segments_*``, ``*_segment_iou`` and
+    ``pixel_agreement`` fields of :class:`~d2ov_core.measure.verify.Comparison`."""
+    a, b = ref.panoptic_seg.astype(np.int64), cand.panoptic_seg.astype(np.int64)
+    na, nb = len(ref.segments), len(cand.segments)
+    joint = np.bincount((a * (nb + 1) + b).reshape(-1), minlength=(na + 1) * (nb + 1)).reshape(na + 1, nb + 1)
+    area_a, area_b = joint.sum(axis=1), joint.sum(axis=0)
+    ious, agree = [], int(joint[0, 0])
+    for sa in ref.segments:
+        for sb in cand.segments:
+            if (sa["isthing"], sa["category_id"]) != (sb["isthing"], sb["category_id"]):
+                continue
+            inter = int(joint[sa["id"], sb["id"]])
+            iou = inter / int(area_a[sa["id"]] + area_b[sb["id"]] - inter) if inter else 0.0
+            if iou > 0.5:
+                ious.append(iou)
+                agree += inter
+    return {"segments_reference": na, "segments_candidate": nb, "segments_matched": len(ious),
+            "min_segment_iou": min(ious, default=1.0 if na == nb == 0 else 0.0),
+            "mean_segment_iou": float(np.mean(ious)) if ious else (1.0 if na == nb == 0 else 0.0),
+            "pixel_agreement": float(agree / max(a.size, 1))}

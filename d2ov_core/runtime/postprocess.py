@@ -35,7 +35,8 @@ __all__ = ["postprocess", "paste_masks", "paste_box_masks", "PanopticParams"]
 
 
 class PanopticParams(NamedTuple):
-    """What the panoptic merge needs from the IR's metadata (``stuff_classes``, ``panoptic_*``)."""
+    """What the panoptic merge needs from the IR's metadata (``stuff_classes``, ``panoptic_*``; read by
+    the task, :mod:`d2ov_core.runtime.tasks.panoptic_segmentation`)."""
 
     stuff_classes: Sequence[str]
     stride: int = 4
@@ -43,14 +44,6 @@ class PanopticParams(NamedTuple):
     overlap_threshold: float = 0.5
     stuff_area_threshold: int = 4096
     score_threshold: float = 0.5
-
-    @classmethod
-    def from_metadata(cls, meta) -> "PanopticParams | None":
-        if meta["task"] != "panoptic_segmentation":
-            return None
-        return cls(tuple(meta["stuff_classes"]), int(meta["sem_seg_stride"]), int(meta["size_divisibility"]),
-                   float(meta["panoptic_overlap_threshold"]),
-                   int(meta["panoptic_stuff_area_threshold"]), float(meta["panoptic_score_threshold"]))
 
 
 def postprocess(

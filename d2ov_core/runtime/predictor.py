@@ -25,8 +25,8 @@ from . import settings as S
 from ..errors import InputError
 from .detections import Detections
 from .images import load_image
-from .postprocess import PanopticParams, postprocess
 from .preprocess import preprocess
+from .tasks import Task, get_task
 
 __all__ = ["Predictor"]
 
@@ -73,7 +73,8 @@ class Predictor:
         self.device = device
         self.labels: list[str] = list(self.metadata["labels"])
         self.task: str = self.metadata["task"]
-        self._panoptic = PanopticParams.from_metadata(self.metadata)
+        self._task: Task = get_task(self.task)
+        self._decode_options = self._task.decode_options(self.metadata)
 
     @property
     def name(self) -> str:
@@ -160,9 +161,7 @@ class Predictor:
                 timings: dict[str, float], inference_started: float) -> Detections:
         """Postprocess the raw outputs; timings of all stages (``total`` excludes decoding)."""
         t3 = time.perf_counter()
-        det = postprocess(raw, meta, self.labels, threshold=thresholds[0], mask_threshold=thresholds[1],
-                          keypoint_names=self.metadata.keypoint_names, keypoint_skeleton=self.metadata.keypoint_skeleton,
-                          panoptic=self._panoptic)
+        det = self._task.decode(raw, meta, self.labels, thresholds[0], thresholds[1], self._decode_options)
         t4 = time.perf_counter()
         det.timings = {**timings, "inference": (t3 - inference_started) * 1e3, "postprocess": (t4 - t3) * 1e3}
         det.timings["total"] = det.timings["preprocess"] + det.timings["inference"] + det.timings["postprocess"]
@@ -185,10 +184,7 @@ class Predictor:
             "ir_precision": m["precision"],
             "compute": self.compute,
             "classes": self.labels,
-            **({"keypoint_names": list(m["keypoint_names"]), "keypoint_skeleton": m["keypoint_skeleton"]}
-               if m["task"] == "keypoints" else {}),
-            **({"stuff_classes": list(m["stuff_classes"]), "panoptic_score_threshold": m["panoptic_score_threshold"]}
-               if m["task"] == "panoptic_segmentation" else {}),
+            **self._task.model_info(m),
             "random_weights": m["random_weights"],
             "weights_sha256": m["weights_sha256"],
             "graph_score_threshold": m["graph_score_threshold"],

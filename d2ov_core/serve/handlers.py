@@ -24,18 +24,17 @@ from ..runtime import settings as S
 from ..runtime.detections import Detections, predictions_document
 from ..measure.proof import proof_text
 from ..runtime.images import load_image
+from ..runtime.tasks import Task, all_tasks, get_task, task_of
 from ..store import catalog
 from .service import ModelService, metadata
 
 __all__ = ["TASKS", "TABLE_HEADERS", "Result", "upload_path", "example_images", "model_card", "precision_choices", "AUTO", "resolve_precision",
-           "detect", "present", "prune_outputs", "SEGMENT_HEADERS", "table"]
+           "detect", "present", "prune_outputs", "table"]
 
 #: UI label -> task
-TASKS = {"Object detection": "detection", "Instance segmentation": "instance_segmentation", "Keypoints": "keypoints",
-         "Panoptic segmentation": "panoptic_segmentation"}
-TABLE_HEADERS = ["label", "score", "x0", "y0", "x1", "y1"]
-#: the table of a panoptic result: one row per segment of the map
-SEGMENT_HEADERS = ["segment", "class", "thing/stuff", "area px", "score"]
+TASKS = {t.label: t.name for t in all_tasks()}
+#: the table's columns before the first result (a detection table)
+TABLE_HEADERS = list(Task.table_columns)
 OUT_MAX_AGE_S = 3600  # prediction JSON files older than this are deleted
 
 
@@ -72,9 +71,8 @@ def upload_path(image: Any, upload_root: str | Path) -> tuple[str, str]:
 
 
 def example_images(model: str | None = None) -> list[str]:
-    """Examples that fit ``model``: the demo models' own samples (synthetic shapes, stick figures for
-    the keypoint demo, shapes over textured regions for the panoptic demo), real photos for everything
-    else (COCO models)."""
+    """Examples that fit ``model``: the demo models' own samples (those that fit its task:
+    :func:`~d2ov_core.store.catalog.sample_images`), real photos for everything else (COCO models)."""
     import matplotlib  # a Detectron2 dependency: its sample photo is on every install that renders
 
     photos = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
@@ -196,29 +194,26 @@ def detect(service: ModelService, image: Any, name: Any, device: Any, threshold:
                   labels=list(predictor.labels), backend="openvino" if predictor.xml is not None else "remote")
 
 
-def table(det: Detections):
-    """The page's table of ``det``: one row per detection (label, score, box), or for a panoptic
-    result one per segment (id, class, thing/stuff, area, score); a pandas DataFrame, its columns the
-    headers."""
+def table(det: Detections, task: str | None = None):
+    """The page's table of ``det`` as its task lays it out (:meth:`~d2ov_core.runtime.tasks.Task.table_rows`:
+    one row per detection, label, score, box; or one per segment of a map); ``task``: the model's
+    (default: the task whose result ``det`` is). A pandas DataFrame, its columns the headers."""
     import pandas as pd
 
-    if det.panoptic_seg is not None:
-        rows = [[seg["id"], seg["label"], "thing" if seg["isthing"] else "stuff", seg["area"],
-                 None if seg["score"] is None else round(float(seg["score"]), 3)] for seg in det.segments]
-        return pd.DataFrame(rows, columns=SEGMENT_HEADERS)
-    rows = [[str(l), round(float(s), 3), *[round(float(v), 1) for v in b]] for l, s, b in zip(det.labels, det.scores, det.boxes)]
-    return pd.DataFrame(rows, columns=TABLE_HEADERS)
+    t = get_task(task) if task else task_of(det)
+    return pd.DataFrame(t.table_rows(det), columns=list(t.table_columns))
 
 
 def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, Any, str, str]:
-    """``(rendered image, table, JSON file path, summary)`` of ``result`` at ``threshold`` (a panoptic
-    result: its map, which the threshold does not change, and its segments)."""
+    """``(rendered image, table, JSON file path, summary)`` of ``result`` at ``threshold``, as the
+    model's task presents it (a map of segments, e.g., which the threshold does not change)."""
     from .render import render
 
     threshold = S.check_value("confidence_threshold", threshold)
     det = result.det.filter(threshold)
-    image = render(result.rgb, det, result.labels)
-    rows = table(det)
+    task = get_task(result.model["task"])
+    image = render(result.rgb, det, result.labels, task=task.name)
+    rows = table(det, task.name)
     doc = predictions_document(result.model, result.backend, result.device, threshold,
                                [{"image": result.image, **det.to_dict()}])
     prune_outputs(out_dir)
@@ -226,10 +221,7 @@ def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, 
     path.write_text(json.dumps(doc))
     t = det.timings
     timing = " | ".join(f"{k} {t[k]:.0f} ms" for k in ("preprocess", "inference", "postprocess", "total") if k in t)
-    found = (f"**{len(det.segments)}** panoptic segments ({sum(s['isthing'] for s in det.segments)} things, instances "
-             f"scoring at least {result.model.get('panoptic_score_threshold', 0.5):g}), {len(det)} detections at "
-             f"threshold {threshold:.2f}" if det.panoptic_seg is not None else
-             f"**{len(det)}** detections at threshold {threshold:.2f}")
+    found = task.summary(det, result.model, threshold)
     summary = f"{found} on {result.device}, {result.model['precision']} — {timing}"
     return image, rows, str(path), summary
 

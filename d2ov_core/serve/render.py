@@ -2,16 +2,19 @@
 
 Input: the RGB uint8 image (original pixels) and its detections. Output: RGB uint8 ``(H, W, 3)``.
 
+What is drawn is the task's choice (:meth:`~d2ov_core.runtime.tasks.Task.draw`): instances, or a
+map of segments; each renderer offers both (a :class:`~d2ov_core.runtime.tasks.base.Painter`).
+
 Two renderers, chosen by what is installed:
   * ``detectron2``: Detectron2's ``Visualizer`` (its colours, ``name 97%`` labels, masks with
-    outlines, keypoints as red dots joined by the skeleton's lines; a panoptic result with its
+    outlines, keypoints as red dots joined by the skeleton's lines; a map of segments with its
     ``draw_panoptic_seg``: every segment filled, things labelled ``name 97%``, stuff by name), used whenever detectron2 and
     torch are importable (the repository's environment, the Hugging Face Space, which ships
     Detectron2 beside ``app.py``). Imports them lazily.
   * ``plain``: d2ov's own drawing with Pillow and numpy only, for torch-free installs (``pip install
     d2ov[app]``): the same label text, translucent masks with outlines and box outlines, one colour
     per class; keypoints above ``KEYPOINT_THRESHOLD`` as red dots joined by the skeleton's lines; a
-    panoptic result as every segment filled (a colour per thing class and per stuff class) with its
+    map of segments as every segment filled (a colour per thing class and per stuff class) with its
     outline and label.
 """
 
@@ -25,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..runtime.detections import KEYPOINT_THRESHOLD, Detections
+from ..runtime.tasks import get_task, task_of
 
 __all__ = ["render", "renderer"]
 
@@ -45,16 +49,12 @@ def renderer() -> str:
 
 
 def render(image_rgb: np.ndarray, det: Detections, class_names: list[str] | None = None,
-           style: str | None = None) -> np.ndarray:
-    """Boxes, ``label score%`` and masks drawn on ``image_rgb``; ``style`` forces a renderer."""
+           style: str | None = None, task: str | None = None) -> np.ndarray:
+    """``det`` drawn on ``image_rgb`` as its task draws it (``task``: the model's; default: the task
+    whose result ``det`` is); ``style`` forces a renderer."""
     names = list(class_names) if class_names is not None else sorted(set(det.labels.tolist()))
-    if det.panoptic_seg is not None:
-        if (style or renderer()) == "detectron2":
-            return _panoptic_detectron2(image_rgb, det, names)
-        return _panoptic_plain(image_rgb, det, names)
-    if (style or renderer()) == "detectron2":
-        return _render_detectron2(image_rgb, det, names)
-    return _render_plain(image_rgb, det, names)
+    painter = _PAINTERS[style or renderer()]
+    return (get_task(task) if task else task_of(det)).draw(image_rgb, det, names, painter)
 
 
 def _render_detectron2(image_rgb: np.ndarray, det: Detections, names: list[str]) -> np.ndarray:
@@ -83,13 +83,13 @@ def _render_detectron2(image_rgb: np.ndarray, det: Detections, names: list[str])
     return np.asarray(out.get_image(), dtype=np.uint8)
 
 
-def _stuff_names(det: Detections) -> list[str]:
+def _stuff_names(segments) -> list[str]:
     """Stuff class names by semantic label, as far as the segments tell them (label 0 is "things")."""
-    stuff = {seg["category_id"]: seg["label"] for seg in det.segments if not seg["isthing"]}
+    stuff = {seg["category_id"]: seg["label"] for seg in segments if not seg["isthing"]}
     return ["things"] + [stuff.get(i, f"stuff_{i}") for i in range(1, max(stuff, default=0) + 1)]
 
 
-def _panoptic_detectron2(image_rgb: np.ndarray, det: Detections, names: list[str]) -> np.ndarray:
+def _segments_detectron2(image_rgb: np.ndarray, segment_map: np.ndarray, segments, names: list[str]) -> np.ndarray:
     from ..export import compat
 
     compat.apply()
@@ -97,22 +97,22 @@ def _panoptic_detectron2(image_rgb: np.ndarray, det: Detections, names: list[str
     from detectron2.data import Metadata
     from detectron2.utils.visualizer import Visualizer
 
-    meta = Metadata(name="d2ov_panoptic")
+    meta = Metadata(name="d2ov_segments")
     meta.thing_classes = names
-    meta.stuff_classes = _stuff_names(det)
+    meta.stuff_classes = _stuff_names(segments)
     info = [{"id": seg["id"], "category_id": seg["category_id"], "isthing": seg["isthing"],
-             **({"score": seg["score"]} if seg["isthing"] else {"area": seg["area"]})} for seg in det.segments]
+             **({"score": seg["score"]} if seg["isthing"] else {"area": seg["area"]})} for seg in segments]
     vis = Visualizer(image_rgb, metadata=meta, scale=1.0)
-    out = vis.draw_panoptic_seg(torch.from_numpy(det.panoptic_seg.astype(np.int64)), info)
+    out = vis.draw_panoptic_seg(torch.from_numpy(segment_map.astype(np.int64)), info)
     return np.asarray(out.get_image(), dtype=np.uint8)
 
 
-def _panoptic_plain(image_rgb: np.ndarray, det: Detections, names: list[str]) -> np.ndarray:
+def _segments_plain(image_rgb: np.ndarray, segment_map: np.ndarray, segments, names: list[str]) -> np.ndarray:
     out = np.asarray(image_rgb, dtype=np.float32).copy()
     h, w = out.shape[:2]
     labels = []
-    for seg in det.segments:
-        mask = det.panoptic_seg == seg["id"]
+    for seg in segments:
+        mask = segment_map == seg["id"]
         if not mask.any():
             continue
         color = _class_color(seg["category_id"]) if seg["isthing"] else _skeleton_color(seg["category_id"])
@@ -190,3 +190,14 @@ def _render_plain(image_rgb: np.ndarray, det: Detections, names: list[str]) -> n
             for x, y, _s in kps[seen]:
                 draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=(255, 0, 0))
     return np.asarray(img, dtype=np.uint8)
+
+
+class _Painter:
+    """One renderer's two drawings (see :class:`~d2ov_core.runtime.tasks.base.Painter`)."""
+
+    def __init__(self, instances, segments):
+        self.instances, self.segments = instances, segments
+
+
+_PAINTERS = {"detectron2": _Painter(_render_detectron2, _segments_detectron2),
+             "plain": _Painter(_render_plain, _segments_plain)}

@@ -45,6 +45,7 @@ from ..errors import D2ovError, InputError, NotReadyError, first_line
 from ..runtime import ir as runtime
 from ..runtime import settings as S
 from ..runtime.images import MAX_PIXELS, image_files
+from ..runtime.tasks import Task, all_tasks, get_task
 from ..store import catalog
 from . import handlers as H
 from .service import ModelService
@@ -52,9 +53,14 @@ from .service import ModelService
 __all__ = ["build_demo", "main", "MAX_UPLOAD_MB"]
 
 OUT_DIR = Path(tempfile.mkdtemp(prefix="d2ov-app-"))
+#: the demo models' example sets: kind of sample images (:attr:`~d2ov_core.runtime.tasks.Task.examples`)
+#: -> the first task that shows them
+DEMO_EXAMPLES: dict[str, Task] = {}
+for _task in all_tasks():
+    DEMO_EXAMPLES.setdefault(_task.examples, _task)
 #: the example sets the page shows, one visible at a time (see ``examples_visibility``); "user": the
 #: ``--examples`` given for the ``--model`` models
-EXAMPLE_KINDS = ("shapes", "figures", "panoptic", "photos", "user")
+EXAMPLE_KINDS = (*DEMO_EXAMPLES, "photos", "user")
 DEFAULT_TITLE = "d2ov — Detectron2 on OpenVINO"
 #: height of the input and result images, so both fit a 1280x800 screen beside each other with the examples
 IMAGE_HEIGHT = 380
@@ -104,14 +110,14 @@ def build_demo(service: ModelService | None = None, models: list[str] | None = N
         return gr.Radio(choices=choices, value=value, **kwargs), value
 
     def example_kind(name):
-        """Which examples fit ``name``: the --examples of the --model models, shapes, stick figures (the
-        keypoint demo), shapes over textured regions (the panoptic demo) or photos."""
+        """Which examples fit ``name``: the --examples of the --model models, the demo samples of its
+        task (:attr:`~d2ov_core.runtime.tasks.Task.examples`) for a demo model, or photos."""
         source = service.source_name(name)
         if user_examples and name in chosen:
             return "user"
         if source.startswith("demo/"):
-            return {catalog.DEFAULTS["keypoints"]: "figures",
-                    catalog.DEFAULTS["panoptic_segmentation"]: "panoptic"}.get(source, "shapes")
+            spec = catalog.CATALOG.get(source)
+            return get_task(spec.task).examples if spec is not None else all_tasks()[0].examples
         return "photos"
 
     def examples_visibility(name):
@@ -211,14 +217,11 @@ def build_demo(service: ModelService | None = None, models: list[str] | None = N
                 kind = example_kind(start_model)
                 with gr.Column(visible=kind == "user") as user_example_set:
                     gr.Examples(user_examples or H.example_images("demo/"), inputs=[image], label="Examples")
-                with gr.Column(visible=kind == "shapes") as shape_examples:
-                    gr.Examples(H.example_images("demo/"), inputs=[image], label="Examples (synthetic shapes)")
-                with gr.Column(visible=kind == "figures") as figure_examples:
-                    gr.Examples(H.example_images(catalog.DEFAULTS["keypoints"]), inputs=[image],
-                                label="Examples (stick figures)")
-                with gr.Column(visible=kind == "panoptic") as panoptic_examples:
-                    gr.Examples(H.example_images(catalog.DEFAULTS["panoptic_segmentation"]), inputs=[image],
-                                label="Examples (shapes over textured regions)")
+                demo_examples = {}
+                for examples, t in DEMO_EXAMPLES.items():
+                    with gr.Column(visible=kind == examples) as demo_examples[examples]:
+                        gr.Examples(H.example_images(catalog.DEFAULTS[t.name]), inputs=[image],
+                                    label=f"Examples ({t.examples_label})")
                 with gr.Column(visible=kind == "photos") as photo_examples:
                     gr.Examples(H.example_images("COCO"), inputs=[image], label="Examples (photos)")
             with gr.Column(scale=1):
@@ -246,7 +249,7 @@ def build_demo(service: ModelService | None = None, models: list[str] | None = N
 
         task.change(on_task, task, model, api_visibility="private")
         demo.load(on_task, [task, model], model, api_visibility="private")
-        example_sets = [shape_examples, figure_examples, panoptic_examples, photo_examples, user_example_set]
+        example_sets = [*demo_examples.values(), photo_examples, user_example_set]
         for control in (model, device):
             control.change(on_model, [model, device], [precision, *example_sets, card, timer],
                            api_visibility="private")

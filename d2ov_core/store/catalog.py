@@ -16,6 +16,7 @@ from pathlib import Path
 from .coco_classes import (COCO_CLASSES, COCO_KEYPOINT_NAMES, COCO_KEYPOINT_OKS_SIGMAS, COCO_KEYPOINT_SKELETON,
                            COCO_PANOPTIC_STUFF_CLASSES)
 from ..errors import InputError, ModelNotFoundError
+from ..runtime.tasks import TASK_NAMES, get_task
 
 __all__ = ["ModelSpec", "CATALOG", "get", "names", "DEFAULTS", "DATA_DIR", "SAMPLES_DIR", "DEMO_DIR", "REPO_ROOT",
            "sample_images", "custom", "spec_for"]
@@ -31,11 +32,10 @@ DEMO_DIR = (REPO_ROOT or DATA_DIR.parent) / "models" / "demo"
 
 
 def sample_images(task: str | None = None) -> list[Path]:
-    """The demo models' sample images (shipped with the package): stick figures for the keypoint
-    demo model (``task="keypoints"``), shapes over textured regions for the panoptic one, shapes for
-    the others."""
-    prefix = {"keypoints": "figures", "panoptic_segmentation": "panoptic"}.get(task or "", "shapes")
-    return sorted(SAMPLES_DIR.glob(f"{prefix}_*.jpg"))
+    """The demo models' sample images (shipped with the package) that fit ``task``
+    (``<examples>_*.jpg``, :attr:`~d2ov_core.runtime.tasks.Task.examples`: stick figures for the
+    keypoint demo model, ...); ``None``: the detection demo's."""
+    return sorted(SAMPLES_DIR.glob(f"{get_task(task or TASK_NAMES[0]).examples}_*.jpg"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -495,7 +495,7 @@ def _fields(det):
 
 
 def test_verify_compares_panoptic_maps_segment_by_segment():
-    from d2ov_core.measure.verify import compare_panoptic
+    from d2ov_core.runtime.panoptic import compare_panoptic
     from d2ov_core.runtime.detections import Detections
 
     def pan(m, segs):

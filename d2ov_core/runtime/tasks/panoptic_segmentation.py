@@ -1,0 +1,72 @@
+"""Panoptic segmentation (Panoptic FPN): detections plus a map of segments, things and stuff.
+
+Decoding adds the semantic head's logits (the IR's ``sem_seg`` output: label 0 all things, then the
+``stuff_classes``) and the panoptic merge (:mod:`d2ov_core.runtime.panoptic`); the result's map is the model's answer whatever the threshold
+(it only selects the instances listed). The app's table lists the map's segments; two results are
+compared segment by segment (:func:`~d2ov_core.runtime.panoptic.compare_panoptic`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..detections import Detections
+from ..panoptic import compare_panoptic
+from ..postprocess import PanopticParams
+from .base import Painter
+from .instance_segmentation import InstanceSegmentation
+
+__all__ = ["PanopticSegmentation", "TASK"]
+
+
+class PanopticSegmentation(InstanceSegmentation):
+    name = "panoptic_segmentation"
+    label = "Panoptic segmentation"
+    examples = "panoptic"
+    examples_label = "shapes over textured regions"
+    table_columns = ("segment", "class", "thing/stuff", "area px", "score")
+    segment_map = True
+
+    def decode_options(self, metadata: Any) -> dict[str, Any]:
+        m = metadata
+        return {"panoptic": PanopticParams(
+            tuple(m["stuff_classes"]), int(m["sem_seg_stride"]), int(m["size_divisibility"]),
+            float(m["panoptic_overlap_threshold"]), int(m["panoptic_stuff_area_threshold"]),
+            float(m["panoptic_score_threshold"]))}
+
+    def holds(self, det: Detections) -> bool:
+        return det.panoptic_seg is not None
+
+    def model_info(self, metadata: Any) -> dict[str, Any]:
+        return {"stuff_classes": list(metadata["stuff_classes"]),
+                "panoptic_score_threshold": metadata["panoptic_score_threshold"]}
+
+    def table_rows(self, det: Detections) -> list[list[Any]]:
+        """One row per segment of the map: id, class, thing or stuff, area in pixels, score."""
+        return [[seg["id"], seg["label"], "thing" if seg["isthing"] else "stuff", seg["area"],
+                 None if seg["score"] is None else round(float(seg["score"]), 3)] for seg in det.segments]
+
+    def summary(self, det: Detections, model: dict[str, Any], threshold: float) -> str:
+        if det.panoptic_seg is None:
+            return super().summary(det, model, threshold)
+        return (f"**{len(det.segments)}** panoptic segments ({sum(s['isthing'] for s in det.segments)} things, "
+                f"instances scoring at least {model.get('panoptic_score_threshold', 0.5):g}), {len(det)} detections "
+                f"at threshold {threshold:.2f}")
+
+    def draw(self, image_rgb: np.ndarray, det: Detections, names: list[str], painter: Painter) -> np.ndarray:
+        if det.panoptic_seg is None:
+            return super().draw(image_rgb, det, names, painter)
+        return painter.segments(image_rgb, det.panoptic_seg, det.segments, names)
+
+    def compare(self, ref: Detections, cand: Detections) -> dict[str, Any]:
+        if ref.panoptic_seg is None or cand.panoptic_seg is None:
+            return {}
+        return compare_panoptic(ref, cand)
+
+    def tolerance_text(self, tol: Any) -> str:
+        return f", mask IoU >= {tol.mask_iou}, every panoptic segment matched with IoU >= {tol.segment_iou}"
+
+
+TASK = PanopticSegmentation()
