@@ -4,8 +4,10 @@ SAMPLES := $(wildcard d2ov_core/data/samples/shapes_*.jpg)
 DEMOS := demo/faster_rcnn_shapes demo/mask_rcnn_shapes
 KEYPOINT_DEMO := demo/keypoint_rcnn_figures
 PANOPTIC_DEMO := demo/panoptic_fpn_shapes
+#: system tests that take seconds each (make check): the bundled models through the library and the CLI
+QUICK_SYSTEM := tests/system/test_shapes_data.py tests/system/test_predictor.py
 
-.PHONY: setup app demo test test-fast lint bundle clean docs
+.PHONY: setup app demo test test-fast check lint bundle clean docs
 
 setup:            ## create/update .venv (idempotent: seconds when up to date)
 	@bash tools/setup.sh
@@ -19,6 +21,9 @@ demo: setup       ## the CLI on the bundled samples with the bundled demo model
 test:             ## the full suite, browser test included (what CI runs)
 	@D2OV_BROWSER=1 D2OV_SERVE=1 bash tools/setup.sh
 	$(PY) -m pytest -q --timeout=600 --durations=25 -rs -p no:cacheprovider
+
+check: lint       ## the edit loop, under 5 minutes: lint, the unit tests, the quick system tests
+	$(PY) -m pytest -q -x -p no:cacheprovider --timeout=600 tests/unit $(QUICK_SYSTEM)
 
 lint: setup       ## Ruff (lint + format check) over the repo, mypy on the runtime and the store
 	$(PY) -m ruff check .
