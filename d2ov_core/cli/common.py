@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..export.resolve import given_ir, predictor_for
 from ..runtime import settings as S
 from ..runtime.images import IMAGE_SUFFIXES, image_files
 from ..store import catalog
@@ -63,8 +64,7 @@ def spec_from_args(model: str, weights: str | None, classes: str | None) -> cata
 
 
 def is_ir_path(text: str) -> bool:
-    p = Path(text)
-    return p.suffix == ".xml" or (p.is_dir() and (p / "model.xml").is_file())
+    return given_ir(text) is not None
 
 
 def is_model_arg(text: str) -> bool:
@@ -83,24 +83,10 @@ def make_predictor(model: str, *, backend: str = "openvino", weights: str | None
         if is_ir_path(model):
             raise InputError("--backend pytorch needs a catalog name or a config file, not an IR")
         return ReferencePredictor(spec_from_args(model, weights, classes), weights=weights)
-    from ..export.convert import convert, ensure_ir
-    from ..runtime.ir import read_metadata
-    from ..runtime.predictor import Predictor
-
-    p = S.precision(precision)
-    if is_ir_path(model):
-        xml = ensure_ir(model)
-        have = read_metadata(xml)["precision"]
-        if precision is not None and p.ir != have and not (p.compute == "bf16" and have in ("FP16", "FP32")):
-            raise InputError(f"{model} is an {have} IR; --precision {p.name} needs an {p.ir} IR")
-    else:
-        spec = spec_from_args(model, weights, classes)
-        if spec.source == "custom":
-            xml = convert(spec, weights=weights, fp16=p.ir == "FP16")
-        else:
-            xml = ensure_ir(spec.name, weights=weights, precision=p.ir)
-    return Predictor(xml, device=device, hint=hint, threads=threads, static_shape=static_shape, profile=profile,
-                     compute=p.compute)
+    p = S.precision(precision) if precision is not None else None  # parsed once, here at the edge
+    target = model if is_ir_path(model) else spec_from_args(model, weights, classes)
+    return predictor_for(target, p, weights=weights, device=device, hint=hint, threads=threads,
+                         static_shape=static_shape, profile=profile)
 
 
 def expand_images(items: list[str]) -> list[str]:

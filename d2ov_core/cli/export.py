@@ -20,12 +20,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..export.convert import ensure_ir
+    from ..export.resolve import resolve_ir
+    from ..runtime.settings import precision
     from ..serve.ovms import check_name, write_repository
 
     if args.name is not None:
         check_name(args.name)  # before finding (or converting) the IR
-    xml = ensure_ir(args.model, precision=args.precision)
+    xml = resolve_ir(args.model, precision(args.precision) if args.precision else None)
     name, text = write_repository(xml, args.ovms, name=args.name, nireq=args.nireq, hint=args.hint)
     print(f"exported {xml} to {args.ovms}/{name}/1/ (config: {args.ovms}/config.json)\n")
     print(text)

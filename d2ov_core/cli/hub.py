@@ -15,10 +15,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..export.convert import ensure_ir
+    from ..export.resolve import resolve_ir
     from ..store import hub
 
-    xml = ensure_ir(args.model)
+    xml = resolve_ir(args.model)
     sub = hub.push_ir(xml, args.repo_id, revision=args.revision, dry_run_dir=Path(args.dry_run) if args.dry_run else None)
     if args.dry_run:
         where = args.dry_run

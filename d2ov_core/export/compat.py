@@ -150,6 +150,15 @@ def _shim_export_package() -> None:
     sys.modules["detectron2.export"] = pkg
 
 
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported (without importing it); an import hook that refuses it
+    (the torch-boundary test's) counts as not installed."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
 def apply() -> None:
     """Install the shims (idempotent). Call before importing anything from detectron2."""
     global _applied
@@ -160,7 +169,7 @@ def apply() -> None:
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     _shim_pil()
     _shim_pkg_resources()
-    if importlib.util.find_spec("detectron2") is not None:
+    if _installed("detectron2"):
         _shim_c_extension()
         _shim_export_package()
         _shim_torchvision()

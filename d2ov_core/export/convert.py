@@ -42,7 +42,7 @@ from ..store.lookup import IR_NAME, cached_ir_dir, find_ir, graph_revision
 from ..store.weights import Progress
 from .quantize import Recipe
 
-__all__ = ["convert", "ensure_ir", "default_sample"]
+__all__ = ["convert", "default_sample"]
 
 log = logging.getLogger("d2ov")
 
@@ -280,33 +280,6 @@ def _other_size(chw: np.ndarray) -> np.ndarray:
     _, h, w = chw.shape
     nh, nw = max(32, int(h * 0.75) | 1), max(32, int(w * 0.6) | 1)
     return np.ascontiguousarray(chw[:, :nh, :nw])
-
-
-def ensure_ir(model: str, weights: str | None = None, fp16: bool = True, progress: Progress = True,
-              precision: str | None = None) -> Path:
-    """Path of an IR for ``model``: an IR path the user gave (checked against its ``d2ov.json``), the
-    IR that :func:`d2ov_core.store.lookup.find_ir` says serves it, or a new conversion (FP16/FP32
-    only: an INT8 IR needs calibration images).
-
-    ``model`` may be a path to an ``.xml`` (or a folder holding ``model.xml``) or a catalog name;
-    ``precision`` (``FP16``/``FP32``/``INT8``) overrides ``fp16``. ``weights`` other than the
-    catalog's always convert (cached by their sha256).
-    """
-    p = Path(model)
-    if p.suffix == ".xml":
-        return cache.check_given_ir(p)
-    if p.is_dir() and (p / IR_NAME).is_file():
-        return cache.check_given_ir(p / IR_NAME)
-    spec = catalog.get(model)
-    precision = (precision or ("FP16" if fp16 else "FP32")).upper()
-    if weights is None:
-        found = find_ir(spec.name, precision)
-        if found is not None:
-            return found
-    if precision == "INT8":
-        raise ConversionError(f"no INT8 IR of {spec.name} yet: make one with `d2ov convert {spec.name} "
-                              "--precision INT8 --calibration DIR` (DIR: images of the model's domain)")
-    return convert(spec, weights=weights, fp16=precision == "FP16", progress=progress)
 
 
 # ----------------------------------------------------------------------------- graph -> IR

@@ -71,11 +71,10 @@ class AccuracyCheck:
                    if self.reference.get(k) is not None and row.get(k) is not None)
 
     def _measure(self, xml: Path, precision: str) -> dict[str, Any]:
-        from ..runtime.predictor import Predictor
+        from ..export.resolve import open_predictor
         from .evaluate import evaluate
 
-        p = S.precision(precision)
-        predictor = Predictor(xml, compute=p.compute)
+        predictor = open_predictor(xml, S.precision(precision))
         panoptic = self.panoptic if predictor.task == "panoptic_segmentation" else None
         res = evaluate(predictor, self.annotations, self.images, limit=self.limit, progress=self.progress is True,
                        panoptic=panoptic)

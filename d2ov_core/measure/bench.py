@@ -113,11 +113,12 @@ def _worker(variant: str, model: str, weights: str | None, images: list[str], ru
 
         pred = ReferencePredictor(model, weights=weights, threads=threads, progress=False)
     else:
-        from ..runtime.predictor import Predictor
+        from ..export.resolve import open_predictor
+        from ..runtime.settings import PRECISIONS
 
         hint = "THROUGHPUT" if variant.endswith("throughput") else "LATENCY"
-        pred = Predictor(xml, hint=hint, threads=threads, static_shape=static_shape if "static" in variant else None,
-                         compute="bf16" if "bf16" in variant else "f32")
+        pred = open_predictor(xml, PRECISIONS["BF16"] if "bf16" in variant else None, hint=hint, threads=threads,
+                              static_shape=static_shape if "static" in variant else None)
     for _ in range(warmup):
         pred.predict(rgbs[0], threshold=0.05)
     extra: dict[str, Any] = {}
@@ -198,7 +199,9 @@ def run_bench(model: str, images: list[str], weights: str | None = None, runs: i
     as bench.md / bench.json / bench.png). INT8 variants need ``calibration`` (a folder of images of
     the model's domain), except for catalog models that ship an INT8 IR."""
     from ..errors import InputError, first_line
-    from ..export.convert import convert, ensure_ir
+    from ..export.convert import convert
+    from ..export.resolve import resolve_ir
+    from ..runtime.settings import PRECISIONS
     from ..runtime import ir as runtime
     from ..store.lookup import find_ir
 
@@ -214,7 +217,7 @@ def run_bench(model: str, images: list[str], weights: str | None = None, runs: i
         elif precision == "INT8" and not have_int8:
             raise InputError(f"INT8 variants of {model} need --calibration DIR (images of the model's domain)")
         else:
-            xml_of[precision] = str(ensure_ir(model, weights=weights, precision=precision, progress=False))
+            xml_of[precision] = str(resolve_ir(model, PRECISIONS[precision], weights=weights, progress=False))
     if static_shape is None and any("static" in v for v in variants):
         static_shape = default_static_shape(runtime.read_metadata(next(iter(xml_of.values()))), images[0])
     log(f"[bench] counting FLOPs of {model} ...")

@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import D2ovError, DeviceError, DownloadError, IRError, ModelNotFoundError, NotReadyError, ServerError
+from ..export.resolve import open_predictor, resolve_ir
+from ..runtime.predictor import Predictor
 from ..runtime.settings import DEFAULT_PRECISION, IR_PRECISIONS, PRECISIONS, Precision
 from ..runtime.settings import precision as get_precision
 from ..store import cache, catalog, lookup
@@ -369,9 +371,7 @@ class ModelService:
             with self._convert_slot:  # one conversion at a time: each takes GBs and all cores
                 report("downloading the Detectron2 weights")
                 try:
-                    from ..export.convert import convert
-
-                    xml = convert(name, fp16=precision == "FP16", progress=report)
+                    xml = resolve_ir(name, PRECISIONS[precision], progress=report)
                 except DownloadError as e:
                     errors.append(f"this server cannot download the model's Detectron2 weights ({e}); choose a "
                                   "demo model, or ask the server's owner to convert this one beforehand "
@@ -420,12 +420,10 @@ class ModelService:
             with self._lock:
                 if key in self._predictors:
                     return self._predictors[key]
-            from ..runtime.predictor import Predictor
-
             if remote:
                 pred = Predictor(server=self.server, model=self._remote[st.name][0])
             else:
-                pred = Predictor(st.xml, device=str(device), compute=p.compute if str(device) == "CPU" else "f32")
+                pred = open_predictor(st.xml, p, device=str(device))
             with self._lock:
                 self._predictors[key] = pred
                 while len(self._predictors) > self.max_predictors:

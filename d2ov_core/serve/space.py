@@ -193,7 +193,9 @@ def collect_models(models: list[str], *, weights: list[str] | None = None, class
     go with the i-th model. With ``proof_images``, each converted model's IRs are checked against
     Detectron2 on them (``d2ov verify``, :func:`d2ov_core.measure.proof.check`); an IR folder, whose float
     model is not known here, is not."""
-    from ..export.convert import convert, ensure_ir
+    from ..export.convert import convert
+    from ..export.resolve import resolve_ir
+    from ..runtime.settings import PRECISIONS
     from ..store import catalog, lookup
 
     weights, classes = list(weights or []), list(classes or [])
@@ -222,7 +224,7 @@ def collect_models(models: list[str], *, weights: list[str] | None = None, class
             elif spec.source == "custom" or w or measure is not None:
                 irs[p] = convert(spec, weights=w, fp16=p == "FP16", measure=measure, progress=progress)
             else:
-                irs[p] = ensure_ir(spec.name, precision=p, progress=progress)
+                irs[p] = resolve_ir(spec, PRECISIONS[p], progress=progress)
         checked = _prove(spec, w, irs, proof_images or [], progress)
         if spec.source != "custom" and all(lookup.problem(x, spec.name, p) is None for p, x in irs.items()):
             out.append(SpaceModel(spec.name, irs, proof=checked))

@@ -9,7 +9,7 @@ family (:data:`GRAPH_REVISIONS`, :func:`graph_revision`). Places looked at, in o
      and folders whose files no longer match their ``d2ov.json`` are never returned).
 
 Callers then fall back to the Hugging Face Hub (:mod:`d2ov_core.store.hub`, whose IRs pass
-:func:`problem` too) and to a conversion (:func:`d2ov_core.export.convert.ensure_ir`). An IR the user
+:func:`problem` too) and to a conversion (:func:`d2ov_core.export.resolve.resolve_ir`). An IR the user
 names by path is theirs to choose and is only checked against its own ``d2ov.json``
 (:func:`d2ov_core.store.cache.check_given_ir`).
 

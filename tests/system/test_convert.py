@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from d2ov_core.export.convert import convert, ensure_ir
+from d2ov_core.export.convert import convert
+from d2ov_core.export.resolve import resolve_ir
 from d2ov_core.runtime import ir as runtime
 from d2ov_core.runtime.predictor import Predictor
 from d2ov_core.store import catalog
@@ -64,7 +65,7 @@ def test_conversion_is_cached_and_atomic(tiny_spec, monkeypatch, tmp_path):
     again = convert(tiny_spec, weights="random", sample=real_photo(), progress=False)
     assert again == xml and xml.stat().st_mtime_ns == mtime  # cache hit: not rewritten
     assert [p.name for p in xml.parent.parent.iterdir()] == [xml.parent.name]  # no temp dirs left
-    assert ensure_ir(str(xml.parent)) == xml
+    assert resolve_ir(str(xml.parent)) == xml
 
 
 def test_tiny_ir_handles_blank_image_and_zero_detections(tiny_ir):

@@ -228,7 +228,7 @@ def test_kill_during_int8_calibration_then_rerun_completes(tmp_path, calibration
 # ----------------------------------------------------------------------------- lookups (no conversion needed)
 
 def test_lookups_skip_leftovers_and_drop_mismatched_irs(tmp_path, caplog):
-    """What the app (ModelService) and `ensure_ir` read from the cache: cache.cached_irs."""
+    """What the app (ModelService) and `resolve_ir` read from the cache: cache.cached_irs."""
     src = helpers.sparse_ir()
     root = tmp_path / "ir" / "some_model"
     good = helpers.copy_ir(src, root / "aaaa")

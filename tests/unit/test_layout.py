@@ -131,8 +131,10 @@ print("ok", len(det))
 
 
 def test_the_blocker_blocks():
-    """The test above can fail: with the blocker, importing the export side does."""
-    code = BLOCKER + "import d2ov_core.export.model"
+    """The test above can fail: with the blocker, using the export side does (its modules import torch
+    and Detectron2 lazily, so importing them alone would not)."""
+    code = BLOCKER + ("from d2ov_core.export.model import load_cfg\nfrom d2ov_core.store import catalog\n"
+                      "load_cfg(catalog.get('COCO-Detection/faster_rcnn_R_50_FPN_1x'))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode != 0 and "blocked by the torch-boundary test" in res.stderr
 

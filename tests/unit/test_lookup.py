@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from d2ov_core.export.convert import ensure_ir, save_ir
+from d2ov_core.export.convert import save_ir
+from d2ov_core.export.resolve import resolve_ir
 from d2ov_core.runtime import ir as runtime
+from d2ov_core.runtime.settings import PRECISIONS
 from d2ov_core.serve.service import ModelService
 from d2ov_core.store import lookup
 from d2ov_core.store.cache import sha256_file
@@ -88,7 +90,7 @@ def test_graph_revision_of_an_unknown_family_is_an_error():
 def test_a_current_cached_ir_serves_cli_and_app(tmp_cache):
     good = cached_copy(tmp_cache, "FP32", "good")
     assert lookup.find_ir(NAME, "FP32") == good
-    assert ensure_ir(NAME, precision="FP32") == good  # the CLI's path: no conversion
+    assert resolve_ir(NAME, PRECISIONS["FP32"]) == good  # the CLI's path: no conversion
     service = ModelService(use_hub=False, convert_fallback=False, models_root=tmp_cache / "none")
     st = service.state(NAME, "FP32")
     assert st.status == "ready" and st.xml == good
