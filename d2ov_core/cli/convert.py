@@ -73,10 +73,10 @@ def run(args) -> int:
         from ..runtime.settings import ap_text
 
         meta = read_metadata(xml)
-        for p, row in meta["accuracy"].items():
+        for p, row in meta.accuracy.items():
             print(f"  {p:<5} {ap_text(row, 2)}  ({row['ms']:.0f} ms/image, {row['images']} images of {row['set']})")
-        if meta["quantization"]:
-            print(f"  recipe {meta['quantization']}")
+        if meta.quantization:
+            print(f"  recipe {meta.quantization}")
         # the proof that travels with the IR: d2ov verify on the first images of that set, in its metadata
         from ..measure.proof import MAX_IMAGES, check, proof_text, record
         from ..runtime.images import image_files

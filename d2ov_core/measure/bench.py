@@ -187,7 +187,7 @@ def default_static_shape(meta: dict[str, Any], image: str) -> tuple[int, int]:
     from ..runtime.preprocess import resized_shape
 
     h, w = load_image(image).shape[:2]
-    rh, rw = resized_shape(h, w, int(meta["min_size"]), int(meta["max_size"]))
+    rh, rw = resized_shape(h, w, int(meta.min_size), int(meta.max_size))
     return -(-rh // 32) * 32, -(-rw // 32) * 32
 
 

@@ -146,7 +146,7 @@ def list_models(server: str, timeout: float | None = None) -> list[str]:
     raise ServerError(f"model server {server}: cannot list its models; name one (--remote-model)")
 
 
-def fetch_metadata(server: str, model: str, timeout: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def fetch_metadata(server: str, model: str, timeout: float | None = None) -> tuple[S.IRMetadata, dict[str, Any]]:
     """``(d2ov metadata, v2 model metadata)`` of ``model`` on ``server``."""
     server = check_server_url(server)
     timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)

@@ -214,7 +214,7 @@ def serve(irs: dict[str, str | os.PathLike], http_port: int = 8080, host: str = 
     for name, xml in irs.items():
         models[name] = _model_class()(name, xml, device=device, hint=hint)
         models[name].load()
-        log.info("serving %s (%s) as http://%s:%d/v2/models/%s", xml, models[name].ir.metadata["model_name"], host,
+        log.info("serving %s (%s) as http://%s:%d/v2/models/%s", xml, models[name].ir.metadata.model_name, host,
                  http_port, name)
 
     class LoopbackModelServer(kserve.ModelServer):

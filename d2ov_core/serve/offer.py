@@ -76,7 +76,7 @@ def find_local_irs(root: Path | None = None) -> tuple[dict[str, dict[str, Path]]
             log.warning("local IR %s not offered: %s", xml, problem)
             rejected[name] = f"{xml.relative_to(root)}: {problem}"
             continue
-        found.setdefault(name, {})[meta["precision"]] = xml
+        found.setdefault(name, {})[meta.precision] = xml
     return found, rejected
 
 
@@ -158,7 +158,7 @@ class ModelOffer:
     def default_model(self, task: str) -> str | None:
         """The model the page starts with for ``task``: the model server's first such model, else the
         catalog's default where offered, else the first offered (``None``: this server has none)."""
-        remote = [n for n, (_, meta) in self._remote.items() if meta["task"] == task]
+        remote = [n for n, (_, meta) in self._remote.items() if meta.task == task]
         if remote:
             return remote[0]
         offered = self.models(task)
@@ -175,9 +175,9 @@ class ModelOffer:
         names = [n for n in self._catalog if task is None or catalog.CATALOG[n].task == task]
         for name, irs in self._local.items():
             meta = metadata(next(iter(irs.values())))
-            if task is None or meta["task"] == task:
+            if task is None or meta.task == task:
                 names.append(name)
-        names += [n for n, (_, meta) in self._remote.items() if task is None or meta["task"] == task]
+        names += [n for n, (_, meta) in self._remote.items() if task is None or meta.task == task]
         return names
 
     def canonical(self, name: Any) -> str:
@@ -194,16 +194,16 @@ class ModelOffer:
         name = self.canonical(name)
         if name in self._remote:
             model, meta = self._remote[name]
-            return {"name": name, "task": meta["task"], "classes": meta["labels"], "box_ap": None, "mask_ap": None,
-                    "keypoint_names": list(meta["keypoint_names"]), "stuff_classes": list(meta["stuff_classes"]),
-                    "source": "model server", "description": f"{meta['model_name']} ({meta['precision']} IR) served "
+            return {"name": name, "task": meta.task, "classes": meta.labels, "box_ap": None, "mask_ap": None,
+                    "keypoint_names": list(meta.keypoint_names), "stuff_classes": list(meta.stuff_classes),
+                    "source": "model server", "description": f"{meta.model_name} ({meta.precision} IR) served "
                     f"by {self.server} as {model!r}: inference there, pre- and postprocessing here"}
         if name in self._local:
             irs = self._local[name]
             meta = metadata(next(iter(irs.values())))
-            return {"name": name, "task": meta["task"], "classes": meta["labels"], "box_ap": None, "mask_ap": None,
-                    "keypoint_names": list(meta["keypoint_names"]), "stuff_classes": list(meta["stuff_classes"]),
-                    "source": "local IR", "description": f"converted from {Path(meta['model_name']).name}"
-                    + (" with random weights" if meta["random_weights"] else f" with weights {Path(meta['weights_source']).name}")
+            return {"name": name, "task": meta.task, "classes": meta.labels, "box_ap": None, "mask_ap": None,
+                    "keypoint_names": list(meta.keypoint_names), "stuff_classes": list(meta.stuff_classes),
+                    "source": "local IR", "description": f"converted from {Path(meta.model_name).name}"
+                    + (" with random weights" if meta.random_weights else f" with weights {Path(meta.weights_source).name}")
                     + f" ({', '.join(irs)} IR{'s' * (len(irs) > 1)} in this server's models folder)"}
         return catalog.get(name).to_dict()

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..runtime.ir import read_metadata
+from ..runtime.settings import IRMetadata
 
 __all__ = ["model_name", "check_name", "config_entry", "write_repository", "readme", "MOUNT"]
 
@@ -34,10 +35,10 @@ MOUNT = "/models"
 OVMS_IMAGE = "openvino/model_server:latest"
 
 
-def model_name(metadata: dict[str, Any]) -> str:
+def model_name(metadata: IRMetadata) -> str:
     """A server-side name for an IR: the last part of its model name (``demo/mask_rcnn_shapes`` ->
     ``mask_rcnn_shapes``), characters other than letters, digits, ``_``, ``-``, ``.`` made ``_``."""
-    base = str(metadata["model_name"]).replace("\\", "/").rstrip("/").split("/")[-1]
+    base = str(metadata.model_name).replace("\\", "/").rstrip("/").split("/")[-1]
     base = re.sub(r"\.ya?ml$", "", base)
     return re.sub(r"[^A-Za-z0-9_.-]", "_", base) or "model"
 

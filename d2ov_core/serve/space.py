@@ -290,8 +290,8 @@ def _model_lines(models: list[SpaceModel], hub_repo: str | None, only: bool) -> 
         meta = metadata(next(iter(m.irs.values())))
         where = f"from the model repository {hub_repo}" if m.on_hub else (
             f"`models/{m.slug}/`" if not m.bundled else "bundled with the app")
-        classes = ", ".join(meta["labels"][:12]) + (" ..." if len(meta["labels"]) > 12 else "")
-        rows.append(f"- **{m.name}**: {meta['task'].replace('_', ' ')}, {len(meta['labels'])} classes ({classes}); "
+        classes = ", ".join(meta.labels[:12]) + (" ..." if len(meta.labels) > 12 else "")
+        rows.append(f"- **{m.name}**: {meta.task.replace('_', ' ')}, {len(meta.labels)} classes ({classes}); "
                     f"{', '.join(m.irs)} IR, {where}")
     if not only:
         from ..store import catalog

@@ -146,9 +146,9 @@ def push_ir(xml: Path, repo_id: str, revision: str | None = None, token: str | N
     meta = runtime.read_metadata(xml)
     folder = Path(xml).parent
     verify_ir_folder(folder)
-    sub = model_dir(meta["model_name"], meta["precision"])
+    sub = model_dir(meta.model_name, meta.precision)
     card = json.loads((folder / "d2ov.json").read_text())
-    row = (f"| {meta['model_name']} | {meta['task']} | {meta['precision']} | {card.get('box_ap') or '-'} | "
+    row = (f"| {meta.model_name} | {meta.task} | {meta.precision} | {card.get('box_ap') or '-'} | "
            f"{card.get('mask_ap') or '-'} |\n")
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp) / "repo"
@@ -168,7 +168,7 @@ def push_ir(xml: Path, repo_id: str, revision: str | None = None, token: str | N
                 # the Hub commits only to a branch that exists (else 404 "Invalid rev id")
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
             api.upload_folder(repo_id=repo_id, folder_path=str(stage), revision=revision,
-                              commit_message=f"d2ov push {meta['model_name']} {meta['precision']}")
+                              commit_message=f"d2ov push {meta.model_name} {meta.precision}")
         except Exception as e:
             raise UploadError(f"cannot push to the Hugging Face Hub {repo_id}: {hub_problem(e)}") from None
     return sub

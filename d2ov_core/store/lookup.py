@@ -94,21 +94,21 @@ def problem(xml: str | os.PathLike, name: str, precision: str) -> str | None:
     except D2ovError as e:
         return str(e)
     spec = CATALOG.get(name)
-    if meta["model_name"] != name:
-        return f"it is an IR of {meta['model_name']}, not {name}"
-    if meta["random_weights"]:
+    if meta.model_name != name:
+        return f"it is an IR of {meta.model_name}, not {name}"
+    if meta.random_weights:
         return "it was converted with random weights (for tests and speed measurements only)"
-    if meta["precision"] != precision:
-        return f"its precision is {meta['precision']}, not {precision}"
+    if meta.precision != precision:
+        return f"its precision is {meta.precision}, not {precision}"
     current = GRAPH_REVISIONS.get(meta.meta_architecture)
     if current is None:
         return f"d2ov does not convert architecture {meta.meta_architecture!r}"
     if meta.graph_revision != current:
         return (f"it was made by an older converter ({meta.meta_architecture} graph revision {meta.graph_revision}, "
                 f"current {current}); convert the model again")
-    if spec is not None and spec.weights_sha256 and meta["weights_sha256"] != spec.weights_sha256:
-        return f"its weights (sha256 {str(meta['weights_sha256'])[:12]}...) are not the catalog's"
-    if spec is not None and spec.config_sha256 and meta["config_sha256"] != spec.config_sha256:
+    if spec is not None and spec.weights_sha256 and meta.weights_sha256 != spec.weights_sha256:
+        return f"its weights (sha256 {str(meta.weights_sha256)[:12]}...) are not the catalog's"
+    if spec is not None and spec.config_sha256 and meta.config_sha256 != spec.config_sha256:
         return "it was converted from another version of the model's Detectron2 config"
     return None
 

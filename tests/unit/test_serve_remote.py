@@ -9,6 +9,7 @@ import pytest
 
 from d2ov_core.errors import InputError, IRError, NotReadyError, ServerError
 from d2ov_core.runtime.ir import read_metadata
+from d2ov_core.runtime.settings import IRMetadata
 from d2ov_core.serve import ovms
 from d2ov_core.serve.service import ModelService
 from d2ov_core.store import lookup
@@ -61,7 +62,7 @@ def test_ovms_repository_refuses_bad_input(tmp_path):
     ("/home/me/my config.yaml", "my_config"),
 ])
 def test_served_names(model_name, expected):
-    assert ovms.model_name({"model_name": model_name}) == expected
+    assert ovms.model_name(IRMetadata(model_name=model_name)) == expected
 
 
 # ----------------------------------------------------------------------------- the app's service
