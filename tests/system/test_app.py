@@ -23,6 +23,7 @@ from d2ov_core.store import catalog
 
 from ..conftest import ROOT, SAMPLES
 from ..helpers import wait_until_up
+from ..pagecheck import check_instances_drawn, check_segments_drawn, output_image, shown_precision
 
 ARTIFACTS = ROOT / "tests" / "_artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -140,17 +141,30 @@ def test_api_bad_inputs_are_readable_errors_and_server_survives(app_url, tmp_pat
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
 def test_real_browser_detect_and_threshold(app_url):
+    """What a person sees after Detect, read back from the page: the result image is the input with
+    the library's detections drawn (same size, every box's pixels changed, the rest the input's);
+    moving the threshold redraws it for the library's answer at the new threshold."""
     from playwright.sync_api import expect
+
+    from d2ov_core.runtime.images import load_image
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.store.lookup import bundled_ir
 
     url, _, _ = app_url
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = "demo/mask_rcnn_shapes"
+    sample = sorted(SAMPLES.glob("shapes_*.jpg"))[0]
+    rgb = load_image(sample)
     with browser_page(1100) as page:
         page.goto(url)
         page.get_by_text("Examples").first.wait_for(timeout=60_000)
-        page.locator("input[type=file]").first.set_input_files(str(sorted(SAMPLES.glob("shapes_*.jpg"))[0]))
+        expect(page.get_by_label("Model")).to_have_value(name, timeout=30_000)
+        page.locator("input[type=file]").first.set_input_files(str(sample))
         page.get_by_role("button", name="Detect").click()
-        out = page.locator("img[src*='/file=']").or_(page.locator("img[src*='gradio_api/file']"))
         expect(page.get_by_text("detections at threshold 0.50")).to_be_visible(timeout=120_000)
+        precision = shown_precision(page)
+        ref = Predictor(bundled_ir(name, precision)).predict(rgb, threshold=0.5)
+        check_instances_drawn(output_image(page), rgb, ref)
         rows_before = page.locator("table tbody tr").count()
         assert rows_before > 0
         page.screenshot(path=str(ARTIFACTS / "app_detect.png"), full_page=True)
@@ -160,7 +174,9 @@ def test_real_browser_detect_and_threshold(app_url):
         expect(page.get_by_text("detections at threshold 0.95")).to_be_visible(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "app_threshold.png"), full_page=True)
         assert page.locator("table tbody tr").count() <= rows_before
-        assert out.count() >= 1
+        high = ref.filter(0.95)
+        assert 0 < len(high) < len(ref)
+        check_instances_drawn(output_image(page), rgb, high)
 
 
 def test_mcp_schema_lists_detect_and_a_call_returns_detections(app_url):
@@ -288,22 +304,32 @@ def test_api_keypoint_model_returns_keypoints(app_url):
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
 def test_real_browser_keypoints_task(app_url):
-    """The Keypoints task in the browser: the keypoint demo model with its stick-figure examples,
-    Detect draws the figures' keypoints."""
+    """The Keypoints task in the browser: the keypoint demo model with its stick-figure examples;
+    Detect draws the library's detections and their keypoints on the input."""
     from playwright.sync_api import expect
+
+    from d2ov_core.runtime.images import load_image
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.store.lookup import bundled_ir
 
     url, _, _ = app_url
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = catalog.DEFAULTS["keypoints"]
+    sample = sorted(SAMPLES.glob("figures_*.jpg"))[0]
+    rgb = load_image(sample)
     with browser_page() as page:
         page.goto(url)
         page.get_by_text("Examples (synthetic shapes)").wait_for(timeout=60_000)
         page.get_by_label("Keypoints").check()
-        expect(page.get_by_label("Model")).to_have_value(catalog.DEFAULTS["keypoints"], timeout=30_000)
+        expect(page.get_by_label("Model")).to_have_value(name, timeout=30_000)
         expect(page.get_by_text("Examples (stick figures)")).to_be_visible(timeout=30_000)
         expect(page.get_by_text("keypoints (7): head, neck")).to_be_visible(timeout=60_000)
-        page.locator("input[type=file]").first.set_input_files(str(sorted(SAMPLES.glob("figures_*.jpg"))[0]))
+        page.locator("input[type=file]").first.set_input_files(str(sample))
         page.get_by_role("button", name="Detect").click()
         expect(page.get_by_text("detections at threshold 0.50")).to_be_visible(timeout=120_000)
+        ref = Predictor(bundled_ir(name, shown_precision(page))).predict(rgb, threshold=0.5)
+        assert ref.keypoints is not None
+        check_instances_drawn(output_image(page), rgb, ref)
         assert page.locator("table tbody tr").count() > 0
         page.screenshot(path=str(ARTIFACTS / "app_keypoints.png"), full_page=True)
 
@@ -337,22 +363,31 @@ def test_api_panoptic_model_returns_segments(app_url):
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
 def test_real_browser_panoptic_task(app_url):
     """The Panoptic segmentation task in the browser: the panoptic demo model with its examples;
-    Detect shows the labelled map and a table of segments, things and stuff."""
+    Detect shows the library's panoptic map drawn on the input (every segment) and a table of
+    segments, things and stuff."""
     from playwright.sync_api import expect
+
+    from d2ov_core.runtime.images import load_image
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.store.lookup import bundled_ir
 
     url, _, _ = app_url
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = catalog.DEFAULTS["panoptic_segmentation"]
+    sample = catalog.sample_images("panoptic_segmentation")[0]
+    rgb = load_image(sample)
     with browser_page() as page:
         page.goto(url)
         page.get_by_text("Examples (synthetic shapes)").wait_for(timeout=60_000)
         page.get_by_label("Panoptic segmentation").check()
-        expect(page.get_by_label("Model")).to_have_value(catalog.DEFAULTS["panoptic_segmentation"], timeout=30_000)
+        expect(page.get_by_label("Model")).to_have_value(name, timeout=30_000)
         expect(page.get_by_text("Examples (shapes over textured regions)")).to_be_visible(timeout=30_000)
         expect(page.get_by_text("stuff classes (")).to_be_visible(timeout=60_000)
-        sample = catalog.sample_images("panoptic_segmentation")[0]
         page.locator("input[type=file]").first.set_input_files(str(sample))
         page.get_by_role("button", name="Detect").click()
         expect(page.get_by_text("panoptic segments (")).to_be_visible(timeout=120_000)
+        ref = Predictor(bundled_ir(name, shown_precision(page))).predict(rgb, threshold=0.5)
+        check_segments_drawn(output_image(page), rgb, ref)
         page.screenshot(path=str(ARTIFACTS / "app_panoptic.png"), full_page=True)
         for kind in ("thing", "stuff"):  # the segments table lists both (only its cells say just that)
             expect(page.get_by_text(kind, exact=True).locator("visible=true").first).to_be_visible(timeout=30_000)

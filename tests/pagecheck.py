@@ -1,0 +1,105 @@
+"""What a person sees on the app's page, read back from a real browser (Playwright) and checked
+against the library (tests/system/test_app.py): the rendered result image (decoded pixels).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+from PIL import Image
+
+# ----------------------------------------------------------------------------- the result image
+
+#: a pixel "changed" when one of its channels moved by more than this (0-255); JPEG/PNG round trips
+#: of the same pixels move none (the app sends PNG, the input is decoded the way the app decodes it)
+CHANGED = 24
+
+
+def output_image(page, label: str = "Detections") -> np.ndarray:
+    """The RGB pixels of the image shown under the block label ``label`` (the result, not the input's
+    preview): its ``src`` fetched through the page's own context and decoded. Waits until the browser
+    has loaded it."""
+    img = (page.locator(".block").filter(has=page.get_by_test_id("block-label").get_by_text(label, exact=True))
+           .locator("img"))
+    img.wait_for(state="visible", timeout=60_000)
+    assert img.count() == 1, f"{img.count()} images under the label {label!r}"
+    page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img.element_handle(), timeout=30_000)
+    src = img.get_attribute("src")
+    response = page.request.get(src)
+    assert response.ok, f"{src}: HTTP {response.status}"
+    return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+
+
+def shown_precision(page) -> str:
+    """The precision the summary line says the result ran at ("... on CPU, INT8 — ...")."""
+    text = page.get_by_text(re.compile(r" on \S+, [A-Z0-9]+ — ")).first.inner_text()
+    return re.search(r" on \S+, ([A-Z0-9]+) — ", text).group(1)
+
+
+def _changed(out: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    (h, w), (ih, iw) = out.shape[:2], rgb.shape[:2]
+    assert out.shape == rgb.shape, f"the result image is {w}x{h}, the input {iw}x{ih}"
+    return np.abs(out.astype(np.int16) - rgb.astype(np.int16)).max(-1) > CHANGED
+
+
+def _box_slice(box, shape, margin: int = 0):
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    return (slice(max(y0 - margin, 0), min(y1 + 1 + margin, shape[0])),
+            slice(max(x0 - margin, 0), min(x1 + 1 + margin, shape[1])))
+
+
+def check_instances_drawn(out: np.ndarray, rgb: np.ndarray, det) -> None:
+    """``out`` is ``rgb`` with ``det`` drawn on it: the same size; inside every box at least 3% of
+    the pixels changed (outline, label, mask); away from all boxes (20 px margin for the labels drawn
+    above them) at least 80% unchanged, so neither the input returned as it is nor a blank or
+    repainted image passes; every keypoint scoring above the renderer's threshold changed at least a
+    third of the 5x5 pixels around it. Measured with Detectron2's Visualizer (random colours per
+    instance) on the demo models' first 4 samples at thresholds 0.5 and 0.95, 5 renders each, INT8
+    and FP16: in a box at least 6.9% changed (Faster R-CNN: a large box holds only its outline and
+    label; Mask R-CNN 26%, Keypoint R-CNN 12%), away from them at least 94% unchanged, around a
+    keypoint at least 84% changed."""
+    from d2ov_core.runtime.detections import KEYPOINT_THRESHOLD
+
+    changed = _changed(out, rgb)
+    assert len(det) > 0
+    away = np.ones(changed.shape, bool)
+    for i, box in enumerate(det.boxes):
+        inside = changed[_box_slice(box, changed.shape)].mean()
+        assert inside >= 0.03, f"detection {i} ({det.labels[i]}, box {np.round(box, 1).tolist()}): " \
+                               f"only {inside:.1%} of its pixels changed"
+        away[_box_slice(box, changed.shape, margin=20)] = False
+    if away.sum() > 1000:
+        kept = 1 - changed[away].mean()
+        assert kept >= 0.8, f"only {kept:.1%} of the pixels away from the detections are the input's"
+    if det.keypoints is not None:
+        for i, inst in enumerate(det.keypoints):
+            for k, (x, y, s) in enumerate(inst):
+                if s > KEYPOINT_THRESHOLD:
+                    near = changed[_box_slice((x - 2, y - 2, x + 2, y + 2), changed.shape)].mean()
+                    assert near >= 1 / 3, \
+                        f"detection {i}, keypoint {det.keypoint_names[k]} at ({x:.0f}, {y:.0f}): not drawn"
+
+
+def check_segments_drawn(out: np.ndarray, rgb: np.ndarray, det) -> None:
+    """``out`` is ``rgb`` with ``det``'s panoptic map drawn on it: the same size; in every segment at
+    least 10% of the pixels changed; the segments are told apart (their median colours in the result
+    are at least as many as the classes shown: a uniform repaint fails); the pixels of no segment are
+    at least 30% the input's. Measured as for :func:`check_instances_drawn` (the panoptic demo
+    model): in a segment at least 19.5% changed (a segment whose colour happens to be near the
+    input's), 2 colours more than classes at least, the pixels of no segment at least 59% unchanged."""
+    changed = _changed(out, rgb)
+    assert det.panoptic_seg is not None and len(det.segments) > 0
+    medians = set()
+    for seg in det.segments:
+        where = det.panoptic_seg == seg["id"]
+        part = changed[where].mean()
+        assert part >= 0.1, f"segment {seg['id']} ({seg['label']}, {seg['area']} px): only {part:.1%} changed"
+        medians.add(tuple(np.median(out[where], axis=0).astype(int) // 8))
+    classes = {seg["label"] for seg in det.segments}
+    assert len(medians) >= len(classes), f"{len(medians)} colours for {len(classes)} classes"
+    none = det.panoptic_seg == 0
+    if none.sum() > 500:
+        kept = 1 - changed[none].mean()
+        assert kept >= 0.3, f"only {kept:.1%} of the pixels of no segment are the input's"
