@@ -1,5 +1,6 @@
 """What a person sees on the app's page, read back from a real browser (Playwright) and checked
-against the library (tests/system/test_app.py): the rendered result image (decoded pixels).
+against the library (tests/system/test_app.py): the rendered result image (decoded pixels) and the
+results table (cell by cell).
 """
 
 from __future__ import annotations
@@ -103,3 +104,60 @@ def check_segments_drawn(out: np.ndarray, rgb: np.ndarray, det) -> None:
     if none.sum() > 500:
         kept = 1 - changed[none].mean()
         assert kept >= 0.3, f"only {kept:.1%} of the pixels of no segment are the input's"
+
+
+# ----------------------------------------------------------------------------- the table
+
+def table_rows(page, label: str = "Detections table") -> tuple[list[str], list[list[str]]]:
+    """``(headers, rows)`` of the Dataframe labelled ``label`` as the page shows them (cell texts).
+    Gradio draws the table as a virtual grid: it is scrolled until every row has been seen."""
+    grid = page.get_by_role("grid", name=label)
+    grid.wait_for(timeout=30_000)
+    headers = [t.strip() for t in grid.locator("[role=columnheader]").all_inner_texts()]
+    n_rows = int(grid.get_attribute("aria-rowcount")) - 1  # the header row counts
+    viewport = grid.locator(".virtual-table-viewport")
+    seen: dict[tuple[int, int], str] = {}
+    for _ in range(50):
+        cells = grid.locator("[role=gridcell]").evaluate_all(
+            "cs => cs.map(c => [+c.dataset.row, +c.dataset.col, c.innerText])")
+        seen.update({(r, c): text.strip() for r, c, text in cells})
+        if len({r for r, _ in seen}) >= n_rows:
+            break
+        viewport.evaluate("e => e.scrollBy(0, e.clientHeight / 2)")
+        page.wait_for_timeout(100)
+    rows = [[seen.get((r, c), "") for c in range(len(headers))] for r in range(n_rows)]
+    assert all(all(k in seen for k in ((r, c) for c in range(len(headers)))) for r in range(n_rows)), \
+        f"not every cell of {label!r} was shown"
+    return headers, rows
+
+
+def _number(text: str) -> float | None:
+    return None if text in ("", "None", "nan", "NaN") else float(text)
+
+
+def check_detection_rows(headers: list[str], rows: list[list[str]], det) -> None:
+    """The table is ``det``, row by row: labels equal, scores to 2 decimals, boxes within 1 px."""
+    assert headers == ["label", "score", "x0", "y0", "x1", "y1"], headers
+    assert len(rows) == len(det) > 0, f"the page shows {len(rows)} rows, the library finds {len(det)}"
+    for i, (row, label, score, box) in enumerate(zip(rows, det.labels, det.scores, det.boxes)):
+        assert row[0] == str(label), f"row {i}: {row[0]!r}, the library says {label!r}"
+        assert abs(float(row[1]) - float(score)) <= 0.005, f"row {i}: score {row[1]}, the library's {score:.3f}"
+        shown = np.array([float(v) for v in row[2:]])
+        assert np.abs(shown - box).max() <= 1.0, \
+            f"row {i}: box {shown.tolist()}, the library's {np.round(box, 1).tolist()}"
+
+
+def check_segment_rows(headers: list[str], rows: list[list[str]], det) -> None:
+    """The table is ``det``'s panoptic segments, row by row: id, class, thing/stuff and area equal,
+    scores to 2 decimals (stuff has none)."""
+    assert headers == ["segment", "class", "thing/stuff", "area px", "score"], headers
+    assert len(rows) == len(det.segments) > 0, \
+        f"the page shows {len(rows)} rows, the library finds {len(det.segments)} segments"
+    for row, seg in zip(rows, det.segments):
+        assert [int(row[0]), row[1], row[2], int(row[3])] == \
+               [seg["id"], seg["label"], "thing" if seg["isthing"] else "stuff", seg["area"]], (row, seg)
+        score = _number(row[4])
+        if seg["score"] is None:
+            assert score is None, (row, seg)
+        else:
+            assert score is not None and abs(score - seg["score"]) <= 0.005, (row, seg)

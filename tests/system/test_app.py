@@ -23,7 +23,15 @@ from d2ov_core.store import catalog
 
 from ..conftest import ROOT, SAMPLES
 from ..helpers import wait_until_up
-from ..pagecheck import check_instances_drawn, check_segments_drawn, output_image, shown_precision
+from ..pagecheck import (
+    check_detection_rows,
+    check_instances_drawn,
+    check_segment_rows,
+    check_segments_drawn,
+    output_image,
+    shown_precision,
+    table_rows,
+)
 
 ARTIFACTS = ROOT / "tests" / "_artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -142,8 +150,9 @@ def test_api_bad_inputs_are_readable_errors_and_server_survives(app_url, tmp_pat
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
 def test_real_browser_detect_and_threshold(app_url):
     """What a person sees after Detect, read back from the page: the result image is the input with
-    the library's detections drawn (same size, every box's pixels changed, the rest the input's);
-    moving the threshold redraws it for the library's answer at the new threshold."""
+    the library's detections drawn (same size, every box's pixels changed, the rest the input's), the
+    table is the library's answer row by row; moving the threshold redraws both for the library's
+    answer at the new threshold."""
     from playwright.sync_api import expect
 
     from d2ov_core.runtime.images import load_image
@@ -165,17 +174,17 @@ def test_real_browser_detect_and_threshold(app_url):
         precision = shown_precision(page)
         ref = Predictor(bundled_ir(name, precision)).predict(rgb, threshold=0.5)
         check_instances_drawn(output_image(page), rgb, ref)
-        rows_before = page.locator("table tbody tr").count()
-        assert rows_before > 0
+        check_detection_rows(*table_rows(page), ref)
         page.screenshot(path=str(ARTIFACTS / "app_detect.png"), full_page=True)
         number = page.get_by_label("number input for Confidence threshold").or_(page.locator("input[type=number]").first)
         number.fill("0.95")
         number.press("Enter")
         expect(page.get_by_text("detections at threshold 0.95")).to_be_visible(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "app_threshold.png"), full_page=True)
-        assert page.locator("table tbody tr").count() <= rows_before
         high = ref.filter(0.95)
         assert 0 < len(high) < len(ref)
+        expect(page.get_by_role("grid", name="Detections table")).to_have_attribute("aria-rowcount", str(len(high) + 1))
+        check_detection_rows(*table_rows(page), high)
         check_instances_drawn(output_image(page), rgb, high)
 
 
@@ -305,7 +314,8 @@ def test_api_keypoint_model_returns_keypoints(app_url):
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
 def test_real_browser_keypoints_task(app_url):
     """The Keypoints task in the browser: the keypoint demo model with its stick-figure examples;
-    Detect draws the library's detections and their keypoints on the input."""
+    Detect draws the library's detections and their keypoints on the input, the table is the
+    library's answer."""
     from playwright.sync_api import expect
 
     from d2ov_core.runtime.images import load_image
@@ -330,7 +340,7 @@ def test_real_browser_keypoints_task(app_url):
         ref = Predictor(bundled_ir(name, shown_precision(page))).predict(rgb, threshold=0.5)
         assert ref.keypoints is not None
         check_instances_drawn(output_image(page), rgb, ref)
-        assert page.locator("table tbody tr").count() > 0
+        check_detection_rows(*table_rows(page), ref)
         page.screenshot(path=str(ARTIFACTS / "app_keypoints.png"), full_page=True)
 
 
@@ -363,8 +373,8 @@ def test_api_panoptic_model_returns_segments(app_url):
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
 def test_real_browser_panoptic_task(app_url):
     """The Panoptic segmentation task in the browser: the panoptic demo model with its examples;
-    Detect shows the library's panoptic map drawn on the input (every segment) and a table of
-    segments, things and stuff."""
+    Detect shows the library's panoptic map drawn on the input (every segment) and its segments,
+    things and stuff, row by row."""
     from playwright.sync_api import expect
 
     from d2ov_core.runtime.images import load_image
@@ -388,6 +398,7 @@ def test_real_browser_panoptic_task(app_url):
         expect(page.get_by_text("panoptic segments (")).to_be_visible(timeout=120_000)
         ref = Predictor(bundled_ir(name, shown_precision(page))).predict(rgb, threshold=0.5)
         check_segments_drawn(output_image(page), rgb, ref)
+        headers, rows = table_rows(page)
+        check_segment_rows(headers, rows, ref)
+        assert {r[2] for r in rows} == {"thing", "stuff"}  # the segments table lists both
         page.screenshot(path=str(ARTIFACTS / "app_panoptic.png"), full_page=True)
-        for kind in ("thing", "stuff"):  # the segments table lists both (only its cells say just that)
-            expect(page.get_by_text(kind, exact=True).locator("visible=true").first).to_be_visible(timeout=30_000)
