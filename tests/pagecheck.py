@@ -1,6 +1,6 @@
 """What a person sees on the app's page, read back from a real browser (Playwright) and checked
-against the library (tests/system/test_app.py): the rendered result image (decoded pixels) and the
-results table (cell by cell).
+against the library (tests/system/test_app.py): the rendered result image (decoded pixels), the
+results table (cell by cell) and the precision labels (their AP values).
 """
 
 from __future__ import annotations
@@ -161,3 +161,52 @@ def check_segment_rows(headers: list[str], rows: list[list[str]], det) -> None:
             assert score is None, (row, seg)
         else:
             assert score is not None and abs(score - seg["score"]) <= 0.005, (row, seg)
+
+
+# ----------------------------------------------------------------------------- precision labels
+
+_METRICS = {"PQ": "PQ", "box AP": "box_AP", "mask AP": "mask_AP", "keypoint AP": "keypoint_AP"}
+_PRIMARY = ("PQ", "keypoint_AP", "mask_AP", "box_AP")  # the measure the default is chosen by, per row
+
+
+def precision_labels(page) -> list[str]:
+    """The precision control's option labels as the page shows them ("INT8 · box AP 60.8 ... · 53 ms")."""
+    radio = page.locator(".block").filter(has=page.get_by_text("Precision (AP measured", exact=False)).last
+    labels = [t.strip() for t in radio.locator("label").all_inner_texts()]
+    return [t for t in labels if " · " in t]
+
+
+def check_precision_labels(labels: list[str], model: str) -> str:
+    """Every option's AP values, AP difference from the float model and model time are the bundled
+    IRs' metadata (:func:`~d2ov_core.runtime.ir.read_metadata`: each precision's row from the IR it
+    runs, BF16 from the FP16 IR, FP32 from whichever IR measured it), to the one decimal shown; the
+    options are the bundled IRs' precisions (BF16 where this CPU computes bfloat16); "Auto" names the
+    fastest within 0.5 of the float model's main measure. Returns the precision "Auto" names."""
+    from d2ov_core.runtime.ir import bf16_available, read_metadata
+    from d2ov_core.runtime.settings import PRECISIONS
+    from d2ov_core.store.lookup import bundled_ir
+
+    acc = {ir: read_metadata(bundled_ir(model, ir)).accuracy for ir in ("FP16", "INT8")}
+    fp32 = next(a["FP32"] for a in acc.values() if "FP32" in a)
+    auto = [t for t in labels if t.startswith("Auto · ")]
+    shown = {}
+    for text in labels:
+        if text.startswith("Auto · "):
+            continue
+        m = re.fullmatch(r"(\w+) · (.+?)(?: \(([+-]\d+\.\d) ([\w ]+)\))? · (\d+) ms", text)
+        assert m, f"unexpected precision label {text!r}"
+        p, aps, delta, delta_key, ms = m.groups()
+        row = acc[PRECISIONS[p].ir][p]
+        values = {_METRICS[k]: v for k, v in re.findall(r"(PQ|box AP|mask AP|keypoint AP) (-?\d+\.\d)", aps)}
+        expected = {k: f"{row[k]:.1f}" for k in _METRICS.values() if row.get(k) is not None}
+        assert values == expected, f"{p}: the page shows {values}, the IR's metadata {expected}"
+        assert ms == f"{row['ms']:.0f}", f"{p}: {ms} ms shown, {row['ms']} in the metadata"
+        key = next(k for k in _PRIMARY if row.get(k) is not None)
+        assert delta == f"{row[key] - fp32[key]:+.1f}" and delta_key == key.replace("_", " "), \
+            f"{p}: difference {delta} {delta_key}, the metadata's {row[key] - fp32[key]:+.1f} {key}"
+        shown[p] = row
+    assert set(shown) == {"FP16", "INT8"} | ({"BF16"} if bf16_available() else set()), labels
+    key = next(k for k in _PRIMARY if fp32.get(k) is not None)
+    default = min((p for p, r in shown.items() if r[key] >= fp32[key] - 0.5), key=lambda p: shown[p]["ms"])
+    assert auto == [f"Auto · {default}"], (auto, default)
+    return default

@@ -26,9 +26,11 @@ from ..helpers import wait_until_up
 from ..pagecheck import (
     check_detection_rows,
     check_instances_drawn,
+    check_precision_labels,
     check_segment_rows,
     check_segments_drawn,
     output_image,
+    precision_labels,
     shown_precision,
     table_rows,
 )
@@ -256,7 +258,8 @@ def test_listens_where_gradio_variables_say_unless_flags_override(flags, expect_
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
 def test_real_browser_precisions_examples_and_one_error(app_url):
-    """In the browser: every precision offered for the demo model shows its measured AP; choosing a
+    """In the browser: every precision offered for the demo model shows its measured AP (the IR's
+    metadata, value by value); choosing a
     Model Zoo model that cannot be prepared offline switches the examples to photos, updates the card
     to 'unavailable' with the reason, and Detect shows that error once (not in every output box)."""
     from playwright.sync_api import expect
@@ -267,12 +270,10 @@ def test_real_browser_precisions_examples_and_one_error(app_url):
     with browser_page() as page:
         page.goto(url)
         page.get_by_text("Examples (synthetic shapes)").wait_for(timeout=60_000)
-        labels = [t for t in page.locator("label").all_inner_texts() if " · " in t]
-        auto = [t for t in labels if t.startswith("Auto · ")]
-        measured = [t for t in labels if not t.startswith("Auto · ")]
-        assert len(auto) == 1 and measured and all("box AP" in t and "ms" in t for t in measured), labels
-        assert any(t.startswith("INT8") for t in measured)
-        expect(page.get_by_label(auto[0])).to_be_checked()  # "Auto · <the model's default>" starts selected
+        expect(page.get_by_label("Model")).to_have_value("demo/mask_rcnn_shapes", timeout=30_000)
+        labels = precision_labels(page)
+        default = check_precision_labels(labels, "demo/mask_rcnn_shapes")  # the values are the IRs' metadata
+        expect(page.get_by_label(f"Auto · {default}")).to_be_checked()  # "Auto · <the default>" starts selected
         model = page.get_by_label("Model")
         model.click()
         model.fill("mask_rcnn_R_50_FPN_1x")
@@ -313,9 +314,9 @@ def test_api_keypoint_model_returns_keypoints(app_url):
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
 def test_real_browser_keypoints_task(app_url):
-    """The Keypoints task in the browser: the keypoint demo model with its stick-figure examples;
-    Detect draws the library's detections and their keypoints on the input, the table is the
-    library's answer."""
+    """The Keypoints task in the browser: the keypoint demo model with its stick-figure examples and
+    its precisions' measured keypoint AP; Detect draws the library's detections and their keypoints
+    on the input, the table is the library's answer."""
     from playwright.sync_api import expect
 
     from d2ov_core.runtime.images import load_image
@@ -334,10 +335,13 @@ def test_real_browser_keypoints_task(app_url):
         expect(page.get_by_label("Model")).to_have_value(name, timeout=30_000)
         expect(page.get_by_text("Examples (stick figures)")).to_be_visible(timeout=30_000)
         expect(page.get_by_text("keypoints (7): head, neck")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("keypoint AP").first).to_be_visible(timeout=30_000)
+        default = check_precision_labels(precision_labels(page), name)
         page.locator("input[type=file]").first.set_input_files(str(sample))
         page.get_by_role("button", name="Detect").click()
         expect(page.get_by_text("detections at threshold 0.50")).to_be_visible(timeout=120_000)
-        ref = Predictor(bundled_ir(name, shown_precision(page))).predict(rgb, threshold=0.5)
+        assert shown_precision(page) == default
+        ref = Predictor(bundled_ir(name, default)).predict(rgb, threshold=0.5)
         assert ref.keypoints is not None
         check_instances_drawn(output_image(page), rgb, ref)
         check_detection_rows(*table_rows(page), ref)
@@ -372,9 +376,9 @@ def test_api_panoptic_model_returns_segments(app_url):
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
 def test_real_browser_panoptic_task(app_url):
-    """The Panoptic segmentation task in the browser: the panoptic demo model with its examples;
-    Detect shows the library's panoptic map drawn on the input (every segment) and its segments,
-    things and stuff, row by row."""
+    """The Panoptic segmentation task in the browser: the panoptic demo model with its examples and
+    its precisions' measured PQ; Detect shows the library's panoptic map drawn on the input (every
+    segment) and its segments, things and stuff, row by row."""
     from playwright.sync_api import expect
 
     from d2ov_core.runtime.images import load_image
@@ -393,10 +397,13 @@ def test_real_browser_panoptic_task(app_url):
         expect(page.get_by_label("Model")).to_have_value(name, timeout=30_000)
         expect(page.get_by_text("Examples (shapes over textured regions)")).to_be_visible(timeout=30_000)
         expect(page.get_by_text("stuff classes (")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text(" · PQ ").first).to_be_visible(timeout=30_000)
+        default = check_precision_labels(precision_labels(page), name)
         page.locator("input[type=file]").first.set_input_files(str(sample))
         page.get_by_role("button", name="Detect").click()
         expect(page.get_by_text("panoptic segments (")).to_be_visible(timeout=120_000)
-        ref = Predictor(bundled_ir(name, shown_precision(page))).predict(rgb, threshold=0.5)
+        assert shown_precision(page) == default
+        ref = Predictor(bundled_ir(name, default)).predict(rgb, threshold=0.5)
         check_segments_drawn(output_image(page), rgb, ref)
         headers, rows = table_rows(page)
         check_segment_rows(headers, rows, ref)
