@@ -1,15 +1,31 @@
 """What a person sees on the app's page, read back from a real browser (Playwright) and checked
 against the library (tests/system/test_app.py): the rendered result image (decoded pixels), the
-results table (cell by cell) and the precision labels (their AP values).
+results table (cell by cell), the precision labels (their AP values) and a screenshot compared with a
+stored reference by a perceptual difference.
+
+References: ``tests/reference/app_<name>.png``, made by the current code. To regenerate them (after
+a deliberate change of the page's look), run the browser tests with ``D2OV_UPDATE_REFERENCES=1``:
+
+    D2OV_UPDATE_REFERENCES=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/system/test_app.py -k real_browser
+
+and look at the new PNGs before committing them. A failed comparison leaves the screenshot and a
+difference image in ``tests/_artifacts/``.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
+from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from .conftest import ROOT
+
+REFERENCES = ROOT / "tests" / "reference"
+ARTIFACTS = ROOT / "tests" / "_artifacts"
 
 # ----------------------------------------------------------------------------- the result image
 
@@ -210,3 +226,101 @@ def check_precision_labels(labels: list[str], model: str) -> str:
     default = min((p for p, r in shown.items() if r[key] >= fp32[key] - 0.5), key=lambda p: shown[p]["ms"])
     assert auto == [f"Auto · {default}"], (auto, default)
     return default
+
+
+# ----------------------------------------------------------------------------- screenshots
+
+#: the part of the page compared: the first screen at 1400 px wide (title, input and result side by
+#: side, Detect, the examples, the summary, the task choice and the top of the model card)
+CLIP = {"x": 0, "y": 0, "width": 1400, "height": 940}
+#: The comparison: both screenshots as grey thumbnails of CELL x CELL-pixel cells (averaged); the
+#: fraction of cells whose grey level differs by more than CELL_DIFF (0-255) must be at most TOLERANCE.
+#: What depends on the CPU or the run is painted over first (:func:`screenshot_masks`): the timings,
+#: the model card and precision options (they list BF16 only on CPUs with bfloat16), and the result
+#: image, whose colours Detectron2's Visualizer picks at random per instance (its checks are
+#: :func:`check_instances_drawn` / :func:`check_segments_drawn`); it is painted grey, so where it
+#: sits and how big it is still count.
+#: Measured with chromium on an Intel Xeon (AVX-512, AMX), 3 tasks (the page driven as the tests do):
+#: the same page twice, and INT8 against FP16 results (other boxes, scores, masks; the other
+#: precision selected): 0 cells differ once the masks cover the image's fractional edge pixels
+#: (0.13% before). Deliberate layout breaks with CSS: the two columns stacked 23-38%, the result
+#: image 40 px lower 4.0-10.8%, the Detect button gone 6.0-6.6%, a 48 px gap between the columns
+#: 1.5-7.2%, a serif font everywhere 2.5-3.0%. TOLERANCE lies between (3x below the smallest break):
+#: what is left to vary across machines with the same chromium and fonts, whatever the CPU, is
+#: sub-level antialiasing (Skia's per-CPU SIMD paths), far below CELL_DIFF.
+#: Another chromium or font set: regenerate the references (the module's docstring).
+CELL = 4
+CELL_DIFF = 16
+TOLERANCE = 0.005
+GREY, WHITE = (128, 128, 128), (255, 255, 255)
+
+
+def screenshot_masks(page) -> list[tuple[Any, tuple[int, int, int]]]:
+    """What :func:`check_screenshot` paints over, and in which colour: the summary (timings), the model
+    card (it lists the precisions this CPU runs) and the precision options (BF16 only on CPUs with
+    bfloat16) in the page's white; the result image (random colours) in grey."""
+    markdown = page.get_by_test_id("markdown")
+    result = page.locator(".block").filter(has=page.get_by_test_id("block-label").get_by_text("Detections", exact=True))
+    return [(markdown.filter(has_text=re.compile(r" on \S+, [A-Z0-9]+ — ")), WHITE),
+            (markdown.filter(has_text="status: "), WHITE),
+            (page.locator(".block").filter(has=page.get_by_text("Precision (AP measured")).last, WHITE),
+            (result.locator("img"), GREY)]
+
+
+def _thumbnail(image: Image.Image) -> np.ndarray:
+    grey = image.convert("L")
+    return np.asarray(grey.resize((grey.width // CELL, grey.height // CELL), Image.BOX), dtype=np.float32)
+
+
+def perceptual_diff(a: Image.Image, b: Image.Image) -> float:
+    """The fraction of :data:`CELL`-pixel cells whose mean grey level differs by more than
+    :data:`CELL_DIFF` (1.0 when the sizes differ)."""
+    if a.size != b.size:
+        return 1.0
+    return float((np.abs(_thumbnail(a) - _thumbnail(b)) > CELL_DIFF).mean())
+
+
+def page_screenshot(page, masks: list[tuple[Any, tuple[int, int, int]]]) -> Image.Image:
+    """The page's first screen (:data:`CLIP`), deterministic: scrolled to the top, the mouse away, no
+    caret, no animation, the fonts loaded; every ``(locator, colour)`` of ``masks`` painted over (its
+    box widened to whole pixels and by one more: its fractional edge would show through)."""
+    import math
+
+    from PIL import ImageDraw
+
+    page.mouse.move(CLIP["width"] - 1, CLIP["height"] - 1)
+    page.evaluate("() => { document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); }")
+    page.evaluate("() => document.fonts.ready")
+    page.wait_for_timeout(300)  # let transitions (hover, focus rings) end
+    png = page.screenshot(clip=CLIP, animations="disabled", caret="hide")
+    shot = Image.open(io.BytesIO(png)).convert("RGB")
+    draw = ImageDraw.Draw(shot)
+    for locator, colour in masks:
+        for box in [loc.bounding_box() for loc in locator.all()]:
+            if box is not None:
+                draw.rectangle([math.floor(box["x"]) - 1, math.floor(box["y"]) - 1,
+                                math.ceil(box["x"] + box["width"]), math.ceil(box["y"] + box["height"])], fill=colour)
+    return shot
+
+
+def check_screenshot(page, name: str, masks: list[tuple[Any, tuple[int, int, int]]]) -> float:
+    """:func:`page_screenshot` compared with ``tests/reference/app_<name>.png`` (see the module's
+    docstring to regenerate it); returns the difference."""
+    shot = page_screenshot(page, masks)
+    ref_path = REFERENCES / f"app_{name}.png"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot.save(ARTIFACTS / f"app_{name}.png")
+    if os.environ.get("D2OV_UPDATE_REFERENCES") == "1":
+        REFERENCES.mkdir(parents=True, exist_ok=True)
+        shot.save(ref_path, optimize=True)
+    assert ref_path.is_file(), f"no reference {ref_path} (make it with D2OV_UPDATE_REFERENCES=1)"
+    ref = Image.open(ref_path).convert("RGB")
+    diff = perceptual_diff(shot, ref)
+    if diff > TOLERANCE:
+        if shot.size == ref.size:
+            d = np.abs(np.asarray(shot, np.int16) - np.asarray(ref, np.int16)).max(-1).astype(np.uint8)
+            Image.fromarray(d).save(ARTIFACTS / f"app_{name}.diff.png")
+        raise AssertionError(f"the page looks different from {ref_path.relative_to(ROOT)}: {diff:.2%} of the "
+                             f"{CELL}x{CELL}-pixel cells differ (tolerance {TOLERANCE:.1%}); "
+                             f"see tests/_artifacts/app_{name}*.png")
+    return diff

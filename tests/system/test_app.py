@@ -27,10 +27,12 @@ from ..pagecheck import (
     check_detection_rows,
     check_instances_drawn,
     check_precision_labels,
+    check_screenshot,
     check_segment_rows,
     check_segments_drawn,
     output_image,
     precision_labels,
+    screenshot_masks,
     shown_precision,
     table_rows,
 )
@@ -153,8 +155,8 @@ def test_api_bad_inputs_are_readable_errors_and_server_survives(app_url, tmp_pat
 def test_real_browser_detect_and_threshold(app_url):
     """What a person sees after Detect, read back from the page: the result image is the input with
     the library's detections drawn (same size, every box's pixels changed, the rest the input's), the
-    table is the library's answer row by row; moving the threshold redraws both for the library's
-    answer at the new threshold."""
+    table is the library's answer row by row, the first screen looks like the reference; moving the
+    threshold redraws both for the library's answer at the new threshold."""
     from playwright.sync_api import expect
 
     from d2ov_core.runtime.images import load_image
@@ -162,7 +164,6 @@ def test_real_browser_detect_and_threshold(app_url):
     from d2ov_core.store.lookup import bundled_ir
 
     url, _, _ = app_url
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     name = "demo/mask_rcnn_shapes"
     sample = sorted(SAMPLES.glob("shapes_*.jpg"))[0]
     rgb = load_image(sample)
@@ -177,12 +178,11 @@ def test_real_browser_detect_and_threshold(app_url):
         ref = Predictor(bundled_ir(name, precision)).predict(rgb, threshold=0.5)
         check_instances_drawn(output_image(page), rgb, ref)
         check_detection_rows(*table_rows(page), ref)
-        page.screenshot(path=str(ARTIFACTS / "app_detect.png"), full_page=True)
+        check_screenshot(page, "detect", screenshot_masks(page))
         number = page.get_by_label("number input for Confidence threshold").or_(page.locator("input[type=number]").first)
         number.fill("0.95")
         number.press("Enter")
         expect(page.get_by_text("detections at threshold 0.95")).to_be_visible(timeout=60_000)
-        page.screenshot(path=str(ARTIFACTS / "app_threshold.png"), full_page=True)
         high = ref.filter(0.95)
         assert 0 < len(high) < len(ref)
         expect(page.get_by_role("grid", name="Detections table")).to_have_attribute("aria-rowcount", str(len(high) + 1))
@@ -316,7 +316,7 @@ def test_api_keypoint_model_returns_keypoints(app_url):
 def test_real_browser_keypoints_task(app_url):
     """The Keypoints task in the browser: the keypoint demo model with its stick-figure examples and
     its precisions' measured keypoint AP; Detect draws the library's detections and their keypoints
-    on the input, the table is the library's answer."""
+    on the input, the table is the library's answer, the first screen looks like the reference."""
     from playwright.sync_api import expect
 
     from d2ov_core.runtime.images import load_image
@@ -324,7 +324,6 @@ def test_real_browser_keypoints_task(app_url):
     from d2ov_core.store.lookup import bundled_ir
 
     url, _, _ = app_url
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     name = catalog.DEFAULTS["keypoints"]
     sample = sorted(SAMPLES.glob("figures_*.jpg"))[0]
     rgb = load_image(sample)
@@ -345,7 +344,7 @@ def test_real_browser_keypoints_task(app_url):
         assert ref.keypoints is not None
         check_instances_drawn(output_image(page), rgb, ref)
         check_detection_rows(*table_rows(page), ref)
-        page.screenshot(path=str(ARTIFACTS / "app_keypoints.png"), full_page=True)
+        check_screenshot(page, "keypoints", screenshot_masks(page))
 
 
 def test_api_panoptic_model_returns_segments(app_url):
@@ -378,7 +377,7 @@ def test_api_panoptic_model_returns_segments(app_url):
 def test_real_browser_panoptic_task(app_url):
     """The Panoptic segmentation task in the browser: the panoptic demo model with its examples and
     its precisions' measured PQ; Detect shows the library's panoptic map drawn on the input (every
-    segment) and its segments, things and stuff, row by row."""
+    segment) and its segments, things and stuff, row by row; the first screen looks like the reference."""
     from playwright.sync_api import expect
 
     from d2ov_core.runtime.images import load_image
@@ -386,7 +385,6 @@ def test_real_browser_panoptic_task(app_url):
     from d2ov_core.store.lookup import bundled_ir
 
     url, _, _ = app_url
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     name = catalog.DEFAULTS["panoptic_segmentation"]
     sample = catalog.sample_images("panoptic_segmentation")[0]
     rgb = load_image(sample)
@@ -408,4 +406,4 @@ def test_real_browser_panoptic_task(app_url):
         headers, rows = table_rows(page)
         check_segment_rows(headers, rows, ref)
         assert {r[2] for r in rows} == {"thing", "stuff"}  # the segments table lists both
-        page.screenshot(path=str(ARTIFACTS / "app_panoptic.png"), full_page=True)
+        check_screenshot(page, "panoptic", screenshot_masks(page))
