@@ -23,6 +23,19 @@ from d2ov_core.store import catalog
 
 from ..conftest import ROOT, SAMPLES
 from ..helpers import wait_until_up
+from ..pagecheck import (
+    check_detection_rows,
+    check_instances_drawn,
+    check_precision_labels,
+    check_screenshot,
+    check_segment_rows,
+    check_segments_drawn,
+    output_image,
+    precision_labels,
+    screenshot_masks,
+    shown_precision,
+    table_rows,
+)
 
 ARTIFACTS = ROOT / "tests" / "_artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -140,27 +153,41 @@ def test_api_bad_inputs_are_readable_errors_and_server_survives(app_url, tmp_pat
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
 def test_real_browser_detect_and_threshold(app_url):
+    """What a person sees after Detect, read back from the page: the result image is the input with
+    the library's detections drawn (same size, every box's pixels changed, the rest the input's), the
+    table is the library's answer row by row, the first screen looks like the reference; moving the
+    threshold redraws both for the library's answer at the new threshold."""
     from playwright.sync_api import expect
 
+    from d2ov_core.runtime.images import load_image
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.store.lookup import bundled_ir
+
     url, _, _ = app_url
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = "demo/mask_rcnn_shapes"
+    sample = sorted(SAMPLES.glob("shapes_*.jpg"))[0]
+    rgb = load_image(sample)
     with browser_page(1100) as page:
         page.goto(url)
         page.get_by_text("Examples").first.wait_for(timeout=60_000)
-        page.locator("input[type=file]").first.set_input_files(str(sorted(SAMPLES.glob("shapes_*.jpg"))[0]))
+        expect(page.get_by_label("Model")).to_have_value(name, timeout=30_000)
+        page.locator("input[type=file]").first.set_input_files(str(sample))
         page.get_by_role("button", name="Detect").click()
-        out = page.locator("img[src*='/file=']").or_(page.locator("img[src*='gradio_api/file']"))
         expect(page.get_by_text("detections at threshold 0.50")).to_be_visible(timeout=120_000)
-        rows_before = page.locator("table tbody tr").count()
-        assert rows_before > 0
-        page.screenshot(path=str(ARTIFACTS / "app_detect.png"), full_page=True)
+        precision = shown_precision(page)
+        ref = Predictor(bundled_ir(name, precision)).predict(rgb, threshold=0.5)
+        check_instances_drawn(output_image(page), rgb, ref)
+        check_detection_rows(*table_rows(page), ref)
+        check_screenshot(page, "detect", screenshot_masks(page))
         number = page.get_by_label("number input for Confidence threshold").or_(page.locator("input[type=number]").first)
         number.fill("0.95")
         number.press("Enter")
         expect(page.get_by_text("detections at threshold 0.95")).to_be_visible(timeout=60_000)
-        page.screenshot(path=str(ARTIFACTS / "app_threshold.png"), full_page=True)
-        assert page.locator("table tbody tr").count() <= rows_before
-        assert out.count() >= 1
+        high = ref.filter(0.95)
+        assert 0 < len(high) < len(ref)
+        expect(page.get_by_role("grid", name="Detections table")).to_have_attribute("aria-rowcount", str(len(high) + 1))
+        check_detection_rows(*table_rows(page), high)
+        check_instances_drawn(output_image(page), rgb, high)
 
 
 def test_mcp_schema_lists_detect_and_a_call_returns_detections(app_url):
@@ -231,7 +258,8 @@ def test_listens_where_gradio_variables_say_unless_flags_override(flags, expect_
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
 def test_real_browser_precisions_examples_and_one_error(app_url):
-    """In the browser: every precision offered for the demo model shows its measured AP; choosing a
+    """In the browser: every precision offered for the demo model shows its measured AP (the IR's
+    metadata, value by value); choosing a
     Model Zoo model that cannot be prepared offline switches the examples to photos, updates the card
     to 'unavailable' with the reason, and Detect shows that error once (not in every output box)."""
     from playwright.sync_api import expect
@@ -242,12 +270,10 @@ def test_real_browser_precisions_examples_and_one_error(app_url):
     with browser_page() as page:
         page.goto(url)
         page.get_by_text("Examples (synthetic shapes)").wait_for(timeout=60_000)
-        labels = [t for t in page.locator("label").all_inner_texts() if " · " in t]
-        auto = [t for t in labels if t.startswith("Auto · ")]
-        measured = [t for t in labels if not t.startswith("Auto · ")]
-        assert len(auto) == 1 and measured and all("box AP" in t and "ms" in t for t in measured), labels
-        assert any(t.startswith("INT8") for t in measured)
-        expect(page.get_by_label(auto[0])).to_be_checked()  # "Auto · <the model's default>" starts selected
+        expect(page.get_by_label("Model")).to_have_value("demo/mask_rcnn_shapes", timeout=30_000)
+        labels = precision_labels(page)
+        default = check_precision_labels(labels, "demo/mask_rcnn_shapes")  # the values are the IRs' metadata
+        expect(page.get_by_label(f"Auto · {default}")).to_be_checked()  # "Auto · <the default>" starts selected
         model = page.get_by_label("Model")
         model.click()
         model.fill("mask_rcnn_R_50_FPN_1x")
@@ -288,24 +314,37 @@ def test_api_keypoint_model_returns_keypoints(app_url):
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
 def test_real_browser_keypoints_task(app_url):
-    """The Keypoints task in the browser: the keypoint demo model with its stick-figure examples,
-    Detect draws the figures' keypoints."""
+    """The Keypoints task in the browser: the keypoint demo model with its stick-figure examples and
+    its precisions' measured keypoint AP; Detect draws the library's detections and their keypoints
+    on the input, the table is the library's answer, the first screen looks like the reference."""
     from playwright.sync_api import expect
 
+    from d2ov_core.runtime.images import load_image
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.store.lookup import bundled_ir
+
     url, _, _ = app_url
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = catalog.DEFAULTS["keypoints"]
+    sample = sorted(SAMPLES.glob("figures_*.jpg"))[0]
+    rgb = load_image(sample)
     with browser_page() as page:
         page.goto(url)
         page.get_by_text("Examples (synthetic shapes)").wait_for(timeout=60_000)
         page.get_by_label("Keypoints").check()
-        expect(page.get_by_label("Model")).to_have_value(catalog.DEFAULTS["keypoints"], timeout=30_000)
+        expect(page.get_by_label("Model")).to_have_value(name, timeout=30_000)
         expect(page.get_by_text("Examples (stick figures)")).to_be_visible(timeout=30_000)
         expect(page.get_by_text("keypoints (7): head, neck")).to_be_visible(timeout=60_000)
-        page.locator("input[type=file]").first.set_input_files(str(sorted(SAMPLES.glob("figures_*.jpg"))[0]))
+        expect(page.get_by_text("keypoint AP").first).to_be_visible(timeout=30_000)
+        default = check_precision_labels(precision_labels(page), name)
+        page.locator("input[type=file]").first.set_input_files(str(sample))
         page.get_by_role("button", name="Detect").click()
         expect(page.get_by_text("detections at threshold 0.50")).to_be_visible(timeout=120_000)
-        assert page.locator("table tbody tr").count() > 0
-        page.screenshot(path=str(ARTIFACTS / "app_keypoints.png"), full_page=True)
+        assert shown_precision(page) == default
+        ref = Predictor(bundled_ir(name, default)).predict(rgb, threshold=0.5)
+        assert ref.keypoints is not None
+        check_instances_drawn(output_image(page), rgb, ref)
+        check_detection_rows(*table_rows(page), ref)
+        check_screenshot(page, "keypoints", screenshot_masks(page))
 
 
 def test_api_panoptic_model_returns_segments(app_url):
@@ -336,23 +375,35 @@ def test_api_panoptic_model_returns_segments(app_url):
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
 def test_real_browser_panoptic_task(app_url):
-    """The Panoptic segmentation task in the browser: the panoptic demo model with its examples;
-    Detect shows the labelled map and a table of segments, things and stuff."""
+    """The Panoptic segmentation task in the browser: the panoptic demo model with its examples and
+    its precisions' measured PQ; Detect shows the library's panoptic map drawn on the input (every
+    segment) and its segments, things and stuff, row by row; the first screen looks like the reference."""
     from playwright.sync_api import expect
 
+    from d2ov_core.runtime.images import load_image
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.store.lookup import bundled_ir
+
     url, _, _ = app_url
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = catalog.DEFAULTS["panoptic_segmentation"]
+    sample = catalog.sample_images("panoptic_segmentation")[0]
+    rgb = load_image(sample)
     with browser_page() as page:
         page.goto(url)
         page.get_by_text("Examples (synthetic shapes)").wait_for(timeout=60_000)
         page.get_by_label("Panoptic segmentation").check()
-        expect(page.get_by_label("Model")).to_have_value(catalog.DEFAULTS["panoptic_segmentation"], timeout=30_000)
+        expect(page.get_by_label("Model")).to_have_value(name, timeout=30_000)
         expect(page.get_by_text("Examples (shapes over textured regions)")).to_be_visible(timeout=30_000)
         expect(page.get_by_text("stuff classes (")).to_be_visible(timeout=60_000)
-        sample = catalog.sample_images("panoptic_segmentation")[0]
+        expect(page.get_by_text(" · PQ ").first).to_be_visible(timeout=30_000)
+        default = check_precision_labels(precision_labels(page), name)
         page.locator("input[type=file]").first.set_input_files(str(sample))
         page.get_by_role("button", name="Detect").click()
         expect(page.get_by_text("panoptic segments (")).to_be_visible(timeout=120_000)
-        page.screenshot(path=str(ARTIFACTS / "app_panoptic.png"), full_page=True)
-        for kind in ("thing", "stuff"):  # the segments table lists both (only its cells say just that)
-            expect(page.get_by_text(kind, exact=True).locator("visible=true").first).to_be_visible(timeout=30_000)
+        assert shown_precision(page) == default
+        ref = Predictor(bundled_ir(name, default)).predict(rgb, threshold=0.5)
+        check_segments_drawn(output_image(page), rgb, ref)
+        headers, rows = table_rows(page)
+        check_segment_rows(headers, rows, ref)
+        assert {r[2] for r in rows} == {"thing", "stuff"}  # the segments table lists both
+        check_screenshot(page, "panoptic", screenshot_masks(page))
