@@ -1,5 +1,6 @@
 """The torch-free runtime: IR loading and inference (OpenVINO), image decoding, pre- and
-postprocessing, the one result type (:class:`Detections`) and the settings table.
+postprocessing, the one result type (:class:`Detections`), the settings table and the tasks
+(:mod:`d2ov_core.runtime.tasks`: one module per task, asked for what differs between them).
 
 Nothing in this package imports torch, torchvision or detectron2 (``tests/unit/test_layout.py``
 fails if anything does); it needs only openvino, numpy and Pillow. It imports nothing from the

@@ -122,19 +122,18 @@ class Detections:
     @classmethod
     def from_dict(cls, result: dict[str, Any]) -> "Detections":
         """The inverse of :meth:`to_dict`: one ``results[i]`` of ``d2ov predict --json`` back as
-        Detections (values as written: boxes to 1e-3 px, scores to 1e-6; masks and panoptic maps
-        decoded from their RLE; no timings). Raises ``ValueError`` on a result that is not one."""
+        Detections (values as written: boxes to 1e-3 px, scores to 1e-6; masks and maps decoded from
+        their RLE; no timings; each task reads back its own keys). Raises ``ValueError`` on a result
+        that is not one."""
+        from .tasks import all_tasks  # the tasks build on this module: imported when used
+
         try:
             h, w = int(result["height"]), int(result["width"])
             instances = list(result["instances"])
             has_masks = bool(instances) and all("mask" in i for i in instances)
-            names = tuple(result.get("keypoint_names", ()))
-            panoptic = result.get("panoptic")
-            seg_map = None
-            if panoptic is not None:
-                seg_map = np.zeros((h, w), np.int32)
-                for seg in panoptic["segments"]:
-                    seg_map[rle_decode(seg["mask"])] = int(seg["id"])
+            fields: dict[str, Any] = {}
+            for task in all_tasks():
+                fields.update(task.fields_from_json(result, (h, w)))
             return cls(
                 boxes=np.array([i["box"] for i in instances], np.float32).reshape(-1, 4),
                 scores=np.array([i["score"] for i in instances], np.float32),
@@ -142,13 +141,7 @@ class Detections:
                 labels=np.array([i["label"] for i in instances], dtype=str),
                 image_size=(h, w),
                 masks=np.stack([rle_decode(i["mask"]) for i in instances]) if has_masks else None,
-                keypoints=np.array([i["keypoints"] for i in instances], np.float32).reshape(-1, len(names), 3)
-                if "keypoint_names" in result else None,
-                keypoint_names=names,
-                keypoint_skeleton=tuple(tuple(p) for p in result.get("keypoint_skeleton", ())),
-                panoptic_seg=seg_map,
-                segments=tuple({k: v for k, v in seg.items() if k != "mask"} for seg in panoptic["segments"])
-                if panoptic is not None else (),
+                **fields,
             )
         except (KeyError, TypeError, IndexError) as e:
             raise ValueError(f"not a d2ov predict result: missing or malformed {e}") from None
@@ -189,11 +182,14 @@ class Detections:
     # ------------------------------------------------------------------ serialisation
     def to_dict(self, with_masks: bool = True) -> dict[str, Any]:
         """Plain-Python dict (JSON-ready) in the schema of ``d2ov predict --json``'s ``results[i]``,
-        minus the ``image`` key. Masks become COCO RLE ``{"size": [H, W], "counts": str}``; keypoints
-        ``[[x, y, score], ...]`` per instance, in ``keypoint_names`` order (given once per image);
-        panoptic models add ``"panoptic": {"segments": [{id, label, category_id, isthing, score, area,
-        mask}]}``, each segment's pixels of the map as COCO RLE (segments do not overlap; pixels in
-        none of them have no segment)."""
+        minus the ``image`` key. Masks become COCO RLE ``{"size": [H, W], "counts": str}``. Each task
+        whose fields the result holds (:meth:`~d2ov_core.runtime.tasks.Task.holds`, in task order) adds
+        its keys to each instance and to the result (:meth:`~d2ov_core.runtime.tasks.Task.instance_json`,
+        ``result_json``): keypoints ``[[x, y, score], ...]`` per instance with their names once per
+        image, a map's segments, ..."""
+        from .tasks import all_tasks  # the tasks build on this module: imported when used
+
+        tasks = [t for t in all_tasks() if t.holds(self)]
         h, w = self.image_size
         instances = []
         for i in range(len(self)):
@@ -205,9 +201,8 @@ class Detections:
             }
             if with_masks and self.masks is not None:
                 inst["mask"] = rle_encode(self.masks[i])
-            if self.keypoints is not None:
-                inst["keypoints"] = [[round(float(x), 3), round(float(y), 3), round(float(s), 6)]
-                                     for x, y, s in self.keypoints[i]]
+            for task in tasks:
+                inst.update(task.instance_json(self, i))
             instances.append(inst)
         out: dict[str, Any] = {
             "height": h,
@@ -215,15 +210,8 @@ class Detections:
             "timing_ms": {k: round(float(v), 3) for k, v in self.timings.items()},
             "instances": instances,
         }
-        if self.keypoints is not None:
-            out["keypoint_names"] = list(self.keypoint_names)
-            out["keypoint_skeleton"] = [list(p) for p in self.keypoint_skeleton]
-        if self.panoptic_seg is not None:
-            out["panoptic"] = {"segments": [
-                {"id": seg["id"], "label": seg["label"], "category_id": seg["category_id"], "isthing": seg["isthing"],
-                 "score": None if seg["score"] is None else round(float(seg["score"]), 6), "area": seg["area"],
-                 **({"mask": rle_encode(self.panoptic_seg == seg["id"])} if with_masks else {})}
-                for seg in self.segments]}
+        for task in tasks:
+            out.update(task.result_json(self, with_masks))
         return out
 
 

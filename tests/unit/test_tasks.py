@@ -5,6 +5,7 @@ tests task names."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 
 import numpy as np
@@ -81,6 +82,9 @@ def test_each_task_lays_out_its_result(name, n):
     assert ("keypoint_names" in doc) == (name == "keypoints")
     assert ("panoptic" in doc) == task.segment_map
     assert all(("mask" in i) == ("segm" in task.iou_types) for i in doc["instances"])
+    back = Detections.from_dict(json.loads(json.dumps(doc)))  # each task reads back its own keys
+    assert task_of(back) is task or (n == 0 and name == "instance_segmentation")  # no instance: no mask to tell
+    assert back.to_dict() == doc
 
 
 def test_detection_rows_and_segment_rows():

@@ -66,6 +66,20 @@ class Task:
         """The task's keys of the model block of ``d2ov predict --json`` (after ``classes``)."""
         return {}
 
+    # ------------------------------------------------------------------ JSON (Detections.to_dict, from_dict)
+    def instance_json(self, det: Detections, i: int) -> dict[str, Any]:
+        """The task's keys of instance ``i`` in ``d2ov predict --json`` (after its box and mask)."""
+        return {}
+
+    def result_json(self, det: Detections, with_masks: bool) -> dict[str, Any]:
+        """The task's keys of a result in ``d2ov predict --json`` (after its instances)."""
+        return {}
+
+    def fields_from_json(self, result: dict[str, Any], image_size: tuple[int, int]) -> dict[str, Any]:
+        """The :class:`Detections` fields the task's keys of ``result`` hold (none when absent): the
+        inverse of :meth:`instance_json` and :meth:`result_json`."""
+        return {}
+
     # ------------------------------------------------------------------ presenting
     def table_rows(self, det: Detections) -> list[list[Any]]:
         """The app's table of ``det``, one row per detection, :attr:`table_columns` in order."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..detections import Detections
+from ..detections import Detections, rle_decode, rle_encode
 from ..panoptic import compare_panoptic
 from ..postprocess import PanopticParams
 from .base import Painter
@@ -42,6 +42,28 @@ class PanopticSegmentation(InstanceSegmentation):
     def model_info(self, metadata: Any) -> dict[str, Any]:
         return {"stuff_classes": list(metadata["stuff_classes"]),
                 "panoptic_score_threshold": metadata["panoptic_score_threshold"]}
+
+    def result_json(self, det: Detections, with_masks: bool) -> dict[str, Any]:
+        """``"panoptic": {"segments": [{id, label, category_id, isthing, score, area, mask}]}``, each
+        segment's pixels of the map as COCO RLE (segments do not overlap; pixels in none of them have
+        no segment)."""
+        if det.panoptic_seg is None:
+            return {}
+        return {"panoptic": {"segments": [
+            {"id": seg["id"], "label": seg["label"], "category_id": seg["category_id"], "isthing": seg["isthing"],
+             "score": None if seg["score"] is None else round(float(seg["score"]), 6), "area": seg["area"],
+             **({"mask": rle_encode(det.panoptic_seg == seg["id"])} if with_masks else {})}
+            for seg in det.segments]}}
+
+    def fields_from_json(self, result: dict[str, Any], image_size: tuple[int, int]) -> dict[str, Any]:
+        doc = result.get("panoptic")
+        if doc is None:
+            return {}
+        seg_map = np.zeros(image_size, np.int32)
+        for seg in doc["segments"]:
+            seg_map[rle_decode(seg["mask"])] = int(seg["id"])
+        return {"panoptic_seg": seg_map,
+                "segments": tuple({k: v for k, v in seg.items() if k != "mask"} for seg in doc["segments"])}
 
     def table_rows(self, det: Detections) -> list[list[Any]]:
         """One row per segment of the map: id, class, thing or stuff, area in pixels, score."""
