@@ -96,6 +96,7 @@ class StageRow:
     worst: str = ""  # the tensor with the largest relative difference
     ok: bool | None = True  # None: informative only
     note: str = ""
+    compared: list[str] = dataclasses.field(default_factory=list)  # the tensors compared, by name
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -153,6 +154,7 @@ def _tensor_rows(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], image:
         a, rel = compare_tensors(r, cand[name])
         row = rows.setdefault(stage, StageRow(stage, image))
         row.tensors += 1
+        row.compared.append(name)
         if rel >= row.max_rel:
             row.worst = name
         row.max_abs, row.max_rel = max(row.max_abs, a), max(row.max_rel, rel)

@@ -123,7 +123,9 @@ def test_predict_folder_in_throughput_mode_matches_latency_mode(tiny_ir, tmp_pat
     for a, b in zip(outs["LATENCY"], outs["THROUGHPUT"]):
         assert len(a["instances"]) == len(b["instances"])
         for ia, ib in zip(a["instances"], b["instances"]):
-            assert ia["box"] == pytest.approx(ib["box"], abs=1e-2) and ia["label"] == ib["label"]
+            # the same IR on the same images: the hints change scheduling, not arithmetic (as test_predictor)
+            assert ia["box"] == pytest.approx(ib["box"], abs=1e-4) and ia["label"] == ib["label"]
+            assert ia["score"] == pytest.approx(ib["score"], abs=1e-4)
 
 
 def test_profile_command_prints_op_table(tiny_ir, tmp_path):

@@ -190,8 +190,17 @@ def test_the_space_starts_as_a_space_and_answers(running_space, space_env):
     image, table, json_path, summary, card = client.predict(handle_file(str(sample)), "demo/mask_rcnn_shapes",
                                                             "CPU", 0.5, api_name="/detect")
     doc = json.loads(Path(json_path).read_text())
-    assert len(table["data"]) == len(doc["results"][0]["instances"]) > 0
+    instances = doc["results"][0]["instances"]
+    assert len(table["data"]) == len(instances) > 0
     assert Path(image).is_file()
+    # the Space's answer is the library's on the same IR (its venv, its user, its folder: same numbers)
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.store.lookup import bundled_ir
+
+    ref = Predictor(bundled_ir("demo/mask_rcnn_shapes", doc["model"]["precision"])).predict(str(sample), threshold=0.5)
+    assert [i["label"] for i in instances] == [str(x) for x in ref.labels]
+    assert [i["score"] for i in instances] == pytest.approx(ref.scores.tolist(), abs=1e-4)
+    assert [i["box"] for i in instances] == [pytest.approx(b, abs=0.01) for b in ref.boxes.tolist()]
     schema = json.loads(urllib.request.urlopen(url + "gradio_api/mcp/schema", timeout=30).read())
     assert any(t["name"].endswith("detect") for t in schema), schema
     text = log_path.read_text()  # while serving (shutdown noise of the event loop is not the app's)

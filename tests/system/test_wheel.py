@@ -64,7 +64,9 @@ def test_core_install_predicts_the_demo_model_without_torch(installed, tmp_path)
     assert "site-packages/d2ov_core/data/ir/" in doc["model"]["ir"]
     # what needs torch says so in one line
     res = run(venv, "d2ov", "convert", "demo/mask_rcnn_shapes", cwd=tmp_path)
-    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs PyTorch and Detectron2" in lines[0] and "d2ov[convert]" in lines[0], lines
 
 
 def test_app_extra_serves_the_demo_models(installed, tmp_path):

@@ -43,7 +43,9 @@ def test_decoding_matches_detectron2_on_the_same_heatmaps(seed):
     ref = d2_heatmaps_to_keypoints(torch.from_numpy(maps), torch.from_numpy(boxes))[:, :, [0, 1, 3]].numpy()
     got = heatmaps_to_keypoints(maps, boxes)
     assert got.shape == ref.shape == (n, 17, 3)
-    assert np.abs(got[..., :2] - ref[..., :2]).max() <= 0.5  # the bar; measured: 0.0
+    # the same arithmetic as Detectron2: measured 0.0 px apart (the bar was 0.5 px); float32
+    # rounding may differ in the last bits only
+    np.testing.assert_allclose(got[..., :2], ref[..., :2], rtol=0, atol=1e-3)
     np.testing.assert_allclose(got[..., 2], ref[..., 2], rtol=1e-4)
 
 
