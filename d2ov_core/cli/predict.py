@@ -9,8 +9,15 @@ from ..errors import InputError
 from ..runtime import settings as S
 from ..runtime.detections import predictions_document
 from ..store import catalog
-from .common import add_ir_options, add_model_options, expand_images, is_model_arg, make_predictor, threshold_type, \
-    write_json
+from .common import (
+    add_ir_options,
+    add_model_options,
+    expand_images,
+    is_model_arg,
+    make_predictor,
+    threshold_type,
+    write_json,
+)
 
 
 def register(sub) -> None:

@@ -38,7 +38,7 @@ from ..runtime.preprocess import preprocess
 from ..store import cache, catalog
 from ..store.cache import sha256_file
 from ..store.catalog import ModelSpec
-from ..store.lookup import IR_NAME, cached_ir_dir, find_ir, graph_revision
+from ..store.lookup import IR_NAME, cached_ir_dir, graph_revision
 from ..store.weights import Progress
 from .quantize import Recipe
 

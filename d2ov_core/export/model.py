@@ -11,11 +11,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from . import compat
 from ..errors import ConversionError, ModelNotFoundError
 from ..store import weights as W
 from ..store.cache import sha256_file
 from ..store.catalog import ModelSpec
+from . import compat
 from .tasks import export_task
 
 __all__ = ["load_cfg", "config_path", "build", "cfg_metadata"]

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from ..store import catalog
 from ..runtime import settings as S
-from ..store.catalog import ModelSpec
 from ..runtime.detections import Detections
 from ..runtime.images import load_image
 from ..runtime.tasks import get_task
+from ..store import catalog
+from ..store.catalog import ModelSpec
 from .tasks import for_task
 
 __all__ = ["ReferencePredictor"]

@@ -8,7 +8,8 @@ Tracing differs by meta architecture, not by task (:mod:`d2ov_core.export.trace`
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -201,8 +201,8 @@ def run_bench(model: str, images: list[str], weights: str | None = None, runs: i
     from ..errors import InputError, first_line
     from ..export.convert import convert
     from ..export.resolve import resolve_ir
-    from ..runtime.settings import PRECISIONS
     from ..runtime import ir as runtime
+    from ..runtime.settings import PRECISIONS
     from ..store.lookup import find_ir
 
     threads = threads or os.cpu_count() or 1

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..runtime.detections import rle_encode
 from ..runtime.tasks import get_task
-from ..errors import InputError
 
 __all__ = ["evaluate", "STAT_NAMES"]
 

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 
-
 __all__ = ["Detections", "rle_encode", "rle_decode", "predictions_document", "KEYPOINT_THRESHOLD"]
 
 _SEGMENT_KEYS = {"id", "label", "category_id", "isthing", "score", "area"}
@@ -108,7 +107,7 @@ class Detections:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def empty(cls, image_size: tuple[int, int], with_masks: bool = False) -> "Detections":
+    def empty(cls, image_size: tuple[int, int], with_masks: bool = False) -> Detections:
         h, w = image_size
         return cls(
             boxes=np.zeros((0, 4), np.float32),
@@ -120,7 +119,7 @@ class Detections:
         )
 
     @classmethod
-    def from_dict(cls, result: dict[str, Any]) -> "Detections":
+    def from_dict(cls, result: dict[str, Any]) -> Detections:
         """The inverse of :meth:`to_dict`: one ``results[i]`` of ``d2ov predict --json`` back as
         Detections (values as written: boxes to 1e-3 px, scores to 1e-6; masks and maps decoded from
         their RLE; no timings; each task reads back its own keys). Raises ``ValueError`` on a result
@@ -152,7 +151,7 @@ class Detections:
     def __len__(self) -> int:
         return len(self.scores)
 
-    def __getitem__(self, index: Any) -> "Detections":
+    def __getitem__(self, index: Any) -> Detections:
         """Select detections with a boolean mask, an index array, a slice or an int."""
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
@@ -175,7 +174,7 @@ class Detections:
     def has_keypoints(self) -> bool:
         return self.keypoints is not None
 
-    def filter(self, threshold: float) -> "Detections":
+    def filter(self, threshold: float) -> Detections:
         """Detections with ``score >= threshold`` (timings kept)."""
         return self[self.scores >= threshold]
 

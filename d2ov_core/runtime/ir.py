@@ -18,18 +18,17 @@ IR contract (written by :mod:`d2ov_core.convert`, checked by :func:`load_ir`):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
-import sys
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
-from . import settings as S
 from ..errors import DeviceError, InputError, IRError, first_line
+from . import settings as S
 
 __all__ = [
     "openvino_version",

@@ -35,7 +35,8 @@ Nothing here imports torch, detectron2 or openvino.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -145,7 +146,7 @@ def sem_seg_postprocess(logits: np.ndarray, input_size: Sequence[int], output_si
         c, h, w = logits[:, :h, :w].shape
         if min(c, h, w, H, W) <= 0:
             raise ValueError(f"sem_seg_postprocess: empty input {logits[:, :h, :w].shape} or output size {(H, W)}")
-        t1y = t1x = None
+        t1y = t1x = None  # type: ignore[assignment]  # no upsampling
     ty, tx = _taps(h, H), _taps(w, W)
     labels = _argmax_pruned(np.ascontiguousarray(logits), ty, tx, t1y, t1x)
     if labels is None:
@@ -163,7 +164,7 @@ def _sem_seg_dense(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
     step = max(1, _BLOCK_ELEMENTS // (c * max(W, len(t1x[0]) if t1x is not None else logits.shape[2])))
     for start in range(0, H, step):
         stop = min(start + step, H)
-        if t1y is None:
+        if t1y is None or t1x is None:
             block = _resize_rows(logits, ty, tx, start, stop)
         else:
             block = _upsampled_rows(logits, t1y, t1x, ty, tx, start, stop)
@@ -329,7 +330,7 @@ def _exact_values(flat: np.ndarray, plane: int, ws: int, classes: np.ndarray, ys
     base = classes * plane
     y_lo, y_hi, wy_lo, wy_hi = (t[ys][:, None] for t in ty)
     x_lo, x_hi, wx_lo, wx_hi = (t[xs][:, None] for t in tx)
-    if t1y is None:
+    if t1y is None or t1x is None:
         def value(yr, xc):
             return flat[base + (yr * ws + xc)]
     else:
@@ -367,17 +368,17 @@ class BoxMasks:
         return len(self.bounds)
 
     @classmethod
-    def from_dense(cls, masks: np.ndarray) -> "BoxMasks":
+    def from_dense(cls, masks: np.ndarray) -> BoxMasks:
         """``(N, H, W)`` bool masks, each kept inside its tight bounding box."""
         masks = np.asarray(masks, bool)
-        rows, cols = masks.any(axis=2), masks.any(axis=1)  # (N, H), (N, W)
+        rows, cols = np.any(masks, axis=2), np.any(masks, axis=1)  # (N, H), (N, W)
         bounds = np.zeros((len(masks), 4), np.int64)
         for i in np.flatnonzero(rows.any(axis=1)).tolist():
             ys, xs = np.flatnonzero(rows[i]), np.flatnonzero(cols[i])
             bounds[i] = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
         return cls(masks.shape[1:], bounds, lambda i: masks[i, bounds[i, 0]:bounds[i, 1], bounds[i, 2]:bounds[i, 3]])
 
-    def subset(self, index: Sequence[int] | np.ndarray) -> "BoxMasks":
+    def subset(self, index: Sequence[int] | np.ndarray) -> BoxMasks:
         """Masks ``index`` (in that order), sharing the masks already made."""
         index = np.asarray(index, np.int64).reshape(-1)
         return BoxMasks(self.image_size, self.bounds[index], lambda j: self.crop(int(index[j])))
@@ -516,7 +517,7 @@ def combine_semantic_and_instance_outputs(
     return panoptic, segments
 
 
-def describe_segments(panoptic_seg: np.ndarray, info: list[dict[str, Any]], labels: Sequence[str],
+def describe_segments(panoptic_seg: np.ndarray, info: list[dict[str, Any]], labels: Sequence[str] | np.ndarray,
                       stuff_classes: Sequence[str]) -> tuple[dict[str, Any], ...]:
     """Detectron2's ``segments_info`` as :class:`~d2ov_core.runtime.detections.Detections` carries it:
     ``{"id", "label", "category_id", "isthing", "score", "area"}`` per segment, the class name from
@@ -539,6 +540,8 @@ def compare_panoptic(ref: Detections, cand: Detections) -> dict[str, Any]:
     the matched segments' smallest and mean IoU and the share of pixels on which the two maps agree
     (same matched segment, or no segment in both): the ``segments_*``, ``*_segment_iou`` and
     ``pixel_agreement`` fields of :class:`~d2ov_core.measure.verify.Comparison`."""
+    if ref.panoptic_seg is None or cand.panoptic_seg is None:
+        raise ValueError("compare_panoptic: both results need a panoptic map")
     a, b = ref.panoptic_seg.astype(np.int64), cand.panoptic_seg.astype(np.int64)
     na, nb = len(ref.segments), len(cand.segments)
     joint = np.bincount((a * (nb + 1) + b).reshape(-1), minlength=(na + 1) * (nb + 1)).reshape(na + 1, nb + 1)

@@ -22,7 +22,8 @@ Output: :class:`~d2ov_core.detections.Detections` in ORIGINAL-image pixels:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -88,15 +89,18 @@ def postprocess(
         probs = np.asarray(masks, dtype=np.float32)
         probs = probs[:, 0] if probs.ndim == 4 else probs
         instance_masks = paste_box_masks(probs, all_boxes, (H, W), mask_threshold)  # made when used
-    panoptic_seg, segments = None, ()
+    panoptic_seg: np.ndarray | None = None
+    segments: tuple[dict[str, Any], ...] = ()
     if merged is not None:
-        if masks is None:
-            raise ValueError("postprocess: a panoptic model's outputs need masks")
-        logits = np.asarray(raw["sem_seg"], np.float32)
-        logits = logits.reshape(logits.shape[-3:])
+        if masks is None or panoptic is None:
+            raise ValueError("postprocess: a panoptic model's outputs need masks and panoptic parameters")
+        sem_seg = np.asarray(raw["sem_seg"], np.float32)
+        logits: np.ndarray = sem_seg.reshape(sem_seg.shape[-3:])
         div = panoptic.size_divisibility
-        padded = tuple(-(-int(n) // div) * div for n in meta.get("padded_size", (h, w)))  # what the graph pads to
-        if tuple(int(n) * panoptic.stride for n in logits.shape[1:]) != padded:
+        padded_size: tuple[int, ...] = tuple(meta.get("padded_size", (h, w)))
+        padded = tuple(-(-int(n) // div) * div for n in padded_size)  # what the graph pads to
+        stride = panoptic.stride
+        if (int(logits.shape[1]) * stride, int(logits.shape[2]) * stride) != padded:
             raise IRError(f"the IR's sem_seg output {tuple(logits.shape)} at stride {panoptic.stride} does not cover "
                           f"the {h}x{w} input padded to {padded[0]}x{padded[1]}: its metadata does not describe its "
                           "graph (convert it again)")
@@ -118,7 +122,7 @@ def postprocess(
     return Detections(
         boxes=boxes, scores=scores, class_ids=classes, labels=label_arr, image_size=(H, W), masks=full_masks,
         keypoints=keypoints, keypoint_names=tuple(keypoint_names) if heatmaps is not None else (),
-        keypoint_skeleton=tuple(tuple(p) for p in keypoint_skeleton) if heatmaps is not None else (),
+        keypoint_skeleton=tuple((str(a), str(b)) for a, b in keypoint_skeleton) if heatmaps is not None else (),
         panoptic_seg=panoptic_seg, segments=segments,
     )
 

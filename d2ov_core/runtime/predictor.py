@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import InputError
 from . import ir as runtime
 from . import settings as S
-from ..errors import InputError
 from .detections import Detections
 from .images import load_image
 from .preprocess import preprocess
 from .tasks import Task, get_task
+
+if TYPE_CHECKING:
+    from .remote import RemoteIR
 
 __all__ = ["Predictor"]
 
@@ -53,6 +57,7 @@ class Predictor:
                  threads: int | None = None, static_shape: tuple[int, int] | None = None, profile: bool = False,
                  compute: str = "f32", *, server: str | None = None, model: str | None = None,
                  timeout: float | None = None):
+        self._ir: runtime.CompiledIR | RemoteIR
         if server is not None:
             if xml is not None or static_shape is not None or profile:
                 raise InputError("a Predictor on a model server takes no IR path, static shape or profiling")
@@ -179,7 +184,7 @@ class Predictor:
         return {
             "name": m["model_name"],
             "task": m["task"],
-            "ir": str(self.xml) if self.xml is not None else self._ir.location,
+            "ir": str(self.xml) if self.xml is not None else self._ir.location,  # type: ignore[union-attr]  # RemoteIR
             "precision": self.precision,
             "ir_precision": m["precision"],
             "compute": self.compute,

@@ -16,6 +16,7 @@ does not move the origin, so boxes map back with the same ``input_size`` scale f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,7 @@ def letterbox_shape(h: int, w: int, min_size: int, max_size: int, static_size: t
     return max(1, min(sh, int(newh * scale + 0.5))), max(1, min(sw, int(neww * scale + 0.5)))
 
 
-def preprocess(image_rgb: np.ndarray, meta: dict[str, Any],
+def preprocess(image_rgb: np.ndarray, meta: Mapping[str, Any],
                static_size: tuple[int, int] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """RGB uint8 ``(H, W, 3)`` -> (float32 ``(3, h, w)``, meta with sizes).
 
@@ -67,7 +68,7 @@ def preprocess(image_rgb: np.ndarray, meta: dict[str, Any],
         newh, neww = letterbox_shape(h, w, int(meta["min_size"]), int(meta["max_size"]), static_size)
     img = image_rgb if meta["input_format"] == "RGB" else image_rgb[:, :, ::-1]
     if (newh, neww) != (h, w):
-        img = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((neww, newh), Image.BILINEAR))
+        img = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((neww, newh), Image.Resampling.BILINEAR))
     if static_size is None:
         chw = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
     else:

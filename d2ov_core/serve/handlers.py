@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import D2ovError, DeviceError, ImageError
+from ..measure.proof import proof_text
 from ..runtime import settings as S
 from ..runtime.detections import Detections, predictions_document
-from ..measure.proof import proof_text
 from ..runtime.images import load_image
 from ..runtime.tasks import Task, all_tasks, get_task, task_of
 from ..store import catalog

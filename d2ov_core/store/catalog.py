@@ -13,10 +13,15 @@ import difflib
 import json
 from pathlib import Path
 
-from .coco_classes import (COCO_CLASSES, COCO_KEYPOINT_NAMES, COCO_KEYPOINT_OKS_SIGMAS, COCO_KEYPOINT_SKELETON,
-                           COCO_PANOPTIC_STUFF_CLASSES)
 from ..errors import InputError, ModelNotFoundError
 from ..runtime.tasks import TASK_NAMES, get_task
+from .coco_classes import (
+    COCO_CLASSES,
+    COCO_KEYPOINT_NAMES,
+    COCO_KEYPOINT_OKS_SIGMAS,
+    COCO_KEYPOINT_SKELETON,
+    COCO_PANOPTIC_STUFF_CLASSES,
+)
 
 __all__ = ["ModelSpec", "CATALOG", "get", "names", "DEFAULTS", "DATA_DIR", "SAMPLES_DIR", "DEMO_DIR", "REPO_ROOT",
            "sample_images", "custom", "spec_for"]

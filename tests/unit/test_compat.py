@@ -2,7 +2,6 @@ import importlib
 import sys
 
 import numpy as np
-
 import pytest
 
 from d2ov_core.export import compat

@@ -11,18 +11,22 @@ import pytest
 
 from d2ov_core.export import compat
 from d2ov_core.runtime import panoptic as P
-from d2ov_core.runtime.panoptic import (BoxMasks, bilinear_matrix, combine_semantic_and_instance_outputs,
-                                        sem_seg_postprocess)
-from d2ov_core.runtime.panoptic import _resize_rows, _taps
+from d2ov_core.runtime.panoptic import (
+    BoxMasks,
+    _resize_rows,
+    _taps,
+    bilinear_matrix,
+    combine_semantic_and_instance_outputs,
+    sem_seg_postprocess,
+)
 from d2ov_core.runtime.postprocess import paste_box_masks
 
 from ..conftest import ROOT
 
 compat.apply()
 import torch  # noqa: E402
-from detectron2.modeling.meta_arch.panoptic_fpn import \
-    combine_semantic_and_instance_outputs as d2_combine  # noqa: E402
 from detectron2.layers.mask_ops import paste_masks_in_image as d2_paste_masks  # noqa: E402
+from detectron2.modeling.meta_arch.panoptic_fpn import combine_semantic_and_instance_outputs as d2_combine  # noqa: E402
 from detectron2.modeling.postprocessing import sem_seg_postprocess as d2_sem_seg_postprocess  # noqa: E402
 from detectron2.structures import Instances  # noqa: E402
 
@@ -116,7 +120,7 @@ def test_combine_edge_cases_match_detectron2():
         "covered mask": (np.array([0.9, 0.8, 0.7], np.float32), np.array([1, 2, 3]), np.stack([big, inside, half])),
         "all things": (np.array([0.9], np.float32), np.array([4]), np.ones((1, h, w), bool)),
     }
-    for name, (scores, classes, masks) in cases.items():
+    for _name, (scores, classes, masks) in cases.items():
         for thresholds in THRESHOLDS:
             got = combine_semantic_and_instance_outputs(scores, classes, masks, sem, *thresholds)
             _assert_same(got, _d2(scores, classes, masks, sem, *thresholds))
@@ -495,8 +499,8 @@ def _fields(det):
 
 
 def test_verify_compares_panoptic_maps_segment_by_segment():
-    from d2ov_core.runtime.panoptic import compare_panoptic
     from d2ov_core.runtime.detections import Detections
+    from d2ov_core.runtime.panoptic import compare_panoptic
 
     def pan(m, segs):
         d = Detections.empty(m.shape)

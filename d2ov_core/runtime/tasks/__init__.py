@@ -25,10 +25,10 @@ from .base import Task
 __all__ = ["Task", "TASK_NAMES", "get_task", "all_tasks", "task_of"]
 
 #: every task, in the order the app lists them (the ``task`` setting's choices)
-TASK_NAMES: tuple[str, ...] = tuple(S.SETTINGS["task"].choices)
+TASK_NAMES: tuple[str, ...] = tuple(S.SETTINGS["task"].choices or ())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_task(name: str) -> Task:
     """The :class:`Task` called ``name``; :class:`~d2ov_core.errors.InputError` naming the valid
     tasks when there is none."""

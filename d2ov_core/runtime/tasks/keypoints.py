@@ -31,6 +31,8 @@ class Keypoints(Task):
 
     def instance_json(self, det: Detections, i: int) -> dict[str, Any]:
         """``keypoints``: ``[[x, y, score], ...]`` in ``keypoint_names`` order."""
+        if det.keypoints is None:
+            return {}
         return {"keypoints": [[round(float(x), 3), round(float(y), 3), round(float(s), 6)]
                               for x, y, s in det.keypoints[i]]}
 
