@@ -24,8 +24,16 @@ MARKER = re.compile(r"^<!-- (bench-summary|readme|include (\S+)) -->$", re.M)
 README = DOCS.parent / "README.md"
 
 # the columns of the summary: d2ov bench's variants, in its own order
-SUMMARY_VARIANTS = ["ov-fp32", "ov-fp16w", "ov-bf16", "ov-static", "ov-int8", "ov-int8-static",
-                    "ov-throughput", "ov-int8-throughput"]
+SUMMARY_VARIANTS = [
+    "ov-fp32",
+    "ov-fp16w",
+    "ov-bf16",
+    "ov-static",
+    "ov-int8",
+    "ov-int8-static",
+    "ov-throughput",
+    "ov-int8-throughput",
+]
 
 
 def bench_reports(root: Path = DOCS) -> list[tuple[Path, dict]]:
@@ -44,9 +52,13 @@ def render_summary(root: Path = DOCS) -> str:
         rows = {r["variant"]: r for r in rep["rows"]}
         failed = {f["variant"] for f in rep.get("failed", [])}
         ref = rows.get("detectron2")
-        cells = [f"[`{rep['model']}`](#{path.parent.name})", rep["weights"],
-                 f"{len(rep['images'])} x {rep['runs']}", f"{rep['model_gflops']:.1f}",
-                 f"{ref['e2e_ms']:.0f}" if ref else "-"]
+        cells = [
+            f"[`{rep['model']}`](#{path.parent.name})",
+            rep["weights"],
+            f"{len(rep['images'])} x {rep['runs']}",
+            f"{rep['model_gflops']:.1f}",
+            f"{ref['e2e_ms']:.0f}" if ref else "-",
+        ]
         for v in SUMMARY_VARIANTS:
             x = rows.get(v, {}).get("speedup_vs_detectron2")
             cells.append("failed" if v in failed else f"{x:.2f}x" if x else "-")

@@ -58,8 +58,10 @@ REGISTRIES = "pypi.org,files.pythonhosted.org,download.pytorch.org"
 def netguard_env(registries: bool = False) -> dict[str, str]:
     """Environment that puts a started Python process under the network guard (for tests that build a
     subprocess's environment from scratch); ``registries``: pip may reach the package registries."""
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(NETGUARD_DIR), os.environ.get("PYTHONPATH_BEFORE_GUARD")])),
-           "D2OV_NET_GUARD_LOG": os.environ["D2OV_NET_GUARD_LOG"]}
+    env = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(NETGUARD_DIR), os.environ.get("PYTHONPATH_BEFORE_GUARD")])),
+        "D2OV_NET_GUARD_LOG": os.environ["D2OV_NET_GUARD_LOG"],
+    }
     return dict(env, D2OV_NET_GUARD_ALLOW=REGISTRIES) if registries else env
 
 
@@ -134,10 +136,28 @@ def other_photo() -> Path:
 
 
 TINY_OVERRIDES = [
-    "MODEL.RESNETS.DEPTH", 50, "MODEL.RESNETS.WIDTH_PER_GROUP", 8, "MODEL.RESNETS.STEM_OUT_CHANNELS", 16,
-    "MODEL.RESNETS.RES2_OUT_CHANNELS", 32, "MODEL.RESNETS.NORM", "BN", "MODEL.FPN.OUT_CHANNELS", 32,
-    "MODEL.ROI_BOX_HEAD.FC_DIM", 64, "MODEL.ROI_MASK_HEAD.CONV_DIM", 16, "MODEL.ROI_HEADS.NUM_CLASSES", 3,
-    "INPUT.MIN_SIZE_TEST", 320, "INPUT.MAX_SIZE_TEST", 512,
+    "MODEL.RESNETS.DEPTH",
+    50,
+    "MODEL.RESNETS.WIDTH_PER_GROUP",
+    8,
+    "MODEL.RESNETS.STEM_OUT_CHANNELS",
+    16,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    32,
+    "MODEL.RESNETS.NORM",
+    "BN",
+    "MODEL.FPN.OUT_CHANNELS",
+    32,
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    64,
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    16,
+    "MODEL.ROI_HEADS.NUM_CLASSES",
+    3,
+    "INPUT.MIN_SIZE_TEST",
+    320,
+    "INPUT.MAX_SIZE_TEST",
+    512,
 ]
 
 
@@ -150,7 +170,11 @@ def write_tiny_config(path: Path, mask: bool = True) -> Path:
     from detectron2.config import get_cfg
 
     cfg = get_cfg()
-    name = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml" if mask else "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"
+    name = (
+        "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
+        if mask
+        else "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"
+    )
     cfg.merge_from_file(model_zoo.get_config_file(name))
     cfg.merge_from_list([str(v) if not isinstance(v, str) else v for v in TINY_OVERRIDES])
     cfg.MODEL.DEVICE = "cpu"
@@ -171,8 +195,14 @@ def tiny_ir(tiny_spec, tmp_path_factory) -> Path:
     """A converted random-weights tiny Mask R-CNN IR (FP32), converted once per session."""
     from d2ov_core.export.convert import convert
 
-    return convert(tiny_spec, weights="random", out=tmp_path_factory.mktemp("tiny_ir"), fp16=False,
-                   sample=real_photo(), progress=False)
+    return convert(
+        tiny_spec,
+        weights="random",
+        out=tmp_path_factory.mktemp("tiny_ir"),
+        fp16=False,
+        sample=real_photo(),
+        progress=False,
+    )
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -180,8 +210,14 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subpro
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
-    return subprocess.run([sys.executable, "-m", "d2ov_core", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "d2ov_core", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -56,8 +56,26 @@ from .local_server import LocalServer
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 TYPE_OF_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
 #: LFS patterns of the .gitattributes the Hub writes into a new repository (a subset)
-LFS_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.onnx", "*.safetensors", "*.h5", "*.npy", "*.npz", "*.pkl", "*.zip",
-                "*.tar.*", "*.tar", "*.gz", "*.ckpt", "*.model", "*.tflite", "*.ot", "*.msgpack")
+LFS_PATTERNS = (
+    "*.bin",
+    "*.pt",
+    "*.pth",
+    "*.onnx",
+    "*.safetensors",
+    "*.h5",
+    "*.npy",
+    "*.npz",
+    "*.pkl",
+    "*.zip",
+    "*.tar.*",
+    "*.tar",
+    "*.gz",
+    "*.ckpt",
+    "*.model",
+    "*.tflite",
+    "*.ot",
+    "*.msgpack",
+)
 GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS_PATTERNS).encode()
 REGULAR_MAX = 10 * 1024 * 1024
 
@@ -151,21 +169,28 @@ class FakeHub(LocalServer):
                 with hub.lock:
                     hub.requests.append(f"{self.command} {path}")
                 if self.command == "PUT" and path.startswith("/_lfs/"):  # presigned: no token
-                    return self._lfs_put(path[len("/_lfs/"):], body)
+                    return self._lfs_put(path[len("/_lfs/") :], body)
                 m = re.fullmatch(r"/(spaces/|datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
                 if m and self.command in ("GET", "HEAD"):
                     repo_type = {"spaces/": "space", "datasets/": "dataset"}.get(m.group(1) or "", "model")
                     return self._resolve(repo_type, m.group(2), m.group(3), m.group(4))
                 m = re.fullmatch(r"/api/(models|datasets|spaces)/([^/]+/[^/]+)/(revision|tree)/.+", path)
-                public = m is not None and self.command == "GET" and (TYPE_OF_PLURAL[m.group(1)], m.group(2)) in hub.repos \
+                public = (
+                    m is not None
+                    and self.command == "GET"
+                    and (TYPE_OF_PLURAL[m.group(1)], m.group(2)) in hub.repos
                     and hub.repos[(TYPE_OF_PLURAL[m.group(1)], m.group(2))]["created"].get("visibility") != "private"
+                )
                 if not public and not self._authorized():  # reading a public repository needs no token
                     return
                 m = re.fullmatch(r"/(spaces/|datasets/)?([^/]+/[^/]+)\.git/info/lfs/objects/(batch|verify)", path)
                 if m and self.command == "POST":
                     repo_type = {"spaces/": "space", "datasets/": "dataset"}.get(m.group(1) or "", "model")
-                    return self._lfs_batch(repo_type, m.group(2), json.loads(body)) if m.group(3) == "batch" \
+                    return (
+                        self._lfs_batch(repo_type, m.group(2), json.loads(body))
+                        if m.group(3) == "batch"
                         else self._lfs_verify(json.loads(body))
+                    )
                 if path == "/api/repos/create" and self.command == "POST":
                     return self._create_repo(json.loads(body))
                 if path == "/api/validate-yaml" and self.command == "POST":
@@ -207,9 +232,18 @@ class FakeHub(LocalServer):
                     if (repo_type, repo_id) in hub.repos:
                         return self._send(409, {"error": "You already created this repo", "url": url})
                     hub.repos[(repo_type, repo_id)] = {
-                        "created": doc, "branches": {"main": {".gitattributes": GITATTRIBUTES}},
-                        "commits": [{"branch": "main", "summary": "initial commit", "oid": _new_oid(),
-                                     "regular": [".gitattributes"], "lfs": []}]}
+                        "created": doc,
+                        "branches": {"main": {".gitattributes": GITATTRIBUTES}},
+                        "commits": [
+                            {
+                                "branch": "main",
+                                "summary": "initial commit",
+                                "oid": _new_oid(),
+                                "regular": [".gitattributes"],
+                                "lfs": [],
+                            }
+                        ],
+                    }
                 self._send(200, {"url": url, "name": repo_id})
 
             def _at(self, repo_type: str, repo_id: str, rev: str):
@@ -231,8 +265,15 @@ class FakeHub(LocalServer):
                 if found is None:
                     return
                 repo, sha, tree = found
-                self._send(200, {"id": repo_id, "sha": sha, "private": repo["created"].get("visibility") == "private",
-                                 "siblings": [{"rfilename": p} for p in sorted(tree)]})
+                self._send(
+                    200,
+                    {
+                        "id": repo_id,
+                        "sha": sha,
+                        "private": repo["created"].get("visibility") == "private",
+                        "siblings": [{"rfilename": p} for p in sorted(tree)],
+                    },
+                )
 
             def _list_tree(self, repo_type: str, repo_id: str, rev: str, under: str):
                 found = self._at(repo_type, repo_id, rev)
@@ -296,8 +337,15 @@ class FakeHub(LocalServer):
                         return self._error(409, f"Branch {branch} already exists")
                     start = doc.get("startingPoint", "main")
                     repo["branches"][branch] = dict(repo["branches"][start])
-                    repo["commits"].append({"branch": branch, "summary": f"branch from {start}",
-                                            "oid": _new_oid(), "regular": [], "lfs": []})
+                    repo["commits"].append(
+                        {
+                            "branch": branch,
+                            "summary": f"branch from {start}",
+                            "oid": _new_oid(),
+                            "regular": [],
+                            "lfs": [],
+                        }
+                    )
                 self._send(200, {})
 
             def _preupload(self, doc: dict):
@@ -305,8 +353,14 @@ class FakeHub(LocalServer):
                 for f in doc["files"]:
                     sample = base64.b64decode(f["sample"])
                     lfs = f["size"] > REGULAR_MAX or _is_binary(sample) or _is_lfs_path(f["path"])
-                    files.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular",
-                                  "shouldIgnore": False, "oid": None})
+                    files.append(
+                        {
+                            "path": f["path"],
+                            "uploadMode": "lfs" if lfs else "regular",
+                            "shouldIgnore": False,
+                            "oid": None,
+                        }
+                    )
                 self._send(200, {"files": files, "commitOid": None})
 
             def _lfs_batch(self, repo_type: str, repo_id: str, doc: dict):
@@ -320,10 +374,20 @@ class FakeHub(LocalServer):
                     if o["oid"] in hub.lfs_objects:
                         objects.append({"oid": o["oid"], "size": o["size"]})  # already there: no actions
                         continue
-                    objects.append({"oid": o["oid"], "size": o["size"], "authenticated": True, "actions": {
-                        "upload": {"href": f"{hub.url}/_lfs/{o['oid']}?size={o['size']}"},
-                        "verify": {"href": f"{hub.url}/{PREFIX[repo_type]}{repo_id}.git/info/lfs/objects/verify",
-                                   "header": {"Authorization": f"Bearer {hub.token}"}}}})
+                    objects.append(
+                        {
+                            "oid": o["oid"],
+                            "size": o["size"],
+                            "authenticated": True,
+                            "actions": {
+                                "upload": {"href": f"{hub.url}/_lfs/{o['oid']}?size={o['size']}"},
+                                "verify": {
+                                    "href": f"{hub.url}/{PREFIX[repo_type]}{repo_id}.git/info/lfs/objects/verify",
+                                    "header": {"Authorization": f"Bearer {hub.token}"},
+                                },
+                            },
+                        }
+                    )
                 # "basic" only: no "multipart" (no chunk_size header), no "xet"
                 self._send(200, {"transfer": "basic", "objects": objects})
 
@@ -356,8 +420,9 @@ class FakeHub(LocalServer):
                     if item["key"] == "file":
                         data = base64.b64decode(v["content"])
                         if _is_binary(data[:512]) or len(data) > REGULAR_MAX:
-                            return self._error(400, f"Your push was rejected because it contains binary files: "
-                                                    f"{v['path']} (use LFS)")
+                            return self._error(
+                                400, f"Your push was rejected because it contains binary files: {v['path']} (use LFS)"
+                            )
                         changes[v["path"]] = data
                         regular.append(v["path"])
                     elif item["key"] == "lfsFile":
@@ -378,11 +443,24 @@ class FakeHub(LocalServer):
                             tree.pop(p, None)
                         else:
                             tree[p] = data
-                    repo["commits"].append({"branch": branch, "summary": lines[0]["value"]["summary"], "oid": oid,
-                                            "regular": regular, "lfs": lfs})
+                    repo["commits"].append(
+                        {
+                            "branch": branch,
+                            "summary": lines[0]["value"]["summary"],
+                            "oid": oid,
+                            "regular": regular,
+                            "lfs": lfs,
+                        }
+                    )
                     repo.setdefault("snapshots", {})[oid] = dict(tree)  # what a download at this commit sees
-                self._send(200, {"commitUrl": f"{hub.url}/{PREFIX[repo_type]}{repo_id}/commit/{oid}",
-                                 "commitOid": oid, "pullRequestUrl": None})
+                self._send(
+                    200,
+                    {
+                        "commitUrl": f"{hub.url}/{PREFIX[repo_type]}{repo_id}/commit/{oid}",
+                        "commitOid": oid,
+                        "pullRequestUrl": None,
+                    },
+                )
 
         self.validated: list[dict] = []
         self.lfs_batches: list[dict] = []
@@ -393,11 +471,16 @@ class FakeHub(LocalServer):
         return dict(self.repos[(repo_type, repo_id)]["branches"][branch])
 
 
-
 def hub_env(endpoint: str, token: str, hf_home) -> dict[str, str]:
     """The environment a ``d2ov`` subprocess needs to talk to ``endpoint`` as a user with ``token``:
     ``HF_ENDPOINT`` (read by huggingface_hub at import time), ``HF_TOKEN``, a private ``HF_HOME`` (no
     stored token or cache of the machine's user), ``HF_HUB_DISABLE_XET=1`` (the LFS path; see the module
     docstring) and no progress bars."""
-    return {"HF_ENDPOINT": endpoint, "HF_TOKEN": token, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_XET": "1",
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    return {
+        "HF_ENDPOINT": endpoint,
+        "HF_TOKEN": token,
+        "HF_HOME": str(hf_home),
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }

@@ -104,12 +104,16 @@ class FakeV2Server(LocalServer):
         self._serve(Handler)
 
     def metadata(self) -> dict:
-        doc = {"name": self.name, "versions": ["1"], "platform": "fake",
-               "inputs": [{"name": "image", "datatype": "FP32", "shape": [3, -1, -1]}], "outputs": []}
+        doc = {
+            "name": self.name,
+            "versions": ["1"],
+            "platform": "fake",
+            "inputs": [{"name": "image", "datatype": "FP32", "shape": [3, -1, -1]}],
+            "outputs": [],
+        }
         if self.mode != "no_rt_info":
             doc["rt_info"] = {S.RT_INFO_SECTION: {k: S.encode(k, v) for k, v in self.ir.metadata.items()}}
         return doc
-
 
 
 def closed_port_url() -> str:

@@ -104,10 +104,15 @@ def resave(src_xml: Path, dst: Path, precision: str, samples: list[np.ndarray] |
         import nncf
 
         nncf.set_log_level(logging.ERROR)
-        model = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
-                              preset=nncf.QuantizationPreset.PERFORMANCE)
-    save_ir(model, dst / "model.xml", {"precision": precision, "calibration": "tests (NNCF)" if samples else ""},
-             compress_to_fp16=precision == "FP16")
+        model = nncf.quantize(
+            model, nncf.Dataset(samples), subset_size=len(samples), preset=nncf.QuantizationPreset.PERFORMANCE
+        )
+    save_ir(
+        model,
+        dst / "model.xml",
+        {"precision": precision, "calibration": "tests (NNCF)" if samples else ""},
+        compress_to_fp16=precision == "FP16",
+    )
     base = json.loads((src_xml.parent / "d2ov.json").read_text())
     write_card(dst, base, precision)
     return dst / "model.xml"
@@ -161,6 +166,7 @@ def no_metadata_ir(dst: Path) -> Path:
 
 # ----------------------------------------------------------------------------- the app as a process
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -189,8 +195,9 @@ def start_app(env: dict, log_path: Path, timeout: float = 180, cwd: Path = ROOT)
     full = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
     full.update(env)
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=cwd, env=full, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)], cwd=cwd, env=full, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}/"
     wait_until_up(proc, url, log_path, timeout)
     return proc, url

@@ -38,8 +38,11 @@ def output_image(page, label: str = "Detections") -> np.ndarray:
     """The RGB pixels of the image shown under the block label ``label`` (the result, not the input's
     preview): its ``src`` fetched through the page's own context and decoded. Waits until the browser
     has loaded it."""
-    img = (page.locator(".block").filter(has=page.get_by_test_id("block-label").get_by_text(label, exact=True))
-           .locator("img"))
+    img = (
+        page.locator(".block")
+        .filter(has=page.get_by_test_id("block-label").get_by_text(label, exact=True))
+        .locator("img")
+    )
     img.wait_for(state="visible", timeout=60_000)
     assert img.count() == 1, f"{img.count()} images under the label {label!r}"
     page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img.element_handle(), timeout=30_000)
@@ -63,8 +66,10 @@ def _changed(out: np.ndarray, rgb: np.ndarray) -> np.ndarray:
 
 def _box_slice(box, shape, margin: int = 0):
     x0, y0, x1, y1 = (int(round(float(v))) for v in box)
-    return (slice(max(y0 - margin, 0), min(y1 + 1 + margin, shape[0])),
-            slice(max(x0 - margin, 0), min(x1 + 1 + margin, shape[1])))
+    return (
+        slice(max(y0 - margin, 0), min(y1 + 1 + margin, shape[0])),
+        slice(max(x0 - margin, 0), min(x1 + 1 + margin, shape[1])),
+    )
 
 
 def check_instances_drawn(out: np.ndarray, rgb: np.ndarray, det) -> None:
@@ -84,8 +89,9 @@ def check_instances_drawn(out: np.ndarray, rgb: np.ndarray, det) -> None:
     away = np.ones(changed.shape, bool)
     for i, box in enumerate(det.boxes):
         inside = changed[_box_slice(box, changed.shape)].mean()
-        assert inside >= 0.03, f"detection {i} ({det.labels[i]}, box {np.round(box, 1).tolist()}): " \
-                               f"only {inside:.1%} of its pixels changed"
+        assert inside >= 0.03, (
+            f"detection {i} ({det.labels[i]}, box {np.round(box, 1).tolist()}): only {inside:.1%} of its pixels changed"
+        )
         away[_box_slice(box, changed.shape, margin=20)] = False
     if away.sum() > 1000:
         kept = 1 - changed[away].mean()
@@ -95,8 +101,9 @@ def check_instances_drawn(out: np.ndarray, rgb: np.ndarray, det) -> None:
             for k, (x, y, s) in enumerate(inst):
                 if s > KEYPOINT_THRESHOLD:
                     near = changed[_box_slice((x - 2, y - 2, x + 2, y + 2), changed.shape)].mean()
-                    assert near >= 1 / 3, \
+                    assert near >= 1 / 3, (
                         f"detection {i}, keypoint {det.keypoint_names[k]} at ({x:.0f}, {y:.0f}): not drawn"
+                    )
 
 
 def check_segments_drawn(out: np.ndarray, rgb: np.ndarray, det) -> None:
@@ -124,6 +131,7 @@ def check_segments_drawn(out: np.ndarray, rgb: np.ndarray, det) -> None:
 
 # ----------------------------------------------------------------------------- the table
 
+
 def table_rows(page, label: str = "Detections table") -> tuple[list[str], list[list[str]]]:
     """``(headers, rows)`` of the Dataframe labelled ``label`` as the page shows them (cell texts).
     Gradio draws the table as a virtual grid: it is scrolled until every row has been seen."""
@@ -135,15 +143,17 @@ def table_rows(page, label: str = "Detections table") -> tuple[list[str], list[l
     seen: dict[tuple[int, int], str] = {}
     for _ in range(50):
         cells = grid.locator("[role=gridcell]").evaluate_all(
-            "cs => cs.map(c => [+c.dataset.row, +c.dataset.col, c.innerText])")
+            "cs => cs.map(c => [+c.dataset.row, +c.dataset.col, c.innerText])"
+        )
         seen.update({(r, c): text.strip() for r, c, text in cells})
         if len({r for r, _ in seen}) >= n_rows:
             break
         viewport.evaluate("e => e.scrollBy(0, e.clientHeight / 2)")
         page.wait_for_timeout(100)
     rows = [[seen.get((r, c), "") for c in range(len(headers))] for r in range(n_rows)]
-    assert all(all(k in seen for k in ((r, c) for c in range(len(headers)))) for r in range(n_rows)), \
+    assert all(all(k in seen for k in ((r, c) for c in range(len(headers)))) for r in range(n_rows)), (
         f"not every cell of {label!r} was shown"
+    )
     return headers, rows
 
 
@@ -159,19 +169,25 @@ def check_detection_rows(headers: list[str], rows: list[list[str]], det) -> None
         assert row[0] == str(label), f"row {i}: {row[0]!r}, the library says {label!r}"
         assert abs(float(row[1]) - float(score)) <= 0.005, f"row {i}: score {row[1]}, the library's {score:.3f}"
         shown = np.array([float(v) for v in row[2:]])
-        assert np.abs(shown - box).max() <= 1.0, \
+        assert np.abs(shown - box).max() <= 1.0, (
             f"row {i}: box {shown.tolist()}, the library's {np.round(box, 1).tolist()}"
+        )
 
 
 def check_segment_rows(headers: list[str], rows: list[list[str]], det) -> None:
     """The table is ``det``'s panoptic segments, row by row: id, class, thing/stuff and area equal,
     scores to 2 decimals (stuff has none)."""
     assert headers == ["segment", "class", "thing/stuff", "area px", "score"], headers
-    assert len(rows) == len(det.segments) > 0, \
+    assert len(rows) == len(det.segments) > 0, (
         f"the page shows {len(rows)} rows, the library finds {len(det.segments)} segments"
+    )
     for row, seg in zip(rows, det.segments):
-        assert [int(row[0]), row[1], row[2], int(row[3])] == \
-               [seg["id"], seg["label"], "thing" if seg["isthing"] else "stuff", seg["area"]], (row, seg)
+        assert [int(row[0]), row[1], row[2], int(row[3])] == [
+            seg["id"],
+            seg["label"],
+            "thing" if seg["isthing"] else "stuff",
+            seg["area"],
+        ], (row, seg)
         score = _number(row[4])
         if seg["score"] is None:
             assert score is None, (row, seg)
@@ -218,8 +234,9 @@ def check_precision_labels(labels: list[str], model: str) -> str:
         assert values == expected, f"{p}: the page shows {values}, the IR's metadata {expected}"
         assert ms == f"{row['ms']:.0f}", f"{p}: {ms} ms shown, {row['ms']} in the metadata"
         key = next(k for k in _PRIMARY if row.get(k) is not None)
-        assert delta == f"{row[key] - fp32[key]:+.1f}" and delta_key == key.replace("_", " "), \
+        assert delta == f"{row[key] - fp32[key]:+.1f}" and delta_key == key.replace("_", " "), (
             f"{p}: difference {delta} {delta_key}, the metadata's {row[key] - fp32[key]:+.1f} {key}"
+        )
         shown[p] = row
     assert set(shown) == {"FP16", "INT8"} | ({"BF16"} if bf16_available() else set()), labels
     key = next(k for k in _PRIMARY if fp32.get(k) is not None)
@@ -261,10 +278,12 @@ def screenshot_masks(page) -> list[tuple[Any, tuple[int, int, int]]]:
     bfloat16) in the page's white; the result image (random colours) in grey."""
     markdown = page.get_by_test_id("markdown")
     result = page.locator(".block").filter(has=page.get_by_test_id("block-label").get_by_text("Detections", exact=True))
-    return [(markdown.filter(has_text=re.compile(r" on \S+, [A-Z0-9]+ — ")), WHITE),
-            (markdown.filter(has_text="status: "), WHITE),
-            (page.locator(".block").filter(has=page.get_by_text("Precision (AP measured")).last, WHITE),
-            (result.locator("img"), GREY)]
+    return [
+        (markdown.filter(has_text=re.compile(r" on \S+, [A-Z0-9]+ — ")), WHITE),
+        (markdown.filter(has_text="status: "), WHITE),
+        (page.locator(".block").filter(has=page.get_by_text("Precision (AP measured")).last, WHITE),
+        (result.locator("img"), GREY),
+    ]
 
 
 def _thumbnail(image: Image.Image) -> np.ndarray:
@@ -298,8 +317,15 @@ def page_screenshot(page, masks: list[tuple[Any, tuple[int, int, int]]]) -> Imag
     for locator, colour in masks:
         for box in [loc.bounding_box() for loc in locator.all()]:
             if box is not None:
-                draw.rectangle([math.floor(box["x"]) - 1, math.floor(box["y"]) - 1,
-                                math.ceil(box["x"] + box["width"]), math.ceil(box["y"] + box["height"])], fill=colour)
+                draw.rectangle(
+                    [
+                        math.floor(box["x"]) - 1,
+                        math.floor(box["y"]) - 1,
+                        math.ceil(box["x"] + box["width"]),
+                        math.ceil(box["y"] + box["height"]),
+                    ],
+                    fill=colour,
+                )
     return shot
 
 
@@ -320,7 +346,9 @@ def check_screenshot(page, name: str, masks: list[tuple[Any, tuple[int, int, int
         if shot.size == ref.size:
             d = np.abs(np.asarray(shot, np.int16) - np.asarray(ref, np.int16)).max(-1).astype(np.uint8)
             Image.fromarray(d).save(ARTIFACTS / f"app_{name}.diff.png")
-        raise AssertionError(f"the page looks different from {ref_path.relative_to(ROOT)}: {diff:.2%} of the "
-                             f"{CELL}x{CELL}-pixel cells differ (tolerance {TOLERANCE:.1%}); "
-                             f"see tests/_artifacts/app_{name}*.png")
+        raise AssertionError(
+            f"the page looks different from {ref_path.relative_to(ROOT)}: {diff:.2%} of the "
+            f"{CELL}x{CELL}-pixel cells differ (tolerance {TOLERANCE:.1%}); "
+            f"see tests/_artifacts/app_{name}*.png"
+        )
     return diff

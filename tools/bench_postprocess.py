@@ -66,7 +66,7 @@ def panoptic_inputs(kind: str = "regions", seed: int = 0, n: int = 100) -> tuple
         low = (hs // 4, ws // 4)
         seeds = rng.uniform(0, 1, (15, 2)) * low
         labels = rng.choice(CLASSES, 15, replace=False)
-        yy, xx = np.mgrid[0:low[0], 0:low[1]]
+        yy, xx = np.mgrid[0 : low[0], 0 : low[1]]
         cell = np.argmin((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2, axis=-1)
         onehot = np.zeros((CLASSES, *low), np.float32)
         onehot[labels[cell], yy, xx] = 1
@@ -89,9 +89,14 @@ def panoptic_inputs(kind: str = "regions", seed: int = 0, n: int = 100) -> tuple
     ry, rx = rng.uniform(0.2, 0.5, (2, n, 1, 1))
     inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
     masks = 1 / (1 + np.exp(6 * (inside - 1))) + rng.normal(0, 0.05, inside.shape)
-    raw = {"boxes": boxes, "scores": scores, "classes": rng.integers(0, 80, n),
-           "masks": np.clip(masks, 0, 1).astype(np.float32)[:, None], "sem_seg": logits.astype(np.float32),
-           "image_size": np.array(INPUT)}
+    raw = {
+        "boxes": boxes,
+        "scores": scores,
+        "classes": rng.integers(0, 80, n),
+        "masks": np.clip(masks, 0, 1).astype(np.float32)[:, None],
+        "sem_seg": logits.astype(np.float32),
+        "image_size": np.array(INPUT),
+    }
     meta = {"original_size": ORIGINAL, "input_size": INPUT, "padded_size": PADDED}
     return raw, meta
 
@@ -102,7 +107,7 @@ def keypoint_inputs(seed: int = 0, n: int = 100, k: int = 17, s: int = 56) -> tu
     yy, xx = np.mgrid[0:s, 0:s]
     cy, cx = rng.uniform(0, s, (2, n, k, 1, 1))
     sigma = rng.uniform(1, 4, (n, k, 1, 1))
-    maps = rng.normal(0, 2, (n, k, s, s)) + 12 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma ** 2))
+    maps = rng.normal(0, 2, (n, k, s, s)) + 12 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
     bw = np.exp(rng.uniform(np.log(20), np.log(600), n))
     bh = bw * np.exp(rng.normal(0.5, 0.4, n))  # people: taller than wide
     x0, y0 = rng.uniform(-20, INPUT[1] - 10, n), rng.uniform(-20, INPUT[0] - 10, n)
@@ -120,9 +125,15 @@ def _merge(raw: dict, semantic: np.ndarray, params: PanopticParams):
         masks = PP.paste_box_masks(raw["masks"][:, 0], boxes, ORIGINAL).subset(use)
     else:
         masks = PP.paste_masks(raw["masks"][use, 0], boxes[use], ORIGINAL)
-    return P.combine_semantic_and_instance_outputs(raw["scores"][use], raw["classes"][use], masks, semantic,
-                                                   params.overlap_threshold, params.stuff_area_threshold,
-                                                   params.score_threshold)
+    return P.combine_semantic_and_instance_outputs(
+        raw["scores"][use],
+        raw["classes"][use],
+        masks,
+        semantic,
+        params.overlap_threshold,
+        params.stuff_area_threshold,
+        params.score_threshold,
+    )
 
 
 def _time(fn, repeat: int) -> dict[str, float]:
@@ -135,8 +146,11 @@ def _time(fn, repeat: int) -> dict[str, float]:
         fn()
         wall.append((time.perf_counter() - t) * 1e3)
         cpu.append((time.process_time() - c) * 1e3)
-    return {"median_ms": round(statistics.median(wall), 2), "min_ms": round(min(wall), 2),
-            "cpu_median_ms": round(statistics.median(cpu), 2)}
+    return {
+        "median_ms": round(statistics.median(wall), 2),
+        "min_ms": round(min(wall), 2),
+        "cpu_median_ms": round(statistics.median(cpu), 2),
+    }
 
 
 def run(repeat: int) -> dict[str, dict[str, float]]:
@@ -147,11 +161,14 @@ def run(repeat: int) -> dict[str, dict[str, float]]:
         raw, meta = panoptic_inputs(kind)
         logits = raw["sem_seg"]
         out[f"panoptic {kind}: postprocess(threshold=0.5)"] = _time(
-            lambda: postprocess(raw, meta, labels, threshold=0.5, panoptic=params), repeat)
+            lambda: postprocess(raw, meta, labels, threshold=0.5, panoptic=params), repeat
+        )
         out[f"panoptic {kind}: postprocess(threshold=0.05)"] = _time(
-            lambda: postprocess(raw, meta, labels, threshold=0.05, panoptic=params), repeat)
+            lambda: postprocess(raw, meta, labels, threshold=0.05, panoptic=params), repeat
+        )
         out[f"panoptic {kind}: sem_seg_postprocess"] = _time(
-            lambda: P.sem_seg_postprocess(logits, INPUT, ORIGINAL, stride=STRIDE), repeat)
+            lambda: P.sem_seg_postprocess(logits, INPUT, ORIGINAL, stride=STRIDE), repeat
+        )
         semantic = P.sem_seg_postprocess(logits, INPUT, ORIGINAL, stride=STRIDE)
         out[f"panoptic {kind}: merge (paste merged + combine)"] = _time(lambda: _merge(raw, semantic, params), repeat)
     maps, boxes = keypoint_inputs()
@@ -176,9 +193,14 @@ def _other_revision(rev: str, repeat: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
             tar.extractall(tmp, filter="data")
-        res = subprocess.run([sys.executable, "-m", "tools.bench_postprocess", "--repeat", str(repeat), "--json"],
-                             capture_output=True, text=True, cwd=tmp, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                             check=True)
+        res = subprocess.run(
+            [sys.executable, "-m", "tools.bench_postprocess", "--repeat", str(repeat), "--json"],
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=True,
+        )
         out = json.loads(res.stdout)
         if not Path(out["code"]).resolve().is_relative_to(Path(tmp).resolve()):
             raise RuntimeError(f"--compare {rev}: the subprocess imported {out['code']}, not the archive's d2ov_core")
@@ -197,8 +219,10 @@ def main() -> None:
     before = _other_revision(args.compare, args.repeat)["results"] if args.compare else None
     load = os.getloadavg()[0]
     after = run(args.repeat)
-    print(f"CPU: {_cpu()}, {os.cpu_count()} cores; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; "
-          f"numpy {np.__version__}; {args.repeat} runs per case: wall median (min) ms / CPU median ms")
+    print(
+        f"CPU: {_cpu()}, {os.cpu_count()} cores; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; "
+        f"numpy {np.__version__}; {args.repeat} runs per case: wall median (min) ms / CPU median ms"
+    )
     width = max(map(len, after))
 
     def cell(r):
@@ -207,7 +231,9 @@ def main() -> None:
     if before is not None:
         print(f"{'case':{width}}  {args.compare[:10]:>26}  {'this tree':>26}")
     for case, r in after.items():
-        print(f"{case:{width}}  " + (f"{cell(before.get(case)):>26}  " if before is not None else "") + f"{cell(r):>26}")
+        print(
+            f"{case:{width}}  " + (f"{cell(before.get(case)):>26}  " if before is not None else "") + f"{cell(r):>26}"
+        )
 
 
 if __name__ == "__main__":

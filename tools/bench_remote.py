@@ -48,9 +48,13 @@ def free_port() -> int:
 
 def start_server(serve_python: Path, xml: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([str(serve_python), "-m", "d2ov_core.serve.kserve", "--ir", str(xml), "--http-port",
-                             str(port), *extra], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(serve_python), "-m", "d2ov_core.serve.kserve", "--ir", str(xml), "--http-port", str(port), *extra],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         if proc.poll() is not None:
@@ -98,15 +102,31 @@ def run(predictor: Predictor, images: list, clients: int, requests: int) -> dict
     if errors:
         raise errors[0]
     lat = sorted(latencies)
-    return {"clients": clients, "requests": requests, "wall_s": round(wall, 2), "images_per_s": round(requests / wall, 2),
-            "median_ms": round(statistics.median(lat), 1), "p90_ms": round(lat[int(0.9 * (len(lat) - 1))], 1)}
+    return {
+        "clients": clients,
+        "requests": requests,
+        "wall_s": round(wall, 2),
+        "images_per_s": round(requests / wall, 2),
+        "median_ms": round(statistics.median(lat), 1),
+        "p90_ms": round(lat[int(0.9 * (len(lat) - 1))], 1),
+    }
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "openvino": runtime.openvino_version()}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "openvino": runtime.openvino_version(),
+    }
 
 
 def main(argv=None) -> int:
@@ -124,13 +144,17 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     serve_python = Path(args.serve_python)
-    kserve_version = subprocess.run([str(serve_python), "-c", "import kserve, importlib.metadata as m; "
-                                     "print(m.version('kserve'))"], capture_output=True, text=True).stdout.strip()
+    kserve_version = subprocess.run(
+        [str(serve_python), "-c", "import kserve, importlib.metadata as m; print(m.version('kserve'))"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     load_before = os.getloadavg()
     rows = []
 
-    servers = [("remote (KServe predictor)", ())] + ([] if args.no_stock else
-                                                      [("remote (kserve decoding)", ("--kserve-decoding",))])
+    servers = [("remote (KServe predictor)", ())] + (
+        [] if args.no_stock else [("remote (kserve decoding)", ("--kserve-decoding",))]
+    )
     procs, predictors = [], {"in-process": Predictor(xml)}
     try:
         for i, (backend, extra) in enumerate(servers):  # both servers up first (idle ones cost nothing) ...
@@ -148,24 +172,36 @@ def main(argv=None) -> int:
             proc.wait(30)
     for log in out.glob(".server*.log"):
         log.unlink()
-    doc = {"model": args.model, "ir": str(xml.relative_to(ROOT)), "images": [p.name for p in catalog.sample_images()],
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "kserve": kserve_version,
-           "load_average_before": [round(v, 2) for v in load_before],
-           "load_average_after": [round(v, 2) for v in os.getloadavg()], "rows": rows,
-           "command": "python -m tools.bench_remote " + " ".join(argv if argv is not None else sys.argv[1:])}
+    doc = {
+        "model": args.model,
+        "ir": str(xml.relative_to(ROOT)),
+        "images": [p.name for p in catalog.sample_images()],
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "kserve": kserve_version,
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "rows": rows,
+        "command": "python -m tools.bench_remote " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
     (out / "bench.json").write_text(json.dumps(doc, indent=1) + "\n")
     base = {r["clients"]: r["images_per_s"] for r in rows if r["backend"] == "in-process"}
-    lines = [f"`{doc['command'].strip()}`: {args.model}, {len(images)} samples, {args.requests} requests per row "
-             f"after warm-up; {doc['date']}, {doc['machine']['cpu']}, {doc['machine']['cores']} cores, OpenVINO "
-             f"{doc['machine']['openvino']}, kserve {kserve_version}; load average before/after "
-             f"{doc['load_average_before'][0]} / {doc['load_average_after'][0]} (1 min). One run.", "",
-             "| backend | clients | images/s | vs in-process | median ms | p90 ms | wall s |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"`{doc['command'].strip()}`: {args.model}, {len(images)} samples, {args.requests} requests per row "
+        f"after warm-up; {doc['date']}, {doc['machine']['cpu']}, {doc['machine']['cores']} cores, OpenVINO "
+        f"{doc['machine']['openvino']}, kserve {kserve_version}; load average before/after "
+        f"{doc['load_average_before'][0]} / {doc['load_average_after'][0]} (1 min). One run.",
+        "",
+        "| backend | clients | images/s | vs in-process | median ms | p90 ms | wall s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     order = list(predictors)
     for r in sorted(rows, key=lambda r: (order.index(r["backend"]), r["clients"])):
-        lines.append(f"| {r['backend']} | {r['clients']} | {r['images_per_s']:.2f} | "
-                     f"{r['images_per_s'] / base[r['clients']]:.2f}x | {r['median_ms']:.0f} | {r['p90_ms']:.0f} | "
-                     f"{r['wall_s']:.1f} |")
+        lines.append(
+            f"| {r['backend']} | {r['clients']} | {r['images_per_s']:.2f} | "
+            f"{r['images_per_s'] / base[r['clients']]:.2f}x | {r['median_ms']:.0f} | {r['p90_ms']:.0f} | "
+            f"{r['wall_s']:.1f} |"
+        )
     (out / "bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 
-SETUP_PY = '''
+SETUP_PY = """
 from setuptools import find_packages, setup
 PROJECTS = {
     "detectron2.projects.point_rend": "projects/PointRend/point_rend",
@@ -34,7 +34,7 @@ setup(
     package_data={"detectron2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py"]},
     python_requires=">=3.7",
 )
-'''
+"""
 
 
 def main() -> int:
@@ -54,8 +54,9 @@ def main() -> int:
             return 1
         (src / "setup.py").write_text(SETUP_PY)
         (src / "pyproject.toml").unlink(missing_ok=True)
-        res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", str(src)],
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", str(src)], capture_output=True, text=True
+        )
         if res.returncode != 0:
             print(res.stdout[-3000:], res.stderr[-3000:], file=sys.stderr)
             return res.returncode

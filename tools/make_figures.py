@@ -50,11 +50,24 @@ from . import synth
 CLASSES = ["figure"]
 KEYPOINTS = ["head", "neck", "left_hand", "right_hand", "hip", "left_foot", "right_foot"]
 FLIP_MAP = [("left_hand", "right_hand"), ("left_foot", "right_foot")]
-SKELETON = [("head", "neck"), ("neck", "left_hand"), ("neck", "right_hand"), ("neck", "hip"),
-            ("hip", "left_foot"), ("hip", "right_foot")]
+SKELETON = [
+    ("head", "neck"),
+    ("neck", "left_hand"),
+    ("neck", "right_hand"),
+    ("neck", "hip"),
+    ("hip", "left_foot"),
+    ("hip", "right_foot"),
+]
 OKS_SIGMAS = [0.05, 0.05, 0.06, 0.06, 0.05, 0.06, 0.06]
-CATEGORIES = [{"id": 1, "name": "figure", "supercategory": "figure", "keypoints": KEYPOINTS,
-               "skeleton": [[KEYPOINTS.index(a) + 1, KEYPOINTS.index(b) + 1] for a, b in SKELETON]}]
+CATEGORIES = [
+    {
+        "id": 1,
+        "name": "figure",
+        "supercategory": "figure",
+        "keypoints": KEYPOINTS,
+        "skeleton": [[KEYPOINTS.index(a) + 1, KEYPOINTS.index(b) + 1] for a, b in SKELETON],
+    }
+]
 
 MIN_SIDE, MAX_SIDE = 256, 640
 MIN_HEIGHT, MAX_HEIGHT = 36, 260
@@ -138,8 +151,9 @@ def make_image(rng: np.random.Generator):
                 continue
             allp = np.concatenate([kp, np.array(list(bends.values()))])
             pad = head_r + thick
-            box = np.array([allp[:, 0].min() - pad, allp[:, 1].min() - pad,
-                            allp[:, 0].max() + pad, allp[:, 1].max() + pad])
+            box = np.array(
+                [allp[:, 0].min() - pad, allp[:, 1].min() - pad, allp[:, 0].max() + pad, allp[:, 1].max() + pad]
+            )
             box = np.clip(box, [0, 0, 0, 0], [w, h, w, h])
             if box[2] - box[0] < 4 or box[3] - box[1] < 8:
                 continue
@@ -182,9 +196,14 @@ def make_image(rng: np.random.Generator):
             else:
                 flat += [0, 0, 0]
         x0, y0, x1, y1 = (float(v) for v in box)
-        anns.append({"keypoints": flat, "num_keypoints": sum(1 for v in flat[2::3] if v > 0),
-                     "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                     "area": round((x1 - x0) * (y1 - y0), 2)})
+        anns.append(
+            {
+                "keypoints": flat,
+                "num_keypoints": sum(1 for v in flat[2::3] if v > 0),
+                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                "area": round((x1 - x0) * (y1 - y0), 2),
+            }
+        )
     return out, anns
 
 
@@ -208,8 +227,15 @@ def make_split(out_dir: str, split: str, num: int, seed: int) -> str:
         for a in anns:
             a.update({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0})
             annotations.append(a)
-    return synth.write_split(out_dir, split, f"d2ov synthetic stick figures, split {split}, seed {seed}",
-                             GENERATOR_VERSION, images, annotations, CATEGORIES)
+    return synth.write_split(
+        out_dir,
+        split,
+        f"d2ov synthetic stick figures, split {split}, seed {seed}",
+        GENERATOR_VERSION,
+        images,
+        annotations,
+        CATEGORIES,
+    )
 
 
 def main(argv=None) -> int:

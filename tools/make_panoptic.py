@@ -62,14 +62,28 @@ from . import make_shapes, synth
 THING_CLASSES = list(make_shapes.CLASSES)  # dataset ids 1..3
 STUFF_CLASSES = ["stripes", "checker", "noise", "gradient"]  # dataset ids 4..7, semantic labels 1..4
 THING_CATEGORIES = list(make_shapes.CATEGORIES)
-_COLORS = [(220, 20, 60), (0, 130, 230), (250, 170, 30), (120, 120, 120), (60, 180, 75), (200, 120, 230),
-           (150, 100, 50)]
-PANOPTIC_CATEGORIES = (
-    [{"id": i + 1, "name": n, "supercategory": "shape", "isthing": 1, "color": list(_COLORS[i])}
-     for i, n in enumerate(THING_CLASSES)]
-    + [{"id": len(THING_CLASSES) + i + 1, "name": n, "supercategory": "texture", "isthing": 0,
-        "color": list(_COLORS[len(THING_CLASSES) + i])} for i, n in enumerate(STUFF_CLASSES)]
-)
+_COLORS = [
+    (220, 20, 60),
+    (0, 130, 230),
+    (250, 170, 30),
+    (120, 120, 120),
+    (60, 180, 75),
+    (200, 120, 230),
+    (150, 100, 50),
+]
+PANOPTIC_CATEGORIES = [
+    {"id": i + 1, "name": n, "supercategory": "shape", "isthing": 1, "color": list(_COLORS[i])}
+    for i, n in enumerate(THING_CLASSES)
+] + [
+    {
+        "id": len(THING_CLASSES) + i + 1,
+        "name": n,
+        "supercategory": "texture",
+        "isthing": 0,
+        "color": list(_COLORS[len(THING_CLASSES) + i]),
+    }
+    for i, n in enumerate(STUFF_CLASSES)
+]
 
 MIN_REGIONS, MAX_REGIONS = 2, 4
 MIN_REGION_FRACTION = 0.08  # of the image area, per stuff region (before shapes are drawn over it)
@@ -235,8 +249,9 @@ def make_split(out_dir: str, split: str, num: int, seed: int, procs: int = 1) ->
             annotations.append(a)
         pan_anns.append(pan_ann)
     description = f"d2ov synthetic panoptic shapes, split {split}, seed {seed}"
-    synth.write_split(out_dir, f"{split}_panoptic", description, GENERATOR_VERSION, images, pan_anns,
-                      PANOPTIC_CATEGORIES)
+    synth.write_split(
+        out_dir, f"{split}_panoptic", description, GENERATOR_VERSION, images, pan_anns, PANOPTIC_CATEGORIES
+    )
     # written last: its presence means the split is complete
     return synth.write_split(out_dir, split, description, GENERATOR_VERSION, images, annotations, THING_CATEGORIES)
 

@@ -70,8 +70,15 @@ def make_split(out_dir: str, split: str, num: int, seed: int) -> str:
             a = synth.annotation(m)
             a.update({"id": len(annotations) + 1, "image_id": i + 1, "category_id": cls + 1, "iscrowd": 0})
             annotations.append(a)
-    return synth.write_split(out_dir, split, f"d2ov synthetic shapes, split {split}, seed {seed}", GENERATOR_VERSION,
-                             images, annotations, CATEGORIES)
+    return synth.write_split(
+        out_dir,
+        split,
+        f"d2ov synthetic shapes, split {split}, seed {seed}",
+        GENERATOR_VERSION,
+        images,
+        annotations,
+        CATEGORIES,
+    )
 
 
 def main(argv=None) -> int:

@@ -89,8 +89,17 @@ def distractors(rng: np.random.Generator, img: np.ndarray) -> None:
             c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
             ax = (int(rng.integers(8, 120)), int(rng.integers(8, 120)))
             start = float(rng.uniform(0, 360))
-            cv2.ellipse(img, c, ax, float(rng.uniform(0, 180)), start, start + float(rng.uniform(40, 270)),
-                        color, thick, cv2.LINE_AA)
+            cv2.ellipse(
+                img,
+                c,
+                ax,
+                float(rng.uniform(0, 180)),
+                start,
+                start + float(rng.uniform(40, 270)),
+                color,
+                thick,
+                cv2.LINE_AA,
+            )
         else:  # thin outline of a polygon with 4-7 corners (not filled)
             n = int(rng.integers(4, 8))
             c = np.array([rng.uniform(0, w), rng.uniform(0, h)])
@@ -233,8 +242,9 @@ def save_image(rng: np.random.Generator, img: np.ndarray, out_dir: str, split: s
     return {"id": i + 1, "file_name": rel, "height": h, "width": w}
 
 
-def write_split(out_dir: str, name: str, description: str, version: str, images: list, annotations: list,
-                categories: list) -> str:
+def write_split(
+    out_dir: str, name: str, description: str, version: str, images: list, annotations: list, categories: list
+) -> str:
     """Write ``out_dir/<name>.json`` (COCO: info, licenses, images, annotations, categories); returns its path."""
     data = {
         "info": {"description": description, "version": version},

@@ -133,8 +133,10 @@ def start_run(a: argparse.Namespace) -> Run:
     threads = a.threads
     if rank >= 0:
         import torch.distributed as dist
-        dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=a.ddp,
-                                timeout=datetime.timedelta(minutes=90))
+
+        dist.init_process_group(
+            "gloo", init_method="env://", rank=rank, world_size=a.ddp, timeout=datetime.timedelta(minutes=90)
+        )
         threads = 1
     torch.set_num_threads(threads)
     deadline = time.time() + a.max_minutes * 60 if a.max_minutes else None
@@ -187,8 +189,11 @@ def ensure_data(work: str, train_num: int, test_num: int, gen=make_shapes) -> di
             with open(p) as f:
                 d = json.load(f)
             info = d.get("info", {})
-            ok = (len(d["images"]) == num and f"seed {seed}" in info.get("description", "")
-                  and info.get("version") == gen.GENERATOR_VERSION)
+            ok = (
+                len(d["images"]) == num
+                and f"seed {seed}" in info.get("description", "")
+                and info.get("version") == gen.GENERATOR_VERSION
+            )
         if not ok:
             t = time.time()
             LOG.info(f"generating {kind} {split} split: {num} images, seed {seed} -> {work}")
@@ -223,8 +228,11 @@ def ensure_panoptic_data(work: str, train_num: int, test_num: int) -> dict:
             with open(p) as f:
                 d = json.load(f)
             info = d.get("info", {})
-            ok = (len(d["images"]) == num and f"seed {seed}" in info.get("description", "")
-                  and info.get("version") == make_panoptic.GENERATOR_VERSION)
+            ok = (
+                len(d["images"]) == num
+                and f"seed {seed}" in info.get("description", "")
+                and info.get("version") == make_panoptic.GENERATOR_VERSION
+            )
         if not ok:
             t = time.time()
             LOG.info(f"generating panoptic {split} split: {num} images, seed {seed} -> {work}")
@@ -233,6 +241,7 @@ def ensure_panoptic_data(work: str, train_num: int, test_num: int) -> dict:
         paths[split] = p
         name = f"d2ov_panoptic_{split}"
         if name not in DatasetCatalog.list():
+
             def load(p=p, split=split, name=name):
                 dicts = load_coco_json(p, work, name)
                 for d in dicts:
@@ -242,13 +251,16 @@ def ensure_panoptic_data(work: str, train_num: int, test_num: int) -> dict:
 
             DatasetCatalog.register(name, load)
             MetadataCatalog.get(name).set(
-                json_file=p, image_root=work, evaluator_type="coco_panoptic_seg",
+                json_file=p,
+                image_root=work,
+                evaluator_type="coco_panoptic_seg",
                 thing_classes=list(make_panoptic.THING_CLASSES),
                 stuff_classes=["things", *make_panoptic.STUFF_CLASSES],
                 ignore_label=make_panoptic.IGNORE,
                 panoptic_json=os.path.join(work, f"{split}_panoptic.json"),
                 panoptic_root=os.path.join(work, f"{split}_panoptic"),
-                sem_seg_root=os.path.join(work, f"{split}_sem"))
+                sem_seg_root=os.path.join(work, f"{split}_sem"),
+            )
     return paths
 
 
@@ -370,8 +382,11 @@ def make_optimizer(cfg, model, optimizer: str):
     for _name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.SOLVER.WEIGHT_DECAY},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.SOLVER.BASE_LR, betas=(0.9, 0.999))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.SOLVER.WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.SOLVER.BASE_LR,
+        betas=(0.9, 0.999),
+    )
     return opt
 
 
@@ -391,8 +406,9 @@ def write_config(cfg, out_dir: str) -> None:
         f.write(c.dump())
 
 
-def train(cfg, run: Run, iters: int, out_dir: str, metrics: dict, init_state: dict | None = None,
-          stop: int | None = None) -> tuple[torch.nn.Module, int, float]:
+def train(
+    cfg, run: Run, iters: int, out_dir: str, metrics: dict, init_state: dict | None = None, stop: int | None = None
+) -> tuple[torch.nn.Module, int, float]:
     """Train ``iters`` iterations of the schedule (warm-up + cosine over ``iters``); stop early at
     iteration ``stop`` or when ``run.deadline`` (time.time()) has passed, whichever comes first."""
     seed_all(SEED)
@@ -405,9 +421,11 @@ def train(cfg, run: Run, iters: int, out_dir: str, metrics: dict, init_state: di
     rank, world = _dist()
     if init_state is not None:
         missing, unexpected = model.load_state_dict(init_state, strict=False)
-        LOG.info(f"initialised from given weights: {len(init_state)} tensors loaded, "
-                 f"missing (newly initialised) {len(missing)}: {sorted(set(k.rsplit('.', 2)[0] for k in missing))}, "
-                 f"unexpected (dropped) {len(unexpected)}: {sorted(set(k.rsplit('.', 3)[0] for k in unexpected))}")
+        LOG.info(
+            f"initialised from given weights: {len(init_state)} tensors loaded, "
+            f"missing (newly initialised) {len(missing)}: {sorted(set(k.rsplit('.', 2)[0] for k in missing))}, "
+            f"unexpected (dropped) {len(unexpected)}: {sorted(set(k.rsplit('.', 3)[0] for k in unexpected))}"
+        )
     model.train()
     net = model
     if world > 1:
@@ -429,9 +447,11 @@ def train(cfg, run: Run, iters: int, out_dir: str, metrics: dict, init_state: di
     LOG.info(f"train augmentations: {augs}")
     loader = build_detection_train_loader(cfg, mapper=DatasetMapper(cfg, is_train=True, augmentations=augs))
     n_params = sum(p.numel() for p in model.parameters())
-    LOG.info(f"model: {n_params:,} parameters; {iters} iterations, batch {cfg.SOLVER.IMS_PER_BATCH} "
-             f"({world} process{'es' if world > 1 else ''}), "
-             f"base lr {cfg.SOLVER.BASE_LR}, warmup {cfg.SOLVER.WARMUP_ITERS}, {cfg.SOLVER.LR_SCHEDULER_NAME}")
+    LOG.info(
+        f"model: {n_params:,} parameters; {iters} iterations, batch {cfg.SOLVER.IMS_PER_BATCH} "
+        f"({world} process{'es' if world > 1 else ''}), "
+        f"base lr {cfg.SOLVER.BASE_LR}, warmup {cfg.SOLVER.WARMUP_ITERS}, {cfg.SOLVER.LR_SCHEDULER_NAME}"
+    )
     if rank == 0:
         write_config(cfg, out_dir)
     window = defaultdict(lambda: deque(maxlen=run.log_every))
@@ -466,17 +486,21 @@ def train(cfg, run: Run, iters: int, out_dir: str, metrics: dict, init_state: di
                 eta = spi * (iters - done)
                 lr = optimizer.param_groups[0]["lr"]
                 med = {k: float(np.median(v)) for k, v in window.items()}
-                LOG.info(f"iter {done}/{iters}  total_loss {med['total_loss']:.3f}  "
-                         + "  ".join(f"{k} {v:.3f}" for k, v in med.items() if k != "total_loss")
-                         + f"  lr {lr:.5f}  {spi:.2f} s/iter (data {t_data / done:.2f})  "
-                         f"ETA {datetime.timedelta(seconds=int(eta))}")
+                LOG.info(
+                    f"iter {done}/{iters}  total_loss {med['total_loss']:.3f}  "
+                    + "  ".join(f"{k} {v:.3f}" for k, v in med.items() if k != "total_loss")
+                    + f"  lr {lr:.5f}  {spi:.2f} s/iter (data {t_data / done:.2f})  "
+                    f"ETA {datetime.timedelta(seconds=int(eta))}"
+                )
                 metrics["train"].append({"iter": done, "lr": lr, "s_per_iter": spi, **med})
             if done % cfg.SOLVER.CHECKPOINT_PERIOD == 0 and done < iters and rank == 0:
                 save_weights(model, wpath)
                 LOG.info(f"checkpoint: weights after {done} iterations -> {wpath}")
             if run.deadline is not None and _any_rank(time.time() > run.deadline) and done < iters:
-                LOG.info(f"STOPPED EARLY at iteration {done}/{iters}: time budget reached "
-                         f"(to reproduce these weights on any machine: --{_which(cfg)}-stop {done})")
+                LOG.info(
+                    f"STOPPED EARLY at iteration {done}/{iters}: time budget reached "
+                    f"(to reproduce these weights on any machine: --{_which(cfg)}-stop {done})"
+                )
                 break
             if stop is not None and done >= stop and done < iters:
                 LOG.info(f"STOPPED at iteration {done}/{iters} as asked (--{_which(cfg)}-stop)")
@@ -485,7 +509,9 @@ def train(cfg, run: Run, iters: int, out_dir: str, metrics: dict, init_state: di
     if rank == 0:
         save_weights(model, wpath)
     _barrier()
-    LOG.info(f"training done: {done} iterations in {minutes:.1f} min ({minutes * 60 / max(done, 1):.2f} s/iter) -> {wpath}")
+    LOG.info(
+        f"training done: {done} iterations in {minutes:.1f} min ({minutes * 60 / max(done, 1):.2f} s/iter) -> {wpath}"
+    )
     return model, done, minutes
 
 
@@ -501,6 +527,7 @@ class _SegFixedSizeCrop(T.FixedSizeCrop):
 
 def _dist() -> tuple[int, int]:
     import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -512,6 +539,7 @@ def _any_rank(flag: bool) -> bool:
     if world == 1:
         return flag
     import torch.distributed as dist
+
     t = torch.tensor([1 if flag else 0])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
@@ -520,6 +548,7 @@ def _any_rank(flag: bool) -> bool:
 def _barrier() -> None:
     if _dist()[1] > 1:
         import torch.distributed as dist
+
         dist.barrier()
 
 
@@ -546,8 +575,9 @@ def evaluate(cfg, model, gt_json: str, max_images: int | None, on_output=None) -
     dataset = DatasetCatalog.get(cfg.DATASETS.TEST[0])
     # a plain sequential sampler: Detectron2's default InferenceSampler would give this process only
     # its 1/world share of the images when training ran data-parallel
-    loader = build_detection_test_loader(dataset, mapper=DatasetMapper(cfg, is_train=False),
-                                         sampler=torch.utils.data.SequentialSampler(dataset))
+    loader = build_detection_test_loader(
+        dataset, mapper=DatasetMapper(cfg, is_train=False), sampler=torch.utils.data.SequentialSampler(dataset)
+    )
     # dataset -> COCO image ids are kept in "image_id"
     results, ids = [], []
     t = time.time()
@@ -563,8 +593,9 @@ def evaluate(cfg, model, gt_json: str, max_images: int | None, on_output=None) -
                     on_output(inp, o)
             if (n + 1) % 50 == 0:
                 LOG.info(f"  eval {n + 1} images, {(time.time() - t) / (n + 1):.2f} s/image")
-    LOG.info(f"inference on {len(ids)} images: {(time.time() - t) / max(len(ids), 1):.2f} s/image, "
-             f"{len(results)} detections")
+    LOG.info(
+        f"inference on {len(ids)} images: {(time.time() - t) / max(len(ids), 1):.2f} s/image, {len(results)} detections"
+    )
     gt = COCO(gt_json)
     # the json's category ids are 1..3; detectron2 maps them to 0..2 contiguous: map back
     meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
@@ -611,12 +642,27 @@ def verify_weights(cfg, path: str) -> None:
     for k, v in sd["model"].items():
         assert torch.equal(own[k], v), k
     assert set(own) == set(sd["model"]), set(own) ^ set(sd["model"])
-    LOG.info(f"verified {path}: torch.load(weights_only=True) ok, DetectionCheckpointer loads all "
-             f"{len(own)} tensors, {os.path.getsize(path) / 1e6:.2f} MB")
+    LOG.info(
+        f"verified {path}: torch.load(weights_only=True) ok, DetectionCheckpointer loads all "
+        f"{len(own)} tensors, {os.path.getsize(path) / 1e6:.2f} MB"
+    )
 
 
-def finish_model(cfg, model, out_dir, name, task, metrics, iters, minutes, gt_json, eval_images, extra,
-                 on_output=None, card_extra=None):
+def finish_model(
+    cfg,
+    model,
+    out_dir,
+    name,
+    task,
+    metrics,
+    iters,
+    minutes,
+    gt_json,
+    eval_images,
+    extra,
+    on_output=None,
+    card_extra=None,
+):
     threads = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or threads)  # the other ranks wait idle meanwhile
     stats = evaluate(cfg, model, gt_json, eval_images, on_output=on_output)
@@ -635,10 +681,17 @@ def finish_model(cfg, model, out_dir, name, task, metrics, iters, minutes, gt_js
         "weights_sha256": sha256_file(wpath),
         "box_AP": round(stats["bbox"]["AP"], 2),
         "mask_AP": round(stats["segm"]["AP"], 2) if "segm" in stats else None,
-        **({"keypoint_AP": round(stats["keypoints"]["AP"], 2), "keypoint_names": list(make_figures.KEYPOINTS),
-            "keypoint_skeleton": [list(p) for p in make_figures.SKELETON],
-            "keypoint_flip_map": [list(p) for p in make_figures.FLIP_MAP],
-            "keypoint_oks_sigmas": list(make_figures.OKS_SIGMAS)} if "keypoints" in stats else {}),
+        **(
+            {
+                "keypoint_AP": round(stats["keypoints"]["AP"], 2),
+                "keypoint_names": list(make_figures.KEYPOINTS),
+                "keypoint_skeleton": [list(p) for p in make_figures.SKELETON],
+                "keypoint_flip_map": [list(p) for p in make_figures.FLIP_MAP],
+                "keypoint_oks_sigmas": list(make_figures.OKS_SIGMAS),
+            }
+            if "keypoints" in stats
+            else {}
+        ),
         "eval_split": "test",
         "eval_images": stats["eval_images"],
         "train_iters": iters,
@@ -717,9 +770,14 @@ def panoptic_quality(gt_json: str, pred_json: str, pred_dir: str) -> dict:
         acc.add(pqm.read_panoptic_png(rec.png), rec.segments, pred_map, p["segments_info"])
         n += 1
     res = acc.result()
-    LOG.info(f"panoptic quality on {n} images: " + "  ".join(
-        f"{k}: PQ {v['PQ']:.1f} SQ {v['SQ']:.1f} RQ {v['RQ']:.1f}" for k, v in res.items()
-        if k in ("All", "Things", "Stuff")))
+    LOG.info(
+        f"panoptic quality on {n} images: "
+        + "  ".join(
+            f"{k}: PQ {v['PQ']:.1f} SQ {v['SQ']:.1f} RQ {v['RQ']:.1f}"
+            for k, v in res.items()
+            if k in ("All", "Things", "Stuff")
+        )
+    )
     return {"images": n, **res}
 
 
@@ -752,8 +810,10 @@ def copy_samples(work: str, gt_json: str, out: str, prefix: str = "shapes") -> N
     os.makedirs(out, exist_ok=True)
     for i, im in enumerate(picks, start=1):
         shutil.copyfile(os.path.join(work, im["file_name"]), os.path.join(out, f"{prefix}_{i}.jpg"))
-        LOG.info(f"sample {prefix}_{i}.jpg <- test {im['file_name']} ({im['width']}x{im['height']}, "
-                 f"{count[im['id']]} objects)")
+        LOG.info(
+            f"sample {prefix}_{i}.jpg <- test {im['file_name']} ({im['width']}x{im['height']}, "
+            f"{count[im['id']]} objects)"
+        )
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -761,58 +821,107 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=os.path.join(ROOT, ".cache", "shapes"), help="data set folder")
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "demo"))
-    ap.add_argument("--model", choices=["both", "mask", "faster", "keypoint", "panoptic"], default="both",
-                    help="both: the shapes models; keypoint: the stick-figure Keypoint R-CNN; panoptic: the "
-                         "PanopticFPN on tools/make_panoptic.py's shapes over textured regions")
+    ap.add_argument(
+        "--model",
+        choices=["both", "mask", "faster", "keypoint", "panoptic"],
+        default="both",
+        help="both: the shapes models; keypoint: the stick-figure Keypoint R-CNN; panoptic: the "
+        "PanopticFPN on tools/make_panoptic.py's shapes over textured regions",
+    )
     ap.add_argument("--figures-work", default=os.path.join(ROOT, ".cache", "figures"), help="figures data set folder")
     ap.add_argument("--keypoint-iters", type=int, default=3000)
-    ap.add_argument("--keypoint-init", default=None, metavar="PTH",
-                    help="continue from these weights (a checkpoint of an earlier --model keypoint run) with a "
-                         "fresh schedule of --keypoint-iters iterations; the log is appended to")
-    ap.add_argument("--keypoint-stop", type=int, default=None,
-                    help="stop the Keypoint R-CNN at this iteration (schedule still over --keypoint-iters)")
-    ap.add_argument("--panoptic-work", default=os.path.join(ROOT, ".cache", "panoptic"), help="panoptic data set folder")
+    ap.add_argument(
+        "--keypoint-init",
+        default=None,
+        metavar="PTH",
+        help="continue from these weights (a checkpoint of an earlier --model keypoint run) with a "
+        "fresh schedule of --keypoint-iters iterations; the log is appended to",
+    )
+    ap.add_argument(
+        "--keypoint-stop",
+        type=int,
+        default=None,
+        help="stop the Keypoint R-CNN at this iteration (schedule still over --keypoint-iters)",
+    )
+    ap.add_argument(
+        "--panoptic-work", default=os.path.join(ROOT, ".cache", "panoptic"), help="panoptic data set folder"
+    )
     ap.add_argument("--panoptic-iters", type=int, default=3000)
-    ap.add_argument("--panoptic-init", default=None, metavar="PTH",
-                    help="continue from these weights (a checkpoint of an earlier --model panoptic run) with a "
-                         "fresh schedule of --panoptic-iters iterations; the log is appended to")
-    ap.add_argument("--panoptic-stop", type=int, default=None,
-                    help="stop the PanopticFPN at this iteration (schedule still over --panoptic-iters)")
-    ap.add_argument("--panoptic-pq-only", action="store_true",
-                    help="only (re)compute PQ from the saved test-split predictions of the last --model panoptic "
-                         "run and update its metrics.json and card")
+    ap.add_argument(
+        "--panoptic-init",
+        default=None,
+        metavar="PTH",
+        help="continue from these weights (a checkpoint of an earlier --model panoptic run) with a "
+        "fresh schedule of --panoptic-iters iterations; the log is appended to",
+    )
+    ap.add_argument(
+        "--panoptic-stop",
+        type=int,
+        default=None,
+        help="stop the PanopticFPN at this iteration (schedule still over --panoptic-iters)",
+    )
+    ap.add_argument(
+        "--panoptic-pq-only",
+        action="store_true",
+        help="only (re)compute PQ from the saved test-split predictions of the last --model panoptic "
+        "run and update its metrics.json and card",
+    )
     ap.add_argument("--train-images", type=int, default=make_shapes.DEFAULT_SPLITS["train"][0])
     ap.add_argument("--test-images", type=int, default=200)
     ap.add_argument("--mask-iters", type=int, default=3000)
     ap.add_argument("--faster-iters", type=int, default=500)
-    ap.add_argument("--faster-init", choices=["mask", "scratch"], default="mask",
-                    help="initialise the Faster R-CNN from the trained Mask R-CNN (fine-tune) or from scratch")
+    ap.add_argument(
+        "--faster-init",
+        choices=["mask", "scratch"],
+        default="mask",
+        help="initialise the Faster R-CNN from the trained Mask R-CNN (fine-tune) or from scratch",
+    )
     ap.add_argument("--faster-lr", type=float, default=0.004, help="base lr of the Faster R-CNN fine-tune")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--clip", type=float, default=5.0, help="gradient-norm clipping (0: off)")
-    ap.add_argument("--mask-stop", type=int, default=None,
-                    help="stop the Mask R-CNN at this iteration (schedule still over --mask-iters)")
-    ap.add_argument("--faster-stop", type=int, default=None,
-                    help="stop the Faster R-CNN at this iteration (schedule still over --faster-iters)")
+    ap.add_argument(
+        "--mask-stop",
+        type=int,
+        default=None,
+        help="stop the Mask R-CNN at this iteration (schedule still over --mask-iters)",
+    )
+    ap.add_argument(
+        "--faster-stop",
+        type=int,
+        default=None,
+        help="stop the Faster R-CNN at this iteration (schedule still over --faster-iters)",
+    )
     ap.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
     ap.add_argument("--roi-batch", type=int, default=256, help="ROI_HEADS.BATCH_SIZE_PER_IMAGE")
-    ap.add_argument("--parallel", action="store_true",
-                    help="with --model both --faster-init scratch: train the two models at once, one "
-                         "process and one thread each (2 cores: ~30%% more iterations per hour than "
-                         "one 2-thread run after the other)")
-    ap.add_argument("--ddp", type=int, default=1, metavar="N",
-                    help="train each model data-parallel in N processes of one thread each (gloo, CPU); "
-                         "measured on 2 cores at the start of training: 0.61 s per batch of 4 with --ddp 2 vs "
-                         "1.06 s in one single-thread process")
+    ap.add_argument(
+        "--parallel",
+        action="store_true",
+        help="with --model both --faster-init scratch: train the two models at once, one "
+        "process and one thread each (2 cores: ~30%% more iterations per hour than "
+        "one 2-thread run after the other)",
+    )
+    ap.add_argument(
+        "--ddp",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train each model data-parallel in N processes of one thread each (gloo, CPU); "
+        "measured on 2 cores at the start of training: 0.61 s per batch of 4 with --ddp 2 vs "
+        "1.06 s in one single-thread process",
+    )
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--ckpt-every", type=int, default=200)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--crop", type=int, default=352, help="fixed training input size (pad/crop square)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-minutes", type=float, default=None,
-                    help="stop training (and still evaluate/write) when this much time has passed")
+    ap.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop training (and still evaluate/write) when this much time has passed",
+    )
     ap.add_argument("--time-iters", type=int, default=0, help="only time this many iterations, write nothing")
     return ap
 
@@ -878,8 +987,10 @@ def _two_phase_init(path: str | None) -> str:
     """The model card's "init" of a model trained from scratch, maybe continued from ``path``."""
     if not path:
         return "scratch"
-    return ("scratch, in two phases: this run continued the weights of an earlier one "
-            f"({os.path.basename(path)}) with a fresh schedule")
+    return (
+        "scratch, in two phases: this run continued the weights of an earlier one "
+        f"({os.path.basename(path)}) with a fresh schedule"
+    )
 
 
 def train_keypoint(a, run: Run) -> int:
@@ -890,20 +1001,36 @@ def train_keypoint(a, run: Run) -> int:
     init_state = None
     if a.keypoint_init:
         init_state = torch.load(a.keypoint_init, map_location="cpu", weights_only=True)["model"]
-        LOG.info(f"d2ov demo model: Keypoint R-CNN on synthetic stick figures, CONTINUED from {a.keypoint_init} "
-                 f"(sha256 {sha256_file(a.keypoint_init)[:16]}..., an earlier phase of this training from scratch) "
-                 f"with a fresh schedule; argv {sys.argv[1:]}")
+        LOG.info(
+            f"d2ov demo model: Keypoint R-CNN on synthetic stick figures, CONTINUED from {a.keypoint_init} "
+            f"(sha256 {sha256_file(a.keypoint_init)[:16]}..., an earlier phase of this training from scratch) "
+            f"with a fresh schedule; argv {sys.argv[1:]}"
+        )
     else:
-        LOG.info(f"d2ov demo model: Keypoint R-CNN on synthetic stick figures, trained from scratch; argv {sys.argv[1:]}")
+        LOG.info(
+            f"d2ov demo model: Keypoint R-CNN on synthetic stick figures, trained from scratch; argv {sys.argv[1:]}"
+        )
     LOG.info(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     paths = ensure_data(a.figures_work, a.train_images, a.test_images, make_figures)
     cfg = build_cfg(False, a, keypoint_on=True)
     metrics = {"model": "demo/keypoint_rcnn_figures", "train": []}
-    model, done, minutes = train(cfg, run, a.keypoint_iters, kp_dir, metrics, init_state=init_state,
-                                 stop=a.keypoint_stop)
+    model, done, minutes = train(
+        cfg, run, a.keypoint_iters, kp_dir, metrics, init_state=init_state, stop=a.keypoint_stop
+    )
     if _dist()[0] == 0:
-        finish_model(cfg, model, kp_dir, "demo/keypoint_rcnn_figures", "keypoints", metrics, done, minutes,
-                     paths["test"], a.test_images, {"init": _two_phase_init(a.keypoint_init)})
+        finish_model(
+            cfg,
+            model,
+            kp_dir,
+            "demo/keypoint_rcnn_figures",
+            "keypoints",
+            metrics,
+            done,
+            minutes,
+            paths["test"],
+            a.test_images,
+            {"init": _two_phase_init(a.keypoint_init)},
+        )
         copy_samples(a.figures_work, paths["test"], SAMPLES_DIR, prefix="figures")
     return 0
 
@@ -920,8 +1047,19 @@ def train_mask(a, run: Run) -> None:
     metrics = {"model": "demo/mask_rcnn_shapes", "train": []}
     model, done, minutes = train(cfg, run, a.mask_iters, mask_dir, metrics, stop=a.mask_stop)
     if _dist()[0] == 0:
-        finish_model(cfg, model, mask_dir, "demo/mask_rcnn_shapes", "instance_segmentation", metrics,
-                     done, minutes, paths["test"], a.test_images, {"init": "scratch"})
+        finish_model(
+            cfg,
+            model,
+            mask_dir,
+            "demo/mask_rcnn_shapes",
+            "instance_segmentation",
+            metrics,
+            done,
+            minutes,
+            paths["test"],
+            a.test_images,
+            {"init": "scratch"},
+        )
         copy_samples(a.work, paths["test"], SAMPLES_DIR)
 
 
@@ -938,22 +1076,36 @@ def train_faster(a, run: Run) -> None:
         src = os.path.join(a.out, "mask_rcnn_shapes", "model_final.pth")
         init_state = torch.load(src, map_location="cpu", weights_only=True)["model"]
         init_state = {k: v for k, v in init_state.items() if not k.startswith("roi_heads.mask_head.")}
-        LOG.info("d2ov demo model: Faster R-CNN on synthetic shapes. NOT trained from scratch: it is "
-                 f"INITIALISED FROM THE TRAINED MASK R-CNN ({src}, sha256 {sha256_file(src)[:16]}...): its "
-                 "backbone, FPN, RPN and box-head weights (mask head dropped), then FINE-TUNED with "
-                 f"MASK_ON False for {a.faster_iters} iterations at base lr {a.faster_lr}.")
+        LOG.info(
+            "d2ov demo model: Faster R-CNN on synthetic shapes. NOT trained from scratch: it is "
+            f"INITIALISED FROM THE TRAINED MASK R-CNN ({src}, sha256 {sha256_file(src)[:16]}...): its "
+            "backbone, FPN, RPN and box-head weights (mask head dropped), then FINE-TUNED with "
+            f"MASK_ON False for {a.faster_iters} iterations at base lr {a.faster_lr}."
+        )
         cfg_args = argparse.Namespace(**{**vars(a), "lr": a.faster_lr, "warmup": min(a.warmup, 50)})
     else:
         LOG.info("d2ov demo model: Faster R-CNN on synthetic shapes, trained from scratch")
     LOG.info(f"argv {sys.argv[1:]}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     cfg = build_cfg(False, cfg_args)
     metrics = {"model": "demo/faster_rcnn_shapes", "init": a.faster_init, "train": []}
-    model, done, minutes = train(cfg, run, a.faster_iters, faster_dir, metrics, init_state=init_state,
-                                 stop=a.faster_stop)
+    model, done, minutes = train(
+        cfg, run, a.faster_iters, faster_dir, metrics, init_state=init_state, stop=a.faster_stop
+    )
     extra = {"init": "fine-tuned from demo/mask_rcnn_shapes" if a.faster_init == "mask" else "scratch"}
     if _dist()[0] == 0:
-        finish_model(cfg, model, faster_dir, "demo/faster_rcnn_shapes", "detection", metrics, done, minutes,
-                     paths["test"], a.test_images, extra)
+        finish_model(
+            cfg,
+            model,
+            faster_dir,
+            "demo/faster_rcnn_shapes",
+            "detection",
+            metrics,
+            done,
+            minutes,
+            paths["test"],
+            a.test_images,
+            extra,
+        )
 
 
 def train_panoptic(a, run: Run) -> int:
@@ -987,17 +1139,22 @@ def train_panoptic(a, run: Run) -> int:
     init_state = None
     if a.panoptic_init:
         init_state = torch.load(a.panoptic_init, map_location="cpu", weights_only=True)["model"]
-        LOG.info(f"d2ov demo model: PanopticFPN on synthetic panoptic shapes, CONTINUED from {a.panoptic_init} "
-                 f"(sha256 {sha256_file(a.panoptic_init)[:16]}..., an earlier phase of this training from scratch) "
-                 f"with a fresh schedule; argv {sys.argv[1:]}")
+        LOG.info(
+            f"d2ov demo model: PanopticFPN on synthetic panoptic shapes, CONTINUED from {a.panoptic_init} "
+            f"(sha256 {sha256_file(a.panoptic_init)[:16]}..., an earlier phase of this training from scratch) "
+            f"with a fresh schedule; argv {sys.argv[1:]}"
+        )
     else:
-        LOG.info(f"d2ov demo model: PanopticFPN on synthetic panoptic shapes, trained from scratch; argv {sys.argv[1:]}")
+        LOG.info(
+            f"d2ov demo model: PanopticFPN on synthetic panoptic shapes, trained from scratch; argv {sys.argv[1:]}"
+        )
     LOG.info(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     paths = ensure_panoptic_data(a.panoptic_work, a.train_images, a.test_images)
     cfg = build_cfg(True, a, panoptic_on=True)
     metrics = {"model": name, "train": []}
-    model, done, minutes = train(cfg, run, a.panoptic_iters, out_dir, metrics, init_state=init_state,
-                                 stop=a.panoptic_stop)
+    model, done, minutes = train(
+        cfg, run, a.panoptic_iters, out_dir, metrics, init_state=init_state, stop=a.panoptic_stop
+    )
     if _dist()[0] != 0:
         return 0
     writer = PanopticPredictionWriter(pred_dir)
@@ -1011,10 +1168,21 @@ def train_panoptic(a, run: Run) -> int:
         metrics["panoptic"] = pq
         return panoptic_card(pq)
 
-    finish_model(cfg, model, out_dir, name, "panoptic_segmentation", metrics, done, minutes, paths["test"],
-                 a.test_images, {"init": _two_phase_init(a.panoptic_init), "iterations": done,
-                                 "minutes": round(minutes, 1)},
-                 on_output=writer, card_extra=card_extra)
+    finish_model(
+        cfg,
+        model,
+        out_dir,
+        name,
+        "panoptic_segmentation",
+        metrics,
+        done,
+        minutes,
+        paths["test"],
+        a.test_images,
+        {"init": _two_phase_init(a.panoptic_init), "iterations": done, "minutes": round(minutes, 1)},
+        on_output=writer,
+        card_extra=card_extra,
+    )
     copy_samples(a.panoptic_work, paths["test"], SAMPLES_DIR, prefix="panoptic")
     return 0
 
@@ -1044,8 +1212,9 @@ def launch_ddp(a, own: list[str]) -> int:
         port = sock.getsockname()[1]
     procs = []
     for r in range(a.ddp):
-        env = dict(os.environ, D2OV_TRAIN_RANK=str(r), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                   OMP_NUM_THREADS="1")
+        env = dict(
+            os.environ, D2OV_TRAIN_RANK=str(r), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1"
+        )
         cmd = _self_cmd(own)
         LOG.info(f"starting rank {r}: {' '.join(cmd[1:])}")
         procs.append(subprocess.Popen(cmd, env=env))

@@ -31,8 +31,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="d2ov", description="Detectron2 models on OpenVINO: convert, predict, "
-                     "verify, evaluate, benchmark, publish, serve.")
+    parser = _Parser(
+        prog="d2ov",
+        description="Detectron2 models on OpenVINO: convert, predict, verify, evaluate, benchmark, publish, serve.",
+    )
     parser.add_argument("--version", action="version", version=f"d2ov {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -21,12 +21,22 @@ def register(sub) -> None:
     p.add_argument("--runs", type=int, default=5, help="timed passes over the images (default 5)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, help="threads for every variant (default: all cores)")
-    p.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), metavar="VARIANT",
-                   help=f"subset of {', '.join(VARIANTS)} (default: all; INT8 ones only with --calibration or an "
-                        "INT8 IR of the model)")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        choices=list(VARIANTS),
+        metavar="VARIANT",
+        help=f"subset of {', '.join(VARIANTS)} (default: all; INT8 ones only with --calibration or an "
+        "INT8 IR of the model)",
+    )
     p.add_argument("--calibration", help="folder of calibration images for the INT8 variants")
-    p.add_argument("--static-shape", type=static_shape_type, metavar="HxW",
-                   help="input of the static variants (default: the first image's resized size, padded to 32)")
+    p.add_argument(
+        "--static-shape",
+        type=static_shape_type,
+        metavar="HxW",
+        help="input of the static variants (default: the first image's resized size, padded to 32)",
+    )
     p.add_argument("--out", help="folder for bench.md, bench.json, bench.png")
     p.set_defaults(func=run_bench)
 
@@ -53,16 +63,27 @@ def run_bench(args) -> int:
             raise InputError(f"image not found: {img}")
     if args.calibration and not Path(args.calibration).is_dir():
         raise InputError(f"calibration folder not found: {args.calibration}")
-    report = bench(spec.name, images, weights=args.weights, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                   variants=args.variants, out_dir=args.out, calibration=args.calibration,
-                   static_shape=args.static_shape,
-                   log=(lambda *_: None) if args.quiet else (lambda m: print(m, file=sys.stderr)))
+    report = bench(
+        spec.name,
+        images,
+        weights=args.weights,
+        runs=args.runs,
+        warmup=args.warmup,
+        threads=args.threads,
+        variants=args.variants,
+        out_dir=args.out,
+        calibration=args.calibration,
+        static_shape=args.static_shape,
+        log=(lambda *_: None) if args.quiet else (lambda m: print(m, file=sys.stderr)),
+    )
     print(markdown(report))
     if args.out:
         print(f"wrote {args.out}/bench.md, bench.json, bench.png")
     if report["failed"]:
-        print(f"d2ov: {len(report['failed'])} variant(s) failed: " + ", ".join(f["variant"] for f in report["failed"]),
-              file=sys.stderr)
+        print(
+            f"d2ov: {len(report['failed'])} variant(s) failed: " + ", ".join(f["variant"] for f in report["failed"]),
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -76,13 +97,22 @@ def run_profile(args) -> int:
         image = str(default_sample(spec))
     if not Path(image).is_file():
         raise InputError(f"image not found: {image}")
-    predictor = make_predictor(args.model, weights=args.weights, device=args.device, precision=args.precision,
-                               static_shape=args.static_shape, profile=True, threads=args.threads)
+    predictor = make_predictor(
+        args.model,
+        weights=args.weights,
+        device=args.device,
+        precision=args.precision,
+        static_shape=args.static_shape,
+        profile=True,
+        threads=args.threads,
+    )
     predictor.predict(image, threshold=0.05)  # warm-up (first inference allocates)
     prof = predictor.profile(image, top=args.top)
     total = prof["ops_ms"]
-    print(f"{predictor.name} ({predictor.precision}) on {Path(image).name}, input {prof['input_shape']}, "
-          f"{prof['detections']} raw detections")
+    print(
+        f"{predictor.name} ({predictor.precision}) on {Path(image).name}, input {prof['input_shape']}, "
+        f"{prof['detections']} raw detections"
+    )
     print("stages: " + ", ".join(f"{k} {v:.1f} ms" for k, v in prof["stages_ms"].items()))
     print(f"OpenVINO ops: {total:.1f} ms in all (sum of per-op real time)")
     print(f"  {'op type':<28} {'ms':>9} {'share':>6} {'ops':>5}")

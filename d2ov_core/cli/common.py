@@ -15,8 +15,18 @@ from ..runtime import settings as S
 from ..runtime.images import IMAGE_SUFFIXES, image_files
 from ..store import catalog
 
-__all__ = ["threshold_type", "static_shape_type", "add_model_options", "add_precision_option", "add_ir_options",
-           "spec_from_args", "is_model_arg", "make_predictor", "expand_images", "write_json"]
+__all__ = [
+    "threshold_type",
+    "static_shape_type",
+    "add_model_options",
+    "add_precision_option",
+    "add_ir_options",
+    "spec_from_args",
+    "is_model_arg",
+    "make_predictor",
+    "expand_images",
+    "write_json",
+]
 
 
 def threshold_type(text: str) -> float:
@@ -37,24 +47,34 @@ def static_shape_type(text: str) -> tuple[int, int]:
     return h, w
 
 
-def add_model_options(p: argparse.ArgumentParser, weights_help: str = "weights: a path, a URL or 'random' "
-                      "(default: the catalog's)") -> None:
+def add_model_options(
+    p: argparse.ArgumentParser, weights_help: str = "weights: a path, a URL or 'random' (default: the catalog's)"
+) -> None:
     p.add_argument("--weights", help=weights_help)
     p.add_argument("--classes", help="class names for a custom config: comma-separated or a .txt file")
 
 
 def add_precision_option(p: argparse.ArgumentParser, choices=tuple(S.PRECISIONS), default: str | None = None) -> None:
-    p.add_argument("--precision", type=str.upper, choices=list(choices), default=default,
-                   help="; ".join(f"{S.PRECISIONS[c].name}: {S.PRECISIONS[c].description}" for c in choices)
-                   + f" (default {S.DEFAULT_PRECISION}; case-insensitive)")
+    p.add_argument(
+        "--precision",
+        type=str.upper,
+        choices=list(choices),
+        default=default,
+        help="; ".join(f"{S.PRECISIONS[c].name}: {S.PRECISIONS[c].description}" for c in choices)
+        + f" (default {S.DEFAULT_PRECISION}; case-insensitive)",
+    )
 
 
 def add_ir_options(p: argparse.ArgumentParser) -> None:
     """Options of commands that run an IR: device, precision, static input shape."""
     p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, AUTO, ... (default CPU)")
     add_precision_option(p)
-    p.add_argument("--static-shape", type=static_shape_type, metavar="HxW",
-                   help="reshape the IR to this fixed input (multiples of 32) and letterbox images into it")
+    p.add_argument(
+        "--static-shape",
+        type=static_shape_type,
+        metavar="HxW",
+        help="reshape the IR to this fixed input (multiples of 32) and letterbox images into it",
+    )
 
 
 def spec_from_args(model: str, weights: str | None, classes: str | None) -> catalog.ModelSpec:
@@ -72,9 +92,19 @@ def is_model_arg(text: str) -> bool:
     return is_ir_path(text) or Path(text).suffix.lower() not in IMAGE_SUFFIXES and not Path(text).is_dir()
 
 
-def make_predictor(model: str, *, backend: str = "openvino", weights: str | None = None, classes: str | None = None,
-                   device: str = "CPU", precision: str | None = None, hint: str = "LATENCY",
-                   static_shape: tuple[int, int] | None = None, profile: bool = False, threads: int | None = None):
+def make_predictor(
+    model: str,
+    *,
+    backend: str = "openvino",
+    weights: str | None = None,
+    classes: str | None = None,
+    device: str = "CPU",
+    precision: str | None = None,
+    hint: str = "LATENCY",
+    static_shape: tuple[int, int] | None = None,
+    profile: bool = False,
+    threads: int | None = None,
+):
     """The predictor a command runs: Detectron2 eager (``backend="pytorch"``) or OpenVINO on the IR
     that serves ``model`` at ``precision`` (an IR path, a catalog name, or a config + weights)."""
     if backend == "pytorch":
@@ -85,8 +115,16 @@ def make_predictor(model: str, *, backend: str = "openvino", weights: str | None
         return ReferencePredictor(spec_from_args(model, weights, classes), weights=weights)
     p = S.precision(precision) if precision is not None else None  # parsed once, here at the edge
     target = model if is_ir_path(model) else spec_from_args(model, weights, classes)
-    return predictor_for(target, p, weights=weights, device=device, hint=hint, threads=threads,
-                         static_shape=static_shape, profile=profile)
+    return predictor_for(
+        target,
+        p,
+        weights=weights,
+        device=device,
+        hint=hint,
+        threads=threads,
+        static_shape=static_shape,
+        profile=profile,
+    )
 
 
 def expand_images(items: list[str]) -> list[str]:

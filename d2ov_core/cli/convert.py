@@ -18,20 +18,32 @@ def register(sub) -> None:
     add_precision_option(p, choices=S.IR_PRECISIONS, default=S.DEFAULT_PRECISION)
     p.add_argument("--calibration", help="folder of calibration images (of the model's domain) for --precision INT8")
     p.add_argument("--calibration-size", type=int, default=16, help="calibration images used (default 16)")
-    p.add_argument("--recipe", choices=list(RECIPES), help=f"INT8 recipe (default {DEFAULT_RECIPE.name}: "
-                   f"{DEFAULT_RECIPE.describe()})")
+    p.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        help=f"INT8 recipe (default {DEFAULT_RECIPE.name}: {DEFAULT_RECIPE.describe()})",
+    )
     p.add_argument("--sample", help="image to trace on (default: a bundled sample)")
-    g = p.add_argument_group("accuracy", "measure COCO AP at conversion (stored in the IR and d2ov.json, shown "
-                             "by the app); for INT8, keep it within --max-ap-drop of the float model; and check "
-                             "the IR against Detectron2 (d2ov verify) on the first 12 images, recorded likewise")
+    g = p.add_argument_group(
+        "accuracy",
+        "measure COCO AP at conversion (stored in the IR and d2ov.json, shown "
+        "by the app); for INT8, keep it within --max-ap-drop of the float model; and check "
+        "the IR against Detectron2 (d2ov verify) on the first 12 images, recorded likewise",
+    )
     g.add_argument("--annotations", help="COCO instances JSON of a validation set (not your test set)")
     g.add_argument("--images", help="folder of that set's images")
-    g.add_argument("--panoptic", help="panoptic models: that set's COCO panoptic JSON (PQ measured too; its PNGs in "
-                   "the folder named like it)")
+    g.add_argument(
+        "--panoptic",
+        help="panoptic models: that set's COCO panoptic JSON (PQ measured too; its PNGs in the folder named like it)",
+    )
     g.add_argument("--eval-limit", type=int, help="measure on the first N images only")
-    g.add_argument("--max-ap-drop", type=float, default=None,
-                   help="INT8: most AP (box, mask, keypoint) and PQ points the IR may lose against the float model on that set "
-                        "(default 1.0 when --annotations is given); recipes are tried until one holds")
+    g.add_argument(
+        "--max-ap-drop",
+        type=float,
+        default=None,
+        help="INT8: most AP (box, mask, keypoint) and PQ points the IR may lose against the float model on that set "
+        "(default 1.0 when --annotations is given); recipes are tried until one holds",
+    )
     p.set_defaults(func=run)
 
 
@@ -59,13 +71,27 @@ def run(args) -> int:
         from ..measure.accuracy import AccuracyCheck
 
         max_drop = args.max_ap_drop if args.max_ap_drop is not None else (1.0 if args.precision == "INT8" else None)
-        measure = AccuracyCheck(args.annotations, args.images, limit=args.eval_limit, max_drop=max_drop,
-                                progress=not args.quiet, panoptic=args.panoptic)
+        measure = AccuracyCheck(
+            args.annotations,
+            args.images,
+            limit=args.eval_limit,
+            max_drop=max_drop,
+            progress=not args.quiet,
+            panoptic=args.panoptic,
+        )
         if args.precision == "INT8" and not args.recipe:  # d2ov's recipes in order until one holds
             recipes = [r for r in RECIPES.values() if r.name.startswith("d2ov")]
-    xml = convert(spec, weights=args.weights, out=args.out, fp16=args.precision == "FP16", sample=args.sample,
-                  calibration=args.calibration, calibration_size=args.calibration_size, recipes=recipes,
-                  measure=measure)
+    xml = convert(
+        spec,
+        weights=args.weights,
+        out=args.out,
+        fp16=args.precision == "FP16",
+        sample=args.sample,
+        calibration=args.calibration,
+        calibration_size=args.calibration_size,
+        recipes=recipes,
+        measure=measure,
+    )
     size = sum(p.stat().st_size for p in xml.parent.glob("model.*"))
     print(f"{xml}  ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
     if measure is not None:

@@ -23,13 +23,29 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..measure.evaluate import evaluate
 
-    predictor = make_predictor(args.model, backend=args.backend, weights=args.weights, classes=args.classes,
-                               device=args.device, precision=args.precision, static_shape=args.static_shape)
-    res = evaluate(predictor, args.annotations, args.images, limit=args.limit, progress=not args.quiet,
-                   panoptic=args.panoptic, panoptic_pngs=args.panoptic_pngs)
+    predictor = make_predictor(
+        args.model,
+        backend=args.backend,
+        weights=args.weights,
+        classes=args.classes,
+        device=args.device,
+        precision=args.precision,
+        static_shape=args.static_shape,
+    )
+    res = evaluate(
+        predictor,
+        args.annotations,
+        args.images,
+        limit=args.limit,
+        progress=not args.quiet,
+        panoptic=args.panoptic,
+        panoptic_pngs=args.panoptic_pngs,
+    )
     where = args.backend if args.backend == "pytorch" else f"openvino {predictor.precision}"
-    print(f"{predictor.name} [{where}] on {res['images']} images ({res['detections']} detections, "
-          f"median {res['per_image_ms']:.0f} ms/image)")
+    print(
+        f"{predictor.name} [{where}] on {res['images']} images ({res['detections']} detections, "
+        f"median {res['per_image_ms']:.0f} ms/image)"
+    )
     for iou_type in ("bbox", "segm", "keypoints"):
         if iou_type in res:
             stats = "  ".join(f"{k} {v:5.2f}" for k, v in res[iou_type].items())
@@ -39,6 +55,8 @@ def run(args) -> int:
             g = res["panoptic"][group]
             print(f"  {'PQ ' + group:<9}  PQ {g['PQ']:5.2f}  SQ {g['SQ']:5.2f}  RQ {g['RQ']:5.2f}  ({g['n']} classes)")
     if args.json:
-        write_json(args.json, {"model": predictor.describe(), "backend": args.backend,
-                               "annotations": str(args.annotations), **res})
+        write_json(
+            args.json,
+            {"model": predictor.describe(), "backend": args.backend, "annotations": str(args.annotations), **res},
+        )
     return 0

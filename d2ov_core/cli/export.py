@@ -9,9 +9,13 @@ from .common import add_precision_option
 def register(sub) -> None:
     p = sub.add_parser("export", help="write an IR as a model-server repository (OpenVINO Model Server)")
     p.add_argument("model", help="catalog name (its bundled or cached IR) or an IR .xml/folder")
-    p.add_argument("--ovms", metavar="DIR", required=True,
-                   help="OVMS repository: DIR/<name>/1/model.xml|bin + DIR/config.json + DIR/README.md "
-                        "(other models already in DIR are kept)")
+    p.add_argument(
+        "--ovms",
+        metavar="DIR",
+        required=True,
+        help="OVMS repository: DIR/<name>/1/model.xml|bin + DIR/config.json + DIR/README.md "
+        "(other models already in DIR are kept)",
+    )
     p.add_argument("--name", help="the model's name on the server (default: the last part of its model name)")
     add_precision_option(p, choices=("FP16", "FP32", "INT8"))
     p.add_argument("--nireq", type=int, default=2, help="OVMS inference requests in flight (default 2)")

@@ -19,7 +19,9 @@ def run(args) -> int:
     from ..store import hub
 
     xml = resolve_ir(args.model)
-    sub = hub.push_ir(xml, args.repo_id, revision=args.revision, dry_run_dir=Path(args.dry_run) if args.dry_run else None)
+    sub = hub.push_ir(
+        xml, args.repo_id, revision=args.revision, dry_run_dir=Path(args.dry_run) if args.dry_run else None
+    )
     if args.dry_run:
         where = args.dry_run
     else:

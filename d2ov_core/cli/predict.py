@@ -22,23 +22,42 @@ from .common import (
 
 def register(sub) -> None:
     p = sub.add_parser("predict", help="detect objects in images")
-    p.add_argument("inputs", nargs="+", metavar="MODEL_OR_IR IMAGE",
-                   help="a catalog name, an IR .xml or folder, then images or folders (model optional: default "
-                        f"{catalog.DEFAULTS['instance_segmentation']})")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="MODEL_OR_IR IMAGE",
+        help="a catalog name, an IR .xml or folder, then images or folders (model optional: default "
+        f"{catalog.DEFAULTS['instance_segmentation']})",
+    )
     p.add_argument("--backend", choices=["openvino", "pytorch"], default="openvino")
     add_model_options(p)
     add_ir_options(p)
-    p.add_argument("--hint", choices=["LATENCY", "THROUGHPUT"], default="LATENCY",
-                   help="THROUGHPUT: several images in flight (AsyncInferQueue) for many images")
+    p.add_argument(
+        "--hint",
+        choices=["LATENCY", "THROUGHPUT"],
+        default="LATENCY",
+        help="THROUGHPUT: several images in flight (AsyncInferQueue) for many images",
+    )
     thr = S.SETTINGS["confidence_threshold"]
-    p.add_argument("--threshold", type=threshold_type, default=None,
-                   help=f"{thr.description} (default {thr.default}; 0.05 is frozen into the graph)")
-    p.add_argument("--server", metavar="URL",
-                   help="run the model on this KServe-v2 model server (d2ov's KServe predictor, OpenVINO Model "
-                        "Server): images are decoded, pre- and postprocessed here, the graph runs there")
+    p.add_argument(
+        "--threshold",
+        type=threshold_type,
+        default=None,
+        help=f"{thr.description} (default {thr.default}; 0.05 is frozen into the graph)",
+    )
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        help="run the model on this KServe-v2 model server (d2ov's KServe predictor, OpenVINO Model "
+        "Server): images are decoded, pre- and postprocessed here, the graph runs there",
+    )
     p.add_argument("--remote-model", metavar="NAME", help="the model's name on --server (default: its only model)")
-    p.add_argument("--timeout", type=float, metavar="S",
-                   help="seconds allowed per request to --server (default: D2OV_SERVER_TIMEOUT, else 60)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="seconds allowed per request to --server (default: D2OV_SERVER_TIMEOUT, else 60)",
+    )
     p.add_argument("--json", help="write results to this JSON file")
     p.add_argument("--render", help="write rendered images (PNG) into this folder")
     p.set_defaults(func=run, trailing_positionals="inputs")
@@ -48,9 +67,17 @@ def _remote_predictor(args, items: list[str]):
     """``(predictor, images)`` for ``--server``: every positional argument is an image."""
     from ..runtime.predictor import Predictor
 
-    local_only = [f for f, v in (("--backend pytorch", args.backend == "pytorch"), ("--static-shape", args.static_shape),
-                                 ("--precision", args.precision), ("--weights", args.weights),
-                                 ("--classes", args.classes)) if v]
+    local_only = [
+        f
+        for f, v in (
+            ("--backend pytorch", args.backend == "pytorch"),
+            ("--static-shape", args.static_shape),
+            ("--precision", args.precision),
+            ("--weights", args.weights),
+            ("--classes", args.classes),
+        )
+        if v
+    ]
     if local_only:
         raise InputError(f"{', '.join(local_only)}: not with --server (the server's IR decides)")
     if is_model_arg(items[0]) and not Path(items[0]).exists():
@@ -61,12 +88,21 @@ def _remote_predictor(args, items: list[str]):
 
 def _check_pytorch_options(args) -> None:
     """Options that only the OpenVINO backend has: one line instead of silently running something else."""
-    ov_only = [f for f, v in (("--precision", args.precision), ("--static-shape", args.static_shape),
-                              (f"--device {args.device}", args.device.upper() != "CPU"),
-                              (f"--hint {args.hint}", args.hint != "LATENCY")) if v]
+    ov_only = [
+        f
+        for f, v in (
+            ("--precision", args.precision),
+            ("--static-shape", args.static_shape),
+            (f"--device {args.device}", args.device.upper() != "CPU"),
+            (f"--hint {args.hint}", args.hint != "LATENCY"),
+        )
+        if v
+    ]
     if ov_only:
-        raise InputError(f"{', '.join(ov_only)}: not with --backend pytorch (Detectron2 eager runs FP32 on the CPU, "
-                         "one image at a time)")
+        raise InputError(
+            f"{', '.join(ov_only)}: not with --backend pytorch (Detectron2 eager runs FP32 on the CPU, "
+            "one image at a time)"
+        )
 
 
 def run(args) -> int:
@@ -85,15 +121,24 @@ def run(args) -> int:
         images = expand_images(images)  # fail fast on a bad path before loading a model
         if args.backend == "pytorch":
             _check_pytorch_options(args)
-        predictor = make_predictor(model, backend=args.backend, weights=args.weights, classes=args.classes,
-                                   device=args.device, precision=args.precision, hint=args.hint,
-                                   static_shape=args.static_shape)
+        predictor = make_predictor(
+            model,
+            backend=args.backend,
+            weights=args.weights,
+            classes=args.classes,
+            device=args.device,
+            precision=args.precision,
+            hint=args.hint,
+            static_shape=args.static_shape,
+        )
     render_dir = Path(args.render) if args.render else None
     if render_dir:
         render_dir.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    if args.hint == "THROUGHPUT" and args.backend == "openvino" and len(images) > 1:  # also --server: requests in flight
+    if (
+        args.hint == "THROUGHPUT" and args.backend == "openvino" and len(images) > 1
+    ):  # also --server: requests in flight
         # AsyncInferQueue: decoding/preprocessing overlaps with several requests in flight
         done = zip(images, predictor.predict_many(images, threshold=args.threshold))
     else:
@@ -103,7 +148,10 @@ def run(args) -> int:
         results.append({"image": str(img), **det.to_dict()})
         summary = ", ".join(f"{l} {s:.2f}" for l, s in zip(det.labels[:8], det.scores[:8]))
         more = f", +{len(det) - 8} more" if len(det) > 8 else ""
-        print(f"{img}: {len(det)} detections in {det.timings['total']:.0f} ms" + (f" ({summary}{more})" if len(det) else ""))
+        print(
+            f"{img}: {len(det)} detections in {det.timings['total']:.0f} ms"
+            + (f" ({summary}{more})" if len(det) else "")
+        )
         if render_dir:
             from PIL import Image
 

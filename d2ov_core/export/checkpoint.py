@@ -59,4 +59,3 @@ def load_into(model, path: str) -> None:
             f"{path}: weights do not fit the config: {len(missing)} parameters missing "
             f"(e.g. {', '.join(missing[:3])}); check the config matches the checkpoint"
         )
-

@@ -82,9 +82,11 @@ class _MissingTorchvision(types.ModuleType):
             raise AttributeError(name)
 
         def missing(*args, **kwargs):
-            raise RuntimeError(f"torchvision is not installed, so {self.__name__}.{name} is unavailable: drawing with "
-                               "Detectron2's Visualizer works without it; converting and the PyTorch reference "
-                               "need it (pip install torchvision)")
+            raise RuntimeError(
+                f"torchvision is not installed, so {self.__name__}.{name} is unavailable: drawing with "
+                "Detectron2's Visualizer works without it; converting and the PyTorch reference "
+                "need it (pip install torchvision)"
+            )
 
         missing.__name__ = name
         return missing
@@ -106,9 +108,11 @@ def require_torch_side(what: str) -> None:
     if not has_real_torchvision():
         missing.append("torchvision")
     if missing:
-        raise ConversionError(f"{what} needs PyTorch and Detectron2, and {', '.join(missing)} is not installed here: "
-                              "pip install 'd2ov[convert]' and python -m tools.install_detectron2 from a d2ov checkout (the bundled demo "
-                              "models and any d2ov IR run without them)")
+        raise ConversionError(
+            f"{what} needs PyTorch and Detectron2, and {', '.join(missing)} is not installed here: "
+            "pip install 'd2ov[convert]' and python -m tools.install_detectron2 from a d2ov checkout (the bundled demo "
+            "models and any d2ov IR run without them)"
+        )
 
 
 def _shim_torchvision() -> None:

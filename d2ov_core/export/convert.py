@@ -62,8 +62,12 @@ def _versions() -> dict[str, str]:
     import detectron2
     import torch
 
-    return {"d2ov": __version__, "detectron2": detectron2.__version__, "torch": torch.__version__.split("+")[0],
-            "openvino": runtime.openvino_version()}
+    return {
+        "d2ov": __version__,
+        "detectron2": detectron2.__version__,
+        "torch": torch.__version__.split("+")[0],
+        "openvino": runtime.openvino_version(),
+    }
 
 
 def _calibration_files(folder: str | os.PathLike, n: int) -> list[Path]:
@@ -81,8 +85,15 @@ def _calibration_files(folder: str | os.PathLike, n: int) -> list[Path]:
 Measure = Callable[[Path, str], "tuple[dict[str, Any], bool]"]
 
 
-def _cache_key(spec: ModelSpec, weights: str, weights_sha256: str, fp16: bool, calibration: list[str],
-               recipes: Sequence[Recipe], measure: Measure | None) -> str:
+def _cache_key(
+    spec: ModelSpec,
+    weights: str,
+    weights_sha256: str,
+    fp16: bool,
+    calibration: list[str],
+    recipes: Sequence[Recipe],
+    measure: Measure | None,
+) -> str:
     from .model import load_cfg
     from .random_init import RANDOM_INIT_REVISION
 
@@ -141,8 +152,9 @@ def convert(
     calib_files = _calibration_files(calibration, calibration_size) if calibration else []
     recipes = list(recipes or [DEFAULT_RECIPE])
     precision = "INT8" if calib_files else ("FP16" if fp16 else "FP32")
-    key = _cache_key(spec, winfo["source"], winfo["sha256"], fp16, [sha256_file(f) for f in calib_files], recipes,
-                     measure)
+    key = _cache_key(
+        spec, winfo["source"], winfo["sha256"], fp16, [sha256_file(f) for f in calib_files], recipes, measure
+    )
     final_dir = Path(out) if out else cached_ir_dir(spec.name) / key
     if cache.claim_ir(final_dir, reuse=out is None):  # cleans leftovers of killed runs, checks sha256
         log.info("using cached IR %s", final_dir / IR_NAME)
@@ -151,11 +163,19 @@ def convert(
     meta = cfg_metadata(cfg, spec)
     ov_model, names = _trace_and_convert(net, spec, meta, Path(sample) if sample else default_sample(spec), tell)
     versions = _versions()
-    metadata: dict[str, Any] = dict(meta, d2ov_version=__version__, model_type="d2ov_rcnn", outputs=names,
-                                    precision=precision, weights_source=winfo["source"],
-                                    weights_sha256=winfo["sha256"], random_weights=winfo["random"],
-                                    torch_version=versions["torch"], openvino_version=versions["openvino"],
-                                    graph_revision=graph_revision(meta["meta_architecture"]))
+    metadata: dict[str, Any] = dict(
+        meta,
+        d2ov_version=__version__,
+        model_type="d2ov_rcnn",
+        outputs=names,
+        precision=precision,
+        weights_source=winfo["source"],
+        weights_sha256=winfo["sha256"],
+        random_weights=winfo["random"],
+        torch_version=versions["torch"],
+        openvino_version=versions["openvino"],
+        graph_revision=graph_revision(meta["meta_architecture"]),
+    )
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.tmp-", dir=final_dir.parent))
     try:
@@ -173,8 +193,16 @@ def convert(
             for recipe in recipes:
                 tell(f"quantizing to INT8 on {len(calib_files)} calibration images ({recipe.name})")
                 quantized = _quantize(ov_model, samples, recipe, names, spec, progress is True)
-                save_ir(quantized, xml, dict(metadata, calibration=f"{Path(calibration).name} ({len(calib_files)} images)",
-                                             quantization=recipe.describe()), compress_to_fp16=False)
+                save_ir(
+                    quantized,
+                    xml,
+                    dict(
+                        metadata,
+                        calibration=f"{Path(calibration).name} ({len(calib_files)} images)",
+                        quantization=recipe.describe(),
+                    ),
+                    compress_to_fp16=False,
+                )
                 if measure is None:
                     break
                 tell(f"measuring the INT8 model's accuracy ({recipe.name})")
@@ -185,8 +213,10 @@ def convert(
                     break
             else:
                 found = "; ".join(f"{name}: {_ap_text(rows)}" for name, rows in tried)
-                raise ConversionError(f"no INT8 recipe keeps {spec.name}'s accuracy on the validation set "
-                                      f"(float: {_ap_text(accuracy)}; {found}); nothing written: keep the FP16 IR")
+                raise ConversionError(
+                    f"no INT8 recipe keeps {spec.name}'s accuracy on the validation set "
+                    f"(float: {_ap_text(accuracy)}; {found}); nothing written: keep the FP16 IR"
+                )
         else:
             save_ir(ov_model, xml, metadata, compress_to_fp16=fp16)
             if measure is not None:
@@ -195,10 +225,27 @@ def convert(
         if accuracy:
             _record_accuracy(xml, accuracy)
         final = runtime.read_metadata(xml)
-        card = {k: final[k] for k in ("model_name", "task", "labels", "precision", "calibration", "quantization",
-                                      "weights_source", "weights_sha256", "random_weights", "accuracy")}
-        card.update(box_ap=spec.box_ap, mask_ap=spec.mask_ap, converted_s=round(time.perf_counter() - t0, 1),
-                    ir_sha256={p.name: sha256_file(p) for p in sorted(stage.glob("model.*"))})
+        card = {
+            k: final[k]
+            for k in (
+                "model_name",
+                "task",
+                "labels",
+                "precision",
+                "calibration",
+                "quantization",
+                "weights_source",
+                "weights_sha256",
+                "random_weights",
+                "accuracy",
+            )
+        }
+        card.update(
+            box_ap=spec.box_ap,
+            mask_ap=spec.mask_ap,
+            converted_s=round(time.perf_counter() - t0, 1),
+            ir_sha256={p.name: sha256_file(p) for p in sorted(stage.glob("model.*"))},
+        )
         (stage / "d2ov.json").write_text(json.dumps(card, indent=1))
         if final_dir.exists():
             shutil.rmtree(final_dir)
@@ -240,8 +287,9 @@ def _trace_and_convert(net, spec: ModelSpec, meta: dict[str, Any], sample: Path,
         try:
             outs = run_model(ov_model, probe)
         except RuntimeError as e:  # e.g. a shape frozen at the trace image's value
-            raise ConversionError(f"converted {spec.name} fails on a {probe.shape[2]}x{probe.shape[1]} input: "
-                                  f"{_last_line(e)}") from None
+            raise ConversionError(
+                f"converted {spec.name} fails on a {probe.shape[2]}x{probe.shape[1]} input: {_last_line(e)}"
+            ) from None
         if len(outs) != len(names):
             raise ConversionError(f"converted {spec.name} returned {len(outs)} outputs, expected {len(names)}")
     return ov_model, names
@@ -283,6 +331,7 @@ def _other_size(chw: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- graph -> IR
+
 
 def convert_torch(module, example_input, output_names: list[str]):
     """``openvino.convert_model`` on a traceable torch module; names the input ``image`` and the

@@ -37,9 +37,11 @@ def load_cfg(spec: ModelSpec):
     compat.require_torch_side(f"reading the Detectron2 config of {spec.name}")
     compat.apply()
     if spec.source == "demo" and not Path(spec.config).is_file():
-        raise ModelNotFoundError(f"{spec.name}: its Detectron2 config and weights are training artefacts of the d2ov "
-                                 "repository (models/demo/), not part of the installed package; its bundled IR runs "
-                                 "without them")
+        raise ModelNotFoundError(
+            f"{spec.name}: its Detectron2 config and weights are training artefacts of the d2ov "
+            "repository (models/demo/), not part of the installed package; its bundled IR runs "
+            "without them"
+        )
     _quiet()
     from detectron2.config import get_cfg
 
@@ -121,9 +123,17 @@ def cfg_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
     arch = cfg.MODEL.META_ARCHITECTURE
     task = export_task(cfg)
     if arch == "RetinaNet":
-        thresh, nms, dets = cfg.MODEL.RETINANET.SCORE_THRESH_TEST, cfg.MODEL.RETINANET.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE
+        thresh, nms, dets = (
+            cfg.MODEL.RETINANET.SCORE_THRESH_TEST,
+            cfg.MODEL.RETINANET.NMS_THRESH_TEST,
+            cfg.TEST.DETECTIONS_PER_IMAGE,
+        )
     else:
-        thresh, nms, dets = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE
+        thresh, nms, dets = (
+            cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+            cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+            cfg.TEST.DETECTIONS_PER_IMAGE,
+        )
     return {
         "model_name": spec.name,
         "task": task.name,

@@ -22,8 +22,14 @@ from __future__ import annotations
 
 import contextlib
 
-__all__ = ["use_stable_proposal_ranking", "retinanet_detections", "exportable", "exportable_padding",
-           "exportable_pooling", "exportable_keypoints"]
+__all__ = [
+    "use_stable_proposal_ranking",
+    "retinanet_detections",
+    "exportable",
+    "exportable_padding",
+    "exportable_pooling",
+    "exportable_keypoints",
+]
 
 
 def use_stable_proposal_ranking() -> None:
@@ -49,13 +55,23 @@ def use_stable_proposal_ranking() -> None:
         return
     original = proposal_utils.find_top_rpn_proposals
 
-    def find_top_rpn_proposals(proposals, pred_objectness_logits, image_sizes, nms_thresh, pre_nms_topk,
-                               post_nms_topk, min_box_size, training):
+    def find_top_rpn_proposals(
+        proposals, pred_objectness_logits, image_sizes, nms_thresh, pre_nms_topk, post_nms_topk, min_box_size, training
+    ):
         if training:
-            return original(proposals, pred_objectness_logits, image_sizes, nms_thresh, pre_nms_topk,
-                            post_nms_topk, min_box_size, training)
-        return _stable_top_proposals(proposals, pred_objectness_logits, image_sizes, nms_thresh,
-                                     pre_nms_topk, post_nms_topk, min_box_size)
+            return original(
+                proposals,
+                pred_objectness_logits,
+                image_sizes,
+                nms_thresh,
+                pre_nms_topk,
+                post_nms_topk,
+                min_box_size,
+                training,
+            )
+        return _stable_top_proposals(
+            proposals, pred_objectness_logits, image_sizes, nms_thresh, pre_nms_topk, post_nms_topk, min_box_size
+        )
 
     find_top_rpn_proposals._d2ov_stable = True
     rpn.find_top_rpn_proposals = find_top_rpn_proposals
@@ -95,8 +111,11 @@ def retinanet_detections(self, images, features, predictions):
         for logits_l, deltas_l, anchors_l in zip(pred_logits, pred_deltas, anchors):
             scores = logits_l[i].sigmoid().flatten()  # (H*W*A*K,), anchor-major
             n = scores.shape[0]
-            k = torch.clamp(n, max=self.test_topk_candidates) if isinstance(n, torch.Tensor) else min(
-                n, self.test_topk_candidates)
+            k = (
+                torch.clamp(n, max=self.test_topk_candidates)
+                if isinstance(n, torch.Tensor)
+                else min(n, self.test_topk_candidates)
+            )
             top, idx = _stable_topk(scores[None], k)
             top, idx = top[0], idx[0]
             keep = top > self.test_score_thresh
@@ -112,8 +131,9 @@ def retinanet_detections(self, images, features, predictions):
             t = boxes.float()  # RetinaNet's boxes are not clipped: shift by the whole span
             shifted = t + (classes.to(t) * (t.max() - t.min() + 1))[:, None]
             keep = nms(shifted, scores, self.test_nms_thresh)[: self.max_detections_per_image]
-        results.append(Instances(image_size, pred_boxes=Boxes(boxes[keep]), scores=scores[keep],
-                                 pred_classes=classes[keep]))
+        results.append(
+            Instances(image_size, pred_boxes=Boxes(boxes[keep]), scores=scores[keep], pred_classes=classes[keep])
+        )
     return results
 
 
@@ -251,8 +271,9 @@ def exportable_pooling():
         if not torch.jit.is_tracing() or len(self.level_poolers) == 1 or len(box_lists) == 0:
             return original(self, x, box_lists)
         pooler_fmt_boxes = poolers.convert_boxes_to_pooler_format(box_lists)
-        levels = poolers.assign_boxes_to_levels(box_lists, self.min_level, self.max_level, self.canonical_box_size,
-                                                self.canonical_level)
+        levels = poolers.assign_boxes_to_levels(
+            box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level
+        )
         order, pooled = [], []
         for level, pooler in enumerate(self.level_poolers):
             inds = poolers.nonzero_tuple(levels == level)[0]

@@ -33,31 +33,42 @@ class Recipe:
     def describe(self) -> str:
         """One line for the IR's metadata and d2ov.json."""
         kept = ", ".join(self.keep_float) or "nothing"
-        return (f"{self.name}: NNCF {self.preset} preset, activation ranges {self.range_estimator}, overflow fix "
-                f"{self.overflow_fix}; kept in floating point: {kept}")
+        return (
+            f"{self.name}: NNCF {self.preset} preset, activation ranges {self.range_estimator}, overflow fix "
+            f"{self.overflow_fix}; kept in floating point: {kept}"
+        )
 
 
 #: the box/proposal arithmetic traced into the graph (decoding deltas, clipping, pooler level
 #: assignment) is not a neural-network layer: quantized to 8 bits it moves boxes
 BOX_MATH = (r".*roi_heads/aten::.*", r".*roi_heads\.(box|mask|keypoint)_pooler/.*", r".*proposal_generator/aten::.*")
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in [
-    # chosen on the demo models' val split, reported on their 200-image test split (docs/int8.md):
-    # the box arithmetic (decoding, clipping, the pooler's level assignment) in float; MIXED preset,
-    # MINMAX activation ranges, no overflow fix (VNNI CPUs). Mask R-CNN box/mask 60.76/66.47 vs FP32
-    # 60.51/66.26, Faster R-CNN 61.03 vs 60.97 (200 test-time proposals)
-    Recipe("d2ov-3", keep_float=BOX_MATH),
-    # the same with the mask head in float (what d2ov-3 showed unnecessary: val mask AP 63.60 vs 63.64,
-    # slower): 60.82/66.55 with 500 proposals
-    Recipe("d2ov-2", keep_float=BOX_MATH + MASK_HEAD),
-    # NNCF's default preset, ranges and overflow fix (for CPUs without VNNI, where the overflow fix
-    # matters), box arithmetic and mask head in float: 60.64/66.41 and 61.15 with 500 proposals
-    Recipe("d2ov-2-overflow-fix", preset="PERFORMANCE", range_estimator="default", overflow_fix="ENABLE",
-           keep_float=BOX_MATH + MASK_HEAD),
-    # NNCF's defaults with the mask head in float, what d2ov used before: 37.10/44.75 and 47.75
-    Recipe("nncf-default", preset="PERFORMANCE", range_estimator="default", overflow_fix="ENABLE",
-           keep_float=MASK_HEAD),
-]}
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        # chosen on the demo models' val split, reported on their 200-image test split (docs/int8.md):
+        # the box arithmetic (decoding, clipping, the pooler's level assignment) in float; MIXED preset,
+        # MINMAX activation ranges, no overflow fix (VNNI CPUs). Mask R-CNN box/mask 60.76/66.47 vs FP32
+        # 60.51/66.26, Faster R-CNN 61.03 vs 60.97 (200 test-time proposals)
+        Recipe("d2ov-3", keep_float=BOX_MATH),
+        # the same with the mask head in float (what d2ov-3 showed unnecessary: val mask AP 63.60 vs 63.64,
+        # slower): 60.82/66.55 with 500 proposals
+        Recipe("d2ov-2", keep_float=BOX_MATH + MASK_HEAD),
+        # NNCF's default preset, ranges and overflow fix (for CPUs without VNNI, where the overflow fix
+        # matters), box arithmetic and mask head in float: 60.64/66.41 and 61.15 with 500 proposals
+        Recipe(
+            "d2ov-2-overflow-fix",
+            preset="PERFORMANCE",
+            range_estimator="default",
+            overflow_fix="ENABLE",
+            keep_float=BOX_MATH + MASK_HEAD,
+        ),
+        # NNCF's defaults with the mask head in float, what d2ov used before: 37.10/44.75 and 47.75
+        Recipe(
+            "nncf-default", preset="PERFORMANCE", range_estimator="default", overflow_fix="ENABLE", keep_float=MASK_HEAD
+        ),
+    ]
+}
 #: what ``d2ov convert --precision INT8`` uses unless told otherwise
 DEFAULT_RECIPE = RECIPES["d2ov-3"]
 
@@ -91,10 +102,14 @@ def quantize_int8(model, samples: list[np.ndarray], recipe: Recipe = DEFAULT_REC
         try:
             # NNCF's progress bars and notes go to stderr: stdout belongs to the caller (CLI output)
             with contextlib.redirect_stdout(sys.stderr):
-                return nncf.quantize(model, dataset, subset_size=len(samples),
-                                     preset=getattr(nncf.QuantizationPreset, recipe.preset),
-                                     ignored_scope=nncf.IgnoredScope(patterns=list(recipe.keep_float), validate=False),
-                                     advanced_parameters=advanced)
+                return nncf.quantize(
+                    model,
+                    dataset,
+                    subset_size=len(samples),
+                    preset=getattr(nncf.QuantizationPreset, recipe.preset),
+                    ignored_scope=nncf.IgnoredScope(patterns=list(recipe.keep_float), validate=False),
+                    advanced_parameters=advanced,
+                )
         except Exception as e:  # NNCF raises many types; the caller turns this into a ConversionError
             raise IRError(f"NNCF INT8 quantization failed: {first_line(e)}") from None
 
@@ -118,4 +133,3 @@ def _unique_names(model, seen: dict[str, int] | None = None) -> None:
                     break
                 if body is not None:
                     _unique_names(body, seen)
-

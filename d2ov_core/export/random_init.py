@@ -80,9 +80,11 @@ def calibrate_random_weights(model, cfg) -> None:
     rpn_head = getattr(getattr(model, "proposal_generator", None), "rpn_head", None)
     predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
     retina = getattr(model, "head", None)  # RetinaNetHead
-    biases = {getattr(predictor, "cls_score", None): ("last", -2.0),  # background: the last class
-              # RetinaNet: sigmoid per class, no background: a few in a thousand anchor-class pairs pass 0.05
-              getattr(retina, "cls_score", None): ("all", -6.0)}
+    biases = {
+        getattr(predictor, "cls_score", None): ("last", -2.0),  # background: the last class
+        # RetinaNet: sigmoid per class, no background: a few in a thousand anchor-class pairs pass 0.05
+        getattr(retina, "cls_score", None): ("all", -6.0),
+    }
     passes = [
         # proposals: anchors moved/resized by ~30%
         {getattr(rpn_head, "anchor_deltas", None): 0.3},
@@ -95,8 +97,13 @@ def calibrate_random_weights(model, cfg) -> None:
         {getattr(getattr(getattr(model, "roi_heads", None), "keypoint_head", None), "score_lowres", None): 4.0},
     ]
     for targets in passes:
-        targets = {layer: t for layer, t in targets.items() if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))}
+        targets = {
+            layer: t
+            for layer, t in targets.items()
+            if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))
+        }
         outs: dict = {}
+
         def keep_first(mod, args, out, outs=outs):  # returns None: the output itself is left alone
             outs.setdefault(mod, out.detach())
 
@@ -113,4 +120,3 @@ def calibrate_random_weights(model, cfg) -> None:
                     layer.bias[-1] = value
                 elif where == "all":
                     layer.bias.fill_(value)
-

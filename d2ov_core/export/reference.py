@@ -30,7 +30,9 @@ __all__ = ["ReferencePredictor"]
 
 
 class ReferencePredictor:
-    def __init__(self, model: str | ModelSpec, weights: str | None = None, threads: int | None = None, progress: bool = True):
+    def __init__(
+        self, model: str | ModelSpec, weights: str | None = None, threads: int | None = None, progress: bool = True
+    ):
         import torch
 
         from .model import build, cfg_metadata
@@ -55,13 +57,16 @@ class ReferencePredictor:
         the same signature; Detectron2 pastes masks at its own 0.5."""
         return self.predict_image(image, threshold, mask_threshold)[1]
 
-    def predict_image(self, image: Any, threshold: float | None = None, mask_threshold: float | None = None
-                      ) -> tuple[np.ndarray, Detections]:
+    def predict_image(
+        self, image: Any, threshold: float | None = None, mask_threshold: float | None = None
+    ) -> tuple[np.ndarray, Detections]:
         """:meth:`predict`, also returning the decoded RGB image (what renderers draw on): the same
         contract as the OpenVINO predictor's ``predict_image``, so commands take either."""
         import torch
 
-        thr = S.check_value("confidence_threshold", S.SETTINGS["confidence_threshold"].default if threshold is None else threshold)
+        thr = S.check_value(
+            "confidence_threshold", S.SETTINGS["confidence_threshold"].default if threshold is None else threshold
+        )
         t0 = time.perf_counter()
         rgb = load_image(image)
         t1 = time.perf_counter()
@@ -92,8 +97,13 @@ class ReferencePredictor:
         )
         t4 = time.perf_counter()
         # the model's forward includes postprocessing; "inference" here is the whole eager forward
-        det.timings = {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "inference": (t3 - t2) * 1e3,
-                       "postprocess": (t4 - t3) * 1e3, "total": (t4 - t1) * 1e3}
+        det.timings = {
+            "decode": (t1 - t0) * 1e3,
+            "preprocess": (t2 - t1) * 1e3,
+            "inference": (t3 - t2) * 1e3,
+            "postprocess": (t4 - t3) * 1e3,
+            "total": (t4 - t1) * 1e3,
+        }
         return rgb, det
 
     def describe(self) -> dict[str, Any]:

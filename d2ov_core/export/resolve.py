@@ -47,8 +47,9 @@ def given_ir(model: Model) -> Path | None:
     return None
 
 
-def resolve_ir(model: Model, precision: Precision | None = None, *, weights: str | None = None,
-               progress: Progress = True) -> Path:
+def resolve_ir(
+    model: Model, precision: Precision | None = None, *, weights: str | None = None, progress: Progress = True
+) -> Path:
     """The IR that runs ``model`` at ``precision`` (see the module docstring).
 
     An IR given by path runs at its own precision when ``precision`` is ``None``; otherwise it must be
@@ -69,25 +70,41 @@ def resolve_ir(model: Model, precision: Precision | None = None, *, weights: str
         if found is not None:
             return found
     if precision.ir == "INT8":
-        raise ConversionError(f"no INT8 IR of {spec.name} yet: make one with `d2ov convert {spec.name} "
-                              "--precision INT8 --calibration DIR` (DIR: images of the model's domain)")
+        raise ConversionError(
+            f"no INT8 IR of {spec.name} yet: make one with `d2ov convert {spec.name} "
+            "--precision INT8 --calibration DIR` (DIR: images of the model's domain)"
+        )
     from .convert import convert  # torch and Detectron2: only when a conversion is needed
 
     return convert(spec, weights=weights, fp16=precision.ir == "FP16", progress=progress)
 
 
-def open_predictor(xml: str | os.PathLike, precision: Precision | None = None, *, device: str = "CPU",
-                   hint: str = "LATENCY", threads: int | None = None, static_shape: tuple[int, int] | None = None,
-                   profile: bool = False) -> Predictor:
+def open_predictor(
+    xml: str | os.PathLike,
+    precision: Precision | None = None,
+    *,
+    device: str = "CPU",
+    hint: str = "LATENCY",
+    threads: int | None = None,
+    static_shape: tuple[int, int] | None = None,
+    profile: bool = False,
+) -> Predictor:
     """The :class:`~d2ov_core.runtime.predictor.Predictor` of an IR at ``precision``'s compute (bf16
     needs a CPU with native bfloat16: :class:`~d2ov_core.errors.DeviceError` otherwise)."""
     compute = precision.compute if precision is not None else "f32"
-    return Predictor(xml, device=str(device), hint=hint, threads=threads, static_shape=static_shape, profile=profile,
-                     compute=compute)
+    return Predictor(
+        xml, device=str(device), hint=hint, threads=threads, static_shape=static_shape, profile=profile, compute=compute
+    )
 
 
-def predictor_for(model: Model, precision: Precision | None = None, *, weights: str | None = None,
-                  progress: Progress = True, **options) -> Predictor:
+def predictor_for(
+    model: Model,
+    precision: Precision | None = None,
+    *,
+    weights: str | None = None,
+    progress: Progress = True,
+    **options,
+) -> Predictor:
     """:func:`resolve_ir` then :func:`open_predictor` (``options``: device, hint, threads, static_shape,
     profile)."""
     return open_predictor(resolve_ir(model, precision, weights=weights, progress=progress), precision, **options)

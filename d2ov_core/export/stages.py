@@ -117,8 +117,9 @@ def StageGraph(model):
     from detectron2.modeling.meta_arch.retinanet import RetinaNet
 
     if not isinstance(model, (GeneralizedRCNN, RetinaNet)):
-        raise ConversionError(f"no stage check for meta architecture {type(model).__name__}: expected "
-                              "GeneralizedRCNN or RetinaNet")
+        raise ConversionError(
+            f"no stage check for meta architecture {type(model).__name__}: expected GeneralizedRCNN or RetinaNet"
+        )
     return _module()(model).eval()
 
 

@@ -28,11 +28,11 @@ def _nothing(*_args) -> dict[str, Any]:
 @dataclasses.dataclass(frozen=True)
 class ExportTask:
     """Attributes:
-        name: the task (:func:`~d2ov_core.runtime.tasks.get_task`).
-        is_config: ``cfg -> bool``: whether a Detectron2 config is a model of this task.
-        metadata: ``(cfg, spec) -> dict``: the task's IR metadata (beside the common keys).
-        eager_fields: ``(output, labels, metadata) -> dict``: what the eager model's output for one
-            image (``model([...])[0]``) adds to its Detections beyond its instances.
+    name: the task (:func:`~d2ov_core.runtime.tasks.get_task`).
+    is_config: ``cfg -> bool``: whether a Detectron2 config is a model of this task.
+    metadata: ``(cfg, spec) -> dict``: the task's IR metadata (beside the common keys).
+    eager_fields: ``(output, labels, metadata) -> dict``: what the eager model's output for one
+        image (``model([...])[0]``) adds to its Detections beyond its instances.
     """
 
     name: str
@@ -47,11 +47,15 @@ def _keypoint_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
     k = int(cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS)
     names = list(spec.keypoint_names) or [f"keypoint_{i + 1}" for i in range(k)]
     if len(names) != k:
-        raise ConversionError(f"{spec.name}: MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS is {k} but {len(names)} keypoint "
-                              "names were given")
+        raise ConversionError(
+            f"{spec.name}: MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS is {k} but {len(names)} keypoint names were given"
+        )
     sigmas = list(spec.keypoint_oks_sigmas) or [float(v) for v in cfg.TEST.KEYPOINT_OKS_SIGMAS]
-    return {"keypoint_names": names, "keypoint_skeleton": [list(p) for p in spec.keypoint_skeleton],
-            "keypoint_oks_sigmas": [float(v) for v in sigmas] if len(sigmas) == k else []}
+    return {
+        "keypoint_names": names,
+        "keypoint_skeleton": [list(p) for p in spec.keypoint_skeleton],
+        "keypoint_oks_sigmas": [float(v) for v in sigmas] if len(sigmas) == k else [],
+    }
 
 
 def _panoptic_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
@@ -60,16 +64,23 @@ def _panoptic_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
     n = int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
     names = list(spec.stuff_classes) or ["things"] + [f"stuff_{i}" for i in range(1, n)]
     if len(names) != n:
-        raise ConversionError(f"{spec.name}: MODEL.SEM_SEG_HEAD.NUM_CLASSES is {n} but {len(names)} semantic class "
-                              "names (things + stuff) were given")
+        raise ConversionError(
+            f"{spec.name}: MODEL.SEM_SEG_HEAD.NUM_CLASSES is {n} but {len(names)} semantic class "
+            "names (things + stuff) were given"
+        )
     combine = cfg.MODEL.PANOPTIC_FPN.COMBINE
     if not combine.ENABLED:
-        raise ConversionError(f"{spec.name}: MODEL.PANOPTIC_FPN.COMBINE.ENABLED is off; d2ov converts Panoptic FPN "
-                              "with its panoptic merge")
-    return {"stuff_classes": names, "sem_seg_stride": int(cfg.MODEL.SEM_SEG_HEAD.COMMON_STRIDE),
-            "panoptic_overlap_threshold": float(combine.OVERLAP_THRESH),
-            "panoptic_stuff_area_threshold": int(combine.STUFF_AREA_LIMIT),
-            "panoptic_score_threshold": float(combine.INSTANCES_CONFIDENCE_THRESH)}
+        raise ConversionError(
+            f"{spec.name}: MODEL.PANOPTIC_FPN.COMBINE.ENABLED is off; d2ov converts Panoptic FPN "
+            "with its panoptic merge"
+        )
+    return {
+        "stuff_classes": names,
+        "sem_seg_stride": int(cfg.MODEL.SEM_SEG_HEAD.COMMON_STRIDE),
+        "panoptic_overlap_threshold": float(combine.OVERLAP_THRESH),
+        "panoptic_stuff_area_threshold": int(combine.STUFF_AREA_LIMIT),
+        "panoptic_score_threshold": float(combine.INSTANCES_CONFIDENCE_THRESH),
+    }
 
 
 def _panoptic_fields(out: dict[str, Any], labels: list[str], metadata: Any) -> dict[str, Any]:
@@ -77,14 +88,20 @@ def _panoptic_fields(out: dict[str, Any], labels: list[str], metadata: Any) -> d
     if "panoptic_seg" not in out:
         return {}
     seg_map = out["panoptic_seg"][0].numpy().astype(np.int32)
-    return {"panoptic_seg": seg_map,
-            "segments": describe_segments(seg_map, out["panoptic_seg"][1], labels, metadata["stuff_classes"])}
+    return {
+        "panoptic_seg": seg_map,
+        "segments": describe_segments(seg_map, out["panoptic_seg"][1], labels, metadata["stuff_classes"]),
+    }
 
 
 #: every task's export side, the most specific first (a config is the first task it is)
 EXPORT_TASKS: tuple[ExportTask, ...] = (
-    ExportTask("panoptic_segmentation", lambda cfg: cfg.MODEL.META_ARCHITECTURE == "PanopticFPN",
-               _panoptic_metadata, _panoptic_fields),
+    ExportTask(
+        "panoptic_segmentation",
+        lambda cfg: cfg.MODEL.META_ARCHITECTURE == "PanopticFPN",
+        _panoptic_metadata,
+        _panoptic_fields,
+    ),
     ExportTask("keypoints", lambda cfg: bool(cfg.MODEL.KEYPOINT_ON), _keypoint_metadata),
     ExportTask("instance_segmentation", lambda cfg: bool(cfg.MODEL.MASK_ON)),
     ExportTask("detection", lambda cfg: True),

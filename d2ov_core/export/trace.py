@@ -9,8 +9,13 @@ __all__ = ["traceable", "OUTPUT_NAMES"]
 
 
 #: Instances field -> IR output name
-OUTPUT_NAMES = {"pred_boxes": "boxes", "scores": "scores", "pred_classes": "classes", "pred_masks": "masks",
-                "pred_keypoint_heatmaps": "keypoint_heatmaps"}
+OUTPUT_NAMES = {
+    "pred_boxes": "boxes",
+    "scores": "scores",
+    "pred_classes": "classes",
+    "pred_masks": "masks",
+    "pred_keypoint_heatmaps": "keypoint_heatmaps",
+}
 
 
 def traceable(model, image_chw):
@@ -24,6 +29,7 @@ def traceable(model, image_chw):
     from .patches import exportable_keypoints
 
     if isinstance(model, PanopticFPN):
+
         def inference(m, inputs):
             # PanopticFPN.inference(do_postprocess=False) without the semantic head's final x4
             # upsampling: its logits leave the graph at stride 4 (16x smaller; numpy upsamples only
@@ -35,18 +41,21 @@ def traceable(model, image_chw):
             instances, _ = m.roi_heads(images, features, proposals, None)
             return [{"instances": instances[0], "sem_seg": sem_seg[0]}]
     elif isinstance(model, GeneralizedRCNN):
+
         def inference(m, inputs):
             with exportable_keypoints():  # keypoint models: the graph ends at the heatmaps
                 return [{"instances": m.inference(inputs, do_postprocess=False)[0]}]
     elif isinstance(model, RetinaNet):
+
         def inference(m, inputs):
             images = m.preprocess_image(inputs)
             features = m.backbone(images.tensor)
             features = [features[f] for f in m.head_in_features]
             return [{"instances": m.forward_inference(images, features, m.head(features))[0]}]
     else:
-        raise ConversionError(f"unsupported meta architecture {type(model).__name__}: expected GeneralizedRCNN, "
-                              "PanopticFPN or RetinaNet")
+        raise ConversionError(
+            f"unsupported meta architecture {type(model).__name__}: expected GeneralizedRCNN, PanopticFPN or RetinaNet"
+        )
 
     image = torch.as_tensor(image_chw)
     adapter = TracingAdapter(model, [{"image": image}], inference)
@@ -80,4 +89,3 @@ def _output_names(schema) -> list[str]:
     if "image_size" not in names:
         raise ConversionError("traced outputs hold no Instances")
     return names
-

@@ -67,8 +67,11 @@ class AccuracyCheck:
     def acceptable(self, row: dict[str, Any]) -> bool:
         if self.max_drop is None or not self.reference:
             return True
-        return all(self.reference[k] - row[k] <= self.max_drop for k in S.ACCURACY_KEYS
-                   if self.reference.get(k) is not None and row.get(k) is not None)
+        return all(
+            self.reference[k] - row[k] <= self.max_drop
+            for k in S.ACCURACY_KEYS
+            if self.reference.get(k) is not None and row.get(k) is not None
+        )
 
     def _measure(self, xml: Path, precision: str) -> dict[str, Any]:
         from ..export.resolve import open_predictor
@@ -76,13 +79,31 @@ class AccuracyCheck:
 
         predictor = open_predictor(xml, S.precision(precision))
         panoptic = self.panoptic if predictor.task == "panoptic_segmentation" else None
-        res = evaluate(predictor, self.annotations, self.images, limit=self.limit, progress=self.progress is True,
-                       panoptic=panoptic)
-        return {"box_AP": res["bbox"]["AP"], "mask_AP": res["segm"]["AP"] if "segm" in res else None,
-                **({"keypoint_AP": res["keypoints"]["AP"]} if "keypoints" in res else {}),
-                **({"PQ": res["panoptic"]["All"]["PQ"], "PQ_things": res["panoptic"]["Things"]["PQ"],
-                    "PQ_stuff": res["panoptic"]["Stuff"]["PQ"]} if "panoptic" in res else {}),
-                "ms": round(res["per_image_inference_ms"], 1), "images": res["images"], "set": self.annotations.name}
+        res = evaluate(
+            predictor,
+            self.annotations,
+            self.images,
+            limit=self.limit,
+            progress=self.progress is True,
+            panoptic=panoptic,
+        )
+        return {
+            "box_AP": res["bbox"]["AP"],
+            "mask_AP": res["segm"]["AP"] if "segm" in res else None,
+            **({"keypoint_AP": res["keypoints"]["AP"]} if "keypoints" in res else {}),
+            **(
+                {
+                    "PQ": res["panoptic"]["All"]["PQ"],
+                    "PQ_things": res["panoptic"]["Things"]["PQ"],
+                    "PQ_stuff": res["panoptic"]["Stuff"]["PQ"],
+                }
+                if "panoptic" in res
+                else {}
+            ),
+            "ms": round(res["per_image_inference_ms"], 1),
+            "images": res["images"],
+            "set": self.annotations.name,
+        }
 
 
 def reference_row(accuracy: dict[str, Any]) -> dict[str, Any] | None:
@@ -96,7 +117,14 @@ def fastest_within(accuracy: dict[str, Any], offered: list[str], tolerance: floa
     ref = reference_row(accuracy)
     if ref is None:
         return None
-    ok = [p for p in offered if p in accuracy
-          and all(ref[k] - accuracy[p][k] <= tolerance for k in S.ACCURACY_KEYS
-                  if ref.get(k) is not None and accuracy[p].get(k) is not None)]
+    ok = [
+        p
+        for p in offered
+        if p in accuracy
+        and all(
+            ref[k] - accuracy[p][k] <= tolerance
+            for k in S.ACCURACY_KEYS
+            if ref.get(k) is not None and accuracy[p].get(k) is not None
+        )
+    ]
     return min(ok, key=lambda p: accuracy[p]["ms"]) if ok else None

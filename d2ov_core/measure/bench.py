@@ -43,8 +43,16 @@ VARIANTS = {
     "ov-int8-throughput": "d2ov OpenVINO, INT8 IR, THROUGHPUT hint, AsyncInferQueue over all images",
 }
 #: which IR each OpenVINO variant runs
-_IR_OF = {"ov-fp32": "FP32", "ov-fp16w": "FP16", "ov-bf16": "FP16", "ov-static": "FP32", "ov-throughput": "FP32",
-          "ov-int8": "INT8", "ov-int8-static": "INT8", "ov-int8-throughput": "INT8"}
+_IR_OF = {
+    "ov-fp32": "FP32",
+    "ov-fp16w": "FP16",
+    "ov-bf16": "FP16",
+    "ov-static": "FP32",
+    "ov-throughput": "FP32",
+    "ov-int8": "INT8",
+    "ov-int8-static": "INT8",
+    "ov-int8-throughput": "INT8",
+}
 
 
 def _median_iqr(xs: list[float]) -> tuple[float, float]:
@@ -80,10 +88,16 @@ def matmul_peak_gflops(threads: int, n: int = 4096, repeats: int = 3) -> dict[st
     """The machine's practical float32 peak: GFLOP/s (2 n^3 / s) of an ``n x n @ n x n`` matmul with
     ``threads`` threads, best of ``repeats``, by numpy (OpenBLAS) and torch (MKL/oneDNN) in a fresh
     process (so the thread count applies). Returns ``{"numpy": ..., "torch": ..., "peak": max}``."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
-    res = subprocess.run([sys.executable, "-c", _PEAK_CODE, str(n), str(repeats), str(threads)], capture_output=True,
-                         text=True, env=env, check=True)
+    env = dict(
+        os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", _PEAK_CODE, str(n), str(repeats), str(threads)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     out = json.loads(res.stdout.strip().splitlines()[-1])
     out["peak"] = max(out.values())
     return out
@@ -102,8 +116,17 @@ def _peak_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _worker(variant: str, model: str, weights: str | None, images: list[str], runs: int, warmup: int,
-            threads: int, xml: str | None, static_shape: tuple[int, int] | None = None) -> dict[str, Any]:
+def _worker(
+    variant: str,
+    model: str,
+    weights: str | None,
+    images: list[str],
+    runs: int,
+    warmup: int,
+    threads: int,
+    xml: str | None,
+    static_shape: tuple[int, int] | None = None,
+) -> dict[str, Any]:
     from ..runtime.images import load_image
 
     rgbs = [load_image(p) for p in images]
@@ -117,8 +140,13 @@ def _worker(variant: str, model: str, weights: str | None, images: list[str], ru
         from ..runtime.settings import PRECISIONS
 
         hint = "THROUGHPUT" if variant.endswith("throughput") else "LATENCY"
-        pred = open_predictor(xml, PRECISIONS["BF16"] if "bf16" in variant else None, hint=hint, threads=threads,
-                              static_shape=static_shape if "static" in variant else None)
+        pred = open_predictor(
+            xml,
+            PRECISIONS["BF16"] if "bf16" in variant else None,
+            hint=hint,
+            threads=threads,
+            static_shape=static_shape if "static" in variant else None,
+        )
     for _ in range(warmup):
         pred.predict(rgbs[0], threshold=0.05)
     extra: dict[str, Any] = {}
@@ -150,9 +178,18 @@ def _worker(variant: str, model: str, weights: str | None, images: list[str], ru
     med, iqr = _median_iqr(e2e)
     mmed, miqr = _median_iqr(model_ms)
     rss_kb = _peak_rss_kb()
-    return {"variant": variant, "e2e_ms": med, "e2e_iqr_ms": iqr, "model_ms": mmed, "model_iqr_ms": miqr,
-            "images_per_s": throughput, "peak_rss_mb": rss_kb / 1024, "samples": len(e2e),
-            "detections_median": float(statistics.median(detections)) if detections else 0.0, **extra}
+    return {
+        "variant": variant,
+        "e2e_ms": med,
+        "e2e_iqr_ms": iqr,
+        "model_ms": mmed,
+        "model_iqr_ms": miqr,
+        "images_per_s": throughput,
+        "peak_rss_mb": rss_kb / 1024,
+        "samples": len(e2e),
+        "detections_median": float(statistics.median(detections)) if detections else 0.0,
+        **extra,
+    }
 
 
 def model_gflops(model: str, weights: str | None, image: str) -> float:
@@ -191,10 +228,19 @@ def default_static_shape(meta: dict[str, Any], image: str) -> tuple[int, int]:
     return -(-rh // 32) * 32, -(-rw // 32) * 32
 
 
-def run_bench(model: str, images: list[str], weights: str | None = None, runs: int = 5, warmup: int = 2,
-              threads: int | None = None, variants: list[str] | None = None, out_dir: str | None = None,
-              calibration: str | None = None, static_shape: tuple[int, int] | None = None,
-              log=print) -> dict[str, Any]:
+def run_bench(
+    model: str,
+    images: list[str],
+    weights: str | None = None,
+    runs: int = 5,
+    warmup: int = 2,
+    threads: int | None = None,
+    variants: list[str] | None = None,
+    out_dir: str | None = None,
+    calibration: str | None = None,
+    static_shape: tuple[int, int] | None = None,
+    log=print,
+) -> dict[str, Any]:
     """Benchmark ``variants`` of ``model`` on ``images``; returns the report (also written to ``out_dir``
     as bench.md / bench.json / bench.png). INT8 variants need ``calibration`` (a folder of images of
     the model's domain), except for catalog models that ship an INT8 IR."""
@@ -207,8 +253,9 @@ def run_bench(model: str, images: list[str], weights: str | None = None, runs: i
 
     threads = threads or os.cpu_count() or 1
     have_int8 = calibration is not None or (weights is None and find_ir(model, "INT8") is not None)
-    variants = variants or [v for v in VARIANTS
-                            if (have_int8 or "int8" not in v) and ("bf16" not in v or runtime.bf16_available())]
+    variants = variants or [
+        v for v in VARIANTS if (have_int8 or "int8" not in v) and ("bf16" not in v or runtime.bf16_available())
+    ]
     xml_of: dict[str, str] = {}
     for precision in sorted({_IR_OF[v] for v in variants if v in _IR_OF}):
         log(f"[bench] preparing the {precision} IR of {model} ...")
@@ -228,11 +275,23 @@ def run_bench(model: str, images: list[str], weights: str | None = None, runs: i
     failed: list[dict[str, Any]] = []
     for v in variants:
         log(f"[bench] {v}: {VARIANTS[v]} ({runs} runs x {len(images)} images after {warmup} warm-up)")
-        args = json.dumps({"variant": v, "model": model, "weights": weights, "images": images, "runs": runs,
-                           "warmup": warmup, "threads": threads, "xml": xml_of.get(_IR_OF.get(v, "")),
-                           "static_shape": static_shape})
+        args = json.dumps(
+            {
+                "variant": v,
+                "model": model,
+                "weights": weights,
+                "images": images,
+                "runs": runs,
+                "warmup": warmup,
+                "threads": threads,
+                "xml": xml_of.get(_IR_OF.get(v, "")),
+                "static_shape": static_shape,
+            }
+        )
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-        res = subprocess.run([sys.executable, "-m", "d2ov_core.measure.bench", args], capture_output=True, text=True, env=env)
+        res = subprocess.run(
+            [sys.executable, "-m", "d2ov_core.measure.bench", args], capture_output=True, text=True, env=env
+        )
         if res.returncode != 0:  # a crashed variant is reported, the others still run
             why = first_line(res.stderr.strip().splitlines()[-1]) if res.stderr.strip() else "no message"
             failed.append({"variant": v, "exit_code": res.returncode, "error": why})
@@ -240,20 +299,36 @@ def run_bench(model: str, images: list[str], weights: str | None = None, runs: i
             continue
         row = json.loads(res.stdout.strip().splitlines()[-1])
         # throughput rows: requests overlap, so the achieved rate comes from images/s, not latency
-        row["gflop_per_s"] = gflops * row["images_per_s"] if v.endswith("throughput") else gflops / (row["model_ms"] / 1e3)
+        row["gflop_per_s"] = (
+            gflops * row["images_per_s"] if v.endswith("throughput") else gflops / (row["model_ms"] / 1e3)
+        )
         row["peak_fraction"] = row["gflop_per_s"] / peak["peak"]
         rows.append(row)
-        log(f"[bench]   e2e {row['e2e_ms']:.0f} ms, model {row['model_ms']:.0f} ms, {row['images_per_s']:.2f} img/s, "
-            f"{row['detections_median']:.0f} detections")
+        log(
+            f"[bench]   e2e {row['e2e_ms']:.0f} ms, model {row['model_ms']:.0f} ms, {row['images_per_s']:.2f} img/s, "
+            f"{row['detections_median']:.0f} detections"
+        )
     by = {r["variant"]: r for r in rows}
     for r in rows:
         for ref, key in (("detectron2", "speedup_vs_detectron2"), ("ov-fp32", "speedup_vs_ov_fp32")):
             r[key] = r["images_per_s"] / by[ref]["images_per_s"] if ref in by else None
-    report = {"model": model, "weights": weights or "catalog", "images": images, "threads": threads, "runs": runs,
-              "warmup": warmup, "static_shape": list(static_shape) if static_shape else None,
-              "calibration": calibration, "model_gflops": gflops, "matmul_peak_gflops": peak["peak"],
-              "matmul_gflops": peak, "machine": _machine(), "rows": rows, "failed": failed,
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    report = {
+        "model": model,
+        "weights": weights or "catalog",
+        "images": images,
+        "threads": threads,
+        "runs": runs,
+        "warmup": warmup,
+        "static_shape": list(static_shape) if static_shape else None,
+        "calibration": calibration,
+        "model_gflops": gflops,
+        "matmul_peak_gflops": peak["peak"],
+        "matmul_gflops": peak,
+        "machine": _machine(),
+        "rows": rows,
+        "failed": failed,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     if out_dir:
         _write_outputs(report, Path(out_dir))
     return report
@@ -270,34 +345,47 @@ def _machine() -> dict[str, Any]:
         pass
     from ..runtime import ir as runtime
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "openvino": runtime.openvino_version()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "openvino": runtime.openvino_version(),
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
     def ratio(x):
         return f"{x:.2f}x" if x else "-"
 
-    static = f", static shape {report['static_shape'][0]}x{report['static_shape'][1]}" if report.get("static_shape") else ""
-    lines = [f"`d2ov bench {report['model']}` (weights: {report['weights']}) — {report['date']}, "
-             f"{report['machine']['cpu']}, {report['machine']['cores']} cores, {report['threads']} threads, "
-             f"OpenVINO {report['machine']['openvino']}; {len(report['images'])} image(s) x {report['runs']} runs"
-             f"{static}; model {report['model_gflops']:.1f} GFLOPs per image (fvcore, 2 FLOPs per MAC); "
-             f"matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s (float32 4096^3, best of numpy/torch)",
-             "",
-             "| variant | end-to-end ms (IQR) | model ms | pre + post ms | images/s | detections | vs Detectron2 | "
-             "vs OV FP32 | GFLOP/s | % of peak | peak RSS MB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    static = (
+        f", static shape {report['static_shape'][0]}x{report['static_shape'][1]}" if report.get("static_shape") else ""
+    )
+    lines = [
+        f"`d2ov bench {report['model']}` (weights: {report['weights']}) — {report['date']}, "
+        f"{report['machine']['cpu']}, {report['machine']['cores']} cores, {report['threads']} threads, "
+        f"OpenVINO {report['machine']['openvino']}; {len(report['images'])} image(s) x {report['runs']} runs"
+        f"{static}; model {report['model_gflops']:.1f} GFLOPs per image (fvcore, 2 FLOPs per MAC); "
+        f"matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s (float32 4096^3, best of numpy/torch)",
+        "",
+        "| variant | end-to-end ms (IQR) | model ms | pre + post ms | images/s | detections | vs Detectron2 | "
+        "vs OV FP32 | GFLOP/s | % of peak | peak RSS MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in report["rows"]:
         prepost = f"{r['preprocess_ms']:.0f} + {r['postprocess_ms']:.0f}" if "preprocess_ms" in r else "-"
-        lines.append(f"| {r['variant']} | {r['e2e_ms']:.0f} ({r['e2e_iqr_ms']:.0f}) | {r['model_ms']:.0f} | {prepost} | "
-                     f"{r['images_per_s']:.2f} | {r['detections_median']:.0f} | {ratio(r.get('speedup_vs_detectron2'))} | "
-                     f"{ratio(r.get('speedup_vs_ov_fp32'))} | {r['gflop_per_s']:.0f} | {100 * r['peak_fraction']:.0f}% | "
-                     f"{r['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| {r['variant']} | {r['e2e_ms']:.0f} ({r['e2e_iqr_ms']:.0f}) | {r['model_ms']:.0f} | {prepost} | "
+            f"{r['images_per_s']:.2f} | {r['detections_median']:.0f} | {ratio(r.get('speedup_vs_detectron2'))} | "
+            f"{ratio(r.get('speedup_vs_ov_fp32'))} | {r['gflop_per_s']:.0f} | {100 * r['peak_fraction']:.0f}% | "
+            f"{r['peak_rss_mb']:.0f} |"
+        )
     for f in report.get("failed", []):
         lines.append(f"| {f['variant']} | failed: exit code {f['exit_code']} ({f['error']}) | | | | | | | | | |")
-    lines += ["", "Ratios compare images/s (latency rows: 1 / median end-to-end). Throughput rows: images/s over "
-              "the wall time with several requests in flight; their latency columns include queueing."]
+    lines += [
+        "",
+        "Ratios compare images/s (latency rows: 1 / median end-to-end). Throughput rows: images/s over "
+        "the wall time with several requests in flight; their latency columns include queueing.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -324,5 +412,18 @@ def _write_outputs(report: dict[str, Any], out: Path) -> None:
 
 if __name__ == "__main__":  # worker entry point
     a = json.loads(sys.argv[1])
-    print(json.dumps(_worker(a["variant"], a["model"], a["weights"], a["images"], a["runs"], a["warmup"],
-                             a["threads"], a["xml"], tuple(a["static_shape"]) if a.get("static_shape") else None)))
+    print(
+        json.dumps(
+            _worker(
+                a["variant"],
+                a["model"],
+                a["weights"],
+                a["images"],
+                a["runs"],
+                a["warmup"],
+                a["threads"],
+                a["xml"],
+                tuple(a["static_shape"]) if a.get("static_shape") else None,
+            )
+        )
+    )

@@ -46,9 +46,15 @@ def _load_coco(path: Path):
         raise InputError(f"{path}: not a COCO annotation file ({e})") from None
 
 
-def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int | None = None,
-             progress: bool = True, panoptic: str | Path | None = None,
-             panoptic_pngs: str | Path | None = None) -> dict[str, Any]:
+def evaluate(
+    predictor,
+    annotations: str | Path,
+    images: str | Path,
+    limit: int | None = None,
+    progress: bool = True,
+    panoptic: str | Path | None = None,
+    panoptic_pngs: str | Path | None = None,
+) -> dict[str, Any]:
     """Returns ``{"bbox": {AP...}, "segm": {AP...} or absent, "keypoints": {AP...} or absent,
     "panoptic": {"All": {PQ, SQ, RQ, n}, "Things": ..., "Stuff": ..., "per_class": ...} or absent,
     "images": n, "per_image_ms": median end-to-end, "per_image_inference_ms": median model call}``
@@ -91,8 +97,12 @@ def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int 
             if cat is None:
                 continue
             x0, y0, x1, y1 = (float(v) for v in det.boxes[i])
-            r = {"image_id": img_id, "category_id": cat, "score": float(det.scores[i]),
-                 "bbox": [x0, y0, x1 - x0, y1 - y0]}
+            r = {
+                "image_id": img_id,
+                "category_id": cat,
+                "score": float(det.scores[i]),
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+            }
             if with_masks and det.masks is not None:
                 r["segmentation"] = rle_encode(det.masks[i])
             if sigmas is not None and det.keypoints is not None:
@@ -104,9 +114,12 @@ def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int 
             bar.update(1)
     if bar is not None:
         bar.close()
-    out: dict[str, Any] = {"images": len(img_ids), "detections": len(results),
-                           "per_image_ms": float(np.median(times)) if times else 0.0,
-                           "per_image_inference_ms": float(np.median(model_times)) if model_times else 0.0}
+    out: dict[str, Any] = {
+        "images": len(img_ids),
+        "detections": len(results),
+        "per_image_ms": float(np.median(times)) if times else 0.0,
+        "per_image_inference_ms": float(np.median(model_times)) if model_times else 0.0,
+    }
     for iou_type in ["bbox"] + (["segm"] if with_masks else []) + (["keypoints"] if sigmas is not None else []):
         names = KEYPOINT_STAT_NAMES if iou_type == "keypoints" else STAT_NAMES
         if not results:
@@ -115,8 +128,9 @@ def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int 
         if iou_type == "keypoints" and not any(a.get("num_keypoints", 0) for a in gt.dataset.get("annotations", [])):
             raise InputError(f"{annotations}: no annotation has keypoints (num_keypoints > 0): not a keypoint data set")
         with contextlib.redirect_stdout(io.StringIO()):
-            dt = gt.loadRes([{k: v for k, v in r.items() if k != "keypoints" or iou_type == "keypoints"}
-                             for r in results])
+            dt = gt.loadRes(
+                [{k: v for k, v in r.items() if k != "keypoints" or iou_type == "keypoints"} for r in results]
+            )
             ev = COCOeval(gt, dt, iou_type)
             ev.params.imgIds = img_ids
             if sigmas is not None:
@@ -124,7 +138,7 @@ def evaluate(predictor, annotations: str | Path, images: str | Path, limit: int 
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-        out[iou_type] = {k: round(float(v) * 100, 3) for k, v in zip(names, ev.stats[:len(names)])}
+        out[iou_type] = {k: round(float(v) * 100, 3) for k, v in zip(names, ev.stats[: len(names)])}
     if pq is not None:
         out["panoptic"] = pq.result()
     return out
@@ -142,8 +156,10 @@ def _oks_sigmas(predictor) -> np.ndarray:
         return np.asarray(sigmas, np.float64)
     if tuple(names) == COCO_KEYPOINT_NAMES:
         return np.asarray(COCO_KEYPOINT_OKS_SIGMAS, np.float64)
-    raise InputError(f"{predictor.name}: no OKS sigmas for its {len(names)} keypoints (expected "
-                     f"{len(names)} values in TEST.KEYPOINT_OKS_SIGMAS of its config)")
+    raise InputError(
+        f"{predictor.name}: no OKS sigmas for its {len(names)} keypoints (expected "
+        f"{len(names)} values in TEST.KEYPOINT_OKS_SIGMAS of its config)"
+    )
 
 
 def _bar(total: int, progress: bool):

@@ -48,8 +48,16 @@ import numpy as np
 from ..errors import ImageError, InputError
 from ..runtime.tasks import get_task
 
-__all__ = ["read_panoptic_png", "write_panoptic_png", "load_panoptic_gt", "PanopticGT", "PanopticImage",
-           "PQAccumulator", "PanopticScorer", "VOID"]
+__all__ = [
+    "read_panoptic_png",
+    "write_panoptic_png",
+    "load_panoptic_gt",
+    "PanopticGT",
+    "PanopticImage",
+    "PQAccumulator",
+    "PanopticScorer",
+    "VOID",
+]
 
 #: segment id of unlabeled pixels
 VOID = 0
@@ -188,8 +196,9 @@ def load_panoptic_gt(json_path, png_dir=None) -> PanopticGT:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{jp}: expected a COCO panoptic JSON file, found invalid JSON ({e})") from None
     if not isinstance(data, dict):
-        raise InputError(f"{jp}: expected a JSON object with images, annotations and categories, "
-                         f"found a {type(data).__name__}")
+        raise InputError(
+            f"{jp}: expected a JSON object with images, annotations and categories, found a {type(data).__name__}"
+        )
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             found = "nothing" if key not in data else f"a {type(data[key]).__name__}"
@@ -211,8 +220,10 @@ def load_panoptic_gt(json_path, png_dir=None) -> PanopticGT:
     seen: set[int] = set()
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or not all(k in ann for k in ("image_id", "file_name", "segments_info")):
-            raise InputError(f"{jp}: expected annotations[{i}] to have 'image_id', 'file_name' and "
-                             f"'segments_info', found {_short(ann)}")
+            raise InputError(
+                f"{jp}: expected annotations[{i}] to have 'image_id', 'file_name' and "
+                f"'segments_info', found {_short(ann)}"
+            )
         image_id = _int(ann["image_id"], f"{where}: annotations[{i}].image_id")
         if image_id in seen:
             raise InputError(f"{jp}: expected one annotation per image, found two for image_id {image_id}")
@@ -220,13 +231,20 @@ def load_panoptic_gt(json_path, png_dir=None) -> PanopticGT:
         im = image_info.get(image_id)
         if im is None:
             raise InputError(f"{jp}: annotations[{i}] is for image_id {image_id}, which 'images' does not list")
-        segments = _segments(ann["segments_info"], f"{where}: annotations[{i}] (image_id {image_id})",
-                             cat_ids, gt=True)
-        records.append(PanopticImage(
-            image_id=image_id, file_name=str(im["file_name"]), png=pdir / str(ann["file_name"]),
-            segments=[{"id": s, "category_id": c, "iscrowd": crowd, "area": area}
-                      for s, (c, crowd, area) in segments.items()],
-            height=im.get("height"), width=im.get("width")))
+        segments = _segments(ann["segments_info"], f"{where}: annotations[{i}] (image_id {image_id})", cat_ids, gt=True)
+        records.append(
+            PanopticImage(
+                image_id=image_id,
+                file_name=str(im["file_name"]),
+                png=pdir / str(ann["file_name"]),
+                segments=[
+                    {"id": s, "category_id": c, "iscrowd": crowd, "area": area}
+                    for s, (c, crowd, area) in segments.items()
+                ],
+                height=im.get("height"),
+                width=im.get("width"),
+            )
+        )
     return PanopticGT(categories=categories, images=records, json_path=jp, png_dir=pdir)
 
 
@@ -282,19 +300,19 @@ class PQAccumulator:
             if i == VOID:
                 continue
             if i not in pred_segs:
-                raise InputError(f"expected pred_segments to list every id of pred_map, found id {i} "
-                                 f"({n} pixels) not listed")
+                raise InputError(
+                    f"expected pred_segments to list every id of pred_map, found id {i} ({n} pixels) not listed"
+                )
             pred_area[i] = n
         absent = [i for i in pred_segs if i not in pred_area]
         if absent:
-            raise InputError(f"expected every id of pred_segments in pred_map, found {len(absent)} with no "
-                             f"pixel (ids {absent[:5]})")
+            raise InputError(
+                f"expected every id of pred_segments in pred_map, found {len(absent)} with no pixel (ids {absent[:5]})"
+            )
 
         # pixel counts of every (gt id, pred id) pair, in panopticapi's order (ascending key)
-        keys, inter = np.unique(gt.astype(np.uint64) * np.uint64(OFFSET) + pred.astype(np.uint64),
-                                return_counts=True)
-        pairs = list(zip((keys // np.uint64(OFFSET)).tolist(), (keys % np.uint64(OFFSET)).tolist(),
-                         inter.tolist()))
+        keys, inter = np.unique(gt.astype(np.uint64) * np.uint64(OFFSET) + pred.astype(np.uint64), return_counts=True)
+        pairs = list(zip((keys // np.uint64(OFFSET)).tolist(), (keys % np.uint64(OFFSET)).tolist(), inter.tolist()))
         on_void: dict[int, int] = {}
         gt_pixels: dict[int, int] = {}
         for g, p, n in pairs:
@@ -365,13 +383,18 @@ class PQAccumulator:
             per_class[c["name"]] = {"PQ": _pct(pq), "SQ": _pct(sq), "RQ": _pct(rq), "tp": tp, "fp": fp, "fn": fn}
         out: dict[str, Any] = {}
         for group, isthing in (("All", None), ("Things", True), ("Stuff", False)):
-            vals = [per_cat[c["id"]] for c in self.categories
-                    if c["id"] in per_cat and (isthing is None or (c["isthing"] == 1) == isthing)]
+            vals = [
+                per_cat[c["id"]]
+                for c in self.categories
+                if c["id"] in per_cat and (isthing is None or (c["isthing"] == 1) == isthing)
+            ]
             n = len(vals)
-            out[group] = {"PQ": _pct(sum(v[0] for v in vals) / n) if n else 0.0,
-                          "SQ": _pct(sum(v[1] for v in vals) / n) if n else 0.0,
-                          "RQ": _pct(sum(v[2] for v in vals) / n) if n else 0.0,
-                          "n": n}
+            out[group] = {
+                "PQ": _pct(sum(v[0] for v in vals) / n) if n else 0.0,
+                "SQ": _pct(sum(v[1] for v in vals) / n) if n else 0.0,
+                "RQ": _pct(sum(v[2] for v in vals) / n) if n else 0.0,
+                "n": n,
+            }
         out["per_class"] = per_class
         return out
 
@@ -411,8 +434,9 @@ def _as_id_map(a: Any, what: str) -> np.ndarray:
 
 def _categories(categories: Any, where: str) -> list[dict[str, Any]]:
     if not isinstance(categories, (list, tuple)) or not categories:
-        raise InputError(f"{where}: expected a non-empty list of categories {{id, name, isthing}}, "
-                         f"found {_short(categories)}")
+        raise InputError(
+            f"{where}: expected a non-empty list of categories {{id, name, isthing}}, found {_short(categories)}"
+        )
     out, ids, names = [], set(), set()
     for i, c in enumerate(categories):
         if not isinstance(c, Mapping) or not all(k in c for k in ("id", "name", "isthing")):
@@ -444,8 +468,10 @@ def _segments(segments: Any, where: str, known: set[int], gt: bool) -> dict[int,
         if sid in out:
             raise InputError(f"{where}: expected unique segment ids, found id {sid} twice")
         if cat not in known:
-            raise InputError(f"{where}: segment {sid} has category_id {cat}, expected one of the "
-                             f"{len(known)} categories ({_short(sorted(known), 60)})")
+            raise InputError(
+                f"{where}: segment {sid} has category_id {cat}, expected one of the "
+                f"{len(known)} categories ({_short(sorted(known), 60)})"
+            )
         crowd = _int(s.get("iscrowd", 0), f"{where}: segment {sid} iscrowd") if gt else 0
         area = s.get("area") if gt else None
         if area is not None:
@@ -470,8 +496,10 @@ class PanopticScorer:
         self.thing_cat = {i: things[n] for i, n in enumerate(predictor.labels) if n in things}
         self.stuff_cat = {i: stuff[n] for i, n in enumerate(predictor.metadata["stuff_classes"]) if n in stuff}
         if not self.thing_cat and not self.stuff_cat:
-            raise InputError(f"none of {predictor.name}'s classes is a category of {panoptic} "
-                             f"({', '.join(list(things) + list(stuff))[:80]}...)")
+            raise InputError(
+                f"none of {predictor.name}'s classes is a category of {panoptic} "
+                f"({', '.join(list(things) + list(stuff))[:80]}...)"
+            )
         self.acc = PQAccumulator(cats)
 
     def add(self, file_name: str, det) -> None:

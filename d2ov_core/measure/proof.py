@@ -33,8 +33,14 @@ __all__ = ["check", "record", "proof_text", "MAX_IMAGES"]
 MAX_IMAGES = 12
 
 
-def check(spec, xml: str | os.PathLike, images: Sequence[str | os.PathLike], weights: str | None = None,
-          tol: Tolerance | None = None, progress: bool = False) -> dict[str, Any]:
+def check(
+    spec,
+    xml: str | os.PathLike,
+    images: Sequence[str | os.PathLike],
+    weights: str | None = None,
+    tol: Tolerance | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Run Detectron2 (``spec`` + ``weights``, float32 on CPU) and the IR at ``xml`` on ``images`` (the
     first :data:`MAX_IMAGES`) and compare them as ``d2ov verify`` does (``tol``: default
     :class:`Tolerance`); returns the record."""
@@ -54,21 +60,34 @@ def check(spec, xml: str | os.PathLike, images: Sequence[str | os.PathLike], wei
         rgb = load_image(path)
         rows.append(match(ref.predict(rgb, threshold=0.05), ov.predict(rgb, threshold=0.05), tol))
     winfo = ref.weights_info
-    source = "random weights" if winfo["random"] else (
-        f"weights {Path(str(winfo['source'])).name}" + (f" (sha256 {winfo['sha256'][:12]}...)" if winfo["sha256"] else ""))
+    source = (
+        "random weights"
+        if winfo["random"]
+        else (
+            f"weights {Path(str(winfo['source'])).name}"
+            + (f" (sha256 {winfo['sha256'][:12]}...)" if winfo["sha256"] else "")
+        )
+    )
 
     def worst(key, pick):
         values = [getattr(r, key) for r in rows if getattr(r, key) is not None]
         return round(float(pick(values)), 6) if values else None
 
-    return {"images": len(rows), "reference": sum(r.reference for r in rows),
-            "candidate": sum(r.candidate for r in rows), "matched": sum(r.matched for r in rows),
-            "images_within_tolerance": sum(bool(r.ok(tol)) for r in rows),
-            "max_box_dev": worst("max_box_dev", max), "max_score_dev": worst("max_score_dev", max),
-            "min_mask_iou": worst("min_mask_iou", min), "max_keypoint_dev": worst("max_keypoint_dev", max),
-            "min_score": tol.min_score, "precision": ov.precision,
-            "against": f"Detectron2 {detectron2.__version__}, PyTorch {torch.__version__.split('+')[0]}, float32, {source}",
-            "image_names": [p.name for p in images]}
+    return {
+        "images": len(rows),
+        "reference": sum(r.reference for r in rows),
+        "candidate": sum(r.candidate for r in rows),
+        "matched": sum(r.matched for r in rows),
+        "images_within_tolerance": sum(bool(r.ok(tol)) for r in rows),
+        "max_box_dev": worst("max_box_dev", max),
+        "max_score_dev": worst("max_score_dev", max),
+        "min_mask_iou": worst("min_mask_iou", min),
+        "max_keypoint_dev": worst("max_keypoint_dev", max),
+        "min_score": tol.min_score,
+        "precision": ov.precision,
+        "against": f"Detectron2 {detectron2.__version__}, PyTorch {torch.__version__.split('+')[0]}, float32, {source}",
+        "image_names": [p.name for p in images],
+    }
 
 
 def record(xml: str | os.PathLike, verification: dict[str, Any]) -> None:
@@ -101,8 +120,10 @@ def proof_text(v: dict[str, Any] | None) -> str:
     boxes within 0.0001 px, scores within 2e-06 (FP16 IR; ...)"; "" when there is none."""
     if not v:
         return ""
-    parts = [f"{v['matched']}/{v['reference']} detections matched"
-             + (f" ({v['candidate']} from the IR)" if v["candidate"] != v["reference"] else "")]
+    parts = [
+        f"{v['matched']}/{v['reference']} detections matched"
+        + (f" ({v['candidate']} from the IR)" if v["candidate"] != v["reference"] else "")
+    ]
     if v["matched"]:
         parts.append(f"boxes within {_num(v['max_box_dev'])} px, scores within {_num(v['max_score_dev'])}")
     if v.get("min_mask_iou") is not None:
@@ -110,5 +131,7 @@ def proof_text(v: dict[str, Any] | None) -> str:
     if v.get("max_keypoint_dev") is not None:
         parts.append(f"keypoints within {_num(v['max_keypoint_dev'])} px")
     n = v["images"]
-    return (f"checked against Detectron2 on {n} image{'s' * (n != 1)}: {', '.join(parts)} ({v['precision']} IR, "
-            f"detections scoring {v['min_score']:g} or more; reference: {v['against']})")
+    return (
+        f"checked against Detectron2 on {n} image{'s' * (n != 1)}: {', '.join(parts)} ({v['precision']} IR, "
+        f"detections scoring {v['min_score']:g} or more; reference: {v['against']})"
+    )

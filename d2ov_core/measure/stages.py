@@ -81,8 +81,8 @@ def compare_proposals(ref: np.ndarray, cand: np.ndarray, px: float = PROPOSAL_PX
         return 0.0
     found = np.zeros(len(ref), bool)
     for start in range(0, len(ref), 256):  # (256, M, 4) at a time
-        dev = np.abs(ref[start:start + 256, None, :] - cand[None, :, :]).max(axis=2)
-        found[start:start + 256] = dev.min(axis=1) <= px
+        dev = np.abs(ref[start : start + 256, None, :] - cand[None, :, :]).max(axis=2)
+        found[start : start + 256] = dev.min(axis=1) <= px
     return float(found.mean())
 
 
@@ -117,15 +117,18 @@ class StageReport:
     @property
     def tensor_rel(self) -> float:
         """The largest relative deviation over the tensor stages (features, rpn/head, roi)."""
-        return max((r.max_rel for r in self.rows if r.stage in ("features", "sem_seg", "rpn", "head", "roi")),
-                   default=0.0)
+        return max(
+            (r.max_rel for r in self.rows if r.stage in ("features", "sem_seg", "rpn", "head", "roi")), default=0.0
+        )
 
     def stage_summary(self) -> list[dict[str, Any]]:
         """One row per stage over all images: worst abs/rel, pass."""
         out: dict[str, dict[str, Any]] = {}
         for r in self.rows:
-            s = out.setdefault(r.stage, {"stage": r.stage, "tensors": 0, "max_abs": 0.0, "max_rel": 0.0, "worst": "",
-                                         "ok": r.ok, "notes": []})
+            s = out.setdefault(
+                r.stage,
+                {"stage": r.stage, "tensors": 0, "max_abs": 0.0, "max_rel": 0.0, "worst": "", "ok": r.ok, "notes": []},
+            )
             s["tensors"] += r.tensors
             if r.max_rel >= s["max_rel"] and r.worst:
                 s["worst"] = r.worst
@@ -136,9 +139,16 @@ class StageReport:
         return list(out.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "ok": self.ok, "tolerance": self.tolerance, "tensor_rel": self.tensor_rel,
-                "seconds": self.seconds, "stages": self.stage_summary(), "rows": [r.to_dict() for r in self.rows],
-                "detections": self.detections}
+        return {
+            "model": self.model,
+            "ok": self.ok,
+            "tolerance": self.tolerance,
+            "tensor_rel": self.tensor_rel,
+            "seconds": self.seconds,
+            "stages": self.stage_summary(),
+            "rows": [r.to_dict() for r in self.rows],
+            "detections": self.detections,
+        }
 
 
 def _stage_of(name: str) -> str:
@@ -171,31 +181,58 @@ def _proposal_row(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], image
     same = compare_proposals(ref["proposals.boxes"], cand["proposals.boxes"])
     a, rel = compare_tensors(np.sort(ref["proposals.logits"]), np.sort(cand["proposals.logits"]))
     n = len(ref["proposals.boxes"])
-    return StageRow("proposals", image, tensors=1, max_abs=a, max_rel=rel, worst="proposals.logits (sorted)", ok=None,
-                    note=f"{same:.1%} of {n} identical")
+    return StageRow(
+        "proposals",
+        image,
+        tensors=1,
+        max_abs=a,
+        max_rel=rel,
+        worst="proposals.logits (sorted)",
+        ok=None,
+        note=f"{same:.1%} of {n} identical",
+    )
 
 
 def _detection_row(c: Comparison, image: str, proposals_same: bool, tol: Tolerance) -> StageRow:
     agree = c.max_box_dev <= tol.box_px and c.max_score_dev <= tol.score and c.masks_ok(tol) and c.keypoints_ok(tol)
     missing = c.unmatched_reference + c.unmatched_candidate
     ok = agree and (missing == 0 and c.segments_ok(tol) or not proposals_same)
-    note = (f"matched {c.matched}/{c.reference}, box dev {c.max_box_dev:.3f} px, score dev {c.max_score_dev:.1e}"
-            + ("" if c.min_mask_iou is None else f", mask IoU {c.min_mask_iou:.3f}"
-               + (f" (pooled {c.mask_iou_pooled:.3f})" if tol.mask_pooled else ""))
-            + (f", score tol {tol.score:.1e}" if tol.score > Tolerance().score else "")
-            + ("" if c.max_keypoint_dev is None else
-               f", keypoint dev {c.max_keypoint_dev:.3f} px ({c.keypoints_compared} visible"
-               + (f", {c.keypoints_off} beyond {tol.keypoint_px:g} px" if c.keypoints_off else "") + ")")
-            + ("" if c.min_segment_iou is None else
-               f", segments {c.segments_matched}/{c.segments_reference} (ov {c.segments_candidate}), segment IoU "
-               f"min {c.min_segment_iou:.4f}, pixels agree {100 * c.pixel_agreement:.3f}%"))
+    note = (
+        f"matched {c.matched}/{c.reference}, box dev {c.max_box_dev:.3f} px, score dev {c.max_score_dev:.1e}"
+        + (
+            ""
+            if c.min_mask_iou is None
+            else f", mask IoU {c.min_mask_iou:.3f}" + (f" (pooled {c.mask_iou_pooled:.3f})" if tol.mask_pooled else "")
+        )
+        + (f", score tol {tol.score:.1e}" if tol.score > Tolerance().score else "")
+        + (
+            ""
+            if c.max_keypoint_dev is None
+            else f", keypoint dev {c.max_keypoint_dev:.3f} px ({c.keypoints_compared} visible"
+            + (f", {c.keypoints_off} beyond {tol.keypoint_px:g} px" if c.keypoints_off else "")
+            + ")"
+        )
+        + (
+            ""
+            if c.min_segment_iou is None
+            else f", segments {c.segments_matched}/{c.segments_reference} (ov {c.segments_candidate}), segment IoU "
+            f"min {c.min_segment_iou:.4f}, pixels agree {100 * c.pixel_agreement:.3f}%"
+        )
+    )
     if missing and not proposals_same:
         note += " (unmatched: other proposals)"
     return StageRow("detections", image, tensors=0, max_abs=c.max_box_dev, max_rel=0.0, worst="", ok=ok, note=note)
 
 
-def check(model, images: Sequence[str], weights: str | None = None, tol: float = TOLERANCE,
-          verify_tol: Tolerance | None = None, predictor=None, progress: bool = False) -> StageReport:
+def check(
+    model,
+    images: Sequence[str],
+    weights: str | None = None,
+    tol: float = TOLERANCE,
+    verify_tol: Tolerance | None = None,
+    predictor=None,
+    progress: bool = False,
+) -> StageReport:
     """Run the stage check of ``model`` (catalog name or spec) on ``images``.
 
     Args:
@@ -232,9 +269,16 @@ def check(model, images: Sequence[str], weights: str | None = None, tol: float =
         ref = ST.run_stages(graph, chw, b)
         cand = ST.run_compiled(compiled, graph.names, chw, b)
         rows += _tensor_rows(ref, cand, str(path), tol)
-        logit_devs.append(max((float(np.abs(np.asarray(ref[n], np.float64) - cand[n]).max()) for n in ref
-                               if (n == "roi.class_logits" or n.startswith("head.logits.")) and np.size(ref[n])),
-                              default=0.0))
+        logit_devs.append(
+            max(
+                (
+                    float(np.abs(np.asarray(ref[n], np.float64) - cand[n]).max())
+                    for n in ref
+                    if (n == "roi.class_logits" or n.startswith("head.logits.")) and np.size(ref[n])
+                ),
+                default=0.0,
+            )
+        )
         prow = _proposal_row(ref, cand, str(path))
         if prow is not None:
             rows.append(prow)
@@ -252,9 +296,12 @@ def check(model, images: Sequence[str], weights: str | None = None, tol: float =
             # roi.keypoint_logits, the final keypoints by the share within tolerance
             # (and the masks' IoU pooled over the matched detections: a mask of a few pixels near 0.5
             # can flip whole; measured: one matched DC5 mask at IoU 0.0 with the mask logits within 4.8e-5)
-            verify_tol = dataclasses.replace(verify_tol, mask_iou=min(verify_tol.mask_iou, RANDOM_MASK_IOU),
-                                             mask_pooled=True,
-                                             keypoint_share=min(verify_tol.keypoint_share, RANDOM_KEYPOINT_SHARE))
+            verify_tol = dataclasses.replace(
+                verify_tol,
+                mask_iou=min(verify_tol.mask_iou, RANDOM_MASK_IOU),
+                mask_pooled=True,
+                keypoint_share=min(verify_tol.keypoint_share, RANDOM_KEYPOINT_SHARE),
+            )
         t = time.perf_counter()
         reference = ReferencePredictor(spec, weights=weights, progress=progress)
         for path, same, logit_dev in zip(images, same_proposals, logit_devs):

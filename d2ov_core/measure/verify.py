@@ -87,18 +87,24 @@ class Comparison:
     def segments_ok(self, tol: Tolerance) -> bool:
         if self.min_segment_iou is None:
             return True
-        return bool(self.segments_matched == self.segments_reference == self.segments_candidate
-                    and self.min_segment_iou >= tol.segment_iou)
+        return bool(
+            self.segments_matched == self.segments_reference == self.segments_candidate
+            and self.min_segment_iou >= tol.segment_iou
+        )
 
     def masks_ok(self, tol: Tolerance) -> bool:
         if self.min_mask_iou is None:
             return True
-        return (self.mask_iou_pooled if tol.mask_pooled and self.mask_iou_pooled is not None
-                else self.min_mask_iou) >= tol.mask_iou
+        return (
+            self.mask_iou_pooled if tol.mask_pooled and self.mask_iou_pooled is not None else self.min_mask_iou
+        ) >= tol.mask_iou
 
     def keypoints_ok(self, tol: Tolerance) -> bool:
-        return (self.max_keypoint_dev is None or self.max_keypoint_dev <= tol.keypoint_px
-                or self.keypoints_compared - self.keypoints_off >= tol.keypoint_share * self.keypoints_compared)
+        return (
+            self.max_keypoint_dev is None
+            or self.max_keypoint_dev <= tol.keypoint_px
+            or self.keypoints_compared - self.keypoints_off >= tol.keypoint_share * self.keypoints_compared
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -140,8 +146,10 @@ def match(ref: Detections, cand: Detections, tol: Tolerance = Tolerance()) -> Co
         pooled = 1.0 if union == 0 else inter / union
     kp_dev, kp_n, kp_off = None, 0, 0
     if r.keypoints is not None and c.keypoints is not None:
-        devs = [np.abs(r.keypoints[i, :, :2] - c.keypoints[j, :, :2]).max(axis=1)[r.keypoints[i, :, 2] > KEYPOINT_THRESHOLD]
-                for i, j in pairs]
+        devs = [
+            np.abs(r.keypoints[i, :, :2] - c.keypoints[j, :, :2]).max(axis=1)[r.keypoints[i, :, 2] > KEYPOINT_THRESHOLD]
+            for i, j in pairs
+        ]
         kp_n = int(sum(len(d) for d in devs))
         kp_off = int(sum(int((d > tol.keypoint_px).sum()) for d in devs))
         kp_dev = max((float(d.max()) for d in devs if len(d)), default=0.0)
@@ -160,4 +168,3 @@ def match(ref: Detections, cand: Detections, tol: Tolerance = Tolerance()) -> Co
         mask_iou_pooled=pooled if m_iou is not None else None,
         **task_of(ref).compare(ref, cand),
     )
-

@@ -33,8 +33,10 @@ def photos() -> list[str]:
     import matplotlib
     import sklearn
 
-    return [str(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"),
-            str(Path(sklearn.__file__).parent / "datasets" / "images" / "china.jpg")]
+    return [
+        str(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"),
+        str(Path(sklearn.__file__).parent / "datasets" / "images" / "china.jpg"),
+    ]
 
 
 def model_key(name: str) -> str:
@@ -50,8 +52,17 @@ def model_key(name: str) -> str:
 def order(names: list[str]) -> list[str]:
     """Check order: one model per family first (R50 FPN, C4, DC5, RetinaNet, keypoints, X101; then masks),
     then the rest."""
-    first = ["faster_rcnn_R_50_FPN_1x", "faster_rcnn_R_50_C4_1x", "faster_rcnn_R_50_DC5_1x", "retinanet_R_50_FPN_1x",
-             "keypoint_rcnn_R_50_FPN_1x", "faster_rcnn_X_101_32x8d_FPN_3x", "mask_rcnn_R_50_FPN_1x", "mask_rcnn_R_50_C4_1x", "mask_rcnn_R_50_DC5_1x"]
+    first = [
+        "faster_rcnn_R_50_FPN_1x",
+        "faster_rcnn_R_50_C4_1x",
+        "faster_rcnn_R_50_DC5_1x",
+        "retinanet_R_50_FPN_1x",
+        "keypoint_rcnn_R_50_FPN_1x",
+        "faster_rcnn_X_101_32x8d_FPN_3x",
+        "mask_rcnn_R_50_FPN_1x",
+        "mask_rcnn_R_50_C4_1x",
+        "mask_rcnn_R_50_DC5_1x",
+    ]
     rank = {n: i for i, n in enumerate(first)}
     return sorted(names, key=lambda n: rank.get(n.split("/", 1)[1], len(first)))
 
@@ -65,8 +76,22 @@ def run_one(name: str, results: Path, timeout: float, images: list[str]) -> dict
     out = _result_path(results, name)
     report = out.with_suffix(".report.json")
     report.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "d2ov_core", "-q", "verify", name, *images, "--weights", "random",
-           "--precision", "FP32", "--stages", "--json", str(report)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "d2ov_core",
+        "-q",
+        "verify",
+        name,
+        *images,
+        "--weights",
+        "random",
+        "--precision",
+        "FP32",
+        "--stages",
+        "--json",
+        str(report),
+    ]
     t = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -91,9 +116,20 @@ def run_one(name: str, results: Path, timeout: float, images: list[str]) -> dict
 def _cells(row: dict) -> list[str]:
     if row.get("same_as"):
         verdict = "pass" if row.get("ok") else "FAIL"
-        return [row["model"], "-", "-", "-", "-", "-", "-", "-", "-", verdict,
-                f"the same model as {row['same_as']} with random weights (configs differ only in the training "
-                "schedule): its result"]
+        return [
+            row["model"],
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            verdict,
+            f"the same model as {row['same_as']} with random weights (configs differ only in the training "
+            "schedule): its result",
+        ]
     rep = row.get("report")
     if rep is None:
         return [row["model"], "-", "-", "-", "-", "-", "-", "-", "-", "FAIL", row.get("reason", "")]
@@ -103,11 +139,20 @@ def _cells(row: dict) -> list[str]:
     score = max((d["max_score_dev"] for d in dets), default=0.0)
     kp = [d for d in dets if d.get("max_keypoint_dev") is not None]
     off = sum(d.get("keypoints_off", 0) for d in kp)
-    keypoints = (f"{max(d['max_keypoint_dev'] for d in kp):.3f} ({sum(d['keypoints_compared'] for d in kp)}"
-                 + (f", {off} beyond 0.5 px" if off else "") + ")" if kp else "-")
+    keypoints = (
+        f"{max(d['max_keypoint_dev'] for d in kp):.3f} ({sum(d['keypoints_compared'] for d in kp)}"
+        + (f", {off} beyond 0.5 px" if off else "")
+        + ")"
+        if kp
+        else "-"
+    )
     pan = [d for d in dets if d.get("min_segment_iou") is not None]
-    segments = (", ".join(f"{d['segments_matched']}/{d['segments_reference']}" for d in pan)
-                + f"; {min(d['min_segment_iou'] for d in pan):.3f}" if pan else "-")
+    segments = (
+        ", ".join(f"{d['segments_matched']}/{d['segments_reference']}" for d in pan)
+        + f"; {min(d['min_segment_iou'] for d in pan):.3f}"
+        if pan
+        else "-"
+    )
     stages = {s["stage"]: s for s in rep["stages"]}
     notes = []
     prop = stages.get("proposals")
@@ -115,11 +160,25 @@ def _cells(row: dict) -> list[str]:
         notes.append("proposals identical: " + ", ".join(n.split(" of ")[0] for n in prop["notes"]))
     failed = [s["stage"] for s in rep["stages"] if s["ok"] is False]
     if failed:
-        why = "; ".join(f"{s['stage']} {s['worst']} rel {s['max_rel']:.1e}" for s in rep["stages"]
-                        if s["ok"] is False and s["stage"] != "detections")
+        why = "; ".join(
+            f"{s['stage']} {s['worst']} rel {s['max_rel']:.1e}"
+            for s in rep["stages"]
+            if s["ok"] is False and s["stage"] != "detections"
+        )
         notes.insert(0, "failed: " + ", ".join(failed) + (f" ({why})" if why else " (see below)"))
-    return [row["model"], f"{row.get('convert_s', '-')}", f"{rep['ir_mb']}", f"{rep['tensor_rel']:.1e}", matched,
-            f"{box:.3f}", f"{score:.1e}", keypoints, segments, "pass" if rep["ok"] else "FAIL", "; ".join(notes)]
+    return [
+        row["model"],
+        f"{row.get('convert_s', '-')}",
+        f"{rep['ir_mb']}",
+        f"{rep['tensor_rel']:.1e}",
+        matched,
+        f"{box:.3f}",
+        f"{score:.1e}",
+        keypoints,
+        segments,
+        "pass" if rep["ok"] else "FAIL",
+        "; ".join(notes),
+    ]
 
 
 def render(names: list[str], results: Path, doc: Path, tolerance: float = 1e-3) -> str:
@@ -133,9 +192,19 @@ def render(names: list[str], results: Path, doc: Path, tolerance: float = 1e-3) 
             if twin is not None and twin.is_file():  # the twin's verdict as it stands now (it may be rerun)
                 row["ok"] = bool(json.loads(twin.read_text()).get("report", {}).get("ok"))
             rows.append(row)
-    header = ["model", "convert s", "IR MB (FP32)", "stage max rel", "matched (2 photos)", "max box dev px",
-              "max score dev", "max keypoint dev px (visible)", "panoptic segments matched; min IoU", "pass",
-              "notes / reason"]
+    header = [
+        "model",
+        "convert s",
+        "IR MB (FP32)",
+        "stage max rel",
+        "matched (2 photos)",
+        "max box dev px",
+        "max score dev",
+        "max keypoint dev px (visible)",
+        "panoptic segments matched; min IoU",
+        "pass",
+        "notes / reason",
+    ]
     lines = [
         "# The zoo check",
         "",
@@ -143,7 +212,7 @@ def render(names: list[str], results: Path, doc: Path, tolerance: float = 1e-3) 
         "FP32 IR, then `d2ov verify MODEL grace_hopper.jpg china.jpg --weights random --precision FP32 --stages`:",
         "stage tensors (backbone/FPN features, semantic head, RPN or RetinaNet head, ROI heads on the eager model's proposals) within",
         f"{tolerance:g} relative of PyTorch, and the final detections (score >= 0.3) of the deployed IR against Detectron2's",
-        "(see `d2ov_core/measure/stages.py` and the README's \"Stage-by-stage check\"). \"matched\" counts detections",
+        '(see `d2ov_core/measure/stages.py` and the README\'s "Stage-by-stage check"). "matched" counts detections',
         "found by both; where the RPN's proposals are not identical (near-tied objectness on random weights), missing",
         "detections are expected and do not fail a model; matched ones must agree within 0.5 px and 1e-3, and their",
         "visible keypoints (score > 0.05; random keypoint heads are calibrated to peaked heatmaps) within 0.5 px: 99%",
@@ -211,9 +280,17 @@ def main(argv: list[str] | None = None) -> int:
             if _result_path(results, name).is_file() and not args.force:
                 print(f"[{i}/{len(todo)}] {name}: kept", flush=True)
                 continue
-            twin = next((n for n in order(names) if n != name and keys[n] == keys[name]
-                         and _result_path(results, n).is_file()
-                         and not json.loads(_result_path(results, n).read_text()).get("same_as")), None)
+            twin = next(
+                (
+                    n
+                    for n in order(names)
+                    if n != name
+                    and keys[n] == keys[name]
+                    and _result_path(results, n).is_file()
+                    and not json.loads(_result_path(results, n).read_text()).get("same_as")
+                ),
+                None,
+            )
             if twin is not None:
                 done = json.loads(_result_path(results, twin).read_text())
                 row = {"model": name, "same_as": twin, "ok": bool(done.get("report", {}).get("ok"))}

@@ -83,8 +83,10 @@ class Detections:
             self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
             k = len(self.keypoint_names)
             if self.keypoints.shape != (n, k, 3):
-                raise ValueError(f"Detections.keypoints: expected shape ({n}, {k}, 3) for {k} keypoint names, "
-                                 f"found {self.keypoints.shape}")
+                raise ValueError(
+                    f"Detections.keypoints: expected shape ({n}, {k}, 3) for {k} keypoint names, "
+                    f"found {self.keypoints.shape}"
+                )
         unknown = {p for pair in self.keypoint_skeleton for p in pair} - set(self.keypoint_names)
         if unknown:
             raise ValueError(f"Detections.keypoint_skeleton: names {sorted(unknown)} are not keypoint names")
@@ -92,8 +94,9 @@ class Detections:
         if self.panoptic_seg is not None:
             self.panoptic_seg = np.asarray(self.panoptic_seg, dtype=np.int32)
             if self.panoptic_seg.shape != self.image_size:
-                raise ValueError(f"Detections.panoptic_seg: expected shape {self.image_size}, found "
-                                 f"{self.panoptic_seg.shape}")
+                raise ValueError(
+                    f"Detections.panoptic_seg: expected shape {self.image_size}, found {self.panoptic_seg.shape}"
+                )
             ids = [seg.get("id") for seg in self.segments]
             if ids != list(range(1, len(ids) + 1)):
                 raise ValueError(f"Detections.segments: expected ids 1..{len(ids)} in order, found {ids}")
@@ -280,14 +283,15 @@ def rle_decode(rle: dict[str, Any]) -> np.ndarray:
     val = False
     for r in runs:
         if val:
-            flat[pos:pos + r] = True
+            flat[pos : pos + r] = True
         pos += r
         val = not val
     return flat.reshape((w, h)).T
 
 
-def predictions_document(model: dict[str, Any], backend: str, device: str, threshold: float,
-                         results: list[dict[str, Any]]) -> dict[str, Any]:
+def predictions_document(
+    model: dict[str, Any], backend: str, device: str, threshold: float, results: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The JSON document of ``d2ov predict --json`` and of the app's download (one schema, built
     here only): ``results`` are ``{"image": name, **Detections.to_dict()}``."""
     return {"model": model, "backend": backend, "device": device, "threshold": float(threshold), "results": results}

@@ -32,8 +32,7 @@ def image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     """The image files in ``folder`` (by suffix, case-insensitive), sorted by path; hidden files skipped."""
     root = Path(folder)
     found = root.rglob("*") if recursive else root.iterdir()
-    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
 def load_image(src: Any, name: str | None = None) -> np.ndarray:

@@ -83,9 +83,13 @@ def check_device(device: str) -> None:
 
 # ----------------------------------------------------------------------------- metadata
 
+
 def _get_metadata(model, where: str) -> S.IRMetadata:
-    texts = {key: model.get_rt_info([S.RT_INFO_SECTION, key]).astype(str) for key in S.SETTINGS
-             if model.has_rt_info([S.RT_INFO_SECTION, key])}
+    texts = {
+        key: model.get_rt_info([S.RT_INFO_SECTION, key]).astype(str)
+        for key in S.SETTINGS
+        if model.has_rt_info([S.RT_INFO_SECTION, key])
+    }
     try:
         return S.decode_all(texts)
     except KeyError as e:
@@ -103,6 +107,7 @@ def read_metadata(xml_path: str | os.PathLike) -> S.IRMetadata:
 
 
 # ----------------------------------------------------------------------------- reading / compiling
+
 
 def _read_model(xml: Path):
     if xml.suffix != ".xml":
@@ -126,8 +131,16 @@ class CompiledIR:
     compiled model is shared and requests are never used by two threads at once.
     """
 
-    def __init__(self, xml: Path, device: str = "CPU", hint: str = "LATENCY", threads: int | None = None,
-                 static_shape: tuple[int, int] | None = None, profile: bool = False, compute: str = "f32"):
+    def __init__(
+        self,
+        xml: Path,
+        device: str = "CPU",
+        hint: str = "LATENCY",
+        threads: int | None = None,
+        static_shape: tuple[int, int] | None = None,
+        profile: bool = False,
+        compute: str = "f32",
+    ):
         check_device(device)
         if hint not in ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"):
             raise InputError(f"unknown performance hint {hint!r}: expected LATENCY or THROUGHPUT")
@@ -186,8 +199,9 @@ class CompiledIR:
         finally:
             self._pool.put(request)
 
-    def infer_stream(self, inputs: Iterable[tuple[Any, np.ndarray]], jobs: int | None = None
-                     ) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
+    def infer_stream(
+        self, inputs: Iterable[tuple[Any, np.ndarray]], jobs: int | None = None
+    ) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
         """Throughput path: run ``(key, image_chw)`` pairs through an ``AsyncInferQueue`` of ``jobs``
         requests (default: the device's optimal number) and yield ``(key, outputs)`` IN INPUT ORDER.
 
@@ -245,8 +259,14 @@ class CompiledIR:
         rows = []
         for p in request.profiling_info:
             if str(p.status).endswith("EXECUTED"):
-                rows.append({"name": p.node_name, "type": p.node_type, "exec_type": p.exec_type,
-                             "ms": p.real_time.total_seconds() * 1e3})
+                rows.append(
+                    {
+                        "name": p.node_name,
+                        "type": p.node_type,
+                        "exec_type": p.exec_type,
+                        "ms": p.real_time.total_seconds() * 1e3,
+                    }
+                )
         return rows
 
     @property
@@ -254,10 +274,24 @@ class CompiledIR:
         return int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
 
-def load_ir(xml: str | os.PathLike, device: str = "CPU", hint: str = "LATENCY", threads: int | None = None,
-            static_shape: tuple[int, int] | None = None, profile: bool = False, compute: str = "f32") -> CompiledIR:
-    return CompiledIR(Path(xml), device=device, hint=hint, threads=threads, static_shape=static_shape, profile=profile,
-                      compute=compute)
+def load_ir(
+    xml: str | os.PathLike,
+    device: str = "CPU",
+    hint: str = "LATENCY",
+    threads: int | None = None,
+    static_shape: tuple[int, int] | None = None,
+    profile: bool = False,
+    compute: str = "f32",
+) -> CompiledIR:
+    return CompiledIR(
+        Path(xml),
+        device=device,
+        hint=hint,
+        threads=threads,
+        static_shape=static_shape,
+        profile=profile,
+        compute=compute,
+    )
 
 
 def exec_precision(exec_type: str) -> str:

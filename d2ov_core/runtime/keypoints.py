@@ -100,15 +100,16 @@ def _last_axis(op: np.ufunc, a: np.ndarray) -> np.ndarray:
     many short last axes slowly)."""
     while a.shape[-1] > 1:
         half = a.shape[-1] // 2
-        b = op(a[..., :half], a[..., half:2 * half])
+        b = op(a[..., :half], a[..., half : 2 * half])
         if a.shape[-1] % 2:
-            b[..., :1] = op(b[..., :1], a[..., 2 * half:])
+            b[..., :1] = op(b[..., :1], a[..., 2 * half :])
         a = b
     return a[..., 0]
 
 
-def _axis_bound(extremes: tuple[np.ndarray, np.ndarray], taps: tuple[np.ndarray, np.ndarray], overshoot: float
-                ) -> np.ndarray:
+def _axis_bound(
+    extremes: tuple[np.ndarray, np.ndarray], taps: tuple[np.ndarray, np.ndarray], overshoot: float
+) -> np.ndarray:
     """An upper bound of every resized value in each output row (or column): ``(K, n_out)``
     float64. ``extremes``: ``(K, S)`` maxima and minima of the maps' input rows (columns);
     ``overshoot``: the other axis's largest sum of negative weights, by which its resize can exceed
@@ -121,8 +122,9 @@ def _axis_bound(extremes: tuple[np.ndarray, np.ndarray], taps: tuple[np.ndarray,
     return np.where(w >= 0, w * top[:, index], w * bottom[:, index]).sum(axis=2)
 
 
-def _peaks(maps: np.ndarray, taps_y: tuple, taps_x: tuple, rows: tuple, top: np.ndarray, size: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray]:
+def _peaks(
+    maps: np.ndarray, taps_y: tuple, taps_x: tuple, rows: tuple, top: np.ndarray, size: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Row-major position and value of the largest pixel of each of ``maps`` ``(K, S, S)`` resized
     by ``taps_y`` x ``taps_x`` (the first one on ties): ``(K,)`` int64 and ``(K,)`` float32.
 
@@ -155,13 +157,20 @@ def _listed(ok: np.ndarray) -> np.ndarray:
     """``(K, n)`` bool -> ``(K, m)`` the indices of each row's True entries, ascending, padded with
     the last one (repeating a pixel changes no maximum)."""
     count = ok.sum(axis=1)
-    order = np.argsort(~ok, axis=1, kind="stable")[:, :max(int(count.max()), 1)]
+    order = np.argsort(~ok, axis=1, kind="stable")[:, : max(int(count.max()), 1)]
     j = np.minimum(np.arange(order.shape[1]), np.maximum(count, 1)[:, None] - 1)
     return np.take_along_axis(order, j, axis=1)
 
 
-def _best(maps: np.ndarray, ys: np.ndarray, xs: np.ndarray, taps_y: tuple, taps_x: tuple,
-          floor: np.ndarray | None = None, slack: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def _best(
+    maps: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    taps_y: tuple,
+    taps_x: tuple,
+    floor: np.ndarray | None = None,
+    slack: np.ndarray | float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """The resized ``maps`` ``(K, S, S)`` at output rows ``ys`` ``(K, a)`` x columns ``xs`` ``(K, b)``
     (ascending, repeats allowed): each map's largest value there and its row-major position in the
     ``(oh, ow)`` map (the first on ties), ``(K,)`` int64 and ``(K,)`` float32. Along x, then along y,

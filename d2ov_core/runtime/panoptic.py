@@ -42,8 +42,14 @@ import numpy as np
 
 from .detections import Detections
 
-__all__ = ["sem_seg_postprocess", "combine_semantic_and_instance_outputs", "BoxMasks", "bilinear_matrix",
-           "describe_segments", "compare_panoptic"]
+__all__ = [
+    "sem_seg_postprocess",
+    "combine_semantic_and_instance_outputs",
+    "BoxMasks",
+    "bilinear_matrix",
+    "describe_segments",
+    "compare_panoptic",
+]
 
 #: float32 elements of one block of resized logits (C x rows x W); bounds the working memory
 _BLOCK_ELEMENTS = 1 << 22
@@ -94,8 +100,9 @@ def _resize_rows(logits: np.ndarray, ty: tuple, tx: tuple, start: int, stop: int
     return _rows_at(logits, tuple(t[start:stop] for t in ty), tx)
 
 
-def _upsampled_rows(logits: np.ndarray, t1y: tuple, t1x: tuple, ty: tuple, tx: tuple, start: int, stop: int
-                    ) -> np.ndarray:
+def _upsampled_rows(
+    logits: np.ndarray, t1y: tuple, t1x: tuple, ty: tuple, tx: tuple, start: int, stop: int
+) -> np.ndarray:
     """Output rows ``start:stop`` of two bilinear resizes in a row (``t1``: the semantic head's
     upsampling, ``t``: to the image), computing only the rows of the first that the second reads."""
     y_lo, y_hi, wy_lo, wy_hi = (t[start:stop] for t in ty)
@@ -107,8 +114,9 @@ def _upsampled_rows(logits: np.ndarray, t1y: tuple, t1x: tuple, ty: tuple, tx: t
     return along_x[:, a] * wy_lo[:, None] + along_x[:, b] * wy_hi[:, None]
 
 
-def sem_seg_postprocess(logits: np.ndarray, input_size: Sequence[int], output_size: Sequence[int],
-                        stride: int = 1) -> np.ndarray:
+def sem_seg_postprocess(
+    logits: np.ndarray, input_size: Sequence[int], output_size: Sequence[int], stride: int = 1
+) -> np.ndarray:
     """Semantic logits ``(C, Hp, Wp)`` over the padded input -> ``(H, W)`` int64 class ids.
 
     Args:
@@ -138,8 +146,10 @@ def sem_seg_postprocess(logits: np.ndarray, input_size: Sequence[int], output_si
     if stride > 1:
         hs, ws = logits.shape[1:]
         if min(c, hs, ws, h, w, H, W) <= 0 or h > hs * stride or w > ws * stride:
-            raise ValueError(f"sem_seg_postprocess: logits {logits.shape} at stride {stride} do not cover the "
-                             f"input {(h, w)}, or the output size {(H, W)} is empty")
+            raise ValueError(
+                f"sem_seg_postprocess: logits {logits.shape} at stride {stride} do not cover the "
+                f"input {(h, w)}, or the output size {(H, W)} is empty"
+            )
         t1y = tuple(t[:h] for t in _taps(hs, hs * stride))  # the upsampled rows, cropped to the input
         t1x = tuple(t[:w] for t in _taps(ws, ws * stride))
     else:
@@ -206,8 +216,7 @@ _DENSE_SHARE = 0.0625
 _SIZES = np.array([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1 << 62])
 
 
-def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, t1x: tuple | None
-                   ) -> np.ndarray | None:
+def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, t1x: tuple | None) -> np.ndarray | None:
     """:func:`_sem_seg_dense`'s labels, computing values only where the winner is not certain.
 
     Bilinear weights are non-negative and sum to one, so a pixel's resized value of class ``c`` lies
@@ -234,7 +243,7 @@ def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
     c, hs, ws = logits.shape
     H, W = len(ty[0]), len(tx[0])
     (r0, r1), (q0, q1) = _support(ty, t1y), _support(tx, t1x)
-    read = logits[:, :int(r1[-1]) + 1, :int(q1[-1]) + 1]  # the logit cells the output reads
+    read = logits[:, : int(r1[-1]) + 1, : int(q1[-1]) + 1]  # the logit cells the output reads
     lowest, highest = float(read.min()), float(read.max())
     if not (np.isfinite(lowest) and np.isfinite(highest)):
         return None
@@ -272,9 +281,13 @@ def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
     #    minimum over it of any class (minus twice the bound)
     r_first, r_last = rows[undecided[0], 0], rows[undecided[0], 1]
     q_first, q_last = cols[undecided[1], 0], cols[undecided[1], 1]
-    cells = np.stack([np.minimum(r_first + dr, r_last) * ws + np.minimum(q_first + dq, q_last)
-                      for dr in range(int((r_last - r_first).max()) + 1)
-                      for dq in range(int((q_last - q_first).max()) + 1)])  # (cells per window, windows)
+    cells = np.stack(
+        [
+            np.minimum(r_first + dr, r_last) * ws + np.minimum(q_first + dq, q_last)
+            for dr in range(int((r_last - r_first).max()) + 1)
+            for dq in range(int((q_last - q_first).max()) + 1)
+        ]
+    )  # (cells per window, windows)
     used = np.zeros(hs * ws, bool)
     used[cells] = True
     needed = np.flatnonzero(used)
@@ -304,7 +317,7 @@ def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
         sel = np.flatnonzero(size == k)
         step = max(1, _CHUNK_ELEMENTS // k)
         for start in range(0, len(sel), step):
-            part = sel[start:start + step]
+            part = sel[start : start + step]
             w = window[part]
             classes = listed[first[w][:, None] + np.minimum(np.arange(k), per_window[w][:, None] - 1)]
             if k == 1:
@@ -316,8 +329,18 @@ def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
     return labels
 
 
-def _exact_values(flat: np.ndarray, plane: int, ws: int, classes: np.ndarray, ys: np.ndarray, xs: np.ndarray,
-                  ty: tuple, tx: tuple, t1y: tuple | None, t1x: tuple | None) -> np.ndarray:
+def _exact_values(
+    flat: np.ndarray,
+    plane: int,
+    ws: int,
+    classes: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    ty: tuple,
+    tx: tuple,
+    t1y: tuple | None,
+    t1x: tuple | None,
+) -> np.ndarray:
     """The resized value of class ``classes[i, j]`` at output pixel ``(ys[i], xs[i])``: ``(U, K)``
     float32, bit for bit what :func:`_sem_seg_dense` computes there (the same products and sums in
     the same order: x then y for the head's upsampling, x then y for the resize).
@@ -331,9 +354,11 @@ def _exact_values(flat: np.ndarray, plane: int, ws: int, classes: np.ndarray, ys
     y_lo, y_hi, wy_lo, wy_hi = (t[ys][:, None] for t in ty)
     x_lo, x_hi, wx_lo, wx_hi = (t[xs][:, None] for t in tx)
     if t1y is None or t1x is None:
+
         def value(yr, xc):
             return flat[base + (yr * ws + xc)]
     else:
+
         def value(yr, xc):  # the head's upsampling at input pixel (yr, xc)
             r_lo, r_hi, v_lo, v_hi = (t[yr] for t in t1y)
             c_lo, c_hi, u_lo, u_hi = (t[xc] for t in t1x)
@@ -341,6 +366,7 @@ def _exact_values(flat: np.ndarray, plane: int, ws: int, classes: np.ndarray, ys
             top = flat[base + (r_lo + c_lo)] * u_lo + flat[base + (r_lo + c_hi)] * u_hi
             bottom = flat[base + (r_hi + c_lo)] * u_lo + flat[base + (r_hi + c_hi)] * u_hi
             return top * v_lo + bottom * v_hi
+
     top = value(y_lo, x_lo) * wx_lo + value(y_lo, x_hi) * wx_hi
     bottom = value(y_hi, x_lo) * wx_lo + value(y_hi, x_hi) * wx_hi
     return top * wy_lo + bottom * wy_hi
@@ -376,7 +402,9 @@ class BoxMasks:
         for i in np.flatnonzero(rows.any(axis=1)).tolist():
             ys, xs = np.flatnonzero(rows[i]), np.flatnonzero(cols[i])
             bounds[i] = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
-        return cls(masks.shape[1:], bounds, lambda i: masks[i, bounds[i, 0]:bounds[i, 1], bounds[i, 2]:bounds[i, 3]])
+        return cls(
+            masks.shape[1:], bounds, lambda i: masks[i, bounds[i, 0] : bounds[i, 1], bounds[i, 2] : bounds[i, 3]]
+        )
 
     def subset(self, index: Sequence[int] | np.ndarray) -> BoxMasks:
         """Masks ``index`` (in that order), sharing the masks already made."""
@@ -447,9 +475,11 @@ def combine_semantic_and_instance_outputs(
     else:
         shape = (len(masks), *masks.image_size)
     if semantic.ndim != 2 or shape != (n, *semantic.shape) or len(classes) != n:
-        raise ValueError(f"combine_semantic_and_instance_outputs: expected scores (N,), classes (N,), masks "
-                         f"(N, H, W) and semantic (H, W) with the same N, H, W; found {scores.shape}, "
-                         f"{classes.shape}, {shape} and {semantic.shape}")
+        raise ValueError(
+            f"combine_semantic_and_instance_outputs: expected scores (N,), classes (N,), masks "
+            f"(N, H, W) and semantic (H, W) with the same N, H, W; found {scores.shape}, "
+            f"{classes.shape}, {shape} and {semantic.shape}"
+        )
     if not isinstance(masks, BoxMasks):
         masks = BoxMasks.from_dense(masks)
     panoptic = np.zeros(semantic.shape, np.int32)
@@ -480,8 +510,9 @@ def combine_semantic_and_instance_outputs(
         segment_id += 1
         box[new] = segment_id
         free_pixels -= new_area
-        segments.append({"id": segment_id, "isthing": True, "score": score, "category_id": int(classes[i]),
-                         "instance_id": i})
+        segments.append(
+            {"id": segment_id, "isthing": True, "score": score, "category_id": int(classes[i]), "instance_id": i}
+        )
 
     # Stuff: each label's free pixels; labels are disjoint, so their free areas do not depend on
     # the order in which they are assigned and can be counted at once.
@@ -491,8 +522,9 @@ def combine_semantic_and_instance_outputs(
     if small_ids:  # counted by bincount, looked up in a table
         n_labels = int(semantic.max()) + 1
         free_semantic = free_semantic.astype(np.intp, copy=False)
-        present = np.flatnonzero(np.bincount(semantic.reshape(-1).astype(np.intp, copy=False),
-                                             minlength=n_labels)).tolist()
+        present = np.flatnonzero(
+            np.bincount(semantic.reshape(-1).astype(np.intp, copy=False), minlength=n_labels)
+        ).tolist()
         area_of = np.bincount(free_semantic, minlength=n_labels).tolist()
         segment_of = np.zeros(n_labels, np.int32)
     else:
@@ -517,8 +549,12 @@ def combine_semantic_and_instance_outputs(
     return panoptic, segments
 
 
-def describe_segments(panoptic_seg: np.ndarray, info: list[dict[str, Any]], labels: Sequence[str] | np.ndarray,
-                      stuff_classes: Sequence[str]) -> tuple[dict[str, Any], ...]:
+def describe_segments(
+    panoptic_seg: np.ndarray,
+    info: list[dict[str, Any]],
+    labels: Sequence[str] | np.ndarray,
+    stuff_classes: Sequence[str],
+) -> tuple[dict[str, Any], ...]:
     """Detectron2's ``segments_info`` as :class:`~d2ov_core.runtime.detections.Detections` carries it:
     ``{"id", "label", "category_id", "isthing", "score", "area"}`` per segment, the class name from
     ``labels`` (things) or ``stuff_classes`` (stuff), the area counted on ``panoptic_seg``."""
@@ -527,9 +563,16 @@ def describe_segments(panoptic_seg: np.ndarray, info: list[dict[str, Any]], labe
     for seg in info:
         cat = int(seg["category_id"])
         names = labels if seg["isthing"] else stuff_classes
-        out.append({"id": int(seg["id"]), "label": str(names[cat]) if 0 <= cat < len(names) else f"class_{cat}",
-                    "category_id": cat, "isthing": bool(seg["isthing"]),
-                    "score": float(seg["score"]) if seg["isthing"] else None, "area": int(areas[seg["id"]])})
+        out.append(
+            {
+                "id": int(seg["id"]),
+                "label": str(names[cat]) if 0 <= cat < len(names) else f"class_{cat}",
+                "category_id": cat,
+                "isthing": bool(seg["isthing"]),
+                "score": float(seg["score"]) if seg["isthing"] else None,
+                "area": int(areas[seg["id"]]),
+            }
+        )
     return tuple(out)
 
 
@@ -556,7 +599,11 @@ def compare_panoptic(ref: Detections, cand: Detections) -> dict[str, Any]:
             if iou > 0.5:
                 ious.append(iou)
                 agree += inter
-    return {"segments_reference": na, "segments_candidate": nb, "segments_matched": len(ious),
-            "min_segment_iou": min(ious, default=1.0 if na == nb == 0 else 0.0),
-            "mean_segment_iou": float(np.mean(ious)) if ious else (1.0 if na == nb == 0 else 0.0),
-            "pixel_agreement": float(agree / max(a.size, 1))}
+    return {
+        "segments_reference": na,
+        "segments_candidate": nb,
+        "segments_matched": len(ious),
+        "min_segment_iou": min(ious, default=1.0 if na == nb == 0 else 0.0),
+        "mean_segment_iou": float(np.mean(ious)) if ious else (1.0 if na == nb == 0 else 0.0),
+        "pixel_agreement": float(agree / max(a.size, 1)),
+    }

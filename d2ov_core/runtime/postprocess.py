@@ -101,14 +101,22 @@ def postprocess(
         padded = tuple(-(-int(n) // div) * div for n in padded_size)  # what the graph pads to
         stride = panoptic.stride
         if (int(logits.shape[1]) * stride, int(logits.shape[2]) * stride) != padded:
-            raise IRError(f"the IR's sem_seg output {tuple(logits.shape)} at stride {panoptic.stride} does not cover "
-                          f"the {h}x{w} input padded to {padded[0]}x{padded[1]}: its metadata does not describe its "
-                          "graph (convert it again)")
+            raise IRError(
+                f"the IR's sem_seg output {tuple(logits.shape)} at stride {panoptic.stride} does not cover "
+                f"the {h}x{w} input padded to {padded[0]}x{padded[1]}: its metadata does not describe its "
+                "graph (convert it again)"
+            )
         semantic = sem_seg_postprocess(logits, (h, w), (H, W), stride=panoptic.stride)
         use = np.flatnonzero(merged)
         panoptic_seg, info = combine_semantic_and_instance_outputs(
-            all_scores[use], all_classes[use], instance_masks.subset(use), semantic,
-            panoptic.overlap_threshold, panoptic.stuff_area_threshold, panoptic.score_threshold)
+            all_scores[use],
+            all_classes[use],
+            instance_masks.subset(use),
+            semantic,
+            panoptic.overlap_threshold,
+            panoptic.stuff_area_threshold,
+            panoptic.score_threshold,
+        )
         segments = describe_segments(panoptic_seg, info, names, panoptic.stuff_classes)
     if masks is not None:
         full_masks = instance_masks.dense(idx)
@@ -120,10 +128,17 @@ def postprocess(
         if not keypoint_names:
             keypoint_names = [f"keypoint_{i + 1}" for i in range(keypoints.shape[1])]
     return Detections(
-        boxes=boxes, scores=scores, class_ids=classes, labels=label_arr, image_size=(H, W), masks=full_masks,
-        keypoints=keypoints, keypoint_names=tuple(keypoint_names) if heatmaps is not None else (),
+        boxes=boxes,
+        scores=scores,
+        class_ids=classes,
+        labels=label_arr,
+        image_size=(H, W),
+        masks=full_masks,
+        keypoints=keypoints,
+        keypoint_names=tuple(keypoint_names) if heatmaps is not None else (),
         keypoint_skeleton=tuple((str(a), str(b)) for a, b in keypoint_skeleton) if heatmaps is not None else (),
-        panoptic_seg=panoptic_seg, segments=segments,
+        panoptic_seg=panoptic_seg,
+        segments=segments,
     )
 
 
@@ -143,14 +158,17 @@ def _interp_taps(lo: float, hi: float, start: int, stop: int, m: int) -> tuple[n
     return np.minimum(np.maximum(i0, 0), m - 1), np.minimum(np.maximum(i0 + 1, 0), m - 1), w0, w1
 
 
-def paste_masks(probs: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
+def paste_masks(
+    probs: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int], threshold: float = 0.5
+) -> np.ndarray:
     """Paste ``(N, M, M)`` mask probabilities into ``(N, H, W)`` boolean full-image masks
     (:func:`paste_box_masks`, every mask made)."""
     return paste_box_masks(probs, boxes, image_size, threshold).dense()
 
 
-def paste_box_masks(probs: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int], threshold: float = 0.5
-                    ) -> BoxMasks:
+def paste_box_masks(
+    probs: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int], threshold: float = 0.5
+) -> BoxMasks:
     """``(N, M, M)`` mask probabilities on ``(N, 4)`` xyxy boxes (image pixels) -> the ``(H, W)``
     boolean masks as :class:`~d2ov_core.runtime.panoptic.BoxMasks`, each pasted when first used.
 
@@ -178,8 +196,12 @@ def paste_box_masks(probs: np.ndarray, boxes: np.ndarray, image_size: tuple[int,
         # the first product rounded, the second added exactly (float64 holds a float32 product)
         # and the sum rounded once
         p = probs[i]
-        along_y = ((p[ya] * wya[:, None]).astype(np.float64) + p[yb].astype(np.float64) * wyb[:, None]).astype(np.float32)
-        region = ((along_y[:, xa] * wxa).astype(np.float64) + along_y[:, xb].astype(np.float64) * wxb).astype(np.float32)
+        along_y = ((p[ya] * wya[:, None]).astype(np.float64) + p[yb].astype(np.float64) * wyb[:, None]).astype(
+            np.float32
+        )
+        region = ((along_y[:, xa] * wxa).astype(np.float64) + along_y[:, xb].astype(np.float64) * wxb).astype(
+            np.float32
+        )
         return region >= threshold
 
     return BoxMasks((H, W), np.stack([ys, ye, xs, xe], axis=1), make)

@@ -37,26 +37,36 @@ __all__ = ["Predictor"]
 
 class Predictor:
     """Args:
-        xml: path of the IR's ``.xml`` (its ``.bin`` beside it).
-        device: OpenVINO device string (``CPU``, ``GPU``, ``AUTO``, ...).
-        hint: ``LATENCY`` (one image at a time) or ``THROUGHPUT`` (many requests in parallel).
-        threads: CPU inference threads (default: OpenVINO's choice).
-        static_shape: ``(H, W)``, multiples of 32: reshape the IR to this fixed input and letterbox
-            every image into it (for devices that need static shapes, e.g. NPU); ``None``: dynamic.
-        profile: collect OpenVINO per-op counters (see :meth:`profile`).
-        compute: floating-point compute on CPU: ``f32`` (default: what Detectron2 computes, what
-            ``verify`` checks) or ``bf16`` (faster on CPUs with native bfloat16; less exact). OpenVINO
-            itself would pick bf16 silently on such CPUs; d2ov only does when asked.
-        server: ``http(s)://host:port`` of a KServe-v2 model server to run the graph on instead of a
-            local IR (then ``xml``, ``static_shape``, ``profile`` do not apply; the server decides
-            device and compute); ``model``: the model's name there (default: the server's only one);
-            ``timeout``: seconds per request (default ``D2OV_SERVER_TIMEOUT``, 60).
+    xml: path of the IR's ``.xml`` (its ``.bin`` beside it).
+    device: OpenVINO device string (``CPU``, ``GPU``, ``AUTO``, ...).
+    hint: ``LATENCY`` (one image at a time) or ``THROUGHPUT`` (many requests in parallel).
+    threads: CPU inference threads (default: OpenVINO's choice).
+    static_shape: ``(H, W)``, multiples of 32: reshape the IR to this fixed input and letterbox
+        every image into it (for devices that need static shapes, e.g. NPU); ``None``: dynamic.
+    profile: collect OpenVINO per-op counters (see :meth:`profile`).
+    compute: floating-point compute on CPU: ``f32`` (default: what Detectron2 computes, what
+        ``verify`` checks) or ``bf16`` (faster on CPUs with native bfloat16; less exact). OpenVINO
+        itself would pick bf16 silently on such CPUs; d2ov only does when asked.
+    server: ``http(s)://host:port`` of a KServe-v2 model server to run the graph on instead of a
+        local IR (then ``xml``, ``static_shape``, ``profile`` do not apply; the server decides
+        device and compute); ``model``: the model's name there (default: the server's only one);
+        ``timeout``: seconds per request (default ``D2OV_SERVER_TIMEOUT``, 60).
     """
 
-    def __init__(self, xml: str | os.PathLike | None = None, device: str = "CPU", hint: str = "LATENCY",
-                 threads: int | None = None, static_shape: tuple[int, int] | None = None, profile: bool = False,
-                 compute: str = "f32", *, server: str | None = None, model: str | None = None,
-                 timeout: float | None = None):
+    def __init__(
+        self,
+        xml: str | os.PathLike | None = None,
+        device: str = "CPU",
+        hint: str = "LATENCY",
+        threads: int | None = None,
+        static_shape: tuple[int, int] | None = None,
+        profile: bool = False,
+        compute: str = "f32",
+        *,
+        server: str | None = None,
+        model: str | None = None,
+        timeout: float | None = None,
+    ):
         self._ir: runtime.CompiledIR | RemoteIR
         if server is not None:
             if xml is not None or static_shape is not None or profile:
@@ -70,8 +80,15 @@ class Predictor:
             raise InputError("Predictor needs an IR (.xml path) or a model server (server=URL)")
         else:
             self.xml = Path(xml)
-            self._ir = runtime.load_ir(self.xml, device=device, hint=hint, threads=threads, static_shape=static_shape,
-                                       profile=profile, compute=compute)
+            self._ir = runtime.load_ir(
+                self.xml,
+                device=device,
+                hint=hint,
+                threads=threads,
+                static_shape=static_shape,
+                profile=profile,
+                compute=compute,
+            )
         self.compute = self._ir.compute
         self.static_shape = self._ir.static_shape
         self.metadata: S.IRMetadata = self._ir.metadata
@@ -99,8 +116,9 @@ class Predictor:
         """
         return self.predict_image(image, threshold, mask_threshold)[1]
 
-    def predict_image(self, image: Any, threshold: float | None = None, mask_threshold: float | None = None
-                      ) -> tuple[np.ndarray, Detections]:
+    def predict_image(
+        self, image: Any, threshold: float | None = None, mask_threshold: float | None = None
+    ) -> tuple[np.ndarray, Detections]:
         """:meth:`predict`, also returning the decoded RGB image (what renderers draw on)."""
         thr = self._thresholds(threshold, mask_threshold)
         rgb, chw, meta, timings = self._prepare(image)
@@ -108,8 +126,13 @@ class Predictor:
         raw = self._ir.infer(chw)
         return rgb, self._finish(raw, meta, thr, timings, t)
 
-    def predict_many(self, images: Iterable[Any], threshold: float | None = None, mask_threshold: float | None = None,
-                     jobs: int | None = None) -> Iterator[tuple[np.ndarray, Detections]]:
+    def predict_many(
+        self,
+        images: Iterable[Any],
+        threshold: float | None = None,
+        mask_threshold: float | None = None,
+        jobs: int | None = None,
+    ) -> Iterator[tuple[np.ndarray, Detections]]:
         """Throughput path for many images: yields ``(rgb, detections)`` in input order.
 
         Decoding and preprocessing of the next images overlap with inference of earlier ones on an
@@ -146,8 +169,12 @@ class Predictor:
             "ops_ms": sum(r["ms"] for r in rows),
             "by_type": dict(sorted(by_type.items(), key=lambda kv: -kv[1]["ms"])),
             "slowest": sorted(rows, key=lambda r: -r["ms"])[:top],
-            "stages_ms": {"preprocess": det.timings["preprocess"], "inference_profiled": profiled,
-                          "inference": det.timings["inference"], "postprocess": det.timings["postprocess"]},
+            "stages_ms": {
+                "preprocess": det.timings["preprocess"],
+                "inference_profiled": profiled,
+                "inference": det.timings["inference"],
+                "postprocess": det.timings["postprocess"],
+            },
             "detections": len(det),
             "input_shape": list(chw.shape),
         }
@@ -162,8 +189,14 @@ class Predictor:
         t2 = time.perf_counter()
         return rgb, chw, meta, {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3}
 
-    def _finish(self, raw: dict[str, np.ndarray], meta: dict[str, Any], thresholds: tuple[float, float],
-                timings: dict[str, float], inference_started: float) -> Detections:
+    def _finish(
+        self,
+        raw: dict[str, np.ndarray],
+        meta: dict[str, Any],
+        thresholds: tuple[float, float],
+        timings: dict[str, float],
+        inference_started: float,
+    ) -> Detections:
         """Postprocess the raw outputs; timings of all stages (``total`` excludes decoding)."""
         t3 = time.perf_counter()
         det = self._task.decode(raw, meta, self.labels, thresholds[0], thresholds[1], self._decode_options)
@@ -173,9 +206,12 @@ class Predictor:
         return det
 
     def _thresholds(self, threshold, mask_threshold) -> tuple[float, float]:
-        thr = S.check_value("confidence_threshold",
-                            self.metadata["confidence_threshold"] if threshold is None else threshold)
-        mthr = S.check_value("mask_threshold", self.metadata["mask_threshold"] if mask_threshold is None else mask_threshold)
+        thr = S.check_value(
+            "confidence_threshold", self.metadata["confidence_threshold"] if threshold is None else threshold
+        )
+        mthr = S.check_value(
+            "mask_threshold", self.metadata["mask_threshold"] if mask_threshold is None else mask_threshold
+        )
         return thr, mthr
 
     def describe(self) -> dict[str, Any]:

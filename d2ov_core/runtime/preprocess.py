@@ -53,8 +53,9 @@ def letterbox_shape(h: int, w: int, min_size: int, max_size: int, static_size: t
     return max(1, min(sh, int(newh * scale + 0.5))), max(1, min(sw, int(neww * scale + 0.5)))
 
 
-def preprocess(image_rgb: np.ndarray, meta: Mapping[str, Any],
-               static_size: tuple[int, int] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def preprocess(
+    image_rgb: np.ndarray, meta: Mapping[str, Any], static_size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """RGB uint8 ``(H, W, 3)`` -> (float32 ``(3, h, w)``, meta with sizes).
 
     ``meta`` needs ``min_size``, ``max_size`` and ``input_format`` (the IR's metadata), and

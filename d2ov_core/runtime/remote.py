@@ -49,8 +49,17 @@ __all__ = ["RemoteIR", "list_models", "fetch_metadata", "check_server_url", "DEF
 DEFAULT_TIMEOUT = float(os.environ.get("D2OV_SERVER_TIMEOUT", 60))
 
 #: v2 datatype -> numpy dtype (little-endian, as the binary tensor extension sends it)
-DTYPES = {"FP32": "<f4", "FP16": "<f2", "FP64": "<f8", "INT64": "<i8", "INT32": "<i4", "INT16": "<i2",
-          "INT8": "i1", "UINT8": "u1", "BOOL": "?"}
+DTYPES = {
+    "FP32": "<f4",
+    "FP16": "<f2",
+    "FP64": "<f8",
+    "INT64": "<i8",
+    "INT32": "<i4",
+    "INT16": "<i2",
+    "INT8": "i1",
+    "UINT8": "u1",
+    "BOOL": "?",
+}
 #: what a d2ov IR returns: output -> (allowed v2 datatypes, shape with None for "any size")
 OUTPUTS = {
     "boxes": (("FP32",), (None, 4)),
@@ -72,8 +81,15 @@ def check_server_url(server: Any) -> str:
     return text
 
 
-def _request(server: str, method: str, path: str, what: str, timeout: float, body: bytes | None = None,
-             headers: dict[str, str] | None = None) -> tuple[bytes, dict[str, str]]:
+def _request(
+    server: str,
+    method: str,
+    path: str,
+    what: str,
+    timeout: float,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[bytes, dict[str, str]]:
     """One HTTP request; ``(body, headers)`` of a 2xx answer, else one :class:`ServerError` line."""
     req = urllib.request.Request(server + path, data=body, method=method, headers=headers or {})
     try:
@@ -81,28 +97,37 @@ def _request(server: str, method: str, path: str, what: str, timeout: float, bod
             return resp.read(), {k.lower(): v for k, v in resp.headers.items()}
     except urllib.error.HTTPError as e:
         detail = _error_text(e)
-        raise ServerError(f"model server {server}: {what} failed with HTTP {e.code}{': ' + detail if detail else ''}"
-                          ) from None
+        raise ServerError(
+            f"model server {server}: {what} failed with HTTP {e.code}{': ' + detail if detail else ''}"
+        ) from None
     except TimeoutError:
-        raise ServerError(f"model server {server} did not answer {what} within {timeout:g} s "
-                          "(overloaded or stuck? D2OV_SERVER_TIMEOUT sets the limit)") from None
+        raise ServerError(
+            f"model server {server} did not answer {what} within {timeout:g} s "
+            "(overloaded or stuck? D2OV_SERVER_TIMEOUT sets the limit)"
+        ) from None
     except urllib.error.URLError as e:
         reason = e.reason
         if isinstance(reason, (TimeoutError, socket.timeout)):
-            raise ServerError(f"model server {server} did not answer {what} within {timeout:g} s "
-                              "(overloaded or stuck? D2OV_SERVER_TIMEOUT sets the limit)") from None
+            raise ServerError(
+                f"model server {server} did not answer {what} within {timeout:g} s "
+                "(overloaded or stuck? D2OV_SERVER_TIMEOUT sets the limit)"
+            ) from None
         if isinstance(reason, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
-            raise ServerError(f"model server {server} closed the connection during {what} "
-                              f"({getattr(reason, 'strerror', None) or type(reason).__name__})") from None
+            raise ServerError(
+                f"model server {server} closed the connection during {what} "
+                f"({getattr(reason, 'strerror', None) or type(reason).__name__})"
+            ) from None
         if isinstance(reason, BaseException):
             text = getattr(reason, "strerror", None) or first_line(reason)
         else:
             text = str(reason)
-        raise ServerError(f"model server {server} is unreachable ({text}): is it running, and is the URL right?"
-                          ) from None
+        raise ServerError(
+            f"model server {server} is unreachable ({text}): is it running, and is the URL right?"
+        ) from None
     except (ConnectionError, OSError) as e:  # reset mid-answer, ...
-        raise ServerError(f"model server {server} closed the connection during {what} "
-                          f"({type(e).__name__}: {first_line(e)})") from None
+        raise ServerError(
+            f"model server {server} closed the connection during {what} ({type(e).__name__}: {first_line(e)})"
+        ) from None
     except http.client.HTTPException as e:  # a reply that is not HTTP
         raise ServerError(f"model server {server}: {what} got a malformed HTTP answer ({type(e).__name__})") from None
 
@@ -164,14 +189,18 @@ def fetch_metadata(server: str, model: str, timeout: float | None = None) -> tup
     doc = _json(server, raw, f"the metadata of model {model!r}")
     info = doc.get("rt_info", {}).get(S.RT_INFO_SECTION) if isinstance(doc, dict) else None
     if not isinstance(info, dict):
-        raise ServerError(f"model server {server}: model {model!r} is not a d2ov model (its metadata has no "
-                          f"rt_info {S.RT_INFO_SECTION}); serve an IR written by d2ov (d2ov export --ovms, or "
-                          "python -m d2ov_core.serve.kserve)")
+        raise ServerError(
+            f"model server {server}: model {model!r} is not a d2ov model (its metadata has no "
+            f"rt_info {S.RT_INFO_SECTION}); serve an IR written by d2ov (d2ov export --ovms, or "
+            "python -m d2ov_core.serve.kserve)"
+        )
     try:
         meta = S.decode_all({k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items()})
     except KeyError as e:
-        raise ServerError(f"model server {server}: model {model!r} is not a d2ov model (rt_info "
-                          f"{S.RT_INFO_SECTION}/{e.args[0]} is missing)") from None
+        raise ServerError(
+            f"model server {server}: model {model!r} is not a d2ov model (rt_info "
+            f"{S.RT_INFO_SECTION}/{e.args[0]} is missing)"
+        ) from None
     except ValueError as e:
         raise ServerError(f"model server {server}: model {model!r}: {e}") from None
     return meta, doc
@@ -196,17 +225,20 @@ def _decode_outputs(server: str, body: bytes, headers: dict[str, str]) -> dict[s
             dtype = np.dtype(DTYPES[datatype])
             size = (out.get("parameters") or {}).get("binary_data_size")
             if size is not None:
-                chunk = body[offset:offset + int(size)]
+                chunk = body[offset : offset + int(size)]
                 offset += int(size)
                 arr = np.frombuffer(chunk, dtype=dtype).reshape(shape)
             else:
                 arr = np.asarray(out["data"], dtype=dtype).reshape(shape)
         except KeyError as e:
-            raise ServerError(f"model server {server}: an output of the inference answer lacks {e} "
-                              "(or has an unknown datatype)") from None
+            raise ServerError(
+                f"model server {server}: an output of the inference answer lacks {e} (or has an unknown datatype)"
+            ) from None
         except (TypeError, ValueError) as e:
-            raise ServerError(f"model server {server}: output {out.get('name')!r} does not match its shape "
-                              f"{out.get('shape')} ({first_line(e)})") from None
+            raise ServerError(
+                f"model server {server}: output {out.get('name')!r} does not match its shape "
+                f"{out.get('shape')} ({first_line(e)})"
+            ) from None
         found[name] = (datatype, arr)
     return found
 
@@ -235,8 +267,10 @@ class RemoteIR:
         if not model:
             names = list_models(self.server, self.timeout)
             if len(names) != 1:
-                raise ServerError(f"model server {self.server} serves {len(names)} models "
-                                  f"({', '.join(names) or 'none'}): name one (--remote-model)")
+                raise ServerError(
+                    f"model server {self.server} serves {len(names)} models "
+                    f"({', '.join(names) or 'none'}): name one (--remote-model)"
+                )
             model = names[0]
         self.model = str(model)
         self.metadata, self.server_metadata = fetch_metadata(self.server, self.model, self.timeout)
@@ -254,38 +288,58 @@ class RemoteIR:
         if chw.ndim != 3 or chw.shape[0] != 3:
             raise ValueError(f"expected a (3, H, W) image, got {chw.shape}")  # a bug: preprocess makes these
         data = chw.tobytes()
-        header = json.dumps({
-            "inputs": [{"name": "image", "shape": list(chw.shape), "datatype": "FP32",
-                        "parameters": {"binary_data_size": len(data)}}],
-            "parameters": {"binary_data_output": True},
-        }).encode()
-        body, headers = _request(self.server, "POST", self._infer_path, f"inference on {self.model!r}", self.timeout,
-                                 body=header + data,
-                                 headers={"Content-Type": "application/octet-stream",
-                                          "Inference-Header-Content-Length": str(len(header))})
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": list(chw.shape),
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": len(data)},
+                    }
+                ],
+                "parameters": {"binary_data_output": True},
+            }
+        ).encode()
+        body, headers = _request(
+            self.server,
+            "POST",
+            self._infer_path,
+            f"inference on {self.model!r}",
+            self.timeout,
+            body=header + data,
+            headers={"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))},
+        )
         return self._check(_decode_outputs(self.server, body, headers))
 
     def _check(self, found: dict[str, tuple[str, np.ndarray]]) -> dict[str, np.ndarray]:
         raw: dict[str, np.ndarray] = {}
         for name in self.output_names:
             if name not in found:
-                raise ServerError(f"model server {self.server}: model {self.model!r} returned no output {name!r} "
-                                  f"(it returned {', '.join(found) or 'nothing'})")
+                raise ServerError(
+                    f"model server {self.server}: model {self.model!r} returned no output {name!r} "
+                    f"(it returned {', '.join(found) or 'nothing'})"
+                )
             datatype, arr = found[name]
             types, shape = OUTPUTS.get(name, ((datatype,), tuple(None for _ in arr.shape)))
             fits = len(arr.shape) == len(shape) and all(e is None or e == d for e, d in zip(shape, arr.shape))
             if datatype not in types or not fits:
-                raise ServerError(f"model server {self.server}: output {name!r} of {self.model!r} is {datatype} "
-                                  f"{list(arr.shape)}; a d2ov model returns {'/'.join(types)} {_shape_text(shape)}")
+                raise ServerError(
+                    f"model server {self.server}: output {name!r} of {self.model!r} is {datatype} "
+                    f"{list(arr.shape)}; a d2ov model returns {'/'.join(types)} {_shape_text(shape)}"
+                )
             raw[name] = arr
         counts = {n: raw[n].shape[0] for n in ("boxes", "classes", "scores", "masks", "keypoint_heatmaps") if n in raw}
         if len(set(counts.values())) > 1:
-            raise ServerError(f"model server {self.server}: outputs of {self.model!r} disagree on the number of "
-                              f"detections ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+            raise ServerError(
+                f"model server {self.server}: outputs of {self.model!r} disagree on the number of "
+                f"detections ({', '.join(f'{k} {v}' for k, v in counts.items())})"
+            )
         return raw
 
-    def infer_stream(self, inputs: Iterable[tuple[Any, np.ndarray]], jobs: int | None = None
-                     ) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
+    def infer_stream(
+        self, inputs: Iterable[tuple[Any, np.ndarray]], jobs: int | None = None
+    ) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
         """``(key, outputs)`` in input order, with ``jobs`` requests in flight (default 2)."""
         jobs = max(1, int(jobs or self.optimal_requests))
         pending: collections.deque = collections.deque()

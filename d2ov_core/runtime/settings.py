@@ -19,9 +19,25 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["Setting", "SETTINGS", "RT_INFO_SECTION", "IRMetadata", "encode", "decode", "decode_all",
-           "check_value", "AP_KEYS", "ACCURACY_KEYS", "primary_metric", "ap_text",
-           "Precision", "PRECISIONS", "DEFAULT_PRECISION", "precision", "IR_PRECISIONS"]
+__all__ = [
+    "Setting",
+    "SETTINGS",
+    "RT_INFO_SECTION",
+    "IRMetadata",
+    "encode",
+    "decode",
+    "decode_all",
+    "check_value",
+    "AP_KEYS",
+    "ACCURACY_KEYS",
+    "primary_metric",
+    "ap_text",
+    "Precision",
+    "PRECISIONS",
+    "DEFAULT_PRECISION",
+    "precision",
+    "IR_PRECISIONS",
+]
 
 RT_INFO_SECTION = "model_info"
 
@@ -38,11 +54,17 @@ class Setting:
     choices: tuple[str, ...] | None = None
 
 
-def _s(default: Any, description: str, *, required: bool = False, minimum: float | None = None,
-       maximum: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
+def _s(
+    default: Any,
+    description: str,
+    *,
+    required: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
     """One row of the settings table: a dataclass field of :class:`IRMetadata` carrying its row."""
-    row = {"description": description, "required": required, "minimum": minimum, "maximum": maximum,
-           "choices": choices}
+    row = {"description": description, "required": required, "minimum": minimum, "maximum": maximum, "choices": choices}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=functools.partial(copy.deepcopy, default), metadata=row)
     return dataclasses.field(default=default, metadata=row)
@@ -76,70 +98,99 @@ class IRMetadata(_ByKey):
     written into an IR. Read as ``meta.labels`` (or ``meta["labels"]``); ``to_dict()`` for JSON.
     """
 
-    d2ov_version: str = _s('', 'd2ov version that wrote the IR', required=True)
-    model_type: str = _s('d2ov_rcnn', 'model_api-style model type tag', required=True)
-    task: str = _s('detection', 'detection, instance_segmentation, keypoints or panoptic_segmentation', required=True, choices=('detection', 'instance_segmentation', 'keypoints', 'panoptic_segmentation'))
-    model_name: str = _s('', 'catalog name or config path the IR was made from', required=True)
-    meta_architecture: str = _s('GeneralizedRCNN', 'Detectron2 MODEL.META_ARCHITECTURE')
-    labels: list[Any] = _s([], 'class names, index = class id', required=True)
-    keypoint_names: list[Any] = _s([], "keypoint models: keypoint names, in the order the graph's "
-                                       'heatmaps come')
-    keypoint_skeleton: list[Any] = _s([], 'keypoint models: [name, name] pairs joined by a line when '
-                                          'drawn')
-    keypoint_oks_sigmas: list[Any] = _s([], 'keypoint models: per-keypoint OKS sigmas keypoint AP is '
-                                            'computed with')
-    stuff_classes: list[Any] = _s([], "panoptic models: the semantic head's classes in label order; "
-                                      'label 0 stands for all thing classes, 1.. are stuff')
-    sem_seg_stride: int = _s(1, "panoptic models: the sem_seg output's stride: the semantic head's "
-                                'upsampling (SEM_SEG_HEAD.COMMON_STRIDE, 4) that the runtime does; 1 '
-                                'for IRs whose graph upsampled itself')
-    panoptic_overlap_threshold: float = _s(0.5, 'panoptic merge: an instance is skipped when more '
-                                                'than this share of its mask is already taken '
-                                                '(MODEL.PANOPTIC_FPN.COMBINE.OVERLAP_THRESH)', minimum=0.0, maximum=1.0)
-    panoptic_stuff_area_threshold: int = _s(4096, 'panoptic merge: stuff segments with fewer pixels '
-                                                  'are dropped '
-                                                  '(MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT)')
-    panoptic_score_threshold: float = _s(0.5, 'panoptic merge: instances below this score are left '
-                                              'out (MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_T'
-                                              'HRESH)', minimum=0.0, maximum=1.0)
-    input_format: str = _s('BGR', 'channel order the graph expects (cfg.INPUT.FORMAT)', required=True, choices=('BGR', 'RGB'))
-    min_size: int = _s(800, 'ResizeShortestEdge: shorter side (cfg.INPUT.MIN_SIZE_TEST)', required=True)
-    max_size: int = _s(1333, 'ResizeShortestEdge: longer side cap (cfg.INPUT.MAX_SIZE_TEST)', required=True)
-    pixel_mean: list[Any] = _s([103.53, 116.28, 123.675], 'cfg.MODEL.PIXEL_MEAN in input_format '
-                                                          'order: the value static-shape letterboxing'
-                                                          ' pads with')
-    size_divisibility: int = _s(32, 'padding inside the graph (informational)')
-    graph_score_threshold: float = _s(0.05, 'score threshold frozen into the graph: nothing below it '
-                                            'can be returned')
-    iou_threshold: float = _s(0.5, 'NMS IoU threshold frozen into the graph')
-    max_detections: int = _s(100, 'detections per image frozen into the graph')
-    outputs: list[Any] = _s([], 'IR output names, in order', required=True)
-    precision: str = _s('FP32', 'weights precision of the IR', choices=('FP32', 'FP16', 'INT8'))
-    calibration: str = _s('', 'INT8 only: the calibration set (folder name and image count)')
-    quantization: str = _s('', 'INT8 only: the NNCF recipe (preset, range estimator, what stays '
-                               'float)')
-    accuracy: dict[str, Any] = _s({}, 'COCO AP measured at conversion, per precision: {precision: '
-                                      '{box_AP, mask_AP, keypoint_AP, ms (median model time per '
-                                      'image), images, set}}; FP32 is the float reference where '
-                                      'present')
-    verification: dict[str, Any] = _s({}, 'd2ov verify at conversion (measure/proof.py): {images, '
-                                          'reference, candidate, matched (detections scoring >= '
-                                          'min_score), images_within_tolerance, max_box_dev (px), '
-                                          'max_score_dev, min_mask_iou, max_keypoint_dev, min_score, '
-                                          'precision, against (the float Detectron2 model), '
-                                          'image_names}')
-    source_config: str = _s('', 'Detectron2 config (model-zoo path or file)')
-    weights_source: str = _s('', "where the weights came from (URL, path or 'random')")
-    weights_sha256: str = _s('', "sha256 of the weights file ('' for random)")
-    config_sha256: str = _s('', 'sha256 of the Detectron2 config file the IR was converted from')
-    random_weights: bool = _s(False, 'True: random init, for tests and speed only, NOT a detector')
-    detectron2_version: str = _s('', 'detectron2 version used to convert')
-    torch_version: str = _s('', 'torch version used to convert')
-    openvino_version: str = _s('', 'OpenVINO version used to convert')
-    graph_revision: int = _s(0, "d2ov's conversion revision of the model's architecture family "
-                                '(store.lookup.GRAPH_REVISIONS); an IR of another revision is stale')
-    confidence_threshold: float = _s(0.5, 'default score threshold applied after the graph', minimum=0.0, maximum=1.0)
-    mask_threshold: float = _s(0.5, 'probability above which a mask pixel is set', minimum=0.0, maximum=1.0)
+    d2ov_version: str = _s("", "d2ov version that wrote the IR", required=True)
+    model_type: str = _s("d2ov_rcnn", "model_api-style model type tag", required=True)
+    task: str = _s(
+        "detection",
+        "detection, instance_segmentation, keypoints or panoptic_segmentation",
+        required=True,
+        choices=("detection", "instance_segmentation", "keypoints", "panoptic_segmentation"),
+    )
+    model_name: str = _s("", "catalog name or config path the IR was made from", required=True)
+    meta_architecture: str = _s("GeneralizedRCNN", "Detectron2 MODEL.META_ARCHITECTURE")
+    labels: list[Any] = _s([], "class names, index = class id", required=True)
+    keypoint_names: list[Any] = _s([], "keypoint models: keypoint names, in the order the graph's heatmaps come")
+    keypoint_skeleton: list[Any] = _s([], "keypoint models: [name, name] pairs joined by a line when drawn")
+    keypoint_oks_sigmas: list[Any] = _s([], "keypoint models: per-keypoint OKS sigmas keypoint AP is computed with")
+    stuff_classes: list[Any] = _s(
+        [],
+        "panoptic models: the semantic head's classes in label order; "
+        "label 0 stands for all thing classes, 1.. are stuff",
+    )
+    sem_seg_stride: int = _s(
+        1,
+        "panoptic models: the sem_seg output's stride: the semantic head's "
+        "upsampling (SEM_SEG_HEAD.COMMON_STRIDE, 4) that the runtime does; 1 "
+        "for IRs whose graph upsampled itself",
+    )
+    panoptic_overlap_threshold: float = _s(
+        0.5,
+        "panoptic merge: an instance is skipped when more "
+        "than this share of its mask is already taken "
+        "(MODEL.PANOPTIC_FPN.COMBINE.OVERLAP_THRESH)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    panoptic_stuff_area_threshold: int = _s(
+        4096,
+        "panoptic merge: stuff segments with fewer pixels are dropped (MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT)",
+    )
+    panoptic_score_threshold: float = _s(
+        0.5,
+        "panoptic merge: instances below this score are left "
+        "out (MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_T"
+        "HRESH)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    input_format: str = _s(
+        "BGR", "channel order the graph expects (cfg.INPUT.FORMAT)", required=True, choices=("BGR", "RGB")
+    )
+    min_size: int = _s(800, "ResizeShortestEdge: shorter side (cfg.INPUT.MIN_SIZE_TEST)", required=True)
+    max_size: int = _s(1333, "ResizeShortestEdge: longer side cap (cfg.INPUT.MAX_SIZE_TEST)", required=True)
+    pixel_mean: list[Any] = _s(
+        [103.53, 116.28, 123.675],
+        "cfg.MODEL.PIXEL_MEAN in input_format order: the value static-shape letterboxing pads with",
+    )
+    size_divisibility: int = _s(32, "padding inside the graph (informational)")
+    graph_score_threshold: float = _s(0.05, "score threshold frozen into the graph: nothing below it can be returned")
+    iou_threshold: float = _s(0.5, "NMS IoU threshold frozen into the graph")
+    max_detections: int = _s(100, "detections per image frozen into the graph")
+    outputs: list[Any] = _s([], "IR output names, in order", required=True)
+    precision: str = _s("FP32", "weights precision of the IR", choices=("FP32", "FP16", "INT8"))
+    calibration: str = _s("", "INT8 only: the calibration set (folder name and image count)")
+    quantization: str = _s("", "INT8 only: the NNCF recipe (preset, range estimator, what stays float)")
+    accuracy: dict[str, Any] = _s(
+        {},
+        "COCO AP measured at conversion, per precision: {precision: "
+        "{box_AP, mask_AP, keypoint_AP, ms (median model time per "
+        "image), images, set}}; FP32 is the float reference where "
+        "present",
+    )
+    verification: dict[str, Any] = _s(
+        {},
+        "d2ov verify at conversion (measure/proof.py): {images, "
+        "reference, candidate, matched (detections scoring >= "
+        "min_score), images_within_tolerance, max_box_dev (px), "
+        "max_score_dev, min_mask_iou, max_keypoint_dev, min_score, "
+        "precision, against (the float Detectron2 model), "
+        "image_names}",
+    )
+    source_config: str = _s("", "Detectron2 config (model-zoo path or file)")
+    weights_source: str = _s("", "where the weights came from (URL, path or 'random')")
+    weights_sha256: str = _s("", "sha256 of the weights file ('' for random)")
+    config_sha256: str = _s("", "sha256 of the Detectron2 config file the IR was converted from")
+    random_weights: bool = _s(False, "True: random init, for tests and speed only, NOT a detector")
+    detectron2_version: str = _s("", "detectron2 version used to convert")
+    torch_version: str = _s("", "torch version used to convert")
+    openvino_version: str = _s("", "OpenVINO version used to convert")
+    graph_revision: int = _s(
+        0,
+        "d2ov's conversion revision of the model's architecture family "
+        "(store.lookup.GRAPH_REVISIONS); an IR of another revision is stale",
+    )
+    confidence_threshold: float = _s(0.5, "default score threshold applied after the graph", minimum=0.0, maximum=1.0)
+    mask_threshold: float = _s(0.5, "probability above which a mask pixel is set", minimum=0.0, maximum=1.0)
 
     __hash__ = None  # type: ignore[assignment]  # frozen but holds lists: not hashable
 
@@ -166,6 +217,7 @@ def _setting(f: dataclasses.Field) -> Setting:
 
 #: The settings table by key (derived from :class:`IRMetadata`'s fields).
 SETTINGS: dict[str, Setting] = {f.name: _setting(f) for f in dataclasses.fields(IRMetadata)}
+
 
 def encode(key: str, value: Any) -> str:
     """Typed value -> the JSON string stored in rt_info."""
@@ -248,6 +300,7 @@ def ap_text(row: dict[str, Any], digits: int = 1) -> str:
 
 # ----------------------------------------------------------------------------- precisions
 
+
 @dataclasses.dataclass(frozen=True)
 class Precision:
     """A precision users choose (CLI ``--precision``, the app's control, the API): which IR runs
@@ -264,8 +317,12 @@ PRECISIONS: dict[str, Precision] = {
     for p in [
         Precision("FP16", "FP16", "f32", "FP16-compressed weights, exact f32 compute (the default IR)"),
         Precision("FP32", "FP32", "f32", "full-precision weights, exact f32 compute"),
-        Precision("BF16", "FP16", "bf16", "the FP16 IR computed in bfloat16: faster on CPUs with native bf16 "
-                                          "(AVX512_BF16, AMX), slightly less exact"),
+        Precision(
+            "BF16",
+            "FP16",
+            "bf16",
+            "the FP16 IR computed in bfloat16: faster on CPUs with native bf16 (AVX512_BF16, AMX), slightly less exact",
+        ),
         Precision("INT8", "INT8", "f32", "NNCF post-training INT8 IR (quantized convolutions and matmuls)"),
     ]
 }

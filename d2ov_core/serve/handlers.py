@@ -28,8 +28,21 @@ from ..runtime.tasks import Task, all_tasks, get_task, task_of
 from ..store import catalog
 from .service import ModelService, metadata
 
-__all__ = ["TASKS", "TABLE_HEADERS", "Result", "upload_path", "example_images", "model_card", "precision_choices", "AUTO", "resolve_precision",
-           "detect", "present", "prune_outputs", "table"]
+__all__ = [
+    "TASKS",
+    "TABLE_HEADERS",
+    "Result",
+    "upload_path",
+    "example_images",
+    "model_card",
+    "precision_choices",
+    "AUTO",
+    "resolve_precision",
+    "detect",
+    "present",
+    "prune_outputs",
+    "table",
+]
 
 #: UI label -> task
 TASKS = {t.label: t.name for t in all_tasks()}
@@ -105,17 +118,24 @@ def precision_choices(service: ModelService, name: str, device: str = "CPU") -> 
             label = f"{p} · AP not measured"
         else:
             key = S.primary_metric(row)
-            delta = (f" ({row[key] - ref[key]:+.1f} {key.replace('_', ' ')})"
-                     if ref is not None and row is not ref and key and ref.get(key) is not None else "")
+            delta = (
+                f" ({row[key] - ref[key]:+.1f} {key.replace('_', ' ')})"
+                if ref is not None and row is not ref and key and ref.get(key) is not None
+                else ""
+            )
             label = f"{p} · {S.ap_text(row)}{delta} · {row['ms']:.0f} ms"
         choices.append((label, p))
     best = fastest_within(acc, offered, DEFAULT_AP_TOLERANCE)
     if best is not None:
         row = acc[best]
-        why = (f"{best} runs by default: the fastest precision within {DEFAULT_AP_TOLERANCE} AP of the float model "
-               f"({S.ap_text(row)}, {row['ms']:.0f} ms per image on {row['images']} images of {row['set']})")
+        why = (
+            f"{best} runs by default: the fastest precision within {DEFAULT_AP_TOLERANCE} AP of the float model "
+            f"({S.ap_text(row)}, {row['ms']:.0f} ms per image on {row['images']} images of {row['set']})"
+        )
         return choices, best, why
-    default = S.DEFAULT_PRECISION if S.DEFAULT_PRECISION in offered else (offered[0] if offered else S.DEFAULT_PRECISION)
+    default = (
+        S.DEFAULT_PRECISION if S.DEFAULT_PRECISION in offered else (offered[0] if offered else S.DEFAULT_PRECISION)
+    )
     return choices, default, f"{default} runs by default (no precision of this model has a measured accuracy)"
 
 
@@ -142,9 +162,17 @@ def model_card(service: ModelService, name: str, precision: str = AUTO, device: 
         st = service.state(name, precision)
     except D2ovError as e:
         return f"**{name}**: {e}"
-    status = {"ready": "ready", "preparing": f"preparing: {st.detail}", "unavailable": f"unavailable: {st.detail}",
-              "not prepared": "not prepared yet (prepared when selected)"}[st.status]
-    lines = [f"**{info['name']}** ({info.get('source', '')})", f"- status: {status}", f"- {info.get('description', '')}"]
+    status = {
+        "ready": "ready",
+        "preparing": f"preparing: {st.detail}",
+        "unavailable": f"unavailable: {st.detail}",
+        "not prepared": "not prepared yet (prepared when selected)",
+    }[st.status]
+    lines = [
+        f"**{info['name']}** ({info.get('source', '')})",
+        f"- status: {status}",
+        f"- {info.get('description', '')}",
+    ]
     classes = info.get("classes", [])
     lines.append(f"- classes ({len(classes)}): {', '.join(classes[:12])}{' ...' if len(classes) > 12 else ''}")
     names = info.get("keypoint_names") or []
@@ -154,14 +182,18 @@ def model_card(service: ModelService, name: str, precision: str = AUTO, device: 
     if stuff:
         lines.append(f"- stuff classes ({len(stuff)}): {', '.join(stuff[:12])}{' ...' if len(stuff) > 12 else ''}")
     if info.get("box_ap") is not None:
-        ap = (f"- {'PQ ' + str(info['pq']) + ', ' if info.get('pq') is not None else ''}COCO box AP {info['box_ap']}"
-              + (f", mask AP {info['mask_ap']}" if info.get("mask_ap") else "")
-              + (f", keypoint AP {info['keypoint_ap']}" if info.get("keypoint_ap") else ""))
+        ap = (
+            f"- {'PQ ' + str(info['pq']) + ', ' if info.get('pq') is not None else ''}COCO box AP {info['box_ap']}"
+            + (f", mask AP {info['mask_ap']}" if info.get("mask_ap") else "")
+            + (f", keypoint AP {info['keypoint_ap']}" if info.get("keypoint_ap") else "")
+        )
         lines.append(ap + (" (its own test split)" if info.get("source") == "demo" else " (Detectron2 Model Zoo)"))
     if st.xml is not None:
         size = sum(p.stat().st_size for p in st.xml.parent.glob("model.*")) / 1e6
         meta = metadata(st.xml)
-        lines.append(f"- IR: {size:.1f} MB, {meta['precision']} weights, input {meta['min_size']}/{meta['max_size']} px")
+        lines.append(
+            f"- IR: {size:.1f} MB, {meta['precision']} weights, input {meta['min_size']}/{meta['max_size']} px"
+        )
         if meta["verification"]:
             lines.append(f"- {proof_text(meta['verification'])}")
     try:
@@ -174,8 +206,16 @@ def model_card(service: ModelService, name: str, precision: str = AUTO, device: 
     return "\n".join(lines)
 
 
-def detect(service: ModelService, image: Any, name: Any, device: Any, threshold: Any, precision: Any,
-           devices: list[str], upload_root: str | Path) -> Result:
+def detect(
+    service: ModelService,
+    image: Any,
+    name: Any,
+    device: Any,
+    threshold: Any,
+    precision: Any,
+    devices: list[str],
+    upload_root: str | Path,
+) -> Result:
     """Check every value of a /detect request, then run the model (all detections kept: the
     threshold is applied by :func:`present`). Cheap checks come first, so a bad file is reported as
     such even while the model is still being prepared."""
@@ -190,8 +230,15 @@ def detect(service: ModelService, image: Any, name: Any, device: Any, threshold:
     rgb = load_image(path, name=shown)
     predictor = service.predictor(name, device, p.name)
     det = predictor.predict(rgb, threshold=0.0)
-    return Result(rgb=rgb, det=det, model=predictor.describe(), device=str(predictor.device), image=shown,
-                  labels=list(predictor.labels), backend="openvino" if predictor.xml is not None else "remote")
+    return Result(
+        rgb=rgb,
+        det=det,
+        model=predictor.describe(),
+        device=str(predictor.device),
+        image=shown,
+        labels=list(predictor.labels),
+        backend="openvino" if predictor.xml is not None else "remote",
+    )
 
 
 def table(det: Detections, task: str | None = None):
@@ -214,8 +261,9 @@ def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, 
     task = get_task(result.model["task"])
     image = render(result.rgb, det, result.labels, task=task.name)
     rows = table(det, task.name)
-    doc = predictions_document(result.model, result.backend, result.device, threshold,
-                               [{"image": result.image, **det.to_dict()}])
+    doc = predictions_document(
+        result.model, result.backend, result.device, threshold, [{"image": result.image, **det.to_dict()}]
+    )
     prune_outputs(out_dir)
     path = out_dir / f"predictions-{uuid.uuid4().hex}.json"
     path.write_text(json.dumps(doc))

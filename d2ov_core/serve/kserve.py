@@ -58,8 +58,16 @@ def rt_info(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 def _v2_type(element_type) -> str:
-    return {"f32": "FP32", "f16": "FP16", "f64": "FP64", "i64": "INT64", "i32": "INT32", "u8": "UINT8",
-            "i8": "INT8", "boolean": "BOOL"}.get(element_type.get_type_name(), element_type.get_type_name().upper())
+    return {
+        "f32": "FP32",
+        "f16": "FP16",
+        "f64": "FP64",
+        "i64": "INT64",
+        "i32": "INT32",
+        "u8": "UINT8",
+        "i8": "INT8",
+        "boolean": "BOOL",
+    }.get(element_type.get_type_name(), element_type.get_type_name().upper())
 
 
 def _v2_shape(partial_shape) -> list[int]:
@@ -90,22 +98,31 @@ def _model_class():
 
         def get_output_types(self) -> list[dict[str, Any]]:
             outs = self.ir._compiled.outputs
-            return [{"name": name, "datatype": _v2_type(o.get_element_type()), "shape": _v2_shape(o.get_partial_shape())}
-                    for name, o in zip(self.ir.output_names, outs)]
+            return [
+                {"name": name, "datatype": _v2_type(o.get_element_type()), "shape": _v2_shape(o.get_partial_shape())}
+                for name, o in zip(self.ir.output_names, outs)
+            ]
 
         def model_metadata(self) -> dict[str, Any]:
             """kserve's v2 model metadata plus the IR's ``rt_info`` (as OVMS returns it)."""
-            return {"name": self.name, "versions": ["1"], "platform": f"openvino_{runtime.openvino_version()}",
-                    "inputs": self.get_input_types(), "outputs": self.get_output_types(),
-                    "rt_info": rt_info(self.ir.metadata)}
+            return {
+                "name": self.name,
+                "versions": ["1"],
+                "platform": f"openvino_{runtime.openvino_version()}",
+                "inputs": self.get_input_types(),
+                "outputs": self.get_output_types(),
+                "rt_info": rt_info(self.ir.metadata),
+            }
 
         async def predict(self, payload, headers=None, response_headers=None):
             if len(payload.inputs) != 1:
                 raise InvalidInput(f"{self.name} takes one input, 'image' FP32 [3, H, W]; got {len(payload.inputs)}")
             inp = payload.inputs[0]
             if inp.datatype != "FP32" or len(inp.shape) != 3 or inp.shape[0] != 3 or min(inp.shape) < 1:
-                raise InvalidInput(f"{self.name}: input must be 'image' FP32 [3, H, W], got {inp.name!r} "
-                                   f"{inp.datatype} {list(inp.shape)}")
+                raise InvalidInput(
+                    f"{self.name}: input must be 'image' FP32 [3, H, W], got {inp.name!r} "
+                    f"{inp.datatype} {list(inp.shape)}"
+                )
             chw = inp.as_numpy()
             try:  # OpenVINO blocks: run it on a worker thread so the server keeps answering meanwhile
                 raw = await asyncio.get_running_loop().run_in_executor(None, self.ir.infer, chw)
@@ -118,8 +135,13 @@ def _model_class():
                 out = InferOutput(name=name, shape=list(arr.shape), datatype=_v2_type_of(arr))
                 out.set_data_from_numpy(arr, binary_data=binary)
                 outputs.append(out)
-            return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=outputs,
-                                 use_binary_outputs=binary, requested_outputs=payload.request_outputs)
+            return InferResponse(
+                response_id=payload.id or "",
+                model_name=self.name,
+                infer_outputs=outputs,
+                use_binary_outputs=binary,
+                requested_outputs=payload.request_outputs,
+            )
 
     return D2ovModel
 
@@ -153,7 +175,7 @@ def _decode_request(body: bytes, json_length: int, model_name: str):
             if "binary_data_size" in params:
                 size = int(params.pop("binary_data_size"))
                 dtype = np.dtype(to_np_dtype(inp.datatype)).newbyteorder("<")  # the extension is little-endian
-                arr = np.frombuffer(body[offset:offset + size], dtype=dtype).reshape(inp.shape)
+                arr = np.frombuffer(body[offset : offset + size], dtype=dtype).reshape(inp.shape)
                 offset += size
                 inp.set_data_from_numpy(arr, binary_data=True)
             else:
@@ -161,9 +183,12 @@ def _decode_request(body: bytes, json_length: int, model_name: str):
             inputs.append(inp)
         outputs = [RequestedOutput(str(o["name"]), o.get("parameters")) for o in doc.get("outputs") or []] or None
     except (KeyError, TypeError, ValueError) as e:
-        raise InvalidInput(f"malformed v2 infer request for {model_name}: {type(e).__name__}: {first_line(e)}") from None
-    return InferRequest(model_name, inputs, request_id=doc.get("id"), parameters=doc.get("parameters"),
-                        request_outputs=outputs)
+        raise InvalidInput(
+            f"malformed v2 infer request for {model_name}: {type(e).__name__}: {first_line(e)}"
+        ) from None
+    return InferRequest(
+        model_name, inputs, request_id=doc.get("id"), parameters=doc.get("parameters"), request_outputs=outputs
+    )
 
 
 def _add_routes(models: dict[str, Any], binary_fast_path: bool = True) -> None:
@@ -195,8 +220,9 @@ def _add_routes(models: dict[str, Any], binary_fast_path: bool = True) -> None:
         out, json_length = response.to_rest()
         if json_length is None:
             return JSONResponse(out)
-        return Response(out, media_type="application/octet-stream",
-                        headers={"inference-header-content-length": str(json_length)})
+        return Response(
+            out, media_type="application/octet-stream", headers={"inference-header-content-length": str(json_length)}
+        )
 
     # plain Starlette routes (the handlers take the request): kserve's exception handlers still apply
     app.add_route("/v2/models/{model_name}", model_metadata, methods=["GET"])
@@ -204,8 +230,14 @@ def _add_routes(models: dict[str, Any], binary_fast_path: bool = True) -> None:
         app.add_route("/v2/models/{model_name}/infer", infer, methods=["POST"])
 
 
-def serve(irs: dict[str, str | os.PathLike], http_port: int = 8080, host: str = "127.0.0.1", device: str = "CPU",
-          hint: str = "LATENCY", binary_fast_path: bool = True) -> None:
+def serve(
+    irs: dict[str, str | os.PathLike],
+    http_port: int = 8080,
+    host: str = "127.0.0.1",
+    device: str = "CPU",
+    hint: str = "LATENCY",
+    binary_fast_path: bool = True,
+) -> None:
     """Load the IRs (``{name: xml}``) and run kserve's ModelServer on ``host:http_port`` until stopped
     (SIGTERM/SIGINT)."""
     import kserve
@@ -214,8 +246,14 @@ def serve(irs: dict[str, str | os.PathLike], http_port: int = 8080, host: str = 
     for name, xml in irs.items():
         models[name] = _model_class()(name, xml, device=device, hint=hint)
         models[name].load()
-        log.info("serving %s (%s) as http://%s:%d/v2/models/%s", xml, models[name].ir.metadata.model_name, host,
-                 http_port, name)
+        log.info(
+            "serving %s (%s) as http://%s:%d/v2/models/%s",
+            xml,
+            models[name].ir.metadata.model_name,
+            host,
+            http_port,
+            name,
+        )
 
     class LoopbackModelServer(kserve.ModelServer):
         def setup_event_loop(self):  # start() has built the REST server; it binds when the loop runs
@@ -230,20 +268,32 @@ def serve(irs: dict[str, str | os.PathLike], http_port: int = 8080, host: str = 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m d2ov_core.serve.kserve",
-                                description="Serve a d2ov IR with KServe's ModelServer (v2 REST protocol).")
-    p.add_argument("--ir", required=True, action="append", help="the IR's model.xml (its .bin beside it); repeat "
-                   "to serve several")
-    p.add_argument("--name", help="the model's name on the server (one --ir only; default: the last part of the "
-                   "IR's model name, e.g. mask_rcnn_shapes)")
+    p = argparse.ArgumentParser(
+        prog="python -m d2ov_core.serve.kserve",
+        description="Serve a d2ov IR with KServe's ModelServer (v2 REST protocol).",
+    )
+    p.add_argument(
+        "--ir", required=True, action="append", help="the IR's model.xml (its .bin beside it); repeat to serve several"
+    )
+    p.add_argument(
+        "--name",
+        help="the model's name on the server (one --ir only; default: the last part of the "
+        "IR's model name, e.g. mask_rcnn_shapes)",
+    )
     p.add_argument("--http-port", type=int, default=int(os.environ.get("D2OV_KSERVE_PORT", 8080)))
-    p.add_argument("--host", default=os.environ.get("D2OV_KSERVE_HOST", "127.0.0.1"),
-                   help="bind address (default 127.0.0.1; 0.0.0.0 in a container)")
+    p.add_argument(
+        "--host",
+        default=os.environ.get("D2OV_KSERVE_HOST", "127.0.0.1"),
+        help="bind address (default 127.0.0.1; 0.0.0.0 in a container)",
+    )
     p.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
     p.add_argument("--hint", choices=["LATENCY", "THROUGHPUT"], default="LATENCY", help="OpenVINO performance hint")
-    p.add_argument("--kserve-decoding", action="store_true",
-                   help="decode infer requests with kserve's own handler (binary tensors become Python lists: "
-                        "~0.4 s per 416x608 image) instead of d2ov's; for comparison")
+    p.add_argument(
+        "--kserve-decoding",
+        action="store_true",
+        help="decode infer requests with kserve's own handler (binary tensors become Python lists: "
+        "~0.4 s per 416x608 image) instead of d2ov's; for comparison",
+    )
     return p.parse_args(argv)
 
 
@@ -263,14 +313,23 @@ def main(argv=None) -> int:
         irs = {check_name(args.name) if args.name else model_name(runtime.read_metadata(xml)): xml for xml in args.ir}
         if len(irs) < len(args.ir):
             raise D2ovError(f"two IRs would have the same name ({', '.join(args.ir)})")
-        serve(irs, http_port=args.http_port, host=args.host, device=args.device, hint=args.hint,
-              binary_fast_path=not args.kserve_decoding)
+        serve(
+            irs,
+            http_port=args.http_port,
+            host=args.host,
+            device=args.device,
+            hint=args.hint,
+            binary_fast_path=not args.kserve_decoding,
+        )
     except D2ovError as e:
         print(f"d2ov: error: {e}", file=sys.stderr)
         return 2
     except ImportError as e:
-        print(f"d2ov: error: {e.name or 'kserve'} is not installed: pip install 'd2ov[serve]' "
-              "(or use .venv-serve, see requirements-serve.txt)", file=sys.stderr)
+        print(
+            f"d2ov: error: {e.name or 'kserve'} is not installed: pip install 'd2ov[serve]' "
+            "(or use .venv-serve, see requirements-serve.txt)",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

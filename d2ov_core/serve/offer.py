@@ -112,8 +112,12 @@ def _hub_models(repo: str, revision: str) -> set[str]:
             root = Path(snapshot_download(repo, revision=revision, local_files_only=True))
             files = [x.relative_to(root).as_posix() for x in root.rglob("model.xml")]
         except Exception:
-            log.warning("Hub repository %s@%s cannot be listed (%s): its models are not offered", repo, revision,
-                        str(e).splitlines()[0] if str(e) else type(e).__name__)
+            log.warning(
+                "Hub repository %s@%s cannot be listed (%s): its models are not offered",
+                repo,
+                revision,
+                str(e).splitlines()[0] if str(e) else type(e).__name__,
+            )
             return folders
     for f in files:
         parts = f.split("/")
@@ -126,11 +130,19 @@ class ModelOffer:
     """The models a server offers and what each is (see the module docstring); :class:`ModelService`
     adds their states and compiled predictors."""
 
-    def __init__(self, use_hub: bool | None = None, convert_fallback: bool = True, models_root: Path | None = None,
-                 server: str | None = None):
+    def __init__(
+        self,
+        use_hub: bool | None = None,
+        convert_fallback: bool = True,
+        models_root: Path | None = None,
+        server: str | None = None,
+    ):
         self.use_hub = hub.configured() if use_hub is None else use_hub
-        self.convert_fallback = (convert_fallback and converter_installed()  # D2OV_CONVERT=0: never convert here
-                                 and os.environ.get("D2OV_CONVERT", "1").lower() not in ("0", "false", "no", "off"))
+        self.convert_fallback = (
+            convert_fallback
+            and converter_installed()  # D2OV_CONVERT=0: never convert here
+            and os.environ.get("D2OV_CONVERT", "1").lower() not in ("0", "false", "no", "off")
+        )
         self.only = os.environ.get("D2OV_ONLY", "").lower() in ("1", "true", "yes", "on")
         self._local, self._rejected = find_local_irs(models_root)
         self.server, self._remote = (None, {}) if not server else self._find_remote(server)
@@ -138,8 +150,9 @@ class ModelOffer:
         self._catalog = [n for n in catalog.names() if not self.only or n in _named_models()]
         if not self.convert_fallback:  # offer only the catalog models whose IR is in reach
             on_hub = _hub_models(*hub.repo_settings()) if self.use_hub else set()
-            self._catalog = [n for n in self._catalog
-                             if n in on_hub or any(lookup.find_ir(n, p) is not None for p in IR_PRECISIONS)]
+            self._catalog = [
+                n for n in self._catalog if n in on_hub or any(lookup.find_ir(n, p) is not None for p in IR_PRECISIONS)
+            ]
 
     def _find_remote(self, server: str) -> tuple[str, dict[str, tuple[str, dict[str, Any]]]]:
         """``(server, {"remote/<name>": (name on the server, d2ov metadata)})``; models that are not d2ov
@@ -194,16 +207,32 @@ class ModelOffer:
         name = self.canonical(name)
         if name in self._remote:
             model, meta = self._remote[name]
-            return {"name": name, "task": meta.task, "classes": meta.labels, "box_ap": None, "mask_ap": None,
-                    "keypoint_names": list(meta.keypoint_names), "stuff_classes": list(meta.stuff_classes),
-                    "source": "model server", "description": f"{meta.model_name} ({meta.precision} IR) served "
-                    f"by {self.server} as {model!r}: inference there, pre- and postprocessing here"}
+            return {
+                "name": name,
+                "task": meta.task,
+                "classes": meta.labels,
+                "box_ap": None,
+                "mask_ap": None,
+                "keypoint_names": list(meta.keypoint_names),
+                "stuff_classes": list(meta.stuff_classes),
+                "source": "model server",
+                "description": f"{meta.model_name} ({meta.precision} IR) served "
+                f"by {self.server} as {model!r}: inference there, pre- and postprocessing here",
+            }
         if name in self._local:
             irs = self._local[name]
             meta = metadata(next(iter(irs.values())))
-            return {"name": name, "task": meta.task, "classes": meta.labels, "box_ap": None, "mask_ap": None,
-                    "keypoint_names": list(meta.keypoint_names), "stuff_classes": list(meta.stuff_classes),
-                    "source": "local IR", "description": f"converted from {Path(meta.model_name).name}"
-                    + (" with random weights" if meta.random_weights else f" with weights {Path(meta.weights_source).name}")
-                    + f" ({', '.join(irs)} IR{'s' * (len(irs) > 1)} in this server's models folder)"}
+            return {
+                "name": name,
+                "task": meta.task,
+                "classes": meta.labels,
+                "box_ap": None,
+                "mask_ap": None,
+                "keypoint_names": list(meta.keypoint_names),
+                "stuff_classes": list(meta.stuff_classes),
+                "source": "local IR",
+                "description": f"converted from {Path(meta.model_name).name}"
+                + (" with random weights" if meta.random_weights else f" with weights {Path(meta.weights_source).name}")
+                + f" ({', '.join(irs)} IR{'s' * (len(irs) > 1)} in this server's models folder)",
+            }
         return catalog.get(name).to_dict()

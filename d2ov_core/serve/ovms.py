@@ -55,14 +55,16 @@ def config_entry(name: str, nireq: int = 2, hint: str = "LATENCY", device: str =
         raise InputError(f"unknown performance hint {hint!r}: expected LATENCY or THROUGHPUT")
     if int(nireq) < 1:
         raise InputError(f"nireq must be at least 1, got {nireq}")
-    return {"config": {
-        "name": name,
-        "base_path": f"{MOUNT}/{name}",
-        "target_device": device,
-        "nireq": int(nireq),
-        "shape": {"image": "(3,-1,-1)"},
-        "plugin_config": {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": "f32"},
-    }}
+    return {
+        "config": {
+            "name": name,
+            "base_path": f"{MOUNT}/{name}",
+            "target_device": device,
+            "nireq": int(nireq),
+            "shape": {"image": "(3,-1,-1)"},
+            "plugin_config": {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": "f32"},
+        }
+    }
 
 
 def readme(out_dir: Path, names: list[str], rest_port: int = 8000) -> str:
@@ -70,7 +72,7 @@ def readme(out_dir: Path, names: list[str], rest_port: int = 8000) -> str:
     first = names[0] if names else "<name>"
     return f"""# OpenVINO Model Server repository (written by `d2ov export --ovms`)
 
-Models: {', '.join(f'`{n}`' for n in names)}. Start OpenVINO Model Server on it (REST on {rest_port}, gRPC on 9000):
+Models: {", ".join(f"`{n}`" for n in names)}. Start OpenVINO Model Server on it (REST on {rest_port}, gRPC on 9000):
 
 ```bash
 docker run --rm -p {rest_port}:{rest_port} -p 9000:9000 -v "{out_dir.resolve()}:{MOUNT}:ro" {OVMS_IMAGE} \\
@@ -103,8 +105,14 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_repository(xml: str | os.PathLike, out_dir: str | os.PathLike, name: str | None = None, nireq: int = 2,
-                     hint: str = "LATENCY", rest_port: int = 8000) -> tuple[str, str]:
+def write_repository(
+    xml: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    name: str | None = None,
+    nireq: int = 2,
+    hint: str = "LATENCY",
+    rest_port: int = 8000,
+) -> tuple[str, str]:
     """Put the IR ``xml`` into the OVMS repository ``out_dir`` as model ``name`` (version 1), add or
     replace its entry in ``config.json`` and write ``README.md``. Returns ``(name, README text)``."""
     xml = Path(xml)
@@ -119,8 +127,9 @@ def write_repository(xml: str | os.PathLike, out_dir: str | os.PathLike, name: s
             config = json.loads(config_path.read_text())
             assert isinstance(config.get("model_config_list"), list)
         except (ValueError, AssertionError, AttributeError):
-            raise InputError(f"{config_path} is not an OVMS config (no model_config_list): choose another folder"
-                             ) from None
+            raise InputError(
+                f"{config_path} is not an OVMS config (no model_config_list): choose another folder"
+            ) from None
     version = out / name / "1"
     tmp = out / name / f".1.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

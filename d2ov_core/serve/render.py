@@ -48,8 +48,13 @@ def renderer() -> str:
     return "detectron2"
 
 
-def render(image_rgb: np.ndarray, det: Detections, class_names: list[str] | None = None,
-           style: str | None = None, task: str | None = None) -> np.ndarray:
+def render(
+    image_rgb: np.ndarray,
+    det: Detections,
+    class_names: list[str] | None = None,
+    style: str | None = None,
+    task: str | None = None,
+) -> np.ndarray:
     """``det`` drawn on ``image_rgb`` as its task draws it (``task``: the model's; default: the task
     whose result ``det`` is); ``style`` forces a renderer."""
     names = list(class_names) if class_names is not None else sorted(set(det.labels.tolist()))
@@ -100,8 +105,15 @@ def _segments_detectron2(image_rgb: np.ndarray, segment_map: np.ndarray, segment
     meta = Metadata(name="d2ov_segments")
     meta.thing_classes = names
     meta.stuff_classes = _stuff_names(segments)
-    info = [{"id": seg["id"], "category_id": seg["category_id"], "isthing": seg["isthing"],
-             **({"score": seg["score"]} if seg["isthing"] else {"area": seg["area"]})} for seg in segments]
+    info = [
+        {
+            "id": seg["id"],
+            "category_id": seg["category_id"],
+            "isthing": seg["isthing"],
+            **({"score": seg["score"]} if seg["isthing"] else {"area": seg["area"]}),
+        }
+        for seg in segments
+    ]
     vis = Visualizer(image_rgb, metadata=meta, scale=1.0)
     out = vis.draw_panoptic_seg(torch.from_numpy(segment_map.astype(np.int64)), info)
     return np.asarray(out.get_image(), dtype=np.uint8)
@@ -128,7 +140,10 @@ def _segments_plain(image_rgb: np.ndarray, segment_map: np.ndarray, segments, na
     font = ImageFont.load_default(size=max(10, round(min(h, w) / 45)))
     for x, y, text, color in labels:
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        x0, y0 = min(max(0.0, x - (right - left) / 2), w - (right - left)), min(max(0.0, y - (bottom - top) / 2), h - (bottom - top))
+        x0, y0 = (
+            min(max(0.0, x - (right - left) / 2), w - (right - left)),
+            min(max(0.0, y - (bottom - top) / 2), h - (bottom - top)),
+        )
         draw.rectangle([x0 - 2, y0 - 2, x0 + right - left + 2, y0 + bottom - top + 2], fill=(0, 0, 0))
         draw.text((x0 - left, y0 - top), text, fill=color, font=font)
     return np.asarray(img, dtype=np.uint8)
@@ -199,5 +214,7 @@ class _Painter:
         self.instances, self.segments = instances, segments
 
 
-_PAINTERS = {"detectron2": _Painter(_render_detectron2, _segments_detectron2),
-             "plain": _Painter(_render_plain, _segments_plain)}
+_PAINTERS = {
+    "detectron2": _Painter(_render_detectron2, _segments_detectron2),
+    "plain": _Painter(_render_plain, _segments_plain),
+}

@@ -35,8 +35,15 @@ from ..store import hub, lookup
 from ..store.lookup import metadata
 from .offer import ModelOffer, converter_installed, find_local_irs, models_dir
 
-__all__ = ["ModelState", "ModelService", "ModelOffer", "find_local_irs", "models_dir", "metadata",
-           "converter_installed"]
+__all__ = [
+    "ModelState",
+    "ModelService",
+    "ModelOffer",
+    "find_local_irs",
+    "models_dir",
+    "metadata",
+    "converter_installed",
+]
 
 log = logging.getLogger("d2ov")
 
@@ -66,8 +73,14 @@ class ModelService(ModelOffer):
         server: a KServe-v2 model server whose d2ov models are offered as ``remote/<name>``.
     """
 
-    def __init__(self, use_hub: bool | None = None, convert_fallback: bool = True, models_root: Path | None = None,
-                 max_predictors: int | None = None, server: str | None = None):
+    def __init__(
+        self,
+        use_hub: bool | None = None,
+        convert_fallback: bool = True,
+        models_root: Path | None = None,
+        max_predictors: int | None = None,
+        server: str | None = None,
+    ):
         super().__init__(use_hub=use_hub, convert_fallback=convert_fallback, models_root=models_root, server=server)
         self.max_predictors = max(1, int(max_predictors or os.environ.get("D2OV_MAX_PREDICTORS", 4)))
         self._lock = threading.RLock()
@@ -136,8 +149,13 @@ class ModelService(ModelOffer):
             self._states[(name, precision)] = ModelState(name, precision, status, detail, xml)
 
     # -------------------------------------------------------------- preparation
-    def prepare(self, name: str, precision: str = DEFAULT_PRECISION, on_done: Callable[[ModelState], None] | None = None,
-                wait: bool = False) -> ModelState:
+    def prepare(
+        self,
+        name: str,
+        precision: str = DEFAULT_PRECISION,
+        on_done: Callable[[ModelState], None] | None = None,
+        wait: bool = False,
+    ) -> ModelState:
         """Make (``name``, ``precision``) ready in a background thread (at most one per pair); an
         unavailable one is tried again (the network may be back)."""
         st = self.state(name, precision)
@@ -178,8 +196,10 @@ class ModelService(ModelOffer):
             except D2ovError as e:
                 errors.append(str(e))
         if xml is None and precision == "INT8":
-            errors.append(f"no INT8 IR of {name} on this server; an INT8 IR is made with calibration images "
-                          f"(`d2ov convert {name} --precision INT8 --calibration DIR`)")
+            errors.append(
+                f"no INT8 IR of {name} on this server; an INT8 IR is made with calibration images "
+                f"(`d2ov convert {name} --precision INT8 --calibration DIR`)"
+            )
         elif xml is None and self.convert_fallback:
             report("waiting for another conversion to finish")
             with self._convert_slot:  # one conversion at a time: each takes GBs and all cores
@@ -187,9 +207,11 @@ class ModelService(ModelOffer):
                 try:
                     xml = resolve_ir(name, PRECISIONS[precision], progress=report)
                 except DownloadError as e:
-                    errors.append(f"this server cannot download the model's Detectron2 weights ({e}); choose a "
-                                  "demo model, or ask the server's owner to convert this one beforehand "
-                                  f"(`d2ov convert {name}`) or to publish converted IRs (D2OV_HUB_REPO)")
+                    errors.append(
+                        f"this server cannot download the model's Detectron2 weights ({e}); choose a "
+                        "demo model, or ask the server's owner to convert this one beforehand "
+                        f"(`d2ov convert {name}`) or to publish converted IRs (D2OV_HUB_REPO)"
+                    )
                 except D2ovError as e:
                     errors.append(str(e))
                 except Exception as e:  # keep the server alive whatever conversion does
@@ -215,8 +237,10 @@ class ModelService(ModelOffer):
                 raise NotReadyError(f"{name} runs {self.precisions(name)[0]} on the model server, not {p.name}")
             device = "remote"  # the server decides; one predictor per model whatever the page's device
         elif not self._runs_on(p, device):
-            raise DeviceError(f"{p.name} needs a CPU with native bfloat16 (AVX512_BF16 or AMX); "
-                              f"{device} on this server has none: choose FP16")
+            raise DeviceError(
+                f"{p.name} needs a CPU with native bfloat16 (AVX512_BF16 or AMX); "
+                f"{device} on this server has none: choose FP16"
+            )
         st = self.state(name, p.name)
         if st.status == "not prepared":
             st = self.prepare(st.name, p.name)

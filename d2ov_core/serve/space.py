@@ -40,7 +40,17 @@ from ..errors import InputError, UploadError
 from ..runtime.settings import IR_PRECISIONS
 from ..store.weights import Progress
 
-__all__ = ["build_space", "publish_space", "collect_models", "push_models", "SpaceModel", "copy_examples", "SPACE_REQUIREMENTS", "MAX_FILE_MB", "GRADIO_VERSION"]
+__all__ = [
+    "build_space",
+    "publish_space",
+    "collect_models",
+    "push_models",
+    "SpaceModel",
+    "copy_examples",
+    "SPACE_REQUIREMENTS",
+    "MAX_FILE_MB",
+    "GRADIO_VERSION",
+]
 
 log = logging.getLogger("d2ov")
 MAX_FILE_MB = 10
@@ -141,6 +151,7 @@ name another model as the second argument. MCP: this Space's `/gradio_api/mcp/` 
 as a tool.
 """
 
+
 def _package_dir() -> Path:
     return Path(__file__).resolve().parent.parent
 
@@ -175,18 +186,31 @@ def _ir_folder_irs(path: Path) -> dict[str, Path]:
     from ..store.cache import check_given_ir
     from .service import metadata
 
-    xmls = [path] if path.suffix == ".xml" else (
-        [path / "model.xml"] if (path / "model.xml").is_file() else
-        [path / p / "model.xml" for p in IR_PRECISIONS if (path / p / "model.xml").is_file()])
+    xmls = (
+        [path]
+        if path.suffix == ".xml"
+        else (
+            [path / "model.xml"]
+            if (path / "model.xml").is_file()
+            else [path / p / "model.xml" for p in IR_PRECISIONS if (path / p / "model.xml").is_file()]
+        )
+    )
     if not xmls:
         raise InputError(f"{path}: no model.xml in it (nor in {'/, '.join(IR_PRECISIONS)}/ subfolders)")
     return {metadata(check_given_ir(x))["precision"]: x for x in xmls}
 
 
-def collect_models(models: list[str], *, weights: list[str] | None = None, classes: list[str] | None = None,
-                   precisions: tuple[str, ...] = ("FP16",), calibration: str | None = None,
-                   measure=None, progress: Progress = True, proof_images: list[Path] | None = None
-                   ) -> list[SpaceModel]:
+def collect_models(
+    models: list[str],
+    *,
+    weights: list[str] | None = None,
+    classes: list[str] | None = None,
+    precisions: tuple[str, ...] = ("FP16",),
+    calibration: str | None = None,
+    measure=None,
+    progress: Progress = True,
+    proof_images: list[Path] | None = None,
+) -> list[SpaceModel]:
     """Each ``--model`` as IRs on this machine: a catalog name (its bundled or cached IR, else a
     conversion; ``INT8`` needs ``calibration``), a Detectron2 config (+ weights and classes: converted,
     cached by the weights' sha256) or a d2ov IR folder (used as it is). The i-th ``weights``/``classes``
@@ -230,8 +254,13 @@ def collect_models(models: list[str], *, weights: list[str] | None = None, class
             out.append(SpaceModel(spec.name, irs, proof=checked))
         else:  # a config, or a catalog model with other weights: the Space lists it as a local IR
             stem = Path(spec.config).stem
-            slug = _slug(Path(spec.config).parent.name if stem in ("config", "model", "cfg") else
-                         stem if spec.source == "custom" else spec.name.replace("/", "__"))
+            slug = _slug(
+                Path(spec.config).parent.name
+                if stem in ("config", "model", "cfg")
+                else stem
+                if spec.source == "custom"
+                else spec.name.replace("/", "__")
+            )
             out.append(SpaceModel(f"local/{slug}", irs, slug, proof=checked))
     names = [m.name for m in out]
     dup = next((n for n in names if names.count(n) > 1), None)
@@ -288,11 +317,16 @@ def _model_lines(models: list[SpaceModel], hub_repo: str | None, only: bool) -> 
     rows = []
     for m in models:
         meta = metadata(next(iter(m.irs.values())))
-        where = f"from the model repository {hub_repo}" if m.on_hub else (
-            f"`models/{m.slug}/`" if not m.bundled else "bundled with the app")
+        where = (
+            f"from the model repository {hub_repo}"
+            if m.on_hub
+            else (f"`models/{m.slug}/`" if not m.bundled else "bundled with the app")
+        )
         classes = ", ".join(meta.labels[:12]) + (" ..." if len(meta.labels) > 12 else "")
-        rows.append(f"- **{m.name}**: {meta.task.replace('_', ' ')}, {len(meta.labels)} classes ({classes}); "
-                    f"{', '.join(m.irs)} IR, {where}")
+        rows.append(
+            f"- **{m.name}**: {meta.task.replace('_', ' ')}, {len(meta.labels)} classes ({classes}); "
+            f"{', '.join(m.irs)} IR, {where}"
+        )
     if not only:
         from ..store import catalog
 
@@ -315,9 +349,15 @@ def _copy_ir(xml: Path, dest: Path, verification: dict | None) -> Path:
     return dest / "model.xml"
 
 
-def build_space(out: str | Path, title: str = DEFAULT_TITLE, progress: Progress = True,
-                models: list[SpaceModel] | None = None, examples: list[Path] | None = None, only: bool = False,
-                hub: tuple[str, str] | None = None) -> Path:
+def build_space(
+    out: str | Path,
+    title: str = DEFAULT_TITLE,
+    progress: Progress = True,
+    models: list[SpaceModel] | None = None,
+    examples: list[Path] | None = None,
+    only: bool = False,
+    hub: tuple[str, str] | None = None,
+) -> Path:
     """Write the Space folder into ``out`` (which must not exist or be empty); returns it.
 
     Args:
@@ -335,10 +375,16 @@ def build_space(out: str | Path, title: str = DEFAULT_TITLE, progress: Progress 
     out.mkdir(parents=True, exist_ok=True)
     try:
         first = models[0].name if models else "demo/mask_rcnn_shapes"
-        (out / "README.md").write_text(README.format(
-            title=title, gradio=GRADIO_VERSION, version=__version__, first=first,
-            first_arg=first if models and models[0].bundled else "YOUR_MODEL",
-            models=_model_lines(models, hub[0] if hub else None, only)))
+        (out / "README.md").write_text(
+            README.format(
+                title=title,
+                gradio=GRADIO_VERSION,
+                version=__version__,
+                first=first,
+                first_arg=first if models and models[0].bundled else "YOUR_MODEL",
+                models=_model_lines(models, hub[0] if hub else None, only),
+            )
+        )
         (out / "app.py").write_text(APP_PY)
         (out / "requirements.txt").write_text(SPACE_REQUIREMENTS)
         skip = ["__pycache__", "*.pyc", ".*"]
@@ -353,8 +399,11 @@ def build_space(out: str | Path, title: str = DEFAULT_TITLE, progress: Progress 
             if m.on_hub:
                 continue
             for p, xml in m.irs.items():
-                dest = (out / "models" / m.slug / p if not m.bundled else
-                        out / "d2ov_core" / "data" / "ir" / m.name.replace("/", "__") / p)
+                dest = (
+                    out / "models" / m.slug / p
+                    if not m.bundled
+                    else out / "d2ov_core" / "data" / "ir" / m.name.replace("/", "__") / p
+                )
                 dest.mkdir(parents=True, exist_ok=True)
                 _copy_ir(xml, dest, m.proof.get(p))
                 m.irs[p] = dest / "model.xml"
@@ -372,11 +421,16 @@ def build_space(out: str | Path, title: str = DEFAULT_TITLE, progress: Progress 
 
         vendor_package(out, progress=progress)
         # model.bin files go through large-file storage (upload_folder); every other file stays small
-        big = [p for p in out.rglob("*") if p.is_file() and p.name != "model.bin"
-               and p.stat().st_size > MAX_FILE_MB * 1024 * 1024]
+        big = [
+            p
+            for p in out.rglob("*")
+            if p.is_file() and p.name != "model.bin" and p.stat().st_size > MAX_FILE_MB * 1024 * 1024
+        ]
         if big:
-            raise InputError(f"{big[0]} is over {MAX_FILE_MB} MB: a Space folder keeps every file but the IRs' "
-                             "model.bin at most that size")
+            raise InputError(
+                f"{big[0]} is over {MAX_FILE_MB} MB: a Space folder keeps every file but the IRs' "
+                "model.bin at most that size"
+            )
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # no half-written Space folder
         raise
@@ -400,16 +454,24 @@ def push_models(models: list[SpaceModel], ir_repo: str, token: str | None = None
                 hub.push_ir(_copy_ir(xml, Path(tmp) / p, m.proof.get(p)), ir_repo, token=token)
         m.on_hub = pushed = True
     if not pushed:
-        raise InputError("--ir-repo holds catalog models' IRs: none of the --model is one (configs and IR "
-                         "folders go into the Space itself)")
+        raise InputError(
+            "--ir-repo holds catalog models' IRs: none of the --model is one (configs and IR "
+            "folders go into the Space itself)"
+        )
     try:
         return HfApi(token=token).repo_info(ir_repo).sha
     except Exception as e:
         raise UploadError(f"cannot read the commit of {ir_repo}: {hub.hub_problem(e)}") from None
 
 
-def publish_space(repo_id: str, private: bool = False, token: str | None = None, progress: Progress = True,
-                  ir_repo: str | None = None, **build) -> str:
+def publish_space(
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    progress: Progress = True,
+    ir_repo: str | None = None,
+    **build,
+) -> str:
     """Build the Space folder (``build``: the arguments of :func:`build_space`) and upload it to
     ``repo_id`` (created as a Gradio Space if needed); with ``ir_repo``, the catalog models' IRs go to
     that model repository instead and the Space's variables ``D2OV_HUB_REPO``/``D2OV_HUB_REVISION``
@@ -428,8 +490,9 @@ def publish_space(repo_id: str, private: bool = False, token: str | None = None,
             if hub:
                 api.add_space_variable(repo_id, "D2OV_HUB_REPO", hub[0], description="d2ov: the IR repository")
                 api.add_space_variable(repo_id, "D2OV_HUB_REVISION", hub[1], description="d2ov: its pinned commit")
-            api.upload_folder(repo_id=repo_id, repo_type="space", folder_path=str(folder),
-                              commit_message=f"d2ov space {__version__}")
+            api.upload_folder(
+                repo_id=repo_id, repo_type="space", folder_path=str(folder), commit_message=f"d2ov space {__version__}"
+            )
         except Exception as e:  # huggingface_hub raises HTTP, auth and network errors of many types
             from ..store.hub import hub_problem
 

@@ -79,8 +79,12 @@ def _web_error(e: Exception) -> gr.Error:
     return gr.Error(f"internal error ({type(e).__name__}: {first_line(e)})", print_exception=False)
 
 
-def build_demo(service: ModelService | None = None, models: list[str] | None = None,
-               examples: list[str] | None = None, title: str | None = None) -> gr.Blocks:
+def build_demo(
+    service: ModelService | None = None,
+    models: list[str] | None = None,
+    examples: list[str] | None = None,
+    title: str | None = None,
+) -> gr.Blocks:
     """The page. ``models``: the page opens on the first (its task, ``Auto`` precision); ``examples``:
     image files shown as the examples of those models; ``title``: the page's title."""
     service = service or ModelService()
@@ -131,8 +135,11 @@ def build_demo(service: ModelService | None = None, models: list[str] | None = N
     def on_task(task_label, current=None):
         task = H.TASKS[task_label]
         offered = service.models(task)
-        name = current if current in offered else next((m for m in chosen if m in offered), None) \
-            or service.default_model(task)
+        name = (
+            current
+            if current in offered
+            else next((m for m in chosen if m in offered), None) or service.default_model(task)
+        )
         return gr.Dropdown(choices=offered, value=name)
 
     def on_model(name, device):
@@ -205,14 +212,21 @@ def build_demo(service: ModelService | None = None, models: list[str] | None = N
             raise _web_error(e) from None
 
     with gr.Blocks(title=title) as demo:
-        gr.Markdown(f"# {title}\nDetectron2 R-CNN models converted to OpenVINO IR, running on this server's CPU: "
-                    "upload an image or click an example, then **Detect**. The model, device, precision and "
-                    "threshold are below the result.")
+        gr.Markdown(
+            f"# {title}\nDetectron2 R-CNN models converted to OpenVINO IR, running on this server's CPU: "
+            "upload an image or click an example, then **Detect**. The model, device, precision and "
+            "threshold are below the result."
+        )
         # first screen (1280x800): the input, Detect and the examples beside the result
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(type="filepath", label="Input image", sources=["upload", "clipboard"],
-                                 image_mode=None, height=IMAGE_HEIGHT)
+                image = gr.Image(
+                    type="filepath",
+                    label="Input image",
+                    sources=["upload", "clipboard"],
+                    image_mode=None,
+                    height=IMAGE_HEIGHT,
+                )
                 run = gr.Button("Detect", variant="primary")
                 kind = example_kind(start_model)
                 with gr.Column(visible=kind == "user") as user_example_set:
@@ -220,13 +234,17 @@ def build_demo(service: ModelService | None = None, models: list[str] | None = N
                 demo_examples = {}
                 for examples, t in DEMO_EXAMPLES.items():
                     with gr.Column(visible=kind == examples) as demo_examples[examples]:
-                        gr.Examples(H.example_images(catalog.DEFAULTS[t.name]), inputs=[image],
-                                    label=f"Examples ({t.examples_label})")
+                        gr.Examples(
+                            H.example_images(catalog.DEFAULTS[t.name]),
+                            inputs=[image],
+                            label=f"Examples ({t.examples_label})",
+                        )
                 with gr.Column(visible=kind == "photos") as photo_examples:
                     gr.Examples(H.example_images("COCO"), inputs=[image], label="Examples (photos)")
             with gr.Column(scale=1):
-                output = gr.Image(type="numpy", label="Detections", interactive=False, format="png",
-                                  height=IMAGE_HEIGHT)
+                output = gr.Image(
+                    type="numpy", label="Detections", interactive=False, format="png", height=IMAGE_HEIGHT
+                )
                 summary = gr.Markdown("")
         with gr.Row():
             with gr.Column(scale=1):
@@ -236,10 +254,18 @@ def build_demo(service: ModelService | None = None, models: list[str] | None = N
                     model = gr.Dropdown(service.models(), value=start_model, label="Model", allow_custom_value=False)
                     device = gr.Dropdown(devices, value="CPU", label="Device")
                     precision, start_precision = precision_control(
-                        start_model, label="Precision (AP measured on the model's evaluation set, model time per image)",
-                        info="; ".join(f"{p.name}: {p.description}" for p in S.PRECISIONS.values()))
-                    threshold = gr.Slider(0.05, 1.0, value=thr.default, step=0.01, label="Confidence threshold",
-                                          info="0.05 is frozen into the graph: lower scores never come out")
+                        start_model,
+                        label="Precision (AP measured on the model's evaluation set, model time per image)",
+                        info="; ".join(f"{p.name}: {p.description}" for p in S.PRECISIONS.values()),
+                    )
+                    threshold = gr.Slider(
+                        0.05,
+                        1.0,
+                        value=thr.default,
+                        step=0.01,
+                        label="Confidence threshold",
+                        info="0.05 is frozen into the graph: lower scores never come out",
+                    )
                 gr.Markdown(f"Uploads up to {MAX_UPLOAD_MB:g} MB and {MAX_PIXELS / 1e6:g} megapixels.")
             with gr.Column(scale=1):
                 card = gr.Markdown(H.model_card(service, start_model, start_precision))
@@ -251,16 +277,26 @@ def build_demo(service: ModelService | None = None, models: list[str] | None = N
         demo.load(on_task, [task, model], model, api_visibility="private")
         example_sets = [*demo_examples.values(), photo_examples, user_example_set]
         for control in (model, device):
-            control.change(on_model, [model, device], [precision, *example_sets, card, timer],
-                           api_visibility="private")
+            control.change(on_model, [model, device], [precision, *example_sets, card, timer], api_visibility="private")
         precision.input(on_precision, [model, precision, device], [card, timer], api_visibility="private")
-        timer.tick(on_tick, [model, precision, device], [card, timer], api_visibility="private",
-                   show_progress="hidden")
-        run.click(detect, [image, model, device, threshold, precision], [output, table, json_file, summary, card],
-                  api_name="detect", preprocess=False, show_progress_on=[output])
+        timer.tick(on_tick, [model, precision, device], [card, timer], api_visibility="private", show_progress="hidden")
+        run.click(
+            detect,
+            [image, model, device, threshold, precision],
+            [output, table, json_file, summary, card],
+            api_name="detect",
+            preprocess=False,
+            show_progress_on=[output],
+        )
         # typing in the number box or dragging the slider: re-filter the last result, the model does not run
-        threshold.input(refilter, [threshold], [output, table, json_file, summary], api_visibility="private",
-                        trigger_mode="always_last", show_progress_on=[output])
+        threshold.input(
+            refilter,
+            [threshold],
+            [output, table, json_file, summary],
+            api_visibility="private",
+            trigger_mode="always_last",
+            show_progress_on=[output],
+        )
     return demo
 
 
@@ -271,22 +307,40 @@ def _env_port() -> int | None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="d2ov web app")
-    p.add_argument("--host", default=os.environ.get("D2OV_HOST") or None,
-                   help="bind address (default: GRADIO_SERVER_NAME, else 127.0.0.1)")
-    p.add_argument("--port", type=int, default=_env_port(),
-                   help="port (default: GRADIO_SERVER_PORT, else 7860)")
+    p.add_argument(
+        "--host",
+        default=os.environ.get("D2OV_HOST") or None,
+        help="bind address (default: GRADIO_SERVER_NAME, else 127.0.0.1)",
+    )
+    p.add_argument("--port", type=int, default=_env_port(), help="port (default: GRADIO_SERVER_PORT, else 7860)")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link")
-    p.add_argument("--server", default=os.environ.get("D2OV_SERVER_URL") or None, metavar="URL",
-                   help="also offer the d2ov models of this KServe-v2 model server (d2ov's KServe predictor, "
-                        "OpenVINO Model Server) as remote/<name> (also D2OV_SERVER_URL)")
-    p.add_argument("--model", action="append", metavar="NAME",
-                   help="the model the page opens on (repeat: the models whose --examples are shown; the first opens; "
-                        "also D2OV_DEFAULT_MODEL, a comma list)")
-    p.add_argument("--examples", default=os.environ.get("D2OV_EXAMPLES") or None, metavar="DIR",
-                   help="a folder of example images for the --model models (also D2OV_EXAMPLES)")
+    p.add_argument(
+        "--server",
+        default=os.environ.get("D2OV_SERVER_URL") or None,
+        metavar="URL",
+        help="also offer the d2ov models of this KServe-v2 model server (d2ov's KServe predictor, "
+        "OpenVINO Model Server) as remote/<name> (also D2OV_SERVER_URL)",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME",
+        help="the model the page opens on (repeat: the models whose --examples are shown; the first opens; "
+        "also D2OV_DEFAULT_MODEL, a comma list)",
+    )
+    p.add_argument(
+        "--examples",
+        default=os.environ.get("D2OV_EXAMPLES") or None,
+        metavar="DIR",
+        help="a folder of example images for the --model models (also D2OV_EXAMPLES)",
+    )
     p.add_argument("--title", default=os.environ.get("D2OV_TITLE") or None, help="the page's title (also D2OV_TITLE)")
-    p.add_argument("--no-mcp", action="store_true", default=os.environ.get("D2OV_MCP", "1").lower() in ("0", "false", "no", "off"),
-                   help="do not serve /detect as an MCP tool (also D2OV_MCP=0)")
+    p.add_argument(
+        "--no-mcp",
+        action="store_true",
+        default=os.environ.get("D2OV_MCP", "1").lower() in ("0", "false", "no", "off"),
+        help="do not serve /detect as an MCP tool (also D2OV_MCP=0)",
+    )
     args = p.parse_args(argv)
     if args.model is None:  # flags win over the variable
         args.model = [m.strip() for m in os.environ.get("D2OV_DEFAULT_MODEL", "").split(",") if m.strip()]
@@ -315,9 +369,15 @@ def _start_quietly(service: ModelService, args: argparse.Namespace, mcp: bool, e
         demo = build_demo(service, models=args.model, examples=examples, title=args.title)
         demo.queue(default_concurrency_limit=max(1, (os.cpu_count() or 2) // 2 + 1), max_size=64)
         # server_name/server_port None: Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (a Space's)
-        demo.launch(server_name=args.host, server_port=args.port, share=args.share, mcp_server=mcp,
-                    max_file_size=int(MAX_UPLOAD_MB * 1024 * 1024), allowed_paths=[str(OUT_DIR)],
-                    prevent_thread_lock=True)
+        demo.launch(
+            server_name=args.host,
+            server_port=args.port,
+            share=args.share,
+            mcp_server=mcp,
+            max_file_size=int(MAX_UPLOAD_MB * 1024 * 1024),
+            allowed_paths=[str(OUT_DIR)],
+            prevent_thread_lock=True,
+        )
         return demo
 
     return asyncio.run(start())
@@ -335,14 +395,20 @@ def main(argv=None) -> None:
 
     try:
         service = ModelService(server=args.server)
-        examples = [str(p) for p in image_files(args.examples)] if args.examples and Path(args.examples).is_dir() else []
+        examples = (
+            [str(p) for p in image_files(args.examples)] if args.examples and Path(args.examples).is_dir() else []
+        )
         if args.examples and not examples:
             raise InputError(f"--examples {args.examples}: not a folder with images in it")
         for name in args.model:  # an unknown --model, or one this server cannot run, stops the start in one line
             if service.canonical(name) not in service.models():
                 raise NotReadyError(f"--model {name}: this server has no IR of it and does not convert models")
-        log.info("rendering with %s", "Detectron2's Visualizer" if renderer() == "detectron2"
-                 else "d2ov's own drawing (Detectron2 is not installed)")
+        log.info(
+            "rendering with %s",
+            "Detectron2's Visualizer"
+            if renderer() == "detectron2"
+            else "d2ov's own drawing (Detectron2 is not installed)",
+        )
         app = _start_quietly(service, args, mcp, examples)
     except D2ovError as e:  # e.g. the model server is down: one line, not a traceback
         print(f"d2ov: error: {e}", file=sys.stderr)

@@ -71,6 +71,7 @@ def sha256_file(path: str | os.PathLike) -> str:
             h.update(chunk)
     return h.hexdigest()
 
+
 #: What a temporary name contains: ``.<target>.tmp-...`` (folders, side files), ``.<target>.part-<pid>`` (downloads)
 LEFTOVER_MARKERS = (".tmp-", ".part-")
 IR_FILES = ("model.xml", "model.bin")
@@ -81,6 +82,7 @@ _verified: dict[tuple, str | None] = {}  # (folder, sizes, mtimes) -> ir_problem
 
 
 # ----------------------------------------------------------------------------- locks
+
 
 def _lock_path(target: Path) -> Path:
     """Lock files live outside the cache (nothing extra in it), one folder per user."""
@@ -122,6 +124,7 @@ def hold(target: str | os.PathLike) -> None:
 
 
 # ----------------------------------------------------------------------------- leftovers
+
 
 def is_leftover(name: str) -> bool:
     """Whether a file or folder name is a temporary name of d2ov's atomic writes."""
@@ -193,13 +196,16 @@ def sweep(root: str | os.PathLike | None = None) -> list[Path]:
 
 # ----------------------------------------------------------------------------- IR integrity
 
+
 def ir_problem(folder: str | os.PathLike) -> str | None:
     """Why the IR in ``folder`` cannot be trusted (``None`` when ``model.xml``/``model.bin`` match
     the sha256 recorded in ``d2ov.json``)."""
     folder = Path(folder)
     card = folder / "d2ov.json"
     try:
-        stats = tuple((f, os.stat(folder / f).st_size, os.stat(folder / f).st_mtime_ns) for f in (*IR_FILES, "d2ov.json"))
+        stats = tuple(
+            (f, os.stat(folder / f).st_size, os.stat(folder / f).st_mtime_ns) for f in (*IR_FILES, "d2ov.json")
+        )
     except FileNotFoundError as e:
         return f"{Path(e.filename).name} is missing"
     key = (str(folder.absolute()), stats)
@@ -218,8 +224,10 @@ def ir_problem(folder: str | os.PathLike) -> str | None:
         for f in IR_FILES:
             digest = sha256_file(folder / f)
             if digest != recorded[f]:
-                problem = (f"{f} sha256 {digest[:12]}... does not match the {recorded[f][:12]}... recorded in d2ov.json "
-                           "(truncated, corrupt, or from another model)")
+                problem = (
+                    f"{f} sha256 {digest[:12]}... does not match the {recorded[f][:12]}... recorded in d2ov.json "
+                    "(truncated, corrupt, or from another model)"
+                )
                 break
     _verified[key] = problem
     return problem

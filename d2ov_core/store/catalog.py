@@ -23,8 +23,20 @@ from .coco_classes import (
     COCO_PANOPTIC_STUFF_CLASSES,
 )
 
-__all__ = ["ModelSpec", "CATALOG", "get", "names", "DEFAULTS", "DATA_DIR", "SAMPLES_DIR", "DEMO_DIR", "REPO_ROOT",
-           "sample_images", "custom", "spec_for"]
+__all__ = [
+    "ModelSpec",
+    "CATALOG",
+    "get",
+    "names",
+    "DEFAULTS",
+    "DATA_DIR",
+    "SAMPLES_DIR",
+    "DEMO_DIR",
+    "REPO_ROOT",
+    "sample_images",
+    "custom",
+    "spec_for",
+]
 
 MODEL_ZOO_URL = "https://dl.fbaipublicfiles.com/detectron2/"
 #: Data shipped inside the package (also in a wheel): bundled IRs, demo samples, demo model cards.
@@ -142,9 +154,15 @@ def _zoo_spec(name: str, suffix: str, box_ap: float, mask_ap: float | None) -> M
 def _zoo_keypoint_spec(name: str, suffix: str, box_ap: float, keypoint_ap: float) -> ModelSpec:
     arch = name.split("/", 1)[1]
     return ModelSpec(
-        name=name, task="keypoints", config=name + ".yaml", weights=f"{MODEL_ZOO_URL}{name}/{suffix}",
-        classes=("person",), box_ap=box_ap, keypoint_ap=keypoint_ap,
-        keypoint_names=COCO_KEYPOINT_NAMES, keypoint_skeleton=COCO_KEYPOINT_SKELETON,
+        name=name,
+        task="keypoints",
+        config=name + ".yaml",
+        weights=f"{MODEL_ZOO_URL}{name}/{suffix}",
+        classes=("person",),
+        box_ap=box_ap,
+        keypoint_ap=keypoint_ap,
+        keypoint_names=COCO_KEYPOINT_NAMES,
+        keypoint_skeleton=COCO_KEYPOINT_SKELETON,
         keypoint_oks_sigmas=COCO_KEYPOINT_OKS_SIGMAS,
         description=f"Detectron2 Model Zoo {arch} (COCO person keypoints, 17 per person)",
     )
@@ -153,8 +171,15 @@ def _zoo_keypoint_spec(name: str, suffix: str, box_ap: float, keypoint_ap: float
 def _zoo_panoptic_spec(name: str, suffix: str, box_ap: float, mask_ap: float, pq: float) -> ModelSpec:
     arch = name.split("/", 1)[1]
     return ModelSpec(
-        name=name, task="panoptic_segmentation", config=name + ".yaml", weights=f"{MODEL_ZOO_URL}{name}/{suffix}",
-        classes=COCO_CLASSES, box_ap=box_ap, mask_ap=mask_ap, pq=pq, stuff_classes=COCO_PANOPTIC_STUFF_CLASSES,
+        name=name,
+        task="panoptic_segmentation",
+        config=name + ".yaml",
+        weights=f"{MODEL_ZOO_URL}{name}/{suffix}",
+        classes=COCO_CLASSES,
+        box_ap=box_ap,
+        mask_ap=mask_ap,
+        pq=pq,
+        stuff_classes=COCO_PANOPTIC_STUFF_CLASSES,
         description=f"Detectron2 Model Zoo {arch} (COCO panoptic, 80 thing and 53 stuff classes)",
     )
 
@@ -178,12 +203,14 @@ def _demo_specs() -> list[ModelSpec]:
                 source="demo",
                 weights_sha256=info.get("weights_sha256", ""),
                 config_sha256=info.get("config_sha256", ""),
-                description=(f"d2ov demo model trained on synthetic stick figures ({len(info['keypoint_names'])} "
-                             "keypoints)" if info["task"] == "keypoints" else
-                             f"d2ov demo model trained on synthetic shapes ({', '.join(info['classes'])}) over "
-                             f"textured regions ({', '.join(info['stuff_classes'][1:])})"
-                             if info["task"] == "panoptic_segmentation" else
-                             f"d2ov demo model trained on synthetic shapes ({', '.join(info['classes'])})"),
+                description=(
+                    f"d2ov demo model trained on synthetic stick figures ({len(info['keypoint_names'])} keypoints)"
+                    if info["task"] == "keypoints"
+                    else f"d2ov demo model trained on synthetic shapes ({', '.join(info['classes'])}) over "
+                    f"textured regions ({', '.join(info['stuff_classes'][1:])})"
+                    if info["task"] == "panoptic_segmentation"
+                    else f"d2ov demo model trained on synthetic shapes ({', '.join(info['classes'])})"
+                ),
                 keypoint_ap=info.get("keypoint_AP"),
                 keypoint_names=tuple(info.get("keypoint_names", ())),
                 keypoint_skeleton=tuple(tuple(p) for p in info.get("keypoint_skeleton", ())),
@@ -195,9 +222,13 @@ def _demo_specs() -> list[ModelSpec]:
     return specs
 
 
-CATALOG: dict[str, ModelSpec] = {s.name: s for s in _demo_specs() + [_zoo_spec(*row) for row in _ZOO]
-                                  + [_zoo_keypoint_spec(*row) for row in _ZOO_KEYPOINTS]
-                                  + [_zoo_panoptic_spec(*row) for row in _ZOO_PANOPTIC]}
+CATALOG: dict[str, ModelSpec] = {
+    s.name: s
+    for s in _demo_specs()
+    + [_zoo_spec(*row) for row in _ZOO]
+    + [_zoo_keypoint_spec(*row) for row in _ZOO_KEYPOINTS]
+    + [_zoo_panoptic_spec(*row) for row in _ZOO_PANOPTIC]
+}
 
 #: The seed pair: the defaults when a model-zoo model is asked for without a name.
 SEED_MODELS = ("COCO-Detection/faster_rcnn_R_50_FPN_1x", "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x")
@@ -207,8 +238,11 @@ DEFAULTS = {
     "instance_segmentation": "demo/mask_rcnn_shapes",
     "keypoints": "demo/keypoint_rcnn_figures",
 }
-DEFAULTS["panoptic_segmentation"] = ("demo/panoptic_fpn_shapes" if "demo/panoptic_fpn_shapes" in CATALOG
-                                     else "COCO-PanopticSegmentation/panoptic_fpn_R_50_3x")
+DEFAULTS["panoptic_segmentation"] = (
+    "demo/panoptic_fpn_shapes"
+    if "demo/panoptic_fpn_shapes" in CATALOG
+    else "COCO-PanopticSegmentation/panoptic_fpn_R_50_3x"
+)
 
 
 def names(task: str | None = None) -> list[str]:
@@ -228,7 +262,9 @@ def get(name: str) -> ModelSpec:
     raise ModelNotFoundError(f"unknown model {name!r}{hint} (`d2ov list` shows all {len(CATALOG)} names)")
 
 
-def custom(config: str | Path, weights: str, classes: list[str] | tuple[str, ...], task: str | None = None) -> ModelSpec:
+def custom(
+    config: str | Path, weights: str, classes: list[str] | tuple[str, ...], task: str | None = None
+) -> ModelSpec:
     """A user's own model: a Detectron2 config file, weights (path/URL/'random') and class names."""
     cfg = Path(config)
     if not cfg.is_file():

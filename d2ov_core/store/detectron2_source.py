@@ -18,8 +18,10 @@ from .weights import Progress, download
 
 __all__ = ["SDIST_URL", "SDIST_SHA256", "fetch_sdist", "extract_tree", "vendor_package"]
 
-SDIST_URL = ("https://files.pythonhosted.org/packages/60/26/48f5bbb7ee492696a21da23303daeecdfe3942c498a70d34108acf63b2bd/"
-             "pb1-detectron2-0.6.tar.gz")
+SDIST_URL = (
+    "https://files.pythonhosted.org/packages/60/26/48f5bbb7ee492696a21da23303daeecdfe3942c498a70d34108acf63b2bd/"
+    "pb1-detectron2-0.6.tar.gz"
+)
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 _TOP = "pb1-detectron2-0.6"
 

@@ -26,8 +26,16 @@ from pathlib import Path
 
 from ..errors import DownloadError, IRError, UploadError, first_line
 
-__all__ = ["repo_settings", "configured", "model_dir", "fetch_ir", "push_ir", "verify_ir_folder", "is_pinned",
-           "hub_problem"]
+__all__ = [
+    "repo_settings",
+    "configured",
+    "model_dir",
+    "fetch_ir",
+    "push_ir",
+    "verify_ir_folder",
+    "is_pinned",
+    "hub_problem",
+]
 
 log = logging.getLogger("d2ov")
 
@@ -74,8 +82,13 @@ def is_pinned(revision: str) -> bool:
     return bool(re.fullmatch(r"[0-9a-f]{40}", revision))
 
 
-def fetch_ir(name: str, precision: str = "FP16", repo_id: str | None = None, revision: str | None = None,
-             local_files_only: bool = False) -> Path:
+def fetch_ir(
+    name: str,
+    precision: str = "FP16",
+    repo_id: str | None = None,
+    revision: str | None = None,
+    local_files_only: bool = False,
+) -> Path:
     """Download (or find in the HF cache) the IR of catalog model ``name``; returns its ``model.xml``."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -88,19 +101,32 @@ def fetch_ir(name: str, precision: str = "FP16", repo_id: str | None = None, rev
         raise DownloadError(f"{name}: no Hugging Face Hub repository of IRs is configured (set D2OV_HUB_REPO)")
     sub = model_dir(name, precision)
     if not is_pinned(revision):
-        log.warning("Hub IRs from %s@%s: a branch, not a pinned commit (set D2OV_HUB_REVISION to a commit hash)",
-                 repo_id, revision)
+        log.warning(
+            "Hub IRs from %s@%s: a branch, not a pinned commit (set D2OV_HUB_REVISION to a commit hash)",
+            repo_id,
+            revision,
+        )
 
     def snapshot(force: bool) -> Path:
         try:
-            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=[f"{sub}/*"],
-                                          local_files_only=local_files_only, force_download=force))
+            return Path(
+                snapshot_download(
+                    repo_id,
+                    revision=revision,
+                    allow_patterns=[f"{sub}/*"],
+                    local_files_only=local_files_only,
+                    force_download=force,
+                )
+            )
         except LocalEntryNotFoundError:
-            raise DownloadError(f"{name}: not on the Hugging Face Hub ({repo_id}@{revision}) and not in the local HF "
-                                "cache (offline?)") from None
+            raise DownloadError(
+                f"{name}: not on the Hugging Face Hub ({repo_id}@{revision}) and not in the local HF cache (offline?)"
+            ) from None
         except (HfHubHTTPError, OSError, ValueError) as e:
             first = hub_problem(e)
-            raise DownloadError(f"{name}: cannot fetch from the Hugging Face Hub {repo_id}@{revision}: {first}") from None
+            raise DownloadError(
+                f"{name}: cannot fetch from the Hugging Face Hub {repo_id}@{revision}: {first}"
+            ) from None
 
     folder = snapshot(force=False) / sub
     if not (folder / "model.xml").is_file():
@@ -134,8 +160,9 @@ the runtime needs; run it with `d2ov predict <folder> image.jpg` or the d2ov app
 """
 
 
-def push_ir(xml: Path, repo_id: str, revision: str | None = None, token: str | None = None,
-            dry_run_dir: Path | None = None) -> str:
+def push_ir(
+    xml: Path, repo_id: str, revision: str | None = None, token: str | None = None, dry_run_dir: Path | None = None
+) -> str:
     """Upload the IR folder of ``xml`` into ``repo_id`` in the layout :func:`fetch_ir` reads.
 
     With ``dry_run_dir`` the repository tree is written there instead of uploaded (to inspect it).
@@ -148,8 +175,10 @@ def push_ir(xml: Path, repo_id: str, revision: str | None = None, token: str | N
     verify_ir_folder(folder)
     sub = model_dir(meta.model_name, meta.precision)
     card = json.loads((folder / "d2ov.json").read_text())
-    row = (f"| {meta.model_name} | {meta.task} | {meta.precision} | {card.get('box_ap') or '-'} | "
-           f"{card.get('mask_ap') or '-'} |\n")
+    row = (
+        f"| {meta.model_name} | {meta.task} | {meta.precision} | {card.get('box_ap') or '-'} | "
+        f"{card.get('mask_ap') or '-'} |\n"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp) / "repo"
         (stage / sub).mkdir(parents=True)
@@ -167,8 +196,12 @@ def push_ir(xml: Path, repo_id: str, revision: str | None = None, token: str | N
             if revision not in (None, "main"):
                 # the Hub commits only to a branch that exists (else 404 "Invalid rev id")
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
-            api.upload_folder(repo_id=repo_id, folder_path=str(stage), revision=revision,
-                              commit_message=f"d2ov push {meta.model_name} {meta.precision}")
+            api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(stage),
+                revision=revision,
+                commit_message=f"d2ov push {meta.model_name} {meta.precision}",
+            )
         except Exception as e:
             raise UploadError(f"cannot push to the Hugging Face Hub {repo_id}: {hub_problem(e)}") from None
     return sub

@@ -30,8 +30,17 @@ from ..runtime.settings import IRMetadata
 from . import cache
 from .catalog import CATALOG, DATA_DIR, get
 
-__all__ = ["GRAPH_REVISIONS", "graph_revision", "IR_NAME", "BUNDLED_IR_DIR", "bundled_ir", "cached_ir_dir", "problem", "find_ir",
-           "metadata"]
+__all__ = [
+    "GRAPH_REVISIONS",
+    "graph_revision",
+    "IR_NAME",
+    "BUNDLED_IR_DIR",
+    "bundled_ir",
+    "cached_ir_dir",
+    "problem",
+    "find_ir",
+    "metadata",
+]
 
 #: d2ov's conversion revision per architecture family (Detectron2's ``MODEL.META_ARCHITECTURE``), bumped
 #: when that family's IR changes for the same inputs, so a change to one family's graph invalidates
@@ -51,8 +60,9 @@ def graph_revision(meta_architecture: str) -> int:
     try:
         return GRAPH_REVISIONS[meta_architecture]
     except KeyError:
-        raise D2ovError(f"no graph revision for architecture {meta_architecture!r}; d2ov converts "
-                        f"{', '.join(GRAPH_REVISIONS)}") from None
+        raise D2ovError(
+            f"no graph revision for architecture {meta_architecture!r}; d2ov converts {', '.join(GRAPH_REVISIONS)}"
+        ) from None
 
 
 log = logging.getLogger("d2ov")
@@ -104,8 +114,10 @@ def problem(xml: str | os.PathLike, name: str, precision: str) -> str | None:
     if current is None:
         return f"d2ov does not convert architecture {meta.meta_architecture!r}"
     if meta.graph_revision != current:
-        return (f"it was made by an older converter ({meta.meta_architecture} graph revision {meta.graph_revision}, "
-                f"current {current}); convert the model again")
+        return (
+            f"it was made by an older converter ({meta.meta_architecture} graph revision {meta.graph_revision}, "
+            f"current {current}); convert the model again"
+        )
     if spec is not None and spec.weights_sha256 and meta.weights_sha256 != spec.weights_sha256:
         return f"its weights (sha256 {str(meta.weights_sha256)[:12]}...) are not the catalog's"
     if spec is not None and spec.config_sha256 and meta.config_sha256 != spec.config_sha256:

@@ -72,7 +72,7 @@ def source_url(url: str) -> str:
     if mirror and url.startswith(MODEL_ZOO_URL):
         if not is_url(mirror):
             raise DownloadError(f"D2OV_ZOO_URL: expected an http(s):// URL of a Model Zoo mirror, got {mirror!r}")
-        return mirror.rstrip("/") + "/" + url[len(MODEL_ZOO_URL):]
+        return mirror.rstrip("/") + "/" + url[len(MODEL_ZOO_URL) :]
     return url
 
 
@@ -120,8 +120,13 @@ def _cache_path(url: str) -> Path:
 _MD5_IN_NAME = re.compile(r"_([0-9a-f]{6})\.pkl$")
 
 
-def download(url: str, dest: Path | None = None, progress: Progress = True, expected_sha256: str | None = None,
-             timeout: float = 60.0) -> Path:
+def download(
+    url: str,
+    dest: Path | None = None,
+    progress: Progress = True,
+    expected_sha256: str | None = None,
+    timeout: float = 60.0,
+) -> Path:
     """Download ``url`` to ``dest`` (default: the cache) atomically; reuse a complete earlier copy.
 
     ``url`` names the file (and its cache path); it is fetched from :func:`source_url` (a Model Zoo
@@ -153,8 +158,13 @@ def _reusable(dest: Path, expected_sha256: str | None) -> bool:
     if actual != recorded:
         import logging
 
-        logging.getLogger("d2ov").warning("%s: sha256 %s... does not match the %s... recorded when it was downloaded "
-                                          "(corrupt or modified); downloading it again", dest, actual[:12], recorded[:12])
+        logging.getLogger("d2ov").warning(
+            "%s: sha256 %s... does not match the %s... recorded when it was downloaded "
+            "(corrupt or modified); downloading it again",
+            dest,
+            actual[:12],
+            recorded[:12],
+        )
         return False
     return True
 
@@ -203,9 +213,7 @@ def _fetch(url: str, dest: Path, progress: Progress, expected_sha256: str | None
         raise
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
-        raise DownloadError(
-            f"cannot download {url}: {reason} (offline?)"
-        ) from None
+        raise DownloadError(f"cannot download {url}: {reason} (offline?)") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -216,8 +224,7 @@ def _progress_bar(total: int | None, desc: str):
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         return None
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, file=sys.stderr,
-                mininterval=1.0)
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, file=sys.stderr, mininterval=1.0)
 
 
 def may_unpickle(path: str | os.PathLike) -> bool:

@@ -38,8 +38,24 @@ def _caller() -> str:
     """The innermost frames outside the standard library and the HTTP stacks: who asked for the connection."""
     import traceback
 
-    skip = ("/socket.py", "/ssl.py", "/urllib/", "/http/", "/httpx/", "/httpcore/", "/anyio/", "/urllib3/",
-            "/requests/", "/httpx2/", "/httpcore2/", "/h11/", "/asyncio/", "/concurrent/", "/threading.py", "sitecustomize.py")
+    skip = (
+        "/socket.py",
+        "/ssl.py",
+        "/urllib/",
+        "/http/",
+        "/httpx/",
+        "/httpcore/",
+        "/anyio/",
+        "/urllib3/",
+        "/requests/",
+        "/httpx2/",
+        "/httpcore2/",
+        "/h11/",
+        "/asyncio/",
+        "/concurrent/",
+        "/threading.py",
+        "sitecustomize.py",
+    )
     frames = [f for f in traceback.extract_stack() if not any(s in f.filename for s in skip)]
     return " <- ".join(f"{f.filename.rsplit('site-packages/', 1)[-1]}:{f.lineno}" for f in frames[-4:][::-1])
 
@@ -50,8 +66,11 @@ def install(log_path: str, allow: str = "") -> None:
         return
     allowed_names = {h.strip().lower() for h in allow.split(",") if h.strip()}
     allowed_ips: set[str] = set()
-    real_getaddrinfo, real_connect, real_connect_ex = socket.getaddrinfo, socket.socket.connect, \
-        socket.socket.connect_ex
+    real_getaddrinfo, real_connect, real_connect_ex = (
+        socket.getaddrinfo,
+        socket.socket.connect,
+        socket.socket.connect_ex,
+    )
 
     def refuse(host: object, port: object) -> ConnectionRefusedError:
         line = f"{os.getpid()} {host}:{port} {' '.join(sys.argv)[:200]} (via {_caller()})\n"
@@ -60,8 +79,9 @@ def install(log_path: str, allow: str = "") -> None:
                 f.write(line)
         except OSError:
             pass
-        return ConnectionRefusedError(f"d2ov test network guard: connection to {host}:{port} refused "
-                                      "(tests may only reach 127.0.0.1)")
+        return ConnectionRefusedError(
+            f"d2ov test network guard: connection to {host}:{port} refused (tests may only reach 127.0.0.1)"
+        )
 
     def getaddrinfo(host, port, *args, **kwargs):
         name = host.decode() if isinstance(host, bytes) else host

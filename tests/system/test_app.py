@@ -47,8 +47,16 @@ def browser_page(height: int = 1300):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                    "--disable-background-networking", "--disable-component-update", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
         try:
             yield browser.new_page(viewport={"width": 1400, "height": height})
         finally:
@@ -64,12 +72,19 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     port = free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", D2OV_CACHE=str(tmp_path_factory.mktemp("app_cache")),
-               HF_HOME=str(tmp_path_factory.mktemp("hf_home")), GRADIO_ANALYTICS_ENABLED="False")
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        D2OV_CACHE=str(tmp_path_factory.mktemp("app_cache")),
+        HF_HOME=str(tmp_path_factory.mktemp("hf_home")),
+        GRADIO_ANALYTICS_ENABLED="False",
+    )
     log_path = tmp_path_factory.mktemp("app_log") / "app.log"
     log = open(log_path, "w")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_up(proc, url, log_path, timeout=120)
@@ -105,8 +120,9 @@ def test_api_detect_matches_the_library(app_url):
     url, _, _ = app_url
     client = Client(url, verbose=False)
     sample = sorted(SAMPLES.glob("shapes_*.jpg"))[0]
-    image, table, json_path, summary, card = client.predict(handle_file(str(sample)), "demo/mask_rcnn_shapes", "CPU", 0.5,
-                                                              api_name="/detect")
+    image, table, json_path, summary, card = client.predict(
+        handle_file(str(sample)), "demo/mask_rcnn_shapes", "CPU", 0.5, api_name="/detect"
+    )
     doc = json.loads(Path(json_path).read_text())
     inst = doc["results"][0]["instances"]
     # no precision given: the model's measured default ("auto"), which for the demo model is INT8
@@ -142,11 +158,18 @@ def test_api_bad_inputs_are_readable_errors_and_server_survives(app_url, tmp_pat
             if "unavailable" in str(e):
                 break
         time.sleep(1)
-    assert "faster_rcnn_R_50_FPN_1x" in messages[0] and ("being prepared" in messages[0] or "unavailable" in messages[0])
+    assert "faster_rcnn_R_50_FPN_1x" in messages[0] and (
+        "being prepared" in messages[0] or "unavailable" in messages[0]
+    )
     assert "unavailable" in messages[-1] and "offline" in messages[-1], messages[-1]
     assert proc.poll() is None
-    out = client.predict(handle_file(str(sorted(SAMPLES.glob("shapes_*.jpg"))[0])), "demo/faster_rcnn_shapes", "CPU", 0.5,
-                         api_name="/detect")
+    out = client.predict(
+        handle_file(str(sorted(SAMPLES.glob("shapes_*.jpg"))[0])),
+        "demo/faster_rcnn_shapes",
+        "CPU",
+        0.5,
+        api_name="/detect",
+    )
     assert len(out[1]["data"]) > 0
 
 
@@ -179,7 +202,9 @@ def test_real_browser_detect_and_threshold(app_url):
         check_instances_drawn(output_image(page), rgb, ref)
         check_detection_rows(*table_rows(page), ref)
         check_screenshot(page, "detect", screenshot_masks(page))
-        number = page.get_by_label("number input for Confidence threshold").or_(page.locator("input[type=number]").first)
+        number = page.get_by_label("number input for Confidence threshold").or_(
+            page.locator("input[type=number]").first
+        )
         number.fill("0.95")
         number.press("Enter")
         expect(page.get_by_text("detections at threshold 0.95")).to_be_visible(timeout=60_000)
@@ -215,8 +240,16 @@ def test_mcp_schema_lists_detect_and_a_call_returns_detections(app_url):
                 await session.initialize()
                 tools = await session.list_tools()
                 assert "detect" in [t.name for t in tools.tools]
-                return await session.call_tool("detect", {"image": data_url, "model": "demo/mask_rcnn_shapes",
-                                                          "device": "CPU", "threshold": 0.5, "precision": "FP16"})
+                return await session.call_tool(
+                    "detect",
+                    {
+                        "image": data_url,
+                        "model": "demo/mask_rcnn_shapes",
+                        "device": "CPU",
+                        "threshold": 0.5,
+                        "precision": "FP16",
+                    },
+                )
 
     result = asyncio.run(asyncio.wait_for(call(), 300))
     assert not result.isError, result.content
@@ -239,17 +272,29 @@ def test_listens_where_gradio_variables_say_unless_flags_override(flags, expect_
     from ..helpers import stop
 
     env_port, flag_port = free_port(), free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", D2OV_CACHE=str(tmp_path / "cache"), GRADIO_ANALYTICS_ENABLED="False",
-               GRADIO_SERVER_NAME="0.0.0.0", GRADIO_SERVER_PORT=str(env_port), D2OV_MCP="0")
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        D2OV_CACHE=str(tmp_path / "cache"),
+        GRADIO_ANALYTICS_ENABLED="False",
+        GRADIO_SERVER_NAME="0.0.0.0",
+        GRADIO_SERVER_PORT=str(env_port),
+        D2OV_MCP="0",
+    )
     port = flag_port if flags else env_port
     args = flags + (["--port", str(flag_port)] if flags else [])
     log_path = tmp_path / "app.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "app.py", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             wait_until_up(proc, f"http://127.0.0.1:{port}/", log_path, timeout=120)
-            listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(proc.pid).net_connections("tcp")
-                         if c.status == psutil.CONN_LISTEN}
+            listening = {
+                (c.laddr.ip, c.laddr.port)
+                for c in psutil.Process(proc.pid).net_connections("tcp")
+                if c.status == psutil.CONN_LISTEN
+            }
             assert listening == {(expect_host, port)}, listening
         finally:
             stop(proc)
@@ -300,8 +345,9 @@ def test_api_keypoint_model_returns_keypoints(app_url):
     client = Client(url, verbose=False)
     sample = sorted(SAMPLES.glob("figures_*.jpg"))[0]
     name = catalog.DEFAULTS["keypoints"]
-    _, table, json_path, summary, card = client.predict(handle_file(str(sample)), name, "CPU", 0.5, "FP16",
-                                                        api_name="/detect")
+    _, table, json_path, summary, card = client.predict(
+        handle_file(str(sample)), name, "CPU", 0.5, "FP16", api_name="/detect"
+    )
     doc = json.loads(Path(json_path).read_text())
     result = doc["results"][0]
     ref = Predictor(bundled_ir(name, "FP16")).predict(sample, threshold=0.5)
@@ -359,8 +405,9 @@ def test_api_panoptic_model_returns_segments(app_url):
     client = Client(url, verbose=False)
     sample = catalog.sample_images("panoptic_segmentation")[0]
     name = catalog.DEFAULTS["panoptic_segmentation"]
-    _, table, json_path, summary, card = client.predict(handle_file(str(sample)), name, "CPU", 0.5, "FP16",
-                                                        api_name="/detect")
+    _, table, json_path, summary, card = client.predict(
+        handle_file(str(sample)), name, "CPU", 0.5, "FP16", api_name="/detect"
+    )
     ref = Predictor(bundled_ir(name, "FP16")).predict(sample, threshold=0.5)
     segments = json.loads(Path(json_path).read_text())["results"][0]["panoptic"]["segments"]
     assert table["headers"] == ["segment", "class", "thing/stuff", "area px", "score"]

@@ -51,8 +51,13 @@ def app(models_root, tmp_path_factory):
     cache_dir = tmp_path_factory.mktemp("app_cache")
     (cache_dir / "weights").mkdir()
     (cache_dir / "weights" / "secret.pkl").write_bytes(b"not for the web")
-    env = {"D2OV_MODELS_DIR": str(models_root), "D2OV_CACHE": str(cache_dir),
-           "HF_HOME": str(tmp_path_factory.mktemp("hf_home")), "D2OV_MAX_UPLOAD_MB": "2", "D2OV_MAX_PIXELS": "2000000"}
+    env = {
+        "D2OV_MODELS_DIR": str(models_root),
+        "D2OV_CACHE": str(cache_dir),
+        "HF_HOME": str(tmp_path_factory.mktemp("hf_home")),
+        "D2OV_MAX_UPLOAD_MB": "2",
+        "D2OV_MAX_PIXELS": "2000000",
+    }
     log = tmp_path_factory.mktemp("app_log") / "app.log"
     proc, url = helpers.start_app(env, log)
     try:
@@ -90,7 +95,9 @@ def error_of(fn) -> str:
 
 def raw_call(url: str, body: str) -> str:
     """POST a raw JSON body to /detect (what any HTTP client can send) and return the event stream."""
-    r = httpx.post(url + "gradio_api/call/detect", content=body, headers={"content-type": "application/json"}, timeout=30)
+    r = httpx.post(
+        url + "gradio_api/call/detect", content=body, headers={"content-type": "application/json"}, timeout=30
+    )
     r.raise_for_status()
     with httpx.stream("GET", url + f"gradio_api/call/detect/{r.json()['event_id']}", timeout=120) as s:
         return "".join(s.iter_text())
@@ -98,10 +105,13 @@ def raw_call(url: str, body: str) -> str:
 
 def upload(url: str, path: Path) -> httpx.Response:
     with open(path, "rb") as f:
-        return httpx.post(url + "gradio_api/upload", files={"files": (path.name, f, "application/octet-stream")}, timeout=60)
+        return httpx.post(
+            url + "gradio_api/upload", files={"files": (path.name, f, "application/octet-stream")}, timeout=60
+        )
 
 
 # ----------------------------------------------------------------------------- the corpus
+
 
 def test_good_images_give_the_library_result(client, models_root, tmp_path):
     from d2ov_core.runtime.predictor import Predictor
@@ -143,7 +153,14 @@ BAD_API = {  # name -> (image case or None, model, device, threshold, precision,
     "ir_xml_without_d2ov_metadata": ("png", "local/no_metadata", "CPU", 0.5, "FP16", "not a d2ov IR"),
     "ir_bin_of_another_model": ("png", "local/other_bin", "CPU", 0.5, "FP16", "model.bin sha256"),
     "precision_unknown": ("png", MODEL, "CPU", 0.5, "FP8", "unknown precision 'FP8'"),
-    "precision_int8_not_available": ("png", "local/plain", "CPU", 0.5, "INT8", "local/plain has no INT8 IR (its IRs: FP16)"),
+    "precision_int8_not_available": (
+        "png",
+        "local/plain",
+        "CPU",
+        0.5,
+        "INT8",
+        "local/plain has no INT8 IR (its IRs: FP16)",
+    ),
 }
 EXTRA_IMAGES = {"too_many_pixels": lambda: _save(Image.new("RGB", (1600, 1300), (90, 90, 90)), "PNG")}
 
@@ -170,7 +187,11 @@ def test_raw_requests_cannot_name_server_files_or_send_nan(app, client, tmp_path
     """Bypassing gradio_client: a FileData naming a server file is refused (Gradio's upload-folder
     check, then d2ov's), and a JSON NaN threshold is a readable error."""
     url = app[1]
-    secret_files = ["/etc/passwd", str(ROOT / "app.py"), str(next((ROOT / "models").rglob("*.yaml"), ROOT / "README.md"))]
+    secret_files = [
+        "/etc/passwd",
+        str(ROOT / "app.py"),
+        str(next((ROOT / "models").rglob("*.yaml"), ROOT / "README.md")),
+    ]
     for f in secret_files:
         body = json.dumps({"data": [{"path": f, "meta": {"_type": "gradio.FileData"}}, MODEL, "CPU", 0.5, "FP16"]})
         events = raw_call(url, body)
@@ -179,11 +200,18 @@ def test_raw_requests_cannot_name_server_files_or_send_nan(app, client, tmp_path
     good = tmp_path / "g.png"
     good.write_bytes(GOOD["png"][0]())
     uploaded = upload(url, good).json()[0]
-    events = raw_call(url, '{"data": [{"path": "' + uploaded + '", "meta": {"_type": "gradio.FileData"}}, "'
-                      + MODEL + '", "CPU", NaN, "FP16"]}')
+    events = raw_call(
+        url,
+        '{"data": [{"path": "'
+        + uploaded
+        + '", "meta": {"_type": "gradio.FileData"}}, "'
+        + MODEL
+        + '", "CPU", NaN, "FP16"]}',
+    )
     assert "event: error" in events and "got NaN" in events, events[:500]
-    events = raw_call(url, json.dumps({"data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, MODEL, "CPU", 0.5,
-                                                "FP16"]}))
+    events = raw_call(
+        url, json.dumps({"data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, MODEL, "CPU", 0.5, "FP16"]})
+    )
     assert "event: complete" in events, events[:500]
     assert app[0].poll() is None
 
@@ -207,11 +235,19 @@ def test_gradio_serves_no_file_outside_its_upload_and_output_folders(app, client
     good = tmp_path / "g.png"
     good.write_bytes(GOOD["png"][0]())
     server_json = None
-    refused = ["/etc/passwd", "/proc/self/environ", str(ROOT / "app.py"), str(ROOT / "d2ov_core" / "weights.py"),
-               str(models_root / "tiny" / "FP16" / "model.bin"), str(models_root / "tiny" / "FP16" / "model.xml"),
-               str(app[3] / "weights" / "secret.pkl"),
-               "/tmp/gradio/../../etc/passwd", "%2Fetc%2Fpasswd", "..%2F..%2F..%2Fetc%2Fpasswd",
-               f"http://127.0.0.1:{url.rsplit(':', 1)[1].strip('/')}/config"]
+    refused = [
+        "/etc/passwd",
+        "/proc/self/environ",
+        str(ROOT / "app.py"),
+        str(ROOT / "d2ov_core" / "weights.py"),
+        str(models_root / "tiny" / "FP16" / "model.bin"),
+        str(models_root / "tiny" / "FP16" / "model.xml"),
+        str(app[3] / "weights" / "secret.pkl"),
+        "/tmp/gradio/../../etc/passwd",
+        "%2Fetc%2Fpasswd",
+        "..%2F..%2F..%2Fetc%2Fpasswd",
+        f"http://127.0.0.1:{url.rsplit(':', 1)[1].strip('/')}/config",
+    ]
     weights = sorted((ROOT / "models").rglob("*.pth")) + sorted((ROOT / "models").rglob("*.pkl"))
     refused += [str(w) for w in weights[:2]]
     for path in refused:
@@ -221,8 +257,9 @@ def test_gradio_serves_no_file_outside_its_upload_and_output_folders(app, client
     # what it does serve: uploads and the app's outputs (the JSON file of that detection)
     uploaded = upload(url, good).json()[0]
     assert httpx.get(url + "gradio_api/file=" + uploaded, timeout=30).status_code == 200
-    events = raw_call(url, json.dumps({"data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, MODEL, "CPU", 0.5,
-                                                "FP16"]}))
+    events = raw_call(
+        url, json.dumps({"data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, MODEL, "CPU", 0.5, "FP16"]})
+    )
     for line in events.splitlines():
         if line.startswith("data: ["):
             server_json = json.loads(line[6:])[2]["path"]
@@ -235,6 +272,7 @@ def test_listens_on_loopback_only(app):
 
 
 # ----------------------------------------------------------------------------- precision
+
 
 def test_precision_picks_its_ir_and_is_cached_per_precision(client, tmp_path):
     good = tmp_path / "n.png"
@@ -256,6 +294,7 @@ def test_precision_picks_its_ir_and_is_cached_per_precision(client, tmp_path):
 
 
 # ----------------------------------------------------------------------------- load
+
 
 def load_images(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
@@ -308,8 +347,17 @@ def test_64_requests_from_16_threads_equal_the_sequential_results(model, app, cl
     assert len(results) == 64
     mismatched = [i for i, inst in results if inst != sequential[i % len(images)]]
     assert mismatched == [], f"{len(mismatched)} of 64 results differ from the sequential result"
-    _record(f"concurrency {model}", {"requests": 64, "threads": 16, "errors": len(errors), "mismatched": len(mismatched),
-                            "wall_s": round(wall, 1), "sequential_s_per_request": round(t_seq / len(images), 3)})
+    _record(
+        f"concurrency {model}",
+        {
+            "requests": 64,
+            "threads": 16,
+            "errors": len(errors),
+            "mismatched": len(mismatched),
+            "wall_s": round(wall, 1),
+            "sequential_s_per_request": round(t_seq / len(images), 3),
+        },
+    )
     assert app[0].poll() is None
 
 
@@ -336,8 +384,15 @@ def test_300_sequential_requests_hold_memory(app, tmp_path):
     assert sum(len(t) for t in first.values()) > 0, "no detection on any image: the comparison above proved nothing"
     base = samples[0][1]
     growth = (samples[-1][1] - base) / base
-    _record("memory", {"requests": 300, "rss_mb": {n: round(r / 2**20, 1) for n, r in samples},
-                       "growth_after_20": round(growth, 4), "wall_s": round(wall, 1)})
+    _record(
+        "memory",
+        {
+            "requests": 300,
+            "rss_mb": {n: round(r / 2**20, 1) for n, r in samples},
+            "growth_after_20": round(growth, 4),
+            "wall_s": round(wall, 1),
+        },
+    )
     assert growth < 0.10, f"RSS grew {growth:.1%} from request 20 to 300: {samples}"
     assert app[0].poll() is None
 

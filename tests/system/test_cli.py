@@ -31,8 +31,17 @@ def test_list_json_has_the_catalog():
 
 def test_predict_json_schema_and_render(tiny_ir, tmp_path):
     out = tmp_path / "pred.json"
-    res = run_cli("predict", str(tiny_ir), str(real_photo()), "--threshold", "0.05", "--json", str(out),
-                  "--render", str(tmp_path / "r"))
+    res = run_cli(
+        "predict",
+        str(tiny_ir),
+        str(real_photo()),
+        "--threshold",
+        "0.05",
+        "--json",
+        str(out),
+        "--render",
+        str(tmp_path / "r"),
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert set(doc) == {"model", "backend", "device", "threshold", "results"}
@@ -52,36 +61,51 @@ def test_predict_json_schema_and_render(tiny_ir, tmp_path):
     assert f"{len(r['instances'])} detections" in res.stdout
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["predict", "MODEL", "/no/such.jpg"], "image not found: /no/such.jpg"),
-    (["predict", "MODEL", "NOTIMG"], "not an image"),
-    (["predict", "MODEL", "IMG", "--device", "TPU"], "unknown device 'TPU'"),
-    (["predict", "MODEL", "IMG", "--threshold", "1.5"], "must be in [0, 1]"),
-    (["predict", "MODEL", "IMG", "--threshold", "nan"], "NaN"),
-    (["predict", "no_such_model", "IMG"], "unknown model 'no_such_model'"),
-    (["predict", "../../etc/passwd", "IMG"], "unknown model"),
-    (["convert", "faster_rcnn_R_50_FPN_1x", "--weights", "/no/weights.pkl"], "weights file not found"),
-    (["convert", "CFG"], "needs --classes"),
-    (["verify", "no_such_model", "IMG"], "unknown model"),
-    (["space", "--dry-run", "OUT", "--only"], "--only leaves the demo models out: name at least one --model"),
-    (["space", "--dry-run", "OUT", "--weights", "w.pth"], "--weights is about your models: give --model MODEL"),
-    (["space", "--model", "demo/faster_rcnn_shapes"], "give --repo-id USER/NAME to publish, or --dry-run DIR"),
-    (["space", "--dry-run", "OUT", "--model", "no_such_model"], "unknown model 'no_such_model'"),
-    (["space", "--dry-run", "OUT", "--model", "CFG"], "needs --classes"),
-    (["space", "--dry-run", "OUT", "--model", "demo/faster_rcnn_shapes", "--precision", "FP8"], "--precision: a comma list"),
-    (["space", "--dry-run", "OUT", "--model", "demo/faster_rcnn_shapes", "--precision", "FP16,INT8"],
-     "--precision INT8 needs --calibration DIR"),
-    (["space", "--dry-run", "OUT", "--model", "demo/faster_rcnn_shapes", "--examples", "/no/such.jpg"],
-     "image not found: /no/such.jpg"),
-    (["serve", "--model", "no_such_model"], "unknown model 'no_such_model'"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["predict", "MODEL", "/no/such.jpg"], "image not found: /no/such.jpg"),
+        (["predict", "MODEL", "NOTIMG"], "not an image"),
+        (["predict", "MODEL", "IMG", "--device", "TPU"], "unknown device 'TPU'"),
+        (["predict", "MODEL", "IMG", "--threshold", "1.5"], "must be in [0, 1]"),
+        (["predict", "MODEL", "IMG", "--threshold", "nan"], "NaN"),
+        (["predict", "no_such_model", "IMG"], "unknown model 'no_such_model'"),
+        (["predict", "../../etc/passwd", "IMG"], "unknown model"),
+        (["convert", "faster_rcnn_R_50_FPN_1x", "--weights", "/no/weights.pkl"], "weights file not found"),
+        (["convert", "CFG"], "needs --classes"),
+        (["verify", "no_such_model", "IMG"], "unknown model"),
+        (["space", "--dry-run", "OUT", "--only"], "--only leaves the demo models out: name at least one --model"),
+        (["space", "--dry-run", "OUT", "--weights", "w.pth"], "--weights is about your models: give --model MODEL"),
+        (["space", "--model", "demo/faster_rcnn_shapes"], "give --repo-id USER/NAME to publish, or --dry-run DIR"),
+        (["space", "--dry-run", "OUT", "--model", "no_such_model"], "unknown model 'no_such_model'"),
+        (["space", "--dry-run", "OUT", "--model", "CFG"], "needs --classes"),
+        (
+            ["space", "--dry-run", "OUT", "--model", "demo/faster_rcnn_shapes", "--precision", "FP8"],
+            "--precision: a comma list",
+        ),
+        (
+            ["space", "--dry-run", "OUT", "--model", "demo/faster_rcnn_shapes", "--precision", "FP16,INT8"],
+            "--precision INT8 needs --calibration DIR",
+        ),
+        (
+            ["space", "--dry-run", "OUT", "--model", "demo/faster_rcnn_shapes", "--examples", "/no/such.jpg"],
+            "image not found: /no/such.jpg",
+        ),
+        (["serve", "--model", "no_such_model"], "unknown model 'no_such_model'"),
+    ],
+)
 def test_bad_input_is_one_clear_line_with_exit_2(args, msg, tiny_ir, tmp_path):
     notimg = tmp_path / "notimg.jpg"
     notimg.write_text("<html></html>")
     cfg = tmp_path / "own.yaml"
     cfg.write_text("MODEL:\n  META_ARCHITECTURE: GeneralizedRCNN\n")
-    subst = {"MODEL": str(tiny_ir), "IMG": str(real_photo()), "NOTIMG": str(notimg), "CFG": str(cfg),
-             "OUT": str(tmp_path / "space")}
+    subst = {
+        "MODEL": str(tiny_ir),
+        "IMG": str(real_photo()),
+        "NOTIMG": str(notimg),
+        "CFG": str(cfg),
+        "OUT": str(tmp_path / "space"),
+    }
     res = run_cli(*[subst.get(a, a) for a in args])
     line = one_line_error(res)
     assert msg in line, res.stderr
@@ -92,14 +116,28 @@ def test_custom_config_converts_through_the_cli(tmp_path):
     from ..conftest import write_tiny_config
 
     cfg = write_tiny_config(tmp_path / "det.yaml", mask=False)
-    res = run_cli("convert", str(cfg), "--weights", "random", "--classes", "cat,dog,bird,fish", "--out", str(tmp_path / "ir"))
+    res = run_cli(
+        "convert", str(cfg), "--weights", "random", "--classes", "cat,dog,bird,fish", "--out", str(tmp_path / "ir")
+    )
     # the tiny config has 3 classes: 4 names is a user error, said plainly
     assert "NUM_CLASSES is 3 but 4 class names" in one_line_error(res)
-    res = run_cli("convert", str(cfg), "--weights", "random", "--classes", "cat,dog,bird", "--out", str(tmp_path / "ir"),
-                  "--sample", str(real_photo()))
+    res = run_cli(
+        "convert",
+        str(cfg),
+        "--weights",
+        "random",
+        "--classes",
+        "cat,dog,bird",
+        "--out",
+        str(tmp_path / "ir"),
+        "--sample",
+        str(real_photo()),
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "ir" / "model.xml").is_file()
-    res = run_cli("predict", str(tmp_path / "ir"), str(real_photo()), "--threshold", "0.05", "--json", str(tmp_path / "p.json"))
+    res = run_cli(
+        "predict", str(tmp_path / "ir"), str(real_photo()), "--threshold", "0.05", "--json", str(tmp_path / "p.json")
+    )
     assert res.returncode == 0
     inst = json.loads((tmp_path / "p.json").read_text())["results"][0]["instances"]
     assert all("mask" not in i and i["label"] in ("cat", "dog", "bird") for i in inst)
@@ -136,12 +174,15 @@ def test_profile_command_prints_op_table(tiny_ir, tmp_path):
     assert doc["ops_ms"] > 0 and doc["by_type"]
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["predict", "MODEL", "IMG", "--static-shape", "300x400"], "multiples of 32"),
-    (["predict", "MODEL", "IMG", "--static-shape", "big"], "expected HxW"),
-    (["convert", "faster_rcnn_R_50_FPN_1x", "--precision", "int8"], "needs --calibration"),
-    (["predict", "faster_rcnn_R_50_FPN_1x", "IMG", "--precision", "INT8"], "no INT8 IR"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["predict", "MODEL", "IMG", "--static-shape", "300x400"], "multiples of 32"),
+        (["predict", "MODEL", "IMG", "--static-shape", "big"], "expected HxW"),
+        (["convert", "faster_rcnn_R_50_FPN_1x", "--precision", "int8"], "needs --calibration"),
+        (["predict", "faster_rcnn_R_50_FPN_1x", "IMG", "--precision", "INT8"], "no INT8 IR"),
+    ],
+)
 def test_performance_options_reject_bad_values(args, msg, tiny_ir):
     subst = {"MODEL": str(tiny_ir), "IMG": str(real_photo())}
     line = one_line_error(run_cli(*[subst.get(a, a) for a in args]))

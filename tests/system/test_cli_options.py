@@ -41,12 +41,24 @@ from ..conftest import ROOT, SAMPLES
 from ..fake_v2 import FakeV2Server
 from ..helpers import free_port, stop, wait_until_up
 
-MODELS = {"detection": "demo/faster_rcnn_shapes", "instance_segmentation": "demo/mask_rcnn_shapes",
-          "keypoints": "demo/keypoint_rcnn_figures", "panoptic_segmentation": "demo/panoptic_fpn_shapes"}
-IMAGE = {"detection": "shapes_1.jpg", "instance_segmentation": "shapes_2.jpg", "keypoints": "figures_1.jpg",
-         "panoptic_segmentation": "panoptic_1.jpg"}
-GENERATOR = {"detection": "make_shapes", "instance_segmentation": "make_shapes", "keypoints": "make_figures",
-             "panoptic_segmentation": "make_panoptic"}
+MODELS = {
+    "detection": "demo/faster_rcnn_shapes",
+    "instance_segmentation": "demo/mask_rcnn_shapes",
+    "keypoints": "demo/keypoint_rcnn_figures",
+    "panoptic_segmentation": "demo/panoptic_fpn_shapes",
+}
+IMAGE = {
+    "detection": "shapes_1.jpg",
+    "instance_segmentation": "shapes_2.jpg",
+    "keypoints": "figures_1.jpg",
+    "panoptic_segmentation": "panoptic_1.jpg",
+}
+GENERATOR = {
+    "detection": "make_shapes",
+    "instance_segmentation": "make_shapes",
+    "keypoints": "make_figures",
+    "panoptic_segmentation": "make_panoptic",
+}
 
 #: positional arguments (and what a command always needs) before the option under test
 BASE = {
@@ -72,14 +84,57 @@ _OWN = ["{config}", "--weights", "{pth}", "--classes", "{classes}"]  # a user's 
 
 #: options that only set a number, a name or a place (no other code path): all of a command's in one case
 PARAMS: dict[str, list[str]] = {
-    "convert": ["--calibration-size", "1", "--eval-limit", "1", "--max-ap-drop", "100", *_INT8, *_SET,
-                "--recipe", "d2ov-3", "--out", "{tmp}/out", "--sample", "{image}"],
+    "convert": [
+        "--calibration-size",
+        "1",
+        "--eval-limit",
+        "1",
+        "--max-ap-drop",
+        "100",
+        *_INT8,
+        *_SET,
+        "--recipe",
+        "d2ov-3",
+        "--out",
+        "{tmp}/out",
+        "--sample",
+        "{image}",
+    ],
     "predict": ["--threshold", "0.9", "--device", "CPU", "--json", "{tmp}/p.json", "--render", "{tmp}/r"],
-    "verify": ["--device", "CPU", "--min-score", "0.5", "--box-tol", "1", "--score-tol", "0.01", "--mask-iou", "0.9",
-               "--keypoint-tol", "1.5", "--segment-iou", "0.9", "--json", "{tmp}/v.json"],
+    "verify": [
+        "--device",
+        "CPU",
+        "--min-score",
+        "0.5",
+        "--box-tol",
+        "1",
+        "--score-tol",
+        "0.01",
+        "--mask-iou",
+        "0.9",
+        "--keypoint-tol",
+        "1.5",
+        "--segment-iou",
+        "0.9",
+        "--json",
+        "{tmp}/v.json",
+    ],
     "eval": ["--device", "CPU", "--limit", "1", "--json", "{tmp}/e.json"],
-    "bench": ["--runs", "2", "--warmup", "1", "--threads", "1", "--calibration", "{cal}", "--out", "{tmp}/bench",
-              "--images", "{image}", "{image}"],
+    "bench": [
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--calibration",
+        "{cal}",
+        "--out",
+        "{tmp}/bench",
+        "--images",
+        "{image}",
+        "{image}",
+    ],
     "profile": ["--device", "CPU", "--threads", "1", "--top", "3", "--json", "{tmp}/prof.json"],
     "push": ["--revision", "v1"],
     "export": ["--name", "shapes", "--nireq", "1"],
@@ -102,8 +157,9 @@ VALUES: dict[tuple[str, str], list[list[str]]] = {
     ("predict", "--classes"): [["!", *_OWN, "{image}", *_PT], ["!", *_OWN, "{image}", "--precision", "FP32"]],
     ("predict", "--device"): [["--device", "AUTO"]],
     ("predict", "--static-shape"): [["--static-shape", "512x512"]],
-    ("predict", "--server"): [["!", "{image}", "{image}", "--server", "{server}", "--json", "{tmp}/remote.json",
-                               "--render", "{tmp}/remote"]],
+    ("predict", "--server"): [
+        ["!", "{image}", "{image}", "--server", "{server}", "--json", "{tmp}/remote.json", "--render", "{tmp}/remote"]
+    ],
     ("predict", "--remote-model"): [["!", "{image}", "--server", "{server}", "--remote-model", "fake"]],
     ("predict", "--timeout"): [["!", "{image}", "--server", "{server}", "--timeout", "30"]],
     ("predict", "--json"): [["--json", "{tmp}/p.json"]],
@@ -146,8 +202,11 @@ CHOICE_EXTRA: dict[tuple[str, str, str | None], list[str]] = {
 #: options whose code path differs by task: run on the demo model of every task (with the command as
 #: it is); every other option runs on one model (OWN_TASK's, else the detection demo)
 PER_TASK = {
-    "convert": {"--precision"}, "predict": {"--backend", "--precision", "--static-shape", "--render", "--json"},
-    "verify": {"--stages"}, "eval": {"--backend", "--static-shape"}, "profile": {"--static-shape"},
+    "convert": {"--precision"},
+    "predict": {"--backend", "--precision", "--static-shape", "--render", "--json"},
+    "verify": {"--stages"},
+    "eval": {"--backend", "--static-shape"},
+    "profile": {"--static-shape"},
     "space": {"--model"},
 }
 OWN_TASK = {"--panoptic": "panoptic_segmentation", "--panoptic-pngs": "panoptic_segmentation"}
@@ -157,8 +216,11 @@ HARDWARE_CHOICES = {"ov-bf16", "BF16"}
 #: cases that must fail in one line (exit 2): (command, predicate on the argv, words the message must hold);
 #: every other case must exit 0
 REFUSED = [
-    ("predict", lambda a: "pytorch" in a and ("--precision" in a or "--static-shape" in a or "AUTO" in a
-                                              or "THROUGHPUT" in a), "not with --backend pytorch"),
+    (
+        "predict",
+        lambda a: "pytorch" in a and ("--precision" in a or "--static-shape" in a or "AUTO" in a or "THROUGHPUT" in a),
+        "not with --backend pytorch",
+    ),
     ("push", lambda a: "--dry-run" not in a, "offline"),  # the Hub, offline here
     ("space", lambda a: "--dry-run" not in a, ""),
     ("export", lambda a: "bad/name" in a, "name"),
@@ -198,8 +260,10 @@ def _tails(command: str, action: argparse.Action) -> list[list[str]]:
         return [[opt]]
     if opt in PARAMS.get(command, ()) or opt in BASE[command]:
         return []  # in the command's parameter case, or always given
-    raise KeyError(f"d2ov {command} {opt}: no case in tests/system/test_cli_options.py (VALUES or PARAMS); add the "
-                   "value(s) that take its code path")
+    raise KeyError(
+        f"d2ov {command} {opt}: no case in tests/system/test_cli_options.py (VALUES or PARAMS); add the "
+        "value(s) that take its code path"
+    )
 
 
 def _cases(command: str, p: argparse.ArgumentParser) -> list[tuple[str, str, list[str]]]:
@@ -210,8 +274,13 @@ def _cases(command: str, p: argparse.ArgumentParser) -> list[tuple[str, str, lis
         opt = _name(action)
         if (command, opt) in NOT_RUN:
             continue
-        tasks = (list(MODELS) if opt in PER_TASK.get(command, ()) else ["detection"] if command in NO_MODEL
-                 else [OWN_TASK.get(opt, "detection")])
+        tasks = (
+            list(MODELS)
+            if opt in PER_TASK.get(command, ())
+            else ["detection"]
+            if command in NO_MODEL
+            else [OWN_TASK.get(opt, "detection")]
+        )
         for tail in _tails(command, action):
             argv = tail[1:] if tail[:1] == ["!"] else [*base, *tail]
             out += [(task, opt, [command, *argv]) for task in tasks]
@@ -246,8 +315,23 @@ def inputs(tmp_path_factory):
     sets = {}
     for gen in sorted(set(GENERATOR.values())):
         out = root / gen
-        subprocess.run([sys.executable, str(ROOT / "tools" / f"{gen}.py"), "--out", str(out), "--split", "test",
-                        "--num", "2", "--seed", "4242"], check=True, capture_output=True, cwd=ROOT)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "tools" / f"{gen}.py"),
+                "--out",
+                str(out),
+                "--split",
+                "test",
+                "--num",
+                "2",
+                "--seed",
+                "4242",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+        )
         sets[gen] = out
     cal = root / "calibration"
     cal.mkdir()
@@ -263,11 +347,21 @@ def _values(inputs: dict, task: str, tmp: Path) -> dict[str, str]:
     folder = ROOT / "models" / name
     data = inputs["sets"][GENERATOR[task]]
     spec = catalog.get(name)
-    return {"model": name, "image": str(SAMPLES / IMAGE[task]), "ann": str(data / "test.json"),
-            "images": str(data), "panoptic": str(data / "test_panoptic.json"),
-            "panoptic_pngs": str(data / "test_panoptic"), "cal": str(inputs["cal"]), "tmp": str(tmp),
-            "pth": str(folder / "model_final.pth"), "config": str(folder / "config.yaml"),
-            "classes": ",".join(spec.classes), "server": inputs["server"], "port": str(free_port())}
+    return {
+        "model": name,
+        "image": str(SAMPLES / IMAGE[task]),
+        "ann": str(data / "test.json"),
+        "images": str(data),
+        "panoptic": str(data / "test_panoptic.json"),
+        "panoptic_pngs": str(data / "test_panoptic"),
+        "cal": str(inputs["cal"]),
+        "tmp": str(tmp),
+        "pth": str(folder / "model_final.pth"),
+        "config": str(folder / "config.yaml"),
+        "classes": ",".join(spec.classes),
+        "server": inputs["server"],
+        "port": str(free_port()),
+    }
 
 
 def _expected(command: str, argv: list[str], task: str) -> tuple[int, str]:
@@ -348,8 +442,9 @@ def test_serve_with_each_option_starts_and_answers(argv, inputs, tmp_path):
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
     log_path = tmp_path / "serve.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "d2ov_core", "serve", *argv], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "d2ov_core", "serve", *argv], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         wait_until_up(proc, f"http://127.0.0.1:{port}/", log_path, timeout=180)
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()

@@ -154,8 +154,9 @@ def test_tied_proposal_scores_rank_alike_in_openvino():
     boxes, logits = _rpn_inputs(tied=True)
     assert int((torch.cat(logits, 1) == -0.25).sum()) > 400
     inputs = (*boxes, *logits)
-    compiled = ov.Core().compile_model(ov.convert_model(Top(), example_input=inputs), "CPU",
-                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = ov.Core().compile_model(
+        ov.convert_model(Top(), example_input=inputs), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
     for seed in (0, 1, 2):  # traced once, run on other tied inputs
         boxes, logits = _rpn_inputs(tied=True, seed=seed)
         want = [t.numpy() for t in Top()(*boxes, *logits)]
@@ -196,8 +197,9 @@ def test_exportable_pooling_converts_to_the_same_values():
     g = torch.Generator().manual_seed(0)
     feats = [torch.randn(1, 8, 256 // s, 320 // s, generator=g) for s in (4, 8, 16, 32)]
     xy = torch.rand(60, 2, generator=g) * 200
-    wh = torch.cat([torch.full((15, 2), 12.0), torch.full((15, 2), 90.0), torch.full((15, 2), 200.0),
-                    torch.full((15, 2), 400.0)]) * (0.8 + 0.4 * torch.rand(60, 2, generator=g))
+    wh = torch.cat(
+        [torch.full((15, 2), 12.0), torch.full((15, 2), 90.0), torch.full((15, 2), 200.0), torch.full((15, 2), 400.0)]
+    ) * (0.8 + 0.4 * torch.rand(60, 2, generator=g))
     boxes = torch.cat([xy, xy + wh], 1)[torch.randperm(60, generator=g)]
 
     class Pool(torch.nn.Module):
@@ -237,8 +239,18 @@ def test_int8_with_accuracy_control_keeps_ap_or_writes_nothing(shapes_val, tmp_p
     from ..conftest import run_cli
 
     ann, images = shapes_val
-    common = ["convert", "demo/faster_rcnn_shapes", "--precision", "INT8", "--calibration", str(images / "train"),
-              "--annotations", ann, "--images", str(images)]
+    common = [
+        "convert",
+        "demo/faster_rcnn_shapes",
+        "--precision",
+        "INT8",
+        "--calibration",
+        str(images / "train"),
+        "--annotations",
+        ann,
+        "--images",
+        str(images),
+    ]
     ok = run_cli(*common, "--max-ap-drop", "1.0", "--out", str(tmp_path / "ok"), timeout=1500)
     assert ok.returncode == 0, ok.stderr[-3000:]
     meta = ir.read_metadata(tmp_path / "ok" / "model.xml")
@@ -248,10 +260,13 @@ def test_int8_with_accuracy_control_keeps_ap_or_writes_nothing(shapes_val, tmp_p
     assert "INT8  box AP" in ok.stdout
     # the proof travels with it: d2ov verify against Detectron2 on the set's first 12 images, in the IR
     v = meta["verification"]
-    assert v["images"] == 12 and v["precision"] == "INT8" and v["reference"] > 0 and v["against"].startswith("Detectron2")
+    assert (
+        v["images"] == 12 and v["precision"] == "INT8" and v["reference"] > 0 and v["against"].startswith("Detectron2")
+    )
     assert f"checked against Detectron2 on 12 images: {v['matched']}/{v['reference']} detections matched" in ok.stdout
-    bad = run_cli(*common, "--recipe", "nncf-default", "--max-ap-drop", "0.5", "--out", str(tmp_path / "bad"),
-                  timeout=1500)
+    bad = run_cli(
+        *common, "--recipe", "nncf-default", "--max-ap-drop", "0.5", "--out", str(tmp_path / "bad"), timeout=1500
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "no INT8 recipe keeps demo/faster_rcnn_shapes's accuracy" in bad.stderr and "nncf-default" in bad.stderr
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())

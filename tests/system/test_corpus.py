@@ -22,8 +22,15 @@ from .. import helpers
 from ..conftest import run_cli
 from ..unit.test_images import BAD, GOOD, _save
 
-SUFFIX = {"jpeg": ".jpg", "cmyk_jpeg": ".jpg", "exif_rotated": ".jpg", "animated_gif": ".gif", "webp": ".webp",
-          "tiff": ".tif", "bmp": ".bmp"}
+SUFFIX = {
+    "jpeg": ".jpg",
+    "cmyk_jpeg": ".jpg",
+    "exif_rotated": ".jpg",
+    "animated_gif": ".gif",
+    "webp": ".webp",
+    "tiff": ".tif",
+    "bmp": ".bmp",
+}
 DEMO = "demo/mask_rcnn_shapes"
 
 
@@ -160,9 +167,34 @@ def test_corpus_has_the_issue_cases():
     """The issue asks for at least 25 cases: count them (good images, bad images, bad arguments, bad IRs)."""
     names = set(good_cases()) | set(BAD_ARGS)
     assert len(names) >= 25, sorted(names)
-    for needed in ["1x1", "4x4000", "4000x4", "grayscale", "rgba", "palette", "16bit", "cmyk_jpeg", "exif_rotated",
-                   "animated_gif", "webp", "tiff", "no_objects", "image_zero_bytes", "image_random_bytes",
-                   "image_truncated_jpeg", "image_truncated_png", "image_html_named_jpg", "image_decompression_bomb",
-                   "threshold_nan", "threshold_-1", "threshold_2", "unknown_device", "unknown_model",
-                   "model_name_dotdot", "ir_truncated_bin", "ir_xml_without_d2ov_metadata", "ir_bin_of_another_model"]:
+    for needed in [
+        "1x1",
+        "4x4000",
+        "4000x4",
+        "grayscale",
+        "rgba",
+        "palette",
+        "16bit",
+        "cmyk_jpeg",
+        "exif_rotated",
+        "animated_gif",
+        "webp",
+        "tiff",
+        "no_objects",
+        "image_zero_bytes",
+        "image_random_bytes",
+        "image_truncated_jpeg",
+        "image_truncated_png",
+        "image_html_named_jpg",
+        "image_decompression_bomb",
+        "threshold_nan",
+        "threshold_-1",
+        "threshold_2",
+        "unknown_device",
+        "unknown_model",
+        "model_name_dotdot",
+        "ir_truncated_bin",
+        "ir_xml_without_d2ov_metadata",
+        "ir_bin_of_another_model",
+    ]:
         assert needed in names, needed

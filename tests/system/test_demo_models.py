@@ -23,8 +23,11 @@ DEMOS = ["demo/faster_rcnn_shapes", "demo/mask_rcnn_shapes"]
 N_TEST = 60  # images of the generated test split used here (the full 200 are in the README numbers)
 #: The demo-model issue's bar (COCO AP@[.5:.95]): box AP >= 60 for both, mask AP >= 55, OpenVINO and
 #: PyTorch alike, here on the first 60 images of the generated test split.
-MIN_AP = {("demo/faster_rcnn_shapes", "bbox"): 60.0, ("demo/mask_rcnn_shapes", "bbox"): 60.0,
-          ("demo/mask_rcnn_shapes", "segm"): 55.0}
+MIN_AP = {
+    ("demo/faster_rcnn_shapes", "bbox"): 60.0,
+    ("demo/mask_rcnn_shapes", "bbox"): 60.0,
+    ("demo/mask_rcnn_shapes", "segm"): 55.0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,9 @@ def test_ap_on_generated_test_split(name, backend, test_split, tmp_path):
     ann, images = test_split
     model = str(bundled_ir(name)) if backend == "openvino" else name
     out = tmp_path / "eval.json"
-    res = run_cli("-q", "eval", model, "--annotations", ann, "--images", str(images), "--backend", backend, "--json", str(out))
+    res = run_cli(
+        "-q", "eval", model, "--annotations", ann, "--images", str(images), "--backend", backend, "--json", str(out)
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert doc["images"] == N_TEST
@@ -96,8 +101,9 @@ def test_verify_passes_on_test_images(name, precision, score_tol, test_split, tm
     ann, images = test_split
     files = sorted((images / "test").glob("*.jpg"))[:12]
     flags = ["--precision", precision]
-    res = run_cli("-q", "verify", name, *map(str, files), *flags, "--score-tol", score_tol,
-                  "--json", str(tmp_path / "v.json"))
+    res = run_cli(
+        "-q", "verify", name, *map(str, files), *flags, "--score-tol", score_tol, "--json", str(tmp_path / "v.json")
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     doc = json.loads((tmp_path / "v.json").read_text())
     assert all(r["ok"] for r in doc["images"]) and sum(r["matched"] for r in doc["images"]) > 0
@@ -138,12 +144,16 @@ def _static_vs_dynamic(files, crop_to_32: bool):
         rgb = load_image(f)
         if crop_to_32:  # shorter side 416 (= the model's resize), longer a multiple of 32: no canvas padding
             h, w = rgb.shape[:2]
-            rgb = (np.ascontiguousarray(rgb[:416, :min(w, 640) // 32 * 32]) if h <= w
-                   else np.ascontiguousarray(rgb[:min(h, 640) // 32 * 32, :416]))
+            rgb = (
+                np.ascontiguousarray(rgb[:416, : min(w, 640) // 32 * 32])
+                if h <= w
+                else np.ascontiguousarray(rgb[: min(h, 640) // 32 * 32, :416])
+            )
         shape = default_static_shape(dyn.metadata, rgb)
         static = Predictor(xml, static_shape=shape)
-        comparisons.append(match(dyn.predict(rgb, threshold=0.05), static.predict(rgb, threshold=0.05),
-                                 Tolerance(min_score=0.3)))
+        comparisons.append(
+            match(dyn.predict(rgb, threshold=0.05), static.predict(rgb, threshold=0.05), Tolerance(min_score=0.3))
+        )
     return comparisons
 
 
@@ -158,10 +168,14 @@ def test_static_shape_equals_dynamic_where_the_canvas_adds_no_padding(test_split
         assert c.ok(Tolerance(min_score=0.3)) and c.max_box_dev <= 1e-3 and c.max_score_dev <= 1e-5, c.to_dict()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known limit of static shapes: the graph sees the padded canvas as the image, so proposals are clipped "
-    "to the canvas instead of the image, and detections near the padded border move (measured 1.6 px, "
-    "scores 0.013 on the first test image); dynamic input (the default) has no such difference"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "known limit of static shapes: the graph sees the padded canvas as the image, so proposals are clipped "
+        "to the canvas instead of the image, and detections near the padded border move (measured 1.6 px, "
+        "scores 0.013 on the first test image); dynamic input (the default) has no such difference"
+    ),
+)
 def test_static_shape_equals_dynamic_on_padded_images(test_split):
     _, images = test_split
     comparisons = _static_vs_dynamic(sorted((images / "test").glob("*.jpg"))[:6], crop_to_32=False)
@@ -173,8 +187,10 @@ def test_bundled_irs_carry_their_measured_accuracy(name):
     """Every precision the app offers for the demo models has AP measured on the 200-image test split in
     the IR's metadata (what the app shows and picks its default from), close to the catalog's PyTorch AP."""
     spec = catalog.get(name)
-    rows = {**runtime.read_metadata(bundled_ir(name, "INT8"))["accuracy"],
-            **runtime.read_metadata(bundled_ir(name, "FP16"))["accuracy"]}
+    rows = {
+        **runtime.read_metadata(bundled_ir(name, "INT8"))["accuracy"],
+        **runtime.read_metadata(bundled_ir(name, "FP16"))["accuracy"],
+    }
     want = {"FP32", "FP16", "INT8"} | ({"BF16"} if runtime.bf16_available() else set())
     assert set(rows) == want
     for p, row in rows.items():

@@ -36,8 +36,14 @@ def leftovers(root: Path) -> list[Path]:
 
 
 def popen_cli(*args: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "d2ov_core", *args], cwd=ROOT, env=dict(os.environ, **env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "d2ov_core", *args],
+        cwd=ROOT,
+        env=dict(os.environ, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def kill9(proc: subprocess.Popen) -> str:
@@ -62,6 +68,7 @@ def wait_for(cond, proc: subprocess.Popen, timeout: float, poll: float = 0.002):
 
 # ----------------------------------------------------------------------------- download
 
+
 class SlowServer(http.server.BaseHTTPRequestHandler):
     payload = b""
     delay = 0.0  # seconds between 64 KB chunks
@@ -78,7 +85,7 @@ class SlowServer(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         try:
             for i in range(0, len(self.payload), 1 << 16):
-                self.wfile.write(self.payload[i:i + (1 << 16)])
+                self.wfile.write(self.payload[i : i + (1 << 16)])
                 self.wfile.flush()
                 time.sleep(self.delay)
         except (BrokenPipeError, ConnectionResetError):
@@ -103,8 +110,16 @@ def test_kill_during_download_then_rerun_completes(slow_server, tmp_path, local_
 
     SlowServer.delay = 0.05  # ~10 s for the whole file
     proc = popen_cli(*args, env=env)
-    part = wait_for(lambda: next((p for p in final.parent.glob(".tiny_sparse.pth.part-*") if p.stat().st_size > 200_000),
-                                 None) if final.parent.is_dir() else None, proc, timeout=120, poll=0.01)
+    part = wait_for(
+        lambda: (
+            next((p for p in final.parent.glob(".tiny_sparse.pth.part-*") if p.stat().st_size > 200_000), None)
+            if final.parent.is_dir()
+            else None
+        ),
+        proc,
+        timeout=120,
+        poll=0.01,
+    )
     assert part is not None, "the download finished before it could be killed"
     kill9(proc)
     assert part.exists() and part.stat().st_size < len(SlowServer.payload)  # what a kill leaves
@@ -124,8 +139,9 @@ def test_kill_during_download_then_rerun_completes(slow_server, tmp_path, local_
     assert runtime.read_metadata(xml)["weights_sha256"] == digest
 
 
-def test_cached_weights_that_no_longer_match_are_fetched_again(slow_server, tmp_path, monkeypatch, caplog,
-                                                              local_downloads):
+def test_cached_weights_that_no_longer_match_are_fetched_again(
+    slow_server, tmp_path, monkeypatch, caplog, local_downloads
+):
     srv, url = slow_server
     SlowServer.delay = 0.0
     monkeypatch.setenv("D2OV_CACHE", str(tmp_path))
@@ -140,6 +156,7 @@ def test_cached_weights_that_no_longer_match_are_fetched_again(slow_server, tmp_
 
 
 # ----------------------------------------------------------------------------- conversion
+
 
 def _ir_root(cache_root: Path) -> Path:
     return cache_root / "ir"
@@ -201,14 +218,27 @@ def calibration_dir(tmp_path) -> Path:
 def test_kill_during_int8_calibration_then_rerun_completes(tmp_path, calibration_dir):
     env = {"D2OV_CACHE": str(tmp_path / "cache")}
     cfg = helpers.sparse_spec().config
-    args = ("convert", cfg, "--weights", "random", "--classes", CLASSES, "--precision", "int8",
-            "--calibration", str(calibration_dir), "--sample", str(real_photo()))
+    args = (
+        "convert",
+        cfg,
+        "--weights",
+        "random",
+        "--classes",
+        CLASSES,
+        "--precision",
+        "int8",
+        "--calibration",
+        str(calibration_dir),
+        "--sample",
+        str(real_photo()),
+    )
     proc = popen_cli(*args, env=env)
     seen: list[str] = []
     reader = threading.Thread(target=lambda: seen.extend(iter(proc.stderr.readline, "")), daemon=True)
     reader.start()
-    assert wait_for(lambda: any("quantizing to INT8" in line for line in seen), proc, timeout=300, poll=0.05), \
-        "".join(seen)[-2000:]
+    assert wait_for(lambda: any("quantizing to INT8" in line for line in seen), proc, timeout=300, poll=0.05), "".join(
+        seen
+    )[-2000:]
     time.sleep(1.0)  # NNCF is building its graph / collecting statistics
     assert proc.poll() is None, "calibration ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
@@ -226,6 +256,7 @@ def test_kill_during_int8_calibration_then_rerun_completes(tmp_path, calibration
 
 
 # ----------------------------------------------------------------------------- lookups (no conversion needed)
+
 
 def test_lookups_skip_leftovers_and_drop_mismatched_irs(tmp_path, caplog):
     """What the app (ModelService) and `resolve_ir` read from the cache: cache.cached_irs."""
@@ -274,7 +305,7 @@ with cache.writing({str(target)!r}):
             writer.kill()
 
 
-_EVERY_MODEL = r'''
+_EVERY_MODEL = r"""
 import contextlib, io, json, sys, traceback
 from d2ov_core.cli import main
 from d2ov_core.store import catalog
@@ -293,7 +324,7 @@ for name in catalog.names():
                 code, err = "traceback", io.StringIO(traceback.format_exc())
         rows.append({"argv": argv, "code": code, "stderr": err.getvalue()})
 print(json.dumps(rows))
-'''
+"""
 
 
 @pytest.mark.slow
@@ -308,8 +339,14 @@ def test_no_command_prints_a_traceback_for_any_catalog_model(tmp_path):
     bad.write_text("{not json")
     sample = sorted((ROOT / "d2ov_core" / "data" / "samples").glob("shapes_*.jpg"))[0]
     env = dict(os.environ, D2OV_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-c", _EVERY_MODEL, str(sample), str(bad)], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=1500)
+    proc = subprocess.run(
+        [sys.executable, "-c", _EVERY_MODEL, str(sample), str(bad)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=1500,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(rows) == 2 * len(catalog.names()) + 2 * sum(1 for n in catalog.names() if not n.startswith("demo/"))

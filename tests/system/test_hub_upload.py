@@ -67,8 +67,13 @@ def test_space_is_created_and_uploaded_as_the_dry_run_writes_it(hub, env, tmp_pa
 
     assert list(hub.repos) == [("space", "me/d2ov-space")]
     created = hub.repos[("space", "me/d2ov-space")]["created"]
-    assert created == {"name": "d2ov-space", "organization": "me", "type": "space", "sdk": "gradio",
-                       "visibility": "private"}
+    assert created == {
+        "name": "d2ov-space",
+        "organization": "me",
+        "type": "space",
+        "sdk": "gradio",
+        "visibility": "private",
+    }
 
     dry = tmp_path / "dry" / "space"
     res = run_cli("space", "--dry-run", str(dry), env=env, timeout=600)
@@ -92,8 +97,10 @@ def test_space_is_created_and_uploaded_as_the_dry_run_writes_it(hub, env, tmp_pa
     # the large binaries went through LFS: referenced as LFS pointers in the commit, their bytes
     # arrived by the LFS PUT (the stand-in checked sha256 and size) and were verified
     bins = sorted(p for p in expected if p.endswith("model.bin"))
-    assert bins == sorted(f"d2ov_core/{p.relative_to(ROOT / 'd2ov_core').as_posix()}"
-                          for p in (ROOT / "d2ov_core" / "data" / "ir").glob("*/*/model.bin"))
+    assert bins == sorted(
+        f"d2ov_core/{p.relative_to(ROOT / 'd2ov_core').as_posix()}"
+        for p in (ROOT / "d2ov_core" / "data" / "ir").glob("*/*/model.bin")
+    )
     for p in bins:
         assert p in commits[0]["lfs"] and p not in commits[0]["regular"]
         assert hub.lfs_objects[expected[p]] == tree[p]
@@ -117,8 +124,12 @@ def test_push_uploads_the_dry_run_layout(hub, env, tmp_path):
     res = run_cli("push", IR_MODEL, "--repo-id", "me/d2ov-irs", "--dry-run", str(dry), env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     expected = _folder_hashes(dry)
-    assert sorted(expected) == ["README.md", "demo__mask_rcnn_shapes/FP16/d2ov.json",
-                                "demo__mask_rcnn_shapes/FP16/model.bin", "demo__mask_rcnn_shapes/FP16/model.xml"]
+    assert sorted(expected) == [
+        "README.md",
+        "demo__mask_rcnn_shapes/FP16/d2ov.json",
+        "demo__mask_rcnn_shapes/FP16/model.bin",
+        "demo__mask_rcnn_shapes/FP16/model.xml",
+    ]
 
     commits = _d2ov_commits(hub, "model", "me/d2ov-irs")
     assert [c["summary"] for c in commits] == ["d2ov push demo/mask_rcnn_shapes FP16"]
@@ -126,7 +137,10 @@ def test_push_uploads_the_dry_run_layout(hub, env, tmp_path):
     tree = hub.tree("model", "me/d2ov-irs")
     tree.pop(".gitattributes")
     assert {p: _sha(b) for p, b in tree.items()} == expected
-    assert hub.lfs_objects[expected["demo__mask_rcnn_shapes/FP16/model.bin"]] == tree["demo__mask_rcnn_shapes/FP16/model.bin"]
+    assert (
+        hub.lfs_objects[expected["demo__mask_rcnn_shapes/FP16/model.bin"]]
+        == tree["demo__mask_rcnn_shapes/FP16/model.bin"]
+    )
 
 
 def test_push_to_a_new_branch_creates_it_and_leaves_main_alone(hub, env, tmp_path):
@@ -135,7 +149,9 @@ def test_push_to_a_new_branch_creates_it_and_leaves_main_alone(hub, env, tmp_pat
     repo = hub.repos[("model", "me/d2ov-irs")]
     assert sorted(repo["branches"]) == ["ir-v1", "main"]
     assert sorted(repo["branches"]["main"]) == [".gitattributes"]
-    assert [c["summary"] for c in repo["commits"] if c["branch"] == "ir-v1"][-1] == "d2ov push demo/mask_rcnn_shapes FP16"
+    assert [c["summary"] for c in repo["commits"] if c["branch"] == "ir-v1"][
+        -1
+    ] == "d2ov push demo/mask_rcnn_shapes FP16"
     assert "demo__mask_rcnn_shapes/FP16/model.bin" in repo["branches"]["ir-v1"]
 
     # pushing again to the branch that now exists is fine too (no second branch creation needed)
@@ -145,8 +161,7 @@ def test_push_to_a_new_branch_creates_it_and_leaves_main_alone(hub, env, tmp_pat
 
 # -- failures: one line, exit 2 -----------------------------------------------------------------
 
-COMMANDS = {"push": ["push", IR_MODEL, "--repo-id", "me/d2ov-irs"],
-            "space": ["space", "--repo-id", "me/d2ov-space"]}
+COMMANDS = {"push": ["push", IR_MODEL, "--repo-id", "me/d2ov-irs"], "space": ["space", "--repo-id", "me/d2ov-space"]}
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -175,18 +190,35 @@ def test_space_with_ir_repo_pushes_the_irs_and_pins_the_space_to_that_commit(hub
     the Space's variables name that repository and the commit the push made; ``--only``: no demo IRs.
     The Space's app, started from what arrived with those variables, fetches the IR from the stand-in
     Hub at that commit at start and answers ``/detect`` with it."""
-    res = run_cli("space", "--repo-id", "me/my-space", "--model", "demo/faster_rcnn_shapes", "--ir-repo", "me/my-irs",
-                  "--only", "--title", "Shapes", env=env, timeout=600)
+    res = run_cli(
+        "space",
+        "--repo-id",
+        "me/my-space",
+        "--model",
+        "demo/faster_rcnn_shapes",
+        "--ir-repo",
+        "me/my-irs",
+        "--only",
+        "--title",
+        "Shapes",
+        env=env,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     irs = hub.tree("model", "me/my-irs")
-    assert {"demo__faster_rcnn_shapes/FP16/model.xml", "demo__faster_rcnn_shapes/FP16/model.bin",
-            "demo__faster_rcnn_shapes/FP16/d2ov.json"} <= set(irs)
+    assert {
+        "demo__faster_rcnn_shapes/FP16/model.xml",
+        "demo__faster_rcnn_shapes/FP16/model.bin",
+        "demo__faster_rcnn_shapes/FP16/d2ov.json",
+    } <= set(irs)
     bundled = ROOT / "d2ov_core" / "data" / "ir" / "demo__faster_rcnn_shapes" / "FP16" / "model.bin"
     assert irs["demo__faster_rcnn_shapes/FP16/model.bin"] == bundled.read_bytes()
     pushed = _d2ov_commits(hub, "model", "me/my-irs")[-1]
     space = hub.repos[("space", "me/my-space")]
-    assert space["variables"] == {"D2OV_HUB_REPO": {"value": "me/my-irs", "description": "d2ov: the IR repository"},
-                                  "D2OV_HUB_REVISION": {"value": pushed["oid"], "description": "d2ov: its pinned commit"}}
+    assert space["variables"] == {
+        "D2OV_HUB_REPO": {"value": "me/my-irs", "description": "d2ov: the IR repository"},
+        "D2OV_HUB_REVISION": {"value": pushed["oid"], "description": "d2ov: its pinned commit"},
+    }
     tree = hub.tree("space", "me/my-space")
     assert not [p for p in tree if p.endswith("model.bin")]  # no IR in the Space: neither the model's nor the demos'
     doc = json.loads(tree["space.json"])
@@ -206,8 +238,9 @@ def test_space_with_ir_repo_pushes_the_irs_and_pins_the_space_to_that_commit(hub
     variables = {k: v["value"] for k, v in space["variables"].items()}
     run_env = {k: v for k, v in env.items() if k != "HF_TOKEN"}  # a public repository: no token needed
     # D2OV_CONVERT=0: as on a Space, this server does not convert, so it offers what the IR repository lists
-    run_env.update(variables, PYTHONPATH="", D2OV_CACHE=str(tmp_path / "empty_cache"), HF_HUB_OFFLINE="0",
-                   D2OV_CONVERT="0")
+    run_env.update(
+        variables, PYTHONPATH="", D2OV_CACHE=str(tmp_path / "empty_cache"), HF_HUB_OFFLINE="0", D2OV_CONVERT="0"
+    )
     proc, url = start_app(run_env, tmp_path / "app.log", cwd=folder)
     try:
         sample = sorted((ROOT / "d2ov_core" / "data" / "samples").glob("shapes_*.jpg"))[0]
@@ -236,9 +269,22 @@ def test_space_with_ir_repo_pushes_the_irs_and_pins_the_space_to_that_commit(hub
 
 def test_space_ir_repo_of_a_config_only_model_is_one_error_line(hub, env):
     cfg = ROOT / "models" / "demo" / "faster_rcnn_shapes"
-    res = run_cli("-q", "space", "--repo-id", "me/my-space", "--model", str(cfg / "config.yaml"), "--weights",
-                  str(cfg / "model_final.pth"), "--classes", "round,box,wedge", "--ir-repo", "me/my-irs", env=env,
-                  timeout=600)
+    res = run_cli(
+        "-q",
+        "space",
+        "--repo-id",
+        "me/my-space",
+        "--model",
+        str(cfg / "config.yaml"),
+        "--weights",
+        str(cfg / "model_final.pth"),
+        "--classes",
+        "round,box,wedge",
+        "--ir-repo",
+        "me/my-irs",
+        env=env,
+        timeout=600,
+    )
     line = _one_error_line(res)
     assert "--ir-repo" in line and "catalog" in line, line
     assert hub.repos == {}

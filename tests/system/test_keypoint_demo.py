@@ -50,13 +50,13 @@ def test_committed_weights_card_and_bundled_ir():
         assert meta["accuracy"][precision]["keypoint_AP"] >= MIN_KEYPOINT_AP - 1.0
 
 
-
 def test_keypoint_ap_on_the_test_split(test_split, tmp_path):
     """``d2ov eval`` of the bundled IR (the PyTorch side is measured in the next test)."""
     ann, images = test_split
     out = tmp_path / "eval.json"
-    res = run_cli("-q", "eval", str(bundled_ir(NAME)), "--annotations", ann, "--images", str(images),
-                  "--json", str(out))
+    res = run_cli(
+        "-q", "eval", str(bundled_ir(NAME)), "--annotations", ann, "--images", str(images), "--json", str(out)
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "keypoints" in res.stdout
     doc = json.loads(out.read_text())
@@ -74,7 +74,9 @@ def test_openvino_and_pytorch_keypoint_ap_agree(test_split):
     ann, images = test_split
     ov = evaluate(Predictor(bundled_ir(NAME)), ann, images, progress=False)
     pt = evaluate(ReferencePredictor(NAME, progress=False), ann, images, progress=False)
-    (ARTIFACTS / "ap_keypoint_rcnn_figures_agree.json").write_text(json.dumps({"openvino": ov, "pytorch": pt}, indent=1))
+    (ARTIFACTS / "ap_keypoint_rcnn_figures_agree.json").write_text(
+        json.dumps({"openvino": ov, "pytorch": pt}, indent=1)
+    )
     assert pt["keypoints"]["AP"] >= MIN_KEYPOINT_AP, pt["keypoints"]
     for iou_type in ("bbox", "keypoints"):
         assert abs(ov[iou_type]["AP"] - pt[iou_type]["AP"]) <= 0.3, (iou_type, ov[iou_type], pt[iou_type])
@@ -88,8 +90,20 @@ def test_verify_keypoints(precision, score_tol, keypoint_tol, test_split, tmp_pa
     1.01 px on 3 of 12 images; boxes within 0.08 px, scores 1.6e-3)."""
     _, images = test_split
     files = sorted((images / "test").glob("*.jpg"))[:12]
-    res = run_cli("-q", "verify", NAME, *map(str, files), "--precision", precision, "--score-tol", score_tol,
-                  "--keypoint-tol", str(keypoint_tol), "--json", str(tmp_path / "v.json"))
+    res = run_cli(
+        "-q",
+        "verify",
+        NAME,
+        *map(str, files),
+        "--precision",
+        precision,
+        "--score-tol",
+        score_tol,
+        "--keypoint-tol",
+        str(keypoint_tol),
+        "--json",
+        str(tmp_path / "v.json"),
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     doc = json.loads((tmp_path / "v.json").read_text())
     rows = doc["images"]
@@ -107,7 +121,9 @@ def test_predict_json_has_keypoints_by_name(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     doc = json.loads(out.read_text())
     result = doc["results"][0]
-    assert doc["model"]["task"] == "keypoints" and doc["model"]["keypoint_names"] == list(catalog.get(NAME).keypoint_names)
+    assert doc["model"]["task"] == "keypoints" and doc["model"]["keypoint_names"] == list(
+        catalog.get(NAME).keypoint_names
+    )
     assert result["keypoint_names"] == doc["model"]["keypoint_names"]
     inst = result["instances"]
     assert inst and all(np.asarray(i["keypoints"]).shape == (7, 3) for i in inst)
@@ -116,5 +132,7 @@ def test_predict_json_has_keypoints_by_name(tmp_path):
         x0, y0, x1, y1 = i["box"]
         kp = np.asarray(i["keypoints"])
         seen = kp[:, 2] > 0.05
-        assert np.all((kp[seen, 0] >= x0 - 2) & (kp[seen, 0] <= x1 + 2) & (kp[seen, 1] >= y0 - 2) & (kp[seen, 1] <= y1 + 2))
+        assert np.all(
+            (kp[seen, 0] >= x0 - 2) & (kp[seen, 0] <= x1 + 2) & (kp[seen, 1] >= y0 - 2) & (kp[seen, 1] <= y1 + 2)
+        )
     assert any((tmp_path / "r").glob("*.png")) or any((tmp_path / "r").glob("*.jpg"))

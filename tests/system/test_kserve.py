@@ -45,15 +45,18 @@ def _get(url: str, timeout: float = 10) -> tuple[int, dict]:
 def start_kserve(irs: list[Path], log_path: Path, *extra: str, timeout: float = 120) -> tuple[subprocess.Popen, str]:
     """``python -m d2ov_core.serve.kserve --ir ...`` (the serve venv) on a free port; waits until ready."""
     if not SERVE_PYTHON.is_file():
-        pytest.fail(f"no KServe venv at {SERVE_PYTHON}: run tools/setup.sh (it creates .venv-serve from "
-                    "requirements-serve.txt) or set D2OV_SERVE_PYTHON")
+        pytest.fail(
+            f"no KServe venv at {SERVE_PYTHON}: run tools/setup.sh (it creates .venv-serve from "
+            "requirements-serve.txt) or set D2OV_SERVE_PYTHON"
+        )
     port = helpers.free_port()
     args = [str(SERVE_PYTHON), "-m", "d2ov_core.serve.kserve", "--http-port", str(port), *extra]
     for xml in irs:
         args += ["--ir", str(xml)]
     log = open(log_path, "w")
-    proc = subprocess.Popen(args, cwd=log_path.parent, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        args, cwd=log_path.parent, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -97,6 +100,7 @@ def kserve(repo, tmp_path_factory):
 
 # ----------------------------------------------------------------------------- the OVMS repository
 
+
 def test_ovms_repository_parses_and_its_irs_reload_with_their_metadata(repo):
     config = json.loads((repo / "config.json").read_text())
     entries = {e["config"]["name"]: e["config"] for e in config["model_config_list"]}
@@ -112,6 +116,7 @@ def test_ovms_repository_parses_and_its_irs_reload_with_their_metadata(repo):
 
 
 # ----------------------------------------------------------------------------- the KServe predictor
+
 
 def test_health_readiness_and_metadata(kserve):
     url, _, _ = kserve
@@ -167,10 +172,15 @@ def test_plain_json_requests_and_bad_inputs(kserve):
     from d2ov_core.runtime.preprocess import preprocess
 
     chw, _ = preprocess(load_image(SAMPLE_FILES[0]), ir.metadata)
-    body = json.dumps({"inputs": [{"name": "image", "shape": list(chw.shape), "datatype": "FP32",
-                                   "data": chw.reshape(-1).tolist()}]}).encode()
-    req = urllib.request.Request(f"{url}/v2/models/faster_rcnn_shapes/infer", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
+    body = json.dumps(
+        {"inputs": [{"name": "image", "shape": list(chw.shape), "datatype": "FP32", "data": chw.reshape(-1).tolist()}]}
+    ).encode()
+    req = urllib.request.Request(
+        f"{url}/v2/models/faster_rcnn_shapes/infer",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=60) as r:
         doc = json.loads(r.read())
     got = {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in doc["outputs"]}
@@ -179,8 +189,12 @@ def test_plain_json_requests_and_bad_inputs(kserve):
     for k in want:
         np.testing.assert_allclose(got[k], want[k], atol=1e-4)
     bad = json.dumps({"inputs": [{"name": "image", "shape": [1, 2], "datatype": "FP32", "data": [0.0, 0.0]}]}).encode()
-    req = urllib.request.Request(f"{url}/v2/models/faster_rcnn_shapes/infer", data=bad, method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{url}/v2/models/faster_rcnn_shapes/infer",
+        data=bad,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=30)
     err = json.loads(e.value.read())["error"]
@@ -189,8 +203,9 @@ def test_plain_json_requests_and_bad_inputs(kserve):
 
 def test_kserve_own_decoding_gives_the_same_answer(repo, tmp_path):
     """``--kserve-decoding`` (kserve's stock infer handler, binary tensors via Python lists) answers the same."""
-    proc, url = start_kserve([repo / "mask_rcnn_shapes" / "1" / "model.xml"], tmp_path / "stock.log",
-                             "--kserve-decoding")
+    proc, url = start_kserve(
+        [repo / "mask_rcnn_shapes" / "1" / "model.xml"], tmp_path / "stock.log", "--kserve-decoding"
+    )
     try:
         rem = Predictor(server=url, timeout=60)
         a = Predictor(bundled_ir(MODELS["mask_rcnn_shapes"])).predict(SAMPLE_FILES[1], threshold=0.0)
@@ -204,8 +219,16 @@ def test_kserve_own_decoding_gives_the_same_answer(repo, tmp_path):
 def test_cli_predict_through_the_server_equals_local(kserve, tmp_path):
     url, _, _ = kserve
     images = [str(p) for p in SAMPLE_FILES]
-    res = run_cli("predict", "--server", url, "--remote-model", "mask_rcnn_shapes", *images,
-                  "--json", str(tmp_path / "remote.json"))
+    res = run_cli(
+        "predict",
+        "--server",
+        url,
+        "--remote-model",
+        "mask_rcnn_shapes",
+        *images,
+        "--json",
+        str(tmp_path / "remote.json"),
+    )
     assert res.returncode == 0, res.stderr
     assert run_cli("predict", "demo/mask_rcnn_shapes", *images, "--json", str(tmp_path / "local.json")).returncode == 0
     remote, local = (json.loads((tmp_path / f).read_text()) for f in ("remote.json", "local.json"))
@@ -223,13 +246,15 @@ def test_app_runs_against_the_server(kserve, tmp_path):
     from gradio_client import Client, handle_file
 
     url, _, _ = kserve
-    proc, app_url = helpers.start_app({"D2OV_SERVER_URL": url, "D2OV_CACHE": str(tmp_path / "cache")},
-                                      tmp_path / "app.log")
+    proc, app_url = helpers.start_app(
+        {"D2OV_SERVER_URL": url, "D2OV_CACHE": str(tmp_path / "cache")}, tmp_path / "app.log"
+    )
     try:
         client = Client(app_url, verbose=False)
         for name in MODELS:
             image, table, json_path, summary, card = client.predict(
-                handle_file(str(SAMPLE_FILES[0])), f"remote/{name}", "CPU", 0.5, api_name="/detect")
+                handle_file(str(SAMPLE_FILES[0])), f"remote/{name}", "CPU", 0.5, api_name="/detect"
+            )
             doc = json.loads(Path(json_path).read_text())
             inst = doc["results"][0]["instances"]
             ref = Predictor(bundled_ir(MODELS[name])).predict(SAMPLE_FILES[0], threshold=0.5)
@@ -246,18 +271,22 @@ def test_app_runs_against_the_server(kserve, tmp_path):
 
 # ----------------------------------------------------------------------------- failures in one line
 
+
 @pytest.fixture(scope="module")
 def fake():
     with FakeV2Server(bundled_ir(MODELS["faster_rcnn_shapes"]), "faster") as srv:
         yield srv
 
 
-@pytest.mark.parametrize("mode, args, message", [
-    ("wrong_shape", [], "a d2ov model returns FP32 [N, 4]"),
-    ("wrong_dtype", [], "output 'boxes' of 'faster' is INT64"),
-    ("slow", ["--timeout", "1"], "did not answer inference on 'faster' within 1 s"),
-    ("down", [], "is unreachable (Connection refused)"),
-])
+@pytest.mark.parametrize(
+    "mode, args, message",
+    [
+        ("wrong_shape", [], "a d2ov model returns FP32 [N, 4]"),
+        ("wrong_dtype", [], "output 'boxes' of 'faster' is INT64"),
+        ("slow", ["--timeout", "1"], "did not answer inference on 'faster' within 1 s"),
+        ("down", [], "is unreachable (Connection refused)"),
+    ],
+)
 def test_cli_server_failures_are_one_line_and_exit_2(fake, mode, args, message):
     fake.mode, fake.delay = ("ok" if mode == "down" else mode), 4.0
     url = closed_port_url() if mode == "down" else fake.url
@@ -274,15 +303,19 @@ def test_app_server_failures_are_one_gr_error_and_the_app_keeps_serving(fake, tm
     from gradio_client import Client, handle_file
 
     fake.mode = "ok"
-    proc, app_url = helpers.start_app({"D2OV_SERVER_URL": fake.url, "D2OV_SERVER_TIMEOUT": "2",
-                                       "D2OV_CACHE": str(tmp_path / "cache")}, tmp_path / "app.log")
+    proc, app_url = helpers.start_app(
+        {"D2OV_SERVER_URL": fake.url, "D2OV_SERVER_TIMEOUT": "2", "D2OV_CACHE": str(tmp_path / "cache")},
+        tmp_path / "app.log",
+    )
     try:
         client = Client(app_url, verbose=False)
         sample = handle_file(str(SAMPLE_FILES[0]))
         assert len(client.predict(sample, "remote/faster", "CPU", 0.5, api_name="/detect")[1]["data"]) > 0
-        for mode, message in [("wrong_shape", "a d2ov model returns FP32 [N, 4]"),
-                              ("slow", "did not answer inference on 'faster' within 2 s"),
-                              ("error", "failed with HTTP 500: fake: inference failed on purpose")]:
+        for mode, message in [
+            ("wrong_shape", "a d2ov model returns FP32 [N, 4]"),
+            ("slow", "did not answer inference on 'faster' within 2 s"),
+            ("error", "failed with HTTP 500: fake: inference failed on purpose"),
+        ]:
             fake.mode, fake.delay = mode, 6.0
             with pytest.raises(Exception) as e:
                 client.predict(sample, "remote/faster", "CPU", 0.5, api_name="/detect")
@@ -300,8 +333,13 @@ def test_app_server_failures_are_one_gr_error_and_the_app_keeps_serving(fake, tm
 
 
 def test_app_with_a_server_that_is_down_exits_with_one_line(tmp_path):
-    res = subprocess.run([sys.executable, "app.py", "--port", str(helpers.free_port()), "--server", closed_port_url()],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, D2OV_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1"))
+    res = subprocess.run(
+        [sys.executable, "app.py", "--port", str(helpers.free_port()), "--server", closed_port_url()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, D2OV_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1"),
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("d2ov: error: model server http://127.0.0.1:")

@@ -56,8 +56,19 @@ def test_pq_on_the_test_split(test_split, tmp_path):
     """``d2ov eval --panoptic`` of the bundled IR (the PyTorch side is measured in the next test)."""
     ann, images, panoptic = test_split
     out = tmp_path / "eval.json"
-    res = run_cli("-q", "eval", str(bundled_ir(NAME)), "--annotations", ann, "--images", str(images),
-                  "--panoptic", str(panoptic), "--json", str(out))
+    res = run_cli(
+        "-q",
+        "eval",
+        str(bundled_ir(NAME)),
+        "--annotations",
+        ann,
+        "--images",
+        str(images),
+        "--panoptic",
+        str(panoptic),
+        "--json",
+        str(out),
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "PQ All" in res.stdout and "PQ Stuff" in res.stdout
     doc = json.loads(out.read_text())
@@ -80,7 +91,11 @@ def test_openvino_and_pytorch_pq_agree(test_split):
     (ARTIFACTS / "pq_panoptic_fpn_shapes_agree.json").write_text(json.dumps({"openvino": ov, "pytorch": pt}, indent=1))
     assert pt["panoptic"]["All"]["PQ"] >= MIN_PQ, pt["panoptic"]["All"]
     for group in ("All", "Things", "Stuff"):
-        assert abs(ov["panoptic"][group]["PQ"] - pt["panoptic"][group]["PQ"]) <= 0.3, (group, ov["panoptic"], pt["panoptic"])
+        assert abs(ov["panoptic"][group]["PQ"] - pt["panoptic"][group]["PQ"]) <= 0.3, (
+            group,
+            ov["panoptic"],
+            pt["panoptic"],
+        )
     assert abs(ov["bbox"]["AP"] - pt["bbox"]["AP"]) <= 0.3
 
 

@@ -14,8 +14,12 @@ from d2ov_core.runtime.detections import Detections
 
 from ..conftest import SAMPLES, run_cli
 
-CASES = {"demo/faster_rcnn_shapes": "shapes_1.jpg", "demo/mask_rcnn_shapes": "shapes_2.jpg",
-         "demo/keypoint_rcnn_figures": "figures_1.jpg", "demo/panoptic_fpn_shapes": "panoptic_1.jpg"}
+CASES = {
+    "demo/faster_rcnn_shapes": "shapes_1.jpg",
+    "demo/mask_rcnn_shapes": "shapes_2.jpg",
+    "demo/keypoint_rcnn_figures": "figures_1.jpg",
+    "demo/panoptic_fpn_shapes": "panoptic_1.jpg",
+}
 
 
 def _keys(doc: dict) -> dict:
@@ -23,8 +27,14 @@ def _keys(doc: dict) -> dict:
     res = doc["results"][0]
     inst = set().union(*(i.keys() for i in res["instances"]))
     segs = set().union(*(s.keys() for s in res["panoptic"]["segments"])) if "panoptic" in res else set()
-    return {"top": set(doc), "model": set(doc["model"]), "result": set(res), "instance": inst, "segment": segs,
-            "timing": set(res["timing_ms"])}
+    return {
+        "top": set(doc),
+        "model": set(doc["model"]),
+        "result": set(res),
+        "instance": inst,
+        "segment": segs,
+        "timing": set(res["timing_ms"]),
+    }
 
 
 @pytest.mark.slow
@@ -42,8 +52,9 @@ def test_pytorch_backend_gives_the_openvino_backends_json(model, tmp_path):
     assert pt["backend"] == "pytorch" and ov["backend"] == "openvino" and pt["device"] == "cpu"
     assert _keys(pt) == _keys(ov)
     assert pt["model"]["ir"] is None and pt["model"]["precision"] == "FP32" and ov["model"]["precision"] == "FP32"
-    assert {k: v for k, v in pt["model"].items() if k not in ("ir", "ir_precision")} == \
-        {k: v for k, v in ov["model"].items() if k not in ("ir", "ir_precision")}
+    assert {k: v for k, v in pt["model"].items() if k not in ("ir", "ir_precision")} == {
+        k: v for k, v in ov["model"].items() if k not in ("ir", "ir_precision")
+    }
 
     ref, cand = (Detections.from_dict(d["results"][0]) for d in (pt, ov))
     assert len(ref) >= 2, f"{model} found {len(ref)} objects in {image.name}: too few to compare"

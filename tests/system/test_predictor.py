@@ -61,8 +61,11 @@ def test_bad_threshold_is_an_input_error(predictor, bad):
 def test_bad_images_are_image_errors(predictor, tmp_path):
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "html.jpg").write_text("<html>not an image</html>")
-    for p, msg in [(tmp_path / "empty.jpg", "empty file"), (tmp_path / "html.jpg", "not an image"),
-                   (tmp_path / "missing.jpg", "image not found")]:
+    for p, msg in [
+        (tmp_path / "empty.jpg", "empty file"),
+        (tmp_path / "html.jpg", "not an image"),
+        (tmp_path / "missing.jpg", "image not found"),
+    ]:
         with pytest.raises(ImageError, match=msg):
             predictor.predict(p)
     with pytest.raises(ImageError, match="expected a uint8 array"):

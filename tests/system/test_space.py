@@ -68,10 +68,26 @@ def _my_examples(folder: Path) -> list[Path]:
 def space(tmp_path_factory):
     examples = _my_examples(tmp_path_factory.mktemp("mine") / "examples")
     folder = tmp_path_factory.mktemp("space_parent") / "space"
-    res = run_cli("space", "--dry-run", str(folder), "--model", "models/demo/faster_rcnn_shapes/config.yaml",
-                  "--weights", "models/demo/faster_rcnn_shapes/model_final.pth", "--classes", ",".join(MY_CLASSES),
-                  "--model", ZOO, "--weights", "random",
-                  "--examples", str(examples[0].parent), "--title", MY_TITLE, timeout=900)
+    res = run_cli(
+        "space",
+        "--dry-run",
+        str(folder),
+        "--model",
+        "models/demo/faster_rcnn_shapes/config.yaml",
+        "--weights",
+        "models/demo/faster_rcnn_shapes/model_final.pth",
+        "--classes",
+        ",".join(MY_CLASSES),
+        "--model",
+        ZOO,
+        "--weights",
+        "random",
+        "--examples",
+        str(examples[0].parent),
+        "--title",
+        MY_TITLE,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "wrote the Space folder" in res.stdout and f"opens on {MY_NAME}" in res.stdout, res.stdout
     assert f"{MY_NAME} FP16: checked against Detectron2 on 3 images: " in res.stdout, res.stdout
@@ -80,24 +96,40 @@ def space(tmp_path_factory):
 
 def test_the_folder_holds_what_the_app_needs_and_nothing_more(space):
     top = sorted(p.name for p in space.iterdir())
-    assert top == ["README.md", "app.py", "d2ov_core", "detectron2", "examples", "models", "requirements.txt",
-                   "space.json"]
+    assert top == [
+        "README.md",
+        "app.py",
+        "d2ov_core",
+        "detectron2",
+        "examples",
+        "models",
+        "requirements.txt",
+        "space.json",
+    ]
     assert sorted(p.name for p in (space / "examples").iterdir()) == [f"my_photo_{i}.jpg" for i in range(3)]
     assert sorted(p.relative_to(space).as_posix() for p in (space / "models").rglob("*") if p.is_file()) == sorted(
-        f"models/{m}/FP16/{f}" for m in ("faster_rcnn_shapes", ZOO_NAME.split("/", 1)[1])
-        for f in ("d2ov.json", "model.bin", "model.xml"))
+        f"models/{m}/FP16/{f}"
+        for m in ("faster_rcnn_shapes", ZOO_NAME.split("/", 1)[1])
+        for f in ("d2ov.json", "model.bin", "model.xml")
+    )
     env = json.loads((space / "space.json").read_text())["env"]
     assert env["D2OV_DEFAULT_MODEL"].split(",")[0] == MY_NAME
     assert {k: v for k, v in env.items() if k != "D2OV_DEFAULT_MODEL"} == {
-        "D2OV_TITLE": MY_TITLE, "D2OV_MODELS_DIR": "models", "D2OV_EXAMPLES": "examples"}
+        "D2OV_TITLE": MY_TITLE,
+        "D2OV_MODELS_DIR": "models",
+        "D2OV_EXAMPLES": "examples",
+    }
     readme = space.joinpath("README.md").read_text()
     assert f"- **{MY_NAME}**: detection, 3 classes (round, box, wedge); FP16 IR, `models/faster_rcnn_shapes/`" in readme
     assert "## Adding a model" in readme and "pip" not in readme.split("---", 2)[2]
     front = space.joinpath("README.md").read_text().split("---")[1]
     for line in ("sdk: gradio", "app_file: app.py", 'python_version: "3.11"', "sdk_version: 6.31.0"):
         assert line in front
-    reqs = [l.strip() for l in space.joinpath("requirements.txt").read_text().splitlines()
-            if l.strip() and not l.startswith("#")]
+    reqs = [
+        l.strip()
+        for l in space.joinpath("requirements.txt").read_text().splitlines()
+        if l.strip() and not l.startswith("#")
+    ]
     names = {re.split(r"[=<>\[ ]", l)[0].lower() for l in reqs if not l.startswith("--")}
     assert {"openvino", "gradio", "torch"} <= names
     assert not names & {"nncf", "pytest", "playwright", "torchvision", "pytest-timeout", "psutil"}
@@ -122,18 +154,32 @@ def space_env(space, tmp_path_factory):
     venv = tmp_path_factory.mktemp("space_venv") / "venv"
     t0 = time.perf_counter()
     subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
-    env = dict(os.environ, PIP_RETRIES="0", PIP_TIMEOUT="10", PIP_DISABLE_PIP_VERSION_CHECK="1",
-               **netguard_env(registries=True))
-    res = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(space / "requirements.txt")],
-                         capture_output=True, text=True, env=env, timeout=1800)
+    env = dict(
+        os.environ,
+        PIP_RETRIES="0",
+        PIP_TIMEOUT="10",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        **netguard_env(registries=True),
+    )
+    res = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "-r", str(space / "requirements.txt")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     install_s = time.perf_counter() - t0
     size = _du(venv)
     site = next((venv / "lib").glob("python3*/site-packages"))
     assert not (site / "torchvision").exists() and not (site / "nncf").exists() and not (site / "detectron2").exists()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "space_env.json").write_text(json.dumps({"install_s": round(install_s, 1), "venv_mb": round(size / 1e6),
-                                                         "folder_mb": round(_du(space) / 1e6, 1)}, indent=1))
+    (ARTIFACTS / "space_env.json").write_text(
+        json.dumps(
+            {"install_s": round(install_s, 1), "venv_mb": round(size / 1e6), "folder_mb": round(_du(space) / 1e6, 1)},
+            indent=1,
+        )
+    )
     # the app's user may read the venv and the folder, not write them
     for p in (venv, space):
         subprocess.run(["chmod", "-R", "a+rX,go-w", str(p)], check=True)
@@ -157,14 +203,29 @@ def running_space(space, space_env, tmp_path_factory):
     os.chown(home, NOBODY, NOBODY)
     os.chmod(tmp, 0o755)
     port = free_port()
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(home), "SPACE_ID": "someone/d2ov-demo",
-           "SYSTEM": "spaces", "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(port),
-           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(home / "gradio"),
-           **netguard_env()}
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(home),
+        "SPACE_ID": "someone/d2ov-demo",
+        "SYSTEM": "spaces",
+        "GRADIO_SERVER_NAME": "0.0.0.0",
+        "GRADIO_SERVER_PORT": str(port),
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "GRADIO_TEMP_DIR": str(home / "gradio"),
+        **netguard_env(),
+    }
     log_path = tmp / "space.log"
     log = open(log_path, "w")
-    proc = subprocess.Popen([str(venv / "bin" / "python"), "app.py"], cwd=space, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, user=NOBODY, group=NOBODY)
+    proc = subprocess.Popen(
+        [str(venv / "bin" / "python"), "app.py"],
+        cwd=space,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        user=NOBODY,
+        group=NOBODY,
+    )
     try:
         url = f"http://127.0.0.1:{port}/"
         wait_until_up(proc, url, log_path, timeout=180)
@@ -181,14 +242,18 @@ def test_the_space_starts_as_a_space_and_answers(running_space, space_env):
     _, site = space_env
     import psutil
 
-    listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(proc.pid).net_connections("tcp")
-                 if c.status == psutil.CONN_LISTEN}
+    listening = {
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.Process(proc.pid).net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN
+    }
     assert ("0.0.0.0", port) in listening, listening  # all interfaces, the Space's port
 
     client = Client(url, verbose=False)
     sample = sorted(SAMPLES.glob("shapes_*.jpg"))[0]
-    image, table, json_path, summary, card = client.predict(handle_file(str(sample)), "demo/mask_rcnn_shapes",
-                                                            "CPU", 0.5, api_name="/detect")
+    image, table, json_path, summary, card = client.predict(
+        handle_file(str(sample)), "demo/mask_rcnn_shapes", "CPU", 0.5, api_name="/detect"
+    )
     doc = json.loads(Path(json_path).read_text())
     instances = doc["results"][0]["instances"]
     assert len(table["data"]) == len(instances) > 0
@@ -215,8 +280,9 @@ def test_detect_without_a_model_runs_the_users_model_and_no_zoo_model_is_offered
     from gradio_client import Client, handle_file
 
     client = Client(running_space[0], verbose=False)
-    image, table, json_path, summary, card = client.predict(handle_file(str(space / "examples" / "my_photo_0.jpg")),
-                                                            api_name="/detect")
+    image, table, json_path, summary, card = client.predict(
+        handle_file(str(space / "examples" / "my_photo_0.jpg")), api_name="/detect"
+    )
     labels = {row[0] for row in table["data"]}
     assert labels and labels <= set(MY_CLASSES), table
     assert json.loads(Path(json_path).read_text())["model"]["task"] == "detection"
@@ -227,8 +293,12 @@ def test_detect_without_a_model_runs_the_users_model_and_no_zoo_model_is_offered
     offered = model["type"]["enum"]
     assert model["parameter_default"] == MY_NAME and MY_NAME in offered
     assert not [n for n in offered if n.startswith("COCO")], offered
-    assert {n for n in offered if n.startswith("demo/")} == {"demo/faster_rcnn_shapes", "demo/mask_rcnn_shapes",
-                                                             "demo/keypoint_rcnn_figures", "demo/panoptic_fpn_shapes"}
+    assert {n for n in offered if n.startswith("demo/")} == {
+        "demo/faster_rcnn_shapes",
+        "demo/mask_rcnn_shapes",
+        "demo/keypoint_rcnn_figures",
+        "demo/panoptic_fpn_shapes",
+    }
     assert ZOO_NAME in offered
 
 
@@ -240,8 +310,9 @@ def test_the_model_zoo_model_converted_for_the_space_detects_on_a_photo_there(ru
     from ..conftest import real_photo
 
     client = Client(running_space[0], verbose=False)
-    image, table, json_path, summary, card = client.predict(handle_file(str(real_photo())), ZOO_NAME, "CPU", 0.5,
-                                                            api_name="/detect")
+    image, table, json_path, summary, card = client.predict(
+        handle_file(str(real_photo())), ZOO_NAME, "CPU", 0.5, api_name="/detect"
+    )
     doc = json.loads(Path(json_path).read_text())
     assert doc["model"]["task"] == "instance_segmentation" and doc["model"]["random_weights"] is True
     instances = doc["results"][0]["instances"]
@@ -271,7 +342,11 @@ def test_in_a_browser_the_space_opens_on_the_users_model(running_space):
         page.get_by_role("button", name="Detect").click()
         expect(page.get_by_text("detections at threshold 0.50")).to_be_visible(timeout=120_000)
         page.screenshot(path=str(ARTIFACTS / "space_first_screen.png"))
-        for box in (examples.last, page.get_by_role("button", name="Detect"), page.get_by_text("detections at threshold")):
+        for box in (
+            examples.last,
+            page.get_by_role("button", name="Detect"),
+            page.get_by_text("detections at threshold"),
+        ):
             b = box.bounding_box()
             assert b and b["y"] + b["height"] <= 800, (box, b)  # on the first screen
         # the detections table (Gradio draws its rows beside the header's <table>): its words are the labels

@@ -33,11 +33,17 @@ def small_spec(name: str, folder: Path) -> catalog.ModelSpec:
 
     entry = catalog.get(name)
     cfg = folder / (name.rsplit("/", 1)[1] + "_320.yaml")
-    cfg.write_text(f"_BASE_: {model_zoo.get_config_file(entry.config)}\n"
-                   "INPUT:\n  MIN_SIZE_TEST: 320\n  MAX_SIZE_TEST: 512\n")
+    cfg.write_text(
+        f"_BASE_: {model_zoo.get_config_file(entry.config)}\nINPUT:\n  MIN_SIZE_TEST: 320\n  MAX_SIZE_TEST: 512\n"
+    )
     spec = catalog.custom(cfg, "random", entry.classes, task=entry.task)
-    return dataclasses.replace(spec, keypoint_names=entry.keypoint_names, keypoint_skeleton=entry.keypoint_skeleton,
-                               keypoint_oks_sigmas=entry.keypoint_oks_sigmas, stuff_classes=entry.stuff_classes)
+    return dataclasses.replace(
+        spec,
+        keypoint_names=entry.keypoint_names,
+        keypoint_skeleton=entry.keypoint_skeleton,
+        keypoint_oks_sigmas=entry.keypoint_oks_sigmas,
+        stuff_classes=entry.stuff_classes,
+    )
 
 
 def _perturb_first_convolution(model, factor: float = 1.01):
@@ -91,8 +97,9 @@ def test_stage_check_passes_per_family(family, tmp_path):
     for d in report.detections:  # whatever was matched agrees exactly
         assert d["max_box_dev"] <= 0.5 and d["max_score_dev"] <= 1e-3
     if family == "retinanet":  # no proposals in between: every detection matches
-        assert all(d["unmatched_reference"] == d["unmatched_candidate"] == 0 and d["matched"] > 0
-                   for d in report.detections)
+        assert all(
+            d["unmatched_reference"] == d["unmatched_candidate"] == 0 and d["matched"] > 0 for d in report.detections
+        )
 
 
 def _tensor_names(spec):
@@ -122,6 +129,8 @@ def test_stage_check_fails_on_a_perturbed_graph(tmp_path, monkeypatch):
 
 def test_verify_stages_bad_input_is_one_line(tmp_path):
     res = run_cli("verify", "COCO-Detection/retinanet_R_50_FPN_1x", str(real_photo()), "--stages", "--stage-tol", "2")
-    assert res.returncode == 2 and res.stderr.strip().splitlines() == ["d2ov: error: --stage-tol must be in (0, 1), got 2.0"]
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "d2ov: error: --stage-tol must be in (0, 1), got 2.0"
+    ]
     res = run_cli("verify", "COCO-Detection/retinanet_R_50_FPN_1x", str(tmp_path / "none.jpg"), "--stages")
     assert res.returncode == 2 and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -23,34 +23,53 @@ ARTIFACTS = ROOT / "tests" / "_artifacts"
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     dist = tmp_path_factory.mktemp("dist")
-    res = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
-                          "-q", "-w", str(dist)], capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(dist)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     wheel = next(dist.glob("d2ov-*.whl"))
     venv = tmp_path_factory.mktemp("wheel_venv") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     t0 = time.perf_counter()
-    res = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], capture_output=True, text=True,
-                         timeout=900, env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", **netguard_env(registries=True)))
+    res = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", **netguard_env(registries=True)),
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "wheel.json").write_text(json.dumps({"wheel_mb": round(wheel.stat().st_size / 1e6, 1),
-                                                     "core_install_s": round(time.perf_counter() - t0, 1)}))
+    (ARTIFACTS / "wheel.json").write_text(
+        json.dumps(
+            {"wheel_mb": round(wheel.stat().st_size / 1e6, 1), "core_install_s": round(time.perf_counter() - t0, 1)}
+        )
+    )
     return wheel, venv
 
 
 def run(venv: Path, *args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(cwd), "D2OV_CACHE": str(cwd / "cache"),
-           **netguard_env()}
-    return subprocess.run([str(venv / "bin" / args[0]), *args[1:]], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=timeout)
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(cwd),
+        "D2OV_CACHE": str(cwd / "cache"),
+        **netguard_env(),
+    }
+    return subprocess.run(
+        [str(venv / "bin" / args[0]), *args[1:]], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
 
 
 def test_core_install_predicts_the_demo_model_without_torch(installed, tmp_path):
     wheel, venv = installed
-    code = ("import importlib.util as u, json, d2ov_core.store.catalog as c; print(json.dumps({'missing': "
-            "[u.find_spec(m) is None for m in ('torch', 'detectron2', 'gradio')], 'repo': str(c.REPO_ROOT), "
-            "'sample': str(c.sample_images()[0])}))")
+    code = (
+        "import importlib.util as u, json, d2ov_core.store.catalog as c; print(json.dumps({'missing': "
+        "[u.find_spec(m) is None for m in ('torch', 'detectron2', 'gradio')], 'repo': str(c.REPO_ROOT), "
+        "'sample': str(c.sample_images()[0])}))"
+    )
     py = run(venv, "python", "-c", code, cwd=tmp_path)
     assert py.returncode == 0, py.stderr[-2000:]
     info = json.loads(py.stdout)
@@ -73,22 +92,39 @@ def test_app_extra_serves_the_demo_models(installed, tmp_path):
     from gradio_client import Client, handle_file
 
     wheel, venv = installed
-    res = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"{wheel}[app]"], capture_output=True, text=True,
-                         timeout=900, env=dict(os.environ, **netguard_env(registries=True)))
+    res = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", f"{wheel}[app]"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, **netguard_env(registries=True)),
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     port = free_port()
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "D2OV_CACHE": str(tmp_path / "cache"),
-           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **netguard_env()}
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "D2OV_CACHE": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        **netguard_env(),
+    }
     log_path = tmp_path / "serve.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([str(venv / "bin" / "d2ov"), "serve", "--port", str(port)], cwd=tmp_path, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(venv / "bin" / "d2ov"), "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             url = f"http://127.0.0.1:{port}/"
             wait_until_up(proc, url, log_path, timeout=180)
             sample = next((venv / "lib").glob("python3*/site-packages/d2ov_core/data/samples/shapes_1.jpg"))
-            out = Client(url, verbose=False).predict(handle_file(str(sample)), "demo/faster_rcnn_shapes", "CPU", 0.5,
-                                                     api_name="/detect")
+            out = Client(url, verbose=False).predict(
+                handle_file(str(sample)), "demo/faster_rcnn_shapes", "CPU", 0.5, api_name="/detect"
+            )
             assert len(out[1]["data"]) > 0 and Path(out[0]).is_file()
         finally:
             stop(proc)

@@ -69,12 +69,15 @@ def stand_in_checkpoint() -> tuple[str, bytes]:
     for k, v in build_model(cfg).state_dict().items():
         if v.is_floating_point():
             # small weights, unit norm scales and variances: a network that computes finite numbers
-            state[k] = (np.ones(v.shape, np.float32) if k.endswith(("running_var", "weight")) and v.ndim == 1
-                        else (0.01 * rng.standard_normal(v.shape)).astype(np.float32))
+            state[k] = (
+                np.ones(v.shape, np.float32)
+                if k.endswith(("running_var", "weight")) and v.ndim == 1
+                else (0.01 * rng.standard_normal(v.shape)).astype(np.float32)
+            )
         else:
             state[k] = v.numpy()
     data = pickle.dumps({"model": state, "__author__": "Detectron2 Model Zoo (d2ov test stand-in)"}, protocol=4)
-    return spec.weights[len(catalog.MODEL_ZOO_URL):], data
+    return spec.weights[len(catalog.MODEL_ZOO_URL) :], data
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +117,19 @@ def test_convert_downloads_from_the_zoo_mirror(zoo, tmp_path):
     res = run_cli("-q", "convert", NAME, "--precision", "FP32", env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     spec = catalog.get(NAME)
-    assert requests == ["/detectron2/" + spec.weights[len(catalog.MODEL_ZOO_URL):]]
+    assert requests == ["/detectron2/" + spec.weights[len(catalog.MODEL_ZOO_URL) :]]
     digest = hashlib.sha256(data).hexdigest()
     meta = runtime.read_metadata(res.stdout.split()[0])
     assert meta["weights_sha256"] == digest and meta["random_weights"] is False
     # cached under the Model Zoo's URL: the catalog's file, used again offline without a request
-    cached = tmp_path / "cache" / "weights" / "dl.fbaipublicfiles.com" / "detectron2" / spec.weights.split("detectron2/", 1)[1]
+    cached = (
+        tmp_path
+        / "cache"
+        / "weights"
+        / "dl.fbaipublicfiles.com"
+        / "detectron2"
+        / spec.weights.split("detectron2/", 1)[1]
+    )
     assert W.sha256_file(cached) == digest
     with pytest.MonkeyPatch.context() as mp:  # offline now: the cached file serves, no request
         mp.setenv("D2OV_CACHE", str(tmp_path / "cache"))

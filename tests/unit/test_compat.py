@@ -27,7 +27,10 @@ def test_model_zoo_configs_are_installed():
     compat.apply()
     from detectron2 import model_zoo
 
-    for name in ("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml"):
+    for name in (
+        "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml",
+        "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml",
+    ):
         path = model_zoo.get_config_file(name)
         assert path.endswith(name)
 

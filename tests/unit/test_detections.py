@@ -26,14 +26,19 @@ def test_empty_has_right_shapes_and_serialises():
     assert len(d.filter(0.5)) == 0
 
 
-@pytest.mark.parametrize("field,value,msg", [
-    ("boxes", np.zeros((3, 5)), r"boxes: expected shape \(3, 4\), found \(3, 5\)"),
-    ("class_ids", np.zeros(2), r"class_ids: expected shape \(3,\), found \(2,\)"),
-    ("masks", np.zeros((3, 5, 5), bool), r"masks: expected shape \(3, 20, 30\), found \(3, 5, 5\)"),
-])
+@pytest.mark.parametrize(
+    "field,value,msg",
+    [
+        ("boxes", np.zeros((3, 5)), r"boxes: expected shape \(3, 4\), found \(3, 5\)"),
+        ("class_ids", np.zeros(2), r"class_ids: expected shape \(3,\), found \(2,\)"),
+        ("masks", np.zeros((3, 5, 5), bool), r"masks: expected shape \(3, 20, 30\), found \(3, 5, 5\)"),
+    ],
+)
 def test_shapes_are_checked_on_construction(field, value, msg):
     d = make()
-    kwargs = dict(boxes=d.boxes, scores=d.scores, class_ids=d.class_ids, labels=d.labels, image_size=d.image_size, masks=d.masks)
+    kwargs = dict(
+        boxes=d.boxes, scores=d.scores, class_ids=d.class_ids, labels=d.labels, image_size=d.image_size, masks=d.masks
+    )
     kwargs[field] = value
     with pytest.raises(ValueError, match=msg):
         Detections(**kwargs)
@@ -59,8 +64,18 @@ def test_to_dict_is_plain_json_with_rle_masks():
     assert "mask" not in make(1, masks=False).to_dict()["instances"][0]
 
 
-@pytest.mark.parametrize("shape,kind", [((1, 1), "ones"), ((1, 1), "zeros"), ((7, 5), "random"), ((64, 48), "random"),
-                                        ((30, 40), "zeros"), ((30, 40), "ones"), ((100, 3), "random")])
+@pytest.mark.parametrize(
+    "shape,kind",
+    [
+        ((1, 1), "ones"),
+        ((1, 1), "zeros"),
+        ((7, 5), "random"),
+        ((64, 48), "random"),
+        ((30, 40), "zeros"),
+        ((30, 40), "ones"),
+        ((100, 3), "random"),
+    ],
+)
 def test_rle_matches_pycocotools(shape, kind):
     rng = np.random.default_rng(sum(shape))
     m = {"ones": np.ones(shape, bool), "zeros": np.zeros(shape, bool), "random": rng.random(shape) > 0.3}[kind]
@@ -76,16 +91,29 @@ def _panoptic_and_keypoints(n=2, h=20, w=30):
     seg = np.zeros((h, w), np.int32)
     seg[:10] = 1
     seg[12:, 5:] = 2
-    segments = [{"id": 1, "label": "round", "category_id": 0, "isthing": True, "score": 0.9, "area": int((seg == 1).sum())},
-                {"id": 2, "label": "sky", "category_id": 1, "isthing": False, "score": None, "area": int((seg == 2).sum())}]
-    return Detections(boxes=rng.uniform(0, 19, (n, 4)).cumsum(1).clip(0, 19), scores=[0.875, 0.25], class_ids=[0, 1],
-                      labels=["a", "b"], image_size=(h, w), keypoints=rng.uniform(0, 19, (n, 2, 3)),
-                      keypoint_names=("head", "foot"), keypoint_skeleton=(("head", "foot"),), panoptic_seg=seg,
-                      segments=segments)
+    segments = [
+        {"id": 1, "label": "round", "category_id": 0, "isthing": True, "score": 0.9, "area": int((seg == 1).sum())},
+        {"id": 2, "label": "sky", "category_id": 1, "isthing": False, "score": None, "area": int((seg == 2).sum())},
+    ]
+    return Detections(
+        boxes=rng.uniform(0, 19, (n, 4)).cumsum(1).clip(0, 19),
+        scores=[0.875, 0.25],
+        class_ids=[0, 1],
+        labels=["a", "b"],
+        image_size=(h, w),
+        keypoints=rng.uniform(0, 19, (n, 2, 3)),
+        keypoint_names=("head", "foot"),
+        keypoint_skeleton=(("head", "foot"),),
+        panoptic_seg=seg,
+        segments=segments,
+    )
 
 
-@pytest.mark.parametrize("det", [make(), make(masks=False), make(n=0), make(n=0, masks=False),
-                                 _panoptic_and_keypoints()], ids=["masks", "boxes", "empty-masks", "empty", "panoptic-kp"])
+@pytest.mark.parametrize(
+    "det",
+    [make(), make(masks=False), make(n=0), make(n=0, masks=False), _panoptic_and_keypoints()],
+    ids=["masks", "boxes", "empty-masks", "empty", "panoptic-kp"],
+)
 def test_from_dict_reads_back_what_to_dict_wrote(det):
     back = Detections.from_dict(json.loads(json.dumps(det.to_dict())))
     assert back.image_size == det.image_size and len(back) == len(det)
@@ -106,5 +134,6 @@ def test_from_dict_refuses_what_is_not_a_result():
     with pytest.raises(ValueError, match="not a d2ov predict result"):
         Detections.from_dict({"height": 2, "width": 2})
     with pytest.raises(ValueError, match="not a d2ov predict result: cannot reshape"):
-        Detections.from_dict({"height": 2, "width": 2, "instances": [{"box": [1, 2, 3], "score": 1, "class_id": 0,
-                                                                      "label": "a"}]})
+        Detections.from_dict(
+            {"height": 2, "width": 2, "instances": [{"box": [1, 2, 3], "score": 1, "class_id": 0, "label": "a"}]}
+        )

@@ -60,8 +60,11 @@ def test_every_docs_page_is_in_the_nav():
     cfg = _mkdocs()
     nav = _nav_files(cfg["nav"])
     pages = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md"))
-    left_out = [p for p in pages if p not in nav and not _matches(p, cfg.get("not_in_nav"))
-                and not _matches(p, cfg.get("exclude_docs"))]
+    left_out = [
+        p
+        for p in pages
+        if p not in nav and not _matches(p, cfg.get("not_in_nav")) and not _matches(p, cfg.get("exclude_docs"))
+    ]
     assert not left_out, f"docs pages neither in mkdocs.yml's nav nor in not_in_nav/exclude_docs: {left_out}"
     assert not [p for p in nav if not (DOCS / p).is_file()], "the nav names a page that does not exist"
 
@@ -110,15 +113,24 @@ def test_the_performance_page_types_no_table_by_hand():
 
 
 def test_the_summary_row_of_a_model_is_its_bench_json(tmp_path):
-    rep = {"model": "demo/x", "weights": "catalog", "images": ["a.jpg"], "runs": 3, "model_gflops": 7.06,
-           "rows": [{"variant": "detectron2", "e2e_ms": 119.4, "speedup_vs_detectron2": 1.0},
-                    {"variant": "ov-int8", "e2e_ms": 35.0, "speedup_vs_detectron2": 3.416}],
-           "failed": [{"variant": "ov-bf16", "exit_code": 1, "error": "no bf16"}]}
+    rep = {
+        "model": "demo/x",
+        "weights": "catalog",
+        "images": ["a.jpg"],
+        "runs": 3,
+        "model_gflops": 7.06,
+        "rows": [
+            {"variant": "detectron2", "e2e_ms": 119.4, "speedup_vs_detectron2": 1.0},
+            {"variant": "ov-int8", "e2e_ms": 35.0, "speedup_vs_detectron2": 3.416},
+        ],
+        "failed": [{"variant": "ov-bf16", "exit_code": 1, "error": "no bf16"}],
+    }
     (tmp_path / "bench" / "x").mkdir(parents=True)
     (tmp_path / "bench" / "x" / "bench.json").write_text(json.dumps(rep))
     table = _hooks().render_summary(tmp_path)
-    assert table.splitlines()[2] == ("| [`demo/x`](#x) | catalog | 1 x 3 | 7.1 | 119 | - | - | failed | - | 3.42x | - "
-                                     "| - | - |")
+    assert table.splitlines()[2] == (
+        "| [`demo/x`](#x) | catalog | 1 x 3 | 7.1 | 119 | - | - | failed | - | 3.42x | - | - | - |"
+    )
 
 
 def test_include_markers_name_files_that_exist():

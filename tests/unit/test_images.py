@@ -23,8 +23,10 @@ def _save(img: Image.Image, fmt: str, **kw) -> bytes:
 
 def _png_bomb(w=30000, h=30000) -> bytes:
     """A valid PNG header claiming w x h pixels, with a few KB of data (never decoded)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * (1 + w // 8) * 16)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
@@ -55,7 +57,10 @@ GOOD = {  # name: (bytes factory, expected (H, W))
     "grayscale": (lambda: _save(Image.fromarray(_rgb()[:, :, 0]), "PNG"), (48, 64)),
     "rgba": (lambda: _save(Image.fromarray(np.dstack([_rgb(), np.full((48, 64), 128, np.uint8)])), "PNG"), (48, 64)),
     "palette": (lambda: _save(Image.fromarray(_rgb()).convert("P"), "PNG"), (48, 64)),
-    "16bit": (lambda: _save(Image.fromarray(np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 20), "PNG"), (48, 64)),
+    "16bit": (
+        lambda: _save(Image.fromarray(np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 20), "PNG"),
+        (48, 64),
+    ),
     "cmyk_jpeg": (lambda: _save(Image.fromarray(_rgb()).convert("CMYK"), "JPEG"), (48, 64)),
     "exif_rotated": (_exif_rotated, (40, 20)),
     "animated_gif": (_animated_gif, (30, 30)),
@@ -111,8 +116,13 @@ def test_bad_inputs_raise_one_clear_line(name, tmp_path):
 def test_arrays_and_limits(monkeypatch):
     assert images.load_image(np.zeros((5, 6), np.uint8)).shape == (5, 6, 3)
     assert images.load_image(np.zeros((5, 6, 4), np.uint8)).shape == (5, 6, 3)
-    for bad, msg in [(np.zeros((5, 6, 3), np.float32), "uint8"), (np.zeros((5, 6, 2), np.uint8), "expected shape"),
-                     (np.zeros((0, 6, 3), np.uint8), "no pixels"), ("not-a-file.png", "image not found"), (3, "expected an image")]:
+    for bad, msg in [
+        (np.zeros((5, 6, 3), np.float32), "uint8"),
+        (np.zeros((5, 6, 2), np.uint8), "expected shape"),
+        (np.zeros((0, 6, 3), np.uint8), "no pixels"),
+        ("not-a-file.png", "image not found"),
+        (3, "expected an image"),
+    ]:
         with pytest.raises(ImageError, match=msg):
             images.load_image(bad)
     monkeypatch.setattr(images, "MAX_PIXELS", 100)

@@ -120,8 +120,9 @@ def test_bicubic_matrix_is_torch_bicubic():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(1, 1, 56, 56)).astype(np.float32)
     for oh, ow in ((1, 1), (7, 200), (123, 56), (300, 31)):
-        ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=(oh, ow), mode="bicubic",
-                                              align_corners=False)[0, 0].numpy()
+        ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=(oh, ow), mode="bicubic", align_corners=False)[
+            0, 0
+        ].numpy()
         got = bicubic_matrix(56, oh) @ x[0, 0] @ bicubic_matrix(56, ow).T
         np.testing.assert_allclose(got, ref, atol=2e-5)
 
@@ -134,21 +135,45 @@ def _det(n=2, h=100, w=120):
     kps = np.zeros((n, 3, 3), np.float32)
     kps[:, :, :2] = [[10, 10], [20, 30], [40, 50]]
     kps[:, :, 2] = [0.9, 0.5, 0.01]
-    return Detections(boxes=np.tile([[5, 5, 60, 80]], (n, 1)), scores=np.linspace(0.9, 0.6, n), class_ids=np.zeros(n),
-                      labels=np.array(["figure"] * n), image_size=(h, w), keypoints=kps, keypoint_names=NAMES,
-                      keypoint_skeleton=SKELETON)
+    return Detections(
+        boxes=np.tile([[5, 5, 60, 80]], (n, 1)),
+        scores=np.linspace(0.9, 0.6, n),
+        class_ids=np.zeros(n),
+        labels=np.array(["figure"] * n),
+        image_size=(h, w),
+        keypoints=kps,
+        keypoint_names=NAMES,
+        keypoint_skeleton=SKELETON,
+    )
 
 
 def test_detections_carry_keypoints_checked_on_construction():
     det = _det()
     assert det.has_keypoints and det[1:].keypoints.shape == (1, 3, 3) and det[1:].keypoint_names == NAMES
     assert det.filter(0.8).keypoints.shape == (1, 3, 3)
-    with pytest.raises(ValueError, match=r"keypoints: expected shape \(2, 3, 3\) for 3 keypoint names, found \(2, 4, 3\)"):
-        Detections(boxes=det.boxes, scores=det.scores, class_ids=det.class_ids, labels=det.labels, image_size=(100, 120),
-                   keypoints=np.zeros((2, 4, 3)), keypoint_names=NAMES)
+    with pytest.raises(
+        ValueError, match=r"keypoints: expected shape \(2, 3, 3\) for 3 keypoint names, found \(2, 4, 3\)"
+    ):
+        Detections(
+            boxes=det.boxes,
+            scores=det.scores,
+            class_ids=det.class_ids,
+            labels=det.labels,
+            image_size=(100, 120),
+            keypoints=np.zeros((2, 4, 3)),
+            keypoint_names=NAMES,
+        )
     with pytest.raises(ValueError, match=r"names \['foot'\] are not keypoint names"):
-        Detections(boxes=det.boxes, scores=det.scores, class_ids=det.class_ids, labels=det.labels, image_size=(100, 120),
-                   keypoints=det.keypoints, keypoint_names=NAMES, keypoint_skeleton=(("head", "foot"),))
+        Detections(
+            boxes=det.boxes,
+            scores=det.scores,
+            class_ids=det.class_ids,
+            labels=det.labels,
+            image_size=(100, 120),
+            keypoints=det.keypoints,
+            keypoint_names=NAMES,
+            keypoint_skeleton=(("head", "foot"),),
+        )
 
 
 def test_keypoints_in_json():
@@ -162,8 +187,12 @@ def test_postprocess_decodes_on_the_input_frame_and_scales_like_boxes():
     rng = np.random.default_rng(3)
     maps = _peaked_maps(rng, 2, 3)
     boxes_in = np.array([[10, 20, 110, 220], [50.5, 60.25, 90.5, 70.75]], np.float32)  # resized-input frame
-    raw = {"boxes": boxes_in, "scores": np.array([0.9, 0.8], np.float32), "classes": np.zeros(2, np.int64),
-           "keypoint_heatmaps": maps}
+    raw = {
+        "boxes": boxes_in,
+        "scores": np.array([0.9, 0.8], np.float32),
+        "classes": np.zeros(2, np.int64),
+        "keypoint_heatmaps": maps,
+    }
     meta = {"original_size": (600, 400), "input_size": (300, 200)}  # everything x2
     det = postprocess(raw, meta, ["figure"], keypoint_names=NAMES, keypoint_skeleton=SKELETON)
     expected = heatmaps_to_keypoints(maps, boxes_in)
@@ -182,7 +211,7 @@ def test_keypoints_are_drawn(style):
     red = (out[..., 0] > 150) & (out[..., 1] < 100) & (out[..., 2] < 100)
 
     def red_near(x, y, r=4):
-        return red[y - r:y + r + 1, x - r:x + r + 1].sum()
+        return red[y - r : y + r + 1, x - r : x + r + 1].sum()
 
     # visible keypoints (score > 0.05) become red dots; the third (score 0.01) is not drawn
     assert red_near(30, 40) >= 4 and red_near(60, 60) >= 4, style
@@ -228,13 +257,25 @@ def test_verify_pooled_mask_iou():
     masks = np.zeros((2, 100, 120), bool)
     masks[0, 10:60, 10:60] = True
     masks[1, 70:72, 100:102] = True  # 4 pixels
-    ref = Detections(boxes=[[10, 10, 60, 60], [100, 70, 102, 72]], scores=[0.9, 0.8], class_ids=[0, 0],
-                     labels=["a", "a"], image_size=(100, 120), masks=masks)
+    ref = Detections(
+        boxes=[[10, 10, 60, 60], [100, 70, 102, 72]],
+        scores=[0.9, 0.8],
+        class_ids=[0, 0],
+        labels=["a", "a"],
+        image_size=(100, 120),
+        masks=masks,
+    )
     cand_masks = masks.copy()
     cand_masks[1] = False
     cand_masks[1, 72:74, 100:102] = True  # the tiny mask moved: IoU 0
-    cand = Detections(boxes=ref.boxes, scores=ref.scores, class_ids=ref.class_ids, labels=ref.labels,
-                      image_size=(100, 120), masks=cand_masks)
+    cand = Detections(
+        boxes=ref.boxes,
+        scores=ref.scores,
+        class_ids=ref.class_ids,
+        labels=ref.labels,
+        image_size=(100, 120),
+        masks=cand_masks,
+    )
     c = match(ref, cand)
     assert c.min_mask_iou == 0.0 and abs(c.mask_iou_pooled - 2500 / 2508) < 1e-9
     assert not c.ok(Tolerance()) and c.ok(Tolerance(mask_iou=0.9, mask_pooled=True))

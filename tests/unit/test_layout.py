@@ -91,7 +91,7 @@ def test_no_import_cycles():
         state[m] = 1
         for t in sorted(graph.get(m, ())):
             if state.get(t) == 1:
-                cycles.append(" -> ".join(stack[stack.index(t):] + [t]))
+                cycles.append(" -> ".join(stack[stack.index(t) :] + [t]))
             elif t not in state:
                 visit(t, stack + [t])
         state[m] = 2
@@ -114,18 +114,24 @@ sys.meta_path.insert(0, Blocked())
 
 
 def test_torch_free_side_imports_and_predicts_without_torch():
-    mods = [m for m in _modules() if _package_of(m) in TORCH_FREE] + ["d2ov_core.serve.service", "d2ov_core.serve.handlers"]
+    mods = [m for m in _modules() if _package_of(m) in TORCH_FREE] + [
+        "d2ov_core.serve.service",
+        "d2ov_core.serve.handlers",
+    ]
     xml = PKG / "data" / "ir" / "demo__mask_rcnn_shapes" / "FP16" / "model.xml"
-    code = BLOCKER + f"""
+    code = (
+        BLOCKER
+        + f"""
 import importlib
 for m in {sorted(mods)!r}:
     importlib.import_module(m)
 from d2ov_core.runtime.predictor import Predictor
-det = Predictor({str(xml)!r}).predict({str(sorted(SAMPLES.glob('*.jpg'))[0])!r})
+det = Predictor({str(xml)!r}).predict({str(sorted(SAMPLES.glob("*.jpg"))[0])!r})
 assert len(det) > 0 and det.masks is not None
 assert not any(k.split(".")[0] in ("torch", "torchvision", "detectron2") for k in sys.modules)
 print("ok", len(det))
 """
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0 and res.stdout.startswith("ok"), res.stderr[-3000:]
 
@@ -133,8 +139,10 @@ print("ok", len(det))
 def test_the_blocker_blocks():
     """The test above can fail: with the blocker, using the export side does (its modules import torch
     and Detectron2 lazily, so importing them alone would not)."""
-    code = BLOCKER + ("from d2ov_core.export.model import load_cfg\nfrom d2ov_core.store import catalog\n"
-                      "load_cfg(catalog.get('COCO-Detection/faster_rcnn_R_50_FPN_1x'))")
+    code = BLOCKER + (
+        "from d2ov_core.export.model import load_cfg\nfrom d2ov_core.store import catalog\n"
+        "load_cfg(catalog.get('COCO-Detection/faster_rcnn_R_50_FPN_1x'))"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode != 0 and "blocked by the torch-boundary test" in res.stderr
 

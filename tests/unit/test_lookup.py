@@ -29,8 +29,11 @@ def cached_copy(tmp_cache: Path, precision: str, key: str, **changes) -> Path:
     folder = lookup.cached_ir_dir(NAME) / key
     folder.mkdir(parents=True)
     save_ir(runtime.core().read_model(str(src)), folder / "model.xml", meta, compress_to_fp16=False)
-    card = {"model_name": NAME, "precision": precision,
-            "ir_sha256": {p.name: sha256_file(p) for p in sorted(folder.glob("model.*"))}}
+    card = {
+        "model_name": NAME,
+        "precision": precision,
+        "ir_sha256": {p.name: sha256_file(p) for p in sorted(folder.glob("model.*"))},
+    }
     (folder / "d2ov.json").write_text(json.dumps(card))
     return folder / "model.xml"
 
@@ -49,13 +52,16 @@ def test_the_bundled_ir_serves_its_model():
     assert "precision is FP16, not FP32" in lookup.problem(xml, NAME, "FP32")
 
 
-@pytest.mark.parametrize("changes,why", [
-    ({"graph_revision": lookup.GRAPH_REVISIONS["GeneralizedRCNN"] - 1}, "older converter (GeneralizedRCNN graph"),
-    ({"meta_architecture": "SemanticSegmentor"}, "does not convert architecture 'SemanticSegmentor'"),
-    ({"weights_sha256": "0" * 64}, "not the catalog's"),
-    ({"random_weights": True}, "random weights"),
-    ({"config_sha256": "0" * 64}, "another version of the model's Detectron2 config"),
-])
+@pytest.mark.parametrize(
+    "changes,why",
+    [
+        ({"graph_revision": lookup.GRAPH_REVISIONS["GeneralizedRCNN"] - 1}, "older converter (GeneralizedRCNN graph"),
+        ({"meta_architecture": "SemanticSegmentor"}, "does not convert architecture 'SemanticSegmentor'"),
+        ({"weights_sha256": "0" * 64}, "not the catalog's"),
+        ({"random_weights": True}, "random weights"),
+        ({"config_sha256": "0" * 64}, "another version of the model's Detectron2 config"),
+    ],
+)
 def test_a_stale_cached_ir_is_refused_by_cli_lookup_and_app(tmp_cache, changes, why):
     stale = cached_copy(tmp_cache, "FP32", "stale", **changes)
     assert why in lookup.problem(stale, NAME, "FP32")
@@ -73,7 +79,8 @@ def test_a_graph_revision_bump_invalidates_only_its_family(tmp_cache, monkeypatc
     assert lookup.problem(good, NAME, "FP32") is None and lookup.find_ir(NAME, "FP32") == good
     panoptic = lookup.bundled_ir("demo/panoptic_fpn_shapes", "FP16")
     assert "older converter (PanopticFPN graph revision 7, current 8)" in lookup.problem(
-        panoptic, "demo/panoptic_fpn_shapes", "FP16")
+        panoptic, "demo/panoptic_fpn_shapes", "FP16"
+    )
     bumped["GeneralizedRCNN"] += 1
     assert "older converter" in lookup.problem(good, NAME, "FP32")
     assert lookup.find_ir(NAME, "FP32") is None

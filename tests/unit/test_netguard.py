@@ -48,8 +48,9 @@ def probe(tmp_path, host: str, port: int, allow: str = "") -> tuple[str, str]:
     """Run PROBE in a fresh interpreter under the guard with its own log; (its output, the log)."""
     log = tmp_path / f"refused-{host}.log"
     env = dict(os.environ, PYTHONPATH=str(NETGUARD_DIR), D2OV_NET_GUARD_LOG=str(log), D2OV_NET_GUARD_ALLOW=allow)
-    out = subprocess.run([sys.executable, "-c", PROBE, host, str(port)], capture_output=True, text=True, env=env,
-                         timeout=60).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, host, str(port)], capture_output=True, text=True, env=env, timeout=60
+    ).stdout.strip()
     return out, log.read_text() if log.exists() else ""
 
 

@@ -91,8 +91,15 @@ def _assert_same(got, ref):
                 assert a[key] == b[key], key
 
 
-THRESHOLDS = [(0.5, 4096, 0.5), (0.5, 4096, 0.0), (0.5, 10, 0.5), (0.5, 1, 0.0), (0.5, 0, 0.3), (0.2, 50, 0.0),
-              (1.0, 0, 0.0)]
+THRESHOLDS = [
+    (0.5, 4096, 0.5),
+    (0.5, 4096, 0.0),
+    (0.5, 10, 0.5),
+    (0.5, 1, 0.0),
+    (0.5, 0, 0.3),
+    (0.2, 50, 0.0),
+    (1.0, 0, 0.0),
+]
 
 
 @pytest.mark.parametrize("thresholds", THRESHOLDS)
@@ -134,15 +141,17 @@ def test_combine_orders_equal_scores_by_index():
     h, w = 10, 10
     masks = np.zeros((3, h, w), bool)
     masks[:, 2:8, 2:8] = True
-    pan, info = combine_semantic_and_instance_outputs(np.array([0.5, 0.9, 0.9], np.float32), np.array([1, 2, 3]),
-                                                      masks, np.zeros((h, w), np.int64), 0.5, 0, 0.0)
+    pan, info = combine_semantic_and_instance_outputs(
+        np.array([0.5, 0.9, 0.9], np.float32), np.array([1, 2, 3]), masks, np.zeros((h, w), np.int64), 0.5, 0, 0.0
+    )
     assert [s["instance_id"] for s in info] == [1]  # the first of the tied 0.9s wins; the others overlap
 
 
 def test_combine_says_what_shapes_it_expected():
     with pytest.raises(ValueError, match=r"masks \(N, H, W\).*found \(2,\), \(2,\), \(2, 5, 5\) and \(4, 4\)"):
-        combine_semantic_and_instance_outputs(np.ones(2), np.ones(2), np.ones((2, 5, 5), bool), np.zeros((4, 4)),
-                                              0.5, 0, 0.5)
+        combine_semantic_and_instance_outputs(
+            np.ones(2), np.ones(2), np.ones((2, 5, 5), bool), np.zeros((4, 4)), 0.5, 0, 0.5
+        )
 
 
 def _counting(masks):
@@ -211,8 +220,9 @@ def test_combine_of_pasted_box_masks_matches_detectron2(seed):
     box_masks = paste_box_masks(probs, boxes, (h, w), 0.5)
     assert np.array_equal(box_masks.dense(), ref_masks)  # measured: equal on these
     for thresholds in THRESHOLDS:
-        got = combine_semantic_and_instance_outputs(scores, classes, paste_box_masks(probs, boxes, (h, w)), sem,
-                                                    *thresholds)
+        got = combine_semantic_and_instance_outputs(
+            scores, classes, paste_box_masks(probs, boxes, (h, w)), sem, *thresholds
+        )
         _assert_same(got, _d2(scores, classes, ref_masks, sem, *thresholds))
 
 
@@ -282,8 +292,9 @@ def test_sem_seg_postprocess_with_the_heads_upsampling_matches_detectron2(c, sma
     ``sem_seg_postprocess``, against one pass over the head's stride-4 logits."""
     rng = np.random.default_rng(c + sum(output_size))
     logits = _smooth_logits(rng, c, *small)
-    up = torch.nn.functional.interpolate(torch.from_numpy(logits)[None], scale_factor=4, mode="bilinear",
-                                         align_corners=False)[0]
+    up = torch.nn.functional.interpolate(
+        torch.from_numpy(logits)[None], scale_factor=4, mode="bilinear", align_corners=False
+    )[0]
     ref = d2_sem_seg_postprocess(up, input_size, *output_size).argmax(0).numpy()
     got = sem_seg_postprocess(logits, input_size, output_size, stride=4)
     assert got.dtype == np.int64 and got.shape == ref.shape == output_size
@@ -297,12 +308,16 @@ def _region_logits(rng, c, hs, ws, regions=8):
     low = (max(2, hs // 4), max(2, ws // 4))
     seeds = rng.uniform(0, 1, (regions, 2)) * low
     labels = rng.integers(0, c, regions)
-    yy, xx = np.mgrid[0:low[0], 0:low[1]]
+    yy, xx = np.mgrid[0 : low[0], 0 : low[1]]
     cell = np.argmin((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2, axis=-1)
     onehot = np.zeros((c, *low), np.float32)
     onehot[labels[cell], yy, xx] = 6
-    up = torch.nn.functional.interpolate(torch.from_numpy(onehot + rng.normal(0, 1, onehot.shape).astype(np.float32))[None],
-                                         size=(hs, ws), mode="bilinear", align_corners=False)[0].numpy()
+    up = torch.nn.functional.interpolate(
+        torch.from_numpy(onehot + rng.normal(0, 1, onehot.shape).astype(np.float32))[None],
+        size=(hs, ws),
+        mode="bilinear",
+        align_corners=False,
+    )[0].numpy()
     return up + rng.normal(0, 0.3, up.shape).astype(np.float32)
 
 
@@ -330,16 +345,23 @@ KINDS = ["regions", "tied classes", "integers", "constant", "one class", "noise"
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("stride, small, input_size, output_size", [
-    (4, (20, 28), (77, 109), (48, 64)), (4, (16, 24), (61, 90), (122, 180)), (1, (64, 96), (60, 93), (37, 51)),
-    (1, (40, 40), (40, 40), (97, 61))])
+@pytest.mark.parametrize(
+    "stride, small, input_size, output_size",
+    [
+        (4, (20, 28), (77, 109), (48, 64)),
+        (4, (16, 24), (61, 90), (122, 180)),
+        (1, (64, 96), (60, 93), (37, 51)),
+        (1, (40, 40), (40, 40), (97, 61)),
+    ],
+)
 def test_pruned_argmax_is_the_whole_resize_bit_for_bit(kind, stride, small, input_size, output_size, monkeypatch):
     """Deciding pixels from the logits' windows and computing only the undecided ones' candidates
     gives exactly the labels of resizing every class map (the previous implementation), ties and
     non-finite values included (the pruned path forced even where resizing all would be faster);
     where it does not apply it says so and the whole resize runs."""
-    expected = sem_seg_postprocess(_logits_of(kind, np.random.default_rng(len(kind) + small[0]), 7, *small),
-                                   input_size, output_size, stride=stride)  # the default shares
+    expected = sem_seg_postprocess(
+        _logits_of(kind, np.random.default_rng(len(kind) + small[0]), 7, *small), input_size, output_size, stride=stride
+    )  # the default shares
     monkeypatch.setattr(P, "_UNDECIDED_SHARE", 1.0)
     monkeypatch.setattr(P, "_DENSE_SHARE", 1e9)
     rng = np.random.default_rng(len(kind) + small[0])
@@ -369,8 +391,9 @@ def test_sem_seg_postprocess_of_regions_matches_detectron2_at_coco_size(seed):
     the benchmark's case): the labels are Detectron2's, and the pruned path decides most pixels."""
     rng = np.random.default_rng(seed)
     logits = _region_logits(rng, 54, 200, 272, regions=15)
-    up = torch.nn.functional.interpolate(torch.from_numpy(logits)[None], scale_factor=4, mode="bilinear",
-                                         align_corners=False)[0]
+    up = torch.nn.functional.interpolate(
+        torch.from_numpy(logits)[None], scale_factor=4, mode="bilinear", align_corners=False
+    )[0]
     ref = d2_sem_seg_postprocess(up, (800, 1067), 480, 640).argmax(0).numpy()
     got = sem_seg_postprocess(logits, (800, 1067), (480, 640), stride=4)
     assert float((got == ref).mean()) >= 0.99999  # measured: equal
@@ -380,8 +403,9 @@ def test_bilinear_matrix_is_torch_bilinear():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(1, 1, 37, 53)).astype(np.float32)
     for oh, ow in ((1, 1), (37, 53), (7, 200), (123, 53), (300, 31), (20, 26)):
-        ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=(oh, ow), mode="bilinear",
-                                              align_corners=False)[0, 0].numpy()
+        ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=(oh, ow), mode="bilinear", align_corners=False)[
+            0, 0
+        ].numpy()
         got = bilinear_matrix(37, oh) @ x[0, 0] @ bilinear_matrix(53, ow).T
         np.testing.assert_allclose(got, ref, atol=1e-5)
 
@@ -389,8 +413,9 @@ def test_bilinear_matrix_is_torch_bilinear():
 def test_resize_by_taps_is_the_matrix_product_and_torch():
     rng = np.random.default_rng(2)
     x = rng.normal(0, 3, (5, 30, 41)).astype(np.float32)
-    ref = torch.nn.functional.interpolate(torch.from_numpy(x)[None], size=(77, 19), mode="bilinear",
-                                          align_corners=False)[0].numpy()
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(x)[None], size=(77, 19), mode="bilinear", align_corners=False
+    )[0].numpy()
     got = _resize_rows(x, _taps(30, 77), _taps(41, 19), 0, 77)
     np.testing.assert_allclose(got, bilinear_matrix(30, 77) @ x @ bilinear_matrix(41, 19).T, atol=1e-5)
     np.testing.assert_allclose(got, ref, atol=1e-5)
@@ -403,9 +428,11 @@ def test_sem_seg_postprocess_rejects_non_3d_logits():
 
 
 def test_module_imports_no_torch():
-    code = ("import sys, d2ov_core.runtime.panoptic\n"
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'detectron2', 'openvino')]\n"
-            "assert not bad, bad\n")
+    code = (
+        "import sys, d2ov_core.runtime.panoptic\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'detectron2', 'openvino')]\n"
+        "assert not bad, bad\n"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-2000:]
 
@@ -414,6 +441,7 @@ def test_module_imports_no_torch():
 # the whole panoptic postprocessing of the predictor (raw IR outputs -> Detections) against
 # Detectron2's PanopticFPN.inference postprocessing on the same raw outputs
 
+
 def _raw_outputs(rng, n, input_size, c):
     h, w = input_size
     hp, wp = -(-h // 32) * 32, -(-w // 32) * 32
@@ -421,10 +449,14 @@ def _raw_outputs(rng, n, input_size, c):
     y0 = rng.uniform(-10, h - 20, n)
     boxes = np.stack([x0, y0, x0 + rng.uniform(2, w / 2, n), y0 + rng.uniform(2, h / 2, n)], 1).astype(np.float32)
     scores = np.sort(rng.uniform(0.05, 1, n)).astype(np.float32)[::-1].copy()
-    return {"boxes": boxes, "scores": scores, "classes": rng.integers(0, 3, n),
-            "masks": rng.uniform(0, 1, (n, 1, 28, 28)).astype(np.float32) ** 3 * 1.6,
-            "sem_seg": rng.normal(0, 1, (c, hp // 4, wp // 4)).astype(np.float32),  # stride 4, as the IR's
-            "image_size": np.array([h, w])}
+    return {
+        "boxes": boxes,
+        "scores": scores,
+        "classes": rng.integers(0, 3, n),
+        "masks": rng.uniform(0, 1, (n, 1, 28, 28)).astype(np.float32) ** 3 * 1.6,
+        "sem_seg": rng.normal(0, 1, (c, hp // 4, wp // 4)).astype(np.float32),  # stride 4, as the IR's
+        "image_size": np.array([h, w]),
+    }
 
 
 def _detectron2_panoptic(raw, input_size, original_size, params):
@@ -437,29 +469,38 @@ def _detectron2_panoptic(raw, input_size, original_size, params):
     inst.pred_classes = torch.as_tensor(raw["classes"])
     inst.pred_masks = torch.as_tensor(raw["masks"])
     det = detector_postprocess(inst, *original_size)
-    up = torch.nn.functional.interpolate(torch.as_tensor(raw["sem_seg"])[None], scale_factor=4, mode="bilinear",
-                                         align_corners=False)[0]  # the semantic head's last step
+    up = torch.nn.functional.interpolate(
+        torch.as_tensor(raw["sem_seg"])[None], scale_factor=4, mode="bilinear", align_corners=False
+    )[0]  # the semantic head's last step
     sem = d2_sem_seg_postprocess(up, tuple(input_size), *original_size)
-    return d2_combine(det, sem.argmax(dim=0), params.overlap_threshold, params.stuff_area_threshold,
-                      params.score_threshold)
+    return d2_combine(
+        det, sem.argmax(dim=0), params.overlap_threshold, params.stuff_area_threshold, params.score_threshold
+    )
 
 
-@pytest.mark.parametrize("seed, input_size, original_size", [
-    (0, (96, 128), (120, 160)), (1, (200, 150), (100, 75)), (2, (64, 64), (64, 64)), (3, (130, 97), (301, 223))])
+@pytest.mark.parametrize(
+    "seed, input_size, original_size",
+    [(0, (96, 128), (120, 160)), (1, (200, 150), (100, 75)), (2, (64, 64), (64, 64)), (3, (130, 97), (301, 223))],
+)
 def test_predictor_postprocess_is_detectron2s_panoptic_inference(seed, input_size, original_size):
     from d2ov_core.runtime.postprocess import PanopticParams, postprocess
 
     rng = np.random.default_rng(seed)
     raw = _raw_outputs(rng, 25, input_size, 5)
-    params = PanopticParams(("things", "a", "b", "c", "d"), stride=4, overlap_threshold=0.5,
-                            stuff_area_threshold=300, score_threshold=0.5)
+    params = PanopticParams(
+        ("things", "a", "b", "c", "d"), stride=4, overlap_threshold=0.5, stuff_area_threshold=300, score_threshold=0.5
+    )
     meta = {"original_size": original_size, "input_size": input_size}
     det = postprocess(raw, meta, ["circle", "square", "triangle"], threshold=0.8, panoptic=params)
     d2_map, d2_info = _detectron2_panoptic(raw, input_size, original_size, params)
     assert np.array_equal(det.panoptic_seg, d2_map.numpy())
     assert len(det.segments) == len(d2_info) > 3 and any(s["isthing"] for s in d2_info)
     for mine, theirs in zip(det.segments, d2_info):
-        assert (mine["id"], mine["isthing"], mine["category_id"]) == (theirs["id"], theirs["isthing"], theirs["category_id"])
+        assert (mine["id"], mine["isthing"], mine["category_id"]) == (
+            theirs["id"],
+            theirs["isthing"],
+            theirs["category_id"],
+        )
         assert mine["area"] == int((d2_map == theirs["id"]).sum())
         if theirs["isthing"]:
             assert mine["score"] == pytest.approx(theirs["score"]) and mine["label"] in ("circle", "square", "triangle")
@@ -477,8 +518,13 @@ def test_panoptic_detections_json_and_checks():
 
     rng = np.random.default_rng(7)
     raw = _raw_outputs(rng, 12, (96, 128), 4)
-    det = postprocess(raw, {"original_size": (96, 128), "input_size": (96, 128)}, ["circle", "square", "triangle"],
-                      threshold=0.5, panoptic=PanopticParams(("things", "a", "b", "c"), stuff_area_threshold=100))
+    det = postprocess(
+        raw,
+        {"original_size": (96, 128), "input_size": (96, 128)},
+        ["circle", "square", "triangle"],
+        threshold=0.5,
+        panoptic=PanopticParams(("things", "a", "b", "c"), stuff_area_threshold=100),
+    )
     doc = det.to_dict()["panoptic"]["segments"]
     assert [s["id"] for s in doc] == list(range(1, len(det.segments) + 1))
     for s in doc:
@@ -504,9 +550,23 @@ def test_verify_compares_panoptic_maps_segment_by_segment():
 
     def pan(m, segs):
         d = Detections.empty(m.shape)
-        return Detections(**{**_fields(d), "panoptic_seg": m, "segments": [
-            {"id": i + 1, "label": lab, "category_id": cat, "isthing": thing, "score": None, "area": int((m == i + 1).sum())}
-            for i, (lab, cat, thing) in enumerate(segs)]})
+        return Detections(
+            **{
+                **_fields(d),
+                "panoptic_seg": m,
+                "segments": [
+                    {
+                        "id": i + 1,
+                        "label": lab,
+                        "category_id": cat,
+                        "isthing": thing,
+                        "score": None,
+                        "area": int((m == i + 1).sum()),
+                    }
+                    for i, (lab, cat, thing) in enumerate(segs)
+                ],
+            }
+        )
 
     a = np.zeros((10, 10), np.int32)
     a[:, :5], a[:, 5:] = 1, 2
@@ -515,7 +575,9 @@ def test_verify_compares_panoptic_maps_segment_by_segment():
     segs = [("sky", 1, False), ("road", 2, False)]
     c = compare_panoptic(pan(a, segs), pan(b, segs))
     assert c["segments_matched"] == 2 and c["pixel_agreement"] == 0.99
-    assert c["min_segment_iou"] == pytest.approx(49 / 50) and c["mean_segment_iou"] == pytest.approx((50 / 51 + 49 / 50) / 2)
+    assert c["min_segment_iou"] == pytest.approx(49 / 50) and c["mean_segment_iou"] == pytest.approx(
+        (50 / 51 + 49 / 50) / 2
+    )
     other = compare_panoptic(pan(a, segs), pan(b, [("sky", 1, False), ("grass", 3, False)]))  # another class
     assert other["segments_matched"] == 1 and other["pixel_agreement"] == pytest.approx(0.50)
 
@@ -533,9 +595,14 @@ def test_sem_seg_stride_must_describe_the_graph():
     meta = {"original_size": (96, 128), "input_size": (96, 128)}
     params = PanopticParams(("things", "a", "b", "c", "d"), stuff_area_threshold=100)
     at4 = postprocess(raw, meta, ["circle", "square", "triangle"], panoptic=params)
-    up = torch.nn.functional.interpolate(torch.as_tensor(raw["sem_seg"])[None], scale_factor=4, mode="bilinear",
-                                         align_corners=False)[0].numpy()
-    full = postprocess(dict(raw, sem_seg=up), meta, ["circle", "square", "triangle"], panoptic=params._replace(stride=1))
+    up = torch.nn.functional.interpolate(
+        torch.as_tensor(raw["sem_seg"])[None], scale_factor=4, mode="bilinear", align_corners=False
+    )[0].numpy()
+    full = postprocess(
+        dict(raw, sem_seg=up), meta, ["circle", "square", "triangle"], panoptic=params._replace(stride=1)
+    )
     assert np.array_equal(at4.panoptic_seg, full.panoptic_seg)
-    with pytest.raises(IRError, match=r"sem_seg output \(5, 96, 128\) at stride 4 does not cover the 96x128 input padded to 96x128"):
+    with pytest.raises(
+        IRError, match=r"sem_seg output \(5, 96, 128\) at stride 4 does not cover the 96x128 input padded to 96x128"
+    ):
         postprocess(dict(raw, sem_seg=up), meta, ["circle", "square", "triangle"], panoptic=params)

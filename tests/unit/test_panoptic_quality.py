@@ -13,8 +13,12 @@ import pytest
 from d2ov_core.errors import InputError
 from d2ov_core.measure.panoptic_quality import PQAccumulator, load_panoptic_gt, read_panoptic_png, write_panoptic_png
 
-CATS = [{"id": 1, "name": "person", "isthing": 1}, {"id": 2, "name": "car", "isthing": 1},
-        {"id": 10, "name": "sky", "isthing": 0}, {"id": 11, "name": "grass", "isthing": 0}]
+CATS = [
+    {"id": 1, "name": "person", "isthing": 1},
+    {"id": 2, "name": "car", "isthing": 1},
+    {"id": 10, "name": "sky", "isthing": 0},
+    {"id": 11, "name": "grass", "isthing": 0},
+]
 PERSON, CAR, SKY, GRASS = 1, 2, 10, 11
 
 
@@ -38,12 +42,9 @@ def one(gt_map, gt_segs, pred_map, pred_segs):
 
 
 def test_perfect_prediction_is_100_and_absent_class_is_excluded():
-    gt = np.array([[1, 1, 2, 2, 0],
-                   [1, 1, 2, 2, 0],
-                   [3, 3, 3, 3, 3]])
+    gt = np.array([[1, 1, 2, 2, 0], [1, 1, 2, 2, 0], [3, 3, 3, 3, 3]])
     pred = np.where(gt == 0, 0, gt + 40)  # other ids, same segments
-    acc = one(gt, [seg(1, PERSON), seg(2, CAR), seg(3, SKY)],
-              pred, [seg(41, PERSON), seg(42, CAR), seg(43, SKY)])
+    acc = one(gt, [seg(1, PERSON), seg(2, CAR), seg(3, SKY)], pred, [seg(41, PERSON), seg(42, CAR), seg(43, SKY)])
     r = acc.result()
     assert r["All"] == {"PQ": 100.0, "SQ": 100.0, "RQ": 100.0, "n": 3}
     assert r["Things"] == {"PQ": 100.0, "SQ": 100.0, "RQ": 100.0, "n": 2}
@@ -148,9 +149,9 @@ def test_things_and_stuff_are_averaged_separately():
 def test_counts_add_up_over_images_and_empty_groups_report_zero():
     acc = PQAccumulator(CATS)
     gt = row((1, 4), (0, 4))
-    acc.add(gt, [seg(1, PERSON)], row((5, 4), (0, 4)), [seg(5, PERSON)])    # TP, IoU 1
-    acc.add(gt, [seg(1, PERSON)], row((5, 3), (0, 5)), [seg(5, PERSON)])    # TP, IoU 3/4
-    acc.add(gt, [seg(1, PERSON)], row((0, 8)), [])                          # FN
+    acc.add(gt, [seg(1, PERSON)], row((5, 4), (0, 4)), [seg(5, PERSON)])  # TP, IoU 1
+    acc.add(gt, [seg(1, PERSON)], row((5, 3), (0, 5)), [seg(5, PERSON)])  # TP, IoU 3/4
+    acc.add(gt, [seg(1, PERSON)], row((0, 8)), [])  # FN
     assert acc.n_images == 3
     assert acc.counts()[PERSON] == {"tp": 2, "fp": 0, "fn": 1, "iou": 1.75}
     r = acc.result()
@@ -203,8 +204,12 @@ def _reference_single(pan_gt, gt_segments, pan_pred, pred_segments, pq_stat):
             continue
         if gt_segms[gt_label]["category_id"] != pred_segms[pred_label]["category_id"]:
             continue
-        union = (pred_segms[pred_label]["area"] + gt_segms[gt_label]["area"] - intersection
-                 - gt_pred_map.get((_REF_VOID, pred_label), 0))
+        union = (
+            pred_segms[pred_label]["area"]
+            + gt_segms[gt_label]["area"]
+            - intersection
+            - gt_pred_map.get((_REF_VOID, pred_label), 0)
+        )
         iou = intersection / union
         if iou > 0.5:
             pq_stat[gt_segms[gt_label]["category_id"]]["tp"] += 1
@@ -266,8 +271,14 @@ def _random_case(rng, cats):
         gt[labels == lab] = sid
         if lab == 8:  # an id the segment list does not name
             continue
-        gt_segs.append({"id": sid, "category_id": int(rng.choice(cat_ids)), "iscrowd": int(rng.random() < 0.25),
-                        "area": int((labels == lab).sum()) + int(rng.random() < 0.2) * int(rng.integers(1, 4))})
+        gt_segs.append(
+            {
+                "id": sid,
+                "category_id": int(rng.choice(cat_ids)),
+                "iscrowd": int(rng.random() < 0.25),
+                "area": int((labels == lab).sum()) + int(rng.random() < 0.2) * int(rng.integers(1, 4)),
+            }
+        )
     if rng.random() < 0.3:
         gt_segs.append({"id": (1 << 24) - 1, "category_id": int(rng.choice(cat_ids)), "iscrowd": 0, "area": 5})
     rng.shuffle(gt_segs)
@@ -286,15 +297,20 @@ def _random_case(rng, cats):
             pid = 1000 + k
         pred[pred_src == src] = pid
         cat = gt_cat.get(src) if rng.random() < 0.8 else None
-        pred_segs.append({"id": pid, "category_id": cat if cat is not None else int(rng.choice(cat_ids)),
-                          "isthing": "ignored"})
+        pred_segs.append(
+            {"id": pid, "category_id": cat if cat is not None else int(rng.choice(cat_ids)), "isthing": "ignored"}
+        )
     return gt, gt_segs, pred, pred_segs
 
 
 def test_matches_panopticapis_algorithm_on_random_maps():
-    cats = [{"id": 1, "name": "a", "isthing": 1}, {"id": 2, "name": "b", "isthing": 1},
-            {"id": 5, "name": "c", "isthing": 0}, {"id": 9, "name": "d", "isthing": 0},
-            {"id": 12, "name": "e", "isthing": 1}]
+    cats = [
+        {"id": 1, "name": "a", "isthing": 1},
+        {"id": 2, "name": "b", "isthing": 1},
+        {"id": 5, "name": "c", "isthing": 0},
+        {"id": 9, "name": "d", "isthing": 0},
+        {"id": 12, "name": "e", "isthing": 1},
+    ]
     rng = np.random.default_rng(20240611)
     ref = defaultdict(lambda: {"tp": 0, "fp": 0, "fn": 0, "iou": 0.0})
     scored = cats + [{"id": 30, "name": "never", "isthing": 0}]  # in no case: left out of the averages
@@ -313,8 +329,12 @@ def test_matches_panopticapis_algorithm_on_random_maps():
     res = acc.result()
     for group, isthing in (("All", None), ("Things", True), ("Stuff", False)):
         exp = _reference_average(ref, scored, isthing)
-        assert res[group] == {"PQ": round(100 * exp["pq"], 3), "SQ": round(100 * exp["sq"], 3),
-                              "RQ": round(100 * exp["rq"], 3), "n": exp["n"]}
+        assert res[group] == {
+            "PQ": round(100 * exp["pq"], 3),
+            "SQ": round(100 * exp["sq"], 3),
+            "RQ": round(100 * exp["rq"], 3),
+            "n": exp["n"],
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,12 +350,14 @@ def test_png_round_trip_and_id_encoding(tmp_path):
     assert back.dtype == np.int32 and back.shape == (7, 11)
     np.testing.assert_array_equal(back, ids)
     from PIL import Image
+
     rgb = np.asarray(Image.open(tmp_path / "a.png"))
     assert rgb[0, 2].tolist() == [1, 2, 3]  # R + 256 G + 65536 B
 
 
 def test_read_panoptic_png_rejects_what_is_not_an_rgb_png(tmp_path):
     from PIL import Image
+
     with pytest.raises(InputError, match="not found"):
         read_panoptic_png(tmp_path / "missing.png")
     (tmp_path / "junk.png").write_bytes(b"not a png")
@@ -360,14 +382,25 @@ def _write_dataset(root, name="panoptic_val2017"):
     write_panoptic_png(folder / "000000000001.png", gt1)
     write_panoptic_png(folder / "000000000002.png", gt2)
     data = {
-        "images": [{"id": 1, "file_name": "000000000001.jpg", "height": 2, "width": 3},
-                   {"id": 2, "file_name": "000000000002.jpg", "height": 2, "width": 2}],
+        "images": [
+            {"id": 1, "file_name": "000000000001.jpg", "height": 2, "width": 3},
+            {"id": 2, "file_name": "000000000002.jpg", "height": 2, "width": 2},
+        ],
         "annotations": [
-            {"image_id": 1, "file_name": "000000000001.png",
-             "segments_info": [{"id": 1, "category_id": 1, "iscrowd": 0, "area": 2, "bbox": [0, 0, 2, 1]},
-                               {"id": 2, "category_id": 10, "iscrowd": 0, "area": 3}]},
-            {"image_id": 2, "file_name": "000000000002.png",
-             "segments_info": [{"id": 7, "category_id": 2, "iscrowd": 1, "area": 3}]}],
+            {
+                "image_id": 1,
+                "file_name": "000000000001.png",
+                "segments_info": [
+                    {"id": 1, "category_id": 1, "iscrowd": 0, "area": 2, "bbox": [0, 0, 2, 1]},
+                    {"id": 2, "category_id": 10, "iscrowd": 0, "area": 3},
+                ],
+            },
+            {
+                "image_id": 2,
+                "file_name": "000000000002.png",
+                "segments_info": [{"id": 7, "category_id": 2, "iscrowd": 1, "area": 3}],
+            },
+        ],
         "categories": [dict(c, supercategory="x") for c in CATS],
     }
     path = root / f"{name}.json"
@@ -384,8 +417,10 @@ def test_load_panoptic_gt_reads_coco_panoptic_files(tmp_path):
     rec = gt.by_file_name["000000000001.jpg"]
     assert rec is gt.by_image_id[1]
     assert rec.png == tmp_path / "panoptic_val2017" / "000000000001.png" and rec["png"] == rec.png
-    assert rec.segments == [{"id": 1, "category_id": 1, "iscrowd": 0, "area": 2},
-                            {"id": 2, "category_id": 10, "iscrowd": 0, "area": 3}]
+    assert rec.segments == [
+        {"id": 1, "category_id": 1, "iscrowd": 0, "area": 2},
+        {"id": 2, "category_id": 10, "iscrowd": 0, "area": 3},
+    ]
     assert gt.by_image_id[2].segments[0]["iscrowd"] == 1
     # the ground truth scored against itself
     acc = PQAccumulator(gt.categories)
@@ -399,15 +434,18 @@ def test_load_panoptic_gt_reads_coco_panoptic_files(tmp_path):
     assert load_panoptic_gt(path, png_dir=tmp_path / "pngs").images[0].png == tmp_path / "pngs" / "000000000001.png"
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d.pop("annotations"), "expected a list 'annotations'"),
-    (lambda d: d["categories"][0].pop("isthing"), "'isthing'"),
-    (lambda d: d["annotations"][0]["segments_info"][0].update(category_id=99), "category_id 99"),
-    (lambda d: d["annotations"][1].update(image_id=3), "image_id 3, which 'images' does not list"),
-    (lambda d: d["annotations"][1].update(image_id=1), "two for image_id 1"),
-    (lambda d: d["annotations"][0].pop("segments_info"), "'segments_info'"),
-    (lambda d: d["annotations"][0]["segments_info"][1].update(id=1), "id 1 twice"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.pop("annotations"), "expected a list 'annotations'"),
+        (lambda d: d["categories"][0].pop("isthing"), "'isthing'"),
+        (lambda d: d["annotations"][0]["segments_info"][0].update(category_id=99), "category_id 99"),
+        (lambda d: d["annotations"][1].update(image_id=3), "image_id 3, which 'images' does not list"),
+        (lambda d: d["annotations"][1].update(image_id=1), "two for image_id 1"),
+        (lambda d: d["annotations"][0].pop("segments_info"), "'segments_info'"),
+        (lambda d: d["annotations"][0]["segments_info"][1].update(id=1), "id 1 twice"),
+    ],
+)
 def test_load_panoptic_gt_rejects_malformed_json(tmp_path, change, message):
     path, data = _write_dataset(tmp_path)
     change(data)
@@ -434,20 +472,23 @@ def test_load_panoptic_gt_rejects_missing_files(tmp_path):
 # InputError
 
 
-@pytest.mark.parametrize("args, message", [
-    ((np.zeros((2, 3), int), [], np.zeros((3, 2), int), []), "same shape"),
-    ((row((1, 2)), [seg(1, 99)], row((0, 2)), []), "category_id 99"),
-    ((row((1, 2)), [seg(1, PERSON)], row((5, 2)), [seg(5, 42)]), "category_id 42"),
-    ((row((1, 2)), [seg(1, PERSON)], row((5, 2)), []), "id 5 .* not listed"),
-    ((row((1, 2)), [seg(1, PERSON)], row((5, 2)), [seg(5, PERSON), seg(6, CAR)]), "no pixel"),
-    ((row((1, 2)).astype(float), [seg(1, PERSON)], row((0, 2)), []), "integer segment ids"),
-    ((np.zeros((2, 2, 3), np.uint8), [], np.zeros((2, 2, 3), np.uint8), []), "read_panoptic_png"),
-    ((row((1, 2)) - 2, [], row((0, 2)), []), r"\[0, 2\*\*24\)"),
-    ((row((1, 2)), [seg(0, PERSON)], row((0, 2)), []), "0 is VOID"),
-    ((row((1, 2)), [seg(1, PERSON), seg(1, CAR)], row((0, 2)), []), "id 1 twice"),
-    ((row((1, 2)), [{"id": 1}], row((0, 2)), []), "'category_id'"),
-    ((row((1, 2)), "segments", row((0, 2)), []), "list of segments"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((np.zeros((2, 3), int), [], np.zeros((3, 2), int), []), "same shape"),
+        ((row((1, 2)), [seg(1, 99)], row((0, 2)), []), "category_id 99"),
+        ((row((1, 2)), [seg(1, PERSON)], row((5, 2)), [seg(5, 42)]), "category_id 42"),
+        ((row((1, 2)), [seg(1, PERSON)], row((5, 2)), []), "id 5 .* not listed"),
+        ((row((1, 2)), [seg(1, PERSON)], row((5, 2)), [seg(5, PERSON), seg(6, CAR)]), "no pixel"),
+        ((row((1, 2)).astype(float), [seg(1, PERSON)], row((0, 2)), []), "integer segment ids"),
+        ((np.zeros((2, 2, 3), np.uint8), [], np.zeros((2, 2, 3), np.uint8), []), "read_panoptic_png"),
+        ((row((1, 2)) - 2, [], row((0, 2)), []), r"\[0, 2\*\*24\)"),
+        ((row((1, 2)), [seg(0, PERSON)], row((0, 2)), []), "0 is VOID"),
+        ((row((1, 2)), [seg(1, PERSON), seg(1, CAR)], row((0, 2)), []), "id 1 twice"),
+        ((row((1, 2)), [{"id": 1}], row((0, 2)), []), "'category_id'"),
+        ((row((1, 2)), "segments", row((0, 2)), []), "list of segments"),
+    ],
+)
 def test_add_rejects_bad_input(args, message):
     with pytest.raises(InputError, match=message):
         PQAccumulator(CATS).add(*args)

@@ -22,13 +22,18 @@ def raw_outputs(n, input_hw, seed, with_masks=True):
     if n > 2:
         boxes[0] = [10, 10, 10, 40]  # zero width: dropped
         boxes[1] = [w + 5, 3, w + 50, 30]  # fully outside: clipped to zero width, dropped
-    raw = {"boxes": boxes, "scores": np.sort(rng.random(n).astype(np.float32))[::-1].copy(),
-           "classes": rng.integers(0, 3, n).astype(np.int64)}
+    raw = {
+        "boxes": boxes,
+        "scores": np.sort(rng.random(n).astype(np.float32))[::-1].copy(),
+        "classes": rng.integers(0, 3, n).astype(np.int64),
+    }
     if with_masks:
         # smooth blobs so that masks are not salt-and-pepper
         yy, xx = np.mgrid[0:28, 0:28] / 27.0
         cx, cy, r = rng.uniform(0.3, 0.7, (3, n, 1, 1))
-        raw["masks"] = (1 / (1 + np.exp(((xx - cx) ** 2 + (yy - cy) ** 2 - (r / 2) ** 2) * 60)))[:, None].astype(np.float32)
+        raw["masks"] = (1 / (1 + np.exp(((xx - cx) ** 2 + (yy - cy) ** 2 - (r / 2) ** 2) * 60)))[:, None].astype(
+            np.float32
+        )
     return raw
 
 
@@ -61,7 +66,9 @@ def test_matches_detector_postprocess(input_hw, orig_hw, n):
     for a, b in zip(ours.masks, ref_masks):
         assert mask_iou(a, b) >= 0.99
     if n > 2:
-        assert np.array_equal(ours.masks, ref_masks) or min(mask_iou(a, b) for a, b in zip(ours.masks, ref_masks)) > 0.995
+        assert (
+            np.array_equal(ours.masks, ref_masks) or min(mask_iou(a, b) for a, b in zip(ours.masks, ref_masks)) > 0.995
+        )
 
 
 def test_threshold_drops_low_scores_and_their_masks():

@@ -12,19 +12,36 @@ from d2ov_core.store.cache import ir_problem
 
 from ..helpers import copy_ir
 
-RECORD = {"images": 3, "reference": 12, "candidate": 12, "matched": 12, "images_within_tolerance": 3,
-          "max_box_dev": 0.0001, "max_score_dev": 2e-06, "min_mask_iou": None, "max_keypoint_dev": None,
-          "min_score": 0.3, "precision": "FP16", "against": "Detectron2 0.6, PyTorch 2.14.1, float32, weights w.pth",
-          "image_names": ["a.jpg", "b.jpg", "c.jpg"]}
+RECORD = {
+    "images": 3,
+    "reference": 12,
+    "candidate": 12,
+    "matched": 12,
+    "images_within_tolerance": 3,
+    "max_box_dev": 0.0001,
+    "max_score_dev": 2e-06,
+    "min_mask_iou": None,
+    "max_keypoint_dev": None,
+    "min_score": 0.3,
+    "precision": "FP16",
+    "against": "Detectron2 0.6, PyTorch 2.14.1, float32, weights w.pth",
+    "image_names": ["a.jpg", "b.jpg", "c.jpg"],
+}
 
 
 def test_sentence():
-    assert proof_text(RECORD).startswith("checked against Detectron2 on 3 images: 12/12 detections matched, "
-                                         "boxes within 0.0001 px, scores within 2e-06 (FP16 IR")
+    assert proof_text(RECORD).startswith(
+        "checked against Detectron2 on 3 images: 12/12 detections matched, "
+        "boxes within 0.0001 px, scores within 2e-06 (FP16 IR"
+    )
     assert "weights w.pth" in proof_text(RECORD)
     one_missed = dict(RECORD, images=1, matched=11, candidate=13, min_mask_iou=0.98765)
     text = proof_text(one_missed)
-    assert "on 1 image:" in text and "11/12 detections matched (13 from the IR)" in text and "mask IoU at least 0.9877" in text
+    assert (
+        "on 1 image:" in text
+        and "11/12 detections matched (13 from the IR)" in text
+        and "mask IoU at least 0.9877" in text
+    )
     assert proof_text(dict(RECORD, matched=0, reference=0, candidate=0)).count("within") == 0  # nothing to measure
     assert proof_text(None) == proof_text({}) == ""
 

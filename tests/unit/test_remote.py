@@ -58,13 +58,16 @@ def test_the_only_model_is_found_and_many_images_stream_in_order(fake, local):
         assert len(det) == len(local.predict(image, threshold=0.0))
 
 
-@pytest.mark.parametrize("mode, message", [
-    ("wrong_shape", ", 3]; a d2ov model returns FP32 [N, 4]"),
-    ("wrong_dtype", "output 'boxes' of 'mask' is INT64"),
-    ("missing", "returned no output 'scores'"),
-    ("error", "failed with HTTP 500: fake: inference failed on purpose"),
-    ("garbage", "the inference answer is not JSON"),
-])
+@pytest.mark.parametrize(
+    "mode, message",
+    [
+        ("wrong_shape", ", 3]; a d2ov model returns FP32 [N, 4]"),
+        ("wrong_dtype", "output 'boxes' of 'mask' is INT64"),
+        ("missing", "returned no output 'scores'"),
+        ("error", "failed with HTTP 500: fake: inference failed on purpose"),
+        ("garbage", "the inference answer is not JSON"),
+    ],
+)
 def test_a_bad_answer_is_one_line(fake, mode, message):
     rem = Predictor(server=fake.url, model="mask", timeout=10)
     fake.mode = mode

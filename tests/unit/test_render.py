@@ -14,8 +14,14 @@ def detections(with_masks=True) -> Detections:
     masks = np.zeros((2, H, W), bool)
     masks[0, 30:60, 20:60] = True
     masks[1, 70:100, 100:140] = True
-    return Detections(boxes=[[20, 30, 60, 60], [100, 70, 140, 100]], scores=[0.97, 0.6], class_ids=[0, 2],
-                      labels=["circle", "triangle"], image_size=(H, W), masks=masks if with_masks else None)
+    return Detections(
+        boxes=[[20, 30, 60, 60], [100, 70, 140, 100]],
+        scores=[0.97, 0.6],
+        class_ids=[0, 2],
+        labels=["circle", "triangle"],
+        image_size=(H, W),
+        masks=masks if with_masks else None,
+    )
 
 
 @pytest.fixture()

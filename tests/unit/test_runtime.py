@@ -16,7 +16,9 @@ def test_metadata_is_typed():
     meta = ir.read_metadata(XML)
     assert meta["labels"] == ["circle", "square", "triangle"] and meta["task"] == "detection"
     assert isinstance(meta["min_size"], int) and isinstance(meta["graph_score_threshold"], float)
-    assert meta["outputs"][:2] == ["boxes", "classes"] and meta["graph_revision"] == lookup.graph_revision(meta.meta_architecture)
+    assert meta["outputs"][:2] == ["boxes", "classes"] and meta["graph_revision"] == lookup.graph_revision(
+        meta.meta_architecture
+    )
 
 
 def test_compiled_ir_runs_and_names_outputs():
@@ -26,12 +28,15 @@ def test_compiled_ir_runs_and_names_outputs():
     assert out["boxes"].shape[1:] == (4,)
 
 
-@pytest.mark.parametrize("kwargs,exc,msg", [
-    ({"hint": "FAST"}, InputError, "unknown performance hint"),
-    ({"compute": "fp8"}, InputError, "unknown compute precision"),
-    ({"device": "TPU"}, DeviceError, "unknown device 'TPU'"),
-    ({"static_shape": (100, 64)}, IRError, "multiples of 32"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,msg",
+    [
+        ({"hint": "FAST"}, InputError, "unknown performance hint"),
+        ({"compute": "fp8"}, InputError, "unknown compute precision"),
+        ({"device": "TPU"}, DeviceError, "unknown device 'TPU'"),
+        ({"static_shape": (100, 64)}, IRError, "multiples of 32"),
+    ],
+)
 def test_bad_options_are_one_line_errors(kwargs, exc, msg):
     with pytest.raises(exc, match=msg):
         ir.load_ir(XML, **kwargs)
@@ -50,16 +55,30 @@ def test_cpu_is_available():
     assert "CPU" in ir.available_devices()
 
 
-@pytest.mark.parametrize("exec_type, expected", [
-    # AMD Zen 4 / Intel without AMX (AVX-512 + VNNI): unsigned 8-bit input, OpenVINO's "I8" placeholder
-    ("brgconv_avx512_I8", "i8"), ("jit_avx512_1x1_I8", "i8"), ("brgconv_avx512_1x1_I8", "i8"),
-    # Intel AMX: a signed 8-bit input is named by its element type, lower case
-    ("brgconv_avx512_amx_i8", "i8"), ("brgconv_avx512_amx_1x1_I8", "i8"), ("brgemm_avx512_amx_i8", "i8"),
-    # AVX2 only
-    ("jit_avx2_I8", "i8"), ("jit_avx2_1x1_I8", "i8"), ("brgconv_avx2_I8", "i8"),
-    # not INT8
-    ("brgconv_avx512_f32", "f32"), ("jit_avx512_FP32", "f32"), ("brgconv_avx512_amx_bf16", "bf16"),
-    ("jit_avx2_f16", "f16"), ("ref_any_f32", "f32"), ("undef", ""), ("unknown", ""),
-])
+@pytest.mark.parametrize(
+    "exec_type, expected",
+    [
+        # AMD Zen 4 / Intel without AMX (AVX-512 + VNNI): unsigned 8-bit input, OpenVINO's "I8" placeholder
+        ("brgconv_avx512_I8", "i8"),
+        ("jit_avx512_1x1_I8", "i8"),
+        ("brgconv_avx512_1x1_I8", "i8"),
+        # Intel AMX: a signed 8-bit input is named by its element type, lower case
+        ("brgconv_avx512_amx_i8", "i8"),
+        ("brgconv_avx512_amx_1x1_I8", "i8"),
+        ("brgemm_avx512_amx_i8", "i8"),
+        # AVX2 only
+        ("jit_avx2_I8", "i8"),
+        ("jit_avx2_1x1_I8", "i8"),
+        ("brgconv_avx2_I8", "i8"),
+        # not INT8
+        ("brgconv_avx512_f32", "f32"),
+        ("jit_avx512_FP32", "f32"),
+        ("brgconv_avx512_amx_bf16", "bf16"),
+        ("jit_avx2_f16", "f16"),
+        ("ref_any_f32", "f32"),
+        ("undef", ""),
+        ("unknown", ""),
+    ],
+)
 def test_exec_precision_reads_every_cpu_kinds_kernel_names(exec_type, expected):
     assert ir.exec_precision(exec_type) == expected

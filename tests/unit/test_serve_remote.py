@@ -23,6 +23,7 @@ MASK, FASTER = "demo/mask_rcnn_shapes", "demo/faster_rcnn_shapes"
 
 # ----------------------------------------------------------------------------- OVMS repository
 
+
 def test_ovms_repository_layout_config_and_metadata(tmp_path):
     out = tmp_path / "repo"
     name, text = ovms.write_repository(lookup.bundled_ir(MASK, "FP16"), out)
@@ -56,16 +57,20 @@ def test_ovms_repository_refuses_bad_input(tmp_path):
         ovms.write_repository(no_metadata_ir(tmp_path / "plain"), tmp_path / "c")
 
 
-@pytest.mark.parametrize("model_name, expected", [
-    ("demo/mask_rcnn_shapes", "mask_rcnn_shapes"),
-    ("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x", "mask_rcnn_R_50_FPN_3x"),
-    ("/home/me/my config.yaml", "my_config"),
-])
+@pytest.mark.parametrize(
+    "model_name, expected",
+    [
+        ("demo/mask_rcnn_shapes", "mask_rcnn_shapes"),
+        ("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x", "mask_rcnn_R_50_FPN_3x"),
+        ("/home/me/my config.yaml", "my_config"),
+    ],
+)
 def test_served_names(model_name, expected):
     assert ovms.model_name(IRMetadata(model_name=model_name)) == expected
 
 
 # ----------------------------------------------------------------------------- the app's service
+
 
 @pytest.fixture(scope="module")
 def fake():
@@ -77,7 +82,9 @@ def test_service_offers_the_servers_models(fake, tmp_path, monkeypatch):
     monkeypatch.setenv("D2OV_CACHE", str(tmp_path / "cache"))
     fake.mode = "ok"
     service = ModelService(use_hub=False, models_root=tmp_path / "none", server=fake.url)
-    assert "remote/faster" in service.models("detection") and "remote/faster" not in service.models("instance_segmentation")
+    assert "remote/faster" in service.models("detection") and "remote/faster" not in service.models(
+        "instance_segmentation"
+    )
     assert service.default_model("detection") == "remote/faster"
     assert service.default_model("instance_segmentation") == MASK  # the server has none: the catalog's
     assert service.source_name("remote/faster") == FASTER
@@ -109,6 +116,7 @@ def test_service_with_a_server_that_is_down_or_not_d2ov(fake, tmp_path, monkeypa
 
 
 # ----------------------------------------------------------------------------- the KServe examples
+
 
 def test_kserve_examples_parse_and_name_the_real_entry_point():
     """docs/kserve/*.yaml are examples (no cluster here); at least they parse and their commands are real."""

@@ -96,8 +96,11 @@ def test_every_offered_precision_says_its_measured_ap_and_the_default_is_the_fas
         row = acc[value]
         assert f"box AP {row['box_AP']:.1f}" in label and f"{row['ms']:.0f} ms" in label, label
     ref = acc["FP32"]
-    within = [p for _, p in choices if all(ref[k] - acc[p][k] <= 0.5 for k in ("box_AP", "mask_AP")
-                                           if acc[p].get(k) is not None)]
+    within = [
+        p
+        for _, p in choices
+        if all(ref[k] - acc[p][k] <= 0.5 for k in ("box_AP", "mask_AP") if acc[p].get(k) is not None)
+    ]
     assert default == min(within, key=lambda p: acc[p]["ms"]) and default in why
     card = H.model_card(service, name)
     assert f"{default} runs by default" in card
@@ -127,8 +130,12 @@ def test_a_precision_without_a_measurement_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("D2OV_CACHE", str(tmp_path / "cache"))
     src = lookup.bundled_ir(MASK, "FP16")
     meta = dict(ir.read_metadata(src), accuracy={})
-    save_ir(ir.core().read_model(str(src)), tmp_path / "models" / "unmeasured" / "FP16" / "model.xml", meta,
-            compress_to_fp16=False)
+    save_ir(
+        ir.core().read_model(str(src)),
+        tmp_path / "models" / "unmeasured" / "FP16" / "model.xml",
+        meta,
+        compress_to_fp16=False,
+    )
     service = ModelService(use_hub=False, convert_fallback=False, models_root=tmp_path / "models")
     choices, default, why = H.precision_choices(service, "local/unmeasured")
     assert choices == [(f"{p} · AP not measured", p) for p in service.precisions("local/unmeasured")]

@@ -9,9 +9,16 @@ from d2ov_core.errors import InputError
 from d2ov_core.runtime import settings as S
 
 
-@pytest.mark.parametrize("key,value", [("labels", ["traffic light", "a,b", "ü"]), ("min_size", 800),
-                                       ("graph_score_threshold", 0.05), ("random_weights", True),
-                                       ("labels", [])])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("labels", ["traffic light", "a,b", "ü"]),
+        ("min_size", 800),
+        ("graph_score_threshold", 0.05),
+        ("random_weights", True),
+        ("labels", []),
+    ],
+)
 def test_encode_decode_round_trip(key, value):
     text = S.encode(key, value)
     assert isinstance(text, str)
@@ -23,8 +30,10 @@ def test_decode_rejects_a_malformed_list():
         S.decode("labels", '"circle"')
 
 
-@pytest.mark.parametrize("value,msg", [(1.5, r"must be in \[0, 1\]"), (-0.1, r"must be in \[0, 1\]"),
-                                       (math.nan, "NaN"), ("abc", "must be a float")])
+@pytest.mark.parametrize(
+    "value,msg",
+    [(1.5, r"must be in \[0, 1\]"), (-0.1, r"must be in \[0, 1\]"), (math.nan, "NaN"), ("abc", "must be a float")],
+)
 def test_check_value_names_the_range(value, msg):
     with pytest.raises(InputError, match=msg):
         S.check_value("confidence_threshold", value)
@@ -52,8 +61,17 @@ def test_precision_table():
 
 
 def _texts(**changes):
-    base = {"d2ov_version": "0", "model_type": "d2ov_rcnn", "task": "detection", "model_name": "m",
-            "labels": ["a", "b"], "input_format": "BGR", "min_size": 800, "max_size": 1333, "outputs": ["x"]}
+    base = {
+        "d2ov_version": "0",
+        "model_type": "d2ov_rcnn",
+        "task": "detection",
+        "model_name": "m",
+        "labels": ["a", "b"],
+        "input_format": "BGR",
+        "min_size": 800,
+        "max_size": 1333,
+        "outputs": ["x"],
+    }
     return {k: json.dumps(v) for k, v in {**base, **changes}.items()}
 
 
@@ -73,11 +91,17 @@ def test_ir_metadata_is_a_typed_frozen_record_of_the_settings_table():
     assert S.decode_all(_texts()) == meta
 
 
-@pytest.mark.parametrize("changes, msg", [
-    ({"task": "segmentation"}, "task: expected one of detection, instance_segmentation, keypoints, panoptic_segmentation, found 'segmentation'"),
-    ({"precision": "FP8"}, "precision: expected one of FP32, FP16, INT8, found 'FP8'"),
-    ({"labels": {"a": 1}}, "labels"),
-])
+@pytest.mark.parametrize(
+    "changes, msg",
+    [
+        (
+            {"task": "segmentation"},
+            "task: expected one of detection, instance_segmentation, keypoints, panoptic_segmentation, found 'segmentation'",
+        ),
+        ({"precision": "FP8"}, "precision: expected one of FP32, FP16, INT8, found 'FP8'"),
+        ({"labels": {"a": 1}}, "labels"),
+    ],
+)
 def test_ir_metadata_refuses_values_outside_the_table(changes, msg):
     with pytest.raises(ValueError, match=msg):
         S.decode_all(_texts(**changes))

@@ -39,14 +39,31 @@ def result(task: str, n: int = 2) -> Detections:
         segments = []
         for i in range(n):
             seg_map[masks[i] & (seg_map == 0)] = i + 1
-            segments.append({"id": i + 1, "label": "a", "category_id": 0, "isthing": True, "score": 0.9,
-                             "area": int((seg_map == i + 1).sum())})
+            segments.append(
+                {
+                    "id": i + 1,
+                    "label": "a",
+                    "category_id": 0,
+                    "isthing": True,
+                    "score": 0.9,
+                    "area": int((seg_map == i + 1).sum()),
+                }
+            )
         seg_map[seg_map == 0] = n + 1
-        segments.append({"id": n + 1, "label": "sky", "category_id": 1, "isthing": False, "score": None,
-                         "area": int((seg_map == n + 1).sum())})
+        segments.append(
+            {
+                "id": n + 1,
+                "label": "sky",
+                "category_id": 1,
+                "isthing": False,
+                "score": None,
+                "area": int((seg_map == n + 1).sum()),
+            }
+        )
         extra.update(panoptic_seg=seg_map, segments=segments)
-    return Detections(boxes=boxes, scores=[0.9, 0.6][:n], class_ids=[0, 1][:n], labels=["a", "b"][:n],
-                      image_size=(H, W), **extra)
+    return Detections(
+        boxes=boxes, scores=[0.9, 0.6][:n], class_ids=[0, 1][:n], labels=["a", "b"][:n], image_size=(H, W), **extra
+    )
 
 
 def test_the_tasks_are_the_task_settings_choices():
@@ -138,11 +155,21 @@ def _task_tests(path) -> list[str]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare):
-            consts = [c for c in [node.left, *node.comparators] for c in ([c] if isinstance(c, ast.Constant) else
-                      c.elts if isinstance(c, (ast.Tuple, ast.List, ast.Set)) else [])]
+            consts = [
+                c
+                for c in [node.left, *node.comparators]
+                for c in (
+                    [c]
+                    if isinstance(c, ast.Constant)
+                    else c.elts
+                    if isinstance(c, (ast.Tuple, ast.List, ast.Set))
+                    else []
+                )
+            ]
             others = [c for c in [node.left, *node.comparators] if not isinstance(c, ast.Constant)]
-            if any(isinstance(c, ast.Constant) and c.value in TASK_NAMES for c in consts) and \
-                    any(TASKISH.search(ast.unparse(o)) for o in others):
+            if any(isinstance(c, ast.Constant) and c.value in TASK_NAMES for c in consts) and any(
+                TASKISH.search(ast.unparse(o)) for o in others
+            ):
                 found.append(f"{node.lineno}: {ast.unparse(node)}")
     return found
 

@@ -74,7 +74,9 @@ def test_truncated_download_leaves_nothing(server, tmp_path, monkeypatch):
 
 def test_model_zoo_md5_prefix_is_checked(server, tmp_path):
     good = hashlib.md5(PAYLOAD).hexdigest()[:6]
-    assert W.download(f"{server}/m/model_final_{good}.pkl", dest=tmp_path / f"model_final_{good}.pkl", progress=False).is_file()
+    assert W.download(
+        f"{server}/m/model_final_{good}.pkl", dest=tmp_path / f"model_final_{good}.pkl", progress=False
+    ).is_file()
     with pytest.raises(DownloadError, match="corrupt: md5"):
         W.download(server + "/m/model_final_abcdef.pkl", dest=tmp_path / "model_final_abcdef.pkl", progress=False)
     assert not (tmp_path / "model_final_abcdef.pkl").exists()

@@ -20,8 +20,9 @@ class Painter(Protocol):
     def instances(self, image_rgb: np.ndarray, det: Detections, names: list[str]) -> np.ndarray:
         """Boxes with ``name 97%`` labels, and the masks and keypoints ``det`` holds."""
 
-    def segments(self, image_rgb: np.ndarray, segment_map: np.ndarray, segments: Sequence[dict[str, Any]],
-                 names: list[str]) -> np.ndarray:
+    def segments(
+        self, image_rgb: np.ndarray, segment_map: np.ndarray, segments: Sequence[dict[str, Any]], names: list[str]
+    ) -> np.ndarray:
         """Every segment of an int ``(H, W)`` map of segment ids filled and labelled (things by class
         name and score, stuff by name)."""
 
@@ -53,8 +54,15 @@ class Task:
         """What :meth:`decode` needs from the IR's metadata (read once, when the IR is loaded)."""
         return {}
 
-    def decode(self, raw: dict[str, np.ndarray], meta: dict[str, Any], labels: Sequence[str], threshold: float,
-               mask_threshold: float, options: dict[str, Any]) -> Detections:
+    def decode(
+        self,
+        raw: dict[str, np.ndarray],
+        meta: dict[str, Any],
+        labels: Sequence[str],
+        threshold: float,
+        mask_threshold: float,
+        options: dict[str, Any],
+    ) -> Detections:
         """The graph's named outputs -> :class:`Detections` in original-image pixels
         (:func:`~d2ov_core.runtime.postprocess.postprocess`; ``options`` from :meth:`decode_options`)."""
         return postprocess(raw, meta, labels, threshold=threshold, mask_threshold=mask_threshold, **options)
@@ -84,8 +92,10 @@ class Task:
     # ------------------------------------------------------------------ presenting
     def table_rows(self, det: Detections) -> list[list[Any]]:
         """The app's table of ``det``, one row per detection, :attr:`table_columns` in order."""
-        return [[str(l), round(float(s), 3), *[round(float(v), 1) for v in b]]
-                for l, s, b in zip(det.labels, det.scores, det.boxes)]
+        return [
+            [str(l), round(float(s), 3), *[round(float(v), 1) for v in b]]
+            for l, s, b in zip(det.labels, det.scores, det.boxes)
+        ]
 
     def summary(self, det: Detections, model: dict[str, Any], threshold: float) -> str:
         """What the app says it found (Markdown); ``model``: the model block."""

@@ -33,20 +33,26 @@ class Keypoints(Task):
         """``keypoints``: ``[[x, y, score], ...]`` in ``keypoint_names`` order."""
         if det.keypoints is None:
             return {}
-        return {"keypoints": [[round(float(x), 3), round(float(y), 3), round(float(s), 6)]
-                              for x, y, s in det.keypoints[i]]}
+        return {
+            "keypoints": [[round(float(x), 3), round(float(y), 3), round(float(s), 6)] for x, y, s in det.keypoints[i]]
+        }
 
     def result_json(self, det: Detections, with_masks: bool) -> dict[str, Any]:
         """``keypoint_names`` and ``keypoint_skeleton``, once per image."""
-        return {"keypoint_names": list(det.keypoint_names), "keypoint_skeleton": [list(p) for p in det.keypoint_skeleton]}
+        return {
+            "keypoint_names": list(det.keypoint_names),
+            "keypoint_skeleton": [list(p) for p in det.keypoint_skeleton],
+        }
 
     def fields_from_json(self, result: dict[str, Any], image_size: tuple[int, int]) -> dict[str, Any]:
         if "keypoint_names" not in result:
             return {}
         names = tuple(result["keypoint_names"])
-        return {"keypoints": np.array([i["keypoints"] for i in result["instances"]], np.float32).reshape(-1, len(names), 3),
-                "keypoint_names": names,
-                "keypoint_skeleton": tuple(tuple(p) for p in result.get("keypoint_skeleton", ()))}
+        return {
+            "keypoints": np.array([i["keypoints"] for i in result["instances"]], np.float32).reshape(-1, len(names), 3),
+            "keypoint_names": names,
+            "keypoint_skeleton": tuple(tuple(p) for p in result.get("keypoint_skeleton", ())),
+        }
 
     def tolerance_text(self, tol: Any) -> str:
         return f", keypoints <= {tol.keypoint_px} px"

@@ -31,17 +31,25 @@ class PanopticSegmentation(InstanceSegmentation):
 
     def decode_options(self, metadata: Any) -> dict[str, Any]:
         m = metadata
-        return {"panoptic": PanopticParams(
-            tuple(m["stuff_classes"]), int(m["sem_seg_stride"]), int(m["size_divisibility"]),
-            float(m["panoptic_overlap_threshold"]), int(m["panoptic_stuff_area_threshold"]),
-            float(m["panoptic_score_threshold"]))}
+        return {
+            "panoptic": PanopticParams(
+                tuple(m["stuff_classes"]),
+                int(m["sem_seg_stride"]),
+                int(m["size_divisibility"]),
+                float(m["panoptic_overlap_threshold"]),
+                int(m["panoptic_stuff_area_threshold"]),
+                float(m["panoptic_score_threshold"]),
+            )
+        }
 
     def holds(self, det: Detections) -> bool:
         return det.panoptic_seg is not None
 
     def model_info(self, metadata: Any) -> dict[str, Any]:
-        return {"stuff_classes": list(metadata["stuff_classes"]),
-                "panoptic_score_threshold": metadata["panoptic_score_threshold"]}
+        return {
+            "stuff_classes": list(metadata["stuff_classes"]),
+            "panoptic_score_threshold": metadata["panoptic_score_threshold"],
+        }
 
     def result_json(self, det: Detections, with_masks: bool) -> dict[str, Any]:
         """``"panoptic": {"segments": [{id, label, category_id, isthing, score, area, mask}]}``, each
@@ -49,11 +57,22 @@ class PanopticSegmentation(InstanceSegmentation):
         no segment)."""
         if det.panoptic_seg is None:
             return {}
-        return {"panoptic": {"segments": [
-            {"id": seg["id"], "label": seg["label"], "category_id": seg["category_id"], "isthing": seg["isthing"],
-             "score": None if seg["score"] is None else round(float(seg["score"]), 6), "area": seg["area"],
-             **({"mask": rle_encode(det.panoptic_seg == seg["id"])} if with_masks else {})}
-            for seg in det.segments]}}
+        return {
+            "panoptic": {
+                "segments": [
+                    {
+                        "id": seg["id"],
+                        "label": seg["label"],
+                        "category_id": seg["category_id"],
+                        "isthing": seg["isthing"],
+                        "score": None if seg["score"] is None else round(float(seg["score"]), 6),
+                        "area": seg["area"],
+                        **({"mask": rle_encode(det.panoptic_seg == seg["id"])} if with_masks else {}),
+                    }
+                    for seg in det.segments
+                ]
+            }
+        }
 
     def fields_from_json(self, result: dict[str, Any], image_size: tuple[int, int]) -> dict[str, Any]:
         doc = result.get("panoptic")
@@ -62,20 +81,32 @@ class PanopticSegmentation(InstanceSegmentation):
         seg_map = np.zeros(image_size, np.int32)
         for seg in doc["segments"]:
             seg_map[rle_decode(seg["mask"])] = int(seg["id"])
-        return {"panoptic_seg": seg_map,
-                "segments": tuple({k: v for k, v in seg.items() if k != "mask"} for seg in doc["segments"])}
+        return {
+            "panoptic_seg": seg_map,
+            "segments": tuple({k: v for k, v in seg.items() if k != "mask"} for seg in doc["segments"]),
+        }
 
     def table_rows(self, det: Detections) -> list[list[Any]]:
         """One row per segment of the map: id, class, thing or stuff, area in pixels, score."""
-        return [[seg["id"], seg["label"], "thing" if seg["isthing"] else "stuff", seg["area"],
-                 None if seg["score"] is None else round(float(seg["score"]), 3)] for seg in det.segments]
+        return [
+            [
+                seg["id"],
+                seg["label"],
+                "thing" if seg["isthing"] else "stuff",
+                seg["area"],
+                None if seg["score"] is None else round(float(seg["score"]), 3),
+            ]
+            for seg in det.segments
+        ]
 
     def summary(self, det: Detections, model: dict[str, Any], threshold: float) -> str:
         if det.panoptic_seg is None:
             return super().summary(det, model, threshold)
-        return (f"**{len(det.segments)}** panoptic segments ({sum(s['isthing'] for s in det.segments)} things, "
-                f"instances scoring at least {model.get('panoptic_score_threshold', 0.5):g}), {len(det)} detections "
-                f"at threshold {threshold:.2f}")
+        return (
+            f"**{len(det.segments)}** panoptic segments ({sum(s['isthing'] for s in det.segments)} things, "
+            f"instances scoring at least {model.get('panoptic_score_threshold', 0.5):g}), {len(det)} detections "
+            f"at threshold {threshold:.2f}"
+        )
 
     def draw(self, image_rgb: np.ndarray, det: Detections, names: list[str], painter: Painter) -> np.ndarray:
         if det.panoptic_seg is None:
