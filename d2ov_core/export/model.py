@@ -79,7 +79,8 @@ def build(spec: ModelSpec, weights: str | None = None, progress: W.Progress = Tr
     Args:
         weights: a weights spec (path, URL or ``"random"``); default: the catalog's weights.
     Returns:
-        ``(model, cfg, weights_info)`` where ``weights_info = {"source", "sha256", "random"}``.
+        ``(model, cfg, weights_info)`` where ``weights_info = {"source", "sha256", "random"}``. The
+        last model built is kept and returned again for the same inputs: do not modify it (copy it).
     """
     compat.require_torch_side(f"building {spec.name} in PyTorch")
     import torch

@@ -1,5 +1,6 @@
 """Weights resolution and downloads against a real HTTP server on 127.0.0.1."""
 
+import copy
 import hashlib
 import http.server
 import os
@@ -112,7 +113,7 @@ class _Evil:
 def test_pth_is_loaded_weights_only_and_pickles_are_refused(tmp_path, tiny_spec):
     from d2ov_core.export import model as d2model
 
-    model, _, _ = d2model.build(tiny_spec, "random")
+    model = copy.deepcopy(d2model.build(tiny_spec, "random")[0])  # build's model is shared: load into a copy
     good = tmp_path / "good.pth"
     sd = {k: v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()}
     torch.save({"model": sd}, good)
