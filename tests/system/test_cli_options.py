@@ -318,7 +318,8 @@ def inputs(tmp_path_factory):
         subprocess.run(
             [
                 sys.executable,
-                str(ROOT / "tools" / f"{gen}.py"),
+                "-m",
+                f"tools.{gen}",
                 "--out",
                 str(out),
                 "--split",
