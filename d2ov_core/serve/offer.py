@@ -207,32 +207,33 @@ class ModelOffer:
         name = self.canonical(name)
         if name in self._remote:
             model, meta = self._remote[name]
-            return {
-                "name": name,
-                "task": meta.task,
-                "classes": meta.labels,
-                "box_ap": None,
-                "mask_ap": None,
-                "keypoint_names": list(meta.keypoint_names),
-                "stuff_classes": list(meta.stuff_classes),
-                "source": "model server",
-                "description": f"{meta.model_name} ({meta.precision} IR) served "
-                f"by {self.server} as {model!r}: inference there, pre- and postprocessing here",
-            }
+            description = (
+                f"{meta.model_name} ({meta.precision} IR) served by {self.server} as {model!r}: "
+                "inference there, pre- and postprocessing here"
+            )
+            return _ir_card(name, meta, "model server", description)
         if name in self._local:
             irs = self._local[name]
             meta = metadata(next(iter(irs.values())))
-            return {
-                "name": name,
-                "task": meta.task,
-                "classes": meta.labels,
-                "box_ap": None,
-                "mask_ap": None,
-                "keypoint_names": list(meta.keypoint_names),
-                "stuff_classes": list(meta.stuff_classes),
-                "source": "local IR",
-                "description": f"converted from {Path(meta.model_name).name}"
+            description = (
+                f"converted from {Path(meta.model_name).name}"
                 + (" with random weights" if meta.random_weights else f" with weights {Path(meta.weights_source).name}")
-                + f" ({', '.join(irs)} IR{'s' * (len(irs) > 1)} in this server's models folder)",
-            }
+                + f" ({', '.join(irs)} IR{'s' * (len(irs) > 1)} in this server's models folder)"
+            )
+            return _ir_card(name, meta, "local IR", description)
         return catalog.get(name).to_dict()
+
+
+def _ir_card(name: str, meta: Any, source: str, description: str) -> dict[str, Any]:
+    """The model card of a model known only by its IR's metadata (a local or a remote IR)."""
+    return {
+        "name": name,
+        "task": meta.task,
+        "classes": meta.labels,
+        "box_ap": None,
+        "mask_ap": None,
+        "keypoint_names": list(meta.keypoint_names),
+        "stuff_classes": list(meta.stuff_classes),
+        "source": source,
+        "description": description,
+    }
