@@ -161,7 +161,15 @@ def convert(
         return final_dir / IR_NAME
 
     meta = cfg_metadata(cfg, spec)
-    ov_model, names = _trace_and_convert(net, spec, meta, Path(sample) if sample else default_sample(spec), tell)
+    float_dir = cached_ir_dir(spec.name) / _cache_key(spec, winfo["source"], winfo["sha256"], False, [], [], None)
+    if precision != "FP32" and sample is None and _intact(float_dir):
+        # the same graph is in the cache as FP32: compress or quantize it instead of tracing again
+        log.info("starting from the cached FP32 IR %s", float_dir / IR_NAME)
+        tell("reading the cached FP32 graph")
+        ov_model = runtime.core().read_model(str(float_dir / IR_NAME))
+        names = list(runtime.read_metadata(float_dir / IR_NAME).outputs)
+    else:
+        ov_model, names = _trace_and_convert(net, spec, meta, Path(sample) if sample else default_sample(spec), tell)
     versions = _versions()
     metadata: dict[str, Any] = dict(
         meta,
@@ -255,6 +263,11 @@ def convert(
             shutil.rmtree(stage, ignore_errors=True)
     log.info("wrote %s in %.1f s", final_dir / IR_NAME, time.perf_counter() - t0)
     return final_dir / IR_NAME
+
+
+def _intact(folder: Path) -> bool:
+    """``folder`` holds a finished cached IR that matches its card (read only: nothing is cleaned)."""
+    return (folder / IR_NAME).is_file() and cache.ir_problem(folder) is None
 
 
 def _trace_and_convert(net, spec: ModelSpec, meta: dict[str, Any], sample: Path, tell):

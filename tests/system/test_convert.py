@@ -12,7 +12,7 @@ from d2ov_core.runtime import ir as runtime
 from d2ov_core.runtime.predictor import Predictor
 from d2ov_core.store import catalog
 
-from ..conftest import other_photo, random_image, real_photo
+from ..conftest import SAMPLES, other_photo, random_image, real_photo
 
 SEEDS = [
     ("COCO-Detection/faster_rcnn_R_50_FPN_1x", ["boxes", "classes", "scores", "image_size"]),
@@ -66,6 +66,36 @@ def test_conversion_is_cached_and_atomic(tiny_spec, monkeypatch, tmp_path):
     assert again == xml and xml.stat().st_mtime_ns == mtime  # cache hit: not rewritten
     assert [p.name for p in xml.parent.parent.iterdir()] == [xml.parent.name]  # no temp dirs left
     assert resolve_ir(str(xml.parent)) == xml
+
+
+def test_fp16_and_int8_start_from_the_cached_fp32_graph(tiny_spec, monkeypatch, tmp_path, caplog):
+    """With the same model's FP32 IR in the cache, FP16 and INT8 read that graph instead of tracing
+    again, and write what a fresh trace writes: FP16 the same bytes, INT8 the same answers."""
+    import logging
+
+    monkeypatch.setenv("D2OV_CACHE", str(tmp_path / "cache"))
+    cal = dict(calibration=SAMPLES, calibration_size=2)
+    fresh16 = convert(tiny_spec, weights="random", out=tmp_path / "fresh16", progress=False)
+    fresh8 = convert(tiny_spec, weights="random", out=tmp_path / "fresh8", progress=False, **cal)
+    convert(tiny_spec, weights="random", fp16=False, progress=False)  # the FP32 IR, into the cache
+    with caplog.at_level(logging.INFO, logger="d2ov"):
+        again16 = convert(tiny_spec, weights="random", out=tmp_path / "again16", progress=False)
+        again8 = convert(tiny_spec, weights="random", out=tmp_path / "again8", progress=False, **cal)
+    assert sum("starting from the cached FP32 IR" in r.getMessage() for r in caplog.records) == 2, caplog.text
+    assert not any("tracing" in r.getMessage() for r in caplog.records), caplog.text
+    # the same weights, byte for byte, and the same graph (node names are counters: they differ by run)
+    assert again16.with_suffix(".bin").read_bytes() == fresh16.with_suffix(".bin").read_bytes()
+    graphs = [runtime.core().read_model(str(x)) for x in (fresh16, again16)]
+    assert [op.get_type_name() for op in graphs[0].get_ordered_ops()] == [
+        op.get_type_name() for op in graphs[1].get_ordered_ops()
+    ]
+    assert runtime.read_metadata(again16) == runtime.read_metadata(fresh16)
+    assert runtime.read_metadata(again8) == runtime.read_metadata(fresh8)
+    for image in (real_photo(), other_photo()):
+        a, b = (Predictor(x).predict(str(image), threshold=0.05) for x in (fresh8, again8))
+        assert len(a) > 0 and len(a) == len(b)
+        assert np.array_equal(a.class_ids, b.class_ids) and np.abs(a.boxes - b.boxes).max() <= 1e-3
+        assert np.abs(a.scores - b.scores).max() <= 1e-5
 
 
 def test_tiny_ir_handles_blank_image_and_zero_detections(tiny_ir):
