@@ -102,6 +102,8 @@ def calibrate_random_weights(model, cfg) -> None:
             for layer, t in targets.items()
             if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))
         }
+        if not targets:  # a pass for another architecture's head: a forward pass would change nothing
+            continue
         outs: dict = {}
 
         def keep_first(mod, args, out, outs=outs):  # returns None: the output itself is left alone
