@@ -231,7 +231,7 @@ def convert(
                 tell("measuring accuracy")
                 accuracy.update(measure(xml, precision)[0])
         if accuracy:
-            _record_accuracy(xml, accuracy)
+            runtime.write_metadata(xml, "accuracy", accuracy)
         final = runtime.read_metadata(xml)
         card = {
             k: final[k]
@@ -325,16 +325,6 @@ def _last_line(e: Exception) -> str:
 
 def _ap_text(rows: dict[str, Any]) -> str:
     return "; ".join(f"{p} {S.ap_text(r)}" for p, r in rows.items()) or "not measured"
-
-
-def _record_accuracy(xml: Path, accuracy: dict[str, Any]) -> None:
-    """Write ``accuracy`` into the rt_info of the IR at ``xml`` (its weights file is left as is)."""
-    model = runtime.core().read_model(str(xml))
-    model.set_rt_info(S.encode("accuracy", accuracy), [S.RT_INFO_SECTION, "accuracy"])
-    tmp = xml.with_name("accuracy.xml")
-    runtime._ov().save_model(model, str(tmp), compress_to_fp16=False)
-    os.replace(tmp, xml)
-    os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
 
 
 def _other_size(chw: np.ndarray) -> np.ndarray:

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..runtime import settings as S
 from .verify import Tolerance, match
 
 __all__ = ["check", "record", "proof_text", "MAX_IMAGES"]
@@ -97,12 +96,7 @@ def record(xml: str | os.PathLike, verification: dict[str, Any]) -> None:
     from ..store.cache import sha256_file
 
     xml = Path(xml)
-    model = runtime.core().read_model(str(xml))
-    model.set_rt_info(S.encode("verification", verification), [S.RT_INFO_SECTION, "verification"])
-    tmp = xml.with_name("verification.xml")
-    runtime._ov().save_model(model, str(tmp), compress_to_fp16=False)
-    os.replace(tmp, xml)
-    os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+    runtime.write_metadata(xml, "verification", verification)
     card_path = xml.parent / "d2ov.json"
     if card_path.is_file():
         card = json.loads(card_path.read_text())

@@ -106,6 +106,18 @@ def read_metadata(xml_path: str | os.PathLike) -> S.IRMetadata:
     return _get_metadata(_read_model(Path(xml_path)), str(xml_path))
 
 
+def write_metadata(xml_path: str | os.PathLike, key: str, value: Any) -> None:
+    """Set one metadata ``key`` of the IR at ``xml_path`` in place (``model.xml`` is rewritten
+    through a temporary name; the weights are written back unchanged)."""
+    xml = Path(xml_path)
+    model = _read_model(xml)
+    model.set_rt_info(S.encode(key, value), [S.RT_INFO_SECTION, key])
+    tmp = xml.with_name(f"{key}.xml")
+    _ov().save_model(model, str(tmp), compress_to_fp16=False)
+    os.replace(tmp, xml)
+    os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+
+
 # ----------------------------------------------------------------------------- reading / compiling
 
 

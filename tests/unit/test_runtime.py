@@ -82,3 +82,21 @@ def test_cpu_is_available():
 )
 def test_exec_precision_reads_every_cpu_kinds_kernel_names(exec_type, expected):
     assert ir.exec_precision(exec_type) == expected
+
+
+def test_write_metadata_sets_one_key_in_place(tmp_path):
+    import shutil
+
+    src = lookup.bundled_ir("demo/faster_rcnn_shapes")
+    for suffix in (".xml", ".bin"):
+        shutil.copy(src.with_suffix(suffix), tmp_path / f"model{suffix}")
+    xml = tmp_path / "model.xml"
+    before, weights = ir.read_metadata(xml), xml.with_suffix(".bin").read_bytes()
+    ir.write_metadata(xml, "verification", {"images": 3, "ok": True})
+    after = ir.read_metadata(xml)
+    assert after.verification == {"images": 3, "ok": True} and before.verification != after.verification
+    assert after.accuracy == before.accuracy and after.labels == before.labels
+    assert xml.with_suffix(".bin").read_bytes() == weights
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin", "model.xml"]  # no temporary left
+    with pytest.raises(IRError, match="not found"):
+        ir.write_metadata(tmp_path / "none.xml", "verification", {})
