@@ -210,3 +210,16 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+def make_clip(path: Path, frames: int = 12, fps: float = 10, image: str = "shapes_1.jpg") -> Path:
+    """An MP4 (H.264) of a bundled sample image sliding 8 px a frame to the right: moving shapes the
+    demo models detect."""
+    from d2ov_core.runtime.images import load_image
+    from d2ov_core.runtime.video import VideoWriter
+
+    rgb = load_image(Path(__file__).resolve().parent.parent / "d2ov_core" / "data" / "samples" / image)
+    with VideoWriter(path, fps=fps) as writer:
+        for i in range(frames):
+            writer.write(np.roll(rgb, 8 * i, axis=1))
+    return path

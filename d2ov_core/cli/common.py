@@ -13,6 +13,7 @@ from ..errors import InputError
 from ..export.resolve import given_ir, predictor_for
 from ..runtime import settings as S
 from ..runtime.images import IMAGE_SUFFIXES, image_files
+from ..runtime.video import VIDEO_SUFFIXES
 from ..store import catalog
 
 __all__ = [
@@ -88,8 +89,10 @@ def is_ir_path(text: str) -> bool:
 
 
 def is_model_arg(text: str) -> bool:
-    """Whether a positional argument names a model (catalog name, config, IR) rather than an image."""
-    return is_ir_path(text) or Path(text).suffix.lower() not in IMAGE_SUFFIXES and not Path(text).is_dir()
+    """Whether a positional argument names a model (catalog name, config, IR) rather than an image or
+    a video."""
+    suffix = Path(text).suffix.lower()
+    return is_ir_path(text) or suffix not in IMAGE_SUFFIXES + VIDEO_SUFFIXES and not Path(text).is_dir()
 
 
 def make_predictor(
@@ -138,7 +141,7 @@ def expand_images(items: list[str]) -> list[str]:
                 raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {item}")
             out += found
         elif not p.is_file():
-            raise InputError(f"image not found: {item}")
+            raise InputError(f"{'video' if Path(item).suffix.lower() in VIDEO_SUFFIXES else 'image'} not found: {item}")
         else:
             out.append(item)
     return out

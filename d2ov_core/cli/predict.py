@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
+
+from PIL import Image
 
 from ..errors import InputError
 from ..runtime import settings as S
 from ..runtime.detections import predictions_document
+from ..runtime.video import is_video
+from ..serve.render import render
+from ..serve.video import process_video
 from ..store import catalog
 from .common import (
     add_ir_options,
@@ -21,12 +27,12 @@ from .common import (
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="detect objects in images")
+    p = sub.add_parser("predict", help="detect objects in images and videos")
     p.add_argument(
         "inputs",
         nargs="+",
         metavar="MODEL_OR_IR IMAGE",
-        help="a catalog name, an IR .xml or folder, then images or folders (model optional: default "
+        help="a catalog name, an IR .xml or folder, then images, videos or folders (model optional: default "
         f"{catalog.DEFAULTS['instance_segmentation']})",
     )
     p.add_argument("--backend", choices=["openvino", "pytorch"], default="openvino")
@@ -58,8 +64,19 @@ def register(sub) -> None:
         metavar="S",
         help="seconds allowed per request to --server (default: D2OV_SERVER_TIMEOUT, else 60)",
     )
-    p.add_argument("--json", help="write results to this JSON file")
-    p.add_argument("--render", help="write rendered images (PNG) into this folder")
+    p.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="videos: run on every N-th frame (default 1: every frame)",
+    )
+    p.add_argument("--max-frames", type=int, metavar="N", help="videos: stop after N processed frames")
+    p.add_argument("--json", help="write results to this JSON file (videos: one record per processed frame)")
+    p.add_argument(
+        "--render",
+        help="write rendered images (PNG) into this folder; a video becomes <name>.mp4 (H.264) there",
+    )
     p.set_defaults(func=run, trailing_positionals="inputs")
 
 
@@ -105,8 +122,31 @@ def _check_pytorch_options(args) -> None:
         )
 
 
+def _predict_video(predictor, path: str, args, render_dir: Path | None) -> list[dict]:
+    """One video: a JSON record per processed frame; with ``render_dir``, ``<name>.mp4`` drawn like
+    images. Progress on stderr about once a second."""
+    shown = [time.perf_counter()]
+
+    def progress(done: int, total: int | None, fps: float) -> None:
+        if not args.quiet and time.perf_counter() - shown[0] >= 1.0:
+            shown[0] = time.perf_counter()
+            of = f"/{total}" if total else ""
+            print(f"\r{path}: frame {done}{of}, {fps:.1f} frames/s", end="", file=sys.stderr, flush=True)
+
+    out = render_dir / (Path(path).stem + ".mp4") if render_dir else None
+    done = process_video(predictor, path, out, args.every, args.max_frames, threshold=args.threshold, progress=progress)
+    if not args.quiet and done.wall_s >= 1.0:
+        print(file=sys.stderr)
+    print(done.summary(path))
+    if out:
+        print(f"  rendered {out}")
+    return done.records
+
+
 def run(args) -> int:
     items = list(args.inputs)
+    if args.every < 1 or (args.max_frames is not None and args.max_frames < 1):
+        raise InputError(f"--every and --max-frames must be >= 1, got {args.every} and {args.max_frames}")
     if args.server:
         predictor, images = _remote_predictor(args, items)
     else:
@@ -135,6 +175,10 @@ def run(args) -> int:
     if render_dir:
         render_dir.mkdir(parents=True, exist_ok=True)
 
+    videos = [i for i in images if is_video(i)]
+    images = [i for i in images if not is_video(i)]
+    results = [r for v in videos for r in _predict_video(predictor, v, args, render_dir)]
+
     t0 = time.perf_counter()
     if (
         args.hint == "THROUGHPUT" and args.backend == "openvino" and len(images) > 1
@@ -143,7 +187,6 @@ def run(args) -> int:
         done = zip(images, predictor.predict_many(images, threshold=args.threshold))
     else:
         done = ((img, predictor.predict_image(img, threshold=args.threshold)) for img in images)
-    results = []
     for img, (rgb, det) in done:
         results.append({"image": str(img), **det.to_dict()})
         summary = ", ".join(f"{l} {s:.2f}" for l, s in zip(det.labels[:8], det.scores[:8]))
@@ -153,10 +196,6 @@ def run(args) -> int:
             + (f" ({summary}{more})" if len(det) else "")
         )
         if render_dir:
-            from PIL import Image
-
-            from ..serve.render import render
-
             out = render_dir / (Path(img).stem + ".png")
             Image.fromarray(render(rgb, det, predictor.labels, task=predictor.task)).save(out)
             print(f"  rendered {out}")

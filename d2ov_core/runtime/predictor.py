@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from .detections import Detections
 from .images import load_image
 from .preprocess import preprocess
 from .tasks import Task, get_task
+from .video import Frame, read_frames
 
 if TYPE_CHECKING:
     from .remote import RemoteIR
@@ -150,6 +152,44 @@ class Predictor:
 
         for (rgb, meta, timings, submitted), raw in self._ir.infer_stream(prepared(), jobs=jobs):
             yield rgb, self._finish(raw, meta, thr, timings, submitted)
+
+    def stream(
+        self, frames: Iterable[Any], threshold: float | None = None, mask_threshold: float | None = None
+    ) -> Iterator[tuple[int, float, Detections]]:
+        """Frames through the pipeline of :meth:`predict_many` (several requests in flight): yields
+        ``(frame_index, time_s, detections)`` in input order. ``frames``: :class:`~.video.Frame`
+        tuples (``number, time_s, rgb``) or plain images (then numbered 0, 1, ... with time 0)."""
+        for frame, _, det in self.stream_frames(frames, threshold, mask_threshold):
+            yield frame.number, frame.time_s, det
+
+    def stream_frames(
+        self, frames: Iterable[Any], threshold: float | None = None, mask_threshold: float | None = None
+    ) -> Iterator[tuple[Frame, np.ndarray, Detections]]:
+        """:meth:`stream` that also yields each frame and its RGB pixels (what a renderer draws on):
+        ``(frame, rgb, detections)``. Only the frames in flight are held (memory stays flat)."""
+        pending: deque[Frame] = deque()
+
+        def images():
+            for i, f in enumerate(frames):
+                frame = f if isinstance(f, Frame) else Frame(i, 0.0, f)
+                pending.append(frame)
+                yield frame.rgb
+
+        for rgb, det in self.predict_many(images(), threshold, mask_threshold):
+            yield pending.popleft(), rgb, det
+
+    def predict_video(
+        self,
+        path: str | os.PathLike,
+        every: int = 1,
+        max_frames: int | None = None,
+        threshold: float | None = None,
+        mask_threshold: float | None = None,
+    ) -> Iterator[tuple[int, float, Detections]]:
+        """Detect in a video file frame by frame: yields ``(frame_index, time_s, detections)`` for every
+        ``every``-th frame (at most ``max_frames``), decoding, inference and postprocessing overlapped
+        (:meth:`stream`); the frames are streamed, never collected."""
+        return self.stream(read_frames(path, every, max_frames), threshold, mask_threshold)
 
     def profile(self, image: Any, top: int = 15) -> dict[str, Any]:
         """One inference with OpenVINO's per-op counters (needs ``profile=True``): milliseconds per

@@ -3,12 +3,13 @@
 import json
 import re
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from d2ov_core.runtime.detections import rle_decode
 
-from ..conftest import real_photo, run_cli
+from ..conftest import SAMPLES, real_photo, run_cli
 
 
 def one_line_error(res, code=2):
@@ -187,3 +188,63 @@ def test_performance_options_reject_bad_values(args, msg, tiny_ir):
     subst = {"MODEL": str(tiny_ir), "IMG": str(real_photo())}
     line = one_line_error(run_cli(*[subst.get(a, a) for a in args]))
     assert msg in line
+
+
+def test_predict_a_video_and_an_image(tmp_path):
+    """A video among the inputs: one JSON record per processed frame, equal to predict() on the same
+    decoded frame, and a rendered H.264 MP4 with one frame per processed frame."""
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.runtime.video import read_frames, video_info
+    from d2ov_core.store.lookup import bundled_ir
+
+    from ..helpers import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=10, fps=10)
+    image = SAMPLES / "shapes_2.jpg"
+    out = tmp_path / "p.json"
+    res = run_cli(
+        "predict", "demo/mask_rcnn_shapes", str(clip), str(image), "--every", "3", "--render", str(tmp_path / "r"),
+        "--json", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (
+        f"{clip}: 4 frames in" in res.stdout
+        and "frames/s end to end" in res.stdout
+        and f"rendered {tmp_path / 'r' / 'clip.mp4'}" in res.stdout
+    )
+    records = json.loads(out.read_text())["results"]
+    frames = [r for r in records if r.get("source") == str(clip)]
+    assert [(r["frame"], r["time_s"]) for r in frames] == [(0, 0.0), (3, 0.3), (6, 0.6), (9, 0.9)]
+    assert [r["image"] for r in records if "image" in r] == [str(image)]
+    pred = Predictor(bundled_ir("demo/mask_rcnn_shapes"))  # the CLI's default precision for a demo model
+    decoded = {f.number: f.rgb for f in read_frames(clip)}
+    for r in frames:
+        ref = pred.predict(decoded[r["frame"]]).to_dict()["instances"]
+        assert len(r["instances"]) == len(ref) > 5
+        for a, b in zip(r["instances"], ref):
+            assert a["label"] == b["label"] and abs(a["score"] - b["score"]) <= 1e-4
+            assert np.abs(np.array(a["box"]) - np.array(b["box"])).max() <= 1e-2
+    info = video_info(tmp_path / "r" / "clip.mp4")
+    assert (info["frames"], info["width"], info["height"]) == (4, 302, 418)
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["clip.mp4", "shapes_2.png"]
+
+
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--every", "0"], "--every and --max-frames must be >= 1, got 0 and None"),
+        (["--max-frames", "0"], "--every and --max-frames must be >= 1, got 1 and 0"),
+    ],
+)
+def test_video_options_reject_bad_values(args, msg, tmp_path):
+    res = run_cli("predict", "demo/mask_rcnn_shapes", str(SAMPLES / "shapes_1.jpg"), *args)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [f"d2ov: error: {msg}"]
+
+
+def test_bad_video_files_are_one_line_errors(tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video" * 100)
+    for path, words in ((garbage, "cannot read video"), (tmp_path / "none.webm", "video not found")):
+        res = run_cli("predict", "demo/mask_rcnn_shapes", str(path), "--render", str(tmp_path / "r"))
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and words in res.stderr, res.stderr
+    assert not (tmp_path / "r").exists() or list((tmp_path / "r").iterdir()) == []

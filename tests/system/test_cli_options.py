@@ -39,7 +39,7 @@ from d2ov_core.store.lookup import bundled_ir
 
 from ..conftest import ROOT, SAMPLES
 from ..fake_v2 import FakeV2Server
-from ..helpers import free_port, stop, wait_until_up
+from ..helpers import free_port, make_clip, stop, wait_until_up
 
 MODELS = {
     "detection": "demo/faster_rcnn_shapes",
@@ -163,6 +163,10 @@ VALUES: dict[tuple[str, str], list[list[str]]] = {
     ("predict", "--remote-model"): [["!", "{image}", "--server", "{server}", "--remote-model", "fake"]],
     ("predict", "--timeout"): [["!", "{image}", "--server", "{server}", "--timeout", "30"]],
     ("predict", "--json"): [["--json", "{tmp}/p.json"]],
+    ("predict", "--every"): [
+        ["!", "{model}", "{video}", "--every", "4", "--render", "{tmp}/v", "--json", "{tmp}/v.json"]
+    ],
+    ("predict", "--max-frames"): [["!", "{model}", "{video}", "--max-frames", "2"]],
     ("predict", "--render"): [["--render", "{tmp}/r"]],
     ("verify", "--weights"): [["--weights", "{pth}"]],
     ("verify", "--classes"): [["!", *_OWN, "{image}", "--precision", "FP32"]],
@@ -338,8 +342,9 @@ def inputs(tmp_path_factory):
     cal.mkdir()
     for f in SAMPLES.glob("*.jpg"):
         shutil.copy(f, cal / f.name)
+    video = make_clip(root / "clip.mp4", frames=8, fps=10)
     server = FakeV2Server(bundled_ir(MODELS["detection"], "FP16"), name="fake").start()
-    yield {"root": root, "sets": sets, "cal": cal, "server": server.url}
+    yield {"root": root, "sets": sets, "cal": cal, "server": server.url, "video": str(video)}
     server.stop()
 
 
@@ -361,6 +366,7 @@ def _values(inputs: dict, task: str, tmp: Path) -> dict[str, str]:
         "config": str(folder / "config.yaml"),
         "classes": ",".join(spec.classes),
         "server": inputs["server"],
+        "video": inputs["video"],
         "port": str(free_port()),
     }
 

@@ -1,0 +1,119 @@
+"""A video through a predictor: per-frame records and the annotated video, for the CLI and the app.
+
+Frames stream from the decoder through the predictor's pipeline (several requests in flight, see
+:meth:`~d2ov_core.runtime.predictor.Predictor.stream_frames`) into the renderer and the encoder: one
+frame at a time, so memory does not depend on the video's length.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..runtime.detections import Detections
+from ..runtime.video import Frame, VideoWriter, read_frames, video_info
+from .render import render
+
+__all__ = ["VideoRun", "process_video", "frames_through"]
+
+
+@dataclasses.dataclass
+class VideoRun:
+    """What :func:`process_video` did: the JSON records (one per processed frame), the annotated
+    video (or ``None``), and the numbers a summary needs."""
+
+    records: list[dict[str, Any]]
+    video: Path | None
+    frames: int
+    wall_s: float
+    model_ms: float  # median model time per frame
+    per_class: dict[str, int]  # detections per class over all frames
+    capped_at_s: float | None = None  # the input was longer: only its first seconds were processed
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    def summary(self, source: str) -> str:
+        classes = ", ".join(f"{name} {n}" for name, n in sorted(self.per_class.items(), key=lambda kv: -kv[1]))
+        text = (
+            f"{source}: {self.frames} frames in {self.wall_s:.1f} s ({self.fps:.1f} frames/s end to end, "
+            f"model {self.model_ms:.0f} ms a frame), {sum(self.per_class.values())} detections"
+            + (f" ({classes})" if classes else "")
+        )
+        if self.capped_at_s is not None:
+            text += f"; only the first {self.capped_at_s:g} s were processed (longer inputs are capped)"
+        return text
+
+
+def frames_through(
+    predictor, frames: Iterable[Frame], threshold: float | None
+) -> Iterator[tuple[Frame, np.ndarray, Detections]]:
+    """``(frame, rgb, detections)`` per frame: the OpenVINO predictor's pipeline (requests in flight),
+    or one frame at a time for a predictor without one (Detectron2 eager)."""
+    if hasattr(predictor, "stream_frames"):
+        yield from predictor.stream_frames(frames, threshold=threshold)
+    else:
+        for frame in frames:
+            rgb, det = predictor.predict_image(frame.rgb, threshold=threshold)
+            yield frame, rgb, det
+
+
+def process_video(
+    predictor,
+    path: str | os.PathLike,
+    render_to: str | os.PathLike | None = None,
+    every: int = 1,
+    max_frames: int | None = None,
+    max_seconds: float | None = None,
+    threshold: float | None = None,
+    progress: Callable[[int, int | None, float], None] | None = None,
+    source: str | None = None,
+) -> VideoRun:
+    """Run ``predictor`` on every ``every``-th frame of the video at ``path`` (at most ``max_frames``,
+    and only its first ``max_seconds`` when given); with ``render_to``, write the frames drawn as images
+    are drawn into that MP4 (complete or not at all). ``progress(done, total or None, frames/s)`` is
+    called after each frame. Records carry ``"source"`` (``source``, default the path), ``"frame"``
+    (its number in the video) and ``"time_s"``, then an image record's fields."""
+    info = video_info(path)
+    capped = None
+    if max_seconds is not None and info["fps"] > 0 and info["duration_s"] > max_seconds:
+        cap = max(1, int(max_seconds * info["fps"]) // every)
+        max_frames, capped = (min(max_frames, cap) if max_frames else cap), max_seconds
+    total = -(-info["frames"] // every) if info["frames"] else None
+    if max_frames:
+        total = min(total, max_frames) if total else max_frames
+    source = source or str(path)
+    records: list[dict[str, Any]] = []
+    model_ms: list[float] = []
+    per_class: collections.Counter[str] = collections.Counter()
+    out = Path(render_to) if render_to else None
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(VideoWriter(out, fps=info["fps"] / every)) if out else None
+        for frame, rgb, det in frames_through(predictor, read_frames(path, every, max_frames), threshold):
+            records.append({"source": source, "frame": frame.number, "time_s": round(frame.time_s, 4), **det.to_dict()})
+            model_ms.append(det.timings.get("inference", 0.0))
+            per_class.update(det.labels.tolist())
+            if writer:
+                writer.write(render(rgb, det, predictor.labels, task=predictor.task))
+            if progress:
+                progress(len(records), total, len(records) / (time.perf_counter() - t0))
+    return VideoRun(
+        records=records,
+        video=out,
+        frames=len(records),
+        wall_s=time.perf_counter() - t0,
+        model_ms=statistics.median(model_ms) if model_ms else 0.0,
+        per_class=dict(per_class),
+        capped_at_s=capped,
+    )

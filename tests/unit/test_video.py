@@ -1,0 +1,100 @@
+"""Video in and out (runtime/video.py) and the predictor's frame pipeline: real H.264 files encoded
+and decoded with PyAV, the bundled demo model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from d2ov_core.errors import InputError
+from d2ov_core.runtime.predictor import Predictor
+from d2ov_core.runtime.video import Frame, VideoWriter, read_frames, video_info
+from d2ov_core.store.lookup import bundled_ir
+
+from ..helpers import make_clip
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("video") / "clip.mp4", frames=12, fps=10)
+
+
+def test_written_video_reads_back_frame_by_frame(clip):
+    info = video_info(clip)
+    # shapes_1.jpg is 302x419: yuv420p needs even sizes, so the last row is dropped
+    assert (info["frames"], info["fps"], info["width"], info["height"]) == (12, 10.0, 302, 418)
+    frames = list(read_frames(clip))
+    assert [f.number for f in frames] == list(range(12))
+    assert [round(f.time_s, 3) for f in frames] == [round(i / 10, 3) for i in range(12)]
+    assert all(f.rgb.shape == (418, 302, 3) and f.rgb.dtype == np.uint8 for f in frames)
+    # lossy, but the content moves 8 px a frame: frame 1 is frame 0 shifted, not a copy
+    a, b = frames[0].rgb.astype(int), frames[1].rgb.astype(int)
+    assert np.abs(np.roll(a, 8, axis=1)[:, 16:] - b[:, 16:]).mean() < 4 < np.abs(a - b).mean()
+
+
+def test_every_and_max_frames(clip):
+    assert [f.number for f in read_frames(clip, every=5)] == [0, 5, 10]
+    assert [f.number for f in read_frames(clip, every=2, max_frames=3)] == [0, 2, 4]
+    with pytest.raises(InputError, match="every must be >= 1"):
+        next(read_frames(clip, every=0))
+
+
+def test_bad_files_are_one_line_errors(tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video" * 100)
+    with pytest.raises(InputError, match="cannot read video .*garbage.mp4"):
+        list(read_frames(garbage))
+    with pytest.raises(InputError, match="video not found"):
+        list(read_frames(tmp_path / "none.mp4"))
+    audio_only = tmp_path / "audio.mp4"
+    import av
+
+    with av.open(str(audio_only), "w") as c:
+        s = c.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for p in [*s.encode(frame), *s.encode()]:
+            c.mux(p)
+    with pytest.raises(InputError, match="no video stream"):
+        list(read_frames(audio_only))
+
+
+def test_truncated_video_yields_what_decodes_then_names_the_frame(clip, tmp_path):
+    cut = tmp_path / "cut.mp4"
+    data = clip.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    got: list[int] = []
+    try:
+        got.extend(f.number for f in read_frames(cut))
+    except InputError as e:  # either a clean end or a one-line error: never a traceback from FFmpeg
+        assert "\n" not in str(e) and "cut.mp4" in str(e)
+    assert len(got) < 12
+
+
+def test_writer_leaves_nothing_under_the_final_name_on_error(tmp_path):
+    out = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError, match="boom"), VideoWriter(out, fps=5) as w:
+        w.write(np.zeros((64, 64, 3), np.uint8))
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError, match="frame 1 is 32x32"), VideoWriter(out, fps=5) as w:
+        w.write(np.zeros((64, 64, 3), np.uint8))
+        w.write(np.zeros((32, 32, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_video_equals_predict_on_the_decoded_frames(clip):
+    """The pipeline (requests in flight) gives, frame for frame, exactly what predict() gives."""
+    pred = Predictor(bundled_ir("demo/mask_rcnn_shapes", "INT8"))
+    frames = {f.number: f.rgb for f in read_frames(clip)}
+    results = list(pred.predict_video(clip, every=3))
+    assert [(n, round(t, 3)) for n, t, _ in results] == [(0, 0.0), (3, 0.3), (6, 0.6), (9, 0.9)]
+    for n, _, det in results:
+        ref = pred.predict(frames[n])
+        assert len(det) == len(ref) > 5
+        assert np.array_equal(det.boxes, ref.boxes) and np.array_equal(det.scores, ref.scores)
+        assert np.array_equal(det.masks, ref.masks)
+    # plain images through stream(): numbered in order
+    plain = list(pred.stream([frames[0], frames[1]]))
+    assert [n for n, _, _ in plain] == [0, 1] and np.array_equal(plain[1][2].boxes, pred.predict(frames[1]).boxes)
+    assert isinstance(next(pred.stream_frames([Frame(7, 0.7, frames[0])]))[0], Frame)
