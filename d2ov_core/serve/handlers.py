@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import D2ovError, DeviceError, ImageError
+from ..errors import D2ovError, DeviceError, ImageError, InputError
 from ..measure.proof import proof_text
 from ..runtime import settings as S
 from ..runtime.detections import Detections, predictions_document
@@ -27,6 +28,7 @@ from ..runtime.images import load_image
 from ..runtime.tasks import Task, all_tasks, get_task, task_of
 from ..store import catalog
 from .service import ModelService, metadata
+from .video import process_video
 
 __all__ = [
     "TASKS",
@@ -39,6 +41,8 @@ __all__ = [
     "AUTO",
     "resolve_precision",
     "detect",
+    "detect_video",
+    "max_video_seconds",
     "present",
     "prune_outputs",
     "table",
@@ -64,9 +68,10 @@ class Result:
     backend: str = "openvino"  # "remote": the graph ran on a model server (``device`` is its URL)
 
 
-def upload_path(image: Any, upload_root: str | Path) -> tuple[str, str]:
-    """``(path, display name)`` of an uploaded image as Gradio hands it over with preprocessing off
-    (a FileData dict or a path); only files inside ``upload_root`` (Gradio's upload folder) are read."""
+def upload_path(image: Any, upload_root: str | Path, what: str = "image") -> tuple[str, str]:
+    """``(path, display name)`` of an uploaded image (or ``what``) as Gradio hands it over with
+    preprocessing off (a FileData dict or a path); only files inside ``upload_root`` (Gradio's upload
+    folder) are read."""
     if isinstance(image, dict):
         path, shown = image.get("path"), image.get("orig_name")
     elif isinstance(image, str):
@@ -74,12 +79,12 @@ def upload_path(image: Any, upload_root: str | Path) -> tuple[str, str]:
     elif image is None:
         path, shown = None, None
     else:
-        raise ImageError(f"expected an uploaded image, got {type(image).__name__}")
+        raise ImageError(f"expected an uploaded {what}, got {type(image).__name__}")
     if not path:
-        raise ImageError("Upload an image first (or pick an example).")
+        raise ImageError(f"Upload {'an' if what[0] in 'aeiou' else 'a'} {what} first (or pick an example).")
     real = Path(path).resolve()
     if not real.is_relative_to(Path(upload_root).resolve()):
-        raise ImageError("only uploaded images are read (not files on the server)")
+        raise ImageError(f"only uploaded {what}s are read (not files on the server)")
     return str(real), Path(str(shown or real.name)).name
 
 
@@ -220,13 +225,7 @@ def detect(
     threshold is applied by :func:`present`). Cheap checks come first, so a bad file is reported as
     such even while the model is still being prepared."""
     path, shown = upload_path(image, upload_root)
-    S.check_value("confidence_threshold", threshold)
-    if precision is not None and str(precision).strip().lower() not in ("", AUTO):
-        S.precision(precision)  # an unknown precision is reported before the model is looked up
-    if device not in devices:
-        raise DeviceError(f"unknown device {device!r}: expected one of {', '.join(devices)}")
-    name = service.canonical(name)
-    p = S.precision(resolve_precision(service, name, precision, device))
+    name, p = _checked_request(service, name, device, threshold, precision, devices)
     rgb = load_image(path, name=shown)
     predictor = service.predictor(name, device, p.name)
     det = predictor.predict(rgb, threshold=0.0)
@@ -239,6 +238,67 @@ def detect(
         labels=list(predictor.labels),
         backend="openvino" if predictor.xml is not None else "remote",
     )
+
+
+def _checked_request(service: ModelService, name: Any, device: Any, threshold: Any, precision: Any, devices: list[str]):
+    """``(model name, Precision)`` of a request whose threshold, precision, device and model are valid."""
+    S.check_value("confidence_threshold", threshold)
+    if precision is not None and str(precision).strip().lower() not in ("", AUTO):
+        S.precision(precision)  # an unknown precision is reported before the model is looked up
+    if device not in devices:
+        raise DeviceError(f"unknown device {device!r}: expected one of {', '.join(devices)}")
+    name = service.canonical(name)
+    return name, S.precision(resolve_precision(service, name, precision, device))
+
+
+def max_video_seconds() -> float:
+    """How much of an uploaded video the app processes: ``D2OV_MAX_VIDEO_SECONDS`` (default 60)."""
+    raw = os.environ.get("D2OV_MAX_VIDEO_SECONDS", "60")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"D2OV_MAX_VIDEO_SECONDS must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise InputError(f"D2OV_MAX_VIDEO_SECONDS must be > 0, got {raw!r}")
+    return value
+
+
+def detect_video(
+    service: ModelService,
+    video: Any,
+    name: Any,
+    device: Any,
+    threshold: Any,
+    precision: Any,
+    every: Any,
+    devices: list[str],
+    upload_root: str | Path,
+    out_dir: Path,
+    progress: Any = None,
+) -> tuple[str, str, str]:
+    """A /detect_video request: ``(annotated MP4, JSON file with one record per frame, summary)``.
+    Every value is checked first, as in :func:`detect`; only the first :func:`max_video_seconds` of
+    the video are processed (the summary says so). ``progress(done, total, frames/s)`` per frame."""
+    path, shown = upload_path(video, upload_root, what="video")
+    try:
+        every = int(every)
+    except (TypeError, ValueError):
+        raise InputError(f"every must be a whole number of frames, got {every!r}") from None
+    if every < 1:
+        raise InputError(f"every must be >= 1, got {every}")
+    name, p = _checked_request(service, name, device, threshold, precision, devices)
+    predictor = service.predictor(name, device, p.name)
+    prune_outputs(out_dir)
+    out = out_dir / f"video-{uuid.uuid4().hex}.mp4"
+    done = process_video(
+        predictor, path, out, every, max_seconds=max_video_seconds(), threshold=float(threshold), progress=progress,
+        source=shown,
+    )  # fmt: skip
+    backend = "openvino" if predictor.xml is not None else "remote"
+    doc = predictions_document(predictor.describe(), backend, str(predictor.device), float(threshold), done.records)
+    json_path = out_dir / f"predictions-{uuid.uuid4().hex}.json"
+    json_path.write_text(json.dumps(doc))
+    return str(out), str(json_path), done.summary(shown) + f" — {p.name} on {predictor.device}"
 
 
 def table(det: Detections, task: str | None = None):
@@ -275,9 +335,9 @@ def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, 
 
 
 def prune_outputs(out_dir: Path, now: float | None = None) -> None:
-    """Delete prediction JSON files older than an hour."""
+    """Delete prediction JSON files and annotated videos older than an hour."""
     now = time.time() if now is None else now
-    for old in out_dir.glob("predictions-*.json"):
+    for old in [*out_dir.glob("predictions-*.json"), *out_dir.glob("video-*.mp4")]:
         try:
             if now - old.stat().st_mtime > OUT_MAX_AGE_S:
                 old.unlink()

@@ -201,6 +201,44 @@ def build_demo(
         except Exception as e:
             raise _web_error(e) from None
 
+    def detect_video(
+        video,
+        model=None,
+        device="CPU",
+        threshold=thr.default,
+        precision=H.AUTO,
+        every=1,
+        progress=gr.Progress(),  # noqa: B008 (how Gradio hands a handler its progress bar)
+    ):
+        """Detect objects in every frame (or every N-th frame) of a video with a Detectron2 model converted to OpenVINO, running on this server's CPU.
+
+        Args:
+            video: the video to analyse (MP4, WebM, MOV, MKV or AVI; only its first D2OV_MAX_VIDEO_SECONDS seconds, default 60, are processed).
+            model: model name (default: the model the page opens on), as for detect.
+            device: OpenVINO device, e.g. "CPU".
+            threshold: confidence threshold between 0.05 and 1; detections scoring lower are dropped.
+            precision: "auto" (default), "FP16", "FP32", "BF16" or "INT8", as for detect.
+            every: run on every N-th frame (1: every frame).
+
+        Returns:
+            the video with the detections drawn (H.264 MP4, one frame per processed frame)
+            a JSON file with one record per processed frame: source, frame number, time in seconds, and every detection
+            a summary line: frames, frames per second end to end, model time per frame, detections per class
+        """
+        model = start_model if model in (None, "") else model
+
+        def tell(done, total, fps):
+            progress(
+                (done, total) if total else None, desc=f"frame {done}{f'/{total}' if total else ''}, {fps:.1f} frames/s"
+            )
+
+        try:
+            return H.detect_video(
+                service, video, model, device, threshold, precision, every, devices, get_upload_folder(), OUT_DIR, tell
+            )
+        except Exception as e:
+            raise _web_error(e) from None
+
     def refilter(threshold, request: gr.Request = None):
         with last_lock:
             result = last.get(getattr(request, "session_hash", None))
@@ -271,6 +309,22 @@ def build_demo(
                 card = gr.Markdown(H.model_card(service, start_model, start_precision))
                 table = gr.Dataframe(headers=H.TABLE_HEADERS, label="Detections table", interactive=False)
                 json_file = gr.File(label="JSON (same schema as d2ov predict --json)", interactive=False)
+        with gr.Accordion("Video: a file or the webcam, frame by frame", open=False):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    video_in = gr.Video(sources=["upload", "webcam"], label="Input video", height=IMAGE_HEIGHT // 2)
+                    every = gr.Slider(1, 30, value=1, step=1, label="Every N-th frame")
+                    run_video = gr.Button("Detect in video", variant="primary")
+                    gr.Markdown(
+                        f"The model, device, precision and threshold above apply. Only the first "
+                        f"{H.max_video_seconds():g} s of a video are processed."
+                    )
+                with gr.Column(scale=1):
+                    video_out = gr.Video(
+                        label="Detections (video)", interactive=False, format="mp4", height=IMAGE_HEIGHT // 2
+                    )
+                    video_summary = gr.Markdown("")
+                    video_json = gr.File(label="JSON, one record per frame", interactive=False)
         timer = gr.Timer(2.0, active=False)  # refreshes the card while a model is being prepared
 
         task.change(on_task, task, model, api_visibility="private")
@@ -287,6 +341,14 @@ def build_demo(
             api_name="detect",
             preprocess=False,
             show_progress_on=[output],
+        )
+        run_video.click(
+            detect_video,
+            [video_in, model, device, threshold, precision, every],
+            [video_out, video_json, video_summary],
+            api_name="detect_video",
+            preprocess=False,
+            show_progress_on=[video_out],
         )
         # typing in the number box or dragging the slider: re-filter the last result, the model does not run
         threshold.input(
