@@ -142,15 +142,22 @@ def postprocess(
     )
 
 
-def _interp_taps(lo: float, hi: float, start: int, stop: int, m: int) -> tuple[np.ndarray, ...]:
-    """The two taps that resample an ``m``-long axis onto pixels ``start..stop-1`` of a box spanning
-    ``[lo, hi)`` (grid_sample, bilinear, align_corners=False, zero padding): indices ``(n,)`` int64
-    (clamped) and float32 weights ``(n,)`` each, ``(i0, i1, w0, w1)``; a tap outside the axis
-    weighs 0."""
-    centers = np.arange(start, stop, dtype=np.float32) + np.float32(0.5)
-    g = (centers - np.float32(lo)) / np.float32(hi - lo) * 2 - 1  # normalised [-1, 1]
-    src = ((g + 1) * m - 1) / 2  # source pixel coordinate
-    i0 = np.floor(src).astype(np.int64)
+def _all_taps(lo: np.ndarray, hi: np.ndarray, start: np.ndarray, stop: np.ndarray, m: int) -> tuple[np.ndarray, ...]:
+    """The two taps that resample an ``m``-long axis onto the pixels of many boxes (grid_sample,
+    bilinear, align_corners=False, zero padding): box ``i`` spans ``[lo[i], hi[i])`` (float32) and
+    gets pixels ``start[i]..stop[i]-1``, box after box. Indices ``(n,)`` int64 (clamped) and float32
+    weights ``(n,)`` each, ``(i0, i1, w0, w1)``; a tap outside the axis weighs 0. float32 element by
+    element, as one box at a time (a box of zero side, never pasted, gets meaningless taps)."""
+    count = stop - start
+    box = np.repeat(np.arange(len(count)), count)
+    pixel = np.arange(len(box)) - np.repeat(np.cumsum(count) - count, count) + np.repeat(start, count)
+    lo32 = np.asarray(lo, np.float32)
+    side = (hi.astype(np.float64) - lo.astype(np.float64)).astype(np.float32)  # np.float32(hi - lo) of floats
+    centers = pixel.astype(np.float32) + np.float32(0.5)
+    with np.errstate(divide="ignore", invalid="ignore"):  # boxes of zero side
+        g = (centers - lo32[box]) / side[box] * 2 - 1  # normalised [-1, 1]
+        src = ((g + 1) * m - 1) / 2  # source pixel coordinate
+        i0 = np.floor(src).astype(np.int64)
     frac = (src - i0).astype(np.float32)
     zero = np.float32(0)
     w0 = np.where((i0 >= 0) & (i0 < m), 1 - frac, zero)
@@ -187,11 +194,16 @@ def paste_box_masks(
     xe = np.maximum(np.minimum(np.ceil(x1).astype(np.int64) + 1, W), xs)  # xe == xs: an empty box
     ye = np.maximum(np.minimum(np.ceil(y1).astype(np.int64) + 1, H), ys)
 
+    # every mask's taps at once: each box's rows ys..ye and columns xs..xe, one after the other
+    rows, cols = _all_taps(y0, y1, ys, ye, m), _all_taps(x0, x1, xs, xe, m)
+    row_at, col_at = np.cumsum(ye - ys) - (ye - ys), np.cumsum(xe - xs) - (xe - xs)
+
     def make(i: int) -> np.ndarray:
         if xe[i] == xs[i] or ye[i] == ys[i]:
             return np.zeros((ye[i] - ys[i], xe[i] - xs[i]), bool)
-        ya, yb, wya, wyb = _interp_taps(float(y0[i]), float(y1[i]), int(ys[i]), int(ye[i]), m)
-        xa, xb, wxa, wxb = _interp_taps(float(x0[i]), float(x1[i]), int(xs[i]), int(xe[i]), m)
+        r, c = slice(row_at[i], row_at[i] + ye[i] - ys[i]), slice(col_at[i], col_at[i] + xe[i] - xs[i])
+        ya, yb, wya, wyb = (t[r] for t in rows)
+        xa, xb, wxa, wxb = (t[c] for t in cols)
         # y then x, each sum as the matrix products ``Wy @ P @ Wx.T`` did it, a fused multiply-add:
         # the first product rounded, the second added exactly (float64 holds a float32 product)
         # and the sum rounded once

@@ -108,3 +108,27 @@ def test_paste_masks_is_detectron2s_paste_bit_for_bit(seed):
     made = paste_box_masks(probs, boxes, (h, w))
     np.testing.assert_array_equal(made.dense([3, 1]), ref[[3, 1]])
     assert sorted(made._crops) == [1, 3]
+
+
+def test_paste_masks_of_pixel_sized_and_border_boxes_is_detectron2s():
+    """Every box's taps are computed at once: boxes of 0.3 to 2 px, at each border and corner, and a
+    box of zero side among them (never pasted by postprocess; its taps are meaningless and must not
+    warn or disturb the others) paste as Detectron2 pastes each alone."""
+    import warnings
+
+    from detectron2.layers.mask_ops import paste_masks_in_image
+
+    from d2ov_core.runtime.postprocess import paste_box_masks
+
+    h, w = 37, 53
+    sides = [0.3, 1.0, 1.5, 2.0]
+    corners = [(0, 0), (w - 2, 0), (0, h - 2), (w - 2, h - 2), (w / 2 - 0.7, h / 2 + 0.2)]
+    boxes = np.array([[x, y, min(x + s, w), min(y + s * 1.3, h)] for x, y in corners for s in sides], np.float32)
+    probs = np.random.default_rng(0).uniform(0, 1, (len(boxes), 28, 28)).astype(np.float32)
+    ref = paste_masks_in_image(torch.from_numpy(probs), torch.from_numpy(boxes), (h, w), 0.5).numpy()
+    np.testing.assert_array_equal(paste_masks(probs, boxes, (h, w)), ref)
+    flat = np.concatenate([boxes, [[5, 5, 5, 9]]]).astype(np.float32)  # zero width
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        made = paste_box_masks(np.concatenate([probs, probs[:1]]), flat, (h, w))
+        np.testing.assert_array_equal(made.dense(np.arange(len(boxes))), ref)
