@@ -244,7 +244,9 @@ def _quantize_onnx(fp32: Path, out: Path, samples: list[np.ndarray], recipe: Ort
             return None if x is None else {"image": np.ascontiguousarray(x, dtype=np.float32)}
 
     pre = out.with_name("model_pre.onnx")
+    cwd = os.getcwd()
     try:
+        os.chdir(out.parent)  # onnxruntime writes scratch files (shape inference, external data) into the cwd
         if not pre.is_file():
             quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)  # data-dependent shapes
         nodes = [n.name for n in onnx.load(str(pre), load_external_data=False).graph.node]
@@ -264,6 +266,8 @@ def _quantize_onnx(fp32: Path, out: Path, samples: list[np.ndarray], recipe: Ort
         )
     except Exception as e:
         raise ConversionError(f"onnxruntime quantize_static failed: {first_line(e)}") from None
+    finally:
+        os.chdir(cwd)
     os.replace(tmp, out)
     (out.parent / "peer.json").write_text(json.dumps({"recipe": recipe.describe(), "calibration": len(samples)}))
 
