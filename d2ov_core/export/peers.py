@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -103,7 +104,9 @@ def _require(module: str) -> Any:
         raise InputError(f"the {module} peer needs {module}: pip install 'd2ov[bench]'") from None
 
 
-def _key(spec: ModelSpec, weights: str | None, sample: Path, calibration: Sequence[Path], recipe: OrtRecipe) -> str:
+def _key(
+    spec: ModelSpec, weights: str | None, sample: Path, calibration: Sequence[Path], recipe: OrtRecipe | None
+) -> str:
     import torch
 
     from .model import build
@@ -114,7 +117,7 @@ def _key(spec: ModelSpec, weights: str | None, sample: Path, calibration: Sequen
         "weights": info["sha256"] or info["source"],
         "sample": cache.sha256_file(sample),
         "calibration": [cache.sha256_file(f) for f in calibration],
-        "recipe": dataclasses.asdict(recipe),
+        "recipe": dataclasses.asdict(recipe) if recipe else None,
         "torch": torch.__version__,
         "opset": ONNX_OPSET,
     }
@@ -150,7 +153,8 @@ def prepare(
         raise InputError("the ort-int8 peer needs calibration images (d2ov bench --calibration DIR)")
     sample = Path(sample) if sample else default_sample(spec)
     calib = [Path(c) for c in calibration] if kind == "ort-int8" else []
-    folder = cache.cache_dir() / "peers" / _safe(spec.name) / _key(spec, weights, sample, calib, recipe)
+    key = _key(spec, weights, sample, calib, recipe if kind == "ort-int8" else None)
+    folder = cache.cache_dir() / "peers" / _safe(spec.name) / key
     target = folder / _FILE[kind]
     if target.is_file() and (folder / "schema.pkl").is_file():
         return target
@@ -158,13 +162,13 @@ def prepare(
     chw, _ = preprocess(load_image(sample), meta)
     if kind == "torchscript":
         _trace_torchscript(net, chw, folder)
-    else:
-        fp32 = folder / _FILE["ort-fp32"]
-        if not fp32.is_file():
-            _export_onnx(net, chw, fp32, folder)
-        if kind == "ort-int8":
-            samples = [preprocess(load_image(f), meta)[0] for f in calib]
-            _quantize_onnx(fp32, target, samples, recipe)
+    elif kind == "ort-fp32":
+        _export_onnx(net, chw, target, folder)
+    else:  # the ort-fp32 peer's model (exported once), quantized
+        fp32 = prepare("ort-fp32", spec, weights, sample)
+        shutil.copyfile(fp32.parent / "schema.pkl", folder / "schema.pkl")
+        samples = [preprocess(load_image(f), meta)[0] for f in calib]
+        _quantize_onnx(fp32, target, samples, recipe)
     return target
 
 
