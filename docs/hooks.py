@@ -23,7 +23,7 @@ DOCS = Path(__file__).resolve().parent
 MARKER = re.compile(r"^<!-- (bench-summary|readme|include (\S+)) -->$", re.M)
 README = DOCS.parent / "README.md"
 
-# the columns of the summary: d2ov bench's variants, in its own order
+# the columns of the summary: d2ov bench's variants, in its own order, then its peers
 SUMMARY_VARIANTS = [
     "ov-fp32",
     "ov-fp16w",
@@ -33,6 +33,9 @@ SUMMARY_VARIANTS = [
     "ov-int8-static",
     "ov-throughput",
     "ov-int8-throughput",
+    "torchscript",
+    "ort-fp32",
+    "ort-int8",
 ]
 
 

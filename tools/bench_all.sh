@@ -6,7 +6,7 @@
 # the page. Run it on an otherwise idle machine: about 40 minutes on 2 cores.
 #
 #   bash tools/bench_all.sh            # everything
-#   bash tools/bench_all.sh seed       # only the seed models (or: panoptic, demo)
+#   bash tools/bench_all.sh seed       # only the seed models (or: panoptic, demo, peers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -46,4 +46,16 @@ if [[ $which == all || $which == panoptic ]]; then
   m=COCO-PanopticSegmentation/panoptic_fpn_R_50_3x
   $PY -m d2ov_core bench "$m" --weights random --images "$photos/grace_hopper.jpg" "$photos/china.jpg" \
     --runs "$RUNS" --calibration "$calib" --variants detectron2 ov-fp32 ov-bf16 ov-int8 --out "docs/bench/${m#*/}"
+fi
+if [[ $which == all || $which == peers ]]; then
+  # d2ov side by side with what a user would run instead (the peers, `d2ov[bench]`): TorchScript and
+  # onnxruntime FP32/INT8, calibrated on the same images as d2ov's INT8 (the demo: its generator's train split)
+  v="detectron2 ov-fp32 ov-bf16 ov-int8 torchscript ort-fp32 ort-int8"
+  m=COCO-Detection/faster_rcnn_R_50_FPN_1x
+  $PY -m d2ov_core bench "$m" --weights random --images "$photos/grace_hopper.jpg" "$photos/china.jpg" \
+    --runs "${PEER_RUNS:-3}" --calibration "$calib" --variants $v --out "docs/bench/peers_${m#*/}"
+  $PY -m tools.make_shapes --out .cache/shapes --split train --num 64
+  m=demo/faster_rcnn_shapes
+  $PY -m d2ov_core bench "$m" --images d2ov_core/data/samples/shapes_*.jpg --runs "${PEER_RUNS:-3}" \
+    --calibration .cache/shapes/train --variants $v --out "docs/bench/peers_${m#*/}"
 fi

@@ -12,7 +12,7 @@ from .common import add_ir_options, is_ir_path, make_predictor, static_shape_typ
 
 
 def register(sub) -> None:
-    from ..measure.bench import VARIANTS
+    from ..measure.bench import PEERS, VARIANTS
 
     p = sub.add_parser("bench", help="Detectron2 eager vs OpenVINO variants, one run, same images and threads")
     p.add_argument("model", help="catalog name")
@@ -27,10 +27,11 @@ def register(sub) -> None:
         default=None,
         choices=list(VARIANTS),
         metavar="VARIANT",
-        help=f"subset of {', '.join(VARIANTS)} (default: all; INT8 ones only with --calibration or an "
-        "INT8 IR of the model)",
+        help=f"subset of {', '.join(VARIANTS)} (default: all d2ov ones; INT8 ones only with --calibration or an "
+        f"INT8 IR of the model). The peers ({', '.join(PEERS)}: what a user would run instead, needs "
+        "'d2ov[bench]') run only when named; ort-int8 needs --calibration",
     )
-    p.add_argument("--calibration", help="folder of calibration images for the INT8 variants")
+    p.add_argument("--calibration", help="folder of calibration images for the INT8 variants (the first 16 by name)")
     p.add_argument(
         "--static-shape",
         type=static_shape_type,
@@ -53,7 +54,7 @@ def register(sub) -> None:
 
 def run_bench(args) -> int:
     from ..export.convert import default_sample
-    from ..measure.bench import markdown
+    from ..measure.bench import PEERS, markdown
     from ..measure.bench import run_bench as bench
 
     spec = catalog.get(args.model)
@@ -79,11 +80,10 @@ def run_bench(args) -> int:
     print(markdown(report))
     if args.out:
         print(f"wrote {args.out}/bench.md, bench.json, bench.png")
-    if report["failed"]:
-        print(
-            f"d2ov: {len(report['failed'])} variant(s) failed: " + ", ".join(f["variant"] for f in report["failed"]),
-            file=sys.stderr,
-        )
+    # a peer that cannot run the model is a finding of the comparison; a d2ov variant that fails is an error
+    failed = [f["variant"] for f in report["failed"] if f["variant"] not in PEERS]
+    if failed:
+        print(f"d2ov: {len(failed)} variant(s) failed: " + ", ".join(failed), file=sys.stderr)
         return 1
     return 0
 

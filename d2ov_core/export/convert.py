@@ -42,7 +42,7 @@ from ..store.lookup import IR_NAME, cached_ir_dir, graph_revision
 from ..store.weights import Progress
 from .quantize import Recipe
 
-__all__ = ["convert", "default_sample"]
+__all__ = ["convert", "default_sample", "calibration_files"]
 
 log = logging.getLogger("d2ov")
 
@@ -70,7 +70,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _calibration_files(folder: str | os.PathLike, n: int) -> list[Path]:
+def calibration_files(folder: str | os.PathLike, n: int) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise ConversionError(f"calibration folder not found: {folder}")
@@ -149,7 +149,7 @@ def convert(
     spec = catalog.get(model) if isinstance(model, str) else model
     t0 = time.perf_counter()
     net, cfg, winfo = build(spec, weights, progress=progress)
-    calib_files = _calibration_files(calibration, calibration_size) if calibration else []
+    calib_files = calibration_files(calibration, calibration_size) if calibration else []
     recipes = list(recipes or [DEFAULT_RECIPE])
     precision = "INT8" if calib_files else ("FP16" if fp16 else "FP32")
     key = _cache_key(

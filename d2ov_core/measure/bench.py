@@ -11,7 +11,18 @@ over the images. Reported per variant:
   * peak RSS of the worker process;
   * GFLOP/s achieved by the model = model GFLOPs (counted once with fvcore on Detectron2, 2 FLOPs per
     multiply-add) / model-only median, and that as a fraction of the machine's peak, measured as the
-    float32 GFLOP/s of a 4096x4096 @ 4096x4096 numpy matmul with the same thread count.
+    float32 GFLOP/s of a 4096x4096 @ 4096x4096 numpy matmul with the same thread count;
+  * how its detections compare with Detectron2 eager's on the same images (when ``detectron2`` runs):
+    the first timed pass of every variant is matched detection by detection
+    (:func:`d2ov_core.measure.verify.match`, detections with score >= 0.3): matched / reference,
+    detections it adds, the largest box and score deviations, and ``exact`` when every image is within
+    verify's default tolerances.
+
+Peers (:mod:`d2ov_core.export.peers`, opt-in: ``--variants ... torchscript ort-fp32 ort-int8``) are what a
+user would run instead of d2ov: the same TracingAdapter trace run by ``torch.jit``, exported to ONNX and
+run by onnxruntime, and quantized by onnxruntime. A peer that cannot be made for a model (its export or
+quantization fails, or the task is one Detectron2 has no postprocess for) gets a ``failed`` row with the
+one-line reason; that is a result of the comparison, not a failure of the bench.
 """
 
 from __future__ import annotations
@@ -20,9 +31,11 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +54,12 @@ VARIANTS = {
     "ov-int8-static": "d2ov OpenVINO, NNCF INT8 IR, static letterboxed input, LATENCY hint",
     "ov-throughput": "d2ov OpenVINO, FP32 IR, THROUGHPUT hint, AsyncInferQueue over all images",
     "ov-int8-throughput": "d2ov OpenVINO, INT8 IR, THROUGHPUT hint, AsyncInferQueue over all images",
+    "torchscript": "peer: Detectron2 TracingAdapter trace run by torch.jit, Detectron2 postprocess",
+    "ort-fp32": "peer: the same trace exported to ONNX, onnxruntime CPUExecutionProvider, ORT_ENABLE_ALL",
+    "ort-int8": "peer: that ONNX model quantized by onnxruntime quantize_static (QDQ), same provider",
 }
+#: the peers: run only when asked for (``variants``)
+PEERS = ("torchscript", "ort-fp32", "ort-int8")
 #: which IR each OpenVINO variant runs
 _IR_OF = {
     "ov-fp32": "FP32",
@@ -53,6 +71,11 @@ _IR_OF = {
     "ov-int8-static": "INT8",
     "ov-int8-throughput": "INT8",
 }
+
+
+#: calibration images d2ov's INT8 (``convert``'s default) and the ``ort-int8`` peer use: the first ones
+#: of ``--calibration`` by name
+CALIBRATION_SIZE = 16
 
 
 def _median_iqr(xs: list[float]) -> tuple[float, float]:
@@ -126,6 +149,7 @@ def _worker(
     threads: int,
     xml: str | None,
     static_shape: tuple[int, int] | None = None,
+    dets_out: str | None = None,
 ) -> dict[str, Any]:
     from ..runtime.images import load_image
 
@@ -135,6 +159,10 @@ def _worker(
         from ..export.reference import ReferencePredictor
 
         pred = ReferencePredictor(model, weights=weights, threads=threads, progress=False)
+    elif variant in PEERS:
+        from ..export.peers import PeerPredictor
+
+        pred = PeerPredictor(variant, model, xml, threads=threads)
     else:
         from ..export.resolve import open_predictor
         from ..runtime.settings import PRECISIONS
@@ -162,19 +190,26 @@ def _worker(
         throughput = len(work) / wall
         extra = {"requests_in_flight": n_req, "streams": int(pred._ir._compiled.get_property("NUM_STREAMS"))}
         detections = [len(d) for d in dets]
+        first = dets[: len(rgbs)]
     else:
         detections = []
         stages: dict[str, list[float]] = {"preprocess": [], "postprocess": []}
-        for _ in range(runs):
+        firsts = []
+        for run in range(runs):
             for im in rgbs:
                 d = pred.predict(im, threshold=0.05)
+                if run == 0:
+                    firsts.append(d)
                 e2e.append(d.timings["total"])
                 model_ms.append(d.timings["inference"])
                 detections.append(len(d))
                 for k in stages:
                     stages[k].append(d.timings[k])
+        first = firsts
         throughput = 1000.0 / statistics.median(e2e)
         extra = {f"{k}_ms": statistics.median(v) for k, v in stages.items()}
+    if dets_out:  # the first timed pass, for the comparison with Detectron2 eager
+        Path(dets_out).write_text(json.dumps([d.to_dict() for d in first]))
     med, iqr = _median_iqr(e2e)
     mmed, miqr = _median_iqr(model_ms)
     rss_kb = _peak_rss_kb()
@@ -243,8 +278,9 @@ def run_bench(
 ) -> dict[str, Any]:
     """Benchmark ``variants`` of ``model`` on ``images``; returns the report (also written to ``out_dir``
     as bench.md / bench.json / bench.png). INT8 variants need ``calibration`` (a folder of images of
-    the model's domain), except for catalog models that ship an INT8 IR."""
-    from ..errors import InputError, first_line
+    the model's domain), except for catalog models that ship an INT8 IR; the ``ort-int8`` peer always
+    does (it is calibrated on the same first images of it as d2ov's INT8)."""
+    from ..errors import D2ovError, InputError, first_line
     from ..export.convert import convert
     from ..export.resolve import resolve_ir
     from ..runtime import ir as runtime
@@ -254,26 +290,43 @@ def run_bench(
     threads = threads or os.cpu_count() or 1
     have_int8 = calibration is not None or (weights is None and find_ir(model, "INT8") is not None)
     variants = variants or [
-        v for v in VARIANTS if (have_int8 or "int8" not in v) and ("bf16" not in v or runtime.bf16_available())
+        v
+        for v in VARIANTS
+        if v not in PEERS and (have_int8 or "int8" not in v) and ("bf16" not in v or runtime.bf16_available())
     ]
     xml_of: dict[str, str] = {}
     for precision in sorted({_IR_OF[v] for v in variants if v in _IR_OF}):
         log(f"[bench] preparing the {precision} IR of {model} ...")
         if precision == "INT8" and calibration:
-            xml_of[precision] = str(convert(model, weights=weights, calibration=calibration, progress=False))
+            xml_of[precision] = str(
+                convert(
+                    model, weights=weights, calibration=calibration, calibration_size=CALIBRATION_SIZE, progress=False
+                )
+            )
         elif precision == "INT8" and not have_int8:
             raise InputError(f"INT8 variants of {model} need --calibration DIR (images of the model's domain)")
         else:
             xml_of[precision] = str(resolve_ir(model, PRECISIONS[precision], weights=weights, progress=False))
     if static_shape is None and any("static" in v for v in variants):
         static_shape = default_static_shape(runtime.read_metadata(next(iter(xml_of.values()))), images[0])
-    log(f"[bench] counting FLOPs of {model} ...")
-    gflops = model_gflops(model, weights, images[0])
-    log(f"[bench] measuring the matmul peak with {threads} threads ...")
-    peak = matmul_peak_gflops(threads)
-    rows: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    for v in variants:
+    for v in [v for v in variants if v in PEERS]:
+        log(f"[bench] preparing the {v} peer of {model} ...")
+        try:
+            xml_of[v] = str(_prepare_peer(v, model, weights, calibration))
+        except D2ovError as e:  # a peer that cannot be made is a row of the table, not the end of the bench
+            failed.append({"variant": v, "exit_code": None, "error": first_line(e)})
+            log(f"[bench]   FAILED: {first_line(e)}")
+    to_run = [v for v in variants if not any(f["variant"] == v for f in failed)]
+    gflops, peak = 0.0, {"peak": 0.0}
+    if to_run:  # nothing to time when every variant asked for could not be made
+        log(f"[bench] counting FLOPs of {model} ...")
+        gflops = model_gflops(model, weights, images[0])
+        log(f"[bench] measuring the matmul peak with {threads} threads ...")
+        peak = matmul_peak_gflops(threads)
+    rows: list[dict[str, Any]] = []
+    dets_dir = Path(tempfile.mkdtemp(prefix="d2ov-bench-"))
+    for v in to_run:
         log(f"[bench] {v}: {VARIANTS[v]} ({runs} runs x {len(images)} images after {warmup} warm-up)")
         args = json.dumps(
             {
@@ -284,8 +337,9 @@ def run_bench(
                 "runs": runs,
                 "warmup": warmup,
                 "threads": threads,
-                "xml": xml_of.get(_IR_OF.get(v, "")),
+                "xml": xml_of.get(v, xml_of.get(_IR_OF.get(v, ""))),
                 "static_shape": static_shape,
+                "dets_out": str(dets_dir / f"{v}.json"),
             }
         )
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
@@ -309,6 +363,12 @@ def run_bench(
             f"{row['detections_median']:.0f} detections"
         )
     by = {r["variant"]: r for r in rows}
+    if "detectron2" in by:
+        ref = _read_dets(dets_dir / "detectron2.json")
+        for r in rows:
+            if r["variant"] != "detectron2":
+                r["match"] = compare_detections(ref, _read_dets(dets_dir / f"{r['variant']}.json"))
+    shutil.rmtree(dets_dir, ignore_errors=True)
     for r in rows:
         for ref, key in (("detectron2", "speedup_vs_detectron2"), ("ov-fp32", "speedup_vs_ov_fp32")):
             r[key] = r["images_per_s"] / by[ref]["images_per_s"] if ref in by else None
@@ -334,6 +394,64 @@ def run_bench(
     return report
 
 
+def _prepare_peer(variant: str, model: str, weights: str | None, calibration: str | None) -> Path:
+    """The peer's model file (:func:`d2ov_core.export.peers.prepare`); ``ort-int8`` is calibrated on the
+    images d2ov's INT8 is: the first :data:`CALIBRATION_SIZE` of ``calibration``."""
+    from ..errors import InputError
+    from ..export.convert import calibration_files
+    from ..export.peers import prepare
+    from ..store.lookup import find_ir, metadata
+
+    files = calibration_files(calibration, CALIBRATION_SIZE) if calibration else []
+    if variant == "ort-int8" and not files:
+        bundled = find_ir(model, "INT8") if weights is None else None
+        made = f": {model}'s INT8 IR was calibrated on {metadata(bundled).calibration}" if bundled else ""
+        raise InputError(f"ort-int8 needs --calibration DIR{made}")
+    return prepare(variant, model, weights, calibration=files)
+
+
+def _read_dets(path: Path) -> list[Any]:
+    from ..runtime.detections import Detections
+
+    return [Detections.from_dict(d) for d in json.loads(path.read_text())]
+
+
+def compare_detections(reference: list[Any], candidate: list[Any]) -> dict[str, Any]:
+    """Detection-level agreement of ``candidate`` with ``reference`` (one :class:`Detections` per image,
+    same images): :func:`~d2ov_core.measure.verify.match` per image, summed. ``exact``: every image
+    within verify's default tolerances (f32-level: 0.5 px, 1e-3 score)."""
+    from .verify import Tolerance, match
+
+    tol = Tolerance()
+    cs = [match(r, c, tol) for r, c in zip(reference, candidate)]
+    ious = [c.min_mask_iou for c in cs if c.min_mask_iou is not None]
+    reference_n = sum(c.reference for c in cs)
+    found = sum(c.reference - c.unmatched_reference for c in cs)
+    return {
+        "reference": reference_n,
+        "matched": found,
+        "matched_fraction": found / reference_n if reference_n else 1.0,
+        "extra": sum(c.unmatched_candidate for c in cs),
+        "max_box_dev": max((c.max_box_dev for c in cs), default=0.0),
+        "max_score_dev": max((c.max_score_dev for c in cs), default=0.0),
+        "min_mask_iou": min(ious) if ious else None,
+        "exact": all(c.ok(tol) for c in cs),
+    }
+
+
+def match_text(m: dict[str, Any] | None) -> str:
+    """The table cell of a row's comparison with Detectron2 eager."""
+    if not m:
+        return "-"
+    verdict = "exact" if m["exact"] else "differs"
+    extra = f" +{m['extra']}" if m["extra"] else ""
+    mask = f", mask IoU >= {m['min_mask_iou']:.2f}" if m.get("min_mask_iou") is not None else ""
+    return (
+        f"{verdict}: {m['matched']}/{m['reference']}{extra}, box {m['max_box_dev']:.2f} px, "
+        f"score {m['max_score_dev']:.3f}{mask}"
+    )
+
+
 def _machine() -> dict[str, Any]:
     cpu = platform.processor()
     try:
@@ -357,6 +475,8 @@ def markdown(report: dict[str, Any]) -> str:
     def ratio(x):
         return f"{x:.2f}x" if x else "-"
 
+    # the comparison with Detectron2's detections (reports since peers; earlier ones have none)
+    matched = any("match" in r for r in report["rows"])
     static = (
         f", static shape {report['static_shape'][0]}x{report['static_shape'][1]}" if report.get("static_shape") else ""
     )
@@ -368,8 +488,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s (float32 4096^3, best of numpy/torch)",
         "",
         "| variant | end-to-end ms (IQR) | model ms | pre + post ms | images/s | detections | vs Detectron2 | "
-        "vs OV FP32 | GFLOP/s | % of peak | peak RSS MB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "vs OV FP32 | GFLOP/s | % of peak | peak RSS MB |" + (" detections vs Detectron2 |" if matched else ""),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if matched else ""),
     ]
     for r in report["rows"]:
         prepost = f"{r['preprocess_ms']:.0f} + {r['postprocess_ms']:.0f}" if "preprocess_ms" in r else "-"
@@ -378,13 +498,22 @@ def markdown(report: dict[str, Any]) -> str:
             f"{r['images_per_s']:.2f} | {r['detections_median']:.0f} | {ratio(r.get('speedup_vs_detectron2'))} | "
             f"{ratio(r.get('speedup_vs_ov_fp32'))} | {r['gflop_per_s']:.0f} | {100 * r['peak_fraction']:.0f}% | "
             f"{r['peak_rss_mb']:.0f} |"
+            + (f" {match_text(r.get('match')) if r['variant'] != 'detectron2' else 'reference'} |" if matched else "")
         )
     for f in report.get("failed", []):
-        lines.append(f"| {f['variant']} | failed: exit code {f['exit_code']} ({f['error']}) | | | | | | | | | |")
+        why = f"exit code {f['exit_code']} ({f['error']})" if f["exit_code"] is not None else f["error"]
+        lines.append(f"| {f['variant']} | failed: {why} | | | | | | | | | |" + (" |" if matched else ""))
     lines += [
         "",
         "Ratios compare images/s (latency rows: 1 / median end-to-end). Throughput rows: images/s over "
-        "the wall time with several requests in flight; their latency columns include queueing.",
+        "the wall time with several requests in flight; their latency columns include queueing."
+        + (
+            " Detections vs Detectron2: the first timed pass matched to Detectron2 eager's by IoU >= 0.9 in the "
+            "same class (score >= 0.3): matched/reference, +detections Detectron2 does not have, largest box and "
+            "score deviations; exact = within 0.5 px and 1e-3 score on every image."
+            if matched
+            else ""
+        ),
     ]
     return "\n".join(lines) + "\n"
 
@@ -424,6 +553,7 @@ if __name__ == "__main__":  # worker entry point
                 a["threads"],
                 a["xml"],
                 tuple(a["static_shape"]) if a.get("static_shape") else None,
+                a.get("dets_out"),
             )
         )
     )

@@ -129,7 +129,7 @@ def test_the_summary_row_of_a_model_is_its_bench_json(tmp_path):
     (tmp_path / "bench" / "x" / "bench.json").write_text(json.dumps(rep))
     table = _hooks().render_summary(tmp_path)
     assert table.splitlines()[2] == (
-        "| [`demo/x`](#x) | catalog | 1 x 3 | 7.1 | 119 | - | - | failed | - | 3.42x | - | - | - |"
+        "| [`demo/x`](#x) | catalog | 1 x 3 | 7.1 | 119 | - | - | failed | - | 3.42x | - | - | - | - | - | - |"
     )
 
 
