@@ -50,33 +50,40 @@ def test_committed_weights_card_and_bundled_ir():
         assert meta["accuracy"][precision]["keypoint_AP"] >= MIN_KEYPOINT_AP - 1.0
 
 
-def test_keypoint_ap_on_the_test_split(test_split, tmp_path):
-    """``d2ov eval`` of the bundled IR (the PyTorch side is measured in the next test)."""
+@pytest.fixture(scope="module")
+def openvino_eval(test_split, tmp_path_factory):
+    """``d2ov eval`` of the bundled IR on the test split, run once: (stdout, the JSON it wrote)."""
     ann, images = test_split
-    out = tmp_path / "eval.json"
+    out = tmp_path_factory.mktemp("keypoint_eval") / "eval.json"
     res = run_cli(
         "-q", "eval", str(bundled_ir(NAME)), "--annotations", ann, "--images", str(images), "--json", str(out)
     )
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "keypoints" in res.stdout
-    doc = json.loads(out.read_text())
+    return res.stdout, json.loads(out.read_text())
+
+
+def test_keypoint_ap_on_the_test_split(openvino_eval):
+    """``d2ov eval`` of the bundled IR (the PyTorch side is measured in the next test)."""
+    stdout, doc = openvino_eval
+    assert "keypoints" in stdout
     assert doc["images"] == 200
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "ap_keypoint_rcnn_figures_openvino.json").write_text(json.dumps(doc, indent=1))
     assert doc["keypoints"]["AP"] >= MIN_KEYPOINT_AP, doc["keypoints"]
 
 
-def test_openvino_and_pytorch_keypoint_ap_agree(test_split):
+def test_openvino_and_pytorch_keypoint_ap_agree(test_split, openvino_eval):
+    """PyTorch on the same 200 images, against the OpenVINO evaluation above (the CLI's numbers)."""
     from d2ov_core.export.reference import ReferencePredictor
     from d2ov_core.measure.evaluate import evaluate
-    from d2ov_core.runtime.predictor import Predictor
 
     ann, images = test_split
-    ov = evaluate(Predictor(bundled_ir(NAME)), ann, images, progress=False)
+    ov = openvino_eval[1]
     pt = evaluate(ReferencePredictor(NAME, progress=False), ann, images, progress=False)
     (ARTIFACTS / "ap_keypoint_rcnn_figures_agree.json").write_text(
         json.dumps({"openvino": ov, "pytorch": pt}, indent=1)
     )
+    assert pt["images"] == ov["images"] == 200
     assert pt["keypoints"]["AP"] >= MIN_KEYPOINT_AP, pt["keypoints"]
     for iou_type in ("bbox", "keypoints"):
         assert abs(ov[iou_type]["AP"] - pt[iou_type]["AP"]) <= 0.3, (iou_type, ov[iou_type], pt[iou_type])

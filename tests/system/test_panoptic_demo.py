@@ -52,10 +52,11 @@ def test_committed_weights_card_and_bundled_ir():
         assert meta["accuracy"][precision]["PQ"] >= MIN_PQ - 1.0
 
 
-def test_pq_on_the_test_split(test_split, tmp_path):
-    """``d2ov eval --panoptic`` of the bundled IR (the PyTorch side is measured in the next test)."""
+@pytest.fixture(scope="module")
+def openvino_eval(test_split, tmp_path_factory):
+    """``d2ov eval --panoptic`` of the bundled IR on the test split, run once: (stdout, its JSON)."""
     ann, images, panoptic = test_split
-    out = tmp_path / "eval.json"
+    out = tmp_path_factory.mktemp("panoptic_eval") / "eval.json"
     res = run_cli(
         "-q",
         "eval",
@@ -70,8 +71,13 @@ def test_pq_on_the_test_split(test_split, tmp_path):
         str(out),
     )
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "PQ All" in res.stdout and "PQ Stuff" in res.stdout
-    doc = json.loads(out.read_text())
+    return res.stdout, json.loads(out.read_text())
+
+
+def test_pq_on_the_test_split(openvino_eval):
+    """``d2ov eval --panoptic`` of the bundled IR (the PyTorch side is measured in the next test)."""
+    stdout, doc = openvino_eval
+    assert "PQ All" in stdout and "PQ Stuff" in stdout
     assert doc["images"] == 200
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "pq_panoptic_fpn_shapes_openvino.json").write_text(json.dumps(doc, indent=1))
@@ -80,15 +86,16 @@ def test_pq_on_the_test_split(test_split, tmp_path):
     assert pq["Things"]["n"] == 3 and pq["Stuff"]["n"] == 4
 
 
-def test_openvino_and_pytorch_pq_agree(test_split):
+def test_openvino_and_pytorch_pq_agree(test_split, openvino_eval):
+    """PyTorch on the same 200 images, against the OpenVINO evaluation above (the CLI's numbers)."""
     from d2ov_core.export.reference import ReferencePredictor
     from d2ov_core.measure.evaluate import evaluate
-    from d2ov_core.runtime.predictor import Predictor
 
     ann, images, panoptic = test_split
-    ov = evaluate(Predictor(bundled_ir(NAME)), ann, images, progress=False, panoptic=panoptic)
+    ov = openvino_eval[1]
     pt = evaluate(ReferencePredictor(NAME, progress=False), ann, images, progress=False, panoptic=panoptic)
     (ARTIFACTS / "pq_panoptic_fpn_shapes_agree.json").write_text(json.dumps({"openvino": ov, "pytorch": pt}, indent=1))
+    assert pt["images"] == ov["images"] == 200
     assert pt["panoptic"]["All"]["PQ"] >= MIN_PQ, pt["panoptic"]["All"]
     for group in ("All", "Things", "Stuff"):
         assert abs(ov["panoptic"][group]["PQ"] - pt["panoptic"][group]["PQ"]) <= 0.3, (
