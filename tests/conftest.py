@@ -91,10 +91,10 @@ def _network_guard(tmp_path_factory):
 #:   tests send ``http://127.0.0.1:.../config``) is looked up again with Google's DNS-over-HTTPS; refused
 #:   or answered, the URL is rejected.
 TOLERATED = ("www.google-analytics.com:", "dns.google:")
-#: ``strict``: a test during which an attempt was logged fails; ``report`` (the default until a full run
-#: under ``strict`` is clean on every machine kind): attempts are refused all the same, and listed with
-#: their test at the end of the run
-GUARD_MODE = os.environ.get("D2OV_NET_GUARD", "report")
+#: ``strict`` (the default): a test during which an attempt was logged fails; ``report`` (to survey a
+#: new dependency's habits): attempts are refused all the same, and listed with their test at the end
+#: of the run
+GUARD_MODE = os.environ.get("D2OV_NET_GUARD", "strict")
 _REPORTED: list[str] = []
 
 
@@ -102,7 +102,7 @@ _REPORTED: list[str] = []
 def _no_outbound(_network_guard, request):
     """Every attempt of any process of the suite to reach beyond 127.0.0.1 is refused (the guard) and
     logged; here it is tied to the test during which it happened, even when the code under test caught
-    the refusal: that test fails (``D2OV_NET_GUARD=strict``) or is listed in the run's summary."""
+    the refusal: that test fails (or, with ``D2OV_NET_GUARD=report``, is listed in the run's summary)."""
     start = _network_guard.stat().st_size
     yield
     with open(_network_guard) as f:
