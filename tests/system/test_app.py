@@ -215,6 +215,32 @@ def test_real_browser_detect_and_threshold(app_url):
         check_instances_drawn(output_image(page), rgb, high)
 
 
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
+def test_real_browser_video_plays_with_its_summary(app_url, tmp_path):
+    """The Video section: upload a clip, Detect in video; the annotated video plays in the page
+    (readyState >= 2, the clip's duration) and the summary counts its frames."""
+    from playwright.sync_api import expect
+
+    from ..helpers import make_clip
+
+    url, _, _ = app_url
+    clip = make_clip(tmp_path / "clip.mp4", frames=10, fps=10)
+    with browser_page(1300) as page:
+        page.goto(url)
+        page.get_by_text("Examples").first.wait_for(timeout=60_000)
+        page.get_by_text("Video: a file or the webcam, frame by frame").click()
+        section = page.locator(".block").filter(has=page.get_by_test_id("block-label").get_by_text("Input video"))
+        section.locator("input[type=file]").set_input_files(str(clip))
+        page.get_by_role("button", name="Detect in video").click()
+        expect(page.get_by_text(re.compile(r"clip\.mp4: 10 frames in"))).to_be_visible(timeout=120_000)
+        video = page.get_by_test_id("Detections (video)-player")
+        video.wait_for(timeout=30_000)
+        page.wait_for_function("v => v.readyState >= 2 && v.duration > 0", arg=video.element_handle(), timeout=30_000)
+        state = video.evaluate("v => [v.readyState, v.duration, v.videoWidth, v.videoHeight]")
+        assert state[0] >= 2 and abs(state[1] - 1.0) < 0.15 and state[2:] == [302, 418], state
+        page.screenshot(path=str(ARTIFACTS / "app_video.png"), full_page=True)
+
+
 def test_mcp_schema_lists_detect_and_a_call_returns_detections(app_url):
     """/detect is also an MCP tool: its schema says what it takes, and one call through the MCP
     protocol (streamable HTTP, the mcp client library) returns the detections."""
@@ -227,6 +253,8 @@ def test_mcp_schema_lists_detect_and_a_call_returns_detections(app_url):
     url, _, _ = app_url
     schema = json.loads(urllib.request.urlopen(url + "gradio_api/mcp/schema", timeout=30).read())
     tool = next(t for t in schema if t["name"] == "detect")
+    video_tool = next(t for t in schema if t["name"] == "detect_video")  # the video endpoint is a tool too
+    assert {"video", "every"} <= set(video_tool["inputSchema"]["properties"])
     props = tool["inputSchema"]["properties"]
     assert {"image", "model", "device", "threshold", "precision"} <= set(props)
     assert "demo/faster_rcnn_shapes" in props["model"]["enum"] and "demo/mask_rcnn_shapes" in props["model"]["enum"]
