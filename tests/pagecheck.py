@@ -108,19 +108,27 @@ def check_instances_drawn(out: np.ndarray, rgb: np.ndarray, det) -> None:
 
 def check_segments_drawn(out: np.ndarray, rgb: np.ndarray, det) -> None:
     """``out`` is ``rgb`` with ``det``'s panoptic map drawn on it: the same size; in every segment at
-    least 10% of the pixels changed; the segments are told apart (their median colours in the result
-    are at least as many as the classes shown: a uniform repaint fails); the pixels of no segment are
-    at least 30% the input's. Measured as for :func:`check_instances_drawn` (the panoptic demo
-    model): in a segment at least 19.5% changed (a segment whose colour happens to be near the
-    input's), 2 colours more than classes at least, the pixels of no segment at least 59% unchanged."""
+    least 5% of the pixels changed, and in all segments but one at least 10%; the segments are told
+    apart (their median colours in the result are at least as many as the classes shown: a uniform
+    repaint fails); the pixels of no segment are at least 30% the input's. Measured as for
+    :func:`check_instances_drawn` (the panoptic demo model): in a segment at least 19.5% changed over
+    many runs, but Detectron2's Visualizer picks colours at random, and one CI run drew a circle in a
+    colour close enough to the input's that only 9.4% of its pixels changed (hence one segment may be
+    between 5% and 10%); 2 colours more than classes at least, the pixels of no segment at least 59%
+    unchanged."""
     changed = _changed(out, rgb)
     assert det.panoptic_seg is not None and len(det.segments) > 0
     medians = set()
+    faint = []
     for seg in det.segments:
         where = det.panoptic_seg == seg["id"]
         part = changed[where].mean()
-        assert part >= 0.1, f"segment {seg['id']} ({seg['label']}, {seg['area']} px): only {part:.1%} changed"
+        shown = f"segment {seg['id']} ({seg['label']}, {seg['area']} px): only {part:.1%} changed"
+        assert part >= 0.05, shown
+        if part < 0.1:
+            faint.append(shown)
         medians.add(tuple(np.median(out[where], axis=0).astype(int) // 8))
+    assert len(faint) <= 1, faint
     classes = {seg["label"] for seg in det.segments}
     assert len(medians) >= len(classes), f"{len(medians)} colours for {len(classes)} classes"
     none = det.panoptic_seg == 0
