@@ -43,6 +43,7 @@ from ..runtime.preprocess import preprocess
 from ..store import cache, catalog
 from ..store.catalog import ModelSpec
 from ..store.lookup import _safe
+from .reference import detections_of
 
 __all__ = ["PEERS", "ONNX_OPSET", "OrtRecipe", "ORT_RECIPES", "DEFAULT_ORT_RECIPE", "prepare", "PeerPredictor"]
 
@@ -332,15 +333,7 @@ class PeerPredictor:
         inst = self._schema(flat)[0]["instances"]
         inst = detector_postprocess(inst, h, w)
         inst = inst[inst.scores >= thr]
-        classes = inst.pred_classes.numpy().astype(np.int64)
-        det = Detections(
-            boxes=inst.pred_boxes.tensor.numpy(),
-            scores=inst.scores.numpy(),
-            class_ids=classes,
-            labels=np.array([self.labels[c] for c in classes], dtype=str) if len(classes) else np.zeros((0,), str),
-            image_size=(h, w),
-            masks=inst.pred_masks.numpy() if inst.has("pred_masks") else None,
-        )
+        det = detections_of(inst, self.labels, (h, w))
         t4 = time.perf_counter()
         det.timings = {
             "preprocess": (t2 - t1) * 1e3,

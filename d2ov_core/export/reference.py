@@ -26,7 +26,27 @@ from ..store import catalog
 from ..store.catalog import ModelSpec
 from .tasks import for_task
 
-__all__ = ["ReferencePredictor"]
+__all__ = ["ReferencePredictor", "detections_of"]
+
+
+def detections_of(inst, labels: list[str], image_size: tuple[int, int], metadata=None, **extra: Any) -> Detections:
+    """Detectron2 ``Instances`` (already in original-image pixels) as :class:`Detections`: boxes, scores,
+    classes named by ``labels``, masks and keypoints when present (keypoint names and skeleton from
+    ``metadata``), and the task's ``extra`` fields."""
+    classes = inst.pred_classes.numpy().astype(np.int64)
+    keypoints = inst.has("pred_keypoints")
+    return Detections(
+        boxes=inst.pred_boxes.tensor.numpy(),
+        scores=inst.scores.numpy(),
+        class_ids=classes,
+        labels=np.array([labels[c] for c in classes], dtype=str) if len(classes) else np.zeros((0,), str),
+        image_size=image_size,
+        masks=inst.pred_masks.numpy() if inst.has("pred_masks") else None,
+        keypoints=inst.pred_keypoints.numpy() if keypoints else None,
+        keypoint_names=(metadata or {}).get("keypoint_names", ()) if keypoints else (),
+        keypoint_skeleton=(metadata or {}).get("keypoint_skeleton", ()) if keypoints else (),
+        **extra,
+    )
 
 
 class ReferencePredictor:
@@ -82,19 +102,7 @@ class ReferencePredictor:
         extra = for_task(self.task).eager_fields(out, self.labels, self.metadata)
         keep = inst.scores >= thr
         inst = inst[keep]
-        classes = inst.pred_classes.numpy().astype(np.int64)
-        det = Detections(
-            boxes=inst.pred_boxes.tensor.numpy(),
-            scores=inst.scores.numpy(),
-            class_ids=classes,
-            labels=np.array([self.labels[c] for c in classes], dtype=str) if len(classes) else np.zeros((0,), str),
-            image_size=(h, w),
-            masks=inst.pred_masks.numpy() if inst.has("pred_masks") else None,
-            keypoints=inst.pred_keypoints.numpy() if inst.has("pred_keypoints") else None,
-            keypoint_names=self.metadata.get("keypoint_names", ()) if inst.has("pred_keypoints") else (),
-            keypoint_skeleton=self.metadata.get("keypoint_skeleton", ()) if inst.has("pred_keypoints") else (),
-            **extra,
-        )
+        det = detections_of(inst, self.labels, (h, w), self.metadata, **extra)
         t4 = time.perf_counter()
         # the model's forward includes postprocessing; "inference" here is the whole eager forward
         det.timings = {
