@@ -33,6 +33,9 @@ else
   echo "[setup] installing python packages (first run: a few minutes)"
   pipq install --upgrade "pip>=24" "setuptools>=70,<81" wheel
   pipq install -r requirements.txt
+  # ByteTrack for --track; its dependencies are in requirements.txt (opencv-python left out: the
+  # headless build there provides cv2)
+  pipq install --no-deps "trackers==2.6.1"
 
   "$VPY" -m tools.install_detectron2
   pipq install --no-deps --no-build-isolation -e .

@@ -72,6 +72,12 @@ def register(sub) -> None:
         help="videos: run on every N-th frame (default 1: every frame)",
     )
     p.add_argument("--max-frames", type=int, metavar="N", help="videos: stop after N processed frames")
+    p.add_argument(
+        "--track",
+        action="store_true",
+        help="videos: ids that follow each object across frames (ByteTrack, 'd2ov[track]'), in the JSON "
+        "('track_id') and drawn",
+    )
     p.add_argument("--json", help="write results to this JSON file (videos: one record per processed frame)")
     p.add_argument(
         "--render",
@@ -134,7 +140,9 @@ def _predict_video(predictor, path: str, args, render_dir: Path | None) -> list[
             print(f"\r{path}: frame {done}{of}, {fps:.1f} frames/s", end="", file=sys.stderr, flush=True)
 
     out = render_dir / (Path(path).stem + ".mp4") if render_dir else None
-    done = process_video(predictor, path, out, args.every, args.max_frames, threshold=args.threshold, progress=progress)
+    done = process_video(
+        predictor, path, out, args.every, args.max_frames, threshold=args.threshold, progress=progress, track=args.track
+    )
     if not args.quiet and done.wall_s >= 1.0:
         print(file=sys.stderr)
     print(done.summary(path))
@@ -143,12 +151,18 @@ def _predict_video(predictor, path: str, args, render_dir: Path | None) -> list[
     return done.records
 
 
+def _check_track(args, inputs: list[str]) -> None:
+    if args.track and not any(is_video(i) for i in inputs):
+        raise InputError("--track follows objects across a video's frames: no video among the inputs")
+
+
 def run(args) -> int:
     items = list(args.inputs)
     if args.every < 1 or (args.max_frames is not None and args.max_frames < 1):
         raise InputError(f"--every and --max-frames must be >= 1, got {args.every} and {args.max_frames}")
     if args.server:
         predictor, images = _remote_predictor(args, items)
+        _check_track(args, images)
     else:
         if args.remote_model or args.timeout is not None:
             raise InputError("--remote-model and --timeout need --server URL")
@@ -159,6 +173,7 @@ def run(args) -> int:
         if not images:
             raise InputError("no image given: d2ov predict [MODEL_OR_IR] IMAGE_OR_FOLDER...")
         images = expand_images(images)  # fail fast on a bad path before loading a model
+        _check_track(args, images)
         if args.backend == "pytorch":
             _check_pytorch_options(args)
         predictor = make_predictor(

@@ -71,6 +71,11 @@ class ReferencePredictor:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def confidence_threshold(self) -> float:
+        """The score threshold ``threshold=None`` means (the settings' default, as for an IR)."""
+        return float(S.SETTINGS["confidence_threshold"].default)
+
     def predict(self, image: Any, threshold: float | None = None, mask_threshold: float | None = None) -> Detections:
         """Detect objects in ``image`` (path, bytes, PIL image or RGB uint8 array), as
         :meth:`d2ov_core.runtime.predictor.Predictor.predict` does. ``mask_threshold`` is accepted for

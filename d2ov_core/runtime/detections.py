@@ -17,6 +17,9 @@ Contract:
     the model's ``stuff_classes`` for stuff; ``score`` is the instance's, ``None`` for stuff; ``area``
     in pixels of the map). The map is the model's answer (Detectron2's merge with its own score
     threshold): selecting instances (``filter``, indexing) leaves it as it is.
+  * ``track_ids``: int64 ``(N,)`` ids that follow an object from frame to frame of a video (a
+    tracker's answer, :mod:`d2ov_core.serve.track`), ``-1`` for a detection no track holds yet; or
+    ``None`` (no tracking: still images, videos without ``--track``).
   * ``image_size``: ``(H, W)`` of the original image.
   * ``timings``: milliseconds per stage (``preprocess``, ``inference``, ``postprocess``, ``total``).
 
@@ -56,6 +59,7 @@ class Detections:
     keypoint_skeleton: tuple[tuple[str, str], ...] = ()
     panoptic_seg: np.ndarray | None = None
     segments: tuple[dict[str, Any], ...] = ()
+    track_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32)
@@ -77,6 +81,10 @@ class Detections:
             h, w = self.image_size
             if self.masks.shape != (n, h, w):
                 raise ValueError(f"Detections.masks: expected shape ({n}, {h}, {w}), found {self.masks.shape}")
+        if self.track_ids is not None:
+            self.track_ids = np.asarray(self.track_ids, dtype=np.int64).reshape(-1)
+            if self.track_ids.shape != (n,):
+                raise ValueError(f"Detections.track_ids: expected shape ({n},), found {self.track_ids.shape}")
         self.keypoint_names = tuple(str(k) for k in self.keypoint_names)
         self.keypoint_skeleton = tuple((str(a), str(b)) for a, b in self.keypoint_skeleton)
         if self.keypoints is not None:
@@ -133,6 +141,7 @@ class Detections:
             h, w = int(result["height"]), int(result["width"])
             instances = list(result["instances"])
             has_masks = bool(instances) and all("mask" in i for i in instances)
+            tracked = bool(instances) and all("track_id" in i for i in instances)
             fields: dict[str, Any] = {}
             for task in all_tasks():
                 fields.update(task.fields_from_json(result, (h, w)))
@@ -143,6 +152,9 @@ class Detections:
                 labels=np.array([i["label"] for i in instances], dtype=str),
                 image_size=(h, w),
                 masks=np.stack([rle_decode(i["mask"]) for i in instances]) if has_masks else None,
+                track_ids=np.array([-1 if i["track_id"] is None else i["track_id"] for i in instances], np.int64)
+                if tracked
+                else None,
                 **fields,
             )
         except (KeyError, TypeError, IndexError) as e:
@@ -171,7 +183,12 @@ class Detections:
             keypoint_skeleton=self.keypoint_skeleton,
             panoptic_seg=self.panoptic_seg,
             segments=self.segments,
+            track_ids=None if self.track_ids is None else self.track_ids[index],
         )
+
+    def with_track_ids(self, track_ids: np.ndarray) -> Detections:
+        """These detections with ``track_ids`` (``(N,)``, ``-1``: untracked)."""
+        return dataclasses.replace(self, track_ids=np.asarray(track_ids, dtype=np.int64))
 
     @property
     def has_keypoints(self) -> bool:
@@ -201,6 +218,8 @@ class Detections:
                 "score": round(float(self.scores[i]), 6),
                 "box": [round(float(v), 3) for v in self.boxes[i]],
             }
+            if self.track_ids is not None:
+                inst["track_id"] = int(self.track_ids[i]) if self.track_ids[i] >= 0 else None
             if with_masks and self.masks is not None:
                 inst["mask"] = rle_encode(self.masks[i])
             for task in tasks:

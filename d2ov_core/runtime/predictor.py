@@ -245,6 +245,11 @@ class Predictor:
         det.timings["total"] = det.timings["preprocess"] + det.timings["inference"] + det.timings["postprocess"]
         return det
 
+    @property
+    def confidence_threshold(self) -> float:
+        """The score threshold ``threshold=None`` means: the IR's ``confidence_threshold``."""
+        return float(self.metadata["confidence_threshold"])
+
     def _thresholds(self, threshold, mask_threshold) -> tuple[float, float]:
         thr = S.check_value(
             "confidence_threshold", self.metadata["confidence_threshold"] if threshold is None else threshold

@@ -16,6 +16,9 @@ Two renderers, chosen by what is installed:
     per class; keypoints above ``KEYPOINT_THRESHOLD`` as red dots joined by the skeleton's lines; a
     map of segments as every segment filled (a colour per thing class and per stuff class) with its
     outline and label.
+
+Tracked detections (a video with ``--track``: ``det.track_ids``) are drawn in a colour per track, the
+same in every frame, labelled ``#id name 97%``, by either renderer.
 """
 
 from __future__ import annotations
@@ -84,7 +87,17 @@ def _render_detectron2(image_rgb: np.ndarray, det: Detections, names: list[str])
         meta.keypoint_names = list(det.keypoint_names)
         meta.keypoint_connection_rules = [(a, b, _skeleton_color(i)) for i, (a, b) in enumerate(det.keypoint_skeleton)]
     vis = Visualizer(image_rgb, metadata=meta, scale=1.0, instance_mode=ColorMode.IMAGE)
-    out = vis.draw_instance_predictions(inst)
+    if det.track_ids is None:
+        out = vis.draw_instance_predictions(inst)
+    else:  # a colour per track, "#id" before the label, so that an object keeps its look in a video
+        out = vis.overlay_instances(
+            boxes=det.boxes,
+            labels=[_instance_text(names, det, i) for i in range(len(det))],
+            masks=det.masks,
+            keypoints=det.keypoints,
+            assigned_colors=[np.asarray(_instance_color(det, i), np.float64) / 255 for i in range(len(det))],
+            alpha=0.5,
+        )
     return np.asarray(out.get_image(), dtype=np.uint8)
 
 
@@ -155,6 +168,20 @@ def _class_color(class_id: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+def _instance_text(names: list[str], det: Detections, i: int) -> str:
+    """``name 97%`` (Detectron2's label), after ``#id`` when a track holds the detection."""
+    cid = int(det.class_ids[i])
+    name = names[cid] if 0 <= cid < len(names) else f"class_{cid}"
+    track = det.track_ids[i] if det.track_ids is not None else -1
+    return f"{'#' + str(track) + ' ' if track >= 0 else ''}{name} {det.scores[i] * 100:.0f}%"
+
+
+def _instance_color(det: Detections, i: int) -> tuple[int, int, int]:
+    """The track's colour (the same in every frame), else the class's."""
+    track = det.track_ids[i] if det.track_ids is not None else -1
+    return _skeleton_color(int(track)) if track >= 0 else _class_color(int(det.class_ids[i]))
+
+
 def _skeleton_color(i: int) -> tuple[int, int, int]:
     """A colour per skeleton line (bright, hues spaced by the golden ratio)."""
     r, g, b = colorsys.hsv_to_rgb((0.55 + 0.618034 * i) % 1.0, 0.6, 1.0)
@@ -174,7 +201,7 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 def _render_plain(image_rgb: np.ndarray, det: Detections, names: list[str]) -> np.ndarray:
     out = np.asarray(image_rgb, dtype=np.float32).copy()
     h, w = out.shape[:2]
-    colors = [_class_color(int(c)) for c in det.class_ids]
+    colors = [_instance_color(det, i) for i in range(len(det))]
     if det.masks is not None:
         for mask, color in zip(det.masks, colors):
             out[mask] = 0.5 * out[mask] + 0.5 * np.asarray(color, np.float32)
@@ -183,11 +210,10 @@ def _render_plain(image_rgb: np.ndarray, det: Detections, names: list[str]) -> n
     draw = ImageDraw.Draw(img)
     width = max(1, round(min(h, w) / 300))
     font = ImageFont.load_default(size=max(10, round(min(h, w) / 45)))
-    for box, score, cid, color in zip(det.boxes, det.scores, det.class_ids, colors):
+    for i, (box, color) in enumerate(zip(det.boxes, colors)):
         x0, y0, x1, y1 = (float(v) for v in box)
         draw.rectangle([x0, y0, x1, y1], outline=color, width=width)
-        name = names[int(cid)] if 0 <= int(cid) < len(names) else f"class_{int(cid)}"
-        text = f"{name} {score * 100:.0f}%"
+        text = _instance_text(names, det, i)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tw, th = right - left, bottom - top
         ty = y0 - th - 2 * width if y0 - th - 2 * width >= 0 else y0

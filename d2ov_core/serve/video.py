@@ -22,6 +22,7 @@ import numpy as np
 from ..runtime.detections import Detections
 from ..runtime.video import Frame, VideoWriter, read_frames, video_info
 from .render import render
+from .track import Tracker
 
 __all__ = ["VideoRun", "process_video", "frames_through"]
 
@@ -78,13 +79,20 @@ def process_video(
     threshold: float | None = None,
     progress: Callable[[int, int | None, float], None] | None = None,
     source: str | None = None,
+    track: bool = False,
 ) -> VideoRun:
     """Run ``predictor`` on every ``every``-th frame of the video at ``path`` (at most ``max_frames``,
     and only its first ``max_seconds`` when given); with ``render_to``, write the frames drawn as images
     are drawn into that MP4 (complete or not at all). ``progress(done, total or None, frames/s)`` is
     called after each frame. Records carry ``"source"`` (``source``, default the path), ``"frame"``
-    (its number in the video) and ``"time_s"``, then an image record's fields."""
+    (its number in the video) and ``"time_s"``, then an image record's fields. With ``track``, each
+    detection also carries the id of the object it follows across frames (:mod:`.track`; drawn)."""
     info = video_info(path)
+    tracker = None
+    if track:
+        shown = predictor.confidence_threshold if threshold is None else threshold
+        tracker = Tracker(info["fps"] / every, shown)
+        threshold = 0.0  # the tracker sees every detection; it returns those at the threshold
     capped = None
     if max_seconds is not None and info["fps"] > 0 and info["duration_s"] > max_seconds:
         cap = max(1, int(max_seconds * info["fps"]) // every)
@@ -101,6 +109,8 @@ def process_video(
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(VideoWriter(out, fps=info["fps"] / every)) if out else None
         for frame, rgb, det in frames_through(predictor, read_frames(path, every, max_frames), threshold):
+            if tracker:
+                det = tracker.update(det)
             records.append({"source": source, "frame": frame.number, "time_s": round(frame.time_s, 4), **det.to_dict()})
             model_ms.append(det.timings.get("inference", 0.0))
             per_class.update(det.labels.tolist())

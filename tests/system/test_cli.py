@@ -248,3 +248,63 @@ def test_bad_video_files_are_one_line_errors(tmp_path):
         res = run_cli("predict", "demo/mask_rcnn_shapes", str(path), "--render", str(tmp_path / "r"))
         assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and words in res.stderr, res.stderr
     assert not (tmp_path / "r").exists() or list((tmp_path / "r").iterdir()) == []
+
+
+def test_track_gives_ids_that_follow_objects(tmp_path):
+    """--track: the detections are predict()'s on the same frames, and each carries an id that stays
+    with its object: in a clip where everything slides 8 px a frame, a track's box moves 8 px."""
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.runtime.video import read_frames, video_info
+    from d2ov_core.store.lookup import bundled_ir
+
+    from ..helpers import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=8, fps=10)
+    out = tmp_path / "t.json"
+    res = run_cli(
+        "predict", "demo/mask_rcnn_shapes", str(clip), "--track", "--json", str(out), "--render", str(tmp_path / "r")
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    frames = json.loads(out.read_text())["results"]
+    assert [r["frame"] for r in frames] == list(range(8))
+    pred = Predictor(bundled_ir("demo/mask_rcnn_shapes"))
+    decoded = {f.number: f.rgb for f in read_frames(clip)}
+    width = frames[0]["width"]
+    by_id: dict[int, dict[int, list[float]]] = {}
+    for r in frames:
+        ref = pred.predict(decoded[r["frame"]]).to_dict()["instances"]
+        key = lambda i: (round(i["box"][0]), round(i["box"][1]), i["label"])  # noqa: E731
+        assert sorted(map(key, r["instances"])) == sorted(map(key, ref))  # tracking changes no detection
+        ids = [i["track_id"] for i in r["instances"]]
+        assert all(t is None or isinstance(t, int) for t in ids)
+        tracked = [t for t in ids if t is not None]
+        assert len(tracked) == len(set(tracked))  # one detection per track in a frame
+        if r["frame"] >= 1:  # an object gets its id from its second frame on
+            assert len(tracked) >= 0.8 * len(ids), ids
+        for i in r["instances"]:
+            if i["track_id"] is not None:
+                by_id.setdefault(i["track_id"], {})[r["frame"]] = i["box"]
+
+    def iou(a, b):
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
+
+    pairs = [
+        (box, boxes[f + 1])
+        for boxes in by_id.values()
+        for f, box in boxes.items()
+        if f + 1 in boxes and 10 < box[0] and boxes[f + 1][2] < width - 10  # away from the wrap-around
+    ]
+    assert len(pairs) >= 30
+    # the same object one frame later: where its box was, 8 px to the right (the model's boxes jitter)
+    overlaps = [iou([a[0] + 8, a[1], a[2] + 8, a[3]], b) for a, b in pairs]
+    assert min(overlaps) >= 0.5, sorted(overlaps)[:5]
+    assert abs(np.median([b[0] - a[0] for a, b in pairs]) - 8) <= 1.5
+    assert video_info(tmp_path / "r" / "clip.mp4")["frames"] == 8
+
+
+def test_track_needs_a_video():
+    res = run_cli("predict", "demo/mask_rcnn_shapes", str(SAMPLES / "shapes_1.jpg"), "--track")
+    line = one_line_error(res)
+    assert line == "d2ov: error: --track follows objects across a video's frames: no video among the inputs"
