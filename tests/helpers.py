@@ -223,3 +223,22 @@ def make_clip(path: Path, frames: int = 12, fps: float = 10, image: str = "shape
         for i in range(frames):
             writer.write(np.roll(rgb, 8 * i, axis=1))
     return path
+
+
+def make_camera_feed(path: Path, frames: int = 30, image: str = "shapes_1.jpg") -> Path:
+    """A Y4M file of the sliding sample (as :func:`make_clip`): what chromium's fake camera plays
+    (``--use-file-for-fake-video-capture``), in a loop."""
+    import av
+
+    from d2ov_core.runtime.images import load_image
+
+    rgb = load_image(Path(__file__).resolve().parent.parent / "d2ov_core" / "data" / "samples" / image)
+    h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
+    with av.open(str(path), "w", format="yuv4mpegpipe") as out:
+        stream = out.add_stream("rawvideo", rate=10)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.roll(rgb, 8 * i, axis=1)[:h, :w]), "rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path

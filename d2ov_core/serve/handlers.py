@@ -27,6 +27,8 @@ from ..runtime.detections import Detections, predictions_document
 from ..runtime.images import load_image
 from ..runtime.tasks import Task, all_tasks, get_task, task_of
 from ..store import catalog
+from .live import LiveSessions, overlay
+from .render import render
 from .service import ModelService, metadata
 from .video import process_video
 
@@ -42,6 +44,7 @@ __all__ = [
     "resolve_precision",
     "detect",
     "detect_video",
+    "live_frame",
     "max_video_seconds",
     "present",
     "prune_outputs",
@@ -275,11 +278,15 @@ def detect_video(
     upload_root: str | Path,
     out_dir: Path,
     progress: Any = None,
+    track: Any = False,
 ) -> tuple[str, str, str]:
     """A /detect_video request: ``(annotated MP4, JSON file with one record per frame, summary)``.
     Every value is checked first, as in :func:`detect`; only the first :func:`max_video_seconds` of
-    the video are processed (the summary says so). ``progress(done, total, frames/s)`` per frame."""
+    the video are processed (the summary says so). ``progress(done, total, frames/s)`` per frame.
+    ``track``: ids that follow objects across frames (:mod:`.track`)."""
     path, shown = upload_path(video, upload_root, what="video")
+    if track not in (True, False, None):
+        raise InputError(f"track must be true or false, got {track!r}")
     try:
         every = int(every)
     except (TypeError, ValueError):
@@ -292,13 +299,47 @@ def detect_video(
     out = out_dir / f"video-{uuid.uuid4().hex}.mp4"
     done = process_video(
         predictor, path, out, every, max_seconds=max_video_seconds(), threshold=float(threshold), progress=progress,
-        source=shown,
+        source=shown, track=bool(track),
     )  # fmt: skip
     backend = "openvino" if predictor.xml is not None else "remote"
     doc = predictions_document(predictor.describe(), backend, str(predictor.device), float(threshold), done.records)
     json_path = out_dir / f"predictions-{uuid.uuid4().hex}.json"
     json_path.write_text(json.dumps(doc))
     return str(out), str(json_path), done.summary(shown) + f" — {p.name} on {predictor.device}"
+
+
+def live_frame(
+    service: ModelService,
+    frame: Any,
+    name: Any,
+    device: Any,
+    threshold: Any,
+    precision: Any,
+    devices: list[str],
+    sessions: LiveSessions,
+    session: str,
+) -> np.ndarray | None:
+    """A frame of the live webcam: drawn with its detections and ``frames/s · latency`` in a corner;
+    ``None`` when a newer frame of the same ``session`` overtook it (dropped: see :mod:`.live`)."""
+    if frame is None:
+        return None  # the stream has not started (or the camera was switched off)
+    name, p = _checked_request(service, name, device, threshold, precision, devices)
+    rgb = load_image(frame, name="webcam frame")
+    predictor = service.predictor(name, device, p.name)
+
+    def work() -> tuple[np.ndarray, Detections]:
+        det = predictor.predict(rgb, threshold=float(threshold))
+        return render(rgb, det, predictor.labels, task=predictor.task), det
+
+    done = sessions.submit(session, work)
+    if done is None:
+        return None
+    (drawn, det), stats = done
+    return overlay(
+        drawn,
+        f"{len(det)} detections · {stats.fps:.1f} frames/s · {stats.latency_ms:.0f} ms "
+        f"(model {det.timings.get('inference', 0):.0f} ms) · {stats.dropped} stale frames dropped",
+    )
 
 
 def table(det: Detections, task: str | None = None):
@@ -314,8 +355,6 @@ def table(det: Detections, task: str | None = None):
 def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, Any, str, str]:
     """``(rendered image, table, JSON file path, summary)`` of ``result`` at ``threshold``, as the
     model's task presents it (a map of segments, e.g., which the threshold does not change)."""
-    from .render import render
-
     threshold = S.check_value("confidence_threshold", threshold)
     det = result.det.filter(threshold)
     task = get_task(result.model["task"])

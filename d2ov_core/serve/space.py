@@ -68,6 +68,9 @@ numpy>=2.0,<3
 pillow>=10
 gradio[mcp]=={GRADIO_VERSION}
 huggingface-hub>=1.0
+# the Video mode: decoding and H.264 encoding (PyAV, FFmpeg in the wheel). Tracking (the trackers
+# package) is not installed here: it asks for opencv-python beside the headless build below
+av==18.1.0
 # on a Space, Gradio runs its hot-reload watcher, which needs this (Spaces usually provide it)
 spaces>=0.43
 # Detectron2 v0.6 (beside app.py) needs these to import its Visualizer

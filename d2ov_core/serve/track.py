@@ -54,11 +54,12 @@ class Tracker:
     """
 
     def __init__(self, frame_rate: float, threshold: float):
+        bytetrack = _bytetrack()  # first: says what to install when trackers is missing
         import supervision  # a dependency of trackers: there whenever _bytetrack() succeeds
 
         self._sv = supervision
         self.threshold = float(threshold)
-        self._tracker = _bytetrack()(
+        self._tracker = bytetrack(
             frame_rate=float(frame_rate) if frame_rate > 0 else 30.0,
             track_activation_threshold=self.threshold,
             high_conf_det_threshold=self.threshold,

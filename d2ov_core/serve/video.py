@@ -39,6 +39,7 @@ class VideoRun:
     model_ms: float  # median model time per frame
     per_class: dict[str, int]  # detections per class over all frames
     capped_at_s: float | None = None  # the input was longer: only its first seconds were processed
+    tracks: int | None = None  # objects followed across frames (with ``track``)
 
     @property
     def fps(self) -> float:
@@ -50,6 +51,7 @@ class VideoRun:
             f"{source}: {self.frames} frames in {self.wall_s:.1f} s ({self.fps:.1f} frames/s end to end, "
             f"model {self.model_ms:.0f} ms a frame), {sum(self.per_class.values())} detections"
             + (f" ({classes})" if classes else "")
+            + (f", {self.tracks} tracked objects" if self.tracks is not None else "")
         )
         if self.capped_at_s is not None:
             text += f"; only the first {self.capped_at_s:g} s were processed (longer inputs are capped)"
@@ -104,6 +106,7 @@ def process_video(
     records: list[dict[str, Any]] = []
     model_ms: list[float] = []
     per_class: collections.Counter[str] = collections.Counter()
+    track_ids: set[int] = set()
     out = Path(render_to) if render_to else None
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -111,6 +114,7 @@ def process_video(
         for frame, rgb, det in frames_through(predictor, read_frames(path, every, max_frames), threshold):
             if tracker:
                 det = tracker.update(det)
+                track_ids.update(int(t) for t in det.track_ids if t >= 0)  # type: ignore[union-attr]
             records.append({"source": source, "frame": frame.number, "time_s": round(frame.time_s, 4), **det.to_dict()})
             model_ms.append(det.timings.get("inference", 0.0))
             per_class.update(det.labels.tolist())
@@ -126,4 +130,5 @@ def process_video(
         model_ms=statistics.median(model_ms) if model_ms else 0.0,
         per_class=dict(per_class),
         capped_at_s=capped,
+        tracks=len(track_ids) if tracker else None,
     )

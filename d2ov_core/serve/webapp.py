@@ -48,7 +48,9 @@ from ..runtime.images import MAX_PIXELS, image_files
 from ..runtime.tasks import Task, all_tasks, get_task
 from ..store import catalog
 from . import handlers as H
+from .live import LiveSessions
 from .service import ModelService
+from .track import tracking_available
 
 __all__ = ["build_demo", "main", "MAX_UPLOAD_MB"]
 
@@ -68,6 +70,9 @@ IMAGE_HEIGHT = 380
 MAX_UPLOAD_MB = float(os.environ.get("D2OV_MAX_UPLOAD_MB", 20))
 #: last results kept (one per browser session, least recently used dropped) for re-filtering by threshold
 KEEP_RESULTS = 32
+#: the live webcam: a frame every LIVE_EVERY_S seconds from the browser; a stream lasts LIVE_SECONDS
+LIVE_EVERY_S = 0.1
+LIVE_SECONDS = 120
 log = logging.getLogger("d2ov")
 
 
@@ -208,6 +213,7 @@ def build_demo(
         threshold=thr.default,
         precision=H.AUTO,
         every=1,
+        track=False,
         progress=gr.Progress(),  # noqa: B008 (how Gradio hands a handler its progress bar)
     ):
         """Detect objects in every frame (or every N-th frame) of a video with a Detectron2 model converted to OpenVINO, running on this server's CPU.
@@ -219,6 +225,7 @@ def build_demo(
             threshold: confidence threshold between 0.05 and 1; detections scoring lower are dropped.
             precision: "auto" (default), "FP16", "FP32", "BF16" or "INT8", as for detect.
             every: run on every N-th frame (1: every frame).
+            track: give each object an id that follows it from frame to frame (ByteTrack), in the JSON ("track_id") and drawn.
 
         Returns:
             the video with the detections drawn (H.264 MP4, one frame per processed frame)
@@ -228,16 +235,30 @@ def build_demo(
         model = start_model if model in (None, "") else model
 
         def tell(done, total, fps):
+            left = f", {(total - done) / fps:.0f} s left" if total and fps > 0 else ""
             progress(
-                (done, total) if total else None, desc=f"frame {done}{f'/{total}' if total else ''}, {fps:.1f} frames/s"
+                (done, total) if total else None,
+                desc=f"frame {done}{f'/{total}' if total else ''}, {fps:.1f} frames/s{left}",
             )
 
         try:
             return H.detect_video(
-                service, video, model, device, threshold, precision, every, devices, get_upload_folder(), OUT_DIR, tell
-            )
+                service, video, model, device, threshold, precision, every, devices, get_upload_folder(), OUT_DIR, tell,
+                track,
+            )  # fmt: skip
         except Exception as e:
             raise _web_error(e) from None
+
+    live_sessions = LiveSessions()
+
+    def live(frame, model=None, device="CPU", threshold=thr.default, precision=H.AUTO, request: gr.Request = None):
+        model = start_model if model in (None, "") else model
+        session = getattr(request, "session_hash", None) or "api"
+        try:
+            out = H.live_frame(service, frame, model, device, threshold, precision, devices, live_sessions, session)
+        except Exception as e:
+            raise _web_error(e) from None
+        return gr.skip() if out is None else out
 
     def refilter(threshold, request: gr.Request = None):
         with last_lock:
@@ -314,6 +335,11 @@ def build_demo(
                 with gr.Column(scale=1):
                     video_in = gr.Video(sources=["upload", "webcam"], label="Input video", height=IMAGE_HEIGHT // 2)
                     every = gr.Slider(1, 30, value=1, step=1, label="Every N-th frame")
+                    track = gr.Checkbox(
+                        value=False,
+                        label="Track objects (an id that follows each object from frame to frame)",
+                        visible=tracking_available(),
+                    )
                     run_video = gr.Button("Detect in video", variant="primary")
                     gr.Markdown(
                         f"The model, device, precision and threshold above apply. Only the first "
@@ -325,6 +351,17 @@ def build_demo(
                     )
                     video_summary = gr.Markdown("")
                     video_json = gr.File(label="JSON, one record per frame", interactive=False)
+        with gr.Accordion("Live webcam: the newest frame, as fast as the model goes", open=False):
+            with gr.Row():
+                webcam = gr.Image(
+                    sources=["webcam"], streaming=True, type="numpy", label="Webcam", height=IMAGE_HEIGHT // 2
+                )
+                live_out = gr.Image(label="Live detections", interactive=False, height=IMAGE_HEIGHT // 2)
+            gr.Markdown(
+                "Press record: each frame goes to the model above (its device, precision and threshold); when "
+                f"the model is slower than the camera, stale frames are dropped, never queued. A stream stops "
+                f"after {LIVE_SECONDS} s (press record again)."
+            )
         timer = gr.Timer(2.0, active=False)  # refreshes the card while a model is being prepared
 
         task.change(on_task, task, model, api_visibility="private")
@@ -344,11 +381,21 @@ def build_demo(
         )
         run_video.click(
             detect_video,
-            [video_in, model, device, threshold, precision, every],
+            [video_in, model, device, threshold, precision, every, track],
             [video_out, video_json, video_summary],
             api_name="detect_video",
             preprocess=False,
             show_progress_on=[video_out],
+        )
+        webcam.stream(
+            live,
+            [webcam, model, device, threshold, precision],
+            [live_out],
+            api_name="live",
+            api_visibility="undocumented",  # a frame at a time: for the page (and tests), not an MCP tool
+            stream_every=LIVE_EVERY_S,
+            time_limit=LIVE_SECONDS,
+            concurrency_limit=None,  # every frame enters live(): LiveSessions drops the overtaken ones
         )
         # typing in the number box or dragging the slider: re-filter the last result, the model does not run
         threshold.input(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -404,8 +405,9 @@ def test_the_server_log_has_no_unexpected_crash(app):
 
 
 def test_detect_video_through_the_api(app, client, tmp_path):
-    """/detect_video: the annotated H.264 video has one frame per processed frame, the JSON one record
-    per frame equal to the library on the same decoded frames; a bad video is one readable error."""
+    """/detect_video with tracking: the annotated H.264 video has one frame per processed frame, the
+    JSON one record per frame equal to the library on the same decoded frames, each detection with its
+    track id; a bad video (track left to its default) is one readable error."""
     from gradio_client import handle_file
 
     from d2ov_core.runtime.predictor import Predictor
@@ -414,12 +416,13 @@ def test_detect_video_through_the_api(app, client, tmp_path):
 
     clip = helpers.make_clip(tmp_path / "clip.mp4", frames=10, fps=10)
     video, json_path, summary = client.predict(
-        handle_file(str(clip)), DEMO, "CPU", 0.5, "FP16", 3, api_name="/detect_video"
+        handle_file(str(clip)), DEMO, "CPU", 0.5, "FP16", 3, True, api_name="/detect_video"
     )
     out = Path(video["video"] if isinstance(video, dict) else video)
     info = video_info(out)
     assert (info["frames"], info["width"], info["height"]) == (4, 302, 418), info
     assert summary.startswith("clip.mp4: 4 frames in") and "FP16 on CPU" in summary, summary
+    assert re.search(r", \d+ tracked objects", summary), summary
     records = json.loads(Path(json_path).read_text())["results"]
     assert [(r["source"], r["frame"], r["time_s"]) for r in records] == [("clip.mp4", n, n / 10) for n in (0, 3, 6, 9)]
     pred = Predictor(bundled_ir(DEMO, "FP16"))
@@ -428,6 +431,9 @@ def test_detect_video_through_the_api(app, client, tmp_path):
         ref = pred.predict(decoded[r["frame"]], threshold=0.5).to_dict()["instances"]
         assert [i["label"] for i in r["instances"]] == [i["label"] for i in ref] and len(ref) > 5
         assert max(abs(a - b) for i, j in zip(r["instances"], ref) for a, b in zip(i["box"], j["box"])) <= 1e-2
+        ids = [i["track_id"] for i in r["instances"]]
+        if r["frame"] > 0:  # an object gets its id from its second processed frame
+            assert sum(t is not None for t in ids) >= 0.7 * len(ids), ids
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"not a video" * 100)
     message = error_of(

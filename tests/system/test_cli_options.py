@@ -167,6 +167,10 @@ VALUES: dict[tuple[str, str], list[list[str]]] = {
         ["!", "{model}", "{video}", "--every", "4", "--render", "{tmp}/v", "--json", "{tmp}/v.json"]
     ],
     ("predict", "--max-frames"): [["!", "{model}", "{video}", "--max-frames", "2"]],
+    ("predict", "--track"): [
+        ["!", "{model}", "{video}", "--track", "--every", "4", "--render", "{tmp}/t", "--json", "{tmp}/t.json"],
+        ["!", "{model}", "{image}", "--track"],
+    ],
     ("predict", "--render"): [["--render", "{tmp}/r"]],
     ("verify", "--weights"): [["--weights", "{pth}"]],
     ("verify", "--classes"): [["!", *_OWN, "{image}", "--precision", "FP32"]],
@@ -207,7 +211,7 @@ CHOICE_EXTRA: dict[tuple[str, str, str | None], list[str]] = {
 #: it is); every other option runs on one model (OWN_TASK's, else the detection demo)
 PER_TASK = {
     "convert": {"--precision"},
-    "predict": {"--backend", "--precision", "--static-shape", "--render", "--json"},
+    "predict": {"--backend", "--precision", "--static-shape", "--render", "--json", "--track"},
     "verify": {"--stages"},
     "eval": {"--backend", "--static-shape"},
     "profile": {"--static-shape"},
@@ -225,6 +229,7 @@ REFUSED = [
         lambda a: "pytorch" in a and ("--precision" in a or "--static-shape" in a or "AUTO" in a or "THROUGHPUT" in a),
         "not with --backend pytorch",
     ),
+    ("predict", lambda a: "--track" in a and not any(x.endswith(".mp4") for x in a), "no video among the inputs"),
     ("push", lambda a: "--dry-run" not in a, "offline"),  # the Hub, offline here
     ("space", lambda a: "--dry-run" not in a, ""),
     ("export", lambda a: "bad/name" in a, "name"),

@@ -274,6 +274,41 @@ def test_the_space_starts_as_a_space_and_answers(running_space, space_env):
     assert sorted(str(p) for p in site.rglob("*")) == before  # nothing written into site-packages
 
 
+def test_a_video_runs_on_the_space_and_tracking_says_what_it_needs(running_space, tmp_path):
+    """The Space decodes and encodes video with its own venv (PyAV from its requirements): the annotated
+    MP4 has one frame per processed frame and the records are the library's; tracking, not installed
+    on a Space, is one readable error and the Space keeps serving."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.runtime.video import read_frames, video_info
+    from d2ov_core.store.lookup import bundled_ir
+
+    from ..helpers import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=6, fps=10)
+    client = Client(running_space[0], verbose=False)
+    video, json_path, summary = client.predict(
+        handle_file(str(clip)), "demo/mask_rcnn_shapes", "CPU", 0.5, "FP16", 2, api_name="/detect_video"
+    )
+    out = Path(video["video"] if isinstance(video, dict) else video)
+    assert video_info(out)["frames"] == 3 and summary.startswith("clip.mp4: 3 frames in"), summary
+    records = json.loads(Path(json_path).read_text())["results"]
+    pred = Predictor(bundled_ir("demo/mask_rcnn_shapes", "FP16"))
+    decoded = {f.number: f.rgb for f in read_frames(clip)}
+    assert [r["frame"] for r in records] == [0, 2, 4]
+    for r in records:
+        ref = pred.predict(decoded[r["frame"]], threshold=0.5)
+        assert [i["label"] for i in r["instances"]] == [str(x) for x in ref.labels] and len(ref) > 5
+    with pytest.raises(AppError) as e:
+        client.predict(
+            handle_file(str(clip)), "demo/mask_rcnn_shapes", "CPU", 0.5, "FP16", 2, True, api_name="/detect_video"
+        )
+    assert "tracking needs Roboflow's trackers package" in str(e.value) and "Traceback" not in str(e.value)
+    assert running_space[2].poll() is None
+
+
 def test_detect_without_a_model_runs_the_users_model_and_no_zoo_model_is_offered(running_space, space):
     """/detect with the image alone runs the model the Space opens on; the models the API offers are the
     user's and the bundled demo models: no Model Zoo model (the Space has no converter, no IR of one)."""
