@@ -94,7 +94,7 @@ def read_frames(path: str | os.PathLike, every: int = 1, max_frames: int | None 
             for frame in container.decode(stream):
                 if index % every == 0:
                     t = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 1)
-                    yield Frame(index, t, frame.to_ndarray(format="rgb24"))
+                    yield Frame(index, t, _upright(frame))
                     yielded += 1
                     if max_frames is not None and yielded >= max_frames:
                         return
@@ -107,6 +107,14 @@ def read_frames(path: str | os.PathLike, every: int = 1, max_frames: int | None 
             raise InputError(f"{path}: the video stream has no frames")
     finally:
         container.close()
+
+
+def _upright(frame) -> np.ndarray:
+    """The frame's RGB pixels as a player shows them: turned by the stream's rotation metadata (a
+    phone's portrait video is stored landscape with a display rotation), as images follow EXIF."""
+    rgb = frame.to_ndarray(format="rgb24")
+    quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # counter-clockwise
+    return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
 
 
 class VideoWriter:
