@@ -241,6 +241,43 @@ def test_real_browser_video_plays_with_its_summary(app_url, tmp_path):
         page.screenshot(path=str(ARTIFACTS / "app_video.png"), full_page=True)
 
 
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (D2OV_BROWSER=1 tools/setup.sh)")
+def test_real_browser_batch_shows_one_result_per_image(app_url, tmp_path):
+    """The Batch section: upload three images, Detect in all; the gallery shows exactly three results,
+    captioned with the files' names in upload order, each the rendered image of that file, and the
+    summary counts the library's detections."""
+    from playwright.sync_api import expect
+
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.store.lookup import bundled_ir
+
+    url, _, _ = app_url
+    shapes = sorted(SAMPLES.glob("shapes_*.jpg"))[:3]
+    with browser_page(1300) as page:
+        page.goto(url)
+        page.get_by_text("Examples").first.wait_for(timeout=60_000)
+        page.get_by_text("Batch: several images or a .zip").click()
+        section = page.locator(".block").filter(
+            has=page.get_by_test_id("block-label").get_by_text("Images or .zip archives of images")
+        )
+        section.locator("input[type=file]").set_input_files([str(p) for p in shapes])
+        page.get_by_role("button", name="Detect in all").click()
+        expect(page.get_by_text(re.compile(r"3 images, \d+ detections")).first).to_be_visible(timeout=180_000)
+        gallery = page.locator(".block").filter(
+            has=page.get_by_test_id("block-label").get_by_text("Detections (batch)")
+        )
+        thumbs = gallery.locator("button.thumbnail-item")
+        expect(thumbs).to_have_count(3, timeout=30_000)
+        assert gallery.locator(".caption-label").all_inner_texts() == [p.name for p in shapes]
+        assert thumbs.first.get_attribute("aria-label") == "Thumbnail 1 of 3"
+        summary = page.get_by_text(re.compile(r"3 images, \d+ detections")).first.inner_text()
+        precision = re.search(r"— (\w+) on CPU", summary).group(1)
+        pred = Predictor(bundled_ir("demo/mask_rcnn_shapes", precision))
+        n = sum(len(pred.predict(p, threshold=0.5)) for p in shapes)
+        assert f"3 images, {n} detections" in summary, summary
+        page.screenshot(path=str(ARTIFACTS / "app_batch.png"), full_page=True)
+
+
 def test_mcp_schema_lists_detect_and_a_call_returns_detections(app_url):
     """/detect is also an MCP tool: its schema says what it takes, and one call through the MCP
     protocol (streamable HTTP, the mcp client library) returns the detections."""
@@ -255,6 +292,9 @@ def test_mcp_schema_lists_detect_and_a_call_returns_detections(app_url):
     tool = next(t for t in schema if t["name"] == "detect")
     video_tool = next(t for t in schema if t["name"] == "detect_video")  # the video endpoint is a tool too
     assert {"video", "every"} <= set(video_tool["inputSchema"]["properties"])
+    batch_tool = next(t for t in schema if t["name"] == "detect_batch")  # and the batch endpoint
+    assert {"files", "model", "threshold"} <= set(batch_tool["inputSchema"]["properties"])
+    assert batch_tool["description"].startswith("Detect objects in many images at once")
     props = tool["inputSchema"]["properties"]
     assert {"image", "model", "device", "threshold", "precision"} <= set(props)
     assert "demo/faster_rcnn_shapes" in props["model"]["enum"] and "demo/mask_rcnn_shapes" in props["model"]["enum"]
