@@ -20,7 +20,7 @@ and the JSON's ``failed``), not of the batch.
 COCO results (:func:`coco_document`): ``results`` is the standard list ``COCO.loadRes`` reads
 (``image_id``, ``category_id``, ``bbox`` ``[x, y, w, h]``, ``score``; ``segmentation`` as COCO RLE for
 mask models; ``keypoints`` ``[x, y, score] * K`` for keypoint models), built by the task
-(:meth:`~d2ov_core.runtime.tasks.Task.coco_results`, the code ``d2ov evaluate`` scores with);
+(:meth:`~d2ov_core.runtime.tasks.Task.coco_results`, the code ``d2ov eval`` scores with);
 ``images`` maps file names to ids (1, 2, ... in input order), ``categories`` category ids to class
 names (``category_id`` = the model's class id + 1). Panoptic models: their thing instances (box, mask,
 score) are exported; the panoptic map itself (stuff segments) is not in COCO's results format and is
@@ -65,6 +65,7 @@ __all__ = [
     "run_batch",
     "coco_document",
     "CSV_COLUMNS",
+    "SKIP_REASONS",
     "max_batch_files",
     "max_batch_bytes",
     "max_zip_ratio",
@@ -131,9 +132,22 @@ class Inputs:
             by_reason[reason].append(name)
         parts = []
         for reason, names in by_reason.items():
+            one, many = SKIP_REASONS[reason]
             shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-            parts.append(f"skipped {len(names)} file{'s' if len(names) != 1 else ''} {reason}: {shown}")
+            parts.append(f"skipped {len(names)} {one if len(names) == 1 else many}: {shown}")
         return "; ".join(parts)
+
+
+#: why a file is skipped -> how the summary says it of one file, of several
+SKIP_REASONS = {
+    "not an image": ("file that is not an image", "files that are not images"),
+    "hidden": ("file that is hidden (or macOS metadata)", "files that are hidden (or macOS metadata)"),
+    "archive in an archive": (
+        "archive inside an archive (not opened)",
+        "archives inside an archive (not opened)",
+    ),
+    "encrypted": ("file that is encrypted", "files that are encrypted"),
+}
 
 
 def _is_hidden(name: str) -> bool:
@@ -145,11 +159,11 @@ def _reason_to_skip(name: str) -> str | None:
     """Why a file or member ``name`` is not an image of the batch (by its name), or ``None``."""
     suffix = Path(name).suffix.lower()
     if _is_hidden(name):
-        return "that are hidden (or macOS metadata)"
+        return "hidden"
     if suffix == ".zip":
-        return "that are archives inside an archive (not opened)"
+        return "archive in an archive"
     if suffix not in IMAGE_SUFFIXES:
-        return "that are not images"
+        return "not an image"
     return None
 
 
@@ -204,7 +218,7 @@ def _list_archive(
         name = f"{shown}/{info.filename}"
         reason = _reason_to_skip(info.filename)
         if reason is None and info.flag_bits & 0x1:
-            reason = "that are encrypted"
+            reason = "encrypted"
         if reason:
             skipped.append((name, reason))
             continue
@@ -373,7 +387,8 @@ def coco_document(
 ) -> dict[str, Any]:
     """The batch's COCO-results JSON (one schema, built here only): ``{"model", "threshold",
     "images": [{"id", "file_name", "width", "height"}], "categories": [{"id", "name"}], "results":
-    [COCO results], "failed": [{"file_name", "error"}], "skipped": [{"file_name", "reason"}]}``;
+    [COCO results], "failed": [{"file_name", "error"}], "skipped": [{"file_name", "reason"}]}`` (reasons: the keys
+    of :data:`SKIP_REASONS`);
     ``note`` says what a panoptic model's export leaves out."""
     doc: dict[str, Any] = {
         "model": {k: model[k] for k in ("name", "task", "precision") if k in model},

@@ -472,10 +472,10 @@ def test_detect_batch_through_the_api(app, client, tmp_path):
     assert [i["file_name"] for i in doc["images"]] == [*(p.name for p in shapes[:3]), "more.zip/in/four.jpg"]
     assert doc["images"] == lib["images"] and doc["categories"] == lib["categories"]
     assert len(doc["results"]) > 10 and doc["results"] == lib["results"]
-    assert doc["skipped"] == [{"file_name": "more.zip/readme.txt", "reason": "that are not images"}]
+    assert doc["skipped"] == [{"file_name": "more.zip/readme.txt", "reason": "not an image"}]
     assert doc["model"] == {"name": "demo/mask_rcnn_shapes", "task": "instance_segmentation", "precision": "FP16"}
     assert doc["summary"].startswith(f"**4** images, **{len(lib['results'])}** detections (")
-    assert "FP16 on CPU; skipped 1 file that are not images: more.zip/readme.txt" in doc["summary"]
+    assert "FP16 on CPU; skipped 1 file that is not an image: more.zip/readme.txt" in doc["summary"]
     texts = tmp_path / "texts.zip"
     with zipfile.ZipFile(texts, "w") as zf:
         zf.writestr("a.txt", "a")

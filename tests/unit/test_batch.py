@@ -4,6 +4,7 @@ predictor's answer on the same images (the bundled demo models)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools.coco import COCO
 
 from d2ov_core.errors import InputError
 from d2ov_core.runtime.detections import Detections, rle_decode
@@ -66,6 +68,16 @@ def write_zip(path: Path, members: dict[str, bytes], method: int = zipfile.ZIP_D
     return path
 
 
+def patch_central_directory(path: Path, member: str, offset: int, fmt: str, value: int) -> None:
+    """Overwrite a field of ``member``'s central directory entry (what ``ZipFile.infolist`` reads)."""
+    data = bytearray(path.read_bytes())
+    at = 0
+    while not data[at + 46 :].startswith(member.encode()):
+        at = data.index(b"PK\x01\x02", at + 1)
+    struct.pack_into(fmt, data, at + offset, value)
+    path.write_bytes(bytes(data))
+
+
 def one_line(e: pytest.ExceptionInfo) -> str:
     text = str(e.value)
     assert "\n" not in text and text, text
@@ -91,8 +103,10 @@ def test_a_zip_gives_its_images_by_name_and_lists_what_it_skips(tmp_path, monkey
             "/abs.png": png(value=40),
             "__MACOSX/._a.png": b"\x00\x05\x16\x07",
             ".hidden.png": png(),
+            "secret.png": png(),
         },
     )
+    patch_central_directory(archive, "secret.png", 8, "<H", 0x1)  # "encrypted"
     work = tmp_path / "work"
     work.mkdir()
     plain = tmp_path / "plain.png"
@@ -102,15 +116,18 @@ def test_a_zip_gives_its_images_by_name_and_lists_what_it_skips(tmp_path, monkey
     names = [e.name for e in inputs.images]
     assert names == ["plain.png", "mixed.zip/a.png", "mixed.zip/sub/b.jpg", "mixed.zip/../x.png", "mixed.zip//abs.png"]
     assert inputs.skipped == [
-        ("mixed.zip/notes.txt", "that are not images"),
-        ("mixed.zip/b.pdf", "that are not images"),
-        ("mixed.zip/inner.zip", "that are archives inside an archive (not opened)"),
-        ("mixed.zip/__MACOSX/._a.png", "that are hidden (or macOS metadata)"),
-        ("mixed.zip/.hidden.png", "that are hidden (or macOS metadata)"),
+        ("mixed.zip/notes.txt", "not an image"),
+        ("mixed.zip/b.pdf", "not an image"),
+        ("mixed.zip/inner.zip", "archive in an archive"),
+        ("mixed.zip/__MACOSX/._a.png", "hidden"),
+        ("mixed.zip/.hidden.png", "hidden"),
+        ("mixed.zip/secret.png", "encrypted"),
     ]
-    assert inputs.skipped_text().startswith(
+    assert inputs.skipped_text() == (
         "skipped 2 files that are not images: mixed.zip/notes.txt, mixed.zip/b.pdf; "
-        "skipped 1 file that are archives inside an archive (not opened): mixed.zip/inner.zip"
+        "skipped 1 archive inside an archive (not opened): mixed.zip/inner.zip; "
+        "skipped 2 files that are hidden (or macOS metadata): mixed.zip/__MACOSX/._a.png, mixed.zip/.hidden.png; "
+        "skipped 1 file that is encrypted: mixed.zip/secret.png"
     )
     echo = Echo()
     items = list(B.predict_batch(echo, inputs))
@@ -148,13 +165,7 @@ def test_declared_sizes_are_not_trusted(tmp_path, monkeypatch):
     the file fails alone (a bad CRC), and nothing near 3 MB is held; a claim that passes the header
     check but inflates beyond the ratio is refused while reading."""
     archive = write_zip(tmp_path / "liar.zip", {"ok.png": png(value=7), "liar.png": bytes(3 << 20)})
-    data = bytearray(archive.read_bytes())
-    at = 0
-    while not data[at + 46 :].startswith(b"liar.png"):  # its central directory entry
-        at = data.index(b"PK\x01\x02", at + 1)
-    struct.pack_into("<I", data, at + 24, 1000)  # "uncompressed: 1000 bytes"
-    struct.pack_into("<I", data, zipfile.ZipFile(archive).getinfo("liar.png").header_offset + 22, 1000)
-    archive.write_bytes(bytes(data))
+    patch_central_directory(archive, "liar.png", 24, "<I", 1000)  # "uncompressed: 1000 bytes"
     inputs = B.list_inputs([(archive, "liar.zip")])
     items = list(B.predict_batch(Echo(), inputs))
     assert items[0].error is None and items[1].name == "liar.zip/liar.png"
@@ -301,6 +312,12 @@ def test_coco_results_and_csv_equal_the_predictor(mask_rcnn, tmp_path):
             expected_rows.append(
                 [names[image_id - 1], str(image_id), inst["label"], str(inst["score"]), *map(str, inst["box"]), ""]
             )
+    with contextlib.redirect_stdout(io.StringIO()):  # COCO's tools read it as results of those images
+        gt = COCO()
+        gt.dataset = {"images": doc["images"], "categories": doc["categories"], "annotations": []}
+        gt.createIndex()
+        loaded = gt.loadRes(doc["results"])
+    assert len(loaded.getAnnIds()) == len(doc["results"]) and sorted(loaded.getImgIds()) == [1, 2, 3]
     rows = list(csv.reader(run.csv.open()))
     assert rows[0] == list(B.CSV_COLUMNS) and rows[1:] == expected_rows
     assert run.summary().startswith(f"**3** images, **{len(expected_rows)}** detections (")
