@@ -36,6 +36,7 @@ import dataclasses
 import json
 import os
 import shutil
+import struct
 import time
 import uuid
 import zipfile
@@ -233,7 +234,11 @@ def _list_archive(
 
 
 def _members(path: Path, shown: str, most: int) -> list[zipfile.ZipInfo]:
-    """The file members of the archive at ``path`` (directories left out), at most ``most``."""
+    """The file members of the archive at ``path`` (directories left out), at most ``most``: an archive
+    whose end record declares more entries is refused before its directory is parsed."""
+    declared = _declared_entries(path)
+    if declared is not None and declared > most:
+        raise InputError(f"{shown}: {declared} entries in the archive, at most {most} are read")
     try:
         with zipfile.ZipFile(path) as zf:
             members = [m for m in zf.infolist() if not m.is_dir()]
@@ -242,6 +247,20 @@ def _members(path: Path, shown: str, most: int) -> list[zipfile.ZipInfo]:
     if len(members) > most:
         raise InputError(f"{shown}: {len(members)} files in the archive, at most {most} are read")
     return members
+
+
+def _declared_entries(path: Path) -> int | None:
+    """How many entries the archive's end-of-central-directory record declares (``None``: no record
+    found, or ZIP64, whose count zipfile reads)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - (22 + 0xFFFF)))  # the record (22 bytes) and its comment (< 64 KiB)
+        tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) < at + 22:
+        return None
+    n = int(struct.unpack_from("<H", tail, at + 10)[0])
+    return None if n == 0xFFFF else n
 
 
 class _Reader:

@@ -219,6 +219,15 @@ def test_501_images_are_refused_before_any_model_work_and_500_run(tmp_path):
     assert took < 120, took
 
 
+def test_an_archive_declaring_too_many_entries_is_refused_before_its_directory_is_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("D2OV_MAX_BATCH_FILES", "2")  # at most 20 entries an archive
+    many = write_zip(tmp_path / "many.zip", {f"{i}.txt": b"" for i in range(21)})
+    monkeypatch.setattr(zipfile, "ZipFile", None)  # parsing its directory would fail differently
+    with pytest.raises(InputError) as e:
+        B.list_inputs([(many, "many.zip")])
+    assert one_line(e) == "many.zip: 21 entries in the archive, at most 20 are read"
+
+
 def test_nothing_usable_is_one_error(tmp_path):
     empty = write_zip(tmp_path / "empty.zip", {})
     with pytest.raises(InputError) as e:
