@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 from gradio.utils import get_upload_folder
@@ -78,6 +79,35 @@ def _web_error(e: Exception) -> gr.Error:
         return gr.Error(str(e), print_exception=False)
     log.exception("internal error")  # a bug, not the user's fault: say so in one line, keep serving
     return gr.Error(f"internal error ({type(e).__name__}: {first_line(e)})", print_exception=False)
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every ``{"$ref": "#/$defs/X"}`` replaced by X's definition and ``$defs`` dropped."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/") and ref.split("/")[-1] in defs:
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return walk({**defs[ref.split("/")[-1]], **rest})
+            return {k: walk(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
+
+def file_list(**kwargs: Any) -> gr.File:
+    """``gr.File(file_count="multiple")`` whose API schema has its file definition inlined. Gradio 6
+    leaves ``"items": {"$ref": "#/$defs/FileData"}`` in the MCP tool's input schema with ``$defs``
+    nested under the parameter, so the reference resolves from the tool's root to nothing and the MCP
+    server refuses every call (``PointerToNowhere``). (Not a subclass: Gradio writes a ``.pyi`` stub
+    beside the module of every Component subclass.)"""
+    files = gr.File(file_count="multiple", **kwargs)
+    files.api_info_as_input = lambda: _inline_refs(gr.File.api_info_as_input(files))  # type: ignore[method-assign]
+    return files
 
 
 def build_demo(
@@ -367,8 +397,7 @@ def build_demo(
         with gr.Accordion("Batch: several images or a .zip", open=False):
             with gr.Row():
                 with gr.Column(scale=1):
-                    batch_in = gr.File(
-                        file_count="multiple",
+                    batch_in = file_list(
                         file_types=["image", ".zip"],
                         label="Images or .zip archives of images",
                         height=IMAGE_HEIGHT // 2,

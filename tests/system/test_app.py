@@ -15,6 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -295,6 +296,10 @@ def test_mcp_schema_lists_detect_and_a_call_returns_detections(app_url):
     batch_tool = next(t for t in schema if t["name"] == "detect_batch")  # and the batch endpoint
     assert {"files", "model", "threshold"} <= set(batch_tool["inputSchema"]["properties"])
     assert batch_tool["description"].startswith("Detect objects in many images at once")
+    # its schema resolves (webapp.file_list: Gradio's own points "$ref" to nothing and MCP refuses every call)
+    jsonschema.validate(
+        {"files": ["https://example.com/a.jpg"], "model": "demo/mask_rcnn_shapes"}, batch_tool["inputSchema"]
+    )
     props = tool["inputSchema"]["properties"]
     assert {"image", "model", "device", "threshold", "precision"} <= set(props)
     assert "demo/faster_rcnn_shapes" in props["model"]["enum"] and "demo/mask_rcnn_shapes" in props["model"]["enum"]
@@ -329,6 +334,45 @@ def test_mcp_schema_lists_detect_and_a_call_returns_detections(app_url):
 
     assert n == len(Predictor(bundled_ir("demo/mask_rcnn_shapes")).predict(sample, threshold=0.5)) > 0
     assert re.search(r"/gradio_api/file=\S+\.png", text)  # the rendered image, served by the app
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Gradio 6.31's MCP server turns file URLs into files only at fixed positions (files.items), "
+    "not in a list (files.0): a list of files reaches the app as strings and fails its validation",
+)
+def test_mcp_detect_batch_call_returns_coco_results(app_url):
+    """/detect_batch through the MCP protocol: two images as data URLs give the library's COCO results
+    (fails with Gradio 6.31, see the mark; strict, so a Gradio that fixes it shows here)."""
+    import asyncio
+    import base64
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.store.lookup import bundled_ir
+
+    url, _, _ = app_url
+    shapes = sorted(SAMPLES.glob("shapes_*.jpg"))[:2]
+    urls = ["data:image/jpeg;base64," + base64.b64encode(p.read_bytes()).decode() for p in shapes]
+
+    async def call():
+        async with streamablehttp_client(url + "gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                args = {"files": urls, "model": "demo/mask_rcnn_shapes", "device": "CPU", "threshold": 0.5}
+                return await session.call_tool("detect_batch", {**args, "precision": "FP16"})
+
+    result = asyncio.run(asyncio.wait_for(call(), 300))
+    assert not result.isError, result.content
+    text = " ".join(c.text for c in result.content if c.type == "text")
+    doc = json.loads(text[text.index("{") : text.rindex("}") + 1])
+    pred = Predictor(bundled_ir("demo/mask_rcnn_shapes", "FP16"))
+    n = [len(pred.predict(p, threshold=0.5)) for p in shapes]
+    assert [i["id"] for i in doc["images"]] == [1, 2] and min(n) > 0
+    assert [sum(r["image_id"] == k for r in doc["results"]) for k in (1, 2)] == n
+    assert doc["summary"].startswith(f"**2** images, **{sum(n)}** detections")
 
 
 @pytest.mark.parametrize("flags,expect_host", [([], "0.0.0.0"), (["--host", "127.0.0.1"], "127.0.0.1")])
