@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..runtime.detections import rle_encode
 from ..runtime.tasks import get_task
 
 __all__ = ["evaluate", "STAT_NAMES"]
@@ -92,24 +91,7 @@ def evaluate(
             pq.add(info["file_name"], det)
         times.append(det.timings.get("total", 0.0))
         model_times.append(det.timings.get("inference", 0.0))
-        for i in range(len(det)):
-            cat = class_to_cat.get(int(det.class_ids[i]))
-            if cat is None:
-                continue
-            x0, y0, x1, y1 = (float(v) for v in det.boxes[i])
-            r = {
-                "image_id": img_id,
-                "category_id": cat,
-                "score": float(det.scores[i]),
-                "bbox": [x0, y0, x1 - x0, y1 - y0],
-            }
-            if with_masks and det.masks is not None:
-                r["segmentation"] = rle_encode(det.masks[i])
-            if sigmas is not None and det.keypoints is not None:
-                kp = det.keypoints[i].astype(np.float64)
-                kp[:, :2] -= 0.5
-                r["keypoints"] = kp.reshape(-1).tolist()
-            results.append(r)
+        results.extend(task.coco_results(det, img_id, class_to_cat))
         if bar is not None:
             bar.update(1)
     if bar is not None:

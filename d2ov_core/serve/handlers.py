@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..runtime.detections import Detections, predictions_document
 from ..runtime.images import load_image
 from ..runtime.tasks import Task, all_tasks, get_task, task_of
 from ..store import catalog
+from .batch import list_inputs, run_batch
 from .live import LiveSessions, overlay
 from .render import render
 from .service import ModelService, metadata
@@ -44,6 +46,7 @@ __all__ = [
     "resolve_precision",
     "detect",
     "detect_video",
+    "detect_batch",
     "live_frame",
     "max_video_seconds",
     "present",
@@ -308,6 +311,37 @@ def detect_video(
     return str(out), str(json_path), done.summary(shown) + f" — {p.name} on {predictor.device}"
 
 
+def detect_batch(
+    service: ModelService,
+    files: Any,
+    name: Any,
+    device: Any,
+    threshold: Any,
+    precision: Any,
+    devices: list[str],
+    upload_root: str | Path,
+    out_dir: Path,
+    progress: Any = None,
+) -> tuple[list[tuple[str, str]], str, str, str, dict[str, Any]]:
+    """A /detect_batch request (uploaded images and ``.zip`` archives of images, see
+    :mod:`d2ov_core.serve.batch`): ``(gallery of (rendered JPEG, file name), COCO-results JSON file,
+    CSV file, summary, the COCO document with the summary under "summary")``. Every value is checked
+    first, as in :func:`detect`, and the files are listed (their number and sizes checked) before the
+    model is prepared. ``progress(done, total, images/s)`` per image."""
+    if files is None or (isinstance(files, (list, tuple)) and not files):
+        raise ImageError("Upload images or a .zip archive of images first.")
+    uploads = [
+        upload_path(f, upload_root, what="file") for f in (files if isinstance(files, (list, tuple)) else [files])
+    ]
+    name, p = _checked_request(service, name, device, threshold, precision, devices)
+    inputs = list_inputs(uploads)
+    predictor = service.predictor(name, device, p.name)
+    prune_outputs(out_dir)
+    run = run_batch(predictor, inputs, out_dir, float(threshold), progress)
+    summary = run.summary(f" — {p.name} on {predictor.device}")
+    return run.gallery, str(run.coco_json), str(run.csv), summary, {**run.document, "summary": summary}
+
+
 def live_frame(
     service: ModelService,
     frame: Any,
@@ -374,11 +408,17 @@ def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, 
 
 
 def prune_outputs(out_dir: Path, now: float | None = None) -> None:
-    """Delete prediction JSON files and annotated videos older than an hour."""
+    """Delete prediction JSON files, annotated videos and batch folders (complete, or left by an
+    interrupted run) older than an hour."""
     now = time.time() if now is None else now
-    for old in [*out_dir.glob("predictions-*.json"), *out_dir.glob("video-*.mp4")]:
+    kinds = ("predictions-*.json", "video-*.mp4", "batch-*", ".batch-*.part-*")
+    for old in [p for kind in kinds for p in out_dir.glob(kind)]:
         try:
-            if now - old.stat().st_mtime > OUT_MAX_AGE_S:
+            if now - old.stat().st_mtime <= OUT_MAX_AGE_S:
+                continue
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
                 old.unlink()
         except OSError:
             pass

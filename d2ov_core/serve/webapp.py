@@ -19,8 +19,8 @@ Remote models: ``--server URL`` (or ``D2OV_SERVER_URL``) adds the d2ov models of
 model server (d2ov's KServe predictor, OpenVINO Model Server) as ``remote/<name>``: inference there,
 everything else here (see :class:`~d2ov_core.serve.service.ModelService`).
 
-MCP: the ``/detect`` endpoint is also an MCP tool (Gradio's MCP server at ``/gradio_api/mcp/``), on by
-default; ``--no-mcp`` or ``D2OV_MCP=0`` turns it off.
+MCP: the ``/detect``, ``/detect_video`` and ``/detect_batch`` endpoints are also MCP tools (Gradio's
+MCP server at ``/gradio_api/mcp/``), on by default; ``--no-mcp`` or ``D2OV_MCP=0`` turns it off.
 
 Untrusted input: ``/detect`` runs with Gradio's preprocessing off, so nothing decodes an upload
 before :func:`d2ov_core.runtime.images.load_image` (file-size and pixel limits checked from the
@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 from gradio.utils import get_upload_folder
@@ -47,6 +48,7 @@ from ..runtime import settings as S
 from ..runtime.images import MAX_PIXELS, image_files
 from ..runtime.tasks import Task, all_tasks, get_task
 from ..store import catalog
+from . import batch
 from . import handlers as H
 from .live import LiveSessions
 from .service import ModelService
@@ -82,6 +84,35 @@ def _web_error(e: Exception) -> gr.Error:
         return gr.Error(str(e), print_exception=False)
     log.exception("internal error")  # a bug, not the user's fault: say so in one line, keep serving
     return gr.Error(f"internal error ({type(e).__name__}: {first_line(e)})", print_exception=False)
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every ``{"$ref": "#/$defs/X"}`` replaced by X's definition and ``$defs`` dropped."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/") and ref.split("/")[-1] in defs:
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return walk({**defs[ref.split("/")[-1]], **rest})
+            return {k: walk(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
+
+def file_list(**kwargs: Any) -> gr.File:
+    """``gr.File(file_count="multiple")`` whose API schema has its file definition inlined. Gradio 6
+    leaves ``"items": {"$ref": "#/$defs/FileData"}`` in the MCP tool's input schema with ``$defs``
+    nested under the parameter, so the reference resolves from the tool's root to nothing and the MCP
+    server refuses every call (``PointerToNowhere``). (Not a subclass: Gradio writes a ``.pyi`` stub
+    beside the module of every Component subclass.)"""
+    files = gr.File(file_count="multiple", **kwargs)
+    files.api_info_as_input = lambda: _inline_refs(gr.File.api_info_as_input(files))  # type: ignore[method-assign]
+    return files
 
 
 def build_demo(
@@ -249,6 +280,44 @@ def build_demo(
         except Exception as e:
             raise _web_error(e) from None
 
+    def run_batch(files, model, device, threshold, precision, progress):
+        model = start_model if model in (None, "") else model
+
+        def tell(done, total, rate):
+            progress((done, total), desc=f"image {done}/{total}, {rate:.1f} images/s")
+
+        try:
+            return H.detect_batch(
+                service, files, model, device, threshold, precision, devices, get_upload_folder(), OUT_DIR, tell
+            )
+        except Exception as e:
+            raise _web_error(e) from None
+
+    def detect_batch_page(files, model, device, threshold, precision, progress=gr.Progress()):  # noqa: B008
+        return run_batch(files, model, device, threshold, precision, progress)[:4]
+
+    def detect_batch(
+        files,
+        model=None,
+        device="CPU",
+        threshold=thr.default,
+        precision=H.AUTO,
+        progress=gr.Progress(),  # noqa: B008 (how Gradio hands a handler its progress bar)
+    ):
+        """Detect objects in many images at once (image files and .zip archives of images) with a Detectron2 model converted to OpenVINO, running on this server's CPU.
+
+        Args:
+            files: the images (JPEG, PNG, WebP, BMP, GIF or TIFF) and/or .zip archives of images; at most D2OV_MAX_BATCH_FILES images (default 500); files that are not images are skipped and listed.
+            model: model name (default: the model the page opens on), as for detect.
+            device: OpenVINO device, e.g. "CPU".
+            threshold: confidence threshold between 0.05 and 1; detections scoring lower are dropped.
+            precision: "auto" (default), "FP16", "FP32", "BF16" or "INT8", as for detect.
+
+        Returns:
+            a COCO-results JSON document: "results" (the list COCO.loadRes reads: image_id, category_id, bbox [x, y, w, h], score; segmentation as COCO RLE for mask models, keypoints for keypoint models), "images" (id, file_name, width, height), "categories" (id, name), "failed" (files that could not be read and why), "skipped" (files that are not images), "summary"
+        """
+        return run_batch(files, model, device, threshold, precision, progress)[4]
+
     live_sessions = LiveSessions()
 
     def live(frame, model=None, device="CPU", threshold=thr.default, precision=H.AUTO, request: gr.Request = None):
@@ -351,6 +420,28 @@ def build_demo(
                     )
                     video_summary = gr.Markdown("")
                     video_json = gr.File(label="JSON, one record per frame", interactive=False)
+        with gr.Accordion("Batch: several images or a .zip", open=False):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    batch_in = file_list(
+                        file_types=["image", ".zip"],
+                        label="Images or .zip archives of images",
+                        height=IMAGE_HEIGHT // 2,
+                    )
+                    run_batch_button = gr.Button("Detect in all", variant="primary")
+                    gr.Markdown(
+                        f"The model, device, precision and threshold above apply. At most "
+                        f"{batch.max_batch_files()} images a batch; files that are not images are skipped."
+                    )
+                    batch_summary = gr.Markdown("")
+                    batch_coco = gr.File(label="COCO results (JSON)", interactive=False)
+                    batch_csv = gr.File(label="Detections (CSV)", interactive=False)
+                with gr.Column(scale=1):
+                    batch_gallery = gr.Gallery(
+                        label="Detections (batch)", columns=3, height=IMAGE_HEIGHT, format="jpeg", interactive=False
+                    )
+            batch_api = gr.Button(visible=False)  # the API's /detect_batch: the same run, JSON out
+            batch_json = gr.JSON(visible=False)
         with gr.Accordion("Live webcam: the newest frame, as fast as the model goes", open=False):
             with gr.Row():
                 webcam = gr.Image(
@@ -387,6 +478,16 @@ def build_demo(
             preprocess=False,
             show_progress_on=[video_out],
         )
+        batch_inputs = [batch_in, model, device, threshold, precision]
+        run_batch_button.click(
+            detect_batch_page,
+            batch_inputs,
+            [batch_gallery, batch_coco, batch_csv, batch_summary],
+            api_visibility="private",
+            preprocess=False,
+            show_progress_on=[batch_gallery],
+        )
+        batch_api.click(detect_batch, batch_inputs, [batch_json], api_name="detect_batch", preprocess=False)
         webcam.stream(
             live,
             [webcam, model, device, threshold, precision],

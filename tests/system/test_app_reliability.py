@@ -449,3 +449,47 @@ def test_detect_video_through_the_api(app, client, tmp_path):
     )
     assert "cannot read video" in message and "garbage.mp4" in message and "Traceback" not in message, message
     assert app[0].poll() is None
+
+
+def test_detect_batch_through_the_api(app, client, tmp_path):
+    """/detect_batch: three images and a zip (one image, one text file) give the library's COCO results
+    for the same files, exactly; a zip of only text files is one readable error and the server keeps
+    serving."""
+    import zipfile
+
+    from gradio_client import handle_file
+
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.serve import batch
+    from d2ov_core.store.lookup import bundled_ir
+
+    from ..conftest import SAMPLES
+
+    shapes = sorted(SAMPLES.glob("shapes_*.jpg"))
+    archive = tmp_path / "more.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(shapes[3], "in/four.jpg")
+        zf.writestr("readme.txt", "not an image")
+    files = [(p, p.name) for p in shapes[:3]] + [(archive, "more.zip")]
+    doc = client.predict([handle_file(str(p)) for p, _ in files], DEMO, "CPU", 0.5, "FP16", api_name="/detect_batch")
+    lib = batch.run_batch(
+        Predictor(bundled_ir(DEMO, "FP16")), batch.list_inputs(files), tmp_path / "out", threshold=0.5
+    ).document
+    assert [i["file_name"] for i in doc["images"]] == [*(p.name for p in shapes[:3]), "more.zip/in/four.jpg"]
+    assert doc["images"] == lib["images"] and doc["categories"] == lib["categories"]
+    assert len(doc["results"]) > 10 and doc["results"] == lib["results"]
+    assert doc["skipped"] == [{"file_name": "more.zip/readme.txt", "reason": "not an image"}]
+    assert doc["model"] == {"name": "demo/mask_rcnn_shapes", "task": "instance_segmentation", "precision": "FP16"}
+    assert doc["summary"].startswith(f"**4** images, **{len(lib['results'])}** detections (")
+    assert "FP16 on CPU; skipped 1 file that is not an image: more.zip/readme.txt" in doc["summary"]
+    texts = tmp_path / "texts.zip"
+    with zipfile.ZipFile(texts, "w") as zf:
+        zf.writestr("a.txt", "a")
+        zf.writestr("b.csv", "b")
+    message = error_of(
+        lambda: client.predict([handle_file(str(texts))], DEMO, "CPU", 0.5, "FP16", api_name="/detect_batch")
+    )
+    assert message.startswith("no images to run on") and "texts.zip/a.txt, texts.zip/b.csv" in message, message
+    assert "Traceback" not in message and "\n" not in message.strip()
+    assert app[0].poll() is None
+    assert detect(client, shapes[0], "CPU", 0.5, "FP16", model=DEMO)[3]  # still serving

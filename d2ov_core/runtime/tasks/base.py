@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
-from ..detections import Detections
+from ..detections import Detections, rle_encode
 from ..postprocess import postprocess
 
 __all__ = ["Task", "Painter"]
@@ -87,6 +87,35 @@ class Task:
     def fields_from_json(self, result: dict[str, Any], image_size: tuple[int, int]) -> dict[str, Any]:
         """The :class:`Detections` fields the task's keys of ``result`` hold (none when absent): the
         inverse of :meth:`instance_json` and :meth:`result_json`."""
+        return {}
+
+    # ------------------------------------------------------------------ COCO results
+    def coco_results(self, det: Detections, image_id: int, category_of: Mapping[int, int]) -> list[dict[str, Any]]:
+        """``det`` in COCO's results format (what ``COCO.loadRes`` reads, what Detectron2's
+        ``instances_to_coco_json`` writes): one ``{"image_id", "category_id", "bbox": [x, y, w, h],
+        "score"}`` per detection whose class ``category_of`` maps (class id -> category id; others are
+        left out), plus ``"segmentation"`` (COCO RLE) when :attr:`iou_types` has ``segm`` and ``det``
+        masks. Values unrounded (float32 as Python floats)."""
+        with_masks = "segm" in self.iou_types and det.masks is not None
+        out = []
+        for i in range(len(det)):
+            cat = category_of.get(int(det.class_ids[i]))
+            if cat is None:
+                continue
+            x0, y0, x1, y1 = (float(v) for v in det.boxes[i])
+            r: dict[str, Any] = {
+                "image_id": image_id,
+                "category_id": cat,
+                "score": float(det.scores[i]),
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+            }
+            if with_masks:
+                r["segmentation"] = rle_encode(det.masks[i])  # type: ignore[index]
+            out.append(r | self.coco_result_extra(det, i))
+        return out
+
+    def coco_result_extra(self, det: Detections, i: int) -> dict[str, Any]:
+        """The task's keys of detection ``i``'s COCO result (after ``segmentation``)."""
         return {}
 
     # ------------------------------------------------------------------ presenting

@@ -54,6 +54,15 @@ class Keypoints(Task):
             "keypoint_skeleton": tuple(tuple(p) for p in result.get("keypoint_skeleton", ())),
         }
 
+    def coco_result_extra(self, det: Detections, i: int) -> dict[str, Any]:
+        """``keypoints``: ``[x, y, score] * K`` flat, x and y minus 0.5 (COCO's keypoints are pixel
+        indices; Detectron2's ``instances_to_coco_json`` does the same)."""
+        if det.keypoints is None:
+            return {}
+        kp = det.keypoints[i].astype(np.float64)
+        kp[:, :2] -= 0.5
+        return {"keypoints": kp.reshape(-1).tolist()}
+
     def tolerance_text(self, tol: Any) -> str:
         return f", keypoints <= {tol.keypoint_px} px"
 
