@@ -143,3 +143,41 @@ def test_variable_frame_rate_times_are_the_frames_own(tmp_path):
     times = [0.0, 0.04, 0.5, 0.52, 1.7]
     path = _write_raw(tmp_path / "vfr.mp4", [np.roll(rgb, 8 * i, axis=1) for i in range(5)], times)
     assert [round(f.time_s, 3) for f in read_frames(path)] == times
+
+
+def test_long_videos_are_capped_and_the_summary_says_so(clip, tmp_path, monkeypatch):
+    """The app's cap (D2OV_MAX_VIDEO_SECONDS): only the first seconds are decoded and processed, the
+    rendered video has just those frames, and the summary tells the person why it is shorter."""
+    from d2ov_core.serve.handlers import max_video_seconds
+    from d2ov_core.serve.video import process_video
+
+    pred = Predictor(bundled_ir("demo/mask_rcnn_shapes", "INT8"))
+    run = process_video(pred, clip, tmp_path / "out.mp4", every=2, max_seconds=0.5)
+    assert [r["frame"] for r in run.records] == [0, 2]  # 0.5 s at 10 frames/s, every 2nd frame
+    assert video_info(tmp_path / "out.mp4")["frames"] == 2
+    assert run.summary("clip.mp4").endswith("only the first 0.5 s were processed (longer inputs are capped)")
+    full = process_video(pred, clip, None, every=4, max_seconds=60)
+    assert [r["frame"] for r in full.records] == [0, 4, 8] and "capped" not in full.summary("clip.mp4")
+    monkeypatch.setenv("D2OV_MAX_VIDEO_SECONDS", "ten")
+    with pytest.raises(InputError, match="D2OV_MAX_VIDEO_SECONDS must be a number of seconds, got 'ten'"):
+        max_video_seconds()
+    monkeypatch.setenv("D2OV_MAX_VIDEO_SECONDS", "0")
+    with pytest.raises(InputError, match="must be > 0"):
+        max_video_seconds()
+
+
+def test_a_4k_frame_goes_through_at_its_size(tmp_path):
+    """A 3840x2160 video: decoded, detected and drawn at its size (boxes in its pixels)."""
+    from d2ov_core.serve.video import process_video
+
+    small = next(read_frames(make_clip(tmp_path / "c.mp4", frames=1))).rgb
+    big = np.ascontiguousarray(np.kron(small[:216, :302], np.ones((10, 13, 1), np.uint8))[:2160, :3840])
+    with VideoWriter(tmp_path / "4k.mp4", fps=10) as w:
+        w.write(big)
+    pred = Predictor(bundled_ir("demo/mask_rcnn_shapes", "INT8"))
+    run = process_video(pred, tmp_path / "4k.mp4", tmp_path / "out.mp4")
+    (record,) = run.records
+    assert (record["width"], record["height"]) == (3840, 2160) and len(record["instances"]) > 0
+    assert max(i["box"][2] for i in record["instances"]) > 1000  # in the 4K frame's pixels
+    info = video_info(tmp_path / "out.mp4")
+    assert (info["width"], info["height"], info["frames"]) == (3840, 2160, 1)
