@@ -58,6 +58,13 @@ class VideoRun:
         return text
 
 
+def _steady(det: Detections) -> Detections:
+    """``det`` as a video frame is drawn: untracked detections marked as such (track id -1), so that
+    the renderer gives them their class's colour in every frame. (Detectron2's Visualizer picks a
+    random colour per instance: frame after frame the same object would flicker.)"""
+    return det if det.track_ids is not None else det.with_track_ids(np.full(len(det), -1, np.int64))
+
+
 def frames_through(
     predictor, frames: Iterable[Frame], threshold: float | None
 ) -> Iterator[tuple[Frame, np.ndarray, Detections]]:
@@ -119,7 +126,7 @@ def process_video(
             model_ms.append(det.timings.get("inference", 0.0))
             per_class.update(det.labels.tolist())
             if writer:
-                writer.write(render(rgb, det, predictor.labels, task=predictor.task))
+                writer.write(render(rgb, _steady(det), predictor.labels, task=predictor.task))
             if progress:
                 progress(len(records), total, len(records) / (time.perf_counter() - t0))
     return VideoRun(
