@@ -215,7 +215,18 @@ class _Progress:
             print(file=sys.stderr)
 
 
-def _run_pipeline(job: dict[str, Any], predictor: Any, pipeline: Pipeline, work: Path) -> dict[str, Any]:
+def _draw_with(pipeline: Pipeline, render: Render) -> None:
+    """Make ``pipeline`` draw with ``render`` (the loop's): ``process_video`` takes no renderer, it
+    calls the ``render`` of its module. A workaround in this worker process only, until it takes one."""
+    if "render" not in getattr(pipeline, "__globals__", {}):
+        raise InputError(f"{pipeline!r} draws with a renderer this bench cannot choose: no --renderer")
+    pipeline.__globals__["render"] = render
+
+
+def _run_pipeline(
+    job: dict[str, Any], predictor: Any, pipeline: Pipeline, render: Render, work: Path
+) -> dict[str, Any]:
+    _draw_with(pipeline, render)
     log = _DetectionLog(Path(job["dets_out"]))
     tap = _Tap(predictor, log)
     progress = _Progress("pipeline", job["quiet"])
@@ -317,13 +328,14 @@ def _worker(job: dict[str, Any], pipeline: Pipeline, render: Render, out: str) -
         for _ in range(job["warmup"]):
             predictor.predict(first)
         render(first, predictor.predict(first), predictor.labels, task=predictor.task)  # the renderer's imports
+        warm_peak_kb = _peak_rss_kb()
         if job["variant"] == "pipeline":
-            for _ in predictor.stream_frames([first, first]):  # the asynchronous requests' first inferences
-                pass
-            row = _run_pipeline(job, predictor, pipeline, work)
+            row = _run_pipeline(job, predictor, pipeline, render, work)
         else:
             row = _run_loop(job, predictor, render, work)
-        row.update(variant=job["variant"], run=job["run"], peak_rss_mb=_peak_rss_kb() / 1024)
+        row.update(
+            variant=job["variant"], run=job["run"], peak_rss_mb=_peak_rss_kb() / 1024, warm_rss_mb=warm_peak_kb / 1024
+        )
         Path(out).write_text(json.dumps(row))
     except BaseException as e:
         Path(out).write_text(json.dumps({"error": f"{type(e).__name__}: {first_line(e)}"}))
