@@ -8,7 +8,8 @@ its own process (spawned: a fresh interpreter, so its peak RSS is its own):
     frames stream from the decoder through the predictor's ``AsyncInferQueue`` (decoding, pre- and
     postprocessing, drawing and encoding overlap with inference) into the renderer and the encoder;
   * ``loop``: one frame at a time, nothing overlapped: decode, ``predictor.predict_image``, render,
-    encode.
+    encode, and the frame's JSON record (``Detections.to_dict``, masks as RLE), as ``process_video``
+    makes and keeps one per frame: both variants do the same work.
 
 Reported per variant (median over ``runs`` processes, each after ``warmup`` untimed predictions, one
 untimed drawing and, for the pipeline, one untimed pass of two frames through its queue): frames, wall
@@ -17,9 +18,9 @@ milliseconds per frame (median of ``Detections.timings["inference"]``; in the pi
 submission to result, so it includes queueing), where the time goes (mean milliseconds per frame:
 decode, preprocess, inference, postprocess, render, encode; in the pipeline the stages overlap, so
 only decode, pre/postprocess, the time waiting on the pipeline and the time drawing and encoding are
-separable), the peak RSS of the process (``VmHWM``), and whether its detections are the loop's: class,
-box and score of every detection of every frame compared exactly (a benchmark whose variants disagree
-says so).
+separable; ``record``: the JSON record), the peak RSS of the process (``VmHWM``), and whether its
+detections are the loop's: class, box and score of every detection of every frame compared exactly (a
+benchmark whose variants disagree says so).
 
 This module does not import :mod:`d2ov_core.serve` (the layout keeps measure below serve): the
 pipeline and the renderer are passed in, and reach the worker processes by reference (spawn pickles
@@ -57,7 +58,7 @@ __all__ = ["VIDEO_VARIANTS", "run_bench_video", "synthetic_clip", "check_video",
 
 VIDEO_VARIANTS = {
     "pipeline": "process_video: requests in flight, decode / draw / encode overlapped with inference",
-    "loop": "one frame at a time: decode, predict, render, encode",
+    "loop": "one frame at a time: decode, predict, render, encode, JSON record",
 }
 #: the size of the synthetic clips (``--frames N``): what a webcam or a phone's small video is
 SYNTHETIC_SIZE = (640, 480)
@@ -267,9 +268,10 @@ def _run_pipeline(
 def _run_loop(job: dict[str, Any], predictor: Any, render: Render, work: Path) -> dict[str, Any]:
     log = _DetectionLog(Path(job["dets_out"]))
     show = _Progress("loop", job["quiet"])
-    total = {k: 0.0 for k in ("decode", "render", "encode")}
+    total = {k: 0.0 for k in ("decode", "render", "encode", "record")}
     timings = {k: 0.0 for k in ("preprocess", "inference", "postprocess")}
     inference: list[float] = []
+    records: list[dict[str, Any]] = []  # what process_video returns: one JSON record per frame
     n = 0
     info = video_info(job["video"])
     t0 = time.perf_counter()
@@ -288,8 +290,11 @@ def _run_loop(job: dict[str, Any], predictor: Any, render: Render, work: Path) -
             t3 = time.perf_counter()
             writer.write(drawn)
             t4 = time.perf_counter()
+            records.append({"source": job["video"], "frame": frame.number, "time_s": frame.time_s, **det.to_dict()})
+            t5 = time.perf_counter()
             total["render"] += t3 - t2
             total["encode"] += t4 - t3
+            total["record"] += t5 - t4
             for k in timings:
                 timings[k] += det.timings[k]
             inference.append(det.timings["inference"])
@@ -307,6 +312,7 @@ def _run_loop(job: dict[str, Any], predictor: Any, render: Render, work: Path) -
         **{k: v / d for k, v in timings.items()},
         "render": 1e3 * total["render"] / d,
         "encode": 1e3 * total["encode"] / d,
+        "record": 1e3 * total["record"] / d,
     }
     return {
         "frames": n,
@@ -550,11 +556,12 @@ def _stage_text(variant: str, s: dict[str, float]) -> str:
     if variant == "pipeline":
         return (
             f"decode {s['decode']:.1f}, pre {s['preprocess']:.1f} + post {s['postprocess']:.1f}, "
-            f"waiting {s['waiting']:.1f}, render+encode {s['render_encode']:.1f}"
+            f"waiting {s['waiting']:.1f}, render+encode+record {s['render_encode']:.1f}"
         )
     return (
         f"decode {s['decode']:.1f}, pre {s['preprocess']:.1f}, infer {s['inference']:.1f}, "
         f"post {s['postprocess']:.1f}, render {s['render']:.1f}, encode {s['encode']:.1f}"
+        + (f", record {s['record']:.1f}" if "record" in s else "")
     )
 
 
@@ -591,7 +598,8 @@ def markdown_video(report: dict[str, Any]) -> str:
     lines.append(
         "End to end: from opening the video to the annotated MP4 being complete (decode, model, drawing, "
         "H.264 encoding). Pipeline model ms: submission to result (includes queueing); its stages overlap, "
-        "`waiting` is the time the caller waited on results beyond decoding and pre/postprocessing. "
+        "`waiting` is the time the caller waited on results beyond decoding and pre/postprocessing; "
+        "record: the frame's JSON record (masks as RLE), which process_video keeps for every frame. "
         "Detections: every frame's classes, boxes and scores compared exactly with the loop's first run."
     )
     return "\n".join(lines) + "\n"
