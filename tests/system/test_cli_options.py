@@ -78,6 +78,10 @@ BASE = {
 NO_MODEL = {"list", "space", "serve"}
 
 _INT8 = ["--precision", "INT8", "--calibration", "{cal}", "--calibration-size", "1"]
+_VIDEO_BENCH = [
+    "!", "{model}", "--video", "{video}", "--runs", "1", "--warmup", "0", "--every", "3", "--max-frames", "2",
+    "--precision", "INT8", "--renderer", "plain", "--out", "{tmp}/bv",
+]  # fmt: skip
 _SET = ["--annotations", "{ann}", "--images", "{images}"]
 _PT = ["--backend", "pytorch"]
 _OWN = ["{config}", "--weights", "{pth}", "--classes", "{classes}"]  # a user's own model: config + weights + names
@@ -181,6 +185,13 @@ VALUES: dict[tuple[str, str], list[list[str]]] = {
     ("eval", "--classes"): [["!", *_OWN, *_PT, *_SET, "--limit", "1"]],
     ("eval", "--static-shape"): [["--static-shape", "512x512"]],
     ("bench", "--weights"): [["--weights", "{pth}"]],
+    # the video bench: one run takes every video option's code path (identical cases run once)
+    ("bench", "--video"): [_VIDEO_BENCH],
+    ("bench", "--every"): [_VIDEO_BENCH],
+    ("bench", "--max-frames"): [_VIDEO_BENCH],
+    ("bench", "--renderer"): [_VIDEO_BENCH],
+    ("bench", "--precision"): [_VIDEO_BENCH, ["--precision", "INT8"]],  # the second: not without a video
+    ("bench", "--frames"): [["!", "{model}", "--frames", "2", "--runs", "1", "--warmup", "0", "--renderer", "plain"]],
     ("bench", "--static-shape"): [["--static-shape", "512x512", "--variants", "ov-static"]],
     ("profile", "--weights"): [["--weights", "{pth}"]],
     ("profile", "--static-shape"): [["--static-shape", "512x512"]],
@@ -230,6 +241,11 @@ REFUSED = [
         "not with --backend pytorch",
     ),
     ("predict", lambda a: "--track" in a and not any(x.endswith(".mp4") for x in a), "no video among the inputs"),
+    (
+        "bench",
+        lambda a: "--video" not in a and "--frames" not in a and "--precision" in a,
+        "only with --video or --frames",
+    ),
     ("push", lambda a: "--dry-run" not in a, "offline"),  # the Hub, offline here
     ("space", lambda a: "--dry-run" not in a, ""),
     ("export", lambda a: "bad/name" in a, "name"),
