@@ -4,6 +4,8 @@ SAMPLES := $(wildcard d2ov_core/data/samples/shapes_*.jpg)
 DEMOS := demo/faster_rcnn_shapes demo/mask_rcnn_shapes
 KEYPOINT_DEMO := demo/keypoint_rcnn_figures
 PANOPTIC_DEMO := demo/panoptic_fpn_shapes
+#: pytest-xdist workers for make test (each takes whole test files, so a module's fixtures are built once)
+WORKERS ?= 2
 #: system tests that take seconds each (make check): the bundled models through the library and the CLI
 QUICK_SYSTEM := tests/system/test_shapes_data.py tests/system/test_predictor.py
 
@@ -20,7 +22,7 @@ demo: setup       ## the CLI on the bundled samples with the bundled demo model
 
 test:             ## the full suite, browser test included (what CI runs)
 	@D2OV_BROWSER=1 D2OV_SERVE=1 bash tools/setup.sh
-	$(PY) -m pytest -q --timeout=600 --durations=25 -rs -p no:cacheprovider
+	$(PY) -m pytest -q --timeout=600 --durations=25 -rs -p no:cacheprovider -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 check: lint       ## the edit loop, under 5 minutes: lint, the unit tests, the quick system tests
 	$(PY) -m pytest -q -x -p no:cacheprovider --timeout=600 tests/unit $(QUICK_SYSTEM)

@@ -242,6 +242,33 @@ def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
+#: the test files that take longest (``--durations`` of the last runs), longest first: ``make test``
+#: runs files on two workers in collection order (``--dist loadfile --no-loadscope-reorder``), so
+#: starting the long ones first keeps one worker from being left with a long file at the end
+LONGEST_FIRST = (
+    "system/test_cli_options",
+    "system/test_stages",
+    "system/test_app_reliability",
+    "system/test_convert",
+    "system/test_space",
+    "system/test_app",
+    "system/test_panoptic_demo",
+    "system/test_keypoint_demo",
+    "system/test_demo_models",
+    "system/test_wheel",
+    "system/test_faults",
+    "system/test_bench_video",
+    "system/test_bench",
+    "system/test_zoo_mirror",
+    "system/test_peers",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(f"{item.path.parent.name}/{item.path.stem}", len(rank)))
+
+
 #: the only reasons a test may skip when ``CI=true``: hardware a CI machine may lack (the same test runs
 #: on the other CPU kind). Any other skip fails the run there: CI must not pass by not testing.
 CI_ALLOWED_SKIPS = ("this CPU has no native bfloat16",)

@@ -30,6 +30,7 @@ VPY="$VENV/bin/python"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_of)" ] && "$VPY" -c "import detectron2, d2ov_core" 2>/dev/null; then
   echo "[setup] .venv is up to date"
 else
+  want=$(stamp_of)  # taken before installing: an edit made meanwhile is installed by the next run
   echo "[setup] installing python packages (first run: a few minutes)"
   pipq install --upgrade "pip>=24" "setuptools>=70,<81" wheel
   pipq install -r requirements.txt
@@ -45,7 +46,7 @@ from detectron2 import model_zoo
 p = model_zoo.get_config_file('COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml')
 print('[setup] detectron2 ok, model-zoo configs at', p.rsplit('/', 2)[0])
 "
-  stamp_of > "$STAMP"
+  echo "$want" > "$STAMP"
 fi
 
 # The KServe predictor's own venv (kserve conflicts with .venv's psutil/pandas: requirements-serve.txt);
