@@ -150,7 +150,7 @@ def _segments_plain(image_rgb: np.ndarray, segment_map: np.ndarray, segments, na
         labels.append((float(xs[order[k]]), float(ys[order[k]]), text, color))
     img = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default(size=max(10, round(min(h, w) / 45)))
+    font = _font(max(10, round(min(h, w) / 45)))
     for x, y, text, color in labels:
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         x0, y0 = (
@@ -188,6 +188,22 @@ def _skeleton_color(i: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+@functools.lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's default font at ``size`` (loaded once per size: a video draws hundreds of frames)."""
+    return ImageFont.load_default(size=size)
+
+
+def _around(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The rows and columns that hold ``mask``'s pixels, one more on each side where the image has it
+    (so :func:`_outline` of the window is the outline in the whole image); ``None`` for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    h, w = mask.shape
+    return slice(max(rows[0] - 1, 0), min(rows[-1] + 2, h)), slice(max(cols[0] - 1, 0), min(cols[-1] + 2, w))
+
+
 def _outline(mask: np.ndarray) -> np.ndarray:
     """Pixels of ``mask`` with a 4-neighbour outside it."""
     inner = mask.copy()
@@ -198,18 +214,28 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
+def _paint_masks(out: np.ndarray, masks: np.ndarray, colors: list[tuple[int, int, int]]) -> None:
+    """Each mask half-tinted with its colour and outlined, in place on the float image ``out``; each
+    in its window (:func:`_around`): a mask costs its size, not the image's."""
+    for mask, color in zip(masks, colors):
+        window = _around(mask)
+        if window is None:
+            continue
+        part, region = mask[window], out[window]
+        np.copyto(region, 0.5 * region + 0.5 * np.asarray(color, np.float32), where=part[..., None])
+        region[_outline(part)] = color
+
+
 def _render_plain(image_rgb: np.ndarray, det: Detections, names: list[str]) -> np.ndarray:
     out = np.asarray(image_rgb, dtype=np.float32).copy()
     h, w = out.shape[:2]
     colors = [_instance_color(det, i) for i in range(len(det))]
     if det.masks is not None:
-        for mask, color in zip(det.masks, colors):
-            out[mask] = 0.5 * out[mask] + 0.5 * np.asarray(color, np.float32)
-            out[_outline(mask)] = color
+        _paint_masks(out, det.masks, colors)
     img = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
     width = max(1, round(min(h, w) / 300))
-    font = ImageFont.load_default(size=max(10, round(min(h, w) / 45)))
+    font = _font(max(10, round(min(h, w) / 45)))
     for i, (box, color) in enumerate(zip(det.boxes, colors)):
         x0, y0, x1, y1 = (float(v) for v in box)
         draw.rectangle([x0, y0, x1, y1], outline=color, width=width)

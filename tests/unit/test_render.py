@@ -52,3 +52,28 @@ def test_plain_renderer_without_masks_draws_box_outlines(image):
 
 def test_renderer_is_detectron2_where_it_is_installed():
     assert renderer() == "detectron2"  # the repository's environment has detectron2 and torch
+
+
+def test_plain_masks_drawn_in_their_window_equal_masks_drawn_over_the_image():
+    """The plain renderer paints each mask in the rows and columns that hold it (a mask costs its size,
+    not the image's): pixel for pixel what painting over the whole image gives, for masks that overlap,
+    touch the image's edges, are one pixel, are scattered over the image, or are empty."""
+    from d2ov_core.serve.render import _outline, _paint_masks
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8).astype(np.float32)
+    masks = np.zeros((6, H, W), bool)
+    masks[0, 0:40, 0:50] = True  # the top-left corner
+    masks[1, 20:70, 30:90] = True  # overlaps the first
+    masks[2, 90:, 120:] = True  # the bottom-right corner
+    masks[3, 50, 80] = True  # one pixel
+    masks[4] = rng.random((H, W)) > 0.7  # scattered over the whole image
+    colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (9, 9, 9)]  # [5] is empty
+    expected = image.copy()
+    for mask, color in zip(masks, colors):
+        expected[mask] = 0.5 * expected[mask] + 0.5 * np.asarray(color, np.float32)
+        expected[_outline(mask)] = color
+    painted = image.copy()
+    _paint_masks(painted, masks, colors)
+    assert np.array_equal(painted, expected)
+    assert (painted != image).any(axis=2).sum() > H * W / 4  # it did paint
