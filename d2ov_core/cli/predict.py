@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
 
 from ..errors import InputError
 from ..runtime import settings as S
-from ..runtime.detections import predictions_document
+from ..runtime.detections import PredictionsWriter
 from ..runtime.video import is_video
 from ..serve.render import render
 from ..serve.video import process_video
@@ -22,7 +24,6 @@ from .common import (
     is_model_arg,
     make_predictor,
     threshold_type,
-    write_json,
 )
 
 
@@ -128,9 +129,9 @@ def _check_pytorch_options(args) -> None:
         )
 
 
-def _predict_video(predictor, path: str, args, render_dir: Path | None) -> list[dict]:
-    """One video: a JSON record per processed frame; with ``render_dir``, ``<name>.mp4`` drawn like
-    images. Progress on stderr about once a second."""
+def _predict_video(predictor, path: str, args, render_dir: Path | None, sink: Callable[[dict], None]) -> None:
+    """One video: a JSON record per processed frame to ``sink``; with ``render_dir``, ``<name>.mp4``
+    drawn like images. Progress on stderr about once a second."""
     shown = [time.perf_counter()]
 
     def progress(done: int, total: int | None, fps: float) -> None:
@@ -141,14 +142,42 @@ def _predict_video(predictor, path: str, args, render_dir: Path | None) -> list[
 
     out = render_dir / (Path(path).stem + ".mp4") if render_dir else None
     done = process_video(
-        predictor, path, out, args.every, args.max_frames, threshold=args.threshold, progress=progress, track=args.track
-    )
+        predictor, path, out, args.every, args.max_frames, threshold=args.threshold, progress=progress,
+        track=args.track, sink=sink,
+    )  # fmt: skip
     if not args.quiet and done.wall_s >= 1.0:
         print(file=sys.stderr)
     print(done.summary(path))
     if out:
         print(f"  rendered {out}")
-    return done.records
+
+
+def _predict_images(predictor, images: list[str], args, render_dir: Path | None, keep: Callable[[dict], None]) -> None:
+    """The still images: a result per image to ``keep``, a line per image; with ``render_dir``,
+    ``<name>.png``. Several requests in flight with ``--hint THROUGHPUT``."""
+    t0 = time.perf_counter()
+    if (
+        args.hint == "THROUGHPUT" and args.backend == "openvino" and len(images) > 1
+    ):  # also --server: requests in flight
+        # AsyncInferQueue: decoding/preprocessing overlaps with several requests in flight
+        done = zip(images, predictor.predict_many(images, threshold=args.threshold))
+    else:
+        done = ((img, predictor.predict_image(img, threshold=args.threshold)) for img in images)
+    for img, (rgb, det) in done:
+        keep({"image": str(img), **det.to_dict()})
+        summary = ", ".join(f"{l} {s:.2f}" for l, s in zip(det.labels[:8], det.scores[:8]))
+        more = f", +{len(det) - 8} more" if len(det) > 8 else ""
+        print(
+            f"{img}: {len(det)} detections in {det.timings['total']:.0f} ms"
+            + (f" ({summary}{more})" if len(det) else "")
+        )
+        if render_dir:
+            out = render_dir / (Path(img).stem + ".png")
+            Image.fromarray(render(rgb, det, predictor.labels, task=predictor.task)).save(out)
+            print(f"  rendered {out}")
+    if len(images) > 1:
+        wall = time.perf_counter() - t0
+        print(f"{len(images)} images in {wall:.1f} s ({len(images) / wall:.2f} images/s, {args.hint.lower()} mode)")
 
 
 def _check_track(args, inputs: list[str]) -> None:
@@ -192,35 +221,17 @@ def run(args) -> int:
 
     videos = [i for i in images if is_video(i)]
     images = [i for i in images if not is_video(i)]
-    results = [r for v in videos for r in _predict_video(predictor, v, args, render_dir)]
-
-    t0 = time.perf_counter()
-    if (
-        args.hint == "THROUGHPUT" and args.backend == "openvino" and len(images) > 1
-    ):  # also --server: requests in flight
-        # AsyncInferQueue: decoding/preprocessing overlaps with several requests in flight
-        done = zip(images, predictor.predict_many(images, threshold=args.threshold))
-    else:
-        done = ((img, predictor.predict_image(img, threshold=args.threshold)) for img in images)
-    for img, (rgb, det) in done:
-        results.append({"image": str(img), **det.to_dict()})
-        summary = ", ".join(f"{l} {s:.2f}" for l, s in zip(det.labels[:8], det.scores[:8]))
-        more = f", +{len(det) - 8} more" if len(det) > 8 else ""
-        print(
-            f"{img}: {len(det)} detections in {det.timings['total']:.0f} ms"
-            + (f" ({summary}{more})" if len(det) else "")
-        )
-        if render_dir:
-            out = render_dir / (Path(img).stem + ".png")
-            Image.fromarray(render(rgb, det, predictor.labels, task=predictor.task)).save(out)
-            print(f"  rendered {out}")
-    if len(images) > 1:
-        wall = time.perf_counter() - t0
-        print(f"{len(images)} images in {wall:.1f} s ({len(images) / wall:.2f} images/s, {args.hint.lower()} mode)")
-    if args.json:
+    writer = None
+    if args.json:  # results go to the file as they come: a long video or a large folder is not held
         threshold = args.threshold if args.threshold is not None else S.SETTINGS["confidence_threshold"].default
         backend = "remote" if args.server else args.backend
         device = predictor.device if args.server else args.device if args.backend == "openvino" else "cpu"
-        write_json(args.json, predictions_document(predictor.describe(), backend, device, threshold, results))
+        writer = PredictionsWriter(args.json, predictor.describe(), backend, device, threshold)
+    with writer or contextlib.nullcontext():
+        keep = writer.add if writer else (lambda result: None)
+        for v in videos:
+            _predict_video(predictor, v, args, render_dir, keep)
+        _predict_images(predictor, images, args, render_dir, keep)
+    if args.json:
         print(f"wrote {args.json}")
     return 0

@@ -32,11 +32,21 @@ Nothing here imports torch, detectron2 or openvino.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Detections", "rle_encode", "rle_decode", "predictions_document", "KEYPOINT_THRESHOLD"]
+__all__ = [
+    "Detections",
+    "rle_encode",
+    "rle_decode",
+    "predictions_document",
+    "PredictionsWriter",
+    "KEYPOINT_THRESHOLD",
+]
 
 _SEGMENT_KEYS = {"id", "label", "category_id", "isthing", "score", "area"}
 
@@ -314,3 +324,61 @@ def predictions_document(
     """The JSON document of ``d2ov predict --json`` and of the app's download (one schema, built
     here only): ``results`` are ``{"image": name, **Detections.to_dict()}``."""
     return {"model": model, "backend": backend, "device": device, "threshold": float(threshold), "results": results}
+
+
+class PredictionsWriter:
+    """:func:`predictions_document` written to ``path`` one result at a time, so that a long video or
+    a large folder is never held in memory: the same bytes as ``json.dumps(document, indent=indent)``.
+    A context manager; the file appears complete or not at all (written under a temporary name,
+    renamed on a clean exit, removed on an error)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        model: dict[str, Any],
+        backend: str,
+        device: str,
+        threshold: float,
+        indent: int | None = 1,
+    ):
+        self.path = Path(path)
+        self.indent = indent
+        head = json.dumps(predictions_document(model, backend, device, threshold, []), indent=indent)
+        end = "[]\n}" if indent is not None else "[]}"
+        assert head.endswith(end), head[-20:]
+        self._head = head[: -len(end)] + "["
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._file: Any = None
+        self.count = 0
+
+    def __enter__(self) -> PredictionsWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self._tmp, "w")
+        self._file.write(self._head)
+        return self
+
+    def add(self, result: dict[str, Any]) -> None:
+        """One more entry of ``"results"`` (``{"image": name, **Detections.to_dict()}`` or a video
+        frame's record)."""
+        if self.indent is None:
+            text = (", " if self.count else "") + json.dumps(result)
+        else:
+            pad = " " * (2 * self.indent)  # "results" is two levels deep
+            body = "\n".join(pad + line for line in json.dumps(result, indent=self.indent).splitlines())
+            text = (",\n" if self.count else "\n") + body
+        self._file.write(text)
+        self.count += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                if self.indent is None:
+                    self._file.write("]}")
+                else:
+                    self._file.write(("\n" + " " * self.indent + "]" if self.count else "]") + "\n}")
+            self._file.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+        finally:
+            if self._tmp.exists():
+                self._tmp.unlink()

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import D2ovError, DeviceError, ImageError, InputError
 from ..measure.proof import proof_text
 from ..runtime import settings as S
-from ..runtime.detections import Detections, predictions_document
+from ..runtime.detections import Detections, PredictionsWriter, predictions_document
 from ..runtime.images import load_image
 from ..runtime.tasks import Task, all_tasks, get_task, task_of
 from ..store import catalog
@@ -300,14 +300,15 @@ def detect_video(
     predictor = service.predictor(name, device, p.name)
     prune_outputs(out_dir)
     out = out_dir / f"video-{uuid.uuid4().hex}.mp4"
-    done = process_video(
-        predictor, path, out, every, max_seconds=max_video_seconds(), threshold=float(threshold), progress=progress,
-        source=shown, track=bool(track),
-    )  # fmt: skip
     backend = "openvino" if predictor.xml is not None else "remote"
-    doc = predictions_document(predictor.describe(), backend, str(predictor.device), float(threshold), done.records)
     json_path = out_dir / f"predictions-{uuid.uuid4().hex}.json"
-    json_path.write_text(json.dumps(doc))
+    with PredictionsWriter(
+        json_path, predictor.describe(), backend, str(predictor.device), float(threshold), indent=None
+    ) as records:  # one record per frame, written as it comes
+        done = process_video(
+            predictor, path, out, every, max_seconds=max_video_seconds(), threshold=float(threshold),
+            progress=progress, source=shown, track=bool(track), sink=records.add,
+        )  # fmt: skip
     return str(out), str(json_path), done.summary(shown) + f" — {p.name} on {predictor.device}"
 
 

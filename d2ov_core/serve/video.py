@@ -29,8 +29,8 @@ __all__ = ["VideoRun", "process_video", "frames_through"]
 
 @dataclasses.dataclass
 class VideoRun:
-    """What :func:`process_video` did: the JSON records (one per processed frame), the annotated
-    video (or ``None``), and the numbers a summary needs."""
+    """What :func:`process_video` did: the JSON records (one per processed frame; none when they
+    went to a ``sink``), the annotated video (or ``None``), and the numbers a summary needs."""
 
     records: list[dict[str, Any]]
     video: Path | None
@@ -89,13 +89,17 @@ def process_video(
     progress: Callable[[int, int | None, float], None] | None = None,
     source: str | None = None,
     track: bool = False,
+    sink: Callable[[dict[str, Any]], None] | None = None,
 ) -> VideoRun:
     """Run ``predictor`` on every ``every``-th frame of the video at ``path`` (at most ``max_frames``,
     and only its first ``max_seconds`` when given); with ``render_to``, write the frames drawn as images
     are drawn into that MP4 (complete or not at all). ``progress(done, total or None, frames/s)`` is
     called after each frame. Records carry ``"source"`` (``source``, default the path), ``"frame"``
     (its number in the video) and ``"time_s"``, then an image record's fields. With ``track``, each
-    detection also carries the id of the object it follows across frames (:mod:`.track`; drawn)."""
+    detection also carries the id of the object it follows across frames (:mod:`.track`; drawn).
+    With ``sink``, each record goes to ``sink(record)`` as it is made (say a
+    :class:`~d2ov_core.runtime.detections.PredictionsWriter`'s ``add``) and none is kept: memory
+    does not grow with the video's length (``VideoRun.records`` is then empty)."""
     info = video_info(path)
     tracker = None
     if track:
@@ -111,6 +115,8 @@ def process_video(
         total = min(total, max_frames) if total else max_frames
     source = source or str(path)
     records: list[dict[str, Any]] = []
+    keep = sink if sink is not None else records.append
+    frames = 0
     model_ms: list[float] = []
     per_class: collections.Counter[str] = collections.Counter()
     track_ids: set[int] = set()
@@ -122,17 +128,18 @@ def process_video(
             if tracker:
                 det = tracker.update(det)
                 track_ids.update(int(t) for t in det.track_ids if t >= 0)  # type: ignore[union-attr]
-            records.append({"source": source, "frame": frame.number, "time_s": round(frame.time_s, 4), **det.to_dict()})
+            keep({"source": source, "frame": frame.number, "time_s": round(frame.time_s, 4), **det.to_dict()})
+            frames += 1
             model_ms.append(det.timings.get("inference", 0.0))
             per_class.update(det.labels.tolist())
             if writer:
                 writer.write(render(rgb, _steady(det), predictor.labels, task=predictor.task))
             if progress:
-                progress(len(records), total, len(records) / (time.perf_counter() - t0))
+                progress(frames, total, frames / (time.perf_counter() - t0))
     return VideoRun(
         records=records,
         video=out,
-        frames=len(records),
+        frames=frames,
         wall_s=time.perf_counter() - t0,
         model_ms=statistics.median(model_ms) if model_ms else 0.0,
         per_class=dict(per_class),

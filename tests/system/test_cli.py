@@ -250,6 +250,24 @@ def test_bad_video_files_are_one_line_errors(tmp_path):
     assert not (tmp_path / "r").exists() or list((tmp_path / "r").iterdir()) == []
 
 
+def test_a_failure_half_way_leaves_the_json_that_was_there(tmp_path):
+    """--json is written as the results come (a long video is not held in memory), yet a failure half
+    way (here the second video is not one) loses nothing: the file from before stays, no temporary."""
+    from ..helpers import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=3, fps=10)
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video" * 100)
+    out = tmp_path / "json" / "p.json"
+    out.parent.mkdir()
+    out.write_text('{"before": true}')
+    res = run_cli("predict", "demo/mask_rcnn_shapes", str(clip), str(garbage), "--json", str(out))
+    error = res.stderr.strip().splitlines()[-1]  # after the first video's progress line
+    assert res.returncode == 2 and error.startswith("d2ov: error: cannot read video") and "Traceback" not in res.stderr
+    assert "clip.mp4: 3 frames" in res.stdout  # the first video was done before the second failed
+    assert out.read_text() == '{"before": true}' and [p.name for p in out.parent.iterdir()] == ["p.json"]
+
+
 def test_track_gives_ids_that_follow_objects(tmp_path):
     """--track: the detections are predict()'s on the same frames, and each carries an id that stays
     with its object: in a clip where everything slides 8 px a frame, a track's box moves 8 px."""

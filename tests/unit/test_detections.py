@@ -137,3 +137,39 @@ def test_from_dict_refuses_what_is_not_a_result():
         Detections.from_dict(
             {"height": 2, "width": 2, "instances": [{"box": [1, 2, 3], "score": 1, "class_id": 0, "label": "a"}]}
         )
+
+
+@pytest.mark.parametrize("indent", [1, None])
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_predictions_writer_writes_the_document_json_dumps_writes(tmp_path, indent, count):
+    """Written one result at a time, the file is byte for byte ``json.dumps(predictions_document(...))``
+    (the CLI's --json with indent 1, the app's download compact), nested values and empty ones too."""
+    from d2ov_core.runtime.detections import PredictionsWriter, predictions_document
+
+    results = [
+        {"image": f"{i}.jpg", "instances": [{"box": [1.5, 2.0, 3.0, 4.0], "mask": {"counts": "x1"}}], "e": [], "o": {}}
+        for i in range(count)
+    ]
+    model = {"name": "demo/x", "classes": ["a", "b"], "accuracy": {"FP16": {"box_ap": 70.1}}}
+    with PredictionsWriter(tmp_path / "out" / "p.json", model, "openvino", "CPU", 0.5, indent=indent) as w:
+        for r in results:
+            w.add(r)
+    text = (tmp_path / "out" / "p.json").read_text()
+    assert text == json.dumps(predictions_document(model, "openvino", "CPU", 0.5, results), indent=indent)
+    assert json.loads(text)["results"] == results and w.count == count
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["p.json"]
+
+
+def test_predictions_writer_that_fails_leaves_the_file_that_was_there(tmp_path):
+    """An error half way (a video that stops decoding, Ctrl-C) loses nothing: the file from before stays
+    as it was and no temporary file is left."""
+    from d2ov_core.runtime.detections import PredictionsWriter
+
+    path = tmp_path / "p.json"
+    path.write_text('{"before": true}')
+    with pytest.raises(KeyboardInterrupt):
+        with PredictionsWriter(path, {"name": "m"}, "openvino", "CPU", 0.5) as w:
+            w.add({"image": "a.jpg"})
+            raise KeyboardInterrupt
+    assert path.read_text() == '{"before": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["p.json"]

@@ -202,3 +202,30 @@ def test_video_frames_are_drawn_in_steady_colours(clip):
         a = render(rgb, det, pred.labels, task=pred.task)
         np.random.seed(2)
         assert not np.array_equal(a, render(rgb, det, pred.labels, task=pred.task))
+
+
+def test_records_to_a_sink_are_the_records_kept_and_none_is_held(clip, tmp_path):
+    """``process_video(sink=)``, what the CLI's --json and the app do: each frame's record goes to the
+    sink as it is made, in order, equal to the records kept without one, and the run holds none."""
+    import json
+
+    from d2ov_core.runtime.detections import PredictionsWriter, predictions_document
+    from d2ov_core.serve.video import process_video
+
+    pred = Predictor(bundled_ir("demo/mask_rcnn_shapes", "INT8"))
+    kept = process_video(pred, clip, None, every=3)
+    got: list[dict] = []
+    streamed = process_video(pred, clip, None, every=3, sink=got.append)
+    assert streamed.records == [] and streamed.frames == kept.frames == 4
+    assert [r["frame"] for r in got] == [0, 3, 6, 9]
+
+    def untimed(records):
+        return json.dumps([{k: v for k, v in r.items() if k != "timing_ms"} for r in records])
+
+    assert untimed(got) == untimed(kept.records)  # the same detections, byte for byte
+    assert streamed.per_class == kept.per_class and sum(streamed.per_class.values()) > 0
+    with PredictionsWriter(tmp_path / "p.json", pred.describe(), "openvino", "CPU", 0.5) as w:
+        for record in got:
+            w.add(record)
+    document = predictions_document(pred.describe(), "openvino", "CPU", 0.5, got)
+    assert (tmp_path / "p.json").read_text() == json.dumps(document, indent=1)
