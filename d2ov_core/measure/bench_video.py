@@ -216,18 +216,9 @@ class _Progress:
             print(file=sys.stderr)
 
 
-def _draw_with(pipeline: Pipeline, render: Render) -> None:
-    """Make ``pipeline`` draw with ``render`` (the loop's): ``process_video`` takes no renderer, it
-    calls the ``render`` of its module. A workaround in this worker process only, until it takes one."""
-    if "render" not in getattr(pipeline, "__globals__", {}):
-        raise InputError(f"{pipeline!r} draws with a renderer this bench cannot choose: no --renderer")
-    pipeline.__globals__["render"] = render
-
-
 def _run_pipeline(
     job: dict[str, Any], predictor: Any, pipeline: Pipeline, render: Render, work: Path
 ) -> dict[str, Any]:
-    _draw_with(pipeline, render)
     log = _DetectionLog(Path(job["dets_out"]))
     tap = _Tap(predictor, log)
     progress = _Progress("pipeline", job["quiet"])
@@ -239,6 +230,7 @@ def _run_pipeline(
         every=job["every"],
         max_frames=job["max_frames"],
         progress=progress,
+        renderer=render,
     )
     wall = time.perf_counter() - t0
     log.close()

@@ -90,6 +90,7 @@ def process_video(
     source: str | None = None,
     track: bool = False,
     sink: Callable[[dict[str, Any]], None] | None = None,
+    renderer: Callable[..., np.ndarray] = render,
 ) -> VideoRun:
     """Run ``predictor`` on every ``every``-th frame of the video at ``path`` (at most ``max_frames``,
     and only its first ``max_seconds`` when given); with ``render_to``, write the frames drawn as images
@@ -99,7 +100,8 @@ def process_video(
     detection also carries the id of the object it follows across frames (:mod:`.track`; drawn).
     With ``sink``, each record goes to ``sink(record)`` as it is made (say a
     :class:`~d2ov_core.runtime.detections.PredictionsWriter`'s ``add``) and none is kept: memory
-    does not grow with the video's length (``VideoRun.records`` is then empty)."""
+    does not grow with the video's length (``VideoRun.records`` is then empty). ``renderer(rgb,
+    detections, labels, task=)`` draws a frame (default :func:`~d2ov_core.serve.render.render`)."""
     info = video_info(path)
     tracker = None
     if track:
@@ -133,7 +135,7 @@ def process_video(
             model_ms.append(det.timings.get("inference", 0.0))
             per_class.update(det.labels.tolist())
             if writer:
-                writer.write(render(rgb, _steady(det), predictor.labels, task=predictor.task))
+                writer.write(renderer(rgb, _steady(det), predictor.labels, task=predictor.task))
             if progress:
                 progress(frames, total, frames / (time.perf_counter() - t0))
     return VideoRun(
