@@ -42,7 +42,7 @@ from ..runtime.images import load_image
 from ..runtime.preprocess import preprocess
 from ..store import cache, catalog
 from ..store.catalog import ModelSpec
-from ..store.lookup import _safe
+from ..store.lookup import folder_name
 from .reference import detections_of
 
 __all__ = ["PEERS", "ONNX_OPSET", "OrtRecipe", "ORT_RECIPES", "DEFAULT_ORT_RECIPE", "prepare", "PeerPredictor"]
@@ -155,7 +155,7 @@ def prepare(
     sample = Path(sample) if sample else default_sample(spec)
     calib = [Path(c) for c in calibration] if kind == "ort-int8" else []
     key = _key(spec, weights, sample, calib, recipe if kind == "ort-int8" else None)
-    folder = cache.cache_dir() / "peers" / _safe(spec.name) / key
+    folder = cache.cache_dir() / "peers" / folder_name(spec.name) / key
     target = folder / _FILE[kind]
     if target.is_file() and (folder / "schema.pkl").is_file():
         return target

@@ -37,6 +37,7 @@ __all__ = [
     "BUNDLED_IR_DIR",
     "bundled_ir",
     "cached_ir_dir",
+    "folder_name",
     "problem",
     "find_ir",
     "metadata",
@@ -75,13 +76,15 @@ def bundled_ir(name: str, precision: str = "FP16") -> Path:
     return BUNDLED_IR_DIR / name.replace("/", "__") / precision / IR_NAME
 
 
-def _safe(name: str) -> str:
+def folder_name(name: str) -> str:
+    """``name`` (a catalog name like ``COCO-Detection/faster_rcnn_R_50_FPN_1x``) as one folder name
+    of the cache: runs of anything but letters, digits, ``_ . -`` become ``__``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "__", name).strip("_.") or "model"
 
 
 def cached_ir_dir(name: str) -> Path:
     """The cache folder of ``name``'s conversions (one subfolder per cache key)."""
-    return cache.cache_dir() / "ir" / _safe(name)
+    return cache.cache_dir() / "ir" / folder_name(name)
 
 
 @functools.lru_cache(maxsize=256)
