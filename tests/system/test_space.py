@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -184,9 +185,16 @@ def space_env(space, tmp_path_factory):
     for p in (venv, space):
         subprocess.run(["chmod", "-R", "a+rX,go-w", str(p)], check=True)
     subprocess.run(["chmod", "-R", "a-w", str(site)], check=True)
-    for parent in list(space.parents)[:3] + list(venv.parents)[:3]:
+    for parent in _below_temp(space) + _below_temp(venv):  # pytest's (and xdist's) folders are 0700
         os.chmod(parent, os.stat(parent).st_mode | 0o005)
     return venv, site
+
+
+def _below_temp(path: Path) -> list[Path]:
+    """``path``'s folders below the system's temporary folder (pytest's ``pytest-of-<user>/pytest-N``,
+    and with xdist a ``popen-gwN`` more): the app's user must be able to pass through each."""
+    top = Path(tempfile.gettempdir()).resolve()
+    return [parent for parent in path.resolve().parents if top in parent.parents]
 
 
 @pytest.fixture(scope="module")
