@@ -499,11 +499,18 @@ def test_real_browser_precisions_examples_and_one_error(app_url):
         expect(page.get_by_text("status: unavailable")).to_be_visible(timeout=120_000)
         page.locator("input[type=file]").first.set_input_files(str(sorted(SAMPLES.glob("shapes_*.jpg"))[0]))
         page.get_by_role("button", name="Detect").click()
-        toast = page.get_by_text(f"{zoo} (FP16) is unavailable")
-        expect(toast).to_be_visible(timeout=60_000)
+        message = f"{zoo} (FP16) is unavailable"
+        in_toast = page.get_by_test_id("toast-body").get_by_text(message)
+        expect(in_toast.first).to_be_visible(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "app_unavailable.png"), full_page=True)
-        assert toast.count() == 1  # the error text once, in one place
-        assert page.get_by_text("Error", exact=True).count() <= 2  # the toast's title and the image's status
+        # the error text in the error toast only, not in every output box (Gradio may stack a second toast
+        # of the same error while the first fades, as seen under two test workers)
+        assert page.get_by_text(message).count() == in_toast.count() >= 1
+        # the toast's title and the image's status; Gradio's screen-reader announcement (sr-only) aside
+        shown = [
+            e for e in page.get_by_text("Error", exact=True).all() if "sr-only" not in (e.get_attribute("class") or "")
+        ]
+        assert len(shown) <= 2, [e.get_attribute("class") for e in shown]
 
 
 def test_api_keypoint_model_returns_keypoints(app_url):
