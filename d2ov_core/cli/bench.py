@@ -31,7 +31,7 @@ def register(sub) -> None:
         "--runs", type=int, help="timed passes over the images (default 5); with --video: runs of each variant (1)"
     )
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, help="threads for every variant (default: all cores)")
+    p.add_argument("--threads", type=int, help="threads for every variant (default: the CPUs this process may use)")
     p.add_argument(
         "--variants",
         nargs="+",

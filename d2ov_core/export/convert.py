@@ -281,7 +281,7 @@ def _trace_and_convert(net, spec: ModelSpec, meta: dict[str, Any], sample: Path,
     from .trace import traceable
 
     chw, _ = preprocess(load_image(sample), meta)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(runtime.usable_cpus())
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     log.info("tracing %s on %s (%dx%d)", spec.name, sample.name, chw.shape[2], chw.shape[1])
     tell("tracing the Detectron2 model")

@@ -39,6 +39,7 @@ from ..errors import ConversionError, InputError, first_line
 from ..runtime import settings as S
 from ..runtime.detections import Detections
 from ..runtime.images import load_image
+from ..runtime.ir import usable_cpus
 from ..runtime.preprocess import preprocess
 from ..store import cache, catalog
 from ..store.catalog import ModelSpec
@@ -288,7 +289,7 @@ class PeerPredictor:
         from .model import load_cfg
         from .tasks import export_task
 
-        threads = threads or os.cpu_count() or 1
+        threads = threads or usable_cpus()
         torch.set_num_threads(threads)
         self.kind = kind
         self.spec = catalog.get(model) if isinstance(model, str) else model

@@ -12,7 +12,6 @@ with the OpenVINO predictor detection by detection.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 from ..runtime import settings as S
 from ..runtime.detections import Detections
 from ..runtime.images import load_image
+from ..runtime.ir import usable_cpus
 from ..runtime.tasks import get_task
 from ..store import catalog
 from ..store.catalog import ModelSpec
@@ -58,7 +58,7 @@ class ReferencePredictor:
         from .model import build, cfg_metadata
 
         self.spec = catalog.get(model) if isinstance(model, str) else model
-        torch.set_num_threads(threads or os.cpu_count() or 1)
+        torch.set_num_threads(threads or usable_cpus())
         self.model, self.cfg, self.weights_info = build(self.spec, weights, progress=progress)
         self.metadata = cfg_metadata(self.cfg, self.spec)
         self.labels = list(self.spec.classes)

@@ -26,12 +26,12 @@ objectness lets 1e-6 differences choose other proposals.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConversionError, first_line
+from ..runtime.ir import usable_cpus
 
 __all__ = ["StageGraph", "eager_proposals", "run_stages", "convert_stages", "compile_stages", "run_compiled"]
 
@@ -162,7 +162,7 @@ def convert_stages(graph, image_chw: np.ndarray, boxes: np.ndarray):
     from ..runtime import ir as runtime
     from .patches import exportable
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(usable_cpus())
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     example = (torch.as_tensor(image_chw), torch.as_tensor(boxes))
     try:

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from ..runtime.ir import usable_cpus
+
 __all__ = ["run_bench", "VARIANTS", "markdown", "matmul_peak_gflops", "default_static_shape"]
 
 VARIANTS = {
@@ -287,7 +289,7 @@ def run_bench(
     from ..runtime.settings import PRECISIONS
     from ..store.lookup import find_ir
 
-    threads = threads or os.cpu_count() or 1
+    threads = threads or usable_cpus()
     have_int8 = calibration is not None or (weights is None and find_ir(model, "INT8") is not None)
     variants = variants or [
         v

@@ -48,6 +48,7 @@ from ..errors import InputError, first_line
 from ..export.convert import convert
 from ..export.resolve import given_ir, open_predictor, resolve_ir
 from ..runtime.images import load_image
+from ..runtime.ir import usable_cpus
 from ..runtime.settings import PRECISIONS, Precision
 from ..runtime.video import VIDEO_SUFFIXES, Frame, VideoWriter, is_video, read_frames, video_info
 from ..store import catalog
@@ -409,7 +410,7 @@ def run_bench_video(
         )
     infos = {v: check_video(v) for v in videos}
     precision = precision or PRECISIONS["FP16"]
-    threads = threads or os.cpu_count() or 1
+    threads = threads or usable_cpus()
     xml = _resolve(model, precision, weights, calibration, log)
     load_before = os.getloadavg()
     ctx = multiprocessing.get_context("spawn")

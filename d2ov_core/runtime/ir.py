@@ -40,6 +40,7 @@ __all__ = [
     "exec_precision",
     "bf16_available",
     "COMPUTE",
+    "usable_cpus",
 ]
 
 #: floating-point compute precision on CPU: exact f32 (default) or bf16 (CPUs with native bfloat16)
@@ -62,6 +63,18 @@ def core():
         if _core is None:
             _core = _ov().Core()
         return _core
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (``taskset``, a container's cpuset, a test
+    worker pinned to its share), not the machine's count. The default for every thread count d2ov
+    picks (PyTorch's, the benchmark's; OpenVINO's CPU plugin follows the mask by itself): more
+    threads than usable CPUs fight over them (measured: PyTorch Keypoint R-CNN 3.8x slower with two
+    such processes at 2 threads each on 2 CPUs than pinned at 1 each)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity API (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
 
 
 def openvino_version() -> str:

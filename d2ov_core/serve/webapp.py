@@ -577,7 +577,7 @@ def _start_quietly(service: ModelService, args: argparse.Namespace, mcp: bool, e
 
     async def start() -> gr.Blocks:
         demo = build_demo(service, models=args.model, examples=examples, title=args.title)
-        demo.queue(default_concurrency_limit=max(1, (os.cpu_count() or 2) // 2 + 1), max_size=64)
+        demo.queue(default_concurrency_limit=runtime.usable_cpus() // 2 + 1, max_size=64)
         # server_name/server_port None: Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (a Space's)
         demo.launch(
             server_name=args.host,

@@ -1,5 +1,7 @@
 """runtime.ir: reading IRs and their metadata, compiling, and the errors users see."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ from d2ov_core.errors import DeviceError, InputError, IRError
 from d2ov_core.runtime import ir
 from d2ov_core.store import lookup
 
+from ..conftest import ROOT
 from ..helpers import no_metadata_ir
 
 XML = lookup.bundled_ir("demo/faster_rcnn_shapes", "FP16")
@@ -100,3 +103,20 @@ def test_write_metadata_sets_one_key_in_place(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin", "model.xml"]  # no temporary left
     with pytest.raises(IRError, match="not found"):
         ir.write_metadata(tmp_path / "none.xml", "verification", {})
+
+
+def test_thread_pools_are_sized_to_the_cpus_the_process_may_use():
+    """``usable_cpus`` follows the affinity mask (taskset, a container's cpuset), not the machine's
+    core count: a process pinned to one CPU gets one PyTorch/benchmark thread by default."""
+    import subprocess
+    import sys
+
+    from d2ov_core.runtime.ir import usable_cpus
+
+    assert usable_cpus() == len(os.sched_getaffinity(0))
+    code = (
+        "import os; os.sched_setaffinity(0, [min(os.sched_getaffinity(0))]); "
+        "from d2ov_core.runtime.ir import usable_cpus; print(usable_cpus())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "1", out
