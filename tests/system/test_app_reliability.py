@@ -412,6 +412,7 @@ def test_detect_video_through_the_api(app, client, tmp_path):
 
     from d2ov_core.runtime.predictor import Predictor
     from d2ov_core.runtime.video import read_frames, video_info
+    from d2ov_core.serve.video import process_video
     from d2ov_core.store.lookup import bundled_ir
 
     clip = helpers.make_clip(tmp_path / "clip.mp4", frames=10, fps=10)
@@ -427,13 +428,18 @@ def test_detect_video_through_the_api(app, client, tmp_path):
     assert [(r["source"], r["frame"], r["time_s"]) for r in records] == [("clip.mp4", n, n / 10) for n in (0, 3, 6, 9)]
     pred = Predictor(bundled_ir(DEMO, "FP16"))
     decoded = {f.number: f.rgb for f in read_frames(clip)}
-    for r in records:
+    tracked = process_video(pred, clip, every=3, threshold=0.5, track=True).records  # the library, tracking
+    for r, lib in zip(records, tracked, strict=True):
         ref = pred.predict(decoded[r["frame"]], threshold=0.5).to_dict()["instances"]
         assert [i["label"] for i in r["instances"]] == [i["label"] for i in ref] and len(ref) > 5
         assert max(abs(a - b) for i, j in zip(r["instances"], ref) for a, b in zip(i["box"], j["box"])) <= 1e-2
         ids = [i["track_id"] for i in r["instances"]]
-        if r["frame"] > 0:  # an object gets its id from its second processed frame
-            assert sum(t is not None for t in ids) >= 0.7 * len(ids), ids
+        assert ids == [i["track_id"] for i in lib["instances"]], (r["frame"], ids, lib["instances"])
+        if r["frame"] > 0:  # an object gets its id from its second processed frame (measured: 63-79% tracked)
+            assert sum(t is not None for t in ids) >= 0.5 * len(ids), ids
+    # the shapes slide 24 px between processed frames: most objects keep their id to the last frame
+    first, last = ({i["track_id"] for i in records[n]["instances"]} - {None} for n in (1, -1))
+    assert len(first & last) >= 0.5 * len(first), (first, last)
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"not a video" * 100)
     message = error_of(
