@@ -249,22 +249,36 @@ class Detections:
 def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     """COCO compressed RLE of a 2-D boolean mask, same bytes as ``pycocotools.mask.encode``.
 
-    Returns ``{"size": [H, W], "counts": str}`` (column-major runs, starting with zeros).
+    Returns ``{"size": [H, W], "counts": str}`` (column-major runs, starting with zeros). Only the
+    window around the mask's pixels is scanned: a mask of a few thousand pixels in a 12 MP image
+    costs milliseconds, not the whole image's column-major copy.
     """
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2:
         raise ValueError(f"rle_encode: expected a 2-D mask, found shape {mask.shape}")
     h, w = mask.shape
-    flat = mask.flatten(order="F").astype(np.int8)
-    if flat.size == 0:
-        runs = [0]
-    else:
-        change = np.flatnonzero(np.diff(flat)) + 1
-        bounds = np.concatenate([[0], change, [flat.size]])
-        runs = np.diff(bounds).tolist()
-        if flat[0] == 1:
-            runs = [0] + runs
-    return {"size": [int(h), int(w)], "counts": _rle_counts_to_string(runs)}
+    rows = np.flatnonzero(mask.any(axis=1))
+    if mask.size == 0 or len(rows) == 0:
+        return {"size": [int(h), int(w)], "counts": _rle_counts_to_string([mask.size])}
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(mask[y0:y1].any(axis=0))
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1
+    tall = y1 - y0 + 2  # the window with a row of zeros above and below: every column's runs close in it
+    padded = np.zeros((tall, x1 - x0), np.int8)
+    padded[1:-1] = mask[y0:y1, x0:x1]
+    step = np.diff(padded.ravel(order="F"))
+    starts, ends = np.flatnonzero(step == 1) + 1, np.flatnonzero(step == -1) + 1
+
+    def image_index(p: np.ndarray) -> np.ndarray:  # padded window's column-major index -> the image's
+        return (x0 + p // tall) * h + y0 + p % tall - 1
+
+    starts, ends = image_index(starts), image_index(ends)
+    joined = ends[:-1] == starts[1:]  # a run through a column's last row into the next column's first
+    starts = starts[np.concatenate([[True], ~joined])]
+    ends = ends[np.concatenate([~joined, [True]])]
+    tail = [mask.size] if ends[-1] < mask.size else []  # no zeros after the last run: none written
+    bounds = np.concatenate([[0], np.column_stack([starts, ends]).ravel(), tail]).astype(np.int64)
+    return {"size": [int(h), int(w)], "counts": _rle_counts_to_string(np.diff(bounds).tolist())}
 
 
 def _rle_counts_to_string(runs: list[int]) -> str:

@@ -86,6 +86,39 @@ def test_rle_matches_pycocotools(shape, kind):
     np.testing.assert_array_equal(rle_decode(ours), m)
 
 
+def _window_masks():
+    """Masks whose pixels sit in a window (what ``rle_encode`` scans): at each edge and corner, spanning
+    the full height (runs that go on into the next column), one pixel, and random blobs."""
+    rng = np.random.default_rng(7)
+    h, w = 23, 17
+    cases = []
+    for y0, y1, x0, x1 in [
+        (0, 5, 0, 4),
+        (18, 23, 12, 17),
+        (0, 23, 3, 9),
+        (0, 23, 0, 17),
+        (10, 11, 16, 17),
+        (0, 1, 0, 1),
+    ]:
+        m = np.zeros((h, w), bool)
+        m[y0:y1, x0:x1] = True
+        cases += [m, m & (rng.random((h, w)) > 0.4)]
+    for _ in range(40):
+        m = np.zeros((h, w), bool)
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        y1, x1 = rng.integers(y0 + 1, h + 1), rng.integers(x0 + 1, w + 1)
+        m[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) > rng.choice([0.1, 0.5, 0.9])
+        cases.append(m)
+    return cases
+
+
+def test_rle_of_masks_in_a_window_matches_pycocotools():
+    for m in _window_masks():
+        ref = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
+        assert rle_encode(m)["counts"] == ref["counts"].decode(), np.argwhere(m)[:5]
+        np.testing.assert_array_equal(rle_decode(rle_encode(m)), m)
+
+
 def _panoptic_and_keypoints(n=2, h=20, w=30):
     rng = np.random.default_rng(3)
     seg = np.zeros((h, w), np.int32)
