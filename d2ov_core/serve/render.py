@@ -133,21 +133,39 @@ def _segments_detectron2(image_rgb: np.ndarray, segment_map: np.ndarray, segment
 
 
 def _segments_plain(image_rgb: np.ndarray, segment_map: np.ndarray, segments, names: list[str]) -> np.ndarray:
+    """Every segment tinted with its colour and outlined (white for things), in one pass over the
+    image (segments do not overlap), then labelled at a pixel near its middle row."""
     out = np.asarray(image_rgb, dtype=np.float32).copy()
     h, w = out.shape[:2]
+    segment_map = np.asarray(segment_map)
+    size = max([int(segment_map.max(initial=0))] + [int(seg["id"]) for seg in segments]) + 1
+    fill = np.zeros((size, 3), np.float32)  # per segment id: its colour, its outline's colour, shown or not
+    edge = np.zeros((size, 3), np.float32)
+    shown = np.zeros(size, bool)
     labels = []
     for seg in segments:
         mask = segment_map == seg["id"]
-        if not mask.any():
+        per_row = np.count_nonzero(mask, axis=1)
+        total = int(per_row.sum())
+        if not total:
             continue
         color = _class_color(seg["category_id"]) if seg["isthing"] else _skeleton_color(seg["category_id"])
-        out[mask] = 0.4 * out[mask] + 0.6 * np.asarray(color, np.float32)
-        out[_outline(mask)] = (255, 255, 255) if seg["isthing"] else color
-        ys, xs = np.nonzero(mask)
-        k = len(ys) // 2  # a pixel of the segment near its middle row (a centroid may lie outside it)
-        order = np.lexsort((xs, ys))
+        fill[seg["id"]], edge[seg["id"]], shown[seg["id"]] = color, (255, 255, 255) if seg["isthing"] else color, True
+        k = total // 2  # a pixel of the segment near its middle row, row-major (a centroid may lie outside it)
+        y = int(np.searchsorted(np.cumsum(per_row), k, side="right"))
+        x = int(np.flatnonzero(mask[y])[k - int(per_row[:y].sum())])
         text = seg["label"] + (f" {seg['score'] * 100:.0f}%" if seg["isthing"] and seg["score"] is not None else "")
-        labels.append((float(xs[order[k]]), float(ys[order[k]]), text, color))
+        labels.append((float(x), float(y), text, color))
+    painted = shown[segment_map]
+    tinted = 0.4 * out + 0.6 * fill[segment_map]
+    np.copyto(out, tinted, where=painted[..., None])
+    border = np.zeros((h, w), bool)  # a neighbour (4-connected) of another segment
+    border[1:] |= segment_map[1:] != segment_map[:-1]
+    border[:-1] |= segment_map[:-1] != segment_map[1:]
+    border[:, 1:] |= segment_map[:, 1:] != segment_map[:, :-1]
+    border[:, :-1] |= segment_map[:, :-1] != segment_map[:, 1:]
+    border &= painted
+    out[border] = edge[segment_map[border]]
     img = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
     font = _font(max(10, round(min(h, w) / 45)))
