@@ -77,3 +77,40 @@ def test_plain_masks_drawn_in_their_window_equal_masks_drawn_over_the_image():
     _paint_masks(painted, masks, colors)
     assert np.array_equal(painted, expected)
     assert (painted != image).any(axis=2).sum() > H * W / 4  # it did paint
+
+
+def test_plain_segment_map_in_one_pass_equals_painting_segment_by_segment():
+    """The plain renderer tints and outlines a whole segment map in one pass: pixel for pixel what
+    painting each segment over the image in turn gives (tint, outline), for things and stuff, segments
+    that touch the edges, a one-pixel segment, an id the list does not name (left as it is) and a listed
+    id absent from the map; only the labels differ, each drawn at its segment's middle pixel in
+    row-major order."""
+    from d2ov_core.serve import render as R
+
+    h, w = 400, 600
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    seg_map = np.kron(rng.integers(0, 7, (h // 80 + 1, w // 80 + 1)), np.ones((80, 80), np.int64))[:h, :w]
+    seg_map[200, 300] = 8  # one pixel
+    segments = [
+        {"id": i, "label": f"c{i}", "category_id": i % 3, "isthing": i % 2 == 1, "score": 0.5 + i / 20}
+        for i in (1, 2, 3, 4, 5, 8, 9)  # 6: in the map, not listed; 9: listed, not in the map
+    ]
+    expected = image.astype(np.float32)
+    labelled = np.zeros((h, w), bool)  # where a label may be drawn: around each segment's middle pixel
+    for seg in segments:
+        mask = seg_map == seg["id"]
+        if not mask.any():
+            continue
+        color = R._class_color(seg["category_id"]) if seg["isthing"] else R._skeleton_color(seg["category_id"])
+        expected[mask] = 0.4 * expected[mask] + 0.6 * np.asarray(color, np.float32)
+        expected[R._outline(mask)] = (255, 255, 255) if seg["isthing"] else color
+        ys, xs = np.nonzero(mask)
+        x, y = xs[len(xs) // 2], ys[len(ys) // 2]
+        labelled[max(0, y - 12) : y + 13, max(0, x - 40) : x + 41] = True
+    drawn = R._segments_plain(image, seg_map, segments, [])
+    differs = (drawn != np.clip(expected + 0.5, 0, 255).astype(np.uint8)).any(axis=2)
+    assert not (differs & ~labelled).any(), np.argwhere(differs & ~labelled)[:5]
+    assert differs.sum() > 6 * 50  # the labels are there
+    six = seg_map == 6
+    assert six.any() and np.array_equal(drawn[six & ~labelled], image[six & ~labelled])
