@@ -393,7 +393,7 @@ def test_mcp_schema_lists_detect_and_a_call_returns_detections(app_url):
     from d2ov_core.store.lookup import bundled_ir
 
     assert n == len(Predictor(bundled_ir("demo/mask_rcnn_shapes")).predict(sample, threshold=0.5)) > 0
-    assert re.search(r"/gradio_api/file=\S+\.png", text)  # the rendered image, served by the app
+    assert re.search(r"/gradio_api/file=\S+\.jpeg", text)  # the rendered image (JPEG), served by the app
 
 
 @pytest.mark.xfail(
