@@ -362,7 +362,12 @@ def test_64_requests_from_16_threads_equal_the_sequential_results(model, app, cl
     assert app[0].poll() is None
 
 
-def test_300_sequential_requests_hold_memory(app, tmp_path):
+#: sequential requests of the memory test: each costs about 1.2 s in the app (drawing, Gradio; issue 26),
+#: so 300 took 371 s of CI's 600 s per-test limit; in that run RSS grew 0.08% from request 20 to 200, and to 300
+REQUESTS = 200
+
+
+def test_200_sequential_requests_hold_memory(app, tmp_path):
     from gradio_client import Client
 
     client = Client(app[1], verbose=False, download_files=False)  # an API user who reads the table only
@@ -375,11 +380,11 @@ def test_300_sequential_requests_hold_memory(app, tmp_path):
     samples = []
     t0 = time.perf_counter()
     first: dict[int, list] = {}  # each image's first table: every later answer for it must be the same
-    for i in range(300):
+    for i in range(REQUESTS):
         out = detect(client, images[i % len(images)], "CPU", 0.05)  # 0.05: noise images give detections too
         table = out[1]["data"]
         assert table == first.setdefault(i % len(images), table), f"request {i + 1}: another answer for the same image"
-        if i + 1 in (20, 100, 200, 300):
+        if i + 1 in (20, 100, 150, REQUESTS):
             samples.append((i + 1, rss()))
     wall = time.perf_counter() - t0
     assert sum(len(t) for t in first.values()) > 0, "no detection on any image: the comparison above proved nothing"
@@ -388,13 +393,13 @@ def test_300_sequential_requests_hold_memory(app, tmp_path):
     _record(
         "memory",
         {
-            "requests": 300,
+            "requests": REQUESTS,
             "rss_mb": {n: round(r / 2**20, 1) for n, r in samples},
             "growth_after_20": round(growth, 4),
             "wall_s": round(wall, 1),
         },
     )
-    assert growth < 0.10, f"RSS grew {growth:.1%} from request 20 to 300: {samples}"
+    assert growth < 0.10, f"RSS grew {growth:.1%} from request 20 to {REQUESTS}: {samples}"
     assert app[0].poll() is None
 
 
