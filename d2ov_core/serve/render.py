@@ -152,18 +152,21 @@ def _segments_plain(image_rgb: np.ndarray, segment_map: np.ndarray, segments, na
         color = _class_color(seg["category_id"]) if seg["isthing"] else _skeleton_color(seg["category_id"])
         fill[seg["id"]], edge[seg["id"]], shown[seg["id"]] = color, (255, 255, 255) if seg["isthing"] else color, True
         k = total // 2  # a pixel of the segment near its middle row, row-major (a centroid may lie outside it)
-        y = int(np.searchsorted(np.cumsum(per_row), k, side="right"))
-        x = int(np.flatnonzero(mask[y])[k - int(per_row[:y].sum())])
+        upto = np.cumsum(per_row)  # pixels in the rows up to each row
+        y = int(np.searchsorted(upto, k, side="right"))
+        x = int(np.flatnonzero(mask[y])[k - (int(upto[y - 1]) if y else 0)])
         text = seg["label"] + (f" {seg['score'] * 100:.0f}%" if seg["isthing"] and seg["score"] is not None else "")
         labels.append((float(x), float(y), text, color))
     painted = shown[segment_map]
     tinted = 0.4 * out + 0.6 * fill[segment_map]
     np.copyto(out, tinted, where=painted[..., None])
     border = np.zeros((h, w), bool)  # a neighbour (4-connected) of another segment
-    border[1:] |= segment_map[1:] != segment_map[:-1]
-    border[:-1] |= segment_map[:-1] != segment_map[1:]
-    border[:, 1:] |= segment_map[:, 1:] != segment_map[:, :-1]
-    border[:, :-1] |= segment_map[:, :-1] != segment_map[:, 1:]
+    across_rows = segment_map[1:] != segment_map[:-1]  # each pair compared once, marked on both sides
+    border[1:] |= across_rows
+    border[:-1] |= across_rows
+    across_cols = segment_map[:, 1:] != segment_map[:, :-1]
+    border[:, 1:] |= across_cols
+    border[:, :-1] |= across_cols
     border &= painted
     out[border] = edge[segment_map[border]]
     img = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
