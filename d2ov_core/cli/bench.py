@@ -14,7 +14,7 @@ from ..errors import InputError
 from ..export.convert import default_sample
 from ..measure import bench_video
 from ..runtime import settings as S
-from ..serve.render import render, renderer
+from ..serve.render import STYLES, has_visualizer, render
 from ..serve.video import process_video
 from ..store import catalog
 from .common import add_ir_options, add_precision_option, is_ir_path, make_predictor, static_shape_type, write_json
@@ -63,8 +63,8 @@ def register(sub) -> None:
     v.add_argument("--max-frames", type=int, help="stop after this many processed frames")
     v.add_argument(
         "--renderer",
-        choices=["detectron2", "plain"],
-        help="how frames are drawn (default: what the app uses here: Detectron2's Visualizer when importable)",
+        choices=list(STYLES),
+        help="how frames are drawn: plain (default; what the app and predict use) or Detectron2's Visualizer",
     )
     p.set_defaults(func=run_bench)
 
@@ -145,8 +145,8 @@ def run_bench_video(args) -> int:
         )
     if args.calibration and not Path(args.calibration).is_dir():
         raise InputError(f"calibration folder not found: {args.calibration}")
-    style = args.renderer or renderer()
-    if style == "detectron2" and renderer() != "detectron2":
+    style = args.renderer or "plain"
+    if style == "detectron2" and not has_visualizer():
         raise InputError("--renderer detectron2 needs torch and detectron2 importable here")
     log = (lambda *_: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     if args.video:

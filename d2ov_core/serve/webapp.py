@@ -601,8 +601,6 @@ def main(argv=None) -> None:
         log.addHandler(handler)
     log.setLevel(logging.INFO)
     mcp = not args.no_mcp and _mcp_installed()
-    from .render import renderer
-
     try:
         service = ModelService(server=args.server)
         examples = (
@@ -613,12 +611,6 @@ def main(argv=None) -> None:
         for name in args.model:  # an unknown --model, or one this server cannot run, stops the start in one line
             if service.canonical(name) not in service.models():
                 raise NotReadyError(f"--model {name}: this server has no IR of it and does not convert models")
-        log.info(
-            "rendering with %s",
-            "Detectron2's Visualizer"
-            if renderer() == "detectron2"
-            else "d2ov's own drawing (Detectron2 is not installed)",
-        )
         app = _start_quietly(service, args, mcp, examples)
     except D2ovError as e:  # e.g. the model server is down: one line, not a traceback
         print(f"d2ov: error: {e}", file=sys.stderr)

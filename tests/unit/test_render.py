@@ -4,8 +4,9 @@ rest of the image alone; an empty result draws nothing."""
 import numpy as np
 import pytest
 
+from d2ov_core.errors import InputError
 from d2ov_core.runtime.detections import Detections
-from d2ov_core.serve.render import render, renderer
+from d2ov_core.serve.render import has_visualizer, render
 
 H, W = 120, 160
 
@@ -50,41 +51,57 @@ def test_plain_renderer_without_masks_draws_box_outlines(image):
     assert diff[45, 20] > 0 and diff[45, 40] == 0  # the box's left edge, not its inside
 
 
-def test_renderer_is_detectron2_where_it_is_installed():
-    assert renderer() == "detectron2"  # the repository's environment has detectron2 and torch
+def test_plain_is_the_default_and_a_wrong_style_is_one_clear_error(image):
+    det = detections()
+    names = ["circle", "square", "triangle"]
+    assert np.array_equal(render(image, det, names), render(image, det, names, style="plain"))
+    assert has_visualizer()  # the repository's environment has detectron2 and torch
+    with pytest.raises(InputError, match="expected one of plain, detectron2, found 'fancy'"):
+        render(image, det, names, style="fancy")
+
+
+def _blend(dst: np.ndarray, color, alpha: float) -> np.ndarray:
+    return np.round(dst.astype(np.float64) * (1 - alpha) + np.asarray(color, np.float64) * alpha)
 
 
 def test_plain_masks_drawn_in_their_window_equal_masks_drawn_over_the_image():
-    """The plain renderer paints each mask in the rows and columns that hold it (a mask costs its size,
-    not the image's): pixel for pixel what painting over the whole image gives, for masks that overlap,
-    touch the image's edges, are one pixel, are scattered over the image, or are empty."""
-    from d2ov_core.serve.render import _outline, _paint_masks
+    """The plain renderer paints each mask in the rows and columns that hold it, found near its box (a
+    mask costs its size, not the image's): within one level of what painting over the whole image
+    gives (half opacity, then the outline in the mask's colour), for masks that overlap, touch the
+    image's edges, are one pixel, are scattered over the image, are empty, or reach beyond the box
+    they come with."""
+    from d2ov_core.serve.render import _edge, _paint_masks
 
     rng = np.random.default_rng(3)
-    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8).astype(np.float32)
-    masks = np.zeros((6, H, W), bool)
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    masks = np.zeros((7, H, W), bool)
     masks[0, 0:40, 0:50] = True  # the top-left corner
     masks[1, 20:70, 30:90] = True  # overlaps the first
     masks[2, 90:, 120:] = True  # the bottom-right corner
     masks[3, 50, 80] = True  # one pixel
     masks[4] = rng.random((H, W)) > 0.7  # scattered over the whole image
-    colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (9, 9, 9)]  # [5] is empty
-    expected = image.copy()
-    for mask, color in zip(masks, colors):
-        expected[mask] = 0.5 * expected[mask] + 0.5 * np.asarray(color, np.float32)
-        expected[_outline(mask)] = color
-    painted = image.copy()
-    _paint_masks(painted, masks, colors)
-    assert np.array_equal(painted, expected)
-    assert (painted != image).any(axis=2).sum() > H * W / 4  # it did paint
+    masks[6, 10:100, 100:150] = True  # far beyond the box it comes with
+    boxes = [[0, 0, 50, 40], [30, 20, 90, 70], [120, 90, 160, 120], [80, 50, 81, 51], [0, 0, 5, 5], [0, 0, 9, 9]]
+    boxes.append([100, 10, 110, 20])
+    colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (9, 9, 9), (200, 100, 50)]
+    for width in (1, 2):
+        expected = image.astype(np.float64)
+        for mask, color in zip(masks, colors):
+            expected[mask] = _blend(expected[mask], color, 128 / 255)
+            expected[_edge(mask, width)] = color
+        painted = image.copy()
+        _paint_masks(painted, masks, colors, width, boxes)
+        assert np.abs(painted.astype(int) - expected).max() <= 1, width
+        assert (painted != image).any(axis=2).sum() > H * W / 4  # it did paint
 
 
 def test_plain_segment_map_in_one_pass_equals_painting_segment_by_segment():
-    """The plain renderer tints and outlines a whole segment map in one pass: pixel for pixel what
-    painting each segment over the image in turn gives (tint, outline), for things and stuff, segments
-    that touch the edges, a one-pixel segment, an id the list does not name (left as it is) and a listed
-    id absent from the map; only the labels differ, each drawn at its segment's middle pixel in
-    row-major order."""
+    """The plain renderer tints and outlines a whole segment map in one pass: within one level of what
+    painting each segment over the image in turn gives (0.7 opacity; the outline in a thing's colour,
+    off-white for stuff), for segments that touch the edges, a one-pixel segment, an id the list does
+    not name (left as it is) and a listed id absent from the map; only the labels differ, each drawn
+    around the median of its segment's pixels. The byte-sized ids' path (Pillow) and the wide ids'
+    path (numpy) agree."""
     from d2ov_core.serve import render as R
 
     h, w = 400, 600
@@ -96,21 +113,27 @@ def test_plain_segment_map_in_one_pass_equals_painting_segment_by_segment():
         {"id": i, "label": f"c{i}", "category_id": i % 3, "isthing": i % 2 == 1, "score": 0.5 + i / 20}
         for i in (1, 2, 3, 4, 5, 8, 9)  # 6: in the map, not listed; 9: listed, not in the map
     ]
-    expected = image.astype(np.float32)
-    labelled = np.zeros((h, w), bool)  # where a label may be drawn: around each segment's middle pixel
+    expected = image.astype(np.float64)
+    labelled = np.zeros((h, w), bool)  # where a label may be drawn: around each segment's median pixel
     for seg in segments:
         mask = seg_map == seg["id"]
         if not mask.any():
             continue
         color = R._class_color(seg["category_id"]) if seg["isthing"] else R._skeleton_color(seg["category_id"])
-        expected[mask] = 0.4 * expected[mask] + 0.6 * np.asarray(color, np.float32)
-        expected[R._outline(mask)] = (255, 255, 255) if seg["isthing"] else color
+        expected[mask] = _blend(expected[mask], color, 0.7)
+        expected[R._outline(mask)] = color if seg["isthing"] else (255, 255, 240)
         ys, xs = np.nonzero(mask)
-        x, y = xs[len(xs) // 2], ys[len(ys) // 2]
-        labelled[max(0, y - 12) : y + 13, max(0, x - 40) : x + 41] = True
+        x, y = int(np.median(xs)), int(np.median(ys))
+        labelled[max(0, y - 4) : y + 30, max(0, x - 60) : x + 61] = True
     drawn = R._segments_plain(image, seg_map, segments, [])
-    differs = (drawn != np.clip(expected + 0.5, 0, 255).astype(np.uint8)).any(axis=2)
+    differs = np.abs(drawn.astype(int) - expected).max(axis=2) > 2
     assert not (differs & ~labelled).any(), np.argwhere(differs & ~labelled)[:5]
     assert differs.sum() > 6 * 50  # the labels are there
     six = seg_map == 6
     assert six.any() and np.array_equal(drawn[six & ~labelled], image[six & ~labelled])
+    keep = np.full(9, 256, np.uint16)
+    fill = np.zeros((9, 3), np.uint16)
+    keep[1:6], fill[1:6] = 77, rng.integers(0, 179 * 255, (5, 3))
+    wide_keep, wide_fill = np.pad(keep, (0, 300), constant_values=256), np.pad(fill, ((0, 300), (0, 0)))
+    narrow, wide = R._tint(image, seg_map, keep, fill), R._tint(image, seg_map, wide_keep, wide_fill)
+    assert np.abs(narrow.astype(int) - wide).max() <= 1 and (narrow != image).any()
