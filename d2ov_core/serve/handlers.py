@@ -389,11 +389,15 @@ def table(det: Detections, task: str | None = None):
 
 def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, Any, str, str]:
     """``(rendered image, table, JSON file path, summary)`` of ``result`` at ``threshold``, as the
-    model's task presents it (a map of segments, e.g., which the threshold does not change)."""
+    model's task presents it (a map of segments, e.g., which the threshold does not change). The
+    summary's timings: the pipeline's stages and its total, then drawing and the table with the JSON
+    file (what the page adds before Gradio sends the image)."""
     threshold = S.check_value("confidence_threshold", threshold)
     det = result.det.filter(threshold)
     task = get_task(result.model["task"])
+    t0 = time.perf_counter()
     image = render(result.rgb, det, result.labels, task=task.name)
+    t1 = time.perf_counter()
     rows = table(det, task.name)
     doc = predictions_document(
         result.model, result.backend, result.device, threshold, [{"image": result.image, **det.to_dict()}]
@@ -401,8 +405,9 @@ def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, 
     prune_outputs(out_dir)
     path = out_dir / f"predictions-{uuid.uuid4().hex}.json"
     path.write_text(json.dumps(doc))
-    t = det.timings
-    timing = " | ".join(f"{k} {t[k]:.0f} ms" for k in ("preprocess", "inference", "postprocess", "total") if k in t)
+    t = {**det.timings, "drawing": (t1 - t0) * 1000, "JSON": (time.perf_counter() - t1) * 1000}
+    stages = ("preprocess", "inference", "postprocess", "total", "drawing", "JSON")
+    timing = " | ".join(f"{k} {t[k]:.0f} ms" for k in stages if k in t)
     found = task.summary(det, result.model, threshold)
     summary = f"{found} on {result.device}, {result.model['precision']} — {timing}"
     return image, rows, str(path), summary
