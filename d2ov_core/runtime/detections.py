@@ -278,24 +278,51 @@ def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     ends = ends[np.concatenate([~joined, [True]])]
     tail = [mask.size] if ends[-1] < mask.size else []  # no zeros after the last run: none written
     bounds = np.concatenate([[0], np.column_stack([starts, ends]).ravel(), tail]).astype(np.int64)
-    return {"size": [int(h), int(w)], "counts": _rle_counts_to_string(np.diff(bounds).tolist())}
+    return {"size": [int(h), int(w)], "counts": _rle_counts_to_string(np.diff(bounds))}
 
 
-def _rle_counts_to_string(runs: list[int]) -> str:
-    # The LEB128-like, delta-coded ASCII format of the COCO API (maskApi.c rleToString).
+def rle_encode_labels(label_map: np.ndarray, ids) -> list[dict[str, Any]]:
+    """:func:`rle_encode` of ``label_map == i`` for each ``i`` of ``ids``, from one column-major pass
+    over the map (a 12 MP panoptic map with 20 segments: one pass instead of 20 comparisons and
+    scans). The same bytes as encoding each mask on its own."""
+    label_map = np.asarray(label_map)
+    if label_map.ndim != 2:
+        raise ValueError(f"rle_encode_labels: expected a 2-D map, found shape {label_map.shape}")
+    h, w = label_map.shape
+    if label_map.size and label_map.min() >= 0 and label_map.max() < 256:
+        label_map = label_map.astype(np.uint8)  # a quarter of the memory to transpose
+    flat = np.ascontiguousarray(label_map.T).ravel()  # column-major, as COCO counts runs
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    starts = np.concatenate([[0], change]).astype(np.int64)
+    ends = np.concatenate([change, [flat.size]]).astype(np.int64)
+    values = flat[starts]
     out = []
-    for i, x in enumerate(runs):
-        if i > 2:
-            x -= runs[i - 2]
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5
-            more = (x != -1) if (c & 0x10) else (x != 0)
-            if more:
-                c |= 0x20
-            out.append(chr(c + 48))
-    return "".join(out)
+    for i in ids:
+        mine = values == i  # runs of one value never touch: a change separates them
+        bounds = [np.zeros(1, np.int64), np.column_stack([starts[mine], ends[mine]]).ravel()]
+        if not mine.any() or ends[mine][-1] < flat.size:
+            bounds.append(np.array([flat.size], np.int64))  # the zeros after the last run
+        out.append({"size": [int(h), int(w)], "counts": _rle_counts_to_string(np.diff(np.concatenate(bounds)))})
+    return out
+
+
+def _rle_counts_to_string(runs) -> str:
+    """The LEB128-like, delta-coded ASCII format of the COCO API (``maskApi.c rleToString``), for all
+    counts at once: each count (minus the one two before it, from the fourth on) in 5-bit chunks,
+    low first, 0x20 set on every chunk but the last, plus 48."""
+    x = np.asarray(runs, dtype=np.int64).ravel()
+    if not x.size:
+        return ""
+    d = x.copy()
+    d[3:] -= x[1:-2]
+    shifts = 5 * np.arange(12)  # 60 bits: the last chunk's rest shifted by at most 60 (< 64)
+    chunk = (d[:, None] >> shifts) & 0x1F
+    rest = d[:, None] >> (shifts + 5)  # arithmetic: a negative delta's rest ends at -1
+    last = np.where(chunk & 0x10, rest == -1, rest == 0)
+    k = np.argmax(last, axis=1)  # the chunk each count ends with
+    j = np.arange(12)[None, :]
+    chars = chunk + 48 + np.where(j < k[:, None], 0x20, 0)
+    return chars[j <= k[:, None]].astype(np.uint8).tobytes().decode("ascii")
 
 
 def rle_decode(rle: dict[str, Any]) -> np.ndarray:

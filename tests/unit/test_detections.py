@@ -119,6 +119,41 @@ def test_rle_of_masks_in_a_window_matches_pycocotools():
         np.testing.assert_array_equal(rle_decode(rle_encode(m)), m)
 
 
+def test_rle_counts_string_matches_pycocotools_for_any_counts():
+    """The counts string, all counts coded at once: the COCO API's bytes for counts that are zero,
+    small, need one to seven 5-bit chunks, and shrink or grow against the count two before (negative
+    deltas)."""
+    from d2ov_core.runtime.detections import _rle_counts_to_string
+
+    rng = np.random.default_rng(11)
+    for case in range(60):
+        n = int(rng.integers(1, 40))
+        scale = 10 ** int(rng.integers(0, 9))
+        runs = rng.integers(0, scale + 1, n).tolist()
+        if case % 5 == 0:
+            runs[0] = 0  # a mask that starts with ones
+        h = int(sum(runs)) or 1
+        runs[-1] += h - int(sum(runs))  # an image of h x 1 pixels
+        ref = mask_util.frPyObjects({"counts": runs, "size": [h, 1]}, h, 1)
+        assert _rle_counts_to_string(runs) == ref["counts"].decode(), runs
+
+
+def test_rle_of_a_label_map_equals_each_label_on_its_own():
+    """``rle_encode_labels`` (the panoptic JSON's segments, one pass over the map) gives for each id
+    the bytes :func:`rle_encode` gives for its mask: ids at the corners and edges, running from
+    column to column, absent, over the whole map, and ids beyond a byte."""
+    from d2ov_core.runtime.detections import rle_encode_labels
+
+    rng = np.random.default_rng(5)
+    maps = [np.kron(rng.integers(0, 6, (5, 4)), np.ones((7, 9), np.int32))[:31, :33], rng.integers(0, 4, (23, 17))]
+    maps += [np.full((9, 8), 3), np.where(rng.random((12, 10)) > 0.5, 300, 2)]
+    for label_map in maps:
+        ids = [0, 1, 2, 3, 5, 7, 300]
+        got = rle_encode_labels(label_map, ids)
+        assert [g["counts"] for g in got] == [rle_encode(label_map == i)["counts"] for i in ids]
+        assert all(g["size"] == list(label_map.shape) for g in got)
+
+
 def _panoptic_and_keypoints(n=2, h=20, w=30):
     rng = np.random.default_rng(3)
     seg = np.zeros((h, w), np.int32)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..detections import Detections, rle_decode, rle_encode
+from ..detections import Detections, rle_decode, rle_encode_labels
 from ..panoptic import compare_panoptic
 from ..postprocess import PanopticParams
 from .base import Painter
@@ -57,6 +57,7 @@ class PanopticSegmentation(InstanceSegmentation):
         no segment)."""
         if det.panoptic_seg is None:
             return {}
+        masks = rle_encode_labels(det.panoptic_seg, [seg["id"] for seg in det.segments]) if with_masks else []
         return {
             "panoptic": {
                 "segments": [
@@ -67,9 +68,9 @@ class PanopticSegmentation(InstanceSegmentation):
                         "isthing": seg["isthing"],
                         "score": None if seg["score"] is None else round(float(seg["score"]), 6),
                         "area": seg["area"],
-                        **({"mask": rle_encode(det.panoptic_seg == seg["id"])} if with_masks else {}),
+                        **({"mask": masks[k]} if with_masks else {}),
                     }
-                    for seg in det.segments
+                    for k, seg in enumerate(det.segments)
                 ]
             }
         }
