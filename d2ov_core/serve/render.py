@@ -313,9 +313,10 @@ def _paint_masks(
         if window is None:
             continue
         part = mask[window]
+        alpha = part.view(np.uint8) * np.uint8(128)  # the fill at half opacity, the outline opaque: one paste
+        alpha[_edge(part, width)] = 255
         region = Image.fromarray(out[window])
-        region.paste(color, None, Image.fromarray(part.view(np.uint8) * np.uint8(128)))
-        region.paste(color, None, Image.fromarray(_edge(part, width).view(np.uint8) * np.uint8(255)))
+        region.paste(color, None, Image.fromarray(alpha))
         out[window] = np.asarray(region)
 
 
@@ -323,6 +324,7 @@ _OFF_WHITE = (255, 255, 240)  # the Visualizer's outline of stuff
 SEGMENT_ALPHA = 0.7  # the Visualizer's fill of a panoptic segment
 
 
+@functools.lru_cache(maxsize=256)
 def _lighter(color: tuple[int, int, int]) -> tuple[int, int, int]:
     """A label's text colour, the Visualizer's: lightness x1.7, then no channel under 0.2 and the
     largest at least 0.8, so that it reads on the dark box."""

@@ -137,3 +137,32 @@ def test_plain_segment_map_in_one_pass_equals_painting_segment_by_segment():
     wide_keep, wide_fill = np.pad(keep, (0, 300), constant_values=256), np.pad(fill, ((0, 300), (0, 0)))
     narrow, wide = R._tint(image, seg_map, keep, fill), R._tint(image, seg_map, wide_keep, wide_fill)
     assert np.abs(narrow.astype(int) - wide).max() <= 1 and (narrow != image).any()
+
+
+def test_plain_masks_look_like_the_visualizers():
+    """Given the same colours (a video's tracked detections: the Visualizer is then told each one's
+    colour), the plain renderer fills masks as Detectron2's Visualizer does: at half opacity, inside
+    each mask within a few levels of the Visualizer's pixels; and both leave the background alone."""
+    h, w = 240, 320
+    rng = np.random.default_rng(2)
+    image = rng.integers(40, 216, (h, w, 3), dtype=np.uint8)
+    masks = np.zeros((2, h, w), bool)
+    masks[0, 60:180, 40:150] = True
+    masks[1, 90:200, 190:290] = True
+    det = Detections(
+        boxes=[[40, 60, 150, 180], [190, 90, 290, 200]],
+        scores=[0.9, 0.8],
+        class_ids=[0, 1],
+        labels=["circle", "square"],
+        image_size=(h, w),
+        masks=masks,
+    ).with_track_ids([4, 7])
+    plain = render(image, det, ["circle", "square"], style="plain").astype(int)
+    visualizer = render(image, det, ["circle", "square"], style="detectron2").astype(int)
+    inside = np.zeros((h, w), bool)  # well inside each mask, below its label
+    inside[100:170, 50:140] = inside[130:190, 200:280] = True
+    assert np.abs(plain - visualizer)[inside].max() <= 3
+    assert np.abs(plain - image)[inside].mean() > 20  # the masks are tinted
+    outside = np.zeros((h, w), bool)
+    outside[:40, :] = outside[210:, :] = True
+    assert np.abs(plain - image)[outside].max() == 0 and np.abs(visualizer - image)[outside].max() <= 2
