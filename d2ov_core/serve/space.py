@@ -7,11 +7,9 @@ folder holds everything the app needs and nothing more:
   * ``README.md``: the Space's front matter (Gradio SDK, ``app.py``) and a short description;
   * ``app.py``: the d2ov web app (:mod:`d2ov_core.serve.webapp`);
   * ``d2ov_core/``: the package, with the bundled demo IRs and samples (no tests, no training weights);
-  * ``detectron2/``: Detectron2 v0.6 as pure Python with its LICENSE (Apache-2.0), from the
-    sha256-checked sdist (:mod:`d2ov_core.store.detectron2_source`), for ``Visualizer`` rendering:
-    importable from the app's folder, nothing installed at run time;
-  * ``requirements.txt``: only what the Space runs: OpenVINO, Gradio (with MCP), and for drawing
-    with Detectron2 torch's CPU build (from PyTorch's CPU index; no CUDA, no torchvision, no NNCF);
+  * ``requirements.txt``: only what the Space runs: OpenVINO, Gradio (with MCP), PyAV for video,
+    matplotlib for its sample photo; no torch, no Detectron2 (the runtime never imports them, and
+    d2ov draws results itself), no NNCF;
   * your models (``d2ov space --model``), converted on your machine (:func:`collect_models`): a
     catalog model's IRs beside the bundled ones (``d2ov_core/data/ir/``), any other model's (your
     config, an IR folder) in ``models/<name>/<precision>/``, listed as ``local/<name>``; with
@@ -56,35 +54,22 @@ log = logging.getLogger("d2ov")
 MAX_FILE_MB = 10
 DEFAULT_TITLE = "d2ov — Detectron2 on OpenVINO"
 GRADIO_VERSION = "6.31.0"
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-#: what the Space installs; torch is the CPU build (Detectron2's Visualizer imports it)
+#: what the Space installs: the runtime side only (no torch, no Detectron2: the models run on
+#: OpenVINO and d2ov draws the results itself)
 SPACE_REQUIREMENTS = f"""# d2ov Hugging Face Space: written by `d2ov space` {__version__}
-# torch's CPU build (from PyTorch's CPU index) is only for drawing with Detectron2's Visualizer;
-# the models run on OpenVINO. No CUDA, no torchvision, no NNCF.
---extra-index-url {TORCH_CPU_INDEX}
-torch==2.13.0+cpu
+# The models run on OpenVINO and d2ov draws the results itself: no torch, no Detectron2, no CUDA.
 openvino==2026.4.1
 numpy>=2.0,<3
 pillow>=10
 gradio[mcp]=={GRADIO_VERSION}
 huggingface-hub>=1.0
 # the Video mode: decoding and H.264 encoding (PyAV, FFmpeg in the wheel). Tracking (the trackers
-# package) is not installed here: it asks for opencv-python beside the headless build below
+# package, which asks for OpenCV) is not installed here
 av==18.1.0
+# the example photo offered with COCO models (matplotlib's grace_hopper.jpg)
+matplotlib
 # on a Space, Gradio runs its hot-reload watcher, which needs this (Spaces usually provide it)
 spaces>=0.43
-# Detectron2 v0.6 (beside app.py) needs these to import its Visualizer
-matplotlib
-opencv-python-headless
-pycocotools
-fvcore==0.1.5.post20221221
-iopath
-yacs
-termcolor
-tabulate
-cloudpickle
-omegaconf>=2.1
-tqdm
 """
 
 APP_PY = '''"""d2ov web app on a Hugging Face Space (written by `d2ov space`).
@@ -420,9 +405,6 @@ def build_space(
         if hub:
             env.update(D2OV_HUB_REPO=hub[0], D2OV_HUB_REVISION=hub[1])
         (out / "space.json").write_text(json.dumps({"written_by": f"d2ov space {__version__}", "env": env}, indent=1))
-        from ..store.detectron2_source import vendor_package
-
-        vendor_package(out, progress=progress)
         # model.bin files go through large-file storage (upload_folder); every other file stays small
         big = [
             p
