@@ -8,8 +8,9 @@ its own process (spawned: a fresh interpreter, so its peak RSS is its own):
     frames stream from the decoder through the predictor's ``AsyncInferQueue`` (decoding, pre- and
     postprocessing, drawing and encoding overlap with inference) into the renderer and the encoder;
   * ``loop``: one frame at a time, nothing overlapped: decode, ``predictor.predict_image``, render,
-    encode, and the frame's JSON record (``Detections.to_dict``, masks as RLE), as ``process_video``
-    makes and keeps one per frame: both variants do the same work.
+    encode, and the frame's JSON record (``Detections.to_dict``, masks as RLE) written to a file as it
+    is made, as ``process_video`` does for ``d2ov predict --json`` and the app (its ``sink``): both
+    variants do the same work, and neither keeps a record in memory.
 
 Reported per variant (median over ``runs`` processes, each after ``warmup`` untimed predictions, one
 untimed drawing and, for the pipeline, one untimed pass of two frames through its queue): frames, wall
@@ -159,6 +160,27 @@ class _DetectionLog:
         self._f.close()
 
 
+class _Records:
+    """Each frame's JSON record written to a file as it is made (one JSON line), never kept: what
+    ``process_video``'s ``sink`` is for ``d2ov predict --json`` and the app, so that memory does not
+    grow with the video; the timings the bench reports are summed on the way."""
+
+    def __init__(self, path: Path):
+        self._f = open(path, "w")
+        self.inference: list[float] = []
+        self.sums = {"preprocess": 0.0, "postprocess": 0.0}
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        t = record["timing_ms"]
+        self.inference.append(t.get("inference", 0.0))
+        for k in self.sums:
+            self.sums[k] += t.get(k, 0.0)
+        self._f.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        self._f.close()
+
+
 class _Tap:
     """The predictor as ``pipeline`` sees it (``labels``, ``task``, ``stream_frames``), timing what the
     pipeline cannot report itself: decoding (pulling frames), the time spent waiting on the pipeline
@@ -223,6 +245,7 @@ def _run_pipeline(
     log = _DetectionLog(Path(job["dets_out"]))
     tap = _Tap(predictor, log)
     progress = _Progress("pipeline", job["quiet"])
+    records = _Records(work / "pipeline.jsonl")
     t0 = time.perf_counter()
     run = pipeline(
         tap,
@@ -232,14 +255,15 @@ def _run_pipeline(
         max_frames=job["max_frames"],
         progress=progress,
         renderer=render,
+        sink=records,
     )
     wall = time.perf_counter() - t0
     log.close()
+    records.close()
     progress.end()
     n = max(run.frames, 1)
-    inference = [r["timing_ms"].get("inference", 0.0) for r in run.records]
-    pre = sum(r["timing_ms"].get("preprocess", 0.0) for r in run.records) / n
-    post = sum(r["timing_ms"].get("postprocess", 0.0) for r in run.records) / n
+    inference = records.inference
+    pre, post = records.sums["preprocess"] / n, records.sums["postprocess"] / n
     s = tap.seconds
     stages = {
         "decode": 1e3 * s["decode"] / n,
@@ -264,7 +288,7 @@ def _run_loop(job: dict[str, Any], predictor: Any, render: Render, work: Path) -
     total = {k: 0.0 for k in ("decode", "render", "encode", "record")}
     timings = {k: 0.0 for k in ("preprocess", "inference", "postprocess")}
     inference: list[float] = []
-    records: list[dict[str, Any]] = []  # what process_video returns: one JSON record per frame
+    records = _Records(work / "loop.jsonl")  # written as made, as the pipeline's
     n = 0
     info = video_info(job["video"])
     t0 = time.perf_counter()
@@ -283,7 +307,7 @@ def _run_loop(job: dict[str, Any], predictor: Any, render: Render, work: Path) -
             t3 = time.perf_counter()
             writer.write(drawn)
             t4 = time.perf_counter()
-            records.append({"source": job["video"], "frame": frame.number, "time_s": frame.time_s, **det.to_dict()})
+            records({"source": job["video"], "frame": frame.number, "time_s": round(frame.time_s, 4), **det.to_dict()})
             t5 = time.perf_counter()
             total["render"] += t3 - t2
             total["encode"] += t4 - t3
@@ -298,6 +322,7 @@ def _run_loop(job: dict[str, Any], predictor: Any, render: Render, work: Path) -
     total["encode"] += time.perf_counter() - t  # flushing the encoder, closing the file
     wall = time.perf_counter() - t0
     log.close()
+    records.close()
     show.end()
     d = max(n, 1)
     stages = {
@@ -592,7 +617,8 @@ def markdown_video(report: dict[str, Any]) -> str:
         "End to end: from opening the video to the annotated MP4 being complete (decode, model, drawing, "
         "H.264 encoding). Pipeline model ms: submission to result (includes queueing); its stages overlap, "
         "`waiting` is the time the caller waited on results beyond decoding and pre/postprocessing; "
-        "record: the frame's JSON record (masks as RLE), which process_video keeps for every frame. "
+        "record: the frame's JSON record (masks as RLE), written to a file as it is made (as predict --json "
+        "and the app do; none is kept in memory). "
         "Detections: every frame's classes, boxes and scores compared exactly with the loop's first run."
     )
     return "\n".join(lines) + "\n"
