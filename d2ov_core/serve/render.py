@@ -245,14 +245,22 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def _around(mask: np.ndarray) -> tuple[slice, slice] | None:
+def _around(
+    mask: np.ndarray, at: tuple[int, int] = (0, 0), size: tuple[int, int] | None = None
+) -> tuple[slice, slice] | None:
     """The rows and columns that hold ``mask``'s pixels, one more on each side where the image has it
-    (so :func:`_outline` of the window is the outline in the whole image); ``None`` for an empty mask."""
+    (so :func:`_outline` of the window is the outline in the whole image); ``None`` for an empty mask.
+    ``mask`` may be a part of the image: its corner at ``at`` in an image of ``size`` (default: the
+    mask is the image); the window is in the image's rows and columns."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if not len(rows):
         return None
-    h, w = mask.shape
-    return slice(max(rows[0] - 1, 0), min(rows[-1] + 2, h)), slice(max(cols[0] - 1, 0), min(cols[-1] + 2, w))
+    h, w = size or mask.shape
+    y0, x0 = at
+    return (
+        slice(max(y0 + rows[0] - 1, 0), min(y0 + rows[-1] + 2, h)),
+        slice(max(x0 + cols[0] - 1, 0), min(x0 + cols[-1] + 2, w)),
+    )
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -291,13 +299,7 @@ def _mask_window(mask: np.ndarray, box) -> tuple[slice, slice] | None:
         cols = slice(max(0, int(x0 - margin)), min(w, int(np.ceil(x1 + margin)) + 1))
         near = mask[rows, cols]
         if near.size and np.count_nonzero(near) == np.count_nonzero(mask):
-            found = _around(near)
-            if found is None:
-                return None
-            r, c = found
-            r = slice(max(r.start + rows.start - (r.start == 0 and rows.start > 0), 0), r.stop + rows.start)
-            c = slice(max(c.start + cols.start - (c.start == 0 and cols.start > 0), 0), c.stop + cols.start)
-            return r, c
+            return _around(near, (rows.start, cols.start), (h, w))
     return _around(mask)
 
 

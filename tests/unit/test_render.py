@@ -68,22 +68,24 @@ def test_plain_masks_drawn_in_their_window_equal_masks_drawn_over_the_image():
     """The plain renderer paints each mask in the rows and columns that hold it, found near its box (a
     mask costs its size, not the image's): within one level of what painting over the whole image
     gives (half opacity, then the outline in the mask's colour), for masks that overlap, touch the
-    image's edges, are one pixel, are scattered over the image, are empty, or reach beyond the box
-    they come with."""
+    image's edges, are one pixel, are scattered over the image, are empty, reach beyond the box
+    they come with, or reach the edge of the rows searched near it."""
     from d2ov_core.serve.render import _edge, _paint_masks
 
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
-    masks = np.zeros((7, H, W), bool)
+    masks = np.zeros((8, H, W), bool)
     masks[0, 0:40, 0:50] = True  # the top-left corner
     masks[1, 20:70, 30:90] = True  # overlaps the first
     masks[2, 90:, 120:] = True  # the bottom-right corner
     masks[3, 50, 80] = True  # one pixel
     masks[4] = rng.random((H, W)) > 0.7  # scattered over the whole image
     masks[6, 10:100, 100:150] = True  # far beyond the box it comes with
+    masks[7, 12:24, 52:58] = True  # to the last row searched near its box (rows 7-23), not beyond
     boxes = [[0, 0, 50, 40], [30, 20, 90, 70], [120, 90, 160, 120], [80, 50, 81, 51], [0, 0, 5, 5], [0, 0, 9, 9]]
-    boxes.append([100, 10, 110, 20])
+    boxes += [[100, 10, 110, 20], [50, 10, 60, 20]]
     colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (9, 9, 9), (200, 100, 50)]
+    colors.append((90, 200, 30))
     for width in (1, 2):
         expected = image.astype(np.float64)
         for mask, color in zip(masks, colors):
