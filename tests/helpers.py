@@ -242,3 +242,27 @@ def make_camera_feed(path: Path, frames: int = 30, image: str = "shapes_1.jpg") 
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
     return path
+
+
+def assert_drawn_as_the_library(shown: str | Path, sample: Path, model: str, precision: str) -> None:
+    """The image an app returned for ``sample`` (``shown``) is the library's drawing of the library's
+    detections on the same bundled IR, sent as Gradio sends a ``format="jpeg"`` image (quality 75):
+    within one level on average, where the drawing itself changes the sample by more than ten."""
+    import io
+
+    from PIL import Image
+
+    from d2ov_core.runtime.predictor import Predictor
+    from d2ov_core.serve.render import render
+    from d2ov_core.store.lookup import bundled_ir
+
+    pred = Predictor(bundled_ir(model, precision))
+    raw = np.asarray(Image.open(sample).convert("RGB"))
+    drawn = render(raw, pred.predict(raw, threshold=0.5), pred.labels, task=pred.task)
+    sent = io.BytesIO()
+    Image.fromarray(drawn).save(sent, "JPEG", quality=75)
+    expected = np.asarray(Image.open(sent).convert("RGB"), np.int16)
+    got = np.asarray(Image.open(shown).convert("RGB"), np.int16)
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    off, drawing = np.abs(got - expected).mean(), np.abs(drawn.astype(np.int16) - raw).mean()
+    assert off < 1 and drawing > 10, (off, drawing)

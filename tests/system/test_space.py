@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import ROOT, SAMPLES, netguard_env, run_cli
-from ..helpers import free_port, stop, wait_until_up
+from ..helpers import assert_drawn_as_the_library, free_port, stop, wait_until_up
 from .test_app import CHROMIUM, browser_page
 
 ARTIFACTS = ROOT / "tests" / "_artifacts"
@@ -282,22 +282,7 @@ def test_the_space_starts_as_a_space_and_answers(running_space, space_env):
     ref = pred.predict(str(sample), threshold=0.5)
     assert [i["label"] for i in instances] == [str(x) for x in ref.labels]
     # ... and drawn as the library draws it (the Space has neither torch nor Detectron2: d2ov's renderer)
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    from d2ov_core.serve.render import render
-
-    raw = np.asarray(Image.open(sample).convert("RGB"))
-    drawn = render(raw, ref, pred.labels, task=pred.task)
-    sent = io.BytesIO()
-    Image.fromarray(drawn).save(sent, "JPEG", quality=75)  # as Gradio sends a format="jpeg" image
-    expected = np.asarray(Image.open(sent).convert("RGB"), np.int16)
-    shown = np.asarray(Image.open(image).convert("RGB"), np.int16)
-    assert shown.shape == expected.shape
-    off, drawing = np.abs(shown - expected).mean(), np.abs(drawn.astype(np.int16) - raw).mean()
-    assert off < 1 and drawing > 10, (off, drawing)
+    assert_drawn_as_the_library(image, sample, "demo/mask_rcnn_shapes", doc["model"]["precision"])
     assert [i["score"] for i in instances] == pytest.approx(ref.scores.tolist(), abs=1e-4)
     assert [i["box"] for i in instances] == [pytest.approx(b, abs=0.01) for b in ref.boxes.tolist()]
     schema = json.loads(urllib.request.urlopen(url + "gradio_api/mcp/schema", timeout=30).read())

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import ROOT, netguard_env
-from ..helpers import free_port, stop, wait_until_up
+from ..helpers import assert_drawn_as_the_library, free_port, stop, wait_until_up
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = ROOT / "tests" / "_artifacts"
@@ -126,6 +126,9 @@ def test_app_extra_serves_the_demo_models(installed, tmp_path):
                 handle_file(str(sample)), "demo/faster_rcnn_shapes", "CPU", 0.5, api_name="/detect"
             )
             assert len(out[1]["data"]) > 0 and Path(out[0]).is_file()
+            # drawn without Detectron2, exactly as the library draws it
+            precision = json.loads(Path(out[2]).read_text())["model"]["precision"]
+            assert_drawn_as_the_library(out[0], sample, "demo/faster_rcnn_shapes", precision)
         finally:
             stop(proc)
-    assert "d2ov's own drawing (Detectron2 is not installed)" in log_path.read_text()
+    assert "Traceback" not in log_path.read_text()
