@@ -48,6 +48,7 @@ from PIL import Image
 from ..errors import InputError, first_line
 from ..export.convert import convert
 from ..export.resolve import given_ir, open_predictor, resolve_ir
+from ..runtime.detections import PredictionsWriter
 from ..runtime.images import load_image
 from ..runtime.ir import usable_cpus
 from ..runtime.settings import PRECISIONS, Precision
@@ -161,24 +162,30 @@ class _DetectionLog:
 
 
 class _Records:
-    """Each frame's JSON record written to a file as it is made (one JSON line), never kept: what
-    ``process_video``'s ``sink`` is for ``d2ov predict --json`` and the app, so that memory does not
-    grow with the video; the timings the bench reports are summed on the way."""
+    """Each frame's JSON record written as it is made, never kept: ``process_video``'s ``sink`` as
+    ``d2ov predict --json`` and the app give it (a :class:`PredictionsWriter`, the same bytes), so
+    that memory does not grow with the video; the timings the bench reports are summed on the way.
+    A context manager (the writer's)."""
 
-    def __init__(self, path: Path):
-        self._f = open(path, "w")
+    def __init__(self, path: Path, predictor: Any):
+        threshold = float(predictor.confidence_threshold)
+        self._writer = PredictionsWriter(path, predictor.describe(), "openvino", str(predictor.device), threshold)
         self.inference: list[float] = []
         self.sums = {"preprocess": 0.0, "postprocess": 0.0}
+
+    def __enter__(self) -> _Records:
+        self._writer.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._writer.__exit__(*exc)
 
     def __call__(self, record: dict[str, Any]) -> None:
         t = record["timing_ms"]
         self.inference.append(t.get("inference", 0.0))
         for k in self.sums:
             self.sums[k] += t.get(k, 0.0)
-        self._f.write(json.dumps(record) + "\n")
-
-    def close(self) -> None:
-        self._f.close()
+        self._writer.add(record)
 
 
 class _Tap:
@@ -245,21 +252,20 @@ def _run_pipeline(
     log = _DetectionLog(Path(job["dets_out"]))
     tap = _Tap(predictor, log)
     progress = _Progress("pipeline", job["quiet"])
-    records = _Records(work / "pipeline.jsonl")
-    t0 = time.perf_counter()
-    run = pipeline(
-        tap,
-        job["video"],
-        render_to=work / "pipeline.mp4",
-        every=job["every"],
-        max_frames=job["max_frames"],
-        progress=progress,
-        renderer=render,
-        sink=records,
-    )
-    wall = time.perf_counter() - t0
+    with _Records(work / "pipeline.json", predictor) as records:
+        t0 = time.perf_counter()
+        run = pipeline(
+            tap,
+            job["video"],
+            render_to=work / "pipeline.mp4",
+            every=job["every"],
+            max_frames=job["max_frames"],
+            progress=progress,
+            renderer=render,
+            sink=records,
+        )
+        wall = time.perf_counter() - t0
     log.close()
-    records.close()
     progress.end()
     n = max(run.frames, 1)
     inference = records.inference
@@ -288,11 +294,13 @@ def _run_loop(job: dict[str, Any], predictor: Any, render: Render, work: Path) -
     total = {k: 0.0 for k in ("decode", "render", "encode", "record")}
     timings = {k: 0.0 for k in ("preprocess", "inference", "postprocess")}
     inference: list[float] = []
-    records = _Records(work / "loop.jsonl")  # written as made, as the pipeline's
     n = 0
     info = video_info(job["video"])
     t0 = time.perf_counter()
-    with VideoWriter(work / "loop.mp4", fps=info["fps"] / job["every"]) as writer:
+    with (
+        _Records(work / "loop.json", predictor) as records,  # written as made, as the pipeline's
+        VideoWriter(work / "loop.mp4", fps=info["fps"] / job["every"]) as writer,
+    ):
         frames = read_frames(job["video"], job["every"], job["max_frames"])
         while True:
             t = time.perf_counter()
@@ -322,7 +330,6 @@ def _run_loop(job: dict[str, Any], predictor: Any, render: Render, work: Path) -
     total["encode"] += time.perf_counter() - t  # flushing the encoder, closing the file
     wall = time.perf_counter() - t0
     log.close()
-    records.close()
     show.end()
     d = max(n, 1)
     stages = {
