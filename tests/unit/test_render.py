@@ -133,11 +133,11 @@ def test_plain_segment_map_in_one_pass_equals_painting_segment_by_segment():
     assert differs.sum() > 6 * 50  # the labels are there
     six = seg_map == 6
     assert six.any() and np.array_equal(drawn[six & ~labelled], image[six & ~labelled])
-    keep = np.full(9, 256, np.uint16)
-    fill = np.zeros((9, 3), np.uint16)
-    keep[1:6], fill[1:6] = 77, rng.integers(0, 179 * 255, (5, 3))
-    wide_keep, wide_fill = np.pad(keep, (0, 300), constant_values=256), np.pad(fill, ((0, 300), (0, 0)))
-    narrow, wide = R._tint(image, seg_map, keep, fill), R._tint(image, seg_map, wide_keep, wide_fill)
+    shown, colors = np.zeros(9, bool), rng.integers(0, 256, (9, 3)).astype(np.uint8)
+    shown[1:6] = True
+    wide_shown, wide_colors = np.pad(shown, (0, 300)), np.pad(colors, ((0, 300), (0, 0)))
+    narrow = R._tint(image, seg_map, colors, shown, 0.7)
+    wide = R._tint(image, seg_map, wide_colors, wide_shown, 0.7)
     assert np.abs(narrow.astype(int) - wide).max() <= 1 and (narrow != image).any()
 
 
