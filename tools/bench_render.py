@@ -3,7 +3,7 @@
     .venv/bin/python -m tools.bench_render [--repeat 3] [--styles plain detectron2]
 
 For each of the four demo models (its bundled FP16 IR) on its first bundled sample and on a 12 MP
-photo (matplotlib's grace_hopper.jpg resized to 4000x3000, as ``tools.bench_app`` uses): predict
+photo (``tools.bench_app``'s: grace_hopper.jpg resized to 4000x3000, a JPEG): predict
 once, then time ``render`` in each style ``--repeat`` times and print the median, with the number of
 detections drawn. ``detectron2`` needs torch and Detectron2 importable (the repository's environment).
 """
@@ -14,6 +14,7 @@ import argparse
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,14 +25,7 @@ from d2ov_core.runtime.predictor import Predictor
 from d2ov_core.serve.render import STYLES, render
 from d2ov_core.store.lookup import bundled_ir
 
-from .bench_app import MODELS, SAMPLES
-
-
-def photo_12mp() -> np.ndarray:
-    import matplotlib
-
-    src = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-    return np.asarray(Image.open(src).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC))
+from .bench_app import MODELS, SAMPLES, big_photo
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="timed drawings per row and style (3)")
     ap.add_argument("--styles", nargs="+", choices=list(STYLES), default=list(STYLES))
     args = ap.parse_args(argv)
-    big = photo_12mp()
+    with tempfile.TemporaryDirectory() as tmp:  # the photo bench_app uploads, decoded as the app does
+        big = np.asarray(Image.open(big_photo(Path(tmp))).convert("RGB"))
     for model, sample in MODELS.items():
         pred = Predictor(bundled_ir(model, "FP16"))
         for name, rgb in ((sample, np.asarray(Image.open(SAMPLES / sample).convert("RGB"))), ("12 MP photo", big)):
