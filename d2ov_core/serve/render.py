@@ -14,8 +14,8 @@ Two renderers:
     segments filled at 0.7 opacity, things outlined in their colour and stuff off-white). Where it
     differs: a colour per class (the ``Visualizer`` picks one at random per instance and drawing, so
     an object would change colour from frame to frame), and a mask's holes stay holes. It runs in
-    milliseconds where the ``Visualizer`` takes a fifth of a second to seconds (12 MP: 0.03-0.3 s
-    against 2-10 s; see the performance docs).
+    milliseconds on the demo samples where the ``Visualizer`` takes 0.05-0.4 s (12 MP: 0.07-0.44 s
+    against 2.7-15 s; ``tools/bench_render.py``, the performance docs).
   * ``detectron2``: Detectron2's ``Visualizer`` itself, on request (``style="detectron2"``, ``d2ov
     bench --renderer detectron2``) where torch and Detectron2 are importable. Imports them lazily.
 
