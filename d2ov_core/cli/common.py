@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from ..runtime import settings as S
 from ..runtime.images import IMAGE_SUFFIXES, image_files
 from ..runtime.video import VIDEO_SUFFIXES
 from ..store import catalog
+from ..store.cache import write_atomic
 
 __all__ = [
     "threshold_type",
@@ -149,8 +149,4 @@ def expand_images(items: list[str]) -> list[str]:
 
 def write_json(path: str, doc: dict[str, Any]) -> None:
     """Write ``doc`` to ``path`` atomically (a temporary name, then a rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, p)
+    write_atomic(path, json.dumps(doc, indent=1).encode())

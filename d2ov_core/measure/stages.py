@@ -232,6 +232,7 @@ def check(
     verify_tol: Tolerance | None = None,
     predictor=None,
     progress: bool = False,
+    rois: int | None = None,
 ) -> StageReport:
     """Run the stage check of ``model`` (catalog name or spec) on ``images``.
 
@@ -240,6 +241,9 @@ def check(
         predictor: the OpenVINO predictor of the deployed IR for the detections stage (``None``: no
             detections stage).
         verify_tol: the detections stage's tolerance (default :class:`Tolerance`).
+        rois: how many of the eager model's best proposals the ROI heads are compared on (default
+            :data:`d2ov_core.export.stages.FIXED_BOXES`); each one costs a Keypoint R-CNN ~7 GFLOPs
+            and a C4 model its res5, on both sides and in the trace.
     """
     verify_tol = verify_tol or Tolerance()
     from ..export import stages as ST
@@ -256,7 +260,7 @@ def check(
     meta = cfg_metadata(cfg, spec)
     graph = ST.StageGraph(net)
     chws = [preprocess(load_image(p), meta)[0] for p in images]
-    boxes = [ST.eager_proposals(net, c) for c in chws]
+    boxes = [ST.eager_proposals(net, c, rois or ST.FIXED_BOXES) for c in chws]
     seconds["build"] = time.perf_counter() - t
     t = time.perf_counter()
     compiled = ST.compile_stages(ST.convert_stages(graph, chws[0], boxes[0]))

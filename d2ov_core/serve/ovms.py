@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import InputError
 from ..runtime.ir import read_metadata
 from ..runtime.settings import IRMetadata
+from ..store.cache import write_atomic
 
 __all__ = ["model_name", "check_name", "config_entry", "write_repository", "readme", "MOUNT"]
 
@@ -99,12 +100,6 @@ d2ov model. The IR keeps a dynamic `image` input `(3,-1,-1)`; `plugin_config` pi
 """
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_repository(
     xml: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -142,8 +137,8 @@ def write_repository(
     entries = [e for e in config["model_config_list"] if e.get("config", {}).get("name") != name]
     entries.append(config_entry(name, nireq=nireq, hint=hint))
     config["model_config_list"] = entries
-    _write_atomic(config_path, json.dumps(config, indent=2) + "\n")
+    write_atomic(config_path, (json.dumps(config, indent=2) + "\n").encode())
     names = [e.get("config", {}).get("name", "?") for e in entries]
     text = readme(out, names, rest_port)
-    _write_atomic(out / "README.md", text)
+    write_atomic(out / "README.md", text.encode())
     return name, text

@@ -41,6 +41,7 @@ from ..errors import IRError
 __all__ = [
     "cache_dir",
     "sha256_file",
+    "write_atomic",
     "LEFTOVER_MARKERS",
     "is_leftover",
     "clean_leftovers",
@@ -70,6 +71,20 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` under a temporary name (``.<name>.tmp-<pid>``) and rename it: a reader
+    finds the old file or the whole new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 #: What a temporary name contains: ``.<target>.tmp-...`` (folders, side files), ``.<target>.part-<pid>`` (downloads)

@@ -45,7 +45,7 @@ from typing import Union
 
 from ..errors import DownloadError, ModelNotFoundError
 from . import cache
-from .cache import cache_dir, sha256_file
+from .cache import cache_dir, sha256_file, write_atomic
 
 __all__ = ["cache_dir", "resolve", "download", "sha256_file", "may_unpickle", "offline", "source_url", "RANDOM"]
 
@@ -101,14 +101,8 @@ def _recorded_sha256(path: Path) -> str:
     if side.is_file():
         return side.read_text().split()[0]
     digest = sha256_file(path)
-    _write_atomic(side, (digest + "\n").encode())
+    write_atomic(side, (digest + "\n").encode())
     return digest
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _cache_path(url: str) -> Path:
@@ -207,7 +201,7 @@ def _fetch(url: str, dest: Path, progress: Progress, expected_sha256: str | None
         if expected_sha256 and digest != expected_sha256:
             raise DownloadError(f"download of {url}: sha256 {digest} does not match the expected {expected_sha256}")
         os.replace(tmp, dest)
-        _write_atomic(side, (digest + "\n").encode())
+        write_atomic(side, (digest + "\n").encode())
         return dest
     except DownloadError:
         raise
