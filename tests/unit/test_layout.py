@@ -4,6 +4,7 @@ torch-free side really runs without torch, torchvision or detectron2."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,21 @@ def test_the_blocker_blocks():
 def test_every_package_says_what_it_is(pkg):
     init = PKG / pkg / "__init__.py" if pkg != "errors" else PKG / "errors.py"
     assert ast.get_docstring(ast.parse(init.read_text())), f"{init} has no docstring"
+
+
+def test_running_an_ir_from_the_cli_leaves_torch_unloaded():
+    """Where torch and Detectron2 ARE installed, `d2ov predict` on an IR still never imports them:
+    importing torch cost every command 2-4 s (the Detectron2 shims looked for ``detectron2._C`` with
+    ``find_spec``, which imports ``detectron2`` and so torch)."""
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("detectron2") is None:
+        pytest.skip("torch or detectron2 is not installed: nothing could load them")
+    sample = sorted(SAMPLES.glob("shapes_*.jpg"))[0]
+    code = f"""
+import sys
+from d2ov_core.cli import main
+code = main(["-q", "predict", "demo/faster_rcnn_shapes", {str(sample)!r}])
+loaded = sorted(set(sys.modules) & {{"torch", "torchvision", "detectron2", "nncf"}})  # the packages themselves
+print("exit", code, "loaded", loaded)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert "exit 0 loaded []" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
