@@ -85,9 +85,7 @@ def test_stage_check_passes_per_family(family, tmp_path):
 
     spec = small_spec(FAMILIES[family], tmp_path, LIGHTER.get(family, ""))
     xml = convert(spec, weights="random", out=tmp_path / "ir", fp16=False, progress=False)
-    report = check(
-        spec, [str(real_photo()), str(other_photo())], weights="random", predictor=Predictor(xml), rois=ROIS
-    )
+    report = check(spec, [str(real_photo()), str(other_photo())], weights="random", predictor=Predictor(xml), rois=ROIS)
     print(format_table(report))
     stages = {r.stage for r in report.rows}
     expected = {"features", "detections"} | ({"head"} if family == "retinanet" else {"rpn", "proposals", "roi"})
