@@ -14,7 +14,7 @@ from ..errors import InputError
 from ..export.convert import default_sample
 from ..measure import bench_video
 from ..runtime import settings as S
-from ..serve.render import STYLES, has_visualizer, render
+from ..serve.render import STYLES, checked_style, render
 from ..serve.video import process_video
 from ..store import catalog
 from .common import add_ir_options, add_precision_option, is_ir_path, make_predictor, static_shape_type, write_json
@@ -145,9 +145,7 @@ def run_bench_video(args) -> int:
         )
     if args.calibration and not Path(args.calibration).is_dir():
         raise InputError(f"calibration folder not found: {args.calibration}")
-    style = args.renderer or "plain"
-    if style == "detectron2" and not has_visualizer():
-        raise InputError("--renderer detectron2 needs torch and detectron2 importable here")
+    style = checked_style(args.renderer)
     log = (lambda *_: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     if args.video:
         bench_video.check_video(args.video)  # a bad path fails before a model is loaded

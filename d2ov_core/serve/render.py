@@ -36,7 +36,7 @@ from ..errors import InputError
 from ..runtime.detections import KEYPOINT_THRESHOLD, Detections
 from ..runtime.tasks import get_task, task_of
 
-__all__ = ["STYLES", "has_visualizer", "render"]
+__all__ = ["STYLES", "has_visualizer", "checked_style", "render"]
 
 
 STYLES = ("plain", "detectron2")
@@ -57,6 +57,15 @@ def has_visualizer() -> bool:
     return True
 
 
+def checked_style(style: str | None) -> str:
+    """``style`` (``None``: ``plain``) if this machine can draw in it, else one :class:`InputError`."""
+    if style not in (None, *STYLES):
+        raise InputError(f"renderer: expected one of {', '.join(STYLES)}, found {style!r}")
+    if style == "detectron2" and not has_visualizer():
+        raise InputError("renderer detectron2: needs torch and Detectron2 importable here; 'plain' needs neither")
+    return style or "plain"
+
+
 def render(
     image_rgb: np.ndarray,
     det: Detections,
@@ -67,11 +76,7 @@ def render(
     """``det`` drawn on ``image_rgb`` as its task draws it (``task``: the model's; default: the task
     whose result ``det`` is); ``style``: one of :data:`STYLES` (default ``plain``)."""
     names = list(class_names) if class_names is not None else sorted(set(det.labels.tolist()))
-    if style not in (None, *STYLES):
-        raise InputError(f"renderer: expected one of {', '.join(STYLES)}, found {style!r}")
-    if style == "detectron2" and not has_visualizer():
-        raise InputError("renderer detectron2: needs torch and Detectron2 importable here; 'plain' needs neither")
-    painter = _PAINTERS[style or "plain"]
+    painter = _PAINTERS[checked_style(style)]
     return (get_task(task) if task else task_of(det)).draw(image_rgb, det, names, painter)
 
 
