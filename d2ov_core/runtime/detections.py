@@ -259,7 +259,7 @@ def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     h, w = mask.shape
     rows = np.flatnonzero(mask.any(axis=1))
     if mask.size == 0 or len(rows) == 0:
-        return {"size": [int(h), int(w)], "counts": _rle_counts_to_string([mask.size])}
+        return _rle_of_runs(np.zeros(0, np.int64), np.zeros(0, np.int64), h, w)
     y0, y1 = int(rows[0]), int(rows[-1]) + 1
     cols = np.flatnonzero(mask[y0:y1].any(axis=0))
     x0, x1 = int(cols[0]), int(cols[-1]) + 1
@@ -276,9 +276,7 @@ def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     joined = ends[:-1] == starts[1:]  # a run through a column's last row into the next column's first
     starts = starts[np.concatenate([[True], ~joined])]
     ends = ends[np.concatenate([~joined, [True]])]
-    tail = [mask.size] if ends[-1] < mask.size else []  # no zeros after the last run: none written
-    bounds = np.concatenate([[0], np.column_stack([starts, ends]).ravel(), tail]).astype(np.int64)
-    return {"size": [int(h), int(w)], "counts": _rle_counts_to_string(np.diff(bounds))}
+    return _rle_of_runs(starts, ends, h, w)
 
 
 def rle_encode_labels(label_map: np.ndarray, ids) -> list[dict[str, Any]]:
@@ -296,14 +294,17 @@ def rle_encode_labels(label_map: np.ndarray, ids) -> list[dict[str, Any]]:
     starts = np.concatenate([[0], change]).astype(np.int64)
     ends = np.concatenate([change, [flat.size]]).astype(np.int64)
     values = flat[starts]
-    out = []
-    for i in ids:
-        mine = values == i  # runs of one value never touch: a change separates them
-        bounds = [np.zeros(1, np.int64), np.column_stack([starts[mine], ends[mine]]).ravel()]
-        if not mine.any() or ends[mine][-1] < flat.size:
-            bounds.append(np.array([flat.size], np.int64))  # the zeros after the last run
-        out.append({"size": [int(h), int(w)], "counts": _rle_counts_to_string(np.diff(np.concatenate(bounds)))})
-    return out
+    # runs of one value never touch (a change separates them): each value's runs are its mask's
+    return [_rle_of_runs(starts[values == i], ends[values == i], h, w) for i in ids]
+
+
+def _rle_of_runs(starts: np.ndarray, ends: np.ndarray, h: int, w: int) -> dict[str, Any]:
+    """The COCO RLE of an ``h x w`` mask whose pixels are the column-major runs ``[starts[k], ends[k])``
+    (sorted, apart): zeros, ones, zeros, ... counts, starting with zeros, the last zeros only if any."""
+    bounds = [np.zeros(1, np.int64), np.column_stack([starts, ends]).ravel().astype(np.int64)]
+    if not len(ends) or ends[-1] < h * w:
+        bounds.append(np.array([h * w], np.int64))
+    return {"size": [int(h), int(w)], "counts": _rle_counts_to_string(np.diff(np.concatenate(bounds)))}
 
 
 def _rle_counts_to_string(runs) -> str:
