@@ -133,20 +133,24 @@ def _predict_video(predictor, path: str, args, render_dir: Path | None, sink: Ca
     """One video: a JSON record per processed frame to ``sink``; with ``render_dir``, ``<name>.mp4``
     drawn like images. Progress on stderr about once a second."""
     shown = [time.perf_counter()]
+    on_line = [False]  # a progress line is open on stderr: the next message starts a line of its own
 
     def progress(done: int, total: int | None, fps: float) -> None:
         if not args.quiet and time.perf_counter() - shown[0] >= 1.0:
             shown[0] = time.perf_counter()
             of = f"/{total}" if total else ""
             print(f"\r{path}: frame {done}{of}, {fps:.1f} frames/s", end="", file=sys.stderr, flush=True)
+            on_line[0] = True
 
     out = render_dir / (Path(path).stem + ".mp4") if render_dir else None
-    done = process_video(
-        predictor, path, out, args.every, args.max_frames, threshold=args.threshold, progress=progress,
-        track=args.track, sink=sink,
-    )  # fmt: skip
-    if not args.quiet and done.wall_s >= 1.0:
-        print(file=sys.stderr)
+    try:
+        done = process_video(
+            predictor, path, out, args.every, args.max_frames, threshold=args.threshold, progress=progress,
+            track=args.track, sink=sink,
+        )  # fmt: skip
+    finally:
+        if on_line[0]:  # whether it ended or failed (an error's one line must be a line of its own)
+            print(file=sys.stderr)
     print(done.summary(path))
     if out:
         print(f"  rendered {out}")
