@@ -295,7 +295,7 @@ def rle_encode_labels(label_map: np.ndarray, ids) -> list[dict[str, Any]]:
     ends = np.concatenate([change, [flat.size]]).astype(np.int64)
     values = flat[starts]
     # runs of one value never touch (a change separates them): each value's runs are its mask's
-    return [_rle_of_runs(starts[values == i], ends[values == i], h, w) for i in ids]
+    return [_rle_of_runs(starts[mine], ends[mine], h, w) for mine in (values == i for i in ids)]
 
 
 def _rle_of_runs(starts: np.ndarray, ends: np.ndarray, h: int, w: int) -> dict[str, Any]:
