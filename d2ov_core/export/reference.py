@@ -95,13 +95,11 @@ class ReferencePredictor:
         t0 = time.perf_counter()
         rgb = load_image(image)
         t1 = time.perf_counter()
-        img = rgb[:, :, ::-1] if self.cfg.INPUT.FORMAT == "BGR" else rgb
-        h, w = img.shape[:2]
-        resized = self._aug.get_transform(img).apply_image(img)
-        tensor = torch.as_tensor(np.ascontiguousarray(resized).astype("float32").transpose(2, 0, 1))
+        inputs = self._inputs(rgb)
+        h, w = rgb.shape[:2]
         t2 = time.perf_counter()
         with torch.no_grad():
-            out = self.model([{"image": tensor, "height": h, "width": w}])[0]
+            out = self.model([inputs])[0]
         inst = out["instances"]
         t3 = time.perf_counter()
         extra = for_task(self.task).eager_fields(out, self.labels, self.metadata)
@@ -118,6 +116,58 @@ class ReferencePredictor:
             "total": (t4 - t1) * 1e3,
         }
         return rgb, det
+
+    def _inputs(self, rgb: np.ndarray) -> dict[str, Any]:
+        """Detectron2's model input for an RGB image: its ``INPUT.FORMAT``, resized as at test time."""
+        import torch
+
+        img = rgb[:, :, ::-1] if self.cfg.INPUT.FORMAT == "BGR" else rgb
+        resized = self._aug.get_transform(img).apply_image(img)
+        tensor = torch.as_tensor(np.ascontiguousarray(resized).astype("float32").transpose(2, 0, 1))
+        return {"image": tensor, "height": rgb.shape[0], "width": rgb.shape[1]}
+
+    def predict_before_nms(self, image: Any) -> tuple[Detections, float]:
+        """Every detection of ``image`` Detectron2 scores above its heads' test threshold, before its
+        last non-maximum suppression (boxes, scores and classes only, in image pixels), and that
+        suppression's IoU threshold: what :func:`d2ov_core.measure.verify.match` needs to tell two
+        overlapping boxes scoring alike, of which either side may keep either, from a wrong box."""
+        import torch
+        from detectron2.modeling.postprocessing import detector_postprocess
+
+        rgb = load_image(image)
+        inputs = self._inputs(rgb)
+        model = self.model
+        heads = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+        # R-CNN: the box predictor's test NMS and top-k, mask and keypoint heads off; RetinaNet: its own
+        saved: list[tuple[Any, str, Any]] = []
+
+        def put(obj: Any, attr: str, value: Any) -> None:
+            saved.append((obj, attr, getattr(obj, attr)))
+            setattr(obj, attr, value)
+
+        try:
+            if heads is not None:
+                nms = float(heads.test_nms_thresh)
+                put(heads, "test_nms_thresh", 1.0)  # nothing overlaps more than 1: nothing suppressed
+                put(heads, "test_topk_per_image", -1)
+                for head in ("mask_on", "keypoint_on"):
+                    if getattr(model.roi_heads, head, False):
+                        put(model.roi_heads, head, False)
+                with torch.no_grad():
+                    found = model.inference([inputs], do_postprocess=False)
+                inst = (found[0] if isinstance(found, tuple) else found)[0]
+                inst = detector_postprocess(inst, rgb.shape[0], rgb.shape[1])
+            else:
+                nms = float(model.test_nms_thresh)
+                put(model, "test_nms_thresh", 1.0)
+                put(model, "max_detections_per_image", 1 << 30)
+                with torch.no_grad():
+                    inst = model([inputs])[0]["instances"]
+        finally:
+            for obj, attr, value in reversed(saved):
+                setattr(obj, attr, value)
+        det = detections_of(inst, self.labels, rgb.shape[:2])
+        return det, nms
 
     def describe(self) -> dict[str, Any]:
         """The model block of ``d2ov predict --json``: the OpenVINO predictor's keys, with no IR

@@ -5,6 +5,14 @@ Detections are matched greedily by IoU within the same class, highest reference 
 What else a task's results hold is compared by the task (:meth:`~d2ov_core.runtime.tasks.Task.compare`):
 maps of segments segment by segment, reported as the ``segments_*``, ``*_segment_iou`` and
 ``pixel_agreement`` fields.
+
+Near ties: when Detectron2 itself scores two overlapping boxes of a class within the score
+tolerance, its last non-maximum suppression keeps whichever is ahead by a few float32 roundings, and
+another runtime (other kernels, same maths) may keep the other. Given Detectron2's detections before
+that suppression, :func:`match` counts such a pair as a ``tie`` rather than a miss and an extra
+detection, and only then: the candidate's box must be one Detectron2 scored too (within the box and
+score tolerances), overlapping the reference's kept box beyond the suppression's IoU threshold, the
+two Detectron2 scores within the score tolerance.
 """
 
 from __future__ import annotations
@@ -72,6 +80,7 @@ class Comparison:
     min_segment_iou: float | None = None  # over matched segments
     mean_segment_iou: float | None = None
     pixel_agreement: float | None = None  # share of pixels in the same matched segment (or in none in both)
+    ties: int = 0  # unmatched pairs that are a near tie in Detectron2's last NMS (not counted as unmatched)
 
     def ok(self, tol: Tolerance) -> bool:
         return (
@@ -110,12 +119,21 @@ class Comparison:
         return dataclasses.asdict(self)
 
 
-def match(ref: Detections, cand: Detections, tol: Tolerance = Tolerance()) -> Comparison:
+def match(
+    ref: Detections,
+    cand: Detections,
+    tol: Tolerance = Tolerance(),
+    before_nms: Detections | None = None,
+    nms_iou: float = 0.5,
+) -> Comparison:
     """Match ``cand`` to ``ref`` detections with score >= ``tol.min_score``.
 
     A candidate just below ``min_score`` may match a reference just above it (and vice versa), so
     borderline scores do not count as misses: each side is filtered at ``min_score - tol.score``
-    for matching, but only detections >= ``min_score`` count as unmatched.
+    for matching, but only detections >= ``min_score`` count as unmatched. ``before_nms``: the
+    reference's detections before its last NMS, whose IoU threshold is ``nms_iou``
+    (:meth:`~d2ov_core.export.reference.ReferencePredictor.predict_before_nms`): unmatched pairs that
+    are a near tie there are counted as ``ties`` (see the module's docstring).
     """
     lo = max(tol.min_score - tol.score, 0.0)
     r = ref.filter(lo)
@@ -134,8 +152,11 @@ def match(ref: Detections, cand: Detections, tol: Tolerance = Tolerance()) -> Co
             used[j] = True
             pairs.append((int(i), j))
     matched_r = {i for i, _ in pairs}
-    unmatched_r = sum(1 for i in range(len(r)) if i not in matched_r and r.scores[i] >= tol.min_score)
-    unmatched_c = sum(1 for j in range(len(c)) if not used[j] and c.scores[j] >= tol.min_score)
+    lone_r = [i for i in range(len(r)) if i not in matched_r and r.scores[i] >= tol.min_score]
+    lone_c = [j for j in range(len(c)) if not used[j] and c.scores[j] >= tol.min_score]
+    ties = _ties(r, c, lone_r, lone_c, before_nms, nms_iou, tol) if before_nms is not None else []
+    unmatched_r = len(lone_r) - len(ties)
+    unmatched_c = len(lone_c) - len(ties)
     box_dev = max((float(np.abs(r.boxes[i] - c.boxes[j]).max()) for i, j in pairs), default=0.0)
     score_dev = max((float(abs(r.scores[i] - c.scores[j])) for i, j in pairs), default=0.0)
     m_iou, pooled = None, None
@@ -166,5 +187,40 @@ def match(ref: Detections, cand: Detections, tol: Tolerance = Tolerance()) -> Co
         keypoints_compared=kp_n,
         keypoints_off=kp_off,
         mask_iou_pooled=pooled if m_iou is not None else None,
+        ties=len(ties),
         **task_of(ref).compare(ref, cand),
     )
+
+
+def _ties(
+    r: Detections,
+    c: Detections,
+    lone_r: list[int],
+    lone_c: list[int],
+    before: Detections,
+    nms_iou: float,
+    tol: Tolerance,
+) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)`` of unmatched reference and candidate detections that are a near tie in the
+    reference's last NMS: candidate ``j`` is a box the reference scored before that NMS (``k``: same
+    class, IoU >= ``tol.iou``, within ``tol.box_px`` and ``tol.score``), overlapping the reference's
+    kept ``i`` above ``nms_iou``, and the reference scored ``i`` and ``k`` within ``tol.score``."""
+    if not lone_r or not lone_c or len(before) == 0:
+        return []
+    found = box_iou(c.boxes[lone_c], before.boxes)  # (candidates, before NMS)
+    same = c.class_ids[lone_c][:, None] == before.class_ids[None, :]
+    near = np.abs(c.boxes[lone_c][:, None, :] - before.boxes[None, :, :]).max(axis=2) <= tol.box_px
+    alike = np.abs(c.scores[lone_c][:, None] - before.scores[None, :]) <= tol.score
+    scored = same & near & alike & (found >= tol.iou)  # (candidates, before NMS)
+    overlap = box_iou(r.boxes[lone_r], c.boxes[lone_c])  # (references, candidates)
+    pairs: list[tuple[int, int]] = []
+    taken: set[int] = set()
+    for a, i in enumerate(lone_r):
+        for b, j in enumerate(lone_c):
+            if b in taken or r.class_ids[i] != c.class_ids[j] or overlap[a, b] <= nms_iou:
+                continue
+            if np.any(scored[b] & (np.abs(before.scores - r.scores[i]) <= tol.score)):
+                pairs.append((i, j))
+                taken.add(b)
+                break
+    return pairs
