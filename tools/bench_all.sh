@@ -51,11 +51,13 @@ if [[ $which == all || $which == peers ]]; then
   # d2ov side by side with what a user would run instead (the peers, `d2ov[bench]`): TorchScript and
   # onnxruntime FP32/INT8, calibrated on the same images as d2ov's INT8 (the demo: its generator's train split)
   v="detectron2 ov-fp32 ov-bf16 ov-int8 torchscript ort-fp32 ort-int8"
-  m=COCO-Detection/faster_rcnn_R_50_FPN_1x
-  $PY -m d2ov_core bench "$m" --weights random --images "$photos/grace_hopper.jpg" "$photos/china.jpg" \
-    --runs "${PEER_RUNS:-3}" --calibration "$calib" --variants $v --out "docs/bench/peers_${m#*/}"
+  for m in COCO-Detection/faster_rcnn_R_50_FPN_1x COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x; do
+    $PY -m d2ov_core bench "$m" --weights random --images "$photos/grace_hopper.jpg" "$photos/china.jpg" \
+      --runs "${PEER_RUNS:-3}" --calibration "$calib" --variants $v --out "docs/bench/peers_${m#*/}"
+  done
   $PY -m tools.make_shapes --out .cache/shapes --split train --num 64
-  m=demo/faster_rcnn_shapes
-  $PY -m d2ov_core bench "$m" --images d2ov_core/data/samples/shapes_*.jpg --runs "${PEER_RUNS:-3}" \
-    --calibration .cache/shapes/train --variants $v --out "docs/bench/peers_${m#*/}"
+  for m in demo/faster_rcnn_shapes demo/mask_rcnn_shapes; do
+    $PY -m d2ov_core bench "$m" --images d2ov_core/data/samples/shapes_*.jpg --runs "${PEER_RUNS:-3}" \
+      --calibration .cache/shapes/train --variants $v --out "docs/bench/peers_${m#*/}"
+  done
 fi
