@@ -47,7 +47,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..export.reference import ReferencePredictor
-    from ..measure.verify import Tolerance, match
+    from ..measure.verify import Tolerance, match_reference
     from ..runtime.images import load_image
     from ..runtime.tasks import get_task
 
@@ -74,10 +74,7 @@ def run(args) -> int:
     rows, failures, ties = [], 0, 0
     for img in args.images:
         rgb = load_image(img)
-        expected, got = ref.predict(rgb, threshold=0.05), ov.predict(rgb, threshold=0.05)
-        c = match(expected, got, tol)
-        if c.unmatched_reference and c.unmatched_candidate:  # near ties in Detectron2's last NMS?
-            c = match(expected, got, tol, *ref.predict_before_nms(rgb))
+        c = match_reference(ref, rgb, ref.predict(rgb, threshold=0.05), ov.predict(rgb, threshold=0.05), tol)
         ok = bool(c.ok(tol))
         failures += not ok
         rows.append({"image": str(img), "ok": ok, **c.to_dict()})

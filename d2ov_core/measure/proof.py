@@ -12,7 +12,8 @@ The record (:func:`check`)::
      model_final.pth (sha256 1234abcd...)", "image_names": ["a.jpg", ...]}
 
 ``reference``/``candidate``: detections scoring at least ``min_score`` in Detectron2's / the IR's
-output; ``matched``: pairs of the same class with box IoU >= 0.9. Checking needs torch and Detectron2
+output; ``matched``: pairs of the same class with box IoU >= 0.9; ``ties``: pairs that are a near tie
+in Detectron2's last NMS (:func:`~d2ov_core.measure.verify.match_reference`). Checking needs torch and Detectron2
 (imported when called); reading and wording the record do not.
 """
 
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .verify import Tolerance, match
+from .verify import Tolerance, match_reference
 
 __all__ = ["check", "record", "proof_text", "MAX_IMAGES"]
 
@@ -57,7 +58,7 @@ def check(
     rows = []
     for path in images:
         rgb = load_image(path)
-        rows.append(match(ref.predict(rgb, threshold=0.05), ov.predict(rgb, threshold=0.05), tol))
+        rows.append(match_reference(ref, rgb, ref.predict(rgb, threshold=0.05), ov.predict(rgb, threshold=0.05), tol))
     winfo = ref.weights_info
     source = (
         "random weights"
@@ -77,6 +78,7 @@ def check(
         "reference": sum(r.reference for r in rows),
         "candidate": sum(r.candidate for r in rows),
         "matched": sum(r.matched for r in rows),
+        "ties": sum(r.ties for r in rows),
         "images_within_tolerance": sum(bool(r.ok(tol)) for r in rows),
         "max_box_dev": worst("max_box_dev", max),
         "max_score_dev": worst("max_score_dev", max),
@@ -114,8 +116,10 @@ def proof_text(v: dict[str, Any] | None) -> str:
     boxes within 0.0001 px, scores within 2e-06 (FP16 IR; ...)"; "" when there is none."""
     if not v:
         return ""
+    ties = v.get("ties", 0)
     parts = [
         f"{v['matched']}/{v['reference']} detections matched"
+        + (f" + {ties} near tie{'s' * (ties > 1)} in Detectron2's NMS" if ties else "")
         + (f" ({v['candidate']} from the IR)" if v["candidate"] != v["reference"] else "")
     ]
     if v["matched"]:

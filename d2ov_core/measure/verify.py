@@ -25,7 +25,7 @@ import numpy as np
 from ..runtime.detections import KEYPOINT_THRESHOLD, Detections
 from ..runtime.tasks import task_of
 
-__all__ = ["box_iou", "mask_iou", "match", "Comparison", "Tolerance"]
+__all__ = ["box_iou", "mask_iou", "match", "match_reference", "Comparison", "Tolerance"]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -190,6 +190,19 @@ def match(
         ties=len(ties),
         **task_of(ref).compare(ref, cand),
     )
+
+
+def match_reference(
+    reference: Any, image: np.ndarray, expected: Detections, got: Detections, tol: Tolerance
+) -> Comparison:
+    """:func:`match` of ``got`` with ``expected``, Detectron2's detections of ``image`` by ``reference``
+    (a :class:`~d2ov_core.export.reference.ReferencePredictor`); where that leaves unmatched detections on
+    both sides, again with the reference's detections before its last NMS, so near ties count as ties.
+    What ``d2ov verify`` and the proof recorded at conversion (:mod:`~d2ov_core.measure.proof`) do."""
+    c = match(expected, got, tol)
+    if c.unmatched_reference and c.unmatched_candidate:
+        c = match(expected, got, tol, *reference.predict_before_nms(image))
+    return c
 
 
 def _ties(

@@ -42,6 +42,9 @@ def test_sentence():
         and "11/12 detections matched (13 from the IR)" in text
         and "mask IoU at least 0.9877" in text
     )
+    tied = proof_text(dict(RECORD, matched=11, ties=1))
+    assert "11/12 detections matched + 1 near tie in Detectron2's NMS, boxes within" in tied
+    assert "near tie" not in proof_text(RECORD)  # records written before ties were counted: none
     assert proof_text(dict(RECORD, matched=0, reference=0, candidate=0)).count("within") == 0  # nothing to measure
     assert proof_text(None) == proof_text({}) == ""
 
