@@ -566,6 +566,57 @@ def _mcp_installed() -> bool:
     return True
 
 
+def _mcp_shims() -> None:
+    """Two mends of Gradio 6.31's MCP server, installed once per process when MCP is on:
+
+    * lists of files in (``/detect_batch``'s ``files``): it turns a tool's file URLs (``data:`` or
+      ``http(s)://``) into files only at fixed positions of its input schema; a list's position is
+      ``files.items``, so a call's ``files.0``, ``files.1`` ... stayed strings and failed the File
+      component's validation. Every ``items`` of such a position is expanded into the indices the
+      call's list has, before Gradio's own conversion (the same for every file);
+    * one answer per output, JSON where structured: a queued call's outputs came back as one tuple,
+      answered with its Python ``repr`` in one text (``/detect``'s five outputs), and any output that
+      is not a file with ``str(value)``, a ``repr`` for a dict or a list (``/detect_batch``'s COCO
+      document, ``/detect``'s table). Each output is now its own answer, as Gradio's unqueued path
+      gives them (the drawn image as an image and its URL), and dicts and lists are sent as JSON.
+    """
+    import json
+
+    from gradio.mcp import GradioMCPServer
+    from gradio_client import utils as client_utils
+
+    convert = GradioMCPServer.convert_strings_to_filedata
+    if getattr(convert, "d2ov_lists", False):
+        return
+    answer = GradioMCPServer.postprocess_output_data
+
+    def expand(value: Any, position: list) -> list[list]:
+        if not position:
+            return [[]]
+        head, rest = position[0], position[1:]
+        if head == "items" and isinstance(value, list):
+            return [[i, *tail] for i, item in enumerate(value) for tail in expand(item, rest)]
+        if isinstance(value, dict) and head in value:
+            return [[head, *tail] for tail in expand(value[head], rest)]
+        return [position]
+
+    def with_lists(self, value: Any, positions: list) -> Any:
+        return convert(self, value, [p for position in positions for p in expand(value, position)])
+
+    def as_json(self, data: Any, root_url: str) -> Any:
+        def text(value: Any) -> Any:
+            structured = isinstance(value, (dict, list)) and not client_utils.is_file_obj_with_meta(value)
+            return json.dumps(value) if structured else value
+
+        if len(data) == 1 and isinstance(data[0], tuple):  # a queued call's outputs, as one tuple
+            data = list(data[0])
+        return answer(self, [text(v) for v in data], root_url)
+
+    with_lists.d2ov_lists = True  # type: ignore[attr-defined]
+    GradioMCPServer.convert_strings_to_filedata = with_lists  # type: ignore[method-assign]
+    GradioMCPServer.postprocess_output_data = as_json  # type: ignore[method-assign]
+
+
 def _start_quietly(service: ModelService, args: argparse.Namespace, mcp: bool, examples: list[str]) -> gr.Blocks:
     """Build, queue and launch the app inside one short-lived running event loop; return the running
     app. Outside a running loop, every Gradio lock and event made while building and launching creates
@@ -601,6 +652,8 @@ def main(argv=None) -> None:
         log.addHandler(handler)
     log.setLevel(logging.INFO)
     mcp = not args.no_mcp and _mcp_installed()
+    if mcp:
+        _mcp_shims()
     try:
         service = ModelService(server=args.server)
         examples = (
