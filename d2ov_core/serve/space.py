@@ -8,8 +8,10 @@ folder holds everything the app needs and nothing more:
   * ``app.py``: the d2ov web app (:mod:`d2ov_core.serve.webapp`);
   * ``d2ov_core/``: the package, with the bundled demo IRs and samples (no tests, no training weights);
   * ``requirements.txt``: only what the Space runs: OpenVINO, Gradio (with MCP), PyAV for video,
-    matplotlib for its sample photo; no torch, no Detectron2 (the runtime never imports them, and
-    d2ov draws results itself), no NNCF;
+    trackers for tracking in videos, matplotlib for its sample photo; no torch, no Detectron2 (the
+    runtime never imports them, and d2ov draws results itself), no NNCF;
+  * ``packages.txt``: the Debian packages the Space installs first: libGL and GLib for OpenCV (which
+    trackers asks for);
   * your models (``d2ov space --model``), converted on your machine (:func:`collect_models`): a
     catalog model's IRs beside the bundled ones (``d2ov_core/data/ir/``), any other model's (your
     config, an IR folder) in ``models/<name>/<precision>/``, listed as ``local/<name>``; with
@@ -63,14 +65,21 @@ numpy>=2.0,<3
 pillow>=10
 gradio[mcp]=={GRADIO_VERSION}
 huggingface-hub>=1.0
-# the Video mode: decoding and H.264 encoding (PyAV, FFmpeg in the wheel). Tracking (the trackers
-# package, which asks for OpenCV) is not installed here
+# the Video mode: decoding and H.264 encoding (PyAV, FFmpeg in the wheel)
 av==18.1.0
+# the Video mode's Track toggle: Roboflow's trackers (ByteTrack, with supervision); it asks for
+# opencv-python, whose build needs libGL and GLib: packages.txt has the Space install them
+trackers==2.6.1
+supervision==0.31.2
 # the example photo offered with COCO models (matplotlib's grace_hopper.jpg)
 matplotlib
 # on a Space, Gradio runs its hot-reload watcher, which needs this (Spaces usually provide it)
 spaces>=0.43
 """
+
+#: Debian packages the Space installs before its requirements (a Space reads ``packages.txt``):
+#: OpenCV's libGL and GLib, for tracking
+SPACE_PACKAGES = "libgl1\nlibglib2.0-0\n"
 
 APP_PY = '''"""d2ov web app on a Hugging Face Space (written by `d2ov space`).
 
@@ -375,6 +384,7 @@ def build_space(
         )
         (out / "app.py").write_text(APP_PY)
         (out / "requirements.txt").write_text(SPACE_REQUIREMENTS)
+        (out / "packages.txt").write_text(SPACE_PACKAGES)
         skip = ["__pycache__", "*.pyc", ".*"]
         shutil.copytree(_package_dir(), out / "d2ov_core", ignore=shutil.ignore_patterns(*skip))
         if only:

@@ -104,9 +104,11 @@ def test_the_folder_holds_what_the_app_needs_and_nothing_more(space):
         "d2ov_core",
         "examples",
         "models",
+        "packages.txt",
         "requirements.txt",
         "space.json",
     ]
+    assert (space / "packages.txt").read_text().split() == ["libgl1", "libglib2.0-0"]  # OpenCV's, for tracking
     assert sorted(p.name for p in (space / "examples").iterdir()) == [f"my_photo_{i}.jpg" for i in range(3)]
     assert sorted(p.relative_to(space).as_posix() for p in (space / "models").rglob("*") if p.is_file()) == sorted(
         f"models/{m}/FP16/{f}"
@@ -132,7 +134,7 @@ def test_the_folder_holds_what_the_app_needs_and_nothing_more(space):
         if l.strip() and not l.startswith("#")
     ]
     names = {re.split(r"[=<>\[ ]", l)[0].lower() for l in reqs if not l.startswith("--")}
-    assert {"openvino", "gradio", "av"} <= names
+    assert {"openvino", "gradio", "av", "trackers"} <= names
     assert not names & {
         "torch",
         "detectron2",
@@ -181,7 +183,8 @@ def space_env(space, tmp_path_factory):
     install_s = time.perf_counter() - t0
     size = _du(venv)
     site = next((venv / "lib").glob("python3*/site-packages"))
-    assert not [m for m in ("torch", "torchvision", "nncf", "detectron2", "cv2") if (site / m).exists()]
+    # no torch side; OpenCV is there for tracking only (trackers asks for opencv-python; d2ov draws without it)
+    assert not [m for m in ("torch", "torchvision", "nncf", "detectron2") if (site / m).exists()]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "space_env.json").write_text(
         json.dumps(
@@ -292,15 +295,15 @@ def test_the_space_starts_as_a_space_and_answers(running_space, space_env):
     assert sorted(str(p) for p in site.rglob("*")) == before  # nothing written into site-packages
 
 
-def test_a_video_runs_on_the_space_and_tracking_says_what_it_needs(running_space, tmp_path):
+def test_a_video_runs_and_is_tracked_on_the_space(running_space, tmp_path):
     """The Space decodes and encodes video with its own venv (PyAV from its requirements): the annotated
-    MP4 has one frame per processed frame and the records are the library's; tracking, not installed
-    on a Space, is one readable error and the Space keeps serving."""
+    MP4 has one frame per processed frame and the records are the library's; tracked (trackers from its
+    requirements, OpenCV's system libraries from its packages.txt), the ids are the library's too."""
     from gradio_client import Client, handle_file
-    from gradio_client.exceptions import AppError
 
     from d2ov_core.runtime.predictor import Predictor
     from d2ov_core.runtime.video import read_frames, video_info
+    from d2ov_core.serve.video import process_video
     from d2ov_core.store.lookup import bundled_ir
 
     from ..helpers import make_clip
@@ -319,11 +322,16 @@ def test_a_video_runs_on_the_space_and_tracking_says_what_it_needs(running_space
     for r in records:
         ref = pred.predict(decoded[r["frame"]], threshold=0.5)
         assert [i["label"] for i in r["instances"]] == [str(x) for x in ref.labels] and len(ref) > 5
-    with pytest.raises(AppError) as e:
-        client.predict(
-            handle_file(str(clip)), "demo/mask_rcnn_shapes", "CPU", 0.5, "FP16", 2, True, api_name="/detect_video"
-        )
-    assert "tracking needs Roboflow's trackers package" in str(e.value) and "Traceback" not in str(e.value)
+    _, json_path, summary = client.predict(
+        handle_file(str(clip)), "demo/mask_rcnn_shapes", "CPU", 0.5, "FP16", 2, True, api_name="/detect_video"
+    )
+    tracked = json.loads(Path(json_path).read_text())["results"]
+    here = process_video(pred, clip, every=2, threshold=0.5, track=True).records  # the library, this process
+    assert [r["frame"] for r in tracked] == [r["frame"] for r in here] == [0, 2, 4]
+    for space_rec, lib_rec in zip(tracked, here):
+        ids = [(i["label"], i["track_id"]) for i in space_rec["instances"]]
+        assert ids == [(i["label"], i["track_id"]) for i in lib_rec["instances"]]
+    assert sum(i["track_id"] is not None for i in tracked[-1]["instances"]) > 5  # objects followed
     assert running_space[2].poll() is None
 
 
