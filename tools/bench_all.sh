@@ -60,4 +60,11 @@ if [[ $which == all || $which == peers ]]; then
     $PY -m d2ov_core bench "$m" --images d2ov_core/data/samples/shapes_*.jpg --runs "${PEER_RUNS:-3}" \
       --calibration .cache/shapes/train --variants $v --out "docs/bench/peers_${m#*/}"
   done
+  # keypoints and panoptic: the peers' rows say why they cannot run these (d2ov decodes the raw outputs)
+  $PY -m tools.make_figures --out .cache/figures --split train --num 16
+  $PY -m d2ov_core bench demo/keypoint_rcnn_figures --images d2ov_core/data/samples/figures_*.jpg \
+    --runs "${PEER_RUNS:-3}" --calibration .cache/figures/train --variants $v --out docs/bench/peers_keypoint_rcnn_figures
+  $PY -m tools.make_panoptic --out .cache/panoptic --split train --num 16
+  $PY -m d2ov_core bench demo/panoptic_fpn_shapes --images d2ov_core/data/samples/panoptic_*.jpg \
+    --runs "${PEER_RUNS:-3}" --calibration .cache/panoptic/train --variants $v --out docs/bench/peers_panoptic_fpn_shapes
 fi
