@@ -47,7 +47,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..export.reference import ReferencePredictor
-    from ..measure.verify import Tolerance, match_reference
+    from ..measure.verify import Tolerance, match_reference, ties_text
     from ..runtime.images import load_image
     from ..runtime.tasks import get_task
 
@@ -74,7 +74,7 @@ def run(args) -> int:
     rows, failures, ties = [], 0, 0
     for img in args.images:
         rgb = load_image(img)
-        c = match_reference(ref, rgb, ref.predict(rgb, threshold=0.05), ov.predict(rgb, threshold=0.05), tol)
+        c = match_reference(ref, ov, rgb, tol)
         ok = bool(c.ok(tol))
         failures += not ok
         rows.append({"image": str(img), "ok": ok, **c.to_dict()})
@@ -93,9 +93,8 @@ def run(args) -> int:
             )
         )
         ties += c.ties
-        tied = f" + {c.ties} near tie{'s' * (c.ties > 1)}" if c.ties else ""
         print(
-            f"{'ok  ' if ok else 'FAIL'} {img}: matched {c.matched}/{c.reference}{tied} (unmatched ref "
+            f"{'ok  ' if ok else 'FAIL'} {img}: matched {c.matched}/{c.reference}{ties_text(c.ties)} (unmatched ref "
             f"{c.unmatched_reference}, ov {c.unmatched_candidate}), box dev {c.max_box_dev:.3f} px, score dev "
             f"{c.max_score_dev:.2e}{miou}{kp}{pan}"
         )

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime.ir import usable_cpus
+from .verify import ties_text
 
 __all__ = ["run_bench", "VARIANTS", "markdown", "matmul_peak_gflops", "default_static_shape"]
 
@@ -505,8 +506,7 @@ def match_text(m: dict[str, Any] | None) -> str:
         return "-"
     verdict = "exact" if m["exact"] else "differs"
     extra = f" +{m['extra']}" if m["extra"] else ""
-    ties = m.get("ties", 0)
-    extra = f" + {ties} near tie{'s' * (ties > 1)}{extra}" if ties else extra
+    extra = ties_text(m.get("ties", 0)) + extra
     mask = f", mask IoU >= {m['min_mask_iou']:.2f}" if m.get("min_mask_iou") is not None else ""
     return (
         f"{verdict}: {m['matched']}/{m['reference']}{extra}, box {m['max_box_dev']:.2f} px, "

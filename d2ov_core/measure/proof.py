@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .verify import Tolerance, match_reference
+from .verify import Tolerance, match_reference, ties_text
 
 __all__ = ["check", "record", "proof_text", "MAX_IMAGES"]
 
@@ -58,7 +58,7 @@ def check(
     rows = []
     for path in images:
         rgb = load_image(path)
-        rows.append(match_reference(ref, rgb, ref.predict(rgb, threshold=0.05), ov.predict(rgb, threshold=0.05), tol))
+        rows.append(match_reference(ref, ov, rgb, tol))
     winfo = ref.weights_info
     source = (
         "random weights"
@@ -119,7 +119,7 @@ def proof_text(v: dict[str, Any] | None) -> str:
     ties = v.get("ties", 0)
     parts = [
         f"{v['matched']}/{v['reference']} detections matched"
-        + (f" + {ties} near tie{'s' * (ties > 1)} in Detectron2's NMS" if ties else "")
+        + (f"{ties_text(ties)} in Detectron2's NMS" if ties else "")
         + (f" ({v['candidate']} from the IR)" if v["candidate"] != v["reference"] else "")
     ]
     if v["matched"]:

@@ -25,7 +25,7 @@ import numpy as np
 from ..runtime.detections import KEYPOINT_THRESHOLD, Detections
 from ..runtime.tasks import task_of
 
-__all__ = ["box_iou", "mask_iou", "match", "match_reference", "Comparison", "Tolerance"]
+__all__ = ["box_iou", "mask_iou", "match", "match_reference", "ties_text", "Comparison", "Tolerance"]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -192,17 +192,22 @@ def match(
     )
 
 
-def match_reference(
-    reference: Any, image: np.ndarray, expected: Detections, got: Detections, tol: Tolerance
-) -> Comparison:
-    """:func:`match` of ``got`` with ``expected``, Detectron2's detections of ``image`` by ``reference``
-    (a :class:`~d2ov_core.export.reference.ReferencePredictor`); where that leaves unmatched detections on
-    both sides, again with the reference's detections before its last NMS, so near ties count as ties.
-    What ``d2ov verify`` and the proof recorded at conversion (:mod:`~d2ov_core.measure.proof`) do."""
+def match_reference(reference: Any, candidate: Any, image: np.ndarray, tol: Tolerance) -> Comparison:
+    """:func:`match` of ``candidate``'s detections of ``image`` (any predictor) with ``reference``'s (a
+    :class:`~d2ov_core.export.reference.ReferencePredictor`), both at threshold 0.05; where that leaves
+    unmatched detections on both sides, again with the reference's detections before its last NMS, so
+    near ties count as ties. What ``d2ov verify`` and the proof recorded at conversion
+    (:mod:`~d2ov_core.measure.proof`) do."""
+    expected, got = reference.predict(image, threshold=0.05), candidate.predict(image, threshold=0.05)
     c = match(expected, got, tol)
     if c.unmatched_reference and c.unmatched_candidate:
         c = match(expected, got, tol, *reference.predict_before_nms(image))
     return c
+
+
+def ties_text(n: int) -> str:
+    """``" + 2 near ties"`` after a matched count (``""`` for none): how every report says it."""
+    return f" + {n} near tie{'s' * (n > 1)}" if n else ""
 
 
 def _ties(
