@@ -266,3 +266,22 @@ def assert_drawn_as_the_library(shown: str | Path, sample: Path, model: str, pre
     assert got.shape == expected.shape, (got.shape, expected.shape)
     off, drawing = np.abs(got - expected).mean(), np.abs(drawn.astype(np.int16) - raw).mean()
     assert off < 1 and drawing > 10, (off, drawing)
+
+
+def uv_venv(venv: Path, python: str, *install: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """A fresh venv at ``venv`` for ``python``, then ``uv pip install *install`` into it (bytecode
+    compiled, as pip does): what pip would install from the same pins and index, in about a tenth of
+    pip's time. uv is a Rust binary (the network guard sees no Python in it); it talks to the package
+    index only. Returns the install's result (check ``returncode``; its stderr says why)."""
+    uv = Path(sys.executable).parent / "uv"
+    env = dict(os.environ, UV_NO_PROGRESS="1", UV_HTTP_TIMEOUT="60")
+    subprocess.run([str(uv), "venv", "-q", "--python", python, str(venv)], check=True, env=env, timeout=120)
+    return uv_install(venv, *install, timeout=timeout)
+
+
+def uv_install(venv: Path, *install: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``uv pip install *install`` into the venv ``venv`` (see :func:`uv_venv`)."""
+    uv = Path(sys.executable).parent / "uv"
+    env = dict(os.environ, UV_NO_PROGRESS="1", UV_HTTP_TIMEOUT="60")
+    cmd = [str(uv), "pip", "install", "-q", "--compile-bytecode", "--python", str(venv / "bin" / "python"), *install]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)

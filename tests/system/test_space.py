@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import ROOT, SAMPLES, netguard_env, run_cli
-from ..helpers import assert_drawn_as_the_library, free_port, stop, wait_until_up
+from ..helpers import assert_drawn_as_the_library, free_port, stop, uv_venv, wait_until_up
 from .test_app import CHROMIUM, browser_page
 
 ARTIFACTS = ROOT / "tests" / "_artifacts"
@@ -160,25 +160,12 @@ SYSTEM_PYTHON = shutil.which("python3.11", path="/usr/local/bin:/usr/bin") or sy
 
 @pytest.fixture(scope="module")
 def space_env(space, tmp_path_factory):
-    """A fresh venv from the Space's requirements.txt alone (PIP_RETRIES=0: an unreachable index fails
-    at once instead of after retries)."""
+    """A fresh venv from the Space's requirements.txt alone, made with uv (the same pins from the same
+    index as the Space builder's pip, in about 10 s instead of pip's 60-100 s; what is checked is that
+    the file is complete, not pip's resolver)."""
     venv = tmp_path_factory.mktemp("space_venv") / "venv"
     t0 = time.perf_counter()
-    subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
-    env = dict(
-        os.environ,
-        PIP_RETRIES="0",
-        PIP_TIMEOUT="10",
-        PIP_DISABLE_PIP_VERSION_CHECK="1",
-        **netguard_env(registries=True),
-    )
-    res = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", "-r", str(space / "requirements.txt")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1800,
-    )
+    res = uv_venv(venv, SYSTEM_PYTHON, "-r", str(space / "requirements.txt"))
     assert res.returncode == 0, res.stderr[-3000:]
     install_s = time.perf_counter() - t0
     size = _du(venv)

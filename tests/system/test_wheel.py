@@ -5,7 +5,6 @@ torch), and with the `app` extra `d2ov serve` answers /detect (drawn without Det
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import ROOT, netguard_env
-from ..helpers import assert_drawn_as_the_library, free_port, stop, wait_until_up
+from ..helpers import assert_drawn_as_the_library, free_port, stop, uv_install, uv_venv, wait_until_up
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = ROOT / "tests" / "_artifacts"
@@ -32,15 +31,8 @@ def installed(tmp_path_factory):
     assert res.returncode == 0, res.stderr[-3000:]
     wheel = next(dist.glob("d2ov-*.whl"))
     venv = tmp_path_factory.mktemp("wheel_venv") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     t0 = time.perf_counter()
-    res = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", str(wheel)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", **netguard_env(registries=True)),
-    )
+    res = uv_venv(venv, sys.executable, str(wheel))  # what `pip install d2ov-*.whl` installs (helpers.uv_venv)
     assert res.returncode == 0, res.stderr[-3000:]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "wheel.json").write_text(
@@ -92,13 +84,7 @@ def test_app_extra_serves_the_demo_models(installed, tmp_path):
     from gradio_client import Client, handle_file
 
     wheel, venv = installed
-    res = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", f"{wheel}[app]"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=dict(os.environ, **netguard_env(registries=True)),
-    )
+    res = uv_install(venv, f"{wheel}[app]")
     assert res.returncode == 0, res.stderr[-3000:]
     port = free_port()
     env = {
