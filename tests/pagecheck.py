@@ -117,11 +117,11 @@ def check_segments_drawn(out: np.ndarray, rgb: np.ndarray, det) -> None:
     between 5% and 10%); 2 colours more than classes at least, the pixels of no segment at least 59%
     unchanged."""
     changed = _changed(out, rgb)
-    assert det.panoptic_seg is not None and len(det.segments) > 0
+    assert det.segment_map is not None and len(det.segments) > 0
     medians = set()
     faint = []
     for seg in det.segments:
-        where = det.panoptic_seg == seg["id"]
+        where = det.segment_map == seg["id"]
         part = changed[where].mean()
         shown = f"segment {seg['id']} ({seg['label']}, {seg['area']} px): only {part:.1%} changed"
         assert part >= 0.05, shown
@@ -131,7 +131,7 @@ def check_segments_drawn(out: np.ndarray, rgb: np.ndarray, det) -> None:
     assert len(faint) <= 1, faint
     classes = {seg["label"] for seg in det.segments}
     assert len(medians) >= len(classes), f"{len(medians)} colours for {len(classes)} classes"
-    none = det.panoptic_seg == 0
+    none = det.segment_map == 0
     if none.sum() > 500:
         kept = 1 - changed[none].mean()
         assert kept >= 0.3, f"only {kept:.1%} of the pixels of no segment are the input's"

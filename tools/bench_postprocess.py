@@ -44,7 +44,8 @@ import d2ov_core
 from d2ov_core.runtime import panoptic as P
 from d2ov_core.runtime import postprocess as PP
 from d2ov_core.runtime.keypoints import heatmaps_to_keypoints
-from d2ov_core.runtime.postprocess import PanopticParams, postprocess
+from d2ov_core.runtime.panoptic import PanopticParams
+from d2ov_core.runtime.postprocess import postprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -161,10 +162,10 @@ def run(repeat: int) -> dict[str, dict[str, float]]:
         raw, meta = panoptic_inputs(kind)
         logits = raw["sem_seg"]
         out[f"panoptic {kind}: postprocess(threshold=0.5)"] = _time(
-            lambda: postprocess(raw, meta, labels, threshold=0.5, panoptic=params), repeat
+            lambda: postprocess(raw, meta, labels, threshold=0.5, combine=params), repeat
         )
         out[f"panoptic {kind}: postprocess(threshold=0.05)"] = _time(
-            lambda: postprocess(raw, meta, labels, threshold=0.05, panoptic=params), repeat
+            lambda: postprocess(raw, meta, labels, threshold=0.05, combine=params), repeat
         )
         out[f"panoptic {kind}: sem_seg_postprocess"] = _time(
             lambda: P.sem_seg_postprocess(logits, INPUT, ORIGINAL, stride=STRIDE), repeat

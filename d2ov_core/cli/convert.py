@@ -6,6 +6,7 @@ import time
 
 from ..errors import InputError
 from ..export.quantize import DEFAULT_RECIPE, RECIPES
+from ..measure.evaluate import task_measures
 from ..runtime import settings as S
 from .common import add_model_options, add_precision_option, spec_from_args
 
@@ -32,10 +33,8 @@ def register(sub) -> None:
     )
     g.add_argument("--annotations", help="COCO instances JSON of a validation set (not your test set)")
     g.add_argument("--images", help="folder of that set's images")
-    g.add_argument(
-        "--panoptic",
-        help="panoptic models: that set's COCO panoptic JSON (PQ measured too; its PNGs in the folder named like it)",
-    )
+    for m in task_measures():  # a task's own measure on that set (its other inputs at their defaults)
+        g.add_argument("--" + m.first.replace("_", "-"), help=f"{m.options[m.first]}, of that set")
     g.add_argument("--eval-limit", type=int, help="measure on the first N images only")
     g.add_argument(
         "--max-ap-drop",
@@ -60,8 +59,10 @@ def run(args) -> int:
         raise InputError(f"--calibration-size must be at least 1, got {args.calibration_size}")
     if bool(args.annotations) != bool(args.images):
         raise InputError("--annotations and --images go together (a COCO JSON and its images folder)")
-    if args.panoptic and not args.annotations:
-        raise InputError("--panoptic goes with --annotations and --images (the same set's instances JSON and images)")
+    own = {m.first: getattr(args, m.first) for m in task_measures() if getattr(args, m.first)}
+    if own and not args.annotations:
+        flag = "--" + next(iter(own)).replace("_", "-")
+        raise InputError(f"{flag} goes with --annotations and --images (the same set's instances JSON and images)")
     if args.max_ap_drop is not None and not (args.annotations and args.precision == "INT8"):
         raise InputError("--max-ap-drop needs --precision INT8 and a validation set (--annotations, --images)")
     if args.recipe and args.precision != "INT8":
@@ -77,7 +78,7 @@ def run(args) -> int:
             limit=args.eval_limit,
             max_drop=max_drop,
             progress=not args.quiet,
-            panoptic=args.panoptic,
+            task_annotations=own,
         )
         if args.precision == "INT8" and not args.recipe:  # d2ov's recipes in order until one holds
             recipes = [r for r in RECIPES.values() if r.name.startswith("d2ov")]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from ..measure.evaluate import task_measures
 from .common import add_ir_options, add_model_options, make_predictor, write_json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="COCO box/mask/keypoint AP (and panoptic PQ) over a COCO-format data set")
+    measures = task_measures()
+    own = "".join(f" (and {m.title})" for m in measures)
+    p = sub.add_parser("eval", help=f"COCO box/mask/keypoint AP{own} over a COCO-format data set")
     p.add_argument("model", help="catalog name, IR .xml/folder (openvino) or config .yaml")
     p.add_argument("--annotations", required=True, help="COCO instances JSON")
     p.add_argument("--images", required=True, help="folder of the images named in the JSON")
-    p.add_argument("--panoptic", help="panoptic models: COCO panoptic JSON of the same images (PQ, SQ, RQ)")
-    p.add_argument("--panoptic-pngs", help="its PNG folder (default: beside the JSON, named like it)")
+    for m in measures:  # a task's own measure: its annotation inputs
+        for name, text in m.options.items():
+            p.add_argument("--" + name.replace("_", "-"), help=text)
     p.add_argument("--backend", choices=["openvino", "pytorch"], default="openvino")
     add_model_options(p)
     add_ir_options(p)
@@ -21,7 +25,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..measure.evaluate import evaluate
+    from ..measure.evaluate import evaluate, task_measure
 
     predictor = make_predictor(
         args.model,
@@ -38,8 +42,7 @@ def run(args) -> int:
         args.images,
         limit=args.limit,
         progress=not args.quiet,
-        panoptic=args.panoptic,
-        panoptic_pngs=args.panoptic_pngs,
+        task_annotations={k: getattr(args, k) for m in task_measures() for k in m.options},
     )
     where = args.backend if args.backend == "pytorch" else f"openvino {predictor.precision}"
     print(
@@ -50,10 +53,9 @@ def run(args) -> int:
         if iou_type in res:
             stats = "  ".join(f"{k} {v:5.2f}" for k, v in res[iou_type].items())
             print(f"  {iou_type:<9}  {stats}")
-    if "panoptic" in res:
-        for group in ("All", "Things", "Stuff"):
-            g = res["panoptic"][group]
-            print(f"  {'PQ ' + group:<9}  PQ {g['PQ']:5.2f}  SQ {g['SQ']:5.2f}  RQ {g['RQ']:5.2f}  ({g['n']} classes)")
+    own = task_measure(predictor.task)
+    if own is not None and own.key in res:
+        print("\n".join(own.lines(res[own.key])))
     if args.json:
         write_json(
             args.json,

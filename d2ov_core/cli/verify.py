@@ -30,7 +30,7 @@ def register(sub) -> None:
         "--segment-iou",
         type=float,
         default=0.98,
-        help="panoptic models: min IoU of matched panoptic segments; every segment must match (0.98)",
+        help="models whose answer is a map of segments: min IoU of matched segments; every segment must match (0.98)",
     )
     p.add_argument(
         "--stages",

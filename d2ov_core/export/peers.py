@@ -13,8 +13,8 @@
 Pre- and postprocessing are Detectron2's, as its deployment docs describe: ``ResizeShortestEdge`` on
 the input, then the flat outputs are put back into ``Instances`` by the adapter's ``outputs_schema``
 (pickled beside the model) and ``detector_postprocess`` rescales boxes and pastes masks to the image.
-Keypoint and panoptic models are refused: their traced graphs end at heatmaps / logits that d2ov
-decodes in numpy, and Detectron2 has no postprocess for those raw outputs.
+Models of the other tasks are refused (``_TASKS``): their traced graphs end at raw keypoint heatmaps or
+semantic logits that d2ov decodes in numpy, and Detectron2 has no postprocess for those raw outputs.
 
 Imports torch and detectron2; ONNX ones also onnx and onnxruntime (``pip install 'd2ov[bench]'``).
 """

@@ -7,8 +7,8 @@ best proposals for the same image). Its outputs, named by :attr:`StageGraph.name
 deployed IR computes on the way to its detections:
 
 - ``features.<name>``: the backbone's (FPN's) feature maps, ``(1, C, h, w)``;
-- Panoptic FPN: ``sem_seg.logits`` ``(1, C, Hp / 4, Wp / 4)``, the semantic head's logits before its
-  upsampling (the IR's ``sem_seg``);
+- a model with a semantic head (``sem_seg_head``): ``sem_seg.logits`` ``(1, C, Hp / 4, Wp / 4)``, its
+  logits before its upsampling (the IR's ``sem_seg``);
 - R-CNN: ``rpn.objectness.<level>`` ``(1, A, h, w)`` and ``rpn.deltas.<level>`` ``(1, 4A, h, w)``
   (the RPN head), ``proposals.boxes`` / ``proposals.logits`` (the RPN's top proposals, computed in
   the graph: informative, ranked by near-flat scores on random weights), then the ROI heads ON THE

@@ -33,12 +33,16 @@ class ExportTask:
     metadata: ``(cfg, spec) -> dict``: the task's IR metadata (beside the common keys).
     eager_fields: ``(output, labels, metadata) -> dict``: what the eager model's output for one
         image (``model([...])[0]``) adds to its Detections beyond its instances.
+    inference: ``model -> forward or None``: the forward traced for a built model of this task,
+        ``forward(model, inputs) -> [{"instances": ..., <more outputs>}]`` (:mod:`~d2ov_core.export.trace`),
+        when its meta architecture needs its own; ``None``: the architecture's default.
     """
 
     name: str
     is_config: Callable[[Any], bool]
     metadata: Callable[[Any, ModelSpec], dict[str, Any]] = _nothing
     eager_fields: Callable[[dict[str, Any], list[str], Any], dict[str, Any]] = _nothing
+    inference: Callable[[Any], Callable | None] = lambda model: None
 
 
 def _keypoint_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
@@ -89,9 +93,29 @@ def _panoptic_fields(out: dict[str, Any], labels: list[str], metadata: Any) -> d
         return {}
     seg_map = out["panoptic_seg"][0].numpy().astype(np.int32)
     return {
-        "panoptic_seg": seg_map,
+        "segment_map": seg_map,
         "segments": describe_segments(seg_map, out["panoptic_seg"][1], labels, metadata["stuff_classes"]),
     }
+
+
+def _panoptic_inference(model) -> Callable | None:
+    """PanopticFPN.inference(do_postprocess=False) without the semantic head's final x4 upsampling:
+    its logits leave the graph at stride 4 (16x smaller; numpy upsamples only what the resize to the
+    image reads), beside the raw instances."""
+    from detectron2.modeling import PanopticFPN
+
+    if not isinstance(model, PanopticFPN):
+        return None
+
+    def inference(m, inputs):
+        images = m.preprocess_image(inputs)
+        features = m.backbone(images.tensor)
+        sem_seg = m.sem_seg_head.layers(features)
+        proposals, _ = m.proposal_generator(images, features, None)
+        instances, _ = m.roi_heads(images, features, proposals, None)
+        return [{"instances": instances[0], "sem_seg": sem_seg[0]}]
+
+    return inference
 
 
 #: every task's export side, the most specific first (a config is the first task it is)
@@ -101,6 +125,7 @@ EXPORT_TASKS: tuple[ExportTask, ...] = (
         lambda cfg: cfg.MODEL.META_ARCHITECTURE == "PanopticFPN",
         _panoptic_metadata,
         _panoptic_fields,
+        _panoptic_inference,
     ),
     ExportTask("keypoints", lambda cfg: bool(cfg.MODEL.KEYPOINT_ON), _keypoint_metadata),
     ExportTask("instance_segmentation", lambda cfg: bool(cfg.MODEL.MASK_ON)),

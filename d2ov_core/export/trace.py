@@ -23,23 +23,15 @@ def traceable(model, image_chw):
     ``Instances`` fields in the resized-input frame; returns ``(adapter, output_names)``."""
     import torch
     from detectron2.export.flatten import TracingAdapter
-    from detectron2.modeling import GeneralizedRCNN, PanopticFPN
+    from detectron2.modeling import GeneralizedRCNN
     from detectron2.modeling.meta_arch.retinanet import RetinaNet
 
     from .patches import exportable_keypoints
+    from .tasks import EXPORT_TASKS
 
-    if isinstance(model, PanopticFPN):
-
-        def inference(m, inputs):
-            # PanopticFPN.inference(do_postprocess=False) without the semantic head's final x4
-            # upsampling: its logits leave the graph at stride 4 (16x smaller; numpy upsamples only
-            # what the resize to the image reads), with the raw instances
-            images = m.preprocess_image(inputs)
-            features = m.backbone(images.tensor)
-            sem_seg = m.sem_seg_head.layers(features)
-            proposals, _ = m.proposal_generator(images, features, None)
-            instances, _ = m.roi_heads(images, features, proposals, None)
-            return [{"instances": instances[0], "sem_seg": sem_seg[0]}]
+    own = next((f for t in EXPORT_TASKS if (f := t.inference(model)) is not None), None)
+    if own is not None:  # a task whose model is traced its own way
+        inference = own
     elif isinstance(model, GeneralizedRCNN):
 
         def inference(m, inputs):
@@ -54,7 +46,7 @@ def traceable(model, image_chw):
             return [{"instances": m.forward_inference(images, features, m.head(features))[0]}]
     else:
         raise ConversionError(
-            f"unsupported meta architecture {type(model).__name__}: expected GeneralizedRCNN, PanopticFPN or RetinaNet"
+            f"unsupported meta architecture {type(model).__name__}: expected GeneralizedRCNN (or a subclass) or RetinaNet"
         )
 
     image = torch.as_tensor(image_chw)

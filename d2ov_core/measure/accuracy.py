@@ -32,7 +32,9 @@ class AccuracyCheck:
     images: Path
     limit: int | None = None
     max_drop: float | None = None  # INT8: most AP (and PQ) points it may lose against the float model
-    panoptic: Path | None = None  # panoptic models: the set's COCO panoptic JSON (PQ measured too)
+    #: a task's own measure (:class:`~d2ov_core.measure.evaluate.TaskMeasure`): its first input, the
+    #: set's annotations for it, by name (measured for models of that task; its other inputs default)
+    task_annotations: dict[str, Path] = dataclasses.field(default_factory=dict)
     progress: Progress = False
     reference: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -42,8 +44,10 @@ class AccuracyCheck:
             raise InputError(f"annotations not found: {self.annotations}")
         if not self.images.is_dir():
             raise InputError(f"images folder not found: {self.images}")
-        if self.panoptic is not None and not Path(self.panoptic).is_file():
-            raise InputError(f"panoptic annotations not found: {self.panoptic}")
+        self.task_annotations = {k: Path(v) for k, v in self.task_annotations.items() if v is not None}
+        for name, path in self.task_annotations.items():
+            if not path.is_file():
+                raise InputError(f"--{name.replace('_', '-')} annotations not found: {path}")
         if self.max_drop is not None and self.max_drop < 0:
             raise InputError(f"--max-ap-drop must be >= 0, got {self.max_drop}")
 
@@ -51,8 +55,8 @@ class AccuracyCheck:
     def key(self) -> str:
         """What the result depends on (part of the conversion cache key)."""
         digest = hashlib.sha256(self.annotations.read_bytes()).hexdigest()[:16]
-        pan = f":{hashlib.sha256(Path(self.panoptic).read_bytes()).hexdigest()[:16]}" if self.panoptic else ""
-        return f"{digest}:{self.limit}:{self.max_drop}{pan}"
+        own = "".join(f":{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}" for p in self.task_annotations.values())
+        return f"{digest}:{self.limit}:{self.max_drop}{own}"
 
     def __call__(self, xml: Path, precision: str) -> tuple[dict[str, Any], bool]:
         from ..runtime.ir import bf16_available
@@ -75,31 +79,24 @@ class AccuracyCheck:
 
     def _measure(self, xml: Path, precision: str) -> dict[str, Any]:
         from ..export.resolve import open_predictor
-        from .evaluate import evaluate
+        from .evaluate import evaluate, task_measure
 
         predictor = open_predictor(xml, S.precision(precision))
-        panoptic = self.panoptic if predictor.task == "panoptic_segmentation" else None
+        own = task_measure(predictor.task)
+        given = {k: v for k, v in self.task_annotations.items() if own is not None and k in own.options}
         res = evaluate(
             predictor,
             self.annotations,
             self.images,
             limit=self.limit,
             progress=self.progress is True,
-            panoptic=panoptic,
+            task_annotations=given,
         )
         return {
             "box_AP": res["bbox"]["AP"],
             "mask_AP": res["segm"]["AP"] if "segm" in res else None,
             **({"keypoint_AP": res["keypoints"]["AP"]} if "keypoints" in res else {}),
-            **(
-                {
-                    "PQ": res["panoptic"]["All"]["PQ"],
-                    "PQ_things": res["panoptic"]["Things"]["PQ"],
-                    "PQ_stuff": res["panoptic"]["Stuff"]["PQ"],
-                }
-                if "panoptic" in res
-                else {}
-            ),
+            **(own.row(res[own.key]) if own is not None and own.key in res else {}),
             "ms": round(res["per_image_inference_ms"], 1),
             "images": res["images"],
             "set": self.annotations.name,

@@ -6,31 +6,72 @@ by the same code. Model classes are matched to the data set's categories BY NAME
 graph returns (score >= 0.05, at most 100 per image) are scored, as Detectron2's COCOEvaluator does.
 Keypoints are scored as Detectron2 does (x, y minus 0.5: COCO's keypoints are pixel indices) with the
 model's OKS sigmas (IR metadata ``keypoint_oks_sigmas``; COCO's own for 17 COCO keypoints).
-Panoptic models, given the data set's COCO panoptic annotations (``panoptic``: the JSON, its PNGs in
-the folder named like it), also get PQ / SQ / RQ (All, Things, Stuff) with
-:mod:`~d2ov_core.measure.panoptic_quality`; their segments are matched to the panoptic categories
-BY NAME too (things to thing categories, stuff to stuff categories).
+A task with a measure of its own (:attr:`~d2ov_core.runtime.tasks.Task.measure`, a module of this
+package holding a :class:`TaskMeasure`) adds it when given that measure's annotations of the same
+images (``task_annotations``), e.g. PQ / SQ / RQ of a map of segments.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import importlib
 import io
 import json
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from ..runtime.tasks import get_task
+from ..runtime.tasks import all_tasks, get_task
 
-__all__ = ["evaluate", "STAT_NAMES"]
+__all__ = ["evaluate", "STAT_NAMES", "TaskMeasure", "task_measure", "task_measures"]
 
 STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 #: COCOeval's keypoint summary has no small-object row
 KEYPOINT_STAT_NAMES = ["AP", "AP50", "AP75", "APm", "APl"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskMeasure:
+    """A task's own measure beside COCO AP: what ``d2ov eval`` and ``d2ov convert`` offer for it.
+
+    Attributes:
+        title: what it measures, in a few words (``d2ov eval``'s help).
+        key: its entry in :func:`evaluate`'s result.
+        options: its annotation inputs, ``name -> help`` (CLI ``--name`` with ``_`` as ``-``; the
+            first is required to measure, the others optional), passed to ``scorer`` by name.
+        scorer: ``scorer(predictor, **inputs)`` with ``.add(file_name, detections)`` per image and
+            ``.result()`` (the value at ``key``).
+        lines: ``result -> [str]``: its lines of ``d2ov eval``'s report.
+        row: ``result -> dict``: its keys of an ``accuracy`` row (:data:`~d2ov_core.runtime.settings.ACCURACY_KEYS`).
+    """
+
+    title: str
+    key: str
+    options: Mapping[str, str]
+    scorer: Callable[..., Any]
+    lines: Callable[[Any], list[str]]
+    row: Callable[[Any], dict[str, Any]]
+
+    @property
+    def first(self) -> str:
+        """The annotation input that turns the measure on."""
+        return next(iter(self.options))
+
+
+def task_measure(task: str) -> TaskMeasure | None:
+    """The measure of its own of the task ``task``, or ``None``."""
+    module = get_task(task).measure
+    return importlib.import_module(f"{__package__}.{module}").MEASURE if module else None
+
+
+def task_measures() -> list[TaskMeasure]:
+    """Every task's measure of its own, in task order."""
+    return [m for t in all_tasks() if (m := task_measure(t.name)) is not None]
 
 
 def _load_coco(path: Path):
@@ -51,14 +92,13 @@ def evaluate(
     images: str | Path,
     limit: int | None = None,
     progress: bool = True,
-    panoptic: str | Path | None = None,
-    panoptic_pngs: str | Path | None = None,
+    task_annotations: Mapping[str, str | Path | None] | None = None,
 ) -> dict[str, Any]:
     """Returns ``{"bbox": {AP...}, "segm": {AP...} or absent, "keypoints": {AP...} or absent,
-    "panoptic": {"All": {PQ, SQ, RQ, n}, "Things": ..., "Stuff": ..., "per_class": ...} or absent,
-    "images": n, "per_image_ms": median end-to-end, "per_image_inference_ms": median model call}``
-    (AP and PQ values in percent). ``panoptic``: the COCO panoptic JSON of the same images (panoptic
-    models only); ``panoptic_pngs``: its PNG folder (default: next to it, named like it)."""
+    <the task's measure's key>: its result or absent, "images": n, "per_image_ms": median end-to-end,
+    "per_image_inference_ms": median model call}`` (AP values in percent). ``task_annotations``: the
+    inputs of the predictor's task's own measure (:class:`TaskMeasure`), by name; it is measured when
+    the first is given (an error for a task without one)."""
     from pycocotools.cocoeval import COCOeval
 
     gt = _load_coco(Path(annotations))
@@ -75,11 +115,7 @@ def evaluate(
     img_ids = sorted(gt.getImgIds())[: limit or None]
     task = get_task(predictor.task)
     with_masks = "segm" in task.iou_types
-    pq = None
-    if panoptic is not None:
-        from .panoptic_quality import PanopticScorer
-
-        pq = PanopticScorer(predictor, panoptic, panoptic_pngs)
+    own = _task_scorer(predictor, task_annotations or {})
     sigmas = _oks_sigmas(predictor) if "keypoints" in task.iou_types else None
     results: list[dict[str, Any]] = []
     times, model_times = [], []
@@ -87,8 +123,8 @@ def evaluate(
     for img_id in img_ids:
         info = gt.loadImgs(img_id)[0]
         det = predictor.predict(img_dir / info["file_name"], threshold=0.0)
-        if pq is not None:
-            pq.add(info["file_name"], det)
+        if own is not None:
+            own[1].add(info["file_name"], det)
         times.append(det.timings.get("total", 0.0))
         model_times.append(det.timings.get("inference", 0.0))
         results.extend(task.coco_results(det, img_id, class_to_cat))
@@ -121,9 +157,24 @@ def evaluate(
             ev.accumulate()
             ev.summarize()
         out[iou_type] = {k: round(float(v) * 100, 3) for k, v in zip(names, ev.stats[: len(names)])}
-    if pq is not None:
-        out["panoptic"] = pq.result()
+    if own is not None:
+        out[own[0].key] = own[1].result()
     return out
+
+
+def _task_scorer(predictor, given: Mapping[str, Any]) -> tuple[TaskMeasure, Any] | None:
+    """The predictor's task's own measure and its scorer, when its annotations are ``given``."""
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return None
+    measure = task_measure(predictor.task)
+    if measure is None or measure.first not in given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        owners = [t.name for t in all_tasks() if (m := task_measure(t.name)) and set(given) & set(m.options)]
+        raise InputError(
+            f"{flags} is for {' or '.join(owners) or 'no'} models; {predictor.name} is not one (its task: {predictor.task})"
+        )
+    return measure, measure.scorer(predictor, **{k: given.get(k) for k in measure.options})
 
 
 def _oks_sigmas(predictor) -> np.ndarray:

@@ -47,6 +47,7 @@ import numpy as np
 
 from ..errors import ImageError, InputError
 from ..runtime.tasks import get_task
+from .evaluate import TaskMeasure
 
 __all__ = [
     "read_panoptic_png",
@@ -486,7 +487,8 @@ class PanopticScorer:
     """PQ of a panoptic predictor's maps against COCO panoptic ground truth, image by image (what
     :func:`~d2ov_core.measure.evaluate.evaluate` adds for a task whose results hold a segment map)."""
 
-    def __init__(self, predictor, panoptic: str | Path, pngs: str | Path | None):
+    def __init__(self, predictor, panoptic: str | Path, panoptic_pngs: str | Path | None = None):
+        pngs = panoptic_pngs
         if not get_task(predictor.task).segment_map:
             raise InputError(f"--panoptic needs a panoptic model; {predictor.name} is a {predictor.task} model")
         self.gt = load_panoptic_gt(panoptic, pngs)
@@ -506,7 +508,7 @@ class PanopticScorer:
         rec = self.gt.by_file_name.get(file_name) or self.gt.by_file_name.get(Path(file_name).name)
         if rec is None:
             raise InputError(f"{file_name}: no panoptic annotation in {self.gt.json_path}")
-        pred = det.panoptic_seg.copy()
+        pred = det.segment_map.copy()
         segments = []
         for seg in det.segments:
             cat = (self.thing_cat if seg["isthing"] else self.stuff_cat).get(seg["category_id"])
@@ -520,3 +522,31 @@ class PanopticScorer:
 
     def result(self) -> dict[str, Any]:
         return self.acc.result()
+
+
+def _lines(result: dict[str, Any]) -> list[str]:
+    return [
+        f"  {'PQ ' + group:<9}  PQ {g['PQ']:5.2f}  SQ {g['SQ']:5.2f}  RQ {g['RQ']:5.2f}  ({g['n']} classes)"
+        for group in ("All", "Things", "Stuff")
+        for g in [result[group]]
+    ]
+
+
+def _row(result: dict[str, Any]) -> dict[str, Any]:
+    return {"PQ": result["All"]["PQ"], "PQ_things": result["Things"]["PQ"], "PQ_stuff": result["Stuff"]["PQ"]}
+
+
+#: the panoptic task's measure (see :class:`~d2ov_core.measure.evaluate.TaskMeasure`): PQ / SQ / RQ
+#: (All, Things, Stuff), segments matched to the panoptic categories BY NAME (things to thing
+#: categories, stuff to stuff categories)
+MEASURE = TaskMeasure(
+    title="panoptic PQ",
+    key="panoptic",
+    options={
+        "panoptic": "panoptic models: COCO panoptic JSON of the same images (PQ, SQ, RQ measured too)",
+        "panoptic_pngs": "its PNG folder (default: beside the JSON, named like it)",
+    },
+    scorer=PanopticScorer,
+    lines=_lines,
+    row=_row,
+)

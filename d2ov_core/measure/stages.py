@@ -10,7 +10,7 @@ stage          compared (PyTorch eager vs the verification graph of             
                :mod:`d2ov_core.export.stages`, FP32 weights, f32 compute)
 =============  =====================================================================  ==========
 features       the backbone's (FPN's) feature maps                                    rel <= tol
-sem_seg        Panoptic FPN: the semantic head's logits over the padded input         rel <= tol
+sem_seg        a semantic head's logits over the padded input                         rel <= tol
 rpn            the RPN head's objectness logits and anchor deltas, every level        rel <= tol
 head           RetinaNet's class logits and box deltas, every level                   rel <= tol
 roi            class logits, box deltas (and mask logits) of the ROI heads on the     rel <= tol
@@ -26,8 +26,8 @@ tensor (a per-tensor scale: per-element ratios explode where values cross zero).
 
 Detections pass when every detection found by both (greedy IoU >= 0.9 within a class, score >=
 ``min_score``) agrees within the verify tolerance (0.5 px, 1e-3 score) and, where the proposals
-were identical, none is missing on either side; for Panoptic FPN, where the proposals were identical,
-every panoptic segment is matched with IoU >= the verify tolerance (0.98). Where the proposals differ (near-tied objectness:
+were identical, none is missing on either side; for a task whose answer is a map of segments, where
+the proposals were identical, every segment is matched with IoU >= the verify tolerance (0.98). Where the proposals differ (near-tied objectness:
 their values agree to ``rel`` but the order among near-equal ones does not), missing detections are
 expected and reported, not failed: the heads on fixed boxes prove the same boxes give the same
 detections.

@@ -11,7 +11,8 @@ Contract:
     or ``None``; ``keypoint_names`` (K names, the model's order) and ``keypoint_skeleton`` (pairs of
     names joined by a line when drawn) describe them. ``score`` is Detectron2's keypoint score (a
     softmax value at the heatmap's peak, > 0; drawn when above ``KEYPOINT_THRESHOLD``).
-  * ``panoptic_seg``: int32 ``(H, W)`` segment ids, 0 = no segment (panoptic models), or ``None``;
+  * ``segment_map``: int32 ``(H, W)`` segment ids, 0 = no segment (tasks whose answer is a map of
+    segments, things and stuff), or ``None``;
     ``segments`` describes them, one dict per id in id order: ``{"id", "label", "category_id",
     "isthing", "score", "area"}`` (``category_id`` indexes ``labels``' class names for things and
     the model's ``stuff_classes`` for stuff; ``score`` is the instance's, ``None`` for stuff; ``area``
@@ -67,7 +68,7 @@ class Detections:
     keypoints: np.ndarray | None = None
     keypoint_names: tuple[str, ...] = ()
     keypoint_skeleton: tuple[tuple[str, str], ...] = ()
-    panoptic_seg: np.ndarray | None = None
+    segment_map: np.ndarray | None = None
     segments: tuple[dict[str, Any], ...] = ()
     track_ids: np.ndarray | None = None
 
@@ -109,22 +110,22 @@ class Detections:
         if unknown:
             raise ValueError(f"Detections.keypoint_skeleton: names {sorted(unknown)} are not keypoint names")
         self.segments = tuple(dict(seg) for seg in self.segments)
-        if self.panoptic_seg is not None:
-            self.panoptic_seg = np.asarray(self.panoptic_seg, dtype=np.int32)
-            if self.panoptic_seg.shape != self.image_size:
+        if self.segment_map is not None:
+            self.segment_map = np.asarray(self.segment_map, dtype=np.int32)
+            if self.segment_map.shape != self.image_size:
                 raise ValueError(
-                    f"Detections.panoptic_seg: expected shape {self.image_size}, found {self.panoptic_seg.shape}"
+                    f"Detections.segment_map: expected shape {self.image_size}, found {self.segment_map.shape}"
                 )
             ids = [seg.get("id") for seg in self.segments]
             if ids != list(range(1, len(ids) + 1)):
                 raise ValueError(f"Detections.segments: expected ids 1..{len(ids)} in order, found {ids}")
-            if int(self.panoptic_seg.max(initial=0)) > len(ids) or int(self.panoptic_seg.min(initial=0)) < 0:
-                raise ValueError(f"Detections.panoptic_seg: ids outside 0..{len(ids)} (its segments)")
+            if int(self.segment_map.max(initial=0)) > len(ids) or int(self.segment_map.min(initial=0)) < 0:
+                raise ValueError(f"Detections.segment_map: ids outside 0..{len(ids)} (its segments)")
             missing = _SEGMENT_KEYS - {k for seg in self.segments for k in seg} if self.segments else set()
             if missing:
                 raise ValueError(f"Detections.segments: missing keys {sorted(missing)}")
         elif self.segments:
-            raise ValueError("Detections.segments given without a panoptic_seg map")
+            raise ValueError("Detections.segments given without a segment_map")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -191,7 +192,7 @@ class Detections:
             keypoints=None if self.keypoints is None else self.keypoints[index],
             keypoint_names=self.keypoint_names,
             keypoint_skeleton=self.keypoint_skeleton,
-            panoptic_seg=self.panoptic_seg,
+            segment_map=self.segment_map,
             segments=self.segments,
             track_ids=None if self.track_ids is None else self.track_ids[index],
         )
@@ -281,7 +282,7 @@ def rle_encode(mask: np.ndarray) -> dict[str, Any]:
 
 def rle_encode_labels(label_map: np.ndarray, ids) -> list[dict[str, Any]]:
     """:func:`rle_encode` of ``label_map == i`` for each ``i`` of ``ids``, from one column-major pass
-    over the map (a 12 MP panoptic map with 20 segments: one pass instead of 20 comparisons and
+    over the map (a 12 MP segment map with 20 segments: one pass instead of 20 comparisons and
     scans). The same bytes as encoding each mask on its own."""
     label_map = np.asarray(label_map)
     if label_map.ndim != 2:

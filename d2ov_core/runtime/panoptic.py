@@ -27,7 +27,7 @@ Detectron2's ``PanopticFPN.inference`` then does, per image:
      of them. Segment ids, the map and ``segments_info`` (same keys, same order) are Detectron2's.
      Tie order: Detectron2 sorts with ``torch.argsort(-scores)``, which is not stable, so equal
      scores come in an unspecified order there; here they come in index order (a stable sort).
-     Each instance is handled inside its box (:class:`BoxMasks`: no full-image array per
+     Each instance is handled inside its box (:class:`~d2ov_core.runtime.postprocess.BoxMasks`: no full-image array per
      instance, and a mask the merge cannot use is never pasted).
 
 Nothing here imports torch, detectron2 or openvino.
@@ -35,17 +35,19 @@ Nothing here imports torch, detectron2 or openvino.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..errors import IRError
 from .detections import Detections
+from .postprocess import BoxMasks
 
 __all__ = [
+    "PanopticParams",
     "sem_seg_postprocess",
     "combine_semantic_and_instance_outputs",
-    "BoxMasks",
     "bilinear_matrix",
     "describe_segments",
     "compare_panoptic",
@@ -372,65 +374,6 @@ def _exact_values(
     return top * wy_lo + bottom * wy_hi
 
 
-class BoxMasks:
-    """``N`` boolean instance masks over an ``(H, W)`` image, each kept inside its box (all False
-    outside it), made on first use: what the merge needs without ``N`` full-image arrays.
-
-    Args:
-        image_size: ``(H, W)``.
-        bounds: ``(N, 4)`` int ``[y0, y1, x0, x1]`` per mask, within the image (``y0 <= y1``,
-            ``x0 <= x1``; an empty box is an empty mask).
-        make: ``make(i)`` -> ``(y1 - y0, x1 - x0)`` bool, mask ``i`` inside its box; called at most
-            once per mask.
-    """
-
-    def __init__(self, image_size: Sequence[int], bounds: np.ndarray, make: Callable[[int], np.ndarray]):
-        self.image_size = tuple(int(s) for s in image_size)
-        self.bounds = np.asarray(bounds, np.int64).reshape(-1, 4)
-        self._make = make
-        self._crops: dict[int, np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return len(self.bounds)
-
-    @classmethod
-    def from_dense(cls, masks: np.ndarray) -> BoxMasks:
-        """``(N, H, W)`` bool masks, each kept inside its tight bounding box."""
-        masks = np.asarray(masks, bool)
-        rows, cols = np.any(masks, axis=2), np.any(masks, axis=1)  # (N, H), (N, W)
-        bounds = np.zeros((len(masks), 4), np.int64)
-        for i in np.flatnonzero(rows.any(axis=1)).tolist():
-            ys, xs = np.flatnonzero(rows[i]), np.flatnonzero(cols[i])
-            bounds[i] = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
-        return cls(
-            masks.shape[1:], bounds, lambda i: masks[i, bounds[i, 0] : bounds[i, 1], bounds[i, 2] : bounds[i, 3]]
-        )
-
-    def subset(self, index: Sequence[int] | np.ndarray) -> BoxMasks:
-        """Masks ``index`` (in that order), sharing the masks already made."""
-        index = np.asarray(index, np.int64).reshape(-1)
-        return BoxMasks(self.image_size, self.bounds[index], lambda j: self.crop(int(index[j])))
-
-    def crop(self, i: int) -> np.ndarray:
-        """Mask ``i`` inside its box: ``(y1 - y0, x1 - x0)`` bool."""
-        if i not in self._crops:
-            y0, y1, x0, x1 = self.bounds[i].tolist()
-            crop = np.asarray(self._make(i), bool)
-            if crop.shape != (y1 - y0, x1 - x0):
-                raise ValueError(f"BoxMasks: mask {i} is {crop.shape} for a box of {(y1 - y0, x1 - x0)}")
-            self._crops[i] = crop
-        return self._crops[i]
-
-    def dense(self, index: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        """Full-image masks ``(n, H, W)`` bool of ``index`` (default: all)."""
-        index = np.arange(len(self)) if index is None else np.asarray(index, np.int64).reshape(-1)
-        out = np.zeros((len(index), *self.image_size), bool)
-        for k, i in enumerate(index.tolist()):
-            y0, y1, x0, x1 = self.bounds[i].tolist()
-            out[k, y0:y1, x0:x1] = self.crop(i)
-        return out
-
-
 def combine_semantic_and_instance_outputs(
     scores: np.ndarray,
     classes: np.ndarray,
@@ -549,6 +492,65 @@ def combine_semantic_and_instance_outputs(
     return panoptic, segments
 
 
+class PanopticParams(NamedTuple):
+    """What the panoptic merge needs from the IR's metadata (``stuff_classes``, ``panoptic_*``; read by
+    the task, :mod:`d2ov_core.runtime.tasks.panoptic_segmentation`). Called by
+    :func:`~d2ov_core.runtime.postprocess.postprocess` (its ``combine`` step), it merges the semantic
+    logits (the raw ``sem_seg`` output) with the instances at or above :attr:`score_threshold`, whatever
+    the threshold of the listed detections is: the map is the model's answer, the threshold only
+    selects the instances listed. Steps 0-2 of this module, as Detectron2's ``PanopticFPN.inference``
+    does after ``detector_postprocess``."""
+
+    stuff_classes: Sequence[str]
+    stride: int = 4
+    size_divisibility: int = 32
+    overlap_threshold: float = 0.5
+    stuff_area_threshold: int = 4096
+    score_threshold: float = 0.5
+
+    def __call__(
+        self,
+        raw: dict[str, np.ndarray],
+        meta: dict[str, Any],
+        scores: np.ndarray,
+        classes: np.ndarray,
+        valid: np.ndarray,
+        masks: BoxMasks | None,
+        names: np.ndarray,
+    ) -> dict[str, Any]:
+        """``{"segment_map", "segments"}`` for :class:`~d2ov_core.detections.Detections` (nothing
+        when the outputs have no ``sem_seg``)."""
+        if "sem_seg" not in raw:
+            return {}
+        if masks is None:
+            raise ValueError("postprocess: a panoptic model's outputs need masks")
+        H, W = meta["original_size"]
+        h, w = meta["input_size"]
+        sem_seg = np.asarray(raw["sem_seg"], np.float32)
+        logits: np.ndarray = sem_seg.reshape(sem_seg.shape[-3:])
+        div = self.size_divisibility
+        padded_size: tuple[int, ...] = tuple(meta.get("padded_size", (h, w)))
+        padded = tuple(-(-int(n) // div) * div for n in padded_size)  # what the graph pads to
+        if (int(logits.shape[1]) * self.stride, int(logits.shape[2]) * self.stride) != padded:
+            raise IRError(
+                f"the IR's sem_seg output {tuple(logits.shape)} at stride {self.stride} does not cover "
+                f"the {h}x{w} input padded to {padded[0]}x{padded[1]}: its metadata does not describe its "
+                "graph (convert it again)"
+            )
+        semantic = sem_seg_postprocess(logits, (h, w), (H, W), stride=self.stride)
+        use = np.flatnonzero(valid & (scores >= self.score_threshold))
+        segment_map, info = combine_semantic_and_instance_outputs(
+            scores[use],
+            classes[use],
+            masks.subset(use),
+            semantic,
+            self.overlap_threshold,
+            self.stuff_area_threshold,
+            self.score_threshold,
+        )
+        return {"segment_map": segment_map, "segments": describe_segments(segment_map, info, names, self.stuff_classes)}
+
+
 def describe_segments(
     panoptic_seg: np.ndarray,
     info: list[dict[str, Any]],
@@ -583,9 +585,9 @@ def compare_panoptic(ref: Detections, cand: Detections) -> dict[str, Any]:
     the matched segments' smallest and mean IoU and the share of pixels on which the two maps agree
     (same matched segment, or no segment in both): the ``segments_*``, ``*_segment_iou`` and
     ``pixel_agreement`` fields of :class:`~d2ov_core.measure.verify.Comparison`."""
-    if ref.panoptic_seg is None or cand.panoptic_seg is None:
+    if ref.segment_map is None or cand.segment_map is None:
         raise ValueError("compare_panoptic: both results need a panoptic map")
-    a, b = ref.panoptic_seg.astype(np.int64), cand.panoptic_seg.astype(np.int64)
+    a, b = ref.segment_map.astype(np.int64), cand.segment_map.astype(np.int64)
     na, nb = len(ref.segments), len(cand.segments)
     joint = np.bincount((a * (nb + 1) + b).reshape(-1), minlength=(na + 1) * (nb + 1)).reshape(na + 1, nb + 1)
     area_a, area_b = joint.sum(axis=1), joint.sum(axis=0)

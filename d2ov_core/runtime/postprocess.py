@@ -12,39 +12,93 @@ Output: :class:`~d2ov_core.detections.Detections` in ORIGINAL-image pixels:
   4. keypoints: each box's heatmaps are decoded on its box in the resized frame
      (:func:`~d2ov_core.runtime.keypoints.heatmaps_to_keypoints`, as Detectron2 before its
      postprocessing), then x, y scaled by (W / w, H / h) like the boxes (not clipped, as Detectron2).
-  5. panoptic (Panoptic FPN, ``sem_seg`` among the outputs): the semantic logits (stride 4) are
-     upsampled as the semantic head does, resized to the image and reduced to labels (:func:`~d2ov_core.runtime.panoptic.sem_seg_postprocess`), and
-     merged with the instances at or above ``panoptic.score_threshold`` (whatever ``threshold`` is:
-     the map is the model's answer, the threshold only selects the instances listed) by
-     :func:`~d2ov_core.runtime.panoptic.combine_semantic_and_instance_outputs`, as Detectron2's
-     ``PanopticFPN.inference`` does after ``detector_postprocess``.
+  5. ``combine`` (given by a task whose answer also covers the whole image, e.g. a map of segments):
+     it reads every detection with a valid box, whatever ``threshold`` is, and the raw outputs,
+     and returns more :class:`~d2ov_core.detections.Detections` fields (the masks it reads are
+     pasted once, shared with step 3).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..errors import IRError
 from .detections import Detections
 from .keypoints import heatmaps_to_keypoints
-from .panoptic import BoxMasks, combine_semantic_and_instance_outputs, describe_segments, sem_seg_postprocess
 
-__all__ = ["postprocess", "paste_masks", "paste_box_masks", "PanopticParams"]
+__all__ = ["postprocess", "paste_masks", "paste_box_masks", "BoxMasks", "Combine"]
 
 
-class PanopticParams(NamedTuple):
-    """What the panoptic merge needs from the IR's metadata (``stuff_classes``, ``panoptic_*``; read by
-    the task, :mod:`d2ov_core.runtime.tasks.panoptic_segmentation`)."""
+class BoxMasks:
+    """``N`` boolean instance masks over an ``(H, W)`` image, each kept inside its box (all False
+    outside it), made on first use: masks for a step that reads many of them (``combine``), without
+    ``N`` full-image arrays.
 
-    stuff_classes: Sequence[str]
-    stride: int = 4
-    size_divisibility: int = 32
-    overlap_threshold: float = 0.5
-    stuff_area_threshold: int = 4096
-    score_threshold: float = 0.5
+    Args:
+        image_size: ``(H, W)``.
+        bounds: ``(N, 4)`` int ``[y0, y1, x0, x1]`` per mask, within the image (``y0 <= y1``,
+            ``x0 <= x1``; an empty box is an empty mask).
+        make: ``make(i)`` -> ``(y1 - y0, x1 - x0)`` bool, mask ``i`` inside its box; called at most
+            once per mask.
+    """
+
+    def __init__(self, image_size: Sequence[int], bounds: np.ndarray, make: Callable[[int], np.ndarray]):
+        self.image_size = tuple(int(s) for s in image_size)
+        self.bounds = np.asarray(bounds, np.int64).reshape(-1, 4)
+        self._make = make
+        self._crops: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    @classmethod
+    def from_dense(cls, masks: np.ndarray) -> BoxMasks:
+        """``(N, H, W)`` bool masks, each kept inside its tight bounding box."""
+        masks = np.asarray(masks, bool)
+        rows, cols = np.any(masks, axis=2), np.any(masks, axis=1)  # (N, H), (N, W)
+        bounds = np.zeros((len(masks), 4), np.int64)
+        for i in np.flatnonzero(rows.any(axis=1)).tolist():
+            ys, xs = np.flatnonzero(rows[i]), np.flatnonzero(cols[i])
+            bounds[i] = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+        return cls(
+            masks.shape[1:], bounds, lambda i: masks[i, bounds[i, 0] : bounds[i, 1], bounds[i, 2] : bounds[i, 3]]
+        )
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> BoxMasks:
+        """Masks ``index`` (in that order), sharing the masks already made."""
+        index = np.asarray(index, np.int64).reshape(-1)
+        return BoxMasks(self.image_size, self.bounds[index], lambda j: self.crop(int(index[j])))
+
+    def crop(self, i: int) -> np.ndarray:
+        """Mask ``i`` inside its box: ``(y1 - y0, x1 - x0)`` bool."""
+        if i not in self._crops:
+            y0, y1, x0, x1 = self.bounds[i].tolist()
+            crop = np.asarray(self._make(i), bool)
+            if crop.shape != (y1 - y0, x1 - x0):
+                raise ValueError(f"BoxMasks: mask {i} is {crop.shape} for a box of {(y1 - y0, x1 - x0)}")
+            self._crops[i] = crop
+        return self._crops[i]
+
+    def dense(self, index: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Full-image masks ``(n, H, W)`` bool of ``index`` (default: all)."""
+        index = np.arange(len(self)) if index is None else np.asarray(index, np.int64).reshape(-1)
+        out = np.zeros((len(index), *self.image_size), bool)
+        for k, i in enumerate(index.tolist()):
+            y0, y1, x0, x1 = self.bounds[i].tolist()
+            out[k, y0:y1, x0:x1] = self.crop(i)
+        return out
+
+
+#: Step 5 of :func:`postprocess`: ``(raw, meta, scores, classes, valid, masks, names)`` -> more
+#: :class:`~d2ov_core.detections.Detections` fields. ``scores``/``classes``: every detection of the
+#: graph; ``valid``: bool, those whose box is not empty in the image; ``masks``: their masks
+#: (:class:`BoxMasks`, pasted when used) or ``None``; ``names``: the class names.
+Combine = Callable[
+    [dict[str, np.ndarray], dict[str, Any], np.ndarray, np.ndarray, np.ndarray, "BoxMasks | None", np.ndarray],
+    dict[str, Any],
+]
 
 
 def postprocess(
@@ -55,7 +109,7 @@ def postprocess(
     mask_threshold: float = 0.5,
     keypoint_names: Sequence[str] = (),
     keypoint_skeleton: Sequence[Sequence[str]] = (),
-    panoptic: PanopticParams | None = None,
+    combine: Combine | None = None,
 ) -> Detections:
     H, W = meta["original_size"]
     h, w = meta["input_size"]
@@ -73,9 +127,8 @@ def postprocess(
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, W)
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, H)
     keep = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
-    # 2. threshold (the panoptic merge takes the instances at or above its own threshold)
+    # 2. threshold (``combine`` reads every valid detection)
     shown = keep & (scores >= threshold)
-    merged = keep & (scores >= panoptic.score_threshold) if panoptic is not None and "sem_seg" in raw else None
     idx = np.flatnonzero(shown)
     all_boxes, all_scores, all_classes = boxes, scores, classes
     boxes, scores, classes = boxes[idx], scores[idx], classes[idx]
@@ -85,40 +138,13 @@ def postprocess(
     else:
         label_arr = names[classes] if len(classes) else np.zeros((0,), dtype=str)
     full_masks = None
+    instance_masks = None
     if masks is not None:
         probs = np.asarray(masks, dtype=np.float32)
         probs = probs[:, 0] if probs.ndim == 4 else probs
         instance_masks = paste_box_masks(probs, all_boxes, (H, W), mask_threshold)  # made when used
-    panoptic_seg: np.ndarray | None = None
-    segments: tuple[dict[str, Any], ...] = ()
-    if merged is not None:
-        if masks is None or panoptic is None:
-            raise ValueError("postprocess: a panoptic model's outputs need masks and panoptic parameters")
-        sem_seg = np.asarray(raw["sem_seg"], np.float32)
-        logits: np.ndarray = sem_seg.reshape(sem_seg.shape[-3:])
-        div = panoptic.size_divisibility
-        padded_size: tuple[int, ...] = tuple(meta.get("padded_size", (h, w)))
-        padded = tuple(-(-int(n) // div) * div for n in padded_size)  # what the graph pads to
-        stride = panoptic.stride
-        if (int(logits.shape[1]) * stride, int(logits.shape[2]) * stride) != padded:
-            raise IRError(
-                f"the IR's sem_seg output {tuple(logits.shape)} at stride {panoptic.stride} does not cover "
-                f"the {h}x{w} input padded to {padded[0]}x{padded[1]}: its metadata does not describe its "
-                "graph (convert it again)"
-            )
-        semantic = sem_seg_postprocess(logits, (h, w), (H, W), stride=panoptic.stride)
-        use = np.flatnonzero(merged)
-        panoptic_seg, info = combine_semantic_and_instance_outputs(
-            all_scores[use],
-            all_classes[use],
-            instance_masks.subset(use),
-            semantic,
-            panoptic.overlap_threshold,
-            panoptic.stuff_area_threshold,
-            panoptic.score_threshold,
-        )
-        segments = describe_segments(panoptic_seg, info, names, panoptic.stuff_classes)
-    if masks is not None:
+    extra = combine(raw, meta, all_scores, all_classes, keep, instance_masks, names) if combine is not None else {}
+    if instance_masks is not None:
         full_masks = instance_masks.dense(idx)
     keypoints = None
     if heatmaps is not None:
@@ -137,8 +163,7 @@ def postprocess(
         keypoints=keypoints,
         keypoint_names=tuple(keypoint_names) if heatmaps is not None else (),
         keypoint_skeleton=tuple((str(a), str(b)) for a, b in keypoint_skeleton) if heatmaps is not None else (),
-        panoptic_seg=panoptic_seg,
-        segments=segments,
+        **extra,
     )
 
 
@@ -177,7 +202,7 @@ def paste_box_masks(
     probs: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int], threshold: float = 0.5
 ) -> BoxMasks:
     """``(N, M, M)`` mask probabilities on ``(N, 4)`` xyxy boxes (image pixels) -> the ``(H, W)``
-    boolean masks as :class:`~d2ov_core.runtime.panoptic.BoxMasks`, each pasted when first used.
+    boolean masks as :class:`BoxMasks`, each pasted when first used.
 
     Only the box's neighbourhood (box +- 1 px, as Detectron2's ``skip_empty``) is computed; outside
     it a mask is False, as in Detectron2. The bilinear resampling is separable, so each mask is

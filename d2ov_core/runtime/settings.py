@@ -187,7 +187,7 @@ class IRMetadata(_ByKey):
     graph_revision: int = _s(
         0,
         "d2ov's conversion revision of the model's architecture family "
-        "(store.lookup.GRAPH_REVISIONS); an IR of another revision is stale",
+        "(store.catalog.GRAPH_REVISIONS); an IR of another revision is stale",
     )
     confidence_threshold: float = _s(0.5, "default score threshold applied after the graph", minimum=0.0, maximum=1.0)
     mask_threshold: float = _s(0.5, "probability above which a mask pixel is set", minimum=0.0, maximum=1.0)

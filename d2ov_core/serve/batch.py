@@ -22,9 +22,9 @@ COCO results (:func:`coco_document`): ``results`` is the standard list ``COCO.lo
 mask models; ``keypoints`` ``[x, y, score] * K`` for keypoint models), built by the task
 (:meth:`~d2ov_core.runtime.tasks.Task.coco_results`, the code ``d2ov eval`` scores with);
 ``images`` maps file names to ids (1, 2, ... in input order), ``categories`` category ids to class
-names (``category_id`` = the model's class id + 1). Panoptic models: their thing instances (box, mask,
-score) are exported; the panoptic map itself (stuff segments) is not in COCO's results format and is
-not exported here (``d2ov predict --json`` and ``/detect`` give it).
+names (``category_id`` = the model's class id + 1). A task whose answer holds more than COCO's results
+format carries (a map of segments) says so in ``note`` (:attr:`~d2ov_core.runtime.tasks.Task.coco_results_note`);
+``d2ov predict --json`` and ``/detect`` give all of it.
 """
 
 from __future__ import annotations
@@ -408,7 +408,7 @@ def coco_document(
     "images": [{"id", "file_name", "width", "height"}], "categories": [{"id", "name"}], "results":
     [COCO results], "failed": [{"file_name", "error"}], "skipped": [{"file_name", "reason"}]}`` (reasons: the keys
     of :data:`SKIP_REASONS`);
-    ``note`` says what a panoptic model's export leaves out."""
+    ``note``: what the model's task leaves out of them, if anything."""
     doc: dict[str, Any] = {
         "model": {k: model[k] for k in ("name", "task", "precision") if k in model},
         "threshold": float(threshold),
@@ -418,11 +418,9 @@ def coco_document(
         "failed": [{"file_name": n, "error": e} for n, e in failed],
         "skipped": [{"file_name": n, "reason": r} for n, r in skipped],
     }
-    if get_task(model["task"]).segment_map:
-        doc["note"] = (
-            "panoptic model: its thing instances (box, mask, score) are the results; the panoptic map "
-            "(stuff segments) is not in COCO's results format and is not exported here"
-        )
+    note = get_task(model["task"]).coco_results_note
+    if note:
+        doc["note"] = note
     return doc
 
 

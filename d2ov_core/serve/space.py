@@ -120,7 +120,7 @@ short_description: Detectron2 R-CNN models on OpenVINO, on CPU
 
 Detectron2 R-CNN models converted to OpenVINO IR by [d2ov](https://github.com/) {version}, running on this
 Space's CPU: upload an image (or click an example), press **Detect**, and get boxes, masks, keypoints or a
-panoptic map, a table and a JSON file. The page opens on **{first}**.
+map of segments (things and stuff), a table and a JSON file. The page opens on **{first}**.
 
 ## The models this Space holds
 

@@ -222,8 +222,8 @@ def build_demo(
 
         Returns:
             the image with the detections drawn
-            a table of the detections: label, score, box x0 y0 x1 y1 in pixels (panoptic models: one row per segment: id, class, thing or stuff, area in pixels, score)
-            a JSON file with every detection: boxes, scores, masks as COCO RLE (panoptic models: also every segment with its pixels as COCO RLE)
+            a table of the detections: label, score, box x0 y0 x1 y1 in pixels (models whose answer is a map of segments: one row per segment: id, class, thing or stuff, area in pixels, score)
+            a JSON file with every detection: boxes, scores, masks as COCO RLE (a map of segments: also every segment with its pixels as COCO RLE)
             a summary line with the number of detections and the timings
             the model's card
         """

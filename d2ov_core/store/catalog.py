@@ -24,6 +24,7 @@ from .coco_classes import (
 )
 
 __all__ = [
+    "GRAPH_REVISIONS",
     "ModelSpec",
     "CATALOG",
     "get",
@@ -39,6 +40,17 @@ __all__ = [
 ]
 
 MODEL_ZOO_URL = "https://dl.fbaipublicfiles.com/detectron2/"
+#: d2ov's conversion revision per architecture family (Detectron2's ``MODEL.META_ARCHITECTURE``), bumped
+#: when that family's IR changes for the same inputs, so a change to one family's graph invalidates
+#: only that family's cached IRs. History (all families until revision 7): 2: exact padding; 3: INT8
+#: keeps the mask head in floating point; 4: stable proposal ranking; 5: its fast form; 6: no sort of
+#: the chosen proposals (TopK, index order; NMS ranks them), ROI pooling gathered into box order;
+#: 7: padding between the mean subtraction and the division by std (INT8 stem convolution runs in INT8).
+GRAPH_REVISIONS: dict[str, int] = {
+    "GeneralizedRCNN": 7,  # Faster / Mask / Keypoint R-CNN
+    "RetinaNet": 7,
+    "PanopticFPN": 7,
+}
 #: Data shipped inside the package (also in a wheel): bundled IRs, demo samples, demo model cards.
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SAMPLES_DIR = DATA_DIR / "samples"

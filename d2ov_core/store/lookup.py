@@ -28,7 +28,7 @@ from ..errors import D2ovError
 from ..runtime.ir import read_metadata
 from ..runtime.settings import IRMetadata
 from . import cache
-from .catalog import CATALOG, DATA_DIR, get
+from .catalog import CATALOG, DATA_DIR, GRAPH_REVISIONS, get
 
 __all__ = [
     "GRAPH_REVISIONS",
@@ -42,18 +42,6 @@ __all__ = [
     "find_ir",
     "metadata",
 ]
-
-#: d2ov's conversion revision per architecture family (Detectron2's ``MODEL.META_ARCHITECTURE``), bumped
-#: when that family's IR changes for the same inputs, so a change to one family's graph invalidates
-#: only that family's cached IRs. History (all families until revision 7): 2: exact padding; 3: INT8
-#: keeps the mask head in floating point; 4: stable proposal ranking; 5: its fast form; 6: no sort of
-#: the chosen proposals (TopK, index order; NMS ranks them), ROI pooling gathered into box order;
-#: 7: padding between the mean subtraction and the division by std (INT8 stem convolution runs in INT8).
-GRAPH_REVISIONS: dict[str, int] = {
-    "GeneralizedRCNN": 7,  # Faster / Mask / Keypoint R-CNN
-    "RetinaNet": 7,
-    "PanopticFPN": 7,
-}
 
 
 def graph_revision(meta_architecture: str) -> int:

@@ -596,7 +596,7 @@ def test_api_panoptic_model_returns_segments(app_url):
     assert len(table["data"]) == len(segments) == len(ref.segments) > 2
     assert {r[2] for r in table["data"]} == {"thing", "stuff"}
     for seg, row in zip(segments, table["data"]):
-        assert np.array_equal(rle_decode(seg["mask"]), ref.panoptic_seg == seg["id"])
+        assert np.array_equal(rle_decode(seg["mask"]), ref.segment_map == seg["id"])
         assert [row[0], row[1], row[3]] == [seg["id"], seg["label"], seg["area"]]
     assert "panoptic segments" in summary and "stuff classes" in card
 

@@ -93,7 +93,9 @@ def test_openvino_and_pytorch_pq_agree(test_split, openvino_eval):
 
     ann, images, panoptic = test_split
     ov = openvino_eval[1]
-    pt = evaluate(ReferencePredictor(NAME, progress=False), ann, images, progress=False, panoptic=panoptic)
+    pt = evaluate(
+        ReferencePredictor(NAME, progress=False), ann, images, progress=False, task_annotations={"panoptic": panoptic}
+    )
     (ARTIFACTS / "pq_panoptic_fpn_shapes_agree.json").write_text(json.dumps({"openvino": ov, "pytorch": pt}, indent=1))
     assert pt["images"] == ov["images"] == 200
     assert pt["panoptic"]["All"]["PQ"] >= MIN_PQ, pt["panoptic"]["All"]

@@ -65,5 +65,5 @@ def test_pytorch_backend_gives_the_openvino_backends_json(model, tmp_path):
         assert c.keypoints_compared > 0 and c.max_keypoint_dev <= tol.keypoint_px, c.to_dict()
     if ref.masks is not None:
         assert c.min_mask_iou >= tol.mask_iou, c.to_dict()
-    if ref.panoptic_seg is not None:
+    if ref.segment_map is not None:
         assert c.segments_matched == c.segments_reference == c.segments_candidate > 0, c.to_dict()

@@ -172,7 +172,7 @@ def _panoptic_and_keypoints(n=2, h=20, w=30):
         keypoints=rng.uniform(0, 19, (n, 2, 3)),
         keypoint_names=("head", "foot"),
         keypoint_skeleton=(("head", "foot"),),
-        panoptic_seg=seg,
+        segment_map=seg,
         segments=segments,
     )
 
@@ -194,8 +194,8 @@ def test_from_dict_reads_back_what_to_dict_wrote(det):
     if det.keypoints is not None:
         assert np.allclose(back.keypoints, det.keypoints, atol=1e-3)
         assert back.keypoint_names == det.keypoint_names and back.keypoint_skeleton == det.keypoint_skeleton
-    if det.panoptic_seg is not None:
-        assert np.array_equal(back.panoptic_seg, det.panoptic_seg) and back.segments == det.segments
+    if det.segment_map is not None:
+        assert np.array_equal(back.segment_map, det.segment_map) and back.segments == det.segments
 
 
 def test_from_dict_refuses_what_is_not_a_result():

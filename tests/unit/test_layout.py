@@ -82,6 +82,31 @@ def test_packages_import_only_what_the_layout_allows():
     assert not bad, "imports that cross the layout's boundaries:\n" + "\n".join(sorted(bad))
 
 
+#: the only modules that may know Panoptic FPN by name (docs/architecture.md, "Tasks"): its runtime
+#: task, its numpy decoding, its export side, its measure, the catalog, the settings table, COCO's
+#: class lists and the renderer (Detectron2's ``Visualizer.draw_panoptic_seg``)
+KNOWS_PANOPTIC = {
+    "runtime/tasks/panoptic_segmentation.py",
+    "runtime/panoptic.py",
+    "export/tasks.py",
+    "measure/panoptic_quality.py",
+    "store/catalog.py",
+    "runtime/settings.py",
+    "store/coco_classes.py",
+    "serve/render.py",
+}
+
+
+def test_one_task_is_known_by_name_only_in_its_own_modules():
+    """What differs per task lives in the task's modules: the rest of the code asks the task. The
+    word "panoptic" (any case, code or text) stands for every task-specific detail."""
+    knowing = {
+        str(f.relative_to(PKG)) for f in PKG.rglob("*.py") if "panoptic" in f.read_text(encoding="utf-8").lower()
+    }
+    assert knowing <= KNOWS_PANOPTIC, sorted(knowing - KNOWS_PANOPTIC)
+    assert len(KNOWS_PANOPTIC) <= 8
+
+
 def test_no_import_cycles():
     mods = _modules()
     graph = {m: _imports(m, p, top_level_only=True) - {m} for m, p in mods.items()}

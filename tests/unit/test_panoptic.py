@@ -12,14 +12,13 @@ import pytest
 from d2ov_core.export import compat
 from d2ov_core.runtime import panoptic as P
 from d2ov_core.runtime.panoptic import (
-    BoxMasks,
     _resize_rows,
     _taps,
     bilinear_matrix,
     combine_semantic_and_instance_outputs,
     sem_seg_postprocess,
 )
-from d2ov_core.runtime.postprocess import paste_box_masks
+from d2ov_core.runtime.postprocess import BoxMasks, paste_box_masks
 
 from ..conftest import ROOT
 
@@ -483,7 +482,8 @@ def _detectron2_panoptic(raw, input_size, original_size, params):
     [(0, (96, 128), (120, 160)), (1, (200, 150), (100, 75)), (2, (64, 64), (64, 64)), (3, (130, 97), (301, 223))],
 )
 def test_predictor_postprocess_is_detectron2s_panoptic_inference(seed, input_size, original_size):
-    from d2ov_core.runtime.postprocess import PanopticParams, postprocess
+    from d2ov_core.runtime.panoptic import PanopticParams
+    from d2ov_core.runtime.postprocess import postprocess
 
     rng = np.random.default_rng(seed)
     raw = _raw_outputs(rng, 25, input_size, 5)
@@ -491,9 +491,9 @@ def test_predictor_postprocess_is_detectron2s_panoptic_inference(seed, input_siz
         ("things", "a", "b", "c", "d"), stride=4, overlap_threshold=0.5, stuff_area_threshold=300, score_threshold=0.5
     )
     meta = {"original_size": original_size, "input_size": input_size}
-    det = postprocess(raw, meta, ["circle", "square", "triangle"], threshold=0.8, panoptic=params)
+    det = postprocess(raw, meta, ["circle", "square", "triangle"], threshold=0.8, combine=params)
     d2_map, d2_info = _detectron2_panoptic(raw, input_size, original_size, params)
-    assert np.array_equal(det.panoptic_seg, d2_map.numpy())
+    assert np.array_equal(det.segment_map, d2_map.numpy())
     assert len(det.segments) == len(d2_info) > 3 and any(s["isthing"] for s in d2_info)
     for mine, theirs in zip(det.segments, d2_info):
         assert (mine["id"], mine["isthing"], mine["category_id"]) == (
@@ -508,13 +508,14 @@ def test_predictor_postprocess_is_detectron2s_panoptic_inference(seed, input_siz
             assert mine["score"] is None and mine["label"] == params.stuff_classes[theirs["category_id"]]
     # the listed instances follow the user's threshold; the map the model's own (0.5)
     assert 0 < len(det) <= int((raw["scores"] >= 0.8).sum()) and det.scores.min() >= 0.8
-    low = postprocess(raw, meta, ["circle", "square", "triangle"], threshold=0.05, panoptic=params)
-    assert np.array_equal(low.panoptic_seg, det.panoptic_seg) and len(low) > len(det)
+    low = postprocess(raw, meta, ["circle", "square", "triangle"], threshold=0.05, combine=params)
+    assert np.array_equal(low.segment_map, det.segment_map) and len(low) > len(det)
 
 
 def test_panoptic_detections_json_and_checks():
     from d2ov_core.runtime.detections import Detections, rle_decode
-    from d2ov_core.runtime.postprocess import PanopticParams, postprocess
+    from d2ov_core.runtime.panoptic import PanopticParams
+    from d2ov_core.runtime.postprocess import postprocess
 
     rng = np.random.default_rng(7)
     raw = _raw_outputs(rng, 12, (96, 128), 4)
@@ -523,19 +524,19 @@ def test_panoptic_detections_json_and_checks():
         {"original_size": (96, 128), "input_size": (96, 128)},
         ["circle", "square", "triangle"],
         threshold=0.5,
-        panoptic=PanopticParams(("things", "a", "b", "c"), stuff_area_threshold=100),
+        combine=PanopticParams(("things", "a", "b", "c"), stuff_area_threshold=100),
     )
     doc = det.to_dict()["panoptic"]["segments"]
     assert [s["id"] for s in doc] == list(range(1, len(det.segments) + 1))
     for s in doc:
-        assert rle_decode(s["mask"]).sum() == s["area"] == int((det.panoptic_seg == s["id"]).sum())
-    assert det[:0].panoptic_seg is det.panoptic_seg  # selecting instances keeps the map
-    with pytest.raises(ValueError, match=r"panoptic_seg: expected shape \(96, 128\)"):
-        Detections.empty((96, 128)).__class__(**{**_fields(det), "panoptic_seg": det.panoptic_seg[:10]})
+        assert rle_decode(s["mask"]).sum() == s["area"] == int((det.segment_map == s["id"]).sum())
+    assert det[:0].segment_map is det.segment_map  # selecting instances keeps the map
+    with pytest.raises(ValueError, match=r"segment_map: expected shape \(96, 128\)"):
+        Detections.empty((96, 128)).__class__(**{**_fields(det), "segment_map": det.segment_map[:10]})
     with pytest.raises(ValueError, match="segments: expected ids 1..1 in order"):
         Detections(**{**_fields(det), "segments": [dict(det.segments[0], id=5)]})
-    with pytest.raises(ValueError, match="segments given without a panoptic_seg map"):
-        Detections(**{**_fields(det), "panoptic_seg": None})
+    with pytest.raises(ValueError, match="segments given without a segment_map"):
+        Detections(**{**_fields(det), "segment_map": None})
 
 
 def _fields(det):
@@ -553,7 +554,7 @@ def test_verify_compares_panoptic_maps_segment_by_segment():
         return Detections(
             **{
                 **_fields(d),
-                "panoptic_seg": m,
+                "segment_map": m,
                 "segments": [
                     {
                         "id": i + 1,
@@ -587,22 +588,21 @@ def test_sem_seg_stride_must_describe_the_graph():
     full-size logits, read as such); logits that do not fit the declared stride are refused."""
     from d2ov_core.errors import IRError
     from d2ov_core.runtime import settings as S
-    from d2ov_core.runtime.postprocess import PanopticParams, postprocess
+    from d2ov_core.runtime.panoptic import PanopticParams
+    from d2ov_core.runtime.postprocess import postprocess
 
     assert S.SETTINGS["sem_seg_stride"].default == 1
     rng = np.random.default_rng(3)
     raw = _raw_outputs(rng, 10, (96, 128), 5)
     meta = {"original_size": (96, 128), "input_size": (96, 128)}
     params = PanopticParams(("things", "a", "b", "c", "d"), stuff_area_threshold=100)
-    at4 = postprocess(raw, meta, ["circle", "square", "triangle"], panoptic=params)
+    at4 = postprocess(raw, meta, ["circle", "square", "triangle"], combine=params)
     up = torch.nn.functional.interpolate(
         torch.as_tensor(raw["sem_seg"])[None], scale_factor=4, mode="bilinear", align_corners=False
     )[0].numpy()
-    full = postprocess(
-        dict(raw, sem_seg=up), meta, ["circle", "square", "triangle"], panoptic=params._replace(stride=1)
-    )
-    assert np.array_equal(at4.panoptic_seg, full.panoptic_seg)
+    full = postprocess(dict(raw, sem_seg=up), meta, ["circle", "square", "triangle"], combine=params._replace(stride=1))
+    assert np.array_equal(at4.segment_map, full.segment_map)
     with pytest.raises(
         IRError, match=r"sem_seg output \(5, 96, 128\) at stride 4 does not cover the 96x128 input padded to 96x128"
     ):
-        postprocess(dict(raw, sem_seg=up), meta, ["circle", "square", "triangle"], panoptic=params)
+        postprocess(dict(raw, sem_seg=up), meta, ["circle", "square", "triangle"], combine=params)

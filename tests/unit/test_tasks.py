@@ -60,7 +60,7 @@ def result(task: str, n: int = 2) -> Detections:
                 "area": int((seg_map == n + 1).sum()),
             }
         )
-        extra.update(panoptic_seg=seg_map, segments=segments)
+        extra.update(segment_map=seg_map, segments=segments)
     return Detections(
         boxes=boxes, scores=[0.9, 0.6][:n], class_ids=[0, 1][:n], labels=["a", "b"][:n], image_size=(H, W), **extra
     )

@@ -39,6 +39,10 @@ class Task:
         segment_map: its results hold a map of segment ids with its ``segments`` (see :class:`Detections`),
             measured by PQ given the set's segment annotations.
         table_columns: the app's table of a result (see :meth:`table_rows`).
+        measure: the module of :mod:`d2ov_core.measure` holding its own measure beside COCO AP
+            (``MEASURE``, a :class:`~d2ov_core.measure.evaluate.TaskMeasure`), or ``""``.
+        coco_results_note: what :meth:`coco_results` leaves out of the task's answer ("": nothing),
+            said beside them (the batch's COCO-results JSON).
     """
 
     name = "detection"
@@ -48,6 +52,8 @@ class Task:
     iou_types: tuple[str, ...] = ("bbox",)
     segment_map = False
     table_columns: tuple[str, ...] = ("label", "score", "x0", "y0", "x1", "y1")
+    measure = ""
+    coco_results_note = ""
 
     # ------------------------------------------------------------------ decoding
     def decode_options(self, metadata: Any) -> dict[str, Any]:

@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..detections import Detections, rle_decode, rle_encode_labels
-from ..panoptic import compare_panoptic
-from ..postprocess import PanopticParams
+from ..panoptic import PanopticParams, compare_panoptic
 from .base import Painter
 from .instance_segmentation import InstanceSegmentation
 
@@ -28,11 +27,16 @@ class PanopticSegmentation(InstanceSegmentation):
     examples_label = "shapes over textured regions"
     table_columns = ("segment", "class", "thing/stuff", "area px", "score")
     segment_map = True
+    measure = "panoptic_quality"
+    coco_results_note = (
+        "panoptic model: its thing instances (box, mask, score) are the results; the panoptic map "
+        "(stuff segments) is not in COCO's results format and is not exported here"
+    )
 
     def decode_options(self, metadata: Any) -> dict[str, Any]:
         m = metadata
         return {
-            "panoptic": PanopticParams(
+            "combine": PanopticParams(
                 tuple(m["stuff_classes"]),
                 int(m["sem_seg_stride"]),
                 int(m["size_divisibility"]),
@@ -43,7 +47,7 @@ class PanopticSegmentation(InstanceSegmentation):
         }
 
     def holds(self, det: Detections) -> bool:
-        return det.panoptic_seg is not None
+        return det.segment_map is not None
 
     def model_info(self, metadata: Any) -> dict[str, Any]:
         return {
@@ -55,9 +59,9 @@ class PanopticSegmentation(InstanceSegmentation):
         """``"panoptic": {"segments": [{id, label, category_id, isthing, score, area, mask}]}``, each
         segment's pixels of the map as COCO RLE (segments do not overlap; pixels in none of them have
         no segment)."""
-        if det.panoptic_seg is None:
+        if det.segment_map is None:
             return {}
-        masks = rle_encode_labels(det.panoptic_seg, [seg["id"] for seg in det.segments]) if with_masks else []
+        masks = rle_encode_labels(det.segment_map, [seg["id"] for seg in det.segments]) if with_masks else []
         return {
             "panoptic": {
                 "segments": [
@@ -83,7 +87,7 @@ class PanopticSegmentation(InstanceSegmentation):
         for seg in doc["segments"]:
             seg_map[rle_decode(seg["mask"])] = int(seg["id"])
         return {
-            "panoptic_seg": seg_map,
+            "segment_map": seg_map,
             "segments": tuple({k: v for k, v in seg.items() if k != "mask"} for seg in doc["segments"]),
         }
 
@@ -101,7 +105,7 @@ class PanopticSegmentation(InstanceSegmentation):
         ]
 
     def summary(self, det: Detections, model: dict[str, Any], threshold: float) -> str:
-        if det.panoptic_seg is None:
+        if det.segment_map is None:
             return super().summary(det, model, threshold)
         return (
             f"**{len(det.segments)}** panoptic segments ({sum(s['isthing'] for s in det.segments)} things, "
@@ -110,12 +114,12 @@ class PanopticSegmentation(InstanceSegmentation):
         )
 
     def draw(self, image_rgb: np.ndarray, det: Detections, names: list[str], painter: Painter) -> np.ndarray:
-        if det.panoptic_seg is None:
+        if det.segment_map is None:
             return super().draw(image_rgb, det, names, painter)
-        return painter.segments(image_rgb, det.panoptic_seg, det.segments, names)
+        return painter.segments(image_rgb, det.segment_map, det.segments, names)
 
     def compare(self, ref: Detections, cand: Detections) -> dict[str, Any]:
-        if ref.panoptic_seg is None or cand.panoptic_seg is None:
+        if ref.segment_map is None or cand.segment_map is None:
             return {}
         return compare_panoptic(ref, cand)
 
