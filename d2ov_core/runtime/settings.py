@@ -298,6 +298,16 @@ def ap_text(row: dict[str, Any], digits: int = 1) -> str:
     return ", ".join(parts + [f"{k.split('_')[0]} AP {row[k]:.{digits}f}" for k in AP_KEYS if row.get(k) is not None])
 
 
+def accuracy_by_precision(measured: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Accuracy rows per precision, from the ``accuracy`` setting of each ready IR (``{IR precision:
+    accuracy}``): each precision's row from the IR it runs (BF16: the FP16 IR's BF16 row), plus the
+    float reference (FP32) from whichever IR measured it."""
+    rows = {p: measured[PRECISIONS[p].ir][p] for p in PRECISIONS if p in measured.get(PRECISIONS[p].ir, {})}
+    if "FP32" not in rows:
+        rows.update(next(({"FP32": m["FP32"]} for m in measured.values() if "FP32" in m), {}))
+    return rows
+
+
 # ----------------------------------------------------------------------------- precisions
 
 

@@ -24,19 +24,24 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import D2ovError, IRError, ModelNotFoundError, ServerError
+from ..errors import D2ovError, DownloadError, IRError, ModelNotFoundError, NotReadyError, ServerError
 from ..export.compat import has_real_torchvision
+from ..export.resolve import resolve_ir
 from ..runtime import remote
-from ..runtime.settings import IR_PRECISIONS
+from ..runtime.settings import IR_PRECISIONS, PRECISIONS
 from ..store import cache, catalog, hub, lookup
 from ..store.lookup import BUNDLED_IR_DIR, metadata
 
 __all__ = ["ModelOffer", "find_local_irs", "models_dir", "converter_installed", "metadata"]
 
 log = logging.getLogger("d2ov")
+#: one conversion at a time in this process: each takes GBs and all cores
+_CONVERT_SLOT = threading.Semaphore(1)
 
 
 def models_dir() -> Path | None:
@@ -153,6 +158,43 @@ class ModelOffer:
             self._catalog = [
                 n for n in self._catalog if n in on_hub or any(lookup.find_ir(n, p) is not None for p in IR_PRECISIONS)
             ]
+
+    def obtain_ir(self, name: str, precision: str, report: Callable[[str], None]) -> Path:
+        """An IR of ``name`` at ``precision`` (an IR precision) from where this server may get one: the
+        Hugging Face Hub (when configured), else (FP16/FP32, where the converter is installed) its
+        Detectron2 weights downloaded and converted, one conversion at a time. ``report``: what it is
+        doing. A :class:`~d2ov_core.errors.D2ovError` saying why each source failed."""
+        errors = []
+        if self.use_hub:
+            report("fetching the pre-converted IR from the Hugging Face Hub")
+            try:
+                return hub.fetch_ir(name, precision)
+            except D2ovError as e:
+                errors.append(str(e))
+        if precision == "INT8":
+            errors.append(
+                f"no INT8 IR of {name} on this server; an INT8 IR is made with calibration images "
+                f"(`d2ov convert {name} --precision INT8 --calibration DIR`)"
+            )
+        elif not self.convert_fallback:
+            errors.append(f"this server holds no {precision} IR of {name} and does not convert models")
+        else:
+            report("waiting for another conversion to finish")
+            with _CONVERT_SLOT:
+                report("downloading the Detectron2 weights")
+                try:
+                    return resolve_ir(name, PRECISIONS[precision], progress=report)
+                except DownloadError as e:
+                    errors.append(
+                        f"this server cannot download the model's Detectron2 weights ({e}); choose a "
+                        "demo model, or ask the server's owner to convert this one beforehand "
+                        f"(`d2ov convert {name}`) or to publish converted IRs (D2OV_HUB_REPO)"
+                    )
+                except D2ovError as e:
+                    errors.append(str(e))
+                except Exception as e:  # keep the server alive whatever conversion does
+                    errors.append(f"conversion failed: {type(e).__name__}: {e}")
+        raise NotReadyError("; ".join(errors) or "no source for this model")
 
     def _find_remote(self, server: str) -> tuple[str, dict[str, tuple[str, dict[str, Any]]]]:
         """``(server, {"remote/<name>": (name on the server, d2ov metadata)})``; models that are not d2ov

@@ -25,13 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import D2ovError, DeviceError, DownloadError, NotReadyError
-from ..export.resolve import open_predictor, resolve_ir
+from ..errors import D2ovError, DeviceError, NotReadyError
+from ..export.resolve import open_predictor
 from ..runtime.ir import bf16_available
 from ..runtime.predictor import Predictor
-from ..runtime.settings import DEFAULT_PRECISION, IR_PRECISIONS, PRECISIONS, Precision
+from ..runtime.settings import DEFAULT_PRECISION, IR_PRECISIONS, PRECISIONS, Precision, accuracy_by_precision
 from ..runtime.settings import precision as get_precision
-from ..store import hub, lookup
+from ..store import lookup
 from ..store.lookup import metadata
 from .offer import ModelOffer, converter_installed, find_local_irs, models_dir
 
@@ -88,7 +88,6 @@ class ModelService(ModelOffer):
         self._predictors: collections.OrderedDict[tuple[str, str, str], Any] = collections.OrderedDict()
         self._compile_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._threads: dict[tuple[str, str], threading.Thread] = {}
-        self._convert_slot = threading.Semaphore(1)
 
     def precisions(self, name: str, device: str = "CPU") -> list[str]:
         """Precisions (of :data:`~d2ov_core.runtime.settings.PRECISIONS`) ready to run now on
@@ -107,15 +106,8 @@ class ModelService(ModelOffer):
         measured."""
         if name in self._remote:
             return dict(self._remote[name][1]["accuracy"])
-        metas = {}
-        for ir in IR_PRECISIONS:
-            st = self.state(name, ir)
-            if st.status == "ready" and st.xml is not None:
-                metas[ir] = metadata(st.xml)["accuracy"]
-        rows = {p: metas[PRECISIONS[p].ir][p] for p in PRECISIONS if p in metas.get(PRECISIONS[p].ir, {})}
-        if "FP32" not in rows:
-            rows.update(next(({"FP32": m["FP32"]} for m in metas.values() if "FP32" in m), {}))
-        return rows
+        ready = [st for st in (self.state(name, ir) for ir in IR_PRECISIONS) if st.status == "ready" and st.xml]
+        return accuracy_by_precision({st.precision: metadata(st.xml)["accuracy"] for st in ready})
 
     @staticmethod
     def _runs_on(p: Precision, device: str) -> bool:
@@ -183,45 +175,11 @@ class ModelService(ModelOffer):
         return self.state(*key)
 
     def _prepare(self, name: str, precision: str, on_done) -> None:
-        errors = []
-        xml = None
-
-        def report(message: str) -> None:
-            self._set(name, precision, "preparing", message)
-
-        if self.use_hub:
-            report("fetching the pre-converted IR from the Hugging Face Hub")
-            try:
-                xml = hub.fetch_ir(name, precision)
-            except D2ovError as e:
-                errors.append(str(e))
-        if xml is None and precision == "INT8":
-            errors.append(
-                f"no INT8 IR of {name} on this server; an INT8 IR is made with calibration images "
-                f"(`d2ov convert {name} --precision INT8 --calibration DIR`)"
-            )
-        elif xml is None and self.convert_fallback:
-            report("waiting for another conversion to finish")
-            with self._convert_slot:  # one conversion at a time: each takes GBs and all cores
-                report("downloading the Detectron2 weights")
-                try:
-                    xml = resolve_ir(name, PRECISIONS[precision], progress=report)
-                except DownloadError as e:
-                    errors.append(
-                        f"this server cannot download the model's Detectron2 weights ({e}); choose a "
-                        "demo model, or ask the server's owner to convert this one beforehand "
-                        f"(`d2ov convert {name}`) or to publish converted IRs (D2OV_HUB_REPO)"
-                    )
-                except D2ovError as e:
-                    errors.append(str(e))
-                except Exception as e:  # keep the server alive whatever conversion does
-                    errors.append(f"conversion failed: {type(e).__name__}: {e}")
-        if xml is None and not self.convert_fallback and precision != "INT8":
-            errors.append(f"this server holds no {precision} IR of {name} and does not convert models")
-        if xml is not None:
+        try:
+            xml = self.obtain_ir(name, precision, report=lambda m: self._set(name, precision, "preparing", m))
             self._set(name, precision, "ready", "", xml)
-        else:
-            self._set(name, precision, "unavailable", "; ".join(errors) or "no source for this model")
+        except D2ovError as e:
+            self._set(name, precision, "unavailable", str(e))
         log.info("model %s %s: %s", name, precision, self.state(name, precision).status)
         if on_done:
             on_done(self.state(name, precision))
