@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import D2ovError, DownloadError
+from ..runtime.ir import check_device
 from . import bench, catalog, convert, evaluate, export, hub, predict, serve, space, verify
 
 __all__ = ["main", "build_parser"]
@@ -65,8 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         if getattr(args, "device", None) and getattr(args, "backend", "openvino") == "openvino":
-            from ..runtime.ir import check_device
-
             check_device(args.device)  # before any model is loaded
         return int(args.func(args) or 0)
     except BrokenPipeError:  # `d2ov list | head`

@@ -13,6 +13,8 @@ from pathlib import Path
 from ..errors import InputError
 from ..export.convert import default_sample
 from ..measure import bench_video
+from ..measure.bench import PEERS, VARIANTS, markdown
+from ..measure.bench import run_bench as bench
 from ..runtime import settings as S
 from ..serve.render import STYLES, checked_style, render
 from ..serve.video import process_video
@@ -21,8 +23,6 @@ from .common import add_ir_options, add_precision_option, is_ir_path, make_predi
 
 
 def register(sub) -> None:
-    from ..measure.bench import PEERS, VARIANTS
-
     p = sub.add_parser("bench", help="Detectron2 eager vs OpenVINO variants, one run, same images and threads")
     p.add_argument("model", help="catalog name")
     p.add_argument("--weights", help="weights (e.g. 'random' for the Model Zoo architectures offline)")
@@ -80,9 +80,6 @@ def register(sub) -> None:
 
 
 def run_bench(args) -> int:
-    from ..measure.bench import PEERS, markdown
-    from ..measure.bench import run_bench as bench
-
     if args.video or args.frames:
         return run_bench_video(args)
     video_only = [

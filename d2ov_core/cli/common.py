@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..export.reference import ReferencePredictor
 from ..export.resolve import given_ir, predictor_for
 from ..runtime import settings as S
 from ..runtime.images import IMAGE_SUFFIXES, image_files
@@ -111,8 +112,6 @@ def make_predictor(
     """The predictor a command runs: Detectron2 eager (``backend="pytorch"``) or OpenVINO on the IR
     that serves ``model`` at ``precision`` (an IR path, a catalog name, or a config + weights)."""
     if backend == "pytorch":
-        from ..export.reference import ReferencePredictor
-
         if is_ir_path(model):
             raise InputError("--backend pytorch needs a catalog name or a config file, not an IR")
         return ReferencePredictor(spec_from_args(model, weights, classes), weights=weights)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import time
 
 from ..errors import InputError
+from ..export.convert import convert
 from ..export.quantize import DEFAULT_RECIPE, RECIPES
+from ..measure.accuracy import AccuracyCheck
 from ..measure.evaluate import task_measures
+from ..measure.proof import MAX_IMAGES, check, proof_text, record
 from ..runtime import settings as S
+from ..runtime.images import image_files
+from ..runtime.ir import read_metadata
+from ..runtime.settings import ap_text
 from .common import add_model_options, add_precision_option, spec_from_args
 
 
@@ -47,8 +53,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..export.convert import convert
-
     spec = spec_from_args(args.model, args.weights, args.classes)
     t0 = time.perf_counter()
     if args.precision == "INT8" and not args.calibration:
@@ -69,8 +73,6 @@ def run(args) -> int:
         raise InputError("--recipe is for --precision INT8")
     measure, recipes = None, [RECIPES[args.recipe]] if args.recipe else None
     if args.annotations:
-        from ..measure.accuracy import AccuracyCheck
-
         max_drop = args.max_ap_drop if args.max_ap_drop is not None else (1.0 if args.precision == "INT8" else None)
         measure = AccuracyCheck(
             args.annotations,
@@ -96,17 +98,12 @@ def run(args) -> int:
     size = sum(p.stat().st_size for p in xml.parent.glob("model.*"))
     print(f"{xml}  ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
     if measure is not None:
-        from ..runtime.ir import read_metadata
-        from ..runtime.settings import ap_text
-
         meta = read_metadata(xml)
         for p, row in meta.accuracy.items():
             print(f"  {p:<5} {ap_text(row, 2)}  ({row['ms']:.0f} ms/image, {row['images']} images of {row['set']})")
         if meta.quantization:
             print(f"  recipe {meta.quantization}")
         # the proof that travels with the IR: d2ov verify on the first images of that set, in its metadata
-        from ..measure.proof import MAX_IMAGES, check, proof_text, record
-        from ..runtime.images import image_files
 
         verification = check(spec, xml, image_files(args.images, recursive=True)[:MAX_IMAGES], weights=args.weights)
         record(xml, verification)

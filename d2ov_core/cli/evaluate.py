@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..measure.evaluate import task_measures
+from ..measure.evaluate import evaluate, task_measure, task_measures
 from .common import add_ir_options, add_model_options, make_predictor, write_json
 
 
@@ -25,8 +25,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..measure.evaluate import evaluate, task_measure
-
     predictor = make_predictor(
         args.model,
         backend=args.backend,

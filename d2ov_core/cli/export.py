@@ -3,6 +3,9 @@ Model Server repository, see :mod:`d2ov_core.serve.ovms`)."""
 
 from __future__ import annotations
 
+from ..export.resolve import resolve_ir
+from ..runtime.settings import precision
+from ..serve.ovms import check_name, write_repository
 from .common import add_precision_option
 
 
@@ -24,10 +27,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..export.resolve import resolve_ir
-    from ..runtime.settings import precision
-    from ..serve.ovms import check_name, write_repository
-
     if args.name is not None:
         check_name(args.name)  # before finding (or converting) the IR
     xml = resolve_ir(args.model, precision(args.precision) if args.precision else None)

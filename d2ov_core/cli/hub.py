@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..export.resolve import resolve_ir
+from ..store import hub
+
 
 def register(sub) -> None:
     p = sub.add_parser("push", help="publish an IR to the Hugging Face Hub in the layout the app fetches")
@@ -15,9 +18,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..export.resolve import resolve_ir
-    from ..store import hub
-
     xml = resolve_ir(args.model)
     sub = hub.push_ir(
         xml, args.repo_id, revision=args.revision, dry_run_dir=Path(args.dry_run) if args.dry_run else None

@@ -13,6 +13,7 @@ from PIL import Image
 from ..errors import InputError
 from ..runtime import settings as S
 from ..runtime.detections import PredictionsWriter
+from ..runtime.predictor import Predictor
 from ..runtime.video import is_video
 from ..serve.render import render
 from ..serve.video import process_video
@@ -89,7 +90,6 @@ def register(sub) -> None:
 
 def _remote_predictor(args, items: list[str]):
     """``(predictor, images)`` for ``--server``: every positional argument is an image."""
-    from ..runtime.predictor import Predictor
 
     local_only = [
         f

@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..serve.webapp import main as serve
+    from ..serve.webapp import main as serve  # Gradio: loaded by this command only
 
     argv = (
         (["--host", args.host] if args.host else [])

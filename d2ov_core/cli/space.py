@@ -15,7 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
+from ..measure.accuracy import AccuracyCheck
+from ..measure.proof import MAX_IMAGES, proof_text
 from ..runtime import settings as S
+from ..runtime.images import image_files
+from ..runtime.ir import read_metadata
+from ..serve.space import DEFAULT_TITLE, MAX_FILE_MB, build_space, collect_models, publish_space
+from .common import expand_images
 
 
 def _precisions(text: str) -> tuple[str, ...]:
@@ -89,12 +95,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..measure.proof import MAX_IMAGES, proof_text
-    from ..runtime.images import image_files
-    from ..runtime.ir import read_metadata
-    from ..serve.space import DEFAULT_TITLE, MAX_FILE_MB, build_space, collect_models, publish_space
-    from .common import expand_images
-
     if not args.dry_run and not args.repo_id:
         raise InputError("give --repo-id USER/NAME to publish, or --dry-run DIR to only write the folder")
     if args.dry_run and args.ir_repo:
@@ -121,8 +121,6 @@ def run(args) -> int:
             raise InputError(f"{out} exists and is not an empty folder: give a new folder for the Space")
     measure = None
     if args.annotations:
-        from ..measure.accuracy import AccuracyCheck
-
         measure = AccuracyCheck(
             args.annotations, args.images, max_drop=1.0 if "INT8" in precisions else None, progress=not args.quiet
         )

@@ -9,6 +9,11 @@ import dataclasses
 from pathlib import Path
 
 from ..errors import InputError
+from ..export.reference import ReferencePredictor
+from ..measure.stages import check, format_table
+from ..measure.verify import Tolerance, match_reference, ties_text
+from ..runtime.images import load_image
+from ..runtime.tasks import get_task
 from .common import add_model_options, add_precision_option, make_predictor, spec_from_args, write_json
 
 
@@ -46,11 +51,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..export.reference import ReferencePredictor
-    from ..measure.verify import Tolerance, match_reference, ties_text
-    from ..runtime.images import load_image
-    from ..runtime.tasks import get_task
-
     for img in args.images:
         if not Path(img).is_file():
             raise InputError(f"image not found: {img}")
@@ -124,8 +124,6 @@ def run(args) -> int:
 
 def _stages(args, spec, tol) -> int:
     import time
-
-    from ..measure.stages import check, format_table
 
     t = time.perf_counter()
     ov = make_predictor(

@@ -40,7 +40,11 @@ from ..store.cache import sha256_file
 from ..store.catalog import ModelSpec
 from ..store.lookup import IR_NAME, cached_ir_dir, graph_revision
 from ..store.weights import Progress
-from .quantize import Recipe
+from .model import build, cfg_metadata, load_cfg
+from .patches import exportable
+from .quantize import DEFAULT_RECIPE, Recipe, quantize_int8
+from .random_init import RANDOM_INIT_REVISION
+from .trace import traceable
 
 __all__ = ["convert", "default_sample", "calibration_files"]
 
@@ -94,9 +98,6 @@ def _cache_key(
     recipes: Sequence[Recipe],
     measure: Measure | None,
 ) -> str:
-    from .model import load_cfg
-    from .random_init import RANDOM_INIT_REVISION
-
     cfg = load_cfg(spec)
     payload = {
         "config": cfg.dump(),
@@ -143,8 +144,6 @@ def convert(
             ``measure`` accepts one; none accepted is a :class:`ConversionError` and nothing is written.
     """
     tell = progress if callable(progress) else (lambda message: None)
-    from .model import build, cfg_metadata
-    from .quantize import DEFAULT_RECIPE
 
     spec = catalog.get(model) if isinstance(model, str) else model
     t0 = time.perf_counter()
@@ -277,9 +276,6 @@ def _trace_and_convert(net, spec: ModelSpec, meta: dict[str, Any], sample: Path,
 
     import torch
 
-    from .patches import exportable
-    from .trace import traceable
-
     chw, _ = preprocess(load_image(sample), meta)
     torch.set_num_threads(runtime.usable_cpus())
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -309,8 +305,6 @@ def _trace_and_convert(net, spec: ModelSpec, meta: dict[str, Any], sample: Path,
 
 
 def _quantize(ov_model, samples: list[np.ndarray], recipe: Recipe, names: list[str], spec: ModelSpec, progress: bool):
-    from .quantize import quantize_int8
-
     quantized = quantize_int8(ov_model, samples, recipe, progress=progress)
     if len(run_model(quantized, samples[0])) != len(names):
         raise ConversionError(f"quantized {spec.name} does not return its {len(names)} outputs")

@@ -16,6 +16,9 @@ from ..store import weights as W
 from ..store.cache import sha256_file
 from ..store.catalog import ModelSpec
 from . import compat
+from .checkpoint import load_into
+from .patches import use_stable_proposal_ranking
+from .random_init import calibrate_random_weights
 from .tasks import export_task
 
 __all__ = ["load_cfg", "config_path", "build", "cfg_metadata"]
@@ -85,10 +88,6 @@ def build(spec: ModelSpec, weights: str | None = None, progress: W.Progress = Tr
     compat.require_torch_side(f"building {spec.name} in PyTorch")
     import torch
     from detectron2.modeling import build_model
-
-    from .checkpoint import load_into
-    from .patches import use_stable_proposal_ranking
-    from .random_init import calibrate_random_weights
 
     use_stable_proposal_ranking()
     cfg = load_cfg(spec)

@@ -44,7 +44,12 @@ from ..runtime.preprocess import preprocess
 from ..store import cache, catalog
 from ..store.catalog import ModelSpec
 from ..store.lookup import folder_name
+from .convert import default_sample
+from .model import build, cfg_metadata, load_cfg
+from .patches import exportable
 from .reference import detections_of
+from .tasks import export_task
+from .trace import traceable
 
 __all__ = ["PEERS", "ONNX_OPSET", "OrtRecipe", "ORT_RECIPES", "DEFAULT_ORT_RECIPE", "prepare", "PeerPredictor"]
 
@@ -111,8 +116,6 @@ def _key(
 ) -> str:
     import torch
 
-    from .model import build
-
     _, cfg, info = build(spec, weights, progress=False)
     payload = {
         "config": cfg.dump(),
@@ -138,8 +141,6 @@ def prepare(
     ``schema.pkl`` (the adapter's ``outputs_schema``) and, for ``ort-int8``, ``peer.json`` (its recipe).
     ``calibration``: image files (``ort-int8`` only). Raises :class:`ConversionError` with one line
     when the model cannot be made."""
-    from .convert import default_sample
-    from .model import build, cfg_metadata
 
     if kind not in PEERS:
         raise InputError(f"unknown peer {kind!r}; choose from {', '.join(PEERS)}")
@@ -175,8 +176,6 @@ def prepare(
 
 
 def _adapter(net, chw: np.ndarray, folder: Path):
-    from .trace import traceable
-
     adapter, names, _ = traceable(net, chw)
     (folder / "schema.pkl").write_bytes(pickle.dumps(adapter.outputs_schema))
     return adapter, names
@@ -184,8 +183,6 @@ def _adapter(net, chw: np.ndarray, folder: Path):
 
 def _trace_torchscript(net, chw: np.ndarray, folder: Path) -> None:
     import torch
-
-    from .patches import exportable
 
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     try:
@@ -203,8 +200,6 @@ def _trace_torchscript(net, chw: np.ndarray, folder: Path) -> None:
 
 def _export_onnx(net, chw: np.ndarray, out: Path, folder: Path) -> None:
     import torch
-
-    from .patches import exportable
 
     _require("onnx")
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -285,9 +280,6 @@ class PeerPredictor:
     def __init__(self, kind: str, model: str | ModelSpec, path: str | os.PathLike, threads: int | None = None):
         import torch
         from detectron2.data import transforms as T
-
-        from .model import load_cfg
-        from .tasks import export_task
 
         threads = threads or usable_cpus()
         torch.set_num_threads(threads)

@@ -3,6 +3,9 @@ so it proposes and scores like a trained model (for tests and speed measurements
 
 from __future__ import annotations
 
+from ..runtime.images import load_image
+from ..runtime.preprocess import preprocess
+
 __all__ = ["calibrate_random_weights", "RANDOM_INIT_REVISION"]
 
 #: Revision of what ``--weights random`` builds (part of the conversion cache key).
@@ -17,9 +20,6 @@ def _calibration_photo(cfg):
     RPN head)."""
     import torch
     from matplotlib import cbook
-
-    from ..runtime.images import load_image
-    from ..runtime.preprocess import preprocess
 
     meta = {"min_size": cfg.INPUT.MIN_SIZE_TEST, "max_size": cfg.INPUT.MAX_SIZE_TEST, "input_format": cfg.INPUT.FORMAT}
     chw, _ = preprocess(load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)), meta)

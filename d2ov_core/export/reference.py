@@ -24,6 +24,7 @@ from ..runtime.ir import usable_cpus
 from ..runtime.tasks import get_task
 from ..store import catalog
 from ..store.catalog import ModelSpec
+from .model import build, cfg_metadata
 from .tasks import for_task
 
 __all__ = ["ReferencePredictor", "detections_of"]
@@ -54,8 +55,6 @@ class ReferencePredictor:
         self, model: str | ModelSpec, weights: str | None = None, threads: int | None = None, progress: bool = True
     ):
         import torch
-
-        from .model import build, cfg_metadata
 
         self.spec = catalog.get(model) if isinstance(model, str) else model
         torch.set_num_threads(threads or usable_cpus())

@@ -29,6 +29,7 @@ from ..store import cache, catalog
 from ..store.catalog import ModelSpec
 from ..store.lookup import IR_NAME, find_ir
 from ..store.weights import Progress
+from .convert import convert
 
 __all__ = ["given_ir", "resolve_ir", "open_predictor", "predictor_for"]
 
@@ -74,7 +75,6 @@ def resolve_ir(
             f"no INT8 IR of {spec.name} yet: make one with `d2ov convert {spec.name} "
             "--precision INT8 --calibration DIR` (DIR: images of the model's domain)"
         )
-    from .convert import convert  # torch and Detectron2: only when a conversion is needed
 
     return convert(spec, weights=weights, fp16=precision.ir == "FP16", progress=progress)
 

@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConversionError, first_line
+from ..runtime import ir as runtime
 from ..runtime.ir import usable_cpus
+from .patches import exportable
 
 __all__ = ["StageGraph", "eager_proposals", "run_stages", "convert_stages", "compile_stages", "run_compiled"]
 
@@ -159,9 +161,6 @@ def convert_stages(graph, image_chw: np.ndarray, boxes: np.ndarray):
 
     import torch
 
-    from ..runtime import ir as runtime
-    from .patches import exportable
-
     torch.set_num_threads(usable_cpus())
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     example = (torch.as_tensor(image_chw), torch.as_tensor(boxes))
@@ -182,7 +181,6 @@ def convert_stages(graph, image_chw: np.ndarray, boxes: np.ndarray):
 def compile_stages(model, device: str = "CPU") -> Any:
     """Compile a converted stage graph with exact f32 compute (bf16-capable CPUs would otherwise
     compute in bf16)."""
-    from ..runtime import ir as runtime
 
     return runtime.core().compile_model(model, device, {"INFERENCE_PRECISION_HINT": "f32"})
 

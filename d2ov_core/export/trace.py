@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 from ..errors import ConversionError
+from .patches import exportable_keypoints
+from .tasks import EXPORT_TASKS
 
 __all__ = ["traceable", "OUTPUT_NAMES"]
 
@@ -25,9 +27,6 @@ def traceable(model, image_chw):
     from detectron2.export.flatten import TracingAdapter
     from detectron2.modeling import GeneralizedRCNN
     from detectron2.modeling.meta_arch.retinanet import RetinaNet
-
-    from .patches import exportable_keypoints
-    from .tasks import EXPORT_TASKS
 
     own = next((f for t in EXPORT_TASKS if (f := t.inference(model)) is not None), None)
     if own is not None:  # a task whose model is traced its own way

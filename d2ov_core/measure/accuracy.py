@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..export.resolve import open_predictor
 from ..runtime import settings as S
+from ..runtime.ir import bf16_available
 from ..store.weights import Progress
+from .evaluate import evaluate, task_measure
 
 __all__ = ["AccuracyCheck", "fastest_within", "reference_row", "AP_KEYS", "ap_text"]
 
@@ -59,8 +62,6 @@ class AccuracyCheck:
         return f"{digest}:{self.limit}:{self.max_drop}{own}"
 
     def __call__(self, xml: Path, precision: str) -> tuple[dict[str, Any], bool]:
-        from ..runtime.ir import bf16_available
-
         precisions = [precision] + (["BF16"] if precision in ("FP16", "FP32") and bf16_available() else [])
         rows = {p: self._measure(xml, p) for p in precisions}
         if precision != "INT8":
@@ -78,9 +79,6 @@ class AccuracyCheck:
         )
 
     def _measure(self, xml: Path, precision: str) -> dict[str, Any]:
-        from ..export.resolve import open_predictor
-        from .evaluate import evaluate, task_measure
-
         predictor = open_predictor(xml, S.precision(precision))
         own = task_measure(predictor.task)
         given = {k: v for k, v in self.task_annotations.items() if own is not None and k in own.options}

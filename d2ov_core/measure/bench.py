@@ -43,8 +43,24 @@ from typing import Any
 
 import numpy as np
 
+from .. import __version__
+from ..errors import D2ovError, InputError, first_line
+from ..export.convert import calibration_files, convert
+from ..export.model import build, cfg_metadata
+from ..export.peers import PeerPredictor, prepare
+from ..export.reference import ReferencePredictor
+from ..export.resolve import open_predictor, resolve_ir
+from ..export.trace import traceable
+from ..runtime import ir as runtime
+from ..runtime.detections import Detections
+from ..runtime.images import load_image
 from ..runtime.ir import usable_cpus
-from .verify import ties_text
+from ..runtime.preprocess import preprocess, resized_shape
+from ..runtime.settings import PRECISIONS
+from ..store.cache import cache_dir, sha256_file, write_atomic
+from ..store.catalog import get
+from ..store.lookup import find_ir, metadata
+from .verify import Tolerance, match, ties_text
 
 __all__ = ["run_bench", "VARIANTS", "markdown", "matmul_peak_gflops", "default_static_shape"]
 
@@ -161,22 +177,13 @@ def _worker(
     static_shape: tuple[int, int] | None = None,
     dets_out: str | None = None,
 ) -> dict[str, Any]:
-    from ..runtime.images import load_image
-
     rgbs = [load_image(p) for p in images]
     e2e, model_ms = [], []
     if variant == "detectron2":
-        from ..export.reference import ReferencePredictor
-
         pred = ReferencePredictor(model, weights=weights, threads=threads, progress=False)
     elif variant in PEERS:
-        from ..export.peers import PeerPredictor
-
         pred = PeerPredictor(variant, model, xml, threads=threads)
     else:
-        from ..export.resolve import open_predictor
-        from ..runtime.settings import PRECISIONS
-
         hint = "THROUGHPUT" if variant.endswith("throughput") else "LATENCY"
         pred = open_predictor(
             xml,
@@ -244,9 +251,6 @@ def _worker(
 
 def _flops_key(model: str, weights: str | None, image: str) -> str:
     """What a FLOP count depends on: the model (its config and weights as files), the image, d2ov."""
-    from .. import __version__
-    from ..store.cache import sha256_file
-    from ..store.catalog import get
 
     spec = get(model)
     files = [f for f in (spec.config, weights or spec.weights) if f and os.path.isfile(f)]
@@ -260,7 +264,6 @@ def model_gflops(model: str, weights: str | None, image: str) -> float:
 
     Counted once per model, weights and image: the count is kept in the cache (``flops/``), as
     counting builds the PyTorch model and traces it (3-7 s for a small model)."""
-    from ..store.cache import cache_dir, write_atomic
 
     kept = cache_dir() / "flops" / f"{_flops_key(model, weights, image)}.json"
     try:
@@ -274,12 +277,6 @@ def model_gflops(model: str, weights: str | None, image: str) -> float:
 
 def _count_gflops(model: str, weights: str | None, image: str) -> float:
     import torch
-
-    from ..export.model import build, cfg_metadata
-    from ..export.trace import traceable
-    from ..runtime.images import load_image
-    from ..runtime.preprocess import preprocess
-    from ..store.catalog import get
 
     spec = get(model)
     net, cfg, _ = build(spec, weights, progress=False)
@@ -299,8 +296,6 @@ def _count_gflops(model: str, weights: str | None, image: str) -> float:
 def default_static_shape(meta: dict[str, Any], image: str) -> tuple[int, int]:
     """The static input for benchmarking: ``image``'s resized shape, padded up to multiples of 32
     (the size Detectron2 itself pads to), so letterboxing adds no pixels for that image."""
-    from ..runtime.images import load_image
-    from ..runtime.preprocess import resized_shape
 
     h, w = load_image(image).shape[:2]
     rh, rw = resized_shape(h, w, int(meta.min_size), int(meta.max_size))
@@ -324,12 +319,6 @@ def run_bench(
     as bench.md / bench.json / bench.png). INT8 variants need ``calibration`` (a folder of images of
     the model's domain), except for catalog models that ship an INT8 IR; the ``ort-int8`` peer always
     does (it is calibrated on the same first images of it as d2ov's INT8)."""
-    from ..errors import D2ovError, InputError, first_line
-    from ..export.convert import convert
-    from ..export.resolve import resolve_ir
-    from ..runtime import ir as runtime
-    from ..runtime.settings import PRECISIONS
-    from ..store.lookup import find_ir
 
     threads = threads or usable_cpus()
     have_int8 = calibration is not None or (weights is None and find_ir(model, "INT8") is not None)
@@ -443,10 +432,6 @@ def run_bench(
 def _prepare_peer(variant: str, model: str, weights: str | None, calibration: str | None) -> Path:
     """The peer's model file (:func:`d2ov_core.export.peers.prepare`); ``ort-int8`` is calibrated on the
     images d2ov's INT8 is: the first :data:`CALIBRATION_SIZE` of ``calibration``."""
-    from ..errors import InputError
-    from ..export.convert import calibration_files
-    from ..export.peers import prepare
-    from ..store.lookup import find_ir, metadata
 
     files = calibration_files(calibration, CALIBRATION_SIZE) if calibration else []
     if variant == "ort-int8" and not files:
@@ -457,14 +442,10 @@ def _prepare_peer(variant: str, model: str, weights: str | None, calibration: st
 
 
 def _read_dets(path: Path) -> list[Any]:
-    from ..runtime.detections import Detections
-
     return [Detections.from_dict(d) for d in json.loads(path.read_text())]
 
 
 def _read_before_nms(path: Path) -> list[tuple[Any, float]] | None:
-    from ..runtime.detections import Detections
-
     if not path.is_file():
         return None
     return [(Detections.from_dict(d["detections"]), float(d["nms_iou"])) for d in json.loads(path.read_text())]
@@ -478,7 +459,6 @@ def compare_detections(
     within verify's default tolerances (f32-level: 0.5 px, 1e-3 score). ``before_nms``: the reference's
     detections before its last NMS and that NMS's IoU threshold, per image: near ties there are
     counted as ``ties``, not as a miss and an extra detection."""
-    from .verify import Tolerance, match
 
     tol = Tolerance()
     befores: list[tuple[Any, float] | tuple[()]] = list(before_nms) if before_nms else [()] * len(reference)
@@ -523,7 +503,6 @@ def _machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    from ..runtime import ir as runtime
 
     return {
         "cpu": cpu,

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..runtime.tasks import all_tasks, get_task
+from ..store.coco_classes import COCO_KEYPOINT_NAMES, COCO_KEYPOINT_OKS_SIGMAS
 
 __all__ = ["evaluate", "STAT_NAMES", "TaskMeasure", "task_measure", "task_measures"]
 
@@ -180,7 +181,6 @@ def _task_scorer(predictor, given: Mapping[str, Any]) -> tuple[TaskMeasure, Any]
 def _oks_sigmas(predictor) -> np.ndarray:
     """The OKS sigmas keypoint AP is computed with: the model's (IR metadata), else COCO's for the 17
     COCO person keypoints; anything else is an error (AP with made-up sigmas would mean nothing)."""
-    from ..store.coco_classes import COCO_KEYPOINT_NAMES, COCO_KEYPOINT_OKS_SIGMAS
 
     meta = predictor.metadata
     names = list(meta["keypoint_names"])

@@ -25,6 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..export.reference import ReferencePredictor
+from ..runtime import ir as runtime
+from ..runtime.images import load_image
+from ..runtime.predictor import Predictor
+from ..store.cache import sha256_file
 from .verify import Tolerance, match_reference, ties_text
 
 __all__ = ["check", "record", "proof_text", "MAX_IMAGES"]
@@ -47,10 +52,6 @@ def check(
     tol = tol or Tolerance()
     import detectron2
     import torch
-
-    from ..export.reference import ReferencePredictor
-    from ..runtime.images import load_image
-    from ..runtime.predictor import Predictor
 
     images = [Path(p) for p in images][:MAX_IMAGES]
     ref = ReferencePredictor(spec, weights=weights, progress=progress)
@@ -94,8 +95,6 @@ def check(
 def record(xml: str | os.PathLike, verification: dict[str, Any]) -> None:
     """Write ``verification`` into the IR at ``xml`` (rt_info ``verification``) and into its
     ``d2ov.json`` (with the new sha256 of ``model.xml``; ``model.bin`` is left as it is)."""
-    from ..runtime import ir as runtime
-    from ..store.cache import sha256_file
 
     xml = Path(xml)
     runtime.write_metadata(xml, "verification", verification)

@@ -42,6 +42,12 @@ from typing import Any
 
 import numpy as np
 
+from ..export import stages as ST
+from ..export.model import build, cfg_metadata
+from ..export.reference import ReferencePredictor
+from ..runtime.images import load_image
+from ..runtime.preprocess import preprocess
+from ..store import catalog
 from .verify import Comparison, Tolerance, match
 
 __all__ = ["TOLERANCE", "StageRow", "StageReport", "compare_tensors", "compare_proposals", "check", "format_table"]
@@ -246,12 +252,6 @@ def check(
             and a C4 model its res5, on both sides and in the trace.
     """
     verify_tol = verify_tol or Tolerance()
-    from ..export import stages as ST
-    from ..export.model import build, cfg_metadata
-    from ..export.reference import ReferencePredictor
-    from ..runtime.images import load_image
-    from ..runtime.preprocess import preprocess
-    from ..store import catalog
 
     spec = catalog.get(model) if isinstance(model, str) else model
     seconds: dict[str, float] = {}

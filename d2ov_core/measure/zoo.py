@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..export.model import load_cfg
 from ..store import catalog
 
 __all__ = ["photos", "run_one", "render", "main"]
@@ -42,8 +43,6 @@ def photos() -> list[str]:
 def model_key(name: str) -> str:
     """What makes ``name``'s random-weights model: its config's MODEL, INPUT and TEST sections."""
     import hashlib
-
-    from ..export.model import load_cfg
 
     cfg = load_cfg(catalog.get(name))
     return hashlib.sha256("".join(cfg[k].dump() for k in ("MODEL", "INPUT", "TEST")).encode()).hexdigest()[:16]

@@ -28,6 +28,7 @@ from . import settings as S
 from .detections import Detections
 from .images import load_image
 from .preprocess import preprocess
+from .remote import RemoteIR
 from .tasks import Task, get_task
 from .video import Frame, read_frames
 
@@ -73,7 +74,6 @@ class Predictor:
         if server is not None:
             if xml is not None or static_shape is not None or profile:
                 raise InputError("a Predictor on a model server takes no IR path, static shape or profiling")
-            from .remote import RemoteIR
 
             self.xml = None
             self._ir = RemoteIR(server, model, timeout=timeout)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import D2ovError, DeviceError, ImageError, InputError
+from ..measure.accuracy import fastest_within, reference_row
 from ..measure.proof import proof_text
 from ..runtime import settings as S
 from ..runtime.detections import Detections, PredictionsWriter, predictions_document
@@ -117,7 +118,6 @@ def precision_choices(service: ModelService, name: str, device: str = "CPU") -> 
     within :data:`DEFAULT_AP_TOLERANCE` of the float model's); and why it is the default.
 
     Returns ``([(label, precision)], default, reason)``."""
-    from ..measure.accuracy import fastest_within, reference_row
 
     offered = service.precisions(name, device)
     acc = service.accuracy(name)

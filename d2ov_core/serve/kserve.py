@@ -46,6 +46,7 @@ import numpy as np
 from ..errors import D2ovError, first_line
 from ..runtime import ir as runtime
 from ..runtime import settings as S
+from .ovms import check_name, model_name
 
 __all__ = ["D2ovModel", "rt_info", "main"]  # noqa: F822 (D2ovModel: module __getattr__, needs kserve)
 
@@ -306,8 +307,6 @@ def main(argv=None) -> int:
     # kserve.model_server parses sys.argv when imported: show it only what is its own (nothing)
     sys.argv = sys.argv[:1]
     try:
-        from .ovms import check_name, model_name
-
         if args.name and len(args.ir) > 1:
             raise D2ovError("--name names one model: with several --ir, each is named after its IR")
         irs = {check_name(args.name) if args.name else model_name(runtime.read_metadata(xml)): xml for xml in args.ir}

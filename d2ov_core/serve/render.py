@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import InputError
+from ..export import compat
 from ..runtime.detections import KEYPOINT_THRESHOLD, Detections
 from ..runtime.tasks import get_task, task_of
 
@@ -48,8 +49,6 @@ def has_visualizer() -> bool:
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("detectron2") is None:
         return False
     try:
-        from ..export import compat
-
         compat.apply()
         from detectron2.utils.visualizer import Visualizer  # noqa: F401
     except Exception:  # a broken or partial install: draw without it
@@ -81,8 +80,6 @@ def render(
 
 
 def _render_detectron2(image_rgb: np.ndarray, det: Detections, names: list[str]) -> np.ndarray:
-    from ..export import compat
-
     compat.apply()
     import torch
     from detectron2.data import Metadata
@@ -123,8 +120,6 @@ def _stuff_names(segments) -> list[str]:
 
 
 def _segments_detectron2(image_rgb: np.ndarray, segment_map: np.ndarray, segments, names: list[str]) -> np.ndarray:
-    from ..export import compat
-
     compat.apply()
     import torch
     from detectron2.data import Metadata

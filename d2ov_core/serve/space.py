@@ -36,9 +36,17 @@ import tempfile
 from pathlib import Path
 
 from .. import __version__
-from ..errors import InputError, UploadError
-from ..runtime.settings import IR_PRECISIONS
+from ..errors import D2ovError, InputError, UploadError
+from ..export.convert import convert
+from ..export.resolve import resolve_ir
+from ..measure import proof
+from ..runtime.images import load_image
+from ..runtime.settings import IR_PRECISIONS, PRECISIONS
+from ..store import catalog, hub, lookup
+from ..store.cache import check_given_ir
+from ..store.hub import hub_problem
 from ..store.weights import Progress
+from .service import metadata
 
 __all__ = [
     "build_space",
@@ -180,8 +188,6 @@ def _slug(text: str) -> str:
 
 def _ir_folder_irs(path: Path) -> dict[str, Path]:
     """The IRs of a d2ov IR folder given as ``--model``: ``model.xml`` in it, or one per precision subfolder."""
-    from ..store.cache import check_given_ir
-    from .service import metadata
 
     xmls = (
         [path]
@@ -214,10 +220,6 @@ def collect_models(
     go with the i-th model. With ``proof_images``, each converted model's IRs are checked against
     Detectron2 on them (``d2ov verify``, :func:`d2ov_core.measure.proof.check`); an IR folder, whose float
     model is not known here, is not."""
-    from ..export.convert import convert
-    from ..export.resolve import resolve_ir
-    from ..runtime.settings import PRECISIONS
-    from ..store import catalog, lookup
 
     weights, classes = list(weights or []), list(classes or [])
     if len(weights) > len(models) or len(classes) > len(models):
@@ -269,8 +271,6 @@ def collect_models(
 def _prove(spec, weights: str | None, irs: dict[str, Path], images: list[Path], progress: Progress) -> dict[str, dict]:
     """d2ov verify's record of each IR on ``images`` (none when there are no images, or Detectron2's
     model cannot be had here: then the Space shows no proof, and the log says why)."""
-    from ..errors import D2ovError
-    from ..measure import proof
 
     out = {}
     for p, xml in irs.items() if images else ():
@@ -290,8 +290,6 @@ def copy_examples(images: list[Path], dest: Path) -> list[Path]:
     """The user's example images, at most :data:`EXAMPLE_MAX_PX` on the long side (smaller ones as they are)."""
     from PIL import Image
 
-    from ..runtime.images import load_image
-
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     for src in images:
@@ -309,8 +307,6 @@ def copy_examples(images: list[Path], dest: Path) -> list[Path]:
 
 
 def _model_lines(models: list[SpaceModel], hub_repo: str | None, only: bool) -> str:
-    from .service import metadata
-
     rows = []
     for m in models:
         meta = metadata(next(iter(m.irs.values())))
@@ -325,8 +321,6 @@ def _model_lines(models: list[SpaceModel], hub_repo: str | None, only: bool) -> 
             f"{', '.join(m.irs)} IR, {where}"
         )
     if not only:
-        from ..store import catalog
-
         demo = [n for n in catalog.names() if n.startswith("demo/")]
         rows.append(f"- the d2ov demo models (synthetic shapes, stick figures): {', '.join(demo)}, bundled")
     return "\n".join(rows)
@@ -335,7 +329,6 @@ def _model_lines(models: list[SpaceModel], hub_repo: str | None, only: bool) -> 
 def _copy_ir(xml: Path, dest: Path, verification: dict | None) -> Path:
     """Copy the IR of ``xml`` into ``dest`` (the cache's and the package's IRs stay as they are), with
     ``verification`` recorded in the copy."""
-    from ..measure import proof
 
     dest.mkdir(parents=True, exist_ok=True)
     for f in ("model.xml", "model.bin", "d2ov.json"):
@@ -438,8 +431,6 @@ def push_models(models: list[SpaceModel], ir_repo: str, token: str | None = None
     (your configs, IR folders) stay in the Space: the app fetches catalog models only."""
     from huggingface_hub import HfApi
 
-    from ..store import hub
-
     pushed = False
     for m in models:
         if not m.bundled:
@@ -489,7 +480,5 @@ def publish_space(
                 repo_id=repo_id, repo_type="space", folder_path=str(folder), commit_message=f"d2ov space {__version__}"
             )
         except Exception as e:  # huggingface_hub raises HTTP, auth and network errors of many types
-            from ..store.hub import hub_problem
-
             raise UploadError(f"cannot publish the Space {repo_id}: {hub_problem(e)}") from None
     return str(url)

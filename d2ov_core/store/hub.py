@@ -25,6 +25,9 @@ import tempfile
 from pathlib import Path
 
 from ..errors import DownloadError, IRError, UploadError, first_line
+from ..runtime import ir as runtime
+from . import lookup
+from .cache import ir_problem
 
 __all__ = [
     "repo_settings",
@@ -67,7 +70,6 @@ def model_dir(name: str, precision: str = "FP16") -> str:
 
 def verify_ir_folder(folder: Path) -> Path:
     """Check ``model.xml``/``model.bin`` against the sha256 recorded in ``d2ov.json``; return the xml path."""
-    from .cache import ir_problem
 
     if not (folder / "d2ov.json").is_file():
         raise IRError(f"{folder}: no d2ov.json card beside the IR")
@@ -92,8 +94,6 @@ def fetch_ir(
     """Download (or find in the HF cache) the IR of catalog model ``name``; returns its ``model.xml``."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    from . import lookup
 
     repo, rev = repo_settings()
     repo_id, revision = repo_id or repo, revision or rev
@@ -168,7 +168,6 @@ def push_ir(
     With ``dry_run_dir`` the repository tree is written there instead of uploaded (to inspect it).
     Returns the ``<model>/<precision>`` path in the repo.
     """
-    from ..runtime import ir as runtime
 
     meta = runtime.read_metadata(xml)
     folder = Path(xml).parent

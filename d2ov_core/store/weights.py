@@ -44,8 +44,9 @@ from pathlib import Path
 from typing import Union
 
 from ..errors import DownloadError, ModelNotFoundError
-from . import cache
+from . import cache, catalog
 from .cache import cache_dir, sha256_file, write_atomic
+from .catalog import MODEL_ZOO_URL
 
 __all__ = ["cache_dir", "resolve", "download", "sha256_file", "may_unpickle", "offline", "source_url", "RANDOM"]
 
@@ -66,7 +67,6 @@ def offline() -> bool:
 def source_url(url: str) -> str:
     """Where ``url`` is fetched from: under ``D2OV_ZOO_URL`` for a Model Zoo URL when that is set,
     else ``url`` itself."""
-    from .catalog import MODEL_ZOO_URL
 
     mirror = os.environ.get("D2OV_ZOO_URL", "").strip()
     if mirror and url.startswith(MODEL_ZOO_URL):
@@ -224,7 +224,6 @@ def _progress_bar(total: int | None, desc: str):
 def may_unpickle(path: str | os.PathLike) -> bool:
     """Whether d2ov may unpickle ``path``: a local file the user named (anything outside the download
     cache), or the download of a catalog URL. Not: a download from any other URL."""
-    from . import catalog
 
     p = Path(path).absolute()
     downloads = (cache_dir() / "weights").absolute()
