@@ -176,7 +176,7 @@ class CompiledIR:
         self.xml = Path(xml)
         model = _read_model(self.xml)
         self.metadata = _get_metadata(model, str(self.xml))
-        names = self.metadata["outputs"]
+        names = self.metadata.outputs
         if len(names) != len(model.outputs):
             raise IRError(
                 f"{self.xml}: rt_info lists {len(names)} outputs ({', '.join(names)}) but the graph has "

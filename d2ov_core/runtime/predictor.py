@@ -95,20 +95,20 @@ class Predictor:
         self.static_shape = self._ir.static_shape
         self.metadata: S.IRMetadata = self._ir.metadata
         self.device = device
-        self.labels: list[str] = list(self.metadata["labels"])
-        self.task: str = self.metadata["task"]
+        self.labels: list[str] = list(self.metadata.labels)
+        self.task: str = self.metadata.task
         self._task: Task = get_task(self.task)
         self._decode_options = self._task.decode_options(self.metadata)
 
     @property
     def name(self) -> str:
-        return str(self.metadata["model_name"])
+        return str(self.metadata.model_name)
 
     @property
     def precision(self) -> str:
         """The precision this predictor runs, as users name it (:data:`settings.PRECISIONS`): the IR's
         weight precision, or ``BF16`` when a floating-point IR is computed in bfloat16."""
-        return "BF16" if self.compute == "bf16" else str(self.metadata["precision"])
+        return "BF16" if self.compute == "bf16" else str(self.metadata.precision)
 
     def predict(self, image: Any, threshold: float | None = None, mask_threshold: float | None = None) -> Detections:
         """Detect objects in ``image`` (path, bytes, PIL image or RGB uint8 array).
@@ -199,7 +199,7 @@ class Predictor:
         rows = self._ir.profile(chw)
         profiled = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
-        det = self._finish(self._ir.infer(chw), meta, (0.05, self.metadata["mask_threshold"]), timings, t)
+        det = self._finish(self._ir.infer(chw), meta, (0.05, self.metadata.mask_threshold), timings, t)
         by_type: dict[str, dict[str, float]] = {}
         for r in rows:
             agg = by_type.setdefault(r["type"], {"ms": 0.0, "count": 0})
@@ -248,14 +248,14 @@ class Predictor:
     @property
     def confidence_threshold(self) -> float:
         """The score threshold ``threshold=None`` means: the IR's ``confidence_threshold``."""
-        return float(self.metadata["confidence_threshold"])
+        return float(self.metadata.confidence_threshold)
 
     def _thresholds(self, threshold, mask_threshold) -> tuple[float, float]:
         thr = S.check_value(
-            "confidence_threshold", self.metadata["confidence_threshold"] if threshold is None else threshold
+            "confidence_threshold", self.metadata.confidence_threshold if threshold is None else threshold
         )
         mthr = S.check_value(
-            "mask_threshold", self.metadata["mask_threshold"] if mask_threshold is None else mask_threshold
+            "mask_threshold", self.metadata.mask_threshold if mask_threshold is None else mask_threshold
         )
         return thr, mthr
 

@@ -274,7 +274,7 @@ class RemoteIR:
             model = names[0]
         self.model = str(model)
         self.metadata, self.server_metadata = fetch_metadata(self.server, self.model, self.timeout)
-        self.output_names = list(self.metadata["outputs"])
+        self.output_names = list(self.metadata.outputs)
         self.location = f"{self.server}/v2/models/{urllib.parse.quote(self.model, safe='')}"
         self._infer_path = f"/v2/models/{urllib.parse.quote(self.model, safe='')}/infer"
 
