@@ -175,6 +175,17 @@ def setup_logging(path: str | None, append: bool = False) -> None:
     LOG.propagate = False
 
 
+def _split_current(path: str, num: int, seed: int, version) -> bool:
+    """Whether the split's COCO JSON at ``path`` holds ``num`` images made by this generator
+    ``version`` with ``seed`` (else it is generated again)."""
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        d = json.load(f)
+    info = d.get("info", {})
+    return len(d["images"]) == num and f"seed {seed}" in info.get("description", "") and info.get("version") == version
+
+
 def ensure_data(work: str, train_num: int, test_num: int, gen=make_shapes) -> dict:
     """Generate (if missing or stale) and register the train and test splits of ``gen``'s data set
     (make_shapes: ``d2ov_shapes_*``; make_figures: ``d2ov_figures_*`` with keypoint metadata)."""
@@ -184,17 +195,7 @@ def ensure_data(work: str, train_num: int, test_num: int, gen=make_shapes) -> di
     for split, num in (("train", train_num), ("test", test_num)):
         seed = gen.DEFAULT_SPLITS[split][1]
         p = os.path.join(work, f"{split}.json")
-        ok = False
-        if os.path.exists(p):
-            with open(p) as f:
-                d = json.load(f)
-            info = d.get("info", {})
-            ok = (
-                len(d["images"]) == num
-                and f"seed {seed}" in info.get("description", "")
-                and info.get("version") == gen.GENERATOR_VERSION
-            )
-        if not ok:
+        if not _split_current(p, num, seed, gen.GENERATOR_VERSION):
             t = time.time()
             LOG.info(f"generating {kind} {split} split: {num} images, seed {seed} -> {work}")
             gen.make_split(work, split, num, seed)
@@ -223,17 +224,8 @@ def ensure_panoptic_data(work: str, train_num: int, test_num: int) -> dict:
     for split, num in (("train", train_num), ("test", test_num)):
         seed = make_panoptic.DEFAULT_SPLITS[split][1]
         p = os.path.join(work, f"{split}.json")
-        ok = False
-        if os.path.exists(p) and os.path.exists(os.path.join(work, f"{split}_panoptic.json")):
-            with open(p) as f:
-                d = json.load(f)
-            info = d.get("info", {})
-            ok = (
-                len(d["images"]) == num
-                and f"seed {seed}" in info.get("description", "")
-                and info.get("version") == make_panoptic.GENERATOR_VERSION
-            )
-        if not ok:
+        panoptic_json = os.path.join(work, f"{split}_panoptic.json")
+        if not (os.path.exists(panoptic_json) and _split_current(p, num, seed, make_panoptic.GENERATOR_VERSION)):
             t = time.time()
             LOG.info(f"generating panoptic {split} split: {num} images, seed {seed} -> {work}")
             make_panoptic.make_split(work, split, num, seed, procs=os.cpu_count() or 1)
@@ -993,24 +985,28 @@ def _two_phase_init(path: str | None) -> str:
     )
 
 
+def _start_model_log(out_dir: str, what: str, init: str | None) -> dict | None:
+    """Log this run to ``out_dir/train_log.txt`` (appended when continuing) and say what it trains;
+    the state dict of ``init`` (an earlier phase of the same training) when continuing from it."""
+    _setup_rank_logging(os.path.join(out_dir, "train_log.txt"), append=bool(init))
+    state = None
+    if init:
+        state = torch.load(init, map_location="cpu", weights_only=True)["model"]
+        LOG.info(
+            f"d2ov demo model: {what}, CONTINUED from {init} (sha256 {sha256_file(init)[:16]}..., an earlier "
+            f"phase of this training from scratch) with a fresh schedule; argv {sys.argv[1:]}"
+        )
+    else:
+        LOG.info(f"d2ov demo model: {what}, trained from scratch; argv {sys.argv[1:]}")
+    LOG.info(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    return state
+
+
 def train_keypoint(a, run: Run) -> int:
     """``--model keypoint``: the Keypoint R-CNN on the stick figures (maybe continuing --keypoint-init)."""
     kp_dir = os.path.join(a.out, "keypoint_rcnn_figures")
     os.makedirs(kp_dir, exist_ok=True)
-    _setup_rank_logging(os.path.join(kp_dir, "train_log.txt"), append=bool(a.keypoint_init))
-    init_state = None
-    if a.keypoint_init:
-        init_state = torch.load(a.keypoint_init, map_location="cpu", weights_only=True)["model"]
-        LOG.info(
-            f"d2ov demo model: Keypoint R-CNN on synthetic stick figures, CONTINUED from {a.keypoint_init} "
-            f"(sha256 {sha256_file(a.keypoint_init)[:16]}..., an earlier phase of this training from scratch) "
-            f"with a fresh schedule; argv {sys.argv[1:]}"
-        )
-    else:
-        LOG.info(
-            f"d2ov demo model: Keypoint R-CNN on synthetic stick figures, trained from scratch; argv {sys.argv[1:]}"
-        )
-    LOG.info(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    init_state = _start_model_log(kp_dir, "Keypoint R-CNN on synthetic stick figures", a.keypoint_init)
     paths = ensure_data(a.figures_work, a.train_images, a.test_images, make_figures)
     cfg = build_cfg(False, a, keypoint_on=True)
     metrics = {"model": "demo/keypoint_rcnn_figures", "train": []}
@@ -1135,20 +1131,7 @@ def train_panoptic(a, run: Run) -> int:
             f.write("\n")
         LOG.info(f"updated {mpath} and {card_path} with PQ")
         return 0
-    _setup_rank_logging(os.path.join(out_dir, "train_log.txt"), append=bool(a.panoptic_init))
-    init_state = None
-    if a.panoptic_init:
-        init_state = torch.load(a.panoptic_init, map_location="cpu", weights_only=True)["model"]
-        LOG.info(
-            f"d2ov demo model: PanopticFPN on synthetic panoptic shapes, CONTINUED from {a.panoptic_init} "
-            f"(sha256 {sha256_file(a.panoptic_init)[:16]}..., an earlier phase of this training from scratch) "
-            f"with a fresh schedule; argv {sys.argv[1:]}"
-        )
-    else:
-        LOG.info(
-            f"d2ov demo model: PanopticFPN on synthetic panoptic shapes, trained from scratch; argv {sys.argv[1:]}"
-        )
-    LOG.info(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    init_state = _start_model_log(out_dir, "PanopticFPN on synthetic panoptic shapes", a.panoptic_init)
     paths = ensure_panoptic_data(a.panoptic_work, a.train_images, a.test_images)
     cfg = build_cfg(True, a, panoptic_on=True)
     metrics = {"model": name, "train": []}
