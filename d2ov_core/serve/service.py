@@ -38,6 +38,7 @@ from .offer import ModelOffer, converter_installed, find_local_irs, models_dir
 __all__ = [
     "ModelState",
     "ModelService",
+    "CompiledModels",
     "ModelOffer",
     "find_local_irs",
     "models_dir",
@@ -85,8 +86,7 @@ class ModelService(ModelOffer):
         self.max_predictors = max(1, int(max_predictors or os.environ.get("D2OV_MAX_PREDICTORS", 4)))
         self._lock = threading.RLock()
         self._states: dict[tuple[str, str], ModelState] = {}
-        self._predictors: collections.OrderedDict[tuple[str, str, str], Any] = collections.OrderedDict()
-        self._compile_locks: dict[tuple[str, str, str], threading.Lock] = {}
+        self._compiled = CompiledModels(self.max_predictors)
         self._threads: dict[tuple[str, str], threading.Thread] = {}
 
     def precisions(self, name: str, device: str = "CPU") -> list[str]:
@@ -206,23 +206,42 @@ class ModelService(ModelOffer):
             raise NotReadyError(f"{st.name} ({p.name}) is being prepared ({st.detail}); try again in a moment")
         if st.status == "unavailable":
             raise NotReadyError(f"{st.name} ({p.name}) is unavailable: {st.detail}")
-        key = (st.name, str(device), p.name)
+        xml = st.xml
+        if remote:
+            return self._compiled.get(
+                (st.name, "remote", p.name), lambda: Predictor(server=self.server, model=self._remote[st.name][0])
+            )
+        return self._compiled.get((st.name, str(device), p.name), lambda: open_predictor(xml, p, device=str(device)))
+
+
+class CompiledModels:
+    """At most ``limit`` compiled predictors, the least recently used dropped first; each key is
+    compiled once however many threads ask for it at the same time (other keys keep serving)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._items: collections.OrderedDict[tuple[str, ...], Any] = collections.OrderedDict()
+        self._making: dict[tuple[str, ...], threading.Lock] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: tuple[str, ...], make: Callable[[], Any]) -> Any:
+        """The predictor kept for ``key``, else ``make()``'s, kept."""
         with self._lock:
-            if key in self._predictors:
-                self._predictors.move_to_end(key)
-                return self._predictors[key]
-            compile_lock = self._compile_locks.setdefault(key, threading.Lock())
-        with compile_lock:  # one compilation per key; other models keep serving meanwhile
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            making = self._making.setdefault(key, threading.Lock())
+        with making:
             with self._lock:
-                if key in self._predictors:
-                    return self._predictors[key]
-            if remote:
-                pred = Predictor(server=self.server, model=self._remote[st.name][0])
-            else:
-                pred = open_predictor(st.xml, p, device=str(device))
+                if key in self._items:
+                    return self._items[key]
+            item = make()
             with self._lock:
-                self._predictors[key] = pred
-                while len(self._predictors) > self.max_predictors:
-                    old, _ = self._predictors.popitem(last=False)
-                    log.info("dropped compiled model %s (keeping %d)", old, self.max_predictors)
-            return pred
+                self._items[key] = item
+                while len(self._items) > self.limit:
+                    old, _ = self._items.popitem(last=False)
+                    log.info("dropped compiled model %s (keeping %d)", old, self.limit)
+            return item
