@@ -46,6 +46,7 @@ from d2ov_core.runtime import postprocess as PP
 from d2ov_core.runtime.keypoints import heatmaps_to_keypoints
 from d2ov_core.runtime.panoptic import PanopticParams
 from d2ov_core.runtime.postprocess import postprocess
+from d2ov_core.runtime.preprocess import Geometry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,7 +99,7 @@ def panoptic_inputs(kind: str = "regions", seed: int = 0, n: int = 100) -> tuple
         "sem_seg": logits.astype(np.float32),
         "image_size": np.array(INPUT),
     }
-    meta = {"original_size": ORIGINAL, "input_size": INPUT, "padded_size": PADDED}
+    meta = Geometry(ORIGINAL, INPUT, PADDED)
     return raw, meta
 
 

@@ -43,6 +43,7 @@ import numpy as np
 from ..errors import IRError
 from .detections import Detections
 from .postprocess import BoxMasks
+from .preprocess import Geometry
 
 __all__ = [
     "PanopticParams",
@@ -511,7 +512,7 @@ class PanopticParams(NamedTuple):
     def __call__(
         self,
         raw: dict[str, np.ndarray],
-        meta: dict[str, Any],
+        geometry: Geometry,
         scores: np.ndarray,
         classes: np.ndarray,
         valid: np.ndarray,
@@ -524,12 +525,12 @@ class PanopticParams(NamedTuple):
             return {}
         if masks is None:
             raise ValueError("postprocess: a panoptic model's outputs need masks")
-        H, W = meta["original_size"]
-        h, w = meta["input_size"]
+        H, W = geometry.original_size
+        h, w = geometry.input_size
         sem_seg = np.asarray(raw["sem_seg"], np.float32)
         logits: np.ndarray = sem_seg.reshape(sem_seg.shape[-3:])
         div = self.size_divisibility
-        padded_size: tuple[int, ...] = tuple(meta.get("padded_size", (h, w)))
+        padded_size = geometry.padded_size or (h, w)
         padded = tuple(-(-int(n) // div) * div for n in padded_size)  # what the graph pads to
         if (int(logits.shape[1]) * self.stride, int(logits.shape[2]) * self.stride) != padded:
             raise IRError(

@@ -2,7 +2,7 @@
 ``detector_postprocess`` + ``paste_masks_in_image`` (CPU path).
 
 Input: the named raw outputs (see :mod:`d2ov_core.runtime`), boxes in the RESIZED input frame,
-and ``meta`` from :mod:`d2ov_core.preprocess` (``original_size``, ``input_size``).
+and the image's :class:`~d2ov_core.runtime.preprocess.Geometry` (``original_size``, ``input_size``).
 Output: :class:`~d2ov_core.detections.Detections` in ORIGINAL-image pixels:
   1. boxes scaled by (W / w, H / h) and clipped to the image; boxes with zero width or height dropped;
   2. detections below ``threshold`` dropped (only the kept ones get masks pasted);
@@ -27,6 +27,7 @@ import numpy as np
 
 from .detections import Detections
 from .keypoints import heatmaps_to_keypoints
+from .preprocess import Geometry
 
 __all__ = ["postprocess", "paste_masks", "paste_box_masks", "BoxMasks", "Combine"]
 
@@ -91,19 +92,19 @@ class BoxMasks:
         return out
 
 
-#: Step 5 of :func:`postprocess`: ``(raw, meta, scores, classes, valid, masks, names)`` -> more
+#: Step 5 of :func:`postprocess`: ``(raw, geometry, scores, classes, valid, masks, names)`` -> more
 #: :class:`~d2ov_core.detections.Detections` fields. ``scores``/``classes``: every detection of the
 #: graph; ``valid``: bool, those whose box is not empty in the image; ``masks``: their masks
 #: (:class:`BoxMasks`, pasted when used) or ``None``; ``names``: the class names.
 Combine = Callable[
-    [dict[str, np.ndarray], dict[str, Any], np.ndarray, np.ndarray, np.ndarray, "BoxMasks | None", np.ndarray],
+    [dict[str, np.ndarray], Geometry, np.ndarray, np.ndarray, np.ndarray, "BoxMasks | None", np.ndarray],
     dict[str, Any],
 ]
 
 
 def postprocess(
     raw: dict[str, np.ndarray],
-    meta: dict[str, Any],
+    geometry: Geometry,
     labels: Sequence[str],
     threshold: float = 0.0,
     mask_threshold: float = 0.5,
@@ -111,8 +112,8 @@ def postprocess(
     keypoint_skeleton: Sequence[Sequence[str]] = (),
     combine: Combine | None = None,
 ) -> Detections:
-    H, W = meta["original_size"]
-    h, w = meta["input_size"]
+    H, W = geometry.original_size
+    h, w = geometry.input_size
     boxes = np.asarray(raw["boxes"], dtype=np.float32).reshape(-1, 4).copy()
     scores = np.asarray(raw["scores"], dtype=np.float32).reshape(-1)
     classes = np.asarray(raw["classes"]).astype(np.int64).reshape(-1)
@@ -143,7 +144,7 @@ def postprocess(
         probs = np.asarray(masks, dtype=np.float32)
         probs = probs[:, 0] if probs.ndim == 4 else probs
         instance_masks = paste_box_masks(probs, all_boxes, (H, W), mask_threshold)  # made when used
-    extra = combine(raw, meta, all_scores, all_classes, keep, instance_masks, names) if combine is not None else {}
+    extra = combine(raw, geometry, all_scores, all_classes, keep, instance_masks, names) if combine is not None else {}
     if instance_masks is not None:
         full_masks = instance_masks.dense(idx)
     keypoints = None

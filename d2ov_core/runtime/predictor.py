@@ -27,7 +27,7 @@ from . import ir as runtime
 from . import settings as S
 from .detections import Detections
 from .images import load_image
-from .preprocess import preprocess
+from .preprocess import Geometry, preprocess
 from .remote import RemoteIR
 from .tasks import Task, get_task
 from .video import Frame, read_frames
@@ -123,10 +123,10 @@ class Predictor:
     ) -> tuple[np.ndarray, Detections]:
         """:meth:`predict`, also returning the decoded RGB image (what renderers draw on)."""
         thr = self._thresholds(threshold, mask_threshold)
-        rgb, chw, meta, timings = self._prepare(image)
+        rgb, chw, geometry, timings = self._prepare(image)
         t = time.perf_counter()
         raw = self._ir.infer(chw)
-        return rgb, self._finish(raw, meta, thr, timings, t)
+        return rgb, self._finish(raw, geometry, thr, timings, t)
 
     def predict_many(
         self,
@@ -147,11 +147,11 @@ class Predictor:
 
         def prepared():
             for image in images:
-                rgb, chw, meta, timings = self._prepare(image)
-                yield (rgb, meta, timings, time.perf_counter()), chw
+                rgb, chw, geometry, timings = self._prepare(image)
+                yield (rgb, geometry, timings, time.perf_counter()), chw
 
-        for (rgb, meta, timings, submitted), raw in self._ir.infer_stream(prepared(), jobs=jobs):
-            yield rgb, self._finish(raw, meta, thr, timings, submitted)
+        for (rgb, geometry, timings, submitted), raw in self._ir.infer_stream(prepared(), jobs=jobs):
+            yield rgb, self._finish(raw, geometry, thr, timings, submitted)
 
     def stream(
         self, frames: Iterable[Any], threshold: float | None = None, mask_threshold: float | None = None
@@ -194,12 +194,12 @@ class Predictor:
     def profile(self, image: Any, top: int = 15) -> dict[str, Any]:
         """One inference with OpenVINO's per-op counters (needs ``profile=True``): milliseconds per
         op type (sorted, with op counts), the ``top`` slowest single ops, and the Python-side stages."""
-        rgb, chw, meta, timings = self._prepare(image)
+        rgb, chw, geometry, timings = self._prepare(image)
         t = time.perf_counter()
         rows = self._ir.profile(chw)
         profiled = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
-        det = self._finish(self._ir.infer(chw), meta, (0.05, self.metadata.mask_threshold), timings, t)
+        det = self._finish(self._ir.infer(chw), geometry, (0.05, self.metadata.mask_threshold), timings, t)
         by_type: dict[str, dict[str, float]] = {}
         for r in rows:
             agg = by_type.setdefault(r["type"], {"ms": 0.0, "count": 0})
@@ -220,26 +220,26 @@ class Predictor:
         }
 
     # -------------------------------------------------------------- the pipeline's two halves
-    def _prepare(self, image: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any], dict[str, float]]:
-        """Decode and preprocess: ``(rgb, chw, meta, timings)``."""
+    def _prepare(self, image: Any) -> tuple[np.ndarray, np.ndarray, Geometry, dict[str, float]]:
+        """Decode and preprocess: ``(rgb, chw, geometry, timings)``."""
         t0 = time.perf_counter()
         rgb = load_image(image)
         t1 = time.perf_counter()
-        chw, meta = preprocess(rgb, self.metadata, self.static_shape)
+        chw, geometry = preprocess(rgb, self.metadata, self.static_shape)
         t2 = time.perf_counter()
-        return rgb, chw, meta, {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3}
+        return rgb, chw, geometry, {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3}
 
     def _finish(
         self,
         raw: dict[str, np.ndarray],
-        meta: dict[str, Any],
+        geometry: Geometry,
         thresholds: tuple[float, float],
         timings: dict[str, float],
         inference_started: float,
     ) -> Detections:
         """Postprocess the raw outputs; timings of all stages (``total`` excludes decoding)."""
         t3 = time.perf_counter()
-        det = self._task.decode(raw, meta, self.labels, thresholds[0], thresholds[1], self._decode_options)
+        det = self._task.decode(raw, geometry, self.labels, thresholds[0], thresholds[1], self._decode_options)
         t4 = time.perf_counter()
         det.timings = {**timings, "inference": (t3 - inference_started) * 1e3, "postprocess": (t4 - t3) * 1e3}
         det.timings["total"] = det.timings["preprocess"] + det.timings["inference"] + det.timings["postprocess"]

@@ -3,8 +3,8 @@
 Input: RGB uint8 ``(H, W, 3)`` (from :func:`d2ov_core.images.load_image`).
 Output: float32 ``(3, h, w)`` in the model's channel order (``input_format``), pixel values 0-255,
 resized by ``ResizeShortestEdge(min_size, max_size)`` with PIL bilinear on uint8 (Detectron2's
-``ResizeTransform.apply_image``), plus a ``meta`` dict that :mod:`d2ov_core.postprocess` uses to map
-results back: ``original_size=(H, W)``, ``input_size=(h, w)``.
+``ResizeTransform.apply_image``), plus the image's :class:`Geometry` that
+:mod:`d2ov_core.runtime.postprocess` uses to map results back.
 Normalisation (pixel mean/std) and padding to ``size_divisibility`` happen inside the graph.
 
 Static input shape (``static_size=(S_h, S_w)``, for IRs reshaped to a fixed input): the image is
@@ -16,13 +16,38 @@ does not move the origin, so boxes map back with the same ``input_size`` scale f
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["resized_shape", "letterbox_shape", "preprocess"]
+__all__ = ["Geometry", "resized_shape", "letterbox_shape", "preprocess"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """Where an image went on its way into the graph: ``original_size`` ``(H, W)`` (the image's),
+    ``input_size`` ``(h, w)`` (resized, what the graph's boxes are in) and ``padded_size`` (the
+    array given to the graph: ``input_size`` plus any static-shape padding at the bottom/right;
+    default ``input_size``)."""
+
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    padded_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("original_size", "input_size", "padded_size"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            size = tuple(int(v) for v in value)
+            if len(size) != 2 or min(size) <= 0:
+                raise ValueError(f"Geometry.{name}: expected (height, width) > 0, found {value}")
+            object.__setattr__(self, name, size)
+        if self.padded_size is None:
+            object.__setattr__(self, "padded_size", self.input_size)
 
 
 def resized_shape(h: int, w: int, min_size: int, max_size: int) -> tuple[int, int]:
@@ -55,8 +80,8 @@ def letterbox_shape(h: int, w: int, min_size: int, max_size: int, static_size: t
 
 def preprocess(
     image_rgb: np.ndarray, meta: Mapping[str, Any], static_size: tuple[int, int] | None = None
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """RGB uint8 ``(H, W, 3)`` -> (float32 ``(3, h, w)``, meta with sizes).
+) -> tuple[np.ndarray, Geometry]:
+    """RGB uint8 ``(H, W, 3)`` -> (float32 ``(3, h, w)``, its :class:`Geometry`).
 
     ``meta`` needs ``min_size``, ``max_size`` and ``input_format`` (the IR's metadata), and
     ``pixel_mean`` when ``static_size`` is given; the returned array is then ``(3, *static_size)``
@@ -76,4 +101,4 @@ def preprocess(
         chw = np.empty((3, *static_size), dtype=np.float32)
         chw[:] = np.asarray(meta["pixel_mean"], dtype=np.float32)[:, None, None]
         chw[:, :newh, :neww] = img.transpose(2, 0, 1)
-    return chw, {"original_size": (h, w), "input_size": (newh, neww), "padded_size": tuple(chw.shape[1:])}
+    return chw, Geometry((h, w), (newh, neww), (chw.shape[1], chw.shape[2]))

@@ -11,6 +11,7 @@ from d2ov_core.runtime import keypoints as KP
 from d2ov_core.runtime.detections import Detections
 from d2ov_core.runtime.keypoints import bicubic_matrix, bicubic_taps, heatmaps_to_keypoints
 from d2ov_core.runtime.postprocess import postprocess
+from d2ov_core.runtime.preprocess import Geometry
 from d2ov_core.serve.render import render
 
 compat.apply()
@@ -193,7 +194,7 @@ def test_postprocess_decodes_on_the_input_frame_and_scales_like_boxes():
         "classes": np.zeros(2, np.int64),
         "keypoint_heatmaps": maps,
     }
-    meta = {"original_size": (600, 400), "input_size": (300, 200)}  # everything x2
+    meta = Geometry((600, 400), (300, 200))  # everything x2
     det = postprocess(raw, meta, ["figure"], keypoint_names=NAMES, keypoint_skeleton=SKELETON)
     expected = heatmaps_to_keypoints(maps, boxes_in)
     np.testing.assert_allclose(det.keypoints[..., :2], expected[..., :2] * 2, rtol=1e-6)

@@ -19,6 +19,7 @@ from d2ov_core.runtime.panoptic import (
     sem_seg_postprocess,
 )
 from d2ov_core.runtime.postprocess import BoxMasks, paste_box_masks
+from d2ov_core.runtime.preprocess import Geometry
 
 from ..conftest import ROOT
 
@@ -490,7 +491,7 @@ def test_predictor_postprocess_is_detectron2s_panoptic_inference(seed, input_siz
     params = PanopticParams(
         ("things", "a", "b", "c", "d"), stride=4, overlap_threshold=0.5, stuff_area_threshold=300, score_threshold=0.5
     )
-    meta = {"original_size": original_size, "input_size": input_size}
+    meta = Geometry(original_size, input_size)
     det = postprocess(raw, meta, ["circle", "square", "triangle"], threshold=0.8, combine=params)
     d2_map, d2_info = _detectron2_panoptic(raw, input_size, original_size, params)
     assert np.array_equal(det.segment_map, d2_map.numpy())
@@ -521,7 +522,7 @@ def test_panoptic_detections_json_and_checks():
     raw = _raw_outputs(rng, 12, (96, 128), 4)
     det = postprocess(
         raw,
-        {"original_size": (96, 128), "input_size": (96, 128)},
+        Geometry((96, 128), (96, 128)),
         ["circle", "square", "triangle"],
         threshold=0.5,
         combine=PanopticParams(("things", "a", "b", "c"), stuff_area_threshold=100),
@@ -594,7 +595,7 @@ def test_sem_seg_stride_must_describe_the_graph():
     assert S.SETTINGS["sem_seg_stride"].default == 1
     rng = np.random.default_rng(3)
     raw = _raw_outputs(rng, 10, (96, 128), 5)
-    meta = {"original_size": (96, 128), "input_size": (96, 128)}
+    meta = Geometry((96, 128), (96, 128))
     params = PanopticParams(("things", "a", "b", "c", "d"), stuff_area_threshold=100)
     at4 = postprocess(raw, meta, ["circle", "square", "triangle"], combine=params)
     up = torch.nn.functional.interpolate(

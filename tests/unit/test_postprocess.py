@@ -7,6 +7,7 @@ import torch
 from d2ov_core.export import compat
 from d2ov_core.measure.verify import mask_iou
 from d2ov_core.runtime.postprocess import paste_masks, postprocess
+from d2ov_core.runtime.preprocess import Geometry
 
 compat.apply()
 from detectron2.modeling.postprocessing import detector_postprocess  # noqa: E402
@@ -55,7 +56,7 @@ CASES = [((800, 1067), (480, 640)), ((800, 800), (1024, 1024)), ((517, 1333), (3
 def test_matches_detector_postprocess(input_hw, orig_hw, n):
     raw = raw_outputs(n, input_hw, seed=n + input_hw[1])
     ref = detectron2_reference(raw, input_hw, orig_hw)
-    ours = postprocess(raw, {"original_size": orig_hw, "input_size": input_hw}, ["a", "b", "c"])
+    ours = postprocess(raw, Geometry(orig_hw, input_hw), ["a", "b", "c"])
     assert len(ours) == len(ref)
     assert ours.image_size == orig_hw
     np.testing.assert_allclose(ours.boxes, ref.pred_boxes.tensor.numpy(), atol=1e-3, rtol=0)
@@ -73,13 +74,13 @@ def test_matches_detector_postprocess(input_hw, orig_hw, n):
 
 def test_threshold_drops_low_scores_and_their_masks():
     raw = raw_outputs(30, (600, 800), seed=3)
-    d = postprocess(raw, {"original_size": (600, 800), "input_size": (600, 800)}, ["a", "b", "c"], threshold=0.5)
+    d = postprocess(raw, Geometry((600, 800), (600, 800)), ["a", "b", "c"], threshold=0.5)
     assert len(d) > 0 and np.all(d.scores >= 0.5) and d.masks.shape[0] == len(d)
 
 
 def test_detection_only_outputs_give_no_masks():
     raw = raw_outputs(10, (600, 800), seed=4, with_masks=False)
-    d = postprocess(raw, {"original_size": (300, 400), "input_size": (600, 800)}, ["a", "b", "c"])
+    d = postprocess(raw, Geometry((300, 400), (600, 800)), ["a", "b", "c"])
     assert d.masks is None and np.all(d.boxes[:, 2] <= 400) and np.all(d.boxes[:, 3] <= 300)
 
 

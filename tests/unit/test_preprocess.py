@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from d2ov_core.export import compat
-from d2ov_core.runtime.preprocess import preprocess, resized_shape
+from d2ov_core.runtime.preprocess import Geometry, preprocess, resized_shape
 
 compat.apply()
 from detectron2.data import transforms as T  # noqa: E402
@@ -32,7 +32,7 @@ def test_preprocess_pixels_equal_detectron2(h, w, fmt):
     ref = ref.astype("float32").transpose(2, 0, 1)
     assert chw.dtype == np.float32 and chw.shape == ref.shape
     np.testing.assert_array_equal(chw, ref)
-    assert meta == {"original_size": (h, w), "input_size": ref.shape[1:], "padded_size": ref.shape[1:]}
+    assert meta == Geometry((h, w), ref.shape[1:], ref.shape[1:])
 
 
 @pytest.mark.parametrize("h,w", [(480, 640), (640, 480), (97, 1500), (1, 1), (4000, 4)])
@@ -43,7 +43,7 @@ def test_letterbox_fits_the_static_canvas_and_pads_with_the_mean(h, w):
     static = (448, 640)
     rgb = np.random.default_rng(w).integers(0, 256, (h, w, 3), dtype=np.uint8)
     chw, m = preprocess(rgb, meta, static_size=static)
-    nh, nw = m["input_size"]
+    nh, nw = m.input_size
     assert chw.shape == (3, *static) and chw.dtype == np.float32
     assert (nh, nw) == letterbox_shape(h, w, 416, 640, static) and nh <= 448 and nw <= 640
     # aspect kept within rounding; never scaled up beyond Detectron2's own rule

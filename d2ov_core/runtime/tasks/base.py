@@ -9,6 +9,7 @@ import numpy as np
 
 from ..detections import Detections, rle_encode
 from ..postprocess import postprocess
+from ..preprocess import Geometry
 
 __all__ = ["Task", "Painter"]
 
@@ -63,15 +64,16 @@ class Task:
     def decode(
         self,
         raw: dict[str, np.ndarray],
-        meta: dict[str, Any],
+        geometry: Geometry,
         labels: Sequence[str],
         threshold: float,
         mask_threshold: float,
         options: dict[str, Any],
     ) -> Detections:
-        """The graph's named outputs -> :class:`Detections` in original-image pixels
-        (:func:`~d2ov_core.runtime.postprocess.postprocess`; ``options`` from :meth:`decode_options`)."""
-        return postprocess(raw, meta, labels, threshold=threshold, mask_threshold=mask_threshold, **options)
+        """The graph's named outputs -> :class:`Detections` in original-image pixels, ``geometry``
+        mapping them back (:func:`~d2ov_core.runtime.postprocess.postprocess`; ``options`` from
+        :meth:`decode_options`)."""
+        return postprocess(raw, geometry, labels, threshold=threshold, mask_threshold=mask_threshold, **options)
 
     def holds(self, det: Detections) -> bool:
         """Whether ``det`` is a result of this task (see :func:`~d2ov_core.runtime.tasks.task_of`)."""
