@@ -121,15 +121,15 @@ def check_segments_drawn(out: np.ndarray, rgb: np.ndarray, det) -> None:
     medians = set()
     faint = []
     for seg in det.segments:
-        where = det.segment_map == seg["id"]
+        where = det.segment_map == seg.id
         part = changed[where].mean()
-        shown = f"segment {seg['id']} ({seg['label']}, {seg['area']} px): only {part:.1%} changed"
+        shown = f"segment {seg.id} ({seg.label}, {seg.area} px): only {part:.1%} changed"
         assert part >= 0.05, shown
         if part < 0.1:
             faint.append(shown)
         medians.add(tuple(np.median(out[where], axis=0).astype(int) // 8))
     assert len(faint) <= 1, faint
-    classes = {seg["label"] for seg in det.segments}
+    classes = {seg.label for seg in det.segments}
     assert len(medians) >= len(classes), f"{len(medians)} colours for {len(classes)} classes"
     none = det.segment_map == 0
     if none.sum() > 500:
@@ -191,16 +191,16 @@ def check_segment_rows(headers: list[str], rows: list[list[str]], det) -> None:
     )
     for row, seg in zip(rows, det.segments):
         assert [int(row[0]), row[1], row[2], int(row[3])] == [
-            seg["id"],
-            seg["label"],
-            "thing" if seg["isthing"] else "stuff",
-            seg["area"],
+            seg.id,
+            seg.label,
+            "thing" if seg.isthing else "stuff",
+            seg.area,
         ], (row, seg)
         score = _number(row[4])
-        if seg["score"] is None:
+        if seg.score is None:
             assert score is None, (row, seg)
         else:
-            assert score is not None and abs(score - seg["score"]) <= 0.005, (row, seg)
+            assert score is not None and abs(score - seg.score) <= 0.005, (row, seg)
 
 
 # ----------------------------------------------------------------------------- precision labels

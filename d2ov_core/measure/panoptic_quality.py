@@ -511,11 +511,11 @@ class PanopticScorer:
         pred = det.segment_map.copy()
         segments = []
         for seg in det.segments:
-            cat = (self.thing_cat if seg["isthing"] else self.stuff_cat).get(seg["category_id"])
+            cat = (self.thing_cat if seg.isthing else self.stuff_cat).get(seg.category_id)
             if cat is None:  # a class the data set does not have: its pixels are left unlabeled
-                pred[pred == seg["id"]] = 0
+                pred[pred == seg.id] = 0
             else:
-                segments.append({"id": seg["id"], "category_id": cat})
+                segments.append({"id": seg.id, "category_id": cat})
         present = set(np.unique(pred).tolist())
         segments = [s for s in segments if s["id"] in present]
         self.acc.add(read_panoptic_png(rec.png), rec.segments, pred, segments)

@@ -13,10 +13,8 @@ Contract:
     softmax value at the heatmap's peak, > 0; drawn when above ``KEYPOINT_THRESHOLD``).
   * ``segment_map``: int32 ``(H, W)`` segment ids, 0 = no segment (tasks whose answer is a map of
     segments, things and stuff), or ``None``;
-    ``segments`` describes them, one dict per id in id order: ``{"id", "label", "category_id",
-    "isthing", "score", "area"}`` (``category_id`` indexes ``labels``' class names for things and
-    the model's ``stuff_classes`` for stuff; ``score`` is the instance's, ``None`` for stuff; ``area``
-    in pixels of the map). The map is the model's answer (Detectron2's merge with its own score
+    ``segments`` describes them, one :class:`Segment` per id in id order (``id``, ``label``,
+    ``category_id``, ``isthing``, ``score``, ``area``; dicts with those keys are taken too). The map is the model's answer (Detectron2's merge with its own score
     threshold): selecting instances (``filter``, indexing) leaves it as it is.
   * ``track_ids``: int64 ``(N,)`` ids that follow an object from frame to frame of a video (a
     tracker's answer, :mod:`d2ov_core.serve.track`), ``-1`` for a detection no track holds yet; or
@@ -35,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ import numpy as np
 
 __all__ = [
     "Detections",
+    "Segment",
     "rle_encode",
     "rle_decode",
     "predictions_document",
@@ -49,7 +49,38 @@ __all__ = [
     "KEYPOINT_THRESHOLD",
 ]
 
-_SEGMENT_KEYS = {"id", "label", "category_id", "isthing", "score", "area"}
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """One segment of a result's ``segment_map``: its ``id`` in the map (1, 2, ...), its class name
+    ``label`` and ``category_id`` (an index into the model's ``labels`` for things, into its
+    ``stuff_classes`` for stuff), ``isthing``, the instance's ``score`` (``None`` for stuff) and its
+    ``area`` in pixels of the map."""
+
+    id: int
+    label: str
+    category_id: int
+    isthing: bool
+    score: float | None
+    area: int
+
+    @classmethod
+    def of(cls, value: Segment | Mapping[str, Any]) -> Segment:
+        """A segment from itself or from a dict with its fields (as the JSON holds them)."""
+        if isinstance(value, Segment):
+            return value
+        fields = {f.name for f in dataclasses.fields(cls)}
+        missing, extra = fields - set(value), set(value) - fields
+        if missing or extra:
+            raise ValueError(
+                f"Detections.segments: expected keys {sorted(fields)}, found {sorted(value)}"
+                + (f" (missing {sorted(missing)})" if missing else "")
+            )
+        return cls(**value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
 
 #: A keypoint counts as visible (drawn, compared by ``verify``) when its score exceeds this:
 #: Detectron2's Visualizer's threshold.
@@ -69,7 +100,7 @@ class Detections:
     keypoint_names: tuple[str, ...] = ()
     keypoint_skeleton: tuple[tuple[str, str], ...] = ()
     segment_map: np.ndarray | None = None
-    segments: tuple[dict[str, Any], ...] = ()
+    segments: tuple[Segment, ...] = ()
     track_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -109,21 +140,18 @@ class Detections:
         unknown = {p for pair in self.keypoint_skeleton for p in pair} - set(self.keypoint_names)
         if unknown:
             raise ValueError(f"Detections.keypoint_skeleton: names {sorted(unknown)} are not keypoint names")
-        self.segments = tuple(dict(seg) for seg in self.segments)
+        self.segments = tuple(Segment.of(seg) for seg in self.segments)
         if self.segment_map is not None:
             self.segment_map = np.asarray(self.segment_map, dtype=np.int32)
             if self.segment_map.shape != self.image_size:
                 raise ValueError(
                     f"Detections.segment_map: expected shape {self.image_size}, found {self.segment_map.shape}"
                 )
-            ids = [seg.get("id") for seg in self.segments]
+            ids = [seg.id for seg in self.segments]
             if ids != list(range(1, len(ids) + 1)):
                 raise ValueError(f"Detections.segments: expected ids 1..{len(ids)} in order, found {ids}")
             if int(self.segment_map.max(initial=0)) > len(ids) or int(self.segment_map.min(initial=0)) < 0:
                 raise ValueError(f"Detections.segment_map: ids outside 0..{len(ids)} (its segments)")
-            missing = _SEGMENT_KEYS - {k for seg in self.segments for k in seg} if self.segments else set()
-            if missing:
-                raise ValueError(f"Detections.segments: missing keys {sorted(missing)}")
         elif self.segments:
             raise ValueError("Detections.segments given without a segment_map")
 

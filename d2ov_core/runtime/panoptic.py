@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import IRError
-from .detections import Detections
+from .detections import Detections, Segment
 from .postprocess import BoxMasks
 from .preprocess import Geometry
 
@@ -557,24 +557,24 @@ def describe_segments(
     info: list[dict[str, Any]],
     labels: Sequence[str] | np.ndarray,
     stuff_classes: Sequence[str],
-) -> tuple[dict[str, Any], ...]:
+) -> tuple[Segment, ...]:
     """Detectron2's ``segments_info`` as :class:`~d2ov_core.runtime.detections.Detections` carries it:
-    ``{"id", "label", "category_id", "isthing", "score", "area"}`` per segment, the class name from
-    ``labels`` (things) or ``stuff_classes`` (stuff), the area counted on ``panoptic_seg``."""
+    a :class:`~d2ov_core.runtime.detections.Segment` per segment, the class name from ``labels``
+    (things) or ``stuff_classes`` (stuff), the area counted on ``panoptic_seg``."""
     areas = np.bincount(np.asarray(panoptic_seg).reshape(-1), minlength=len(info) + 1)
     out = []
     for seg in info:
         cat = int(seg["category_id"])
         names = labels if seg["isthing"] else stuff_classes
         out.append(
-            {
-                "id": int(seg["id"]),
-                "label": str(names[cat]) if 0 <= cat < len(names) else f"class_{cat}",
-                "category_id": cat,
-                "isthing": bool(seg["isthing"]),
-                "score": float(seg["score"]) if seg["isthing"] else None,
-                "area": int(areas[seg["id"]]),
-            }
+            Segment(
+                id=int(seg["id"]),
+                label=str(names[cat]) if 0 <= cat < len(names) else f"class_{cat}",
+                category_id=cat,
+                isthing=bool(seg["isthing"]),
+                score=float(seg["score"]) if seg["isthing"] else None,
+                area=int(areas[seg["id"]]),
+            )
         )
     return tuple(out)
 
@@ -595,10 +595,10 @@ def compare_panoptic(ref: Detections, cand: Detections) -> dict[str, Any]:
     ious, agree = [], int(joint[0, 0])
     for sa in ref.segments:
         for sb in cand.segments:
-            if (sa["isthing"], sa["category_id"]) != (sb["isthing"], sb["category_id"]):
+            if (sa.isthing, sa.category_id) != (sb.isthing, sb.category_id):
                 continue
-            inter = int(joint[sa["id"], sb["id"]])
-            iou = inter / int(area_a[sa["id"]] + area_b[sb["id"]] - inter) if inter else 0.0
+            inter = int(joint[sa.id, sb.id])
+            iou = inter / int(area_a[sa.id] + area_b[sb.id] - inter) if inter else 0.0
             if iou > 0.5:
                 ious.append(iou)
                 agree += inter

@@ -115,7 +115,7 @@ def _render_detectron2(image_rgb: np.ndarray, det: Detections, names: list[str])
 
 def _stuff_names(segments) -> list[str]:
     """Stuff class names by semantic label, as far as the segments tell them (label 0 is "things")."""
-    stuff = {seg["category_id"]: seg["label"] for seg in segments if not seg["isthing"]}
+    stuff = {seg.category_id: seg.label for seg in segments if not seg.isthing}
     return ["things"] + [stuff.get(i, f"stuff_{i}") for i in range(1, max(stuff, default=0) + 1)]
 
 
@@ -130,10 +130,10 @@ def _segments_detectron2(image_rgb: np.ndarray, segment_map: np.ndarray, segment
     meta.stuff_classes = _stuff_names(segments)
     info = [
         {
-            "id": seg["id"],
-            "category_id": seg["category_id"],
-            "isthing": seg["isthing"],
-            **({"score": seg["score"]} if seg["isthing"] else {"area": seg["area"]}),
+            "id": seg.id,
+            "category_id": seg.category_id,
+            "isthing": seg.isthing,
+            **({"score": seg.score} if seg.isthing else {"area": seg.area}),
         }
         for seg in segments
     ]
@@ -149,7 +149,7 @@ def _segments_plain(image_rgb: np.ndarray, segment_map: np.ndarray, segments, na
     image_rgb = np.asarray(image_rgb, dtype=np.uint8)
     h, w = image_rgb.shape[:2]
     segment_map = np.asarray(segment_map)
-    size = max([int(segment_map.max(initial=0))] + [int(seg["id"]) for seg in segments]) + 1
+    size = max([int(segment_map.max(initial=0))] + [int(seg.id) for seg in segments]) + 1
     shown = np.zeros(size, bool)  # per segment id: drawn or not, its colour, its outline's colour
     colors = np.zeros((size, 3), np.uint8)
     edge = np.zeros((size, 3), np.uint8)
@@ -158,19 +158,19 @@ def _segments_plain(image_rgb: np.ndarray, segment_map: np.ndarray, segments, na
     sampled = segment_map[::step, ::step]
     labels = []
     for seg in segments:
-        ys, xs = np.nonzero(sampled == seg["id"])
+        ys, xs = np.nonzero(sampled == seg.id)
         if not len(ys):
             continue
-        color = _class_color(seg["category_id"]) if seg["isthing"] else _skeleton_color(seg["category_id"])
-        shown[seg["id"]], colors[seg["id"]] = True, color
-        edge[seg["id"]] = color if seg["isthing"] else _OFF_WHITE
+        color = _class_color(seg.category_id) if seg.isthing else _skeleton_color(seg.category_id)
+        shown[seg.id], colors[seg.id] = True, color
+        edge[seg.id] = color if seg.isthing else _OFF_WHITE
         middle = (float(np.median(xs)) * step, float(np.median(ys)) * step)
-        if seg["isthing"]:
-            text = seg["label"] + (f" {seg['score'] * 100:.0f}%" if seg["score"] is not None else "")
+        if seg.isthing:
+            text = seg.label + (f" {seg.score * 100:.0f}%" if seg.score is not None else "")
             box = (xs.min() * step, ys.min() * step, (xs.max() + 1) * step, (ys.max() + 1) * step)
             labels.append((look.label_at(middle, box, center=True), text, color, look.label_size(box)))
         else:
-            labels.append(((*middle, "center"), seg["label"], color, look.font_size))
+            labels.append(((*middle, "center"), seg.label, color, look.font_size))
     if size <= 256:  # compared and looked up as bytes: a quarter of the memory traffic
         segment_map = segment_map.astype(np.uint8)
     out = _tint(image_rgb, segment_map, colors, shown, SEGMENT_ALPHA)

@@ -134,7 +134,7 @@ def test_predict_json_has_the_panoptic_segments(tmp_path):
     assert doc["model"]["stuff_classes"] == ["things"] + make_panoptic.STUFF_CLASSES
     segments = doc["results"][0]["panoptic"]["segments"]
     ref = Predictor(bundled_ir(NAME)).predict(sample)
-    assert [s["label"] for s in segments] == [s["label"] for s in ref.segments]
+    assert [s["label"] for s in segments] == [s.label for s in ref.segments]
     assert {s["isthing"] for s in segments} == {True, False}
     masks = np.stack([rle_decode(s["mask"]) for s in segments])
     assert masks.sum(axis=0).max() == 1  # segments do not overlap

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -497,16 +498,16 @@ def test_predictor_postprocess_is_detectron2s_panoptic_inference(seed, input_siz
     assert np.array_equal(det.segment_map, d2_map.numpy())
     assert len(det.segments) == len(d2_info) > 3 and any(s["isthing"] for s in d2_info)
     for mine, theirs in zip(det.segments, d2_info):
-        assert (mine["id"], mine["isthing"], mine["category_id"]) == (
+        assert (mine.id, mine.isthing, mine.category_id) == (
             theirs["id"],
             theirs["isthing"],
             theirs["category_id"],
         )
-        assert mine["area"] == int((d2_map == theirs["id"]).sum())
+        assert mine.area == int((d2_map == theirs["id"]).sum())
         if theirs["isthing"]:
-            assert mine["score"] == pytest.approx(theirs["score"]) and mine["label"] in ("circle", "square", "triangle")
+            assert mine.score == pytest.approx(theirs["score"]) and mine.label in ("circle", "square", "triangle")
         else:
-            assert mine["score"] is None and mine["label"] == params.stuff_classes[theirs["category_id"]]
+            assert mine.score is None and mine.label == params.stuff_classes[theirs["category_id"]]
     # the listed instances follow the user's threshold; the map the model's own (0.5)
     assert 0 < len(det) <= int((raw["scores"] >= 0.8).sum()) and det.scores.min() >= 0.8
     low = postprocess(raw, meta, ["circle", "square", "triangle"], threshold=0.05, combine=params)
@@ -535,7 +536,11 @@ def test_panoptic_detections_json_and_checks():
     with pytest.raises(ValueError, match=r"segment_map: expected shape \(96, 128\)"):
         Detections.empty((96, 128)).__class__(**{**_fields(det), "segment_map": det.segment_map[:10]})
     with pytest.raises(ValueError, match="segments: expected ids 1..1 in order"):
-        Detections(**{**_fields(det), "segments": [dict(det.segments[0], id=5)]})
+        Detections(**{**_fields(det), "segments": [dataclasses.replace(det.segments[0], id=5)]})
+    with pytest.raises(ValueError, match=r"segments: expected keys .* \(missing \['area', 'category_id'"):
+        Detections(**{**_fields(det), "segments": [{"id": 1, "label": "a", "isthing": True, "score": 0.9}]})
+    back = Detections(**{**_fields(det), "segments": [seg.to_dict() for seg in det.segments]})
+    assert back.segments == det.segments  # dicts with a Segment's keys are taken as Segments
     with pytest.raises(ValueError, match="segments given without a segment_map"):
         Detections(**{**_fields(det), "segment_map": None})
 

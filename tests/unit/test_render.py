@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from d2ov_core.errors import InputError
-from d2ov_core.runtime.detections import Detections
+from d2ov_core.runtime.detections import Detections, Segment
 from d2ov_core.serve.render import has_visualizer, render
 
 H, W = 120, 160
@@ -112,18 +112,18 @@ def test_plain_segment_map_in_one_pass_equals_painting_segment_by_segment():
     seg_map = np.kron(rng.integers(0, 7, (h // 80 + 1, w // 80 + 1)), np.ones((80, 80), np.int64))[:h, :w]
     seg_map[200, 300] = 8  # one pixel
     segments = [
-        {"id": i, "label": f"c{i}", "category_id": i % 3, "isthing": i % 2 == 1, "score": 0.5 + i / 20}
+        Segment(id=i, label=f"c{i}", category_id=i % 3, isthing=i % 2 == 1, score=0.5 + i / 20, area=0)
         for i in (1, 2, 3, 4, 5, 8, 9)  # 6: in the map, not listed; 9: listed, not in the map
     ]
     expected = image.astype(np.float64)
     labelled = np.zeros((h, w), bool)  # where a label may be drawn: around each segment's median pixel
     for seg in segments:
-        mask = seg_map == seg["id"]
+        mask = seg_map == seg.id
         if not mask.any():
             continue
-        color = R._class_color(seg["category_id"]) if seg["isthing"] else R._skeleton_color(seg["category_id"])
+        color = R._class_color(seg.category_id) if seg.isthing else R._skeleton_color(seg.category_id)
         expected[mask] = _blend(expected[mask], color, 0.7)
-        expected[R._outline(mask)] = color if seg["isthing"] else (255, 255, 240)
+        expected[R._outline(mask)] = color if seg.isthing else (255, 255, 240)
         ys, xs = np.nonzero(mask)
         x, y = int(np.median(xs)), int(np.median(ys))
         labelled[max(0, y - 4) : y + 30, max(0, x - 60) : x + 61] = True

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..detections import Detections, rle_encode
+from ..detections import Detections, Segment, rle_encode
 from ..postprocess import postprocess
 from ..preprocess import Geometry
 
@@ -22,7 +22,7 @@ class Painter(Protocol):
         """Boxes with ``name 97%`` labels, and the masks and keypoints ``det`` holds."""
 
     def segments(
-        self, image_rgb: np.ndarray, segment_map: np.ndarray, segments: Sequence[dict[str, Any]], names: list[str]
+        self, image_rgb: np.ndarray, segment_map: np.ndarray, segments: Sequence[Segment], names: list[str]
     ) -> np.ndarray:
         """Every segment of an int ``(H, W)`` map of segment ids filled and labelled (things by class
         name and score, stuff by name)."""

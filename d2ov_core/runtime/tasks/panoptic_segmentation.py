@@ -61,17 +61,13 @@ class PanopticSegmentation(InstanceSegmentation):
         no segment)."""
         if det.segment_map is None:
             return {}
-        masks = rle_encode_labels(det.segment_map, [seg["id"] for seg in det.segments]) if with_masks else []
+        masks = rle_encode_labels(det.segment_map, [seg.id for seg in det.segments]) if with_masks else []
         return {
             "panoptic": {
                 "segments": [
                     {
-                        "id": seg["id"],
-                        "label": seg["label"],
-                        "category_id": seg["category_id"],
-                        "isthing": seg["isthing"],
-                        "score": None if seg["score"] is None else round(float(seg["score"]), 6),
-                        "area": seg["area"],
+                        **seg.to_dict(),
+                        "score": None if seg.score is None else round(float(seg.score), 6),
                         **({"mask": masks[k]} if with_masks else {}),
                     }
                     for k, seg in enumerate(det.segments)
@@ -95,11 +91,11 @@ class PanopticSegmentation(InstanceSegmentation):
         """One row per segment of the map: id, class, thing or stuff, area in pixels, score."""
         return [
             [
-                seg["id"],
-                seg["label"],
-                "thing" if seg["isthing"] else "stuff",
-                seg["area"],
-                None if seg["score"] is None else round(float(seg["score"]), 3),
+                seg.id,
+                seg.label,
+                "thing" if seg.isthing else "stuff",
+                seg.area,
+                None if seg.score is None else round(float(seg.score), 3),
             ]
             for seg in det.segments
         ]
@@ -108,7 +104,7 @@ class PanopticSegmentation(InstanceSegmentation):
         if det.segment_map is None:
             return super().summary(det, model, threshold)
         return (
-            f"**{len(det.segments)}** panoptic segments ({sum(s['isthing'] for s in det.segments)} things, "
+            f"**{len(det.segments)}** panoptic segments ({sum(s.isthing for s in det.segments)} things, "
             f"instances scoring at least {model.get('panoptic_score_threshold', 0.5):g}), {len(det)} detections "
             f"at threshold {threshold:.2f}"
         )
