@@ -104,7 +104,6 @@ def run(args) -> int:
         if meta.quantization:
             print(f"  recipe {meta.quantization}")
         # the proof that travels with the IR: d2ov verify on the first images of that set, in its metadata
-
         verification = check(spec, xml, image_files(args.images, recursive=True)[:MAX_IMAGES], weights=args.weights)
         record(xml, verification)
         print(f"  {proof_text(verification)}")

@@ -90,7 +90,6 @@ def register(sub) -> None:
 
 def _remote_predictor(args, items: list[str]):
     """``(predictor, images)`` for ``--server``: every positional argument is an image."""
-
     local_only = [
         f
         for f, v in (

@@ -115,7 +115,6 @@ def has_real_torchvision() -> bool:
 def require_torch_side(what: str) -> None:
     """Raise a one-line :class:`~d2ov_core.errors.ConversionError` when torch, torchvision or
     detectron2 is missing (a torch-free install, or only the torchvision stand-in)."""
-
     missing = [m for m in ("torch", "detectron2") if importlib.util.find_spec(m) is None]
     if not has_real_torchvision():
         missing.append("torchvision")

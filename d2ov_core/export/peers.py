@@ -141,7 +141,6 @@ def prepare(
     ``schema.pkl`` (the adapter's ``outputs_schema``) and, for ``ort-int8``, ``peer.json`` (its recipe).
     ``calibration``: image files (``ort-int8`` only). Raises :class:`ConversionError` with one line
     when the model cannot be made."""
-
     if kind not in PEERS:
         raise InputError(f"unknown peer {kind!r}; choose from {', '.join(PEERS)}")
     spec = catalog.get(model) if isinstance(model, str) else model

@@ -181,7 +181,6 @@ def convert_stages(graph, image_chw: np.ndarray, boxes: np.ndarray):
 def compile_stages(model, device: str = "CPU") -> Any:
     """Compile a converted stage graph with exact f32 compute (bf16-capable CPUs would otherwise
     compute in bf16)."""
-
     return runtime.core().compile_model(model, device, {"INFERENCE_PRECISION_HINT": "f32"})
 
 

@@ -251,7 +251,6 @@ def _worker(
 
 def _flops_key(model: str, weights: str | None, image: str) -> str:
     """What a FLOP count depends on: the model (its config and weights as files), the image, d2ov."""
-
     spec = get(model)
     files = [f for f in (spec.config, weights or spec.weights) if f and os.path.isfile(f)]
     stamp = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
@@ -264,7 +263,6 @@ def model_gflops(model: str, weights: str | None, image: str) -> float:
 
     Counted once per model, weights and image: the count is kept in the cache (``flops/``), as
     counting builds the PyTorch model and traces it (3-7 s for a small model)."""
-
     kept = cache_dir() / "flops" / f"{_flops_key(model, weights, image)}.json"
     try:
         return float(json.loads(kept.read_text())["gflops"])
@@ -296,7 +294,6 @@ def _count_gflops(model: str, weights: str | None, image: str) -> float:
 def default_static_shape(meta: dict[str, Any], image: str) -> tuple[int, int]:
     """The static input for benchmarking: ``image``'s resized shape, padded up to multiples of 32
     (the size Detectron2 itself pads to), so letterboxing adds no pixels for that image."""
-
     h, w = load_image(image).shape[:2]
     rh, rw = resized_shape(h, w, int(meta.min_size), int(meta.max_size))
     return -(-rh // 32) * 32, -(-rw // 32) * 32
@@ -319,7 +316,6 @@ def run_bench(
     as bench.md / bench.json / bench.png). INT8 variants need ``calibration`` (a folder of images of
     the model's domain), except for catalog models that ship an INT8 IR; the ``ort-int8`` peer always
     does (it is calibrated on the same first images of it as d2ov's INT8)."""
-
     threads = threads or usable_cpus()
     have_int8 = calibration is not None or (weights is None and find_ir(model, "INT8") is not None)
     variants = variants or [
@@ -432,7 +428,6 @@ def run_bench(
 def _prepare_peer(variant: str, model: str, weights: str | None, calibration: str | None) -> Path:
     """The peer's model file (:func:`d2ov_core.export.peers.prepare`); ``ort-int8`` is calibrated on the
     images d2ov's INT8 is: the first :data:`CALIBRATION_SIZE` of ``calibration``."""
-
     files = calibration_files(calibration, CALIBRATION_SIZE) if calibration else []
     if variant == "ort-int8" and not files:
         bundled = find_ir(model, "INT8") if weights is None else None
@@ -459,7 +454,6 @@ def compare_detections(
     within verify's default tolerances (f32-level: 0.5 px, 1e-3 score). ``before_nms``: the reference's
     detections before its last NMS and that NMS's IoU threshold, per image: near ties there are
     counted as ``ties``, not as a miss and an extra detection."""
-
     tol = Tolerance()
     befores: list[tuple[Any, float] | tuple[()]] = list(before_nms) if before_nms else [()] * len(reference)
     cs = [match(r, c, tol, *b) for r, c, b in zip(reference, candidate, befores)]

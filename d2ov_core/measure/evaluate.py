@@ -181,7 +181,6 @@ def _task_scorer(predictor, given: Mapping[str, Any]) -> tuple[TaskMeasure, Any]
 def _oks_sigmas(predictor) -> np.ndarray:
     """The OKS sigmas keypoint AP is computed with: the model's (IR metadata), else COCO's for the 17
     COCO person keypoints; anything else is an error (AP with made-up sigmas would mean nothing)."""
-
     meta = predictor.metadata
     names = list(meta["keypoint_names"])
     sigmas = list(meta["keypoint_oks_sigmas"])

@@ -488,10 +488,9 @@ class PanopticScorer:
     :func:`~d2ov_core.measure.evaluate.evaluate` adds for a task whose results hold a segment map)."""
 
     def __init__(self, predictor, panoptic: str | Path, panoptic_pngs: str | Path | None = None):
-        pngs = panoptic_pngs
         if not get_task(predictor.task).segment_map:
             raise InputError(f"--panoptic needs a panoptic model; {predictor.name} is a {predictor.task} model")
-        self.gt = load_panoptic_gt(panoptic, pngs)
+        self.gt = load_panoptic_gt(panoptic, panoptic_pngs)
         cats = self.gt.categories
         things = {c["name"]: c["id"] for c in cats if c["isthing"]}
         stuff = {c["name"]: c["id"] for c in cats if not c["isthing"]}

@@ -95,7 +95,6 @@ def check(
 def record(xml: str | os.PathLike, verification: dict[str, Any]) -> None:
     """Write ``verification`` into the IR at ``xml`` (rt_info ``verification``) and into its
     ``d2ov.json`` (with the new sha256 of ``model.xml``; ``model.bin`` is left as it is)."""
-
     xml = Path(xml)
     runtime.write_metadata(xml, "verification", verification)
     card_path = xml.parent / "d2ov.json"

@@ -14,8 +14,9 @@ Contract:
   * ``segment_map``: int32 ``(H, W)`` segment ids, 0 = no segment (tasks whose answer is a map of
     segments, things and stuff), or ``None``;
     ``segments`` describes them, one :class:`Segment` per id in id order (``id``, ``label``,
-    ``category_id``, ``isthing``, ``score``, ``area``; dicts with those keys are taken too). The map is the model's answer (Detectron2's merge with its own score
-    threshold): selecting instances (``filter``, indexing) leaves it as it is.
+    ``category_id``, ``isthing``, ``score``, ``area``; dicts with those keys are taken too). The map
+    is the model's answer (Detectron2's merge with its own score threshold): selecting instances
+    (``filter``, indexing) leaves it as it is.
   * ``track_ids``: int64 ``(N,)`` ids that follow an object from frame to frame of a video (a
     tracker's answer, :mod:`d2ov_core.serve.track`), ``-1`` for a detection no track holds yet; or
     ``None`` (no tracking: still images, videos without ``--track``).

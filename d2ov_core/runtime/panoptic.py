@@ -27,8 +27,8 @@ Detectron2's ``PanopticFPN.inference`` then does, per image:
      of them. Segment ids, the map and ``segments_info`` (same keys, same order) are Detectron2's.
      Tie order: Detectron2 sorts with ``torch.argsort(-scores)``, which is not stable, so equal
      scores come in an unspecified order there; here they come in index order (a stable sort).
-     Each instance is handled inside its box (:class:`~d2ov_core.runtime.postprocess.BoxMasks`: no full-image array per
-     instance, and a mask the merge cannot use is never pasted).
+     Each instance is handled inside its box (:class:`~d2ov_core.runtime.postprocess.BoxMasks`: no
+     full-image array per instance, and a mask the merge cannot use is never pasted).
 
 Nothing here imports torch, detectron2 or openvino.
 """

@@ -118,7 +118,6 @@ def precision_choices(service: ModelService, name: str, device: str = "CPU") -> 
     within :data:`DEFAULT_AP_TOLERANCE` of the float model's); and why it is the default.
 
     Returns ``([(label, precision)], default, reason)``."""
-
     offered = service.precisions(name, device)
     acc = service.accuracy(name)
     ref = reference_row(acc)

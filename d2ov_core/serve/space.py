@@ -188,7 +188,6 @@ def _slug(text: str) -> str:
 
 def _ir_folder_irs(path: Path) -> dict[str, Path]:
     """The IRs of a d2ov IR folder given as ``--model``: ``model.xml`` in it, or one per precision subfolder."""
-
     xmls = (
         [path]
         if path.suffix == ".xml"
@@ -220,7 +219,6 @@ def collect_models(
     go with the i-th model. With ``proof_images``, each converted model's IRs are checked against
     Detectron2 on them (``d2ov verify``, :func:`d2ov_core.measure.proof.check`); an IR folder, whose float
     model is not known here, is not."""
-
     weights, classes = list(weights or []), list(classes or [])
     if len(weights) > len(models) or len(classes) > len(models):
         raise InputError("more --weights/--classes than --model: each goes with the --model in the same place")
@@ -271,7 +269,6 @@ def collect_models(
 def _prove(spec, weights: str | None, irs: dict[str, Path], images: list[Path], progress: Progress) -> dict[str, dict]:
     """d2ov verify's record of each IR on ``images`` (none when there are no images, or Detectron2's
     model cannot be had here: then the Space shows no proof, and the log says why)."""
-
     out = {}
     for p, xml in irs.items() if images else ():
         try:
@@ -329,7 +326,6 @@ def _model_lines(models: list[SpaceModel], hub_repo: str | None, only: bool) -> 
 def _copy_ir(xml: Path, dest: Path, verification: dict | None) -> Path:
     """Copy the IR of ``xml`` into ``dest`` (the cache's and the package's IRs stay as they are), with
     ``verification`` recorded in the copy."""
-
     dest.mkdir(parents=True, exist_ok=True)
     for f in ("model.xml", "model.bin", "d2ov.json"):
         if (xml.parent / f).is_file():

@@ -70,7 +70,6 @@ def model_dir(name: str, precision: str = "FP16") -> str:
 
 def verify_ir_folder(folder: Path) -> Path:
     """Check ``model.xml``/``model.bin`` against the sha256 recorded in ``d2ov.json``; return the xml path."""
-
     if not (folder / "d2ov.json").is_file():
         raise IRError(f"{folder}: no d2ov.json card beside the IR")
     problem = ir_problem(folder)
@@ -168,7 +167,6 @@ def push_ir(
     With ``dry_run_dir`` the repository tree is written there instead of uploaded (to inspect it).
     Returns the ``<model>/<precision>`` path in the repo.
     """
-
     meta = runtime.read_metadata(xml)
     folder = Path(xml).parent
     verify_ir_folder(folder)

@@ -67,7 +67,6 @@ def offline() -> bool:
 def source_url(url: str) -> str:
     """Where ``url`` is fetched from: under ``D2OV_ZOO_URL`` for a Model Zoo URL when that is set,
     else ``url`` itself."""
-
     mirror = os.environ.get("D2OV_ZOO_URL", "").strip()
     if mirror and url.startswith(MODEL_ZOO_URL):
         if not is_url(mirror):
@@ -224,7 +223,6 @@ def _progress_bar(total: int | None, desc: str):
 def may_unpickle(path: str | os.PathLike) -> bool:
     """Whether d2ov may unpickle ``path``: a local file the user named (anything outside the download
     cache), or the download of a catalog URL. Not: a download from any other URL."""
-
     p = Path(path).absolute()
     downloads = (cache_dir() / "weights").absolute()
     if not p.is_relative_to(downloads):
