@@ -112,7 +112,7 @@ class FakeV2Server(LocalServer):
             "outputs": [],
         }
         if self.mode != "no_rt_info":
-            doc["rt_info"] = {S.RT_INFO_SECTION: {k: S.encode(k, v) for k, v in self.ir.metadata.items()}}
+            doc["rt_info"] = {S.RT_INFO_SECTION: {k: S.encode(k, v) for k, v in self.ir.metadata.to_dict().items()}}
         return doc
 
 

@@ -238,17 +238,17 @@ def check_precision_labels(labels: list[str], model: str) -> str:
         p, aps, delta, delta_key, ms = m.groups()
         row = acc[PRECISIONS[p].ir][p]
         values = {_METRICS[k]: v for k, v in re.findall(r"(PQ|box AP|mask AP|keypoint AP) (-?\d+\.\d)", aps)}
-        expected = {k: f"{row[k]:.1f}" for k in _METRICS.values() if row.get(k) is not None}
+        expected = {k: f"{row.value(k):.1f}" for k in _METRICS.values() if row.value(k) is not None}
         assert values == expected, f"{p}: the page shows {values}, the IR's metadata {expected}"
-        assert ms == f"{row['ms']:.0f}", f"{p}: {ms} ms shown, {row['ms']} in the metadata"
-        key = next(k for k in _PRIMARY if row.get(k) is not None)
-        assert delta == f"{row[key] - fp32[key]:+.1f}" and delta_key == key.replace("_", " "), (
-            f"{p}: difference {delta} {delta_key}, the metadata's {row[key] - fp32[key]:+.1f} {key}"
+        assert ms == f"{row.ms:.0f}", f"{p}: {ms} ms shown, {row.ms} in the metadata"
+        key = next(k for k in _PRIMARY if row.value(k) is not None)
+        assert delta == f"{row.value(key) - fp32.value(key):+.1f}" and delta_key == key.replace("_", " "), (
+            f"{p}: difference {delta} {delta_key}, the metadata's {row.value(key) - fp32.value(key):+.1f} {key}"
         )
         shown[p] = row
     assert set(shown) == {"FP16", "INT8"} | ({"BF16"} if bf16_available() else set()), labels
-    key = next(k for k in _PRIMARY if fp32.get(k) is not None)
-    default = min((p for p, r in shown.items() if r[key] >= fp32[key] - 0.5), key=lambda p: shown[p]["ms"])
+    key = next(k for k in _PRIMARY if fp32.value(k) is not None)
+    default = min((p for p, r in shown.items() if r.value(key) >= fp32.value(key) - 0.5), key=lambda p: shown[p].ms)
     assert auto == [f"Auto · {default}"], (auto, default)
     return default
 

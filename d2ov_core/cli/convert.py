@@ -100,7 +100,7 @@ def run(args) -> int:
     if measure is not None:
         meta = read_metadata(xml)
         for p, row in meta.accuracy.items():
-            print(f"  {p:<5} {ap_text(row, 2)}  ({row['ms']:.0f} ms/image, {row['images']} images of {row['set']})")
+            print(f"  {p:<5} {ap_text(row, 2)}  ({row.ms:.0f} ms/image, {row.images} images of {row.set})")
         if meta.quantization:
             print(f"  recipe {meta.quantization}")
         # the proof that travels with the IR: d2ov verify on the first images of that set, in its metadata

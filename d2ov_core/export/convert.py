@@ -40,7 +40,7 @@ from ..store.cache import sha256_file
 from ..store.catalog import ModelSpec
 from ..store.lookup import IR_NAME, cached_ir_dir, graph_revision
 from ..store.weights import Progress
-from .model import build, cfg_metadata, load_cfg
+from .model import build, cfg_entries, load_cfg
 from .patches import exportable
 from .quantize import DEFAULT_RECIPE, Recipe, quantize_int8
 from .random_init import RANDOM_INIT_REVISION
@@ -159,7 +159,8 @@ def convert(
         log.info("using cached IR %s", final_dir / IR_NAME)
         return final_dir / IR_NAME
 
-    meta = cfg_metadata(cfg, spec)
+    entries = cfg_entries(cfg, spec)  # what the config sets: written as they are
+    meta = S.IRMetadata(**entries)
     float_dir = cached_ir_dir(spec.name) / _cache_key(spec, winfo["source"], winfo["sha256"], False, [], [], None)
     if precision != "FP32" and sample is None and _intact(float_dir):
         # the same graph is in the cache as FP32: compress or quantize it instead of tracing again
@@ -170,8 +171,8 @@ def convert(
     else:
         ov_model, names = _trace_and_convert(net, spec, meta, Path(sample) if sample else default_sample(spec), tell)
     versions = _versions()
-    metadata: dict[str, Any] = dict(
-        meta,
+    metadata = dict(
+        entries,
         d2ov_version=__version__,
         model_type="d2ov_rcnn",
         outputs=names,
@@ -181,13 +182,13 @@ def convert(
         random_weights=winfo["random"],
         torch_version=versions["torch"],
         openvino_version=versions["openvino"],
-        graph_revision=graph_revision(meta["meta_architecture"]),
+        graph_revision=graph_revision(meta.meta_architecture),
     )
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.tmp-", dir=final_dir.parent))
     try:
         xml = stage / IR_NAME
-        accuracy: dict[str, Any] = {}
+        accuracy: dict[str, S.AccuracyRow] = {}
         if calib_files:
             if measure is not None:  # the float model's accuracy: what INT8 is held against
                 save_ir(ov_model, stage / "float" / IR_NAME, dict(metadata, precision="FP32"), compress_to_fp16=False)
@@ -231,7 +232,7 @@ def convert(
                 accuracy.update(measure(xml, precision)[0])
         if accuracy:
             runtime.write_metadata(xml, "accuracy", accuracy)
-        final = runtime.read_metadata(xml)
+        final = runtime.read_metadata(xml).to_dict()
         card = {
             k: final[k]
             for k in (
@@ -269,7 +270,7 @@ def _intact(folder: Path) -> bool:
     return (folder / IR_NAME).is_file() and cache.ir_problem(folder) is None
 
 
-def _trace_and_convert(net, spec: ModelSpec, meta: dict[str, Any], sample: Path, tell):
+def _trace_and_convert(net, spec: ModelSpec, meta: S.IRMetadata, sample: Path, tell):
     """Trace ``net`` on ``sample`` (resized as at inference) and convert it; the result must run on
     the trace image and on another size. Returns ``(openvino.Model, output names)``."""
     import warnings
@@ -317,7 +318,7 @@ def _last_line(e: Exception) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
-def _ap_text(rows: dict[str, Any]) -> str:
+def _ap_text(rows: dict[str, S.AccuracyRow]) -> str:
     return "; ".join(f"{p} {S.ap_text(r)}" for p, r in rows.items()) or "not measured"
 
 
@@ -344,8 +345,10 @@ def convert_torch(module, example_input, output_names: list[str]):
 
 
 def save_ir(model, xml_path: Path, metadata: dict[str, Any], compress_to_fp16: bool) -> None:
-    """Write ``model`` with its metadata in ``rt_info`` to ``xml_path`` (+ ``.bin``). Not atomic by
-    itself: the caller writes into a temporary folder and renames it."""
+    """Write ``model`` with its metadata entries (``{setting key: value}``, checked as
+    :class:`~d2ov_core.runtime.settings.IRMetadata` first) in ``rt_info`` to ``xml_path`` (+ ``.bin``).
+    Not atomic by itself: the caller writes into a temporary folder and renames it."""
+    S.IRMetadata(**metadata)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     for key, value in metadata.items():
         model.set_rt_info(S.encode(key, value), [S.RT_INFO_SECTION, key])

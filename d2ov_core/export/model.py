@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConversionError, ModelNotFoundError
+from ..runtime import settings as S
 from ..store import weights as W
 from ..store.cache import sha256_file
 from ..store.catalog import ModelSpec
@@ -21,7 +22,7 @@ from .patches import use_stable_proposal_ranking
 from .random_init import calibrate_random_weights
 from .tasks import export_task
 
-__all__ = ["load_cfg", "config_path", "build", "cfg_metadata"]
+__all__ = ["load_cfg", "config_path", "build", "cfg_metadata", "cfg_entries"]
 
 log = logging.getLogger("d2ov")
 compat.apply()
@@ -116,8 +117,15 @@ def build(spec: ModelSpec, weights: str | None = None, progress: W.Progress = Tr
 _last_build: list = []
 
 
-def cfg_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
-    """The IR metadata that comes from the Detectron2 config."""
+def cfg_metadata(cfg, spec: ModelSpec) -> S.IRMetadata:
+    """The IR metadata that comes from the Detectron2 config (what is known before tracing: no
+    outputs, weights or versions yet; the other settings at their defaults)."""
+    return S.IRMetadata(**cfg_entries(cfg, spec))
+
+
+def cfg_entries(cfg, spec: ModelSpec) -> dict[str, Any]:
+    """The settings the Detectron2 config gives, by key: the ``rt_info`` entries
+    :func:`d2ov_core.export.convert.convert` writes for it (with outputs, weights and versions)."""
     import detectron2
 
     arch = cfg.MODEL.META_ARCHITECTURE

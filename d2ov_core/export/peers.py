@@ -146,9 +146,9 @@ def prepare(
     spec = catalog.get(model) if isinstance(model, str) else model
     net, cfg, _ = build(spec, weights, progress=False)
     meta = cfg_metadata(cfg, spec)
-    if meta["task"] not in _TASKS:
+    if meta.task not in _TASKS:
         raise ConversionError(
-            f"{kind} peer: {meta['task']} models are not supported (the traced graph ends at raw "
+            f"{kind} peer: {meta.task} models are not supported (the traced graph ends at raw "
             "heatmaps/logits that Detectron2 has no postprocess for)"
         )
     if kind == "ort-int8" and not calibration:

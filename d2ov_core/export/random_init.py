@@ -3,6 +3,7 @@ so it proposes and scores like a trained model (for tests and speed measurements
 
 from __future__ import annotations
 
+from ..runtime import settings as S
 from ..runtime.images import load_image
 from ..runtime.preprocess import preprocess
 
@@ -21,7 +22,9 @@ def _calibration_photo(cfg):
     import torch
     from matplotlib import cbook
 
-    meta = {"min_size": cfg.INPUT.MIN_SIZE_TEST, "max_size": cfg.INPUT.MAX_SIZE_TEST, "input_format": cfg.INPUT.FORMAT}
+    meta = S.IRMetadata(
+        min_size=int(cfg.INPUT.MIN_SIZE_TEST), max_size=int(cfg.INPUT.MAX_SIZE_TEST), input_format=cfg.INPUT.FORMAT
+    )
     chw, _ = preprocess(load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)), meta)
     return torch.as_tensor(chw)
 

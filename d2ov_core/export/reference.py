@@ -30,7 +30,9 @@ from .tasks import for_task
 __all__ = ["ReferencePredictor", "detections_of"]
 
 
-def detections_of(inst, labels: list[str], image_size: tuple[int, int], metadata=None, **extra: Any) -> Detections:
+def detections_of(
+    inst, labels: list[str], image_size: tuple[int, int], metadata: S.IRMetadata | None = None, **extra: Any
+) -> Detections:
     """Detectron2 ``Instances`` (already in original-image pixels) as :class:`Detections`: boxes, scores,
     classes named by ``labels``, masks and keypoints when present (keypoint names and skeleton from
     ``metadata``), and the task's ``extra`` fields."""
@@ -44,8 +46,8 @@ def detections_of(inst, labels: list[str], image_size: tuple[int, int], metadata
         image_size=image_size,
         masks=inst.pred_masks.numpy() if inst.has("pred_masks") else None,
         keypoints=inst.pred_keypoints.numpy() if keypoints else None,
-        keypoint_names=(metadata or {}).get("keypoint_names", ()) if keypoints else (),
-        keypoint_skeleton=(metadata or {}).get("keypoint_skeleton", ()) if keypoints else (),
+        keypoint_names=tuple(metadata.keypoint_names) if keypoints and metadata else (),
+        keypoint_skeleton=tuple(map(tuple, metadata.keypoint_skeleton)) if keypoints and metadata else (),
         **extra,
     )
 
@@ -61,7 +63,7 @@ class ReferencePredictor:
         self.model, self.cfg, self.weights_info = build(self.spec, weights, progress=progress)
         self.metadata = cfg_metadata(self.cfg, self.spec)
         self.labels = list(self.spec.classes)
-        self.task = self.metadata["task"]
+        self.task = self.metadata.task
         from detectron2.data import transforms as T
 
         self._aug = T.ResizeShortestEdge([self.cfg.INPUT.MIN_SIZE_TEST] * 2, self.cfg.INPUT.MAX_SIZE_TEST)
@@ -183,6 +185,6 @@ class ReferencePredictor:
             **get_task(self.task).model_info(m),
             "random_weights": self.weights_info["random"],
             "weights_sha256": self.weights_info["sha256"],
-            "graph_score_threshold": m["graph_score_threshold"],
+            "graph_score_threshold": m.graph_score_threshold,
             "static_shape": None,
         }

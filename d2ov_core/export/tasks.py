@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConversionError
+from ..runtime import settings as S
 from ..runtime.panoptic import describe_segments
 from ..runtime.tasks import get_task
 from ..store.catalog import ModelSpec
@@ -41,7 +42,7 @@ class ExportTask:
     name: str
     is_config: Callable[[Any], bool]
     metadata: Callable[[Any, ModelSpec], dict[str, Any]] = _nothing
-    eager_fields: Callable[[dict[str, Any], list[str], Any], dict[str, Any]] = _nothing
+    eager_fields: Callable[[dict[str, Any], list[str], S.IRMetadata], dict[str, Any]] = _nothing
     inference: Callable[[Any], Callable | None] = lambda model: None
 
 
@@ -87,14 +88,14 @@ def _panoptic_metadata(cfg, spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-def _panoptic_fields(out: dict[str, Any], labels: list[str], metadata: Any) -> dict[str, Any]:
+def _panoptic_fields(out: dict[str, Any], labels: list[str], metadata: S.IRMetadata) -> dict[str, Any]:
     """Detectron2's panoptic map and its segments, described as the runtime describes its own."""
     if "panoptic_seg" not in out:
         return {}
     seg_map = out["panoptic_seg"][0].numpy().astype(np.int32)
     return {
         "segment_map": seg_map,
-        "segments": describe_segments(seg_map, out["panoptic_seg"][1], labels, metadata["stuff_classes"]),
+        "segments": describe_segments(seg_map, out["panoptic_seg"][1], labels, metadata.stuff_classes),
     }
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
-from typing import Any
 
 from ..errors import InputError
 from ..export.resolve import open_predictor
@@ -39,7 +38,7 @@ class AccuracyCheck:
     #: set's annotations for it, by name (measured for models of that task; its other inputs default)
     task_annotations: dict[str, Path] = dataclasses.field(default_factory=dict)
     progress: Progress = False
-    reference: dict[str, Any] = dataclasses.field(default_factory=dict)
+    reference: S.AccuracyRow | None = None  # the float model's row (set when a float IR is measured)
 
     def __post_init__(self) -> None:
         self.annotations, self.images = Path(self.annotations), Path(self.images)
@@ -61,7 +60,7 @@ class AccuracyCheck:
         own = "".join(f":{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}" for p in self.task_annotations.values())
         return f"{digest}:{self.limit}:{self.max_drop}{own}"
 
-    def __call__(self, xml: Path, precision: str) -> tuple[dict[str, Any], bool]:
+    def __call__(self, xml: Path, precision: str) -> tuple[dict[str, S.AccuracyRow], bool]:
         precisions = [precision] + (["BF16"] if precision in ("FP16", "FP32") and bf16_available() else [])
         rows = {p: self._measure(xml, p) for p in precisions}
         if precision != "INT8":
@@ -69,16 +68,12 @@ class AccuracyCheck:
             return rows, True
         return rows, self.acceptable(rows["INT8"])
 
-    def acceptable(self, row: dict[str, Any]) -> bool:
-        if self.max_drop is None or not self.reference:
+    def acceptable(self, row: S.AccuracyRow) -> bool:
+        if self.max_drop is None or self.reference is None:
             return True
-        return all(
-            self.reference[k] - row[k] <= self.max_drop
-            for k in S.ACCURACY_KEYS
-            if self.reference.get(k) is not None and row.get(k) is not None
-        )
+        return within(self.reference, row, self.max_drop)
 
-    def _measure(self, xml: Path, precision: str) -> dict[str, Any]:
+    def _measure(self, xml: Path, precision: str) -> S.AccuracyRow:
         predictor = open_predictor(xml, S.precision(precision))
         own = task_measure(predictor.task)
         given = {k: v for k, v in self.task_annotations.items() if own is not None and k in own.options}
@@ -90,36 +85,33 @@ class AccuracyCheck:
             progress=self.progress is True,
             task_annotations=given,
         )
-        return {
-            "box_AP": res["bbox"]["AP"],
-            "mask_AP": res["segm"]["AP"] if "segm" in res else None,
-            **({"keypoint_AP": res["keypoints"]["AP"]} if "keypoints" in res else {}),
+        return S.AccuracyRow(
+            box_AP=res["bbox"]["AP"],
+            mask_AP=res["segm"]["AP"] if "segm" in res else None,
+            keypoint_AP=res["keypoints"]["AP"] if "keypoints" in res else None,
             **(own.row(res[own.key]) if own is not None and own.key in res else {}),
-            "ms": round(res["per_image_inference_ms"], 1),
-            "images": res["images"],
-            "set": self.annotations.name,
-        }
+            ms=round(res["per_image_inference_ms"], 1),
+            images=res["images"],
+            set=self.annotations.name,
+        )
 
 
-def reference_row(accuracy: dict[str, Any]) -> dict[str, Any] | None:
+def within(reference: S.AccuracyRow, row: S.AccuracyRow, tolerance: float) -> bool:
+    """Whether ``row`` loses at most ``tolerance`` points against ``reference`` on every measure both hold."""
+    pairs = [(reference.value(k), row.value(k)) for k in S.ACCURACY_KEYS]
+    return all(ref - got <= tolerance for ref, got in pairs if ref is not None and got is not None)
+
+
+def reference_row(accuracy: dict[str, S.AccuracyRow]) -> S.AccuracyRow | None:
     """The float reference among measured rows: FP32 where measured, else FP16 (f32 compute)."""
     return accuracy.get("FP32") or accuracy.get("FP16")
 
 
-def fastest_within(accuracy: dict[str, Any], offered: list[str], tolerance: float = 0.5) -> str | None:
+def fastest_within(accuracy: dict[str, S.AccuracyRow], offered: list[str], tolerance: float = 0.5) -> str | None:
     """Of the ``offered`` precisions measured in ``accuracy``, the fastest whose box AP (and mask AP,
     keypoint AP, PQ) is within ``tolerance`` points of the float reference; ``None`` if none was measured."""
     ref = reference_row(accuracy)
     if ref is None:
         return None
-    ok = [
-        p
-        for p in offered
-        if p in accuracy
-        and all(
-            ref[k] - accuracy[p][k] <= tolerance
-            for k in S.ACCURACY_KEYS
-            if ref.get(k) is not None and accuracy[p].get(k) is not None
-        )
-    ]
-    return min(ok, key=lambda p: accuracy[p]["ms"]) if ok else None
+    ok = [p for p in offered if p in accuracy and within(ref, accuracy[p], tolerance)]
+    return min(ok, key=lambda p: accuracy[p].ms) if ok else None

@@ -52,6 +52,7 @@ from ..export.reference import ReferencePredictor
 from ..export.resolve import open_predictor, resolve_ir
 from ..export.trace import traceable
 from ..runtime import ir as runtime
+from ..runtime import settings as S
 from ..runtime.detections import Detections
 from ..runtime.images import load_image
 from ..runtime.ir import usable_cpus
@@ -291,7 +292,7 @@ def _count_gflops(model: str, weights: str | None, image: str) -> float:
     return 2 * total / 1e9
 
 
-def default_static_shape(meta: dict[str, Any], image: str) -> tuple[int, int]:
+def default_static_shape(meta: S.IRMetadata, image: str) -> tuple[int, int]:
     """The static input for benchmarking: ``image``'s resized shape, padded up to multiples of 32
     (the size Detectron2 itself pads to), so letterboxing adds no pixels for that image."""
     h, w = load_image(image).shape[:2]

@@ -182,8 +182,8 @@ def _oks_sigmas(predictor) -> np.ndarray:
     """The OKS sigmas keypoint AP is computed with: the model's (IR metadata), else COCO's for the 17
     COCO person keypoints; anything else is an error (AP with made-up sigmas would mean nothing)."""
     meta = predictor.metadata
-    names = list(meta["keypoint_names"])
-    sigmas = list(meta["keypoint_oks_sigmas"])
+    names = list(meta.keypoint_names)
+    sigmas = list(meta.keypoint_oks_sigmas)
     if sigmas and len(sigmas) == len(names):
         return np.asarray(sigmas, np.float64)
     if tuple(names) == COCO_KEYPOINT_NAMES:

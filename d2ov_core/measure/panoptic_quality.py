@@ -495,7 +495,7 @@ class PanopticScorer:
         things = {c["name"]: c["id"] for c in cats if c["isthing"]}
         stuff = {c["name"]: c["id"] for c in cats if not c["isthing"]}
         self.thing_cat = {i: things[n] for i, n in enumerate(predictor.labels) if n in things}
-        self.stuff_cat = {i: stuff[n] for i, n in enumerate(predictor.metadata["stuff_classes"]) if n in stuff}
+        self.stuff_cat = {i: stuff[n] for i, n in enumerate(predictor.metadata.stuff_classes) if n in stuff}
         if not self.thing_cat and not self.stuff_cat:
             raise InputError(
                 f"none of {predictor.name}'s classes is a category of {panoptic} "

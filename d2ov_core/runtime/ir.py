@@ -171,7 +171,7 @@ class CompiledIR:
             raise InputError(f"unknown performance hint {hint!r}: expected LATENCY or THROUGHPUT")
         if compute not in COMPUTE:
             raise InputError(f"unknown compute precision {compute!r}: expected one of {', '.join(COMPUTE)}")
-        if compute == "bf16" and not (device == "CPU" and bf16_available()):
+        if not compute_runs_on(compute, device):
             raise DeviceError(f"bf16 compute needs a CPU with native bfloat16 (AVX512_BF16 or AMX); {device} has none")
         self.xml = Path(xml)
         model = _read_model(self.xml)
@@ -337,3 +337,9 @@ def exec_precision(exec_type: str) -> str:
 def bf16_available() -> bool:
     """Whether this machine's CPU computes bfloat16 natively (what ``compute="bf16"`` needs)."""
     return "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def compute_runs_on(compute: str, device: str) -> bool:
+    """Whether ``compute`` (``f32`` | ``bf16``) runs on ``device`` here: f32 anywhere, bf16 only on a
+    CPU with native bfloat16."""
+    return compute != "bf16" or (str(device) == "CPU" and bf16_available())

@@ -263,16 +263,16 @@ class Predictor:
         """The model block of ``d2ov predict --json``."""
         m = self.metadata
         return {
-            "name": m["model_name"],
-            "task": m["task"],
+            "name": m.model_name,
+            "task": m.task,
             "ir": str(self.xml) if self.xml is not None else self._ir.location,  # type: ignore[union-attr]  # RemoteIR
             "precision": self.precision,
-            "ir_precision": m["precision"],
+            "ir_precision": m.precision,
             "compute": self.compute,
             "classes": self.labels,
             **self._task.model_info(m),
-            "random_weights": m["random_weights"],
-            "weights_sha256": m["weights_sha256"],
-            "graph_score_threshold": m["graph_score_threshold"],
+            "random_weights": m.random_weights,
+            "weights_sha256": m.weights_sha256,
+            "graph_score_threshold": m.graph_score_threshold,
             "static_shape": list(self.static_shape) if self.static_shape else None,
         }

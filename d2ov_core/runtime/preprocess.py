@@ -17,11 +17,11 @@ does not move the origin, so boxes map back with the same ``input_size`` scale f
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from .settings import IRMetadata
 
 __all__ = ["Geometry", "resized_shape", "letterbox_shape", "preprocess"]
 
@@ -79,7 +79,7 @@ def letterbox_shape(h: int, w: int, min_size: int, max_size: int, static_size: t
 
 
 def preprocess(
-    image_rgb: np.ndarray, meta: Mapping[str, Any], static_size: tuple[int, int] | None = None
+    image_rgb: np.ndarray, meta: IRMetadata, static_size: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, Geometry]:
     """RGB uint8 ``(H, W, 3)`` -> (float32 ``(3, h, w)``, its :class:`Geometry`).
 
@@ -89,16 +89,16 @@ def preprocess(
     """
     h, w = image_rgb.shape[:2]
     if static_size is None:
-        newh, neww = resized_shape(h, w, int(meta["min_size"]), int(meta["max_size"]))
+        newh, neww = resized_shape(h, w, int(meta.min_size), int(meta.max_size))
     else:
-        newh, neww = letterbox_shape(h, w, int(meta["min_size"]), int(meta["max_size"]), static_size)
-    img = image_rgb if meta["input_format"] == "RGB" else image_rgb[:, :, ::-1]
+        newh, neww = letterbox_shape(h, w, int(meta.min_size), int(meta.max_size), static_size)
+    img = image_rgb if meta.input_format == "RGB" else image_rgb[:, :, ::-1]
     if (newh, neww) != (h, w):
         img = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((neww, newh), Image.Resampling.BILINEAR))
     if static_size is None:
         chw = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
     else:
         chw = np.empty((3, *static_size), dtype=np.float32)
-        chw[:] = np.asarray(meta["pixel_mean"], dtype=np.float32)[:, None, None]
+        chw[:] = np.asarray(meta.pixel_mean, dtype=np.float32)[:, None, None]
         chw[:, :newh, :neww] = img.transpose(2, 0, 1)
     return chw, Geometry((h, w), (newh, neww), (chw.shape[1], chw.shape[2]))

@@ -24,6 +24,7 @@ __all__ = [
     "SETTINGS",
     "RT_INFO_SECTION",
     "IRMetadata",
+    "AccuracyRow",
     "encode",
     "decode",
     "decode_all",
@@ -70,32 +71,89 @@ def _s(
     return dataclasses.field(default=default, metadata=row)
 
 
-class _ByKey(Mapping):
-    """Read access by key as well as by attribute: ``meta["labels"] is meta.labels``."""
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in SETTINGS:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __iter__(self):
-        return iter(SETTINGS)
-
-    def __len__(self) -> int:
-        return len(SETTINGS)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain dict (JSON-ready) of every setting."""
-        return {key: copy.deepcopy(getattr(self, key)) for key in SETTINGS}
+def _plain(value: Any) -> Any:
+    """``value`` with every row object (:class:`AccuracyRow`) turned into its JSON dict."""
+    if isinstance(value, AccuracyRow):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
-class IRMetadata(_ByKey):
+class AccuracyRow:
+    """One precision's accuracy, measured at conversion (:mod:`d2ov_core.measure.accuracy`): COCO APs
+    in percent (``None`` where the task has no such measure), PQ for panoptic models, the median
+    model time per image and the set it was measured on. A row of the ``accuracy`` setting."""
+
+    box_AP: float | None
+    mask_AP: float | None
+    ms: float
+    images: int
+    set: str
+    keypoint_AP: float | None = None
+    PQ: float | None = None
+    PQ_things: float | None = None
+    PQ_stuff: float | None = None
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "set":
+                ok = isinstance(value, str)
+            elif f.name == "images":
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            else:
+                ok = (value is None and f.name != "ms") or (
+                    isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                )
+            if not ok:
+                raise ValueError(f"accuracy row: {f.name} expected {f.type}, found {value!r}")
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any] | AccuracyRow) -> AccuracyRow:
+        """A row from its JSON dict (the ``accuracy`` setting's form); ``ValueError`` naming the
+        keys that are missing or unknown."""
+        if isinstance(row, AccuracyRow):
+            return row
+        if not isinstance(row, Mapping):
+            raise ValueError(f"accuracy row: expected a JSON object, found {row!r}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(row) - set(fields))
+        missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in row]
+        if unknown or missing:
+            found = ", ".join(sorted(row)) or "nothing"
+            raise ValueError(
+                f"accuracy row: expected keys {', '.join(fields)}"
+                f"{' (missing ' + ', '.join(missing) + ')' if missing else ''}"
+                f"{' (unknown ' + ', '.join(unknown) + ')' if unknown else ''}, found {found}"
+            )
+        return cls(**row)
+
+    def value(self, key: str) -> float | None:
+        """The measure called ``key`` (one of :data:`ACCURACY_KEYS`), ``None`` where not measured."""
+        return getattr(self, key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: box and mask AP always (``null`` where not measured), the task's own
+        measures only where measured, then time, image count and set."""
+        first = {"box_AP": self.box_AP, "mask_AP": self.mask_AP}
+        own = {
+            k: getattr(self, k) for k in ("keypoint_AP", "PQ", "PQ_things", "PQ_stuff") if getattr(self, k) is not None
+        }
+        return {**first, **own, "ms": self.ms, "images": self.images, "set": self.set}
+
+
+@dataclasses.dataclass(frozen=True)
+class IRMetadata:
     """An IR's d2ov metadata (rt_info ``model_info``), typed and checked on construction.
 
     This class IS the settings table: one field per setting (name, type, default; its description,
     whether it is required, its range or choices in the field's metadata), in the order they are
-    written into an IR. Read as ``meta.labels`` (or ``meta["labels"]``); ``to_dict()`` for JSON.
+    written into an IR. Read as ``meta.labels``; ``to_dict()`` for JSON. ``accuracy`` holds
+    :class:`AccuracyRow` objects (JSON dicts given to the constructor are turned into them).
     """
 
     d2ov_version: str = _s("", "d2ov version that wrote the IR", required=True)
@@ -160,12 +218,12 @@ class IRMetadata(_ByKey):
     precision: str = _s("FP32", "weights precision of the IR", choices=("FP32", "FP16", "INT8"))
     calibration: str = _s("", "INT8 only: the calibration set (folder name and image count)")
     quantization: str = _s("", "INT8 only: the NNCF recipe (preset, range estimator, what stays float)")
-    accuracy: dict[str, Any] = _s(
+    accuracy: dict[str, AccuracyRow] = _s(
         {},
         "COCO AP measured at conversion, per precision: {precision: "
-        "{box_AP, mask_AP, keypoint_AP, ms (median model time per "
-        "image), images, set}}; FP32 is the float reference where "
-        "present",
+        "{box_AP, mask_AP, keypoint_AP, PQ, PQ_things, PQ_stuff, ms "
+        "(median model time per image), images, set}}; FP32 is the "
+        "float reference where present",
     )
     verification: dict[str, Any] = _s(
         {},
@@ -194,7 +252,19 @@ class IRMetadata(_ByKey):
 
     __hash__ = None  # type: ignore[assignment]  # frozen but holds lists: not hashable
 
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (JSON-ready) of every setting, in the table's order."""
+        return {key: _plain(copy.deepcopy(getattr(self, key))) for key in SETTINGS}
+
     def __post_init__(self) -> None:
+        if isinstance(self.accuracy, dict):
+            rows = {}
+            for p, row in self.accuracy.items():
+                try:
+                    rows[str(p)] = AccuracyRow.of(row)
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"accuracy {p} row: {str(e).removeprefix('accuracy row: ')}") from None
+            object.__setattr__(self, "accuracy", rows)
         for key, setting in SETTINGS.items():
             value = getattr(self, key)
             if setting.type is float:
@@ -221,7 +291,7 @@ SETTINGS: dict[str, Setting] = {f.name: _setting(f) for f in dataclasses.fields(
 
 def encode(key: str, value: Any) -> str:
     """Typed value -> the JSON string stored in rt_info."""
-    return json.dumps(SETTINGS[key].type(value))
+    return json.dumps(_plain(SETTINGS[key].type(value)))
 
 
 def decode(key: str, text: str) -> Any:
@@ -286,19 +356,20 @@ AP_KEYS = ("box_AP", "mask_AP", "keypoint_AP")
 ACCURACY_KEYS = ("PQ", "keypoint_AP", "mask_AP", "box_AP")
 
 
-def primary_metric(row: dict[str, Any]) -> str | None:
+def primary_metric(row: AccuracyRow) -> str | None:
     """The key of ``row``'s most telling measure: PQ for panoptic models, keypoint AP for keypoint
     models, mask AP for instance segmentation, else box AP."""
-    return next((k for k in ACCURACY_KEYS if row.get(k) is not None), None)
+    return next((k for k in ACCURACY_KEYS if row.value(k) is not None), None)
 
 
-def ap_text(row: dict[str, Any], digits: int = 1) -> str:
-    """``box AP 60.8, mask AP 66.4`` (``PQ 61.2, ...`` first for panoptic models): what an ``accuracy`` row holds."""
-    parts = [f"PQ {row['PQ']:.{digits}f}"] if row.get("PQ") is not None else []
-    return ", ".join(parts + [f"{k.split('_')[0]} AP {row[k]:.{digits}f}" for k in AP_KEYS if row.get(k) is not None])
+def ap_text(row: AccuracyRow, digits: int = 1) -> str:
+    """``box AP 60.8, mask AP 66.4`` (``PQ 61.2, ...`` first for panoptic models): what a row holds."""
+    parts = [f"PQ {row.PQ:.{digits}f}"] if row.PQ is not None else []
+    values = [(k, row.value(k)) for k in AP_KEYS]
+    return ", ".join(parts + [f"{k.split('_')[0]} AP {v:.{digits}f}" for k, v in values if v is not None])
 
 
-def accuracy_by_precision(measured: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def accuracy_by_precision(measured: dict[str, dict[str, AccuracyRow]]) -> dict[str, AccuracyRow]:
     """Accuracy rows per precision, from the ``accuracy`` setting of each ready IR (``{IR precision:
     accuracy}``): each precision's row from the IR it runs (BF16: the FP16 IR's BF16 row), plus the
     float reference (FP32) from whichever IR measured it."""

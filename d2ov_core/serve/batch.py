@@ -439,7 +439,7 @@ def run_batch(
     under that name only when complete. ``progress(done, total, images/s)`` after each image;
     ``model``: the model block (default ``predictor.describe()``)."""
     model = model or predictor.describe()
-    thr = float(predictor.metadata["confidence_threshold"] if threshold is None else threshold)
+    thr = float(predictor.metadata.confidence_threshold if threshold is None else threshold)
     category_of = {i: i + 1 for i in range(len(predictor.labels))}
     task = get_task(predictor.task)
     out_dir = Path(out_dir)

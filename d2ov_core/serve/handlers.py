@@ -129,18 +129,18 @@ def precision_choices(service: ModelService, name: str, device: str = "CPU") -> 
         else:
             key = S.primary_metric(row)
             delta = (
-                f" ({row[key] - ref[key]:+.1f} {key.replace('_', ' ')})"
-                if ref is not None and row is not ref and key and ref.get(key) is not None
+                f" ({row.value(key) - ref.value(key):+.1f} {key.replace('_', ' ')})"
+                if ref is not None and row is not ref and key and ref.value(key) is not None
                 else ""
             )
-            label = f"{p} · {S.ap_text(row)}{delta} · {row['ms']:.0f} ms"
+            label = f"{p} · {S.ap_text(row)}{delta} · {row.ms:.0f} ms"
         choices.append((label, p))
     best = fastest_within(acc, offered, DEFAULT_AP_TOLERANCE)
     if best is not None:
         row = acc[best]
         why = (
             f"{best} runs by default: the fastest precision within {DEFAULT_AP_TOLERANCE} AP of the float model "
-            f"({S.ap_text(row)}, {row['ms']:.0f} ms per image on {row['images']} images of {row['set']})"
+            f"({S.ap_text(row)}, {row.ms:.0f} ms per image on {row.images} images of {row.set})"
         )
         return choices, best, why
     default = (
@@ -178,34 +178,27 @@ def model_card(service: ModelService, name: str, precision: str = AUTO, device: 
         "unavailable": f"unavailable: {st.detail}",
         "not prepared": "not prepared yet (prepared when selected)",
     }[st.status]
-    lines = [
-        f"**{info['name']}** ({info.get('source', '')})",
-        f"- status: {status}",
-        f"- {info.get('description', '')}",
-    ]
-    classes = info.get("classes", [])
+    lines = [f"**{info.name}** ({info.source})", f"- status: {status}", f"- {info.description}"]
+    classes = info.classes
     lines.append(f"- classes ({len(classes)}): {', '.join(classes[:12])}{' ...' if len(classes) > 12 else ''}")
-    names = info.get("keypoint_names") or []
-    if names:
-        lines.append(f"- keypoints ({len(names)}): {', '.join(names)}")
-    stuff = (info.get("stuff_classes") or [])[1:]
+    if info.keypoint_names:
+        lines.append(f"- keypoints ({len(info.keypoint_names)}): {', '.join(info.keypoint_names)}")
+    stuff = info.stuff_classes[1:]
     if stuff:
         lines.append(f"- stuff classes ({len(stuff)}): {', '.join(stuff[:12])}{' ...' if len(stuff) > 12 else ''}")
-    if info.get("box_ap") is not None:
+    if info.box_ap is not None:
         ap = (
-            f"- {'PQ ' + str(info['pq']) + ', ' if info.get('pq') is not None else ''}COCO box AP {info['box_ap']}"
-            + (f", mask AP {info['mask_ap']}" if info.get("mask_ap") else "")
-            + (f", keypoint AP {info['keypoint_ap']}" if info.get("keypoint_ap") else "")
+            f"- {'PQ ' + str(info.pq) + ', ' if info.pq is not None else ''}COCO box AP {info.box_ap}"
+            + (f", mask AP {info.mask_ap}" if info.mask_ap else "")
+            + (f", keypoint AP {info.keypoint_ap}" if info.keypoint_ap else "")
         )
-        lines.append(ap + (" (its own test split)" if info.get("source") == "demo" else " (Detectron2 Model Zoo)"))
+        lines.append(ap + (" (its own test split)" if info.source == "demo" else " (Detectron2 Model Zoo)"))
     if st.xml is not None:
         size = sum(p.stat().st_size for p in st.xml.parent.glob("model.*")) / 1e6
         meta = metadata(st.xml)
-        lines.append(
-            f"- IR: {size:.1f} MB, {meta['precision']} weights, input {meta['min_size']}/{meta['max_size']} px"
-        )
-        if meta["verification"]:
-            lines.append(f"- {proof_text(meta['verification'])}")
+        lines.append(f"- IR: {size:.1f} MB, {meta.precision} weights, input {meta.min_size}/{meta.max_size} px")
+        if meta.verification:
+            lines.append(f"- {proof_text(meta.verification)}")
     try:
         choices, _, why = precision_choices(service, name, device)
     except D2ovError:

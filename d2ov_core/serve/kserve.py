@@ -53,9 +53,9 @@ __all__ = ["D2ovModel", "rt_info", "main"]  # noqa: F822 (D2ovModel: module __ge
 log = logging.getLogger("d2ov")
 
 
-def rt_info(metadata: dict[str, Any]) -> dict[str, Any]:
+def rt_info(metadata: S.IRMetadata) -> dict[str, Any]:
     """The IR's d2ov metadata as OVMS's v2 model metadata carries it: ``{"model_info": {key: JSON string}}``."""
-    return {S.RT_INFO_SECTION: {key: S.encode(key, value) for key, value in metadata.items() if key in S.SETTINGS}}
+    return {S.RT_INFO_SECTION: {key: S.encode(key, value) for key, value in metadata.to_dict().items()}}
 
 
 def _v2_type(element_type) -> str:

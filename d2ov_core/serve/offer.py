@@ -33,7 +33,7 @@ from ..errors import D2ovError, DownloadError, IRError, ModelNotFoundError, NotR
 from ..export.compat import has_real_torchvision
 from ..export.resolve import resolve_ir
 from ..runtime import remote
-from ..runtime.settings import IR_PRECISIONS, PRECISIONS
+from ..runtime.settings import IR_PRECISIONS, PRECISIONS, IRMetadata
 from ..store import cache, catalog, hub, lookup
 from ..store.lookup import BUNDLED_IR_DIR, metadata
 
@@ -196,7 +196,12 @@ class ModelOffer:
                     errors.append(f"conversion failed: {type(e).__name__}: {e}")
         raise NotReadyError("; ".join(errors) or "no source for this model")
 
-    def _find_remote(self, server: str) -> tuple[str, dict[str, tuple[str, dict[str, Any]]]]:
+    def ir_at_hand(self, name: str, precision: str) -> Path | None:
+        """The IR of ``name`` at ``precision`` (an IR precision) that is here now: dropped in, else
+        bundled or in the conversion cache (:func:`~d2ov_core.store.lookup.find_ir`)."""
+        return self._local[name].get(precision) if name in self._local else lookup.find_ir(name, precision)
+
+    def _find_remote(self, server: str) -> tuple[str, dict[str, tuple[str, IRMetadata]]]:
         """``(server, {"remote/<name>": (name on the server, d2ov metadata)})``; models that are not d2ov
         IRs are listed as rejected (with the reason). :class:`ServerError` if the server cannot be reached."""
         server = remote.check_server_url(server)
@@ -221,7 +226,7 @@ class ModelOffer:
 
     def source_name(self, name: str) -> str:
         """The model a name stands for (a remote model's IR says which), e.g. for picking examples."""
-        return self._remote[name][1]["model_name"] if name in self._remote else name
+        return self._remote[name][1].model_name if name in self._remote else name
 
     # -------------------------------------------------------------- names
     def models(self, task: str | None = None) -> list[str]:
@@ -245,7 +250,9 @@ class ModelOffer:
             raise IRError(f"{name} is not usable: {self._rejected[name]}")
         return catalog.get(name).name
 
-    def spec_info(self, name: str) -> dict[str, Any]:
+    def spec_info(self, name: str) -> catalog.ModelSpec:
+        """What is known of ``name``: its catalog entry, or for a local or remote IR what its metadata
+        says (no config or weights here: the IR is the model)."""
         name = self.canonical(name)
         if name in self._remote:
             model, meta = self._remote[name]
@@ -263,19 +270,19 @@ class ModelOffer:
                 + f" ({', '.join(irs)} IR{'s' * (len(irs) > 1)} in this server's models folder)"
             )
             return _ir_card(name, meta, "local IR", description)
-        return catalog.get(name).to_dict()
+        return catalog.get(name)
 
 
-def _ir_card(name: str, meta: Any, source: str, description: str) -> dict[str, Any]:
-    """The model card of a model known only by its IR's metadata (a local or a remote IR)."""
-    return {
-        "name": name,
-        "task": meta.task,
-        "classes": meta.labels,
-        "box_ap": None,
-        "mask_ap": None,
-        "keypoint_names": list(meta.keypoint_names),
-        "stuff_classes": list(meta.stuff_classes),
-        "source": source,
-        "description": description,
-    }
+def _ir_card(name: str, meta: IRMetadata, source: str, description: str) -> catalog.ModelSpec:
+    """The entry of a model known only by its IR's metadata (a local or a remote IR)."""
+    return catalog.ModelSpec(
+        name=name,
+        task=meta.task,
+        config="",
+        weights="",
+        classes=tuple(meta.labels),
+        source=source,
+        description=description,
+        keypoint_names=tuple(meta.keypoint_names),
+        stuff_classes=tuple(meta.stuff_classes),
+    )

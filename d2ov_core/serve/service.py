@@ -27,11 +27,10 @@ from typing import Any
 
 from ..errors import D2ovError, DeviceError, NotReadyError
 from ..export.resolve import open_predictor
-from ..runtime.ir import bf16_available
+from ..runtime.ir import compute_runs_on
 from ..runtime.predictor import Predictor
-from ..runtime.settings import DEFAULT_PRECISION, IR_PRECISIONS, PRECISIONS, Precision, accuracy_by_precision
+from ..runtime.settings import DEFAULT_PRECISION, IR_PRECISIONS, PRECISIONS, accuracy_by_precision
 from ..runtime.settings import precision as get_precision
-from ..store import lookup
 from ..store.lookup import metadata
 from .offer import ModelOffer, converter_installed, find_local_irs, models_dir
 
@@ -58,6 +57,15 @@ class ModelState:
     status: str = "not prepared"  # not prepared | preparing | ready | unavailable
     detail: str = ""  # preparing: what it is doing; unavailable: why
     xml: Path | None = None
+
+    def ready_xml(self, shown: str) -> Path | None:
+        """The IR of a ready state (``None`` for a remote one); :class:`NotReadyError` saying why
+        otherwise (``shown``: the precision the person asked for)."""
+        if self.status == "preparing":
+            raise NotReadyError(f"{self.name} ({shown}) is being prepared ({self.detail}); try again in a moment")
+        if self.status != "ready":
+            raise NotReadyError(f"{self.name} ({shown}) is unavailable: {self.detail or self.status}")
+        return self.xml
 
 
 class ModelService(ModelOffer):
@@ -95,9 +103,9 @@ class ModelService(ModelOffer):
         native bfloat16."""
         name = self.canonical(name)
         if name in self._remote:
-            return [self._remote[name][1]["precision"]]
+            return [self._remote[name][1].precision]
         have = {p for p in IR_PRECISIONS if self.state(name, p).status == "ready"}
-        return [p.name for p in PRECISIONS.values() if p.ir in have and self._runs_on(p, device)]
+        return [p.name for p in PRECISIONS.values() if p.ir in have and compute_runs_on(p.compute, device)]
 
     def accuracy(self, name: str) -> dict[str, Any]:
         """Accuracy measured at conversion (see :mod:`d2ov_core.measure.accuracy`), per precision, each
@@ -105,36 +113,24 @@ class ModelService(ModelOffer):
         (FP32) from whichever IR measured it; a remote model's from its server; empty when none was
         measured."""
         if name in self._remote:
-            return dict(self._remote[name][1]["accuracy"])
+            return dict(self._remote[name][1].accuracy)
         ready = [st for st in (self.state(name, ir) for ir in IR_PRECISIONS) if st.status == "ready" and st.xml]
-        return accuracy_by_precision({st.precision: metadata(st.xml)["accuracy"] for st in ready})
-
-    @staticmethod
-    def _runs_on(p: Precision, device: str) -> bool:
-        if p.compute == "f32":
-            return True
-        return str(device) == "CPU" and bf16_available()
+        return accuracy_by_precision({st.precision: metadata(st.xml).accuracy for st in ready})
 
     # -------------------------------------------------------------- states
     def state(self, name: str, precision: str = DEFAULT_PRECISION) -> ModelState:
         """The state of ``name``'s IR for ``precision`` (a precision name; BF16 shares FP16's IR)."""
         name, ir = self.canonical(name), get_precision(precision).ir
         if name in self._remote:
-            have = self._remote[name][1]["precision"]
-            if ir == have:
-                return ModelState(name, ir, "ready")
-            return ModelState(name, ir, "unavailable", f"the model server holds its {have} IR only")
+            have = self._remote[name][1].precision
+            why = "" if ir == have else f"the model server holds its {have} IR only"
+            return ModelState(name, ir, "unavailable" if why else "ready", why)
         key = (name, ir)
         with self._lock:
             if key not in self._states:
-                xml = self._find_ready(name, ir)
+                xml = self.ir_at_hand(name, ir)
                 self._states[key] = ModelState(name, ir, "ready" if xml else "not prepared", "", xml)
             return dataclasses.replace(self._states[key])
-
-    def _find_ready(self, name: str, ir: str) -> Path | None:
-        if name in self._local:
-            return self._local[name].get(ir)
-        return lookup.find_ir(name, ir)
 
     def _set(self, name: str, precision: str, status: str, detail: str = "", xml: Path | None = None) -> None:
         with self._lock:
@@ -152,26 +148,20 @@ class ModelService(ModelOffer):
         unavailable one is tried again (the network may be back)."""
         st = self.state(name, precision)
         key = (st.name, st.precision)
-        if st.name in self._remote:  # nothing to prepare here: the server has it or has not
+        if st.name in self._remote or st.status == "ready":  # remote: the server has it or has not
             return st
-        if st.name in self._local and st.status == "not prepared":
+        if st.name in self._local:  # a dropped-in model has the IRs it came with
             have = ", ".join(self._local[st.name])
             self._set(*key, "unavailable", f"{st.name} has no {st.precision} IR (its IRs: {have})")
             return self.state(*key)
-        if st.status in ("ready", "preparing"):
-            if wait and st.status == "preparing" and key in self._threads:
-                self._threads[key].join()
-                return self.state(*key)
-            return st
         with self._lock:
-            if self._states[key].status in ("ready", "preparing"):  # another thread got here first
-                return dataclasses.replace(self._states[key])
-            self._states[key] = ModelState(*key, "preparing", "looking for a pre-converted IR")
-            t = threading.Thread(target=self._prepare, args=(*key, on_done), daemon=True, name=f"prepare {key}")
-            self._threads[key] = t
-            t.start()
+            if self._states[key].status != "preparing":  # else another thread got here first
+                self._set(*key, "preparing", "looking for a pre-converted IR")
+                t = threading.Thread(target=self._prepare, args=(*key, on_done), daemon=True, name=f"prepare {key}")
+                self._threads[key] = t
+                t.start()
         if wait:
-            t.join()
+            self._threads[key].join()
         return self.state(*key)
 
     def _prepare(self, name: str, precision: str, on_done) -> None:
@@ -188,30 +178,20 @@ class ModelService(ModelOffer):
     def predictor(self, name: str, device: str = "CPU", precision: str = DEFAULT_PRECISION):
         """The shared predictor of a ready model at ``precision`` on ``device``; a
         :class:`~d2ov_core.errors.NotReadyError` saying why when the model is not ready."""
-        p = get_precision(precision)
-        remote = self.canonical(name) in self._remote
-        if remote:
+        p, name = get_precision(precision), self.canonical(name)
+        if name in self._remote:
             if p.name not in self.precisions(name):
                 raise NotReadyError(f"{name} runs {self.precisions(name)[0]} on the model server, not {p.name}")
-            device = "remote"  # the server decides; one predictor per model whatever the page's device
-        elif not self._runs_on(p, device):
+            model = self._remote[name][0]  # the server decides the device: one predictor per model
+            return self._compiled.get((name, "remote", p.name), lambda: Predictor(server=self.server, model=model))
+        if not compute_runs_on(p.compute, device):
             raise DeviceError(
                 f"{p.name} needs a CPU with native bfloat16 (AVX512_BF16 or AMX); "
                 f"{device} on this server has none: choose FP16"
             )
         st = self.state(name, p.name)
-        if st.status == "not prepared":
-            st = self.prepare(st.name, p.name)
-        if st.status == "preparing":
-            raise NotReadyError(f"{st.name} ({p.name}) is being prepared ({st.detail}); try again in a moment")
-        if st.status == "unavailable":
-            raise NotReadyError(f"{st.name} ({p.name}) is unavailable: {st.detail}")
-        xml = st.xml
-        if remote:
-            return self._compiled.get(
-                (st.name, "remote", p.name), lambda: Predictor(server=self.server, model=self._remote[st.name][0])
-            )
-        return self._compiled.get((st.name, str(device), p.name), lambda: open_predictor(xml, p, device=str(device)))
+        xml = (self.prepare(name, p.name) if st.status == "not prepared" else st).ready_xml(p.name)
+        return self._compiled.get((name, str(device), p.name), lambda: open_predictor(xml, p, device=str(device)))
 
 
 class CompiledModels:

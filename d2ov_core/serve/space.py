@@ -199,7 +199,7 @@ def _ir_folder_irs(path: Path) -> dict[str, Path]:
     )
     if not xmls:
         raise InputError(f"{path}: no model.xml in it (nor in {'/, '.join(IR_PRECISIONS)}/ subfolders)")
-    return {metadata(check_given_ir(x))["precision"]: x for x in xmls}
+    return {metadata(check_given_ir(x)).precision: x for x in xmls}
 
 
 def collect_models(

@@ -133,7 +133,7 @@ def build_demo(
         raise NotReadyError("this server offers no model: give it an IR (--model, D2OV_MODELS_DIR, D2OV_HUB_REPO)")
     start_task = "Instance segmentation" if "Instance segmentation" in tasks else tasks[0]
     if chosen:
-        start_task = next(label for label, task in H.TASKS.items() if task == service.spec_info(chosen[0])["task"])
+        start_task = next(label for label, task in H.TASKS.items() if task == service.spec_info(chosen[0]).task)
     start_model = chosen[0] if chosen else service.default_model(H.TASKS[start_task])
     user_examples = list(examples or [])
     try:  # the model the page opens on is fetched (Hub) or found now, not at the first request

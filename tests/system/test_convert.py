@@ -30,12 +30,12 @@ def test_seed_architecture_converts_and_runs(name, outputs, tmp_path):
     assert not list(tmp_path.glob(".*tmp*")), "temporary folder left behind"
 
     meta = runtime.read_metadata(xml)
-    assert meta["model_name"] == name and meta["outputs"] == outputs
-    assert meta["labels"] == list(spec.classes) and len(meta["labels"]) == 80
-    assert meta["random_weights"] is True and meta["precision"] == "FP16"
-    assert (meta["min_size"], meta["max_size"], meta["input_format"]) == (800, 1333, "BGR")
-    assert meta["graph_score_threshold"] == 0.05 and meta["max_detections"] == 100
-    assert meta["source_config"] == spec.config and meta["d2ov_version"]
+    assert meta.model_name == name and meta.outputs == outputs
+    assert meta.labels == list(spec.classes) and len(meta.labels) == 80
+    assert meta.random_weights is True and meta.precision == "FP16"
+    assert (meta.min_size, meta.max_size, meta.input_format) == (800, 1333, "BGR")
+    assert meta.graph_score_threshold == 0.05 and meta.max_detections == 100
+    assert meta.source_config == spec.config and meta.d2ov_version
     card = json.loads((tmp_path / "ir" / "d2ov.json").read_text())
     assert card["box_ap"] == spec.box_ap and set(card["ir_sha256"]) == {"model.xml", "model.bin"}
 
@@ -284,12 +284,12 @@ def test_int8_with_accuracy_control_keeps_ap_or_writes_nothing(shapes_val, tmp_p
     ok = run_cli(*common, "--max-ap-drop", "1.0", "--out", str(tmp_path / "ok"), timeout=1500)
     assert ok.returncode == 0, ok.stderr[-3000:]
     meta = ir.read_metadata(tmp_path / "ok" / "model.xml")
-    acc = meta["accuracy"]
-    assert set(acc) >= {"FP32", "INT8"} and acc["INT8"]["images"] == 20 and acc["INT8"]["set"] == Path(ann).name
-    assert acc["FP32"]["box_AP"] - acc["INT8"]["box_AP"] <= 1.0 and meta["quantization"].startswith("d2ov-3")
+    acc = meta.accuracy
+    assert set(acc) >= {"FP32", "INT8"} and acc["INT8"].images == 20 and acc["INT8"].set == Path(ann).name
+    assert acc["FP32"].box_AP - acc["INT8"].box_AP <= 1.0 and meta.quantization.startswith("d2ov-3")
     assert "INT8  box AP" in ok.stdout
     # the proof travels with it: d2ov verify against Detectron2 on the set's first 12 images, in the IR
-    v = meta["verification"]
+    v = meta.verification
     assert (
         v["images"] == 12 and v["precision"] == "INT8" and v["reference"] > 0 and v["against"].startswith("Detectron2")
     )

@@ -55,9 +55,9 @@ def test_committed_weights_match_their_sha256_and_size(name):
 def test_bundled_ir_was_made_from_the_committed_weights(name):
     xml = bundled_ir(name)
     meta = runtime.read_metadata(xml)
-    assert meta["weights_sha256"] == catalog.get(name).weights_sha256
-    assert meta["random_weights"] is False and meta["labels"] == ["circle", "square", "triangle"]
-    assert meta["task"] == catalog.get(name).task
+    assert meta.weights_sha256 == catalog.get(name).weights_sha256
+    assert meta.random_weights is False and meta.labels == ["circle", "square", "triangle"]
+    assert meta.task == catalog.get(name).task
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_int8_ir_keeps_ap_within_1_point_of_fp16(name, test_split, cli_eval):
     ann, images = test_split
     int8 = bundled_ir(name, "INT8")
     meta = runtime.read_metadata(int8)
-    assert meta["precision"] == "INT8" and "train" in meta["calibration"] and meta["quantization"].startswith("d2ov-3")
+    assert meta.precision == "INT8" and "train" in meta.calibration and meta.quantization.startswith("d2ov-3")
     q = evaluate(Predictor(int8), ann, images, progress=False)
     f = cli_eval(name, "openvino")  # the FP16 IR's AP on the same images
     assert q["images"] == f["images"] == N_TEST
@@ -236,16 +236,16 @@ def test_bundled_irs_carry_their_measured_accuracy(name):
     the IR's metadata (what the app shows and picks its default from), close to the catalog's PyTorch AP."""
     spec = catalog.get(name)
     rows = {
-        **runtime.read_metadata(bundled_ir(name, "INT8"))["accuracy"],
-        **runtime.read_metadata(bundled_ir(name, "FP16"))["accuracy"],
+        **runtime.read_metadata(bundled_ir(name, "INT8")).accuracy,
+        **runtime.read_metadata(bundled_ir(name, "FP16")).accuracy,
     }
     want = {"FP32", "FP16", "INT8"} | ({"BF16"} if runtime.bf16_available() else set())
     assert set(rows) == want
     for p, row in rows.items():
-        assert row["images"] == 200 and row["set"] == "test.json" and row["ms"] > 0
-        assert abs(row["box_AP"] - spec.box_ap) <= {"INT8": 1.0, "BF16": 1.5}.get(p, 0.3), (p, row)
+        assert row.images == 200 and row.set == "test.json" and row.ms > 0
+        assert abs(row.box_AP - spec.box_ap) <= {"INT8": 1.0, "BF16": 1.5}.get(p, 0.3), (p, row)
         if spec.mask_ap is not None:
-            assert abs(row["mask_AP"] - spec.mask_ap) <= {"INT8": 1.0, "BF16": 1.5}.get(p, 0.3), (p, row)
+            assert abs(row.mask_AP - spec.mask_ap) <= {"INT8": 1.0, "BF16": 1.5}.get(p, 0.3), (p, row)
 
 
 @pytest.mark.parametrize("name", DEMOS)

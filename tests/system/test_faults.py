@@ -136,7 +136,7 @@ def test_kill_during_download_then_rerun_completes(slow_server, tmp_path, local_
     from d2ov_core.runtime import ir as runtime
 
     xml = Path(res.stdout.split()[0])
-    assert runtime.read_metadata(xml)["weights_sha256"] == digest
+    assert runtime.read_metadata(xml).weights_sha256 == digest
 
 
 def test_cached_weights_that_no_longer_match_are_fetched_again(
@@ -252,7 +252,7 @@ def test_kill_during_int8_calibration_then_rerun_completes(tmp_path, calibration
     from d2ov_core.runtime import ir as runtime
 
     xml = Path(res.stdout.split()[0])
-    assert runtime.read_metadata(xml)["precision"] == "INT8" and cache.ir_problem(xml.parent) is None
+    assert runtime.read_metadata(xml).precision == "INT8" and cache.ir_problem(xml.parent) is None
 
 
 # ----------------------------------------------------------------------------- lookups (no conversion needed)

@@ -55,7 +55,7 @@ def pushed(real_ir, tmp_path):
 
 def test_push_writes_the_layout_fetch_reads(pushed, real_ir, tmp_path):
     stage, sub = pushed
-    name = runtime.read_metadata(real_ir)["model_name"]
+    name = runtime.read_metadata(real_ir).model_name
     assert sub == hub.model_dir(name, "FP32")
     assert sorted(p.name for p in (stage / sub).iterdir()) == ["d2ov.json", "model.bin", "model.xml"]
     assert "| FP32 |" in (stage / "README.md").read_text()
@@ -71,7 +71,7 @@ print(hub.fetch_ir({name!r}, precision="FP32", repo_id="me/d2ov-test", revision=
     assert res.returncode == 0, res.stderr[-2000:]
     xml = Path(res.stdout.strip().splitlines()[-1])
     assert xml == snap / sub / "model.xml"
-    assert runtime.read_metadata(xml)["model_name"] == name
+    assert runtime.read_metadata(xml).model_name == name
 
 
 def test_tampered_bin_is_refused(pushed, real_ir, tmp_path):
@@ -80,7 +80,7 @@ def test_tampered_bin_is_refused(pushed, real_ir, tmp_path):
         f.seek(100)
         f.write(b"\x00\x01\x02\x03")
     make_hf_cache(tmp_path / "hf", "me/d2ov-test", stage)
-    name = runtime.read_metadata(real_ir)["model_name"]
+    name = runtime.read_metadata(real_ir).model_name
     code = f"""
 from d2ov_core.store import hub
 from d2ov_core.errors import D2ovError

@@ -41,13 +41,13 @@ def test_committed_weights_card_and_bundled_ir():
     assert spec.keypoint_names == tuple(make_figures.KEYPOINTS) and len(spec.keypoint_oks_sigmas) == 7
     for precision in ("FP16", "INT8"):
         meta = runtime.read_metadata(bundled_ir(NAME, precision))
-        assert meta["weights_sha256"] == spec.weights_sha256 and meta["random_weights"] is False
-        assert meta["task"] == "keypoints" and meta["outputs"][-2:] == ["scores", "image_size"]
-        assert "keypoint_heatmaps" in meta["outputs"]
-        assert meta["keypoint_names"] == list(spec.keypoint_names)
-        assert meta["keypoint_skeleton"] == [list(p) for p in spec.keypoint_skeleton]
-        assert meta["keypoint_oks_sigmas"] == list(make_figures.OKS_SIGMAS)
-        assert meta["accuracy"][precision]["keypoint_AP"] >= MIN_KEYPOINT_AP - 1.0
+        assert meta.weights_sha256 == spec.weights_sha256 and meta.random_weights is False
+        assert meta.task == "keypoints" and meta.outputs[-2:] == ["scores", "image_size"]
+        assert "keypoint_heatmaps" in meta.outputs
+        assert meta.keypoint_names == list(spec.keypoint_names)
+        assert meta.keypoint_skeleton == [list(p) for p in spec.keypoint_skeleton]
+        assert meta.keypoint_oks_sigmas == list(make_figures.OKS_SIGMAS)
+        assert meta.accuracy[precision].keypoint_AP >= MIN_KEYPOINT_AP - 1.0
 
 
 @pytest.fixture(scope="module")

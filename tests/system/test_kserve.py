@@ -111,7 +111,7 @@ def test_ovms_repository_parses_and_its_irs_reload_with_their_metadata(repo):
         assert entries[name]["plugin_config"]["PERFORMANCE_HINT"] in ("LATENCY", "THROUGHPUT")
         xml = repo / name / "1" / "model.xml"
         assert runtime.read_metadata(xml) == runtime.read_metadata(bundled_ir(catalog_name))
-        assert runtime.load_ir(xml).output_names == runtime.read_metadata(xml)["outputs"]
+        assert runtime.load_ir(xml).output_names == runtime.read_metadata(xml).outputs
     assert "--config_path /models/config.json" in (repo / "README.md").read_text()
 
 
@@ -128,7 +128,7 @@ def test_health_readiness_and_metadata(kserve):
         code, meta = _get(f"{url}/v2/models/{name}")
         assert code == 200 and meta["name"] == name
         assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [3, -1, -1]}]
-        assert [o["name"] for o in meta["outputs"]] == runtime.read_metadata(bundled_ir(catalog_name))["outputs"]
+        assert [o["name"] for o in meta["outputs"]] == runtime.read_metadata(bundled_ir(catalog_name)).outputs
         assert {o["name"]: o["datatype"] for o in meta["outputs"]}["classes"] == "INT64"
         info = meta["rt_info"]["model_info"]  # as OVMS returns an IR's rt_info: JSON strings
         assert all(isinstance(v, str) for v in info.values())

@@ -46,10 +46,10 @@ def test_committed_weights_card_and_bundled_ir():
     assert spec.pq >= MIN_PQ
     for precision in ("FP16", "INT8"):
         meta = runtime.read_metadata(bundled_ir(NAME, precision))
-        assert meta["weights_sha256"] == spec.weights_sha256 and meta["random_weights"] is False
-        assert meta["task"] == "panoptic_segmentation" and meta["outputs"][-2:] == ["image_size", "sem_seg"]
-        assert meta["stuff_classes"] == list(spec.stuff_classes)
-        assert meta["accuracy"][precision]["PQ"] >= MIN_PQ - 1.0
+        assert meta.weights_sha256 == spec.weights_sha256 and meta.random_weights is False
+        assert meta.task == "panoptic_segmentation" and meta.outputs[-2:] == ["image_size", "sem_seg"]
+        assert meta.stuff_classes == list(spec.stuff_classes)
+        assert meta.accuracy[precision].PQ >= MIN_PQ - 1.0
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,13 @@ def predictor(tiny_ir):
 
 def test_metadata_travels_in_the_ir(tiny_ir):
     meta = runtime.read_metadata(tiny_ir)
-    assert meta["labels"] == ["circle", "square", "triangle"]
-    assert meta["task"] == "instance_segmentation"
-    assert meta["outputs"] == ["boxes", "classes", "masks", "scores", "image_size"]
-    assert (meta["min_size"], meta["max_size"], meta["input_format"]) == (320, 512, "BGR")
-    assert (meta["graph_score_threshold"], meta["iou_threshold"], meta["max_detections"]) == (0.05, 0.5, 100)
-    assert meta["random_weights"] is True and meta["weights_source"] == "random" and meta["weights_sha256"] == ""
-    assert meta["precision"] == "FP32" and meta["detectron2_version"] == "0.6"
+    assert meta.labels == ["circle", "square", "triangle"]
+    assert meta.task == "instance_segmentation"
+    assert meta.outputs == ["boxes", "classes", "masks", "scores", "image_size"]
+    assert (meta.min_size, meta.max_size, meta.input_format) == (320, 512, "BGR")
+    assert (meta.graph_score_threshold, meta.iou_threshold, meta.max_detections) == (0.05, 0.5, 100)
+    assert meta.random_weights is True and meta.weights_source == "random" and meta.weights_sha256 == ""
+    assert meta.precision == "FP32" and meta.detectron2_version == "0.6"
 
 
 @pytest.mark.parametrize("h,w", [(480, 640), (640, 480), (200, 900), (64, 64)])

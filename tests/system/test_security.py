@@ -101,7 +101,7 @@ def test_hub_fetch_uses_the_pinned_revision(tmp_path):
     stage = tmp_path / "stage"
     sub = hub.push_ir(xml, "me/pinned", dry_run_dir=stage)
     snap = make_hf_cache(tmp_path / "hf", "me/pinned", stage)
-    name = runtime.read_metadata(xml)["model_name"]
+    name = runtime.read_metadata(xml).model_name
     code = f"""
 import logging, sys
 logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -120,7 +120,7 @@ def test_convert_downloads_from_the_zoo_mirror(zoo, tmp_path):
     assert requests == ["/detectron2/" + spec.weights[len(catalog.MODEL_ZOO_URL) :]]
     digest = hashlib.sha256(data).hexdigest()
     meta = runtime.read_metadata(res.stdout.split()[0])
-    assert meta["weights_sha256"] == digest and meta["random_weights"] is False
+    assert meta.weights_sha256 == digest and meta.random_weights is False
     # cached under the Model Zoo's URL: the catalog's file, used again offline without a request
     cached = (
         tmp_path

@@ -24,6 +24,7 @@ from d2ov_core.errors import InputError
 from d2ov_core.runtime.detections import Detections, rle_decode
 from d2ov_core.runtime.images import load_image
 from d2ov_core.runtime.predictor import Predictor
+from d2ov_core.runtime.settings import IRMetadata
 from d2ov_core.serve import batch as B
 from d2ov_core.serve.handlers import prune_outputs
 from d2ov_core.store.lookup import bundled_ir
@@ -39,7 +40,7 @@ class Echo:
 
     labels = ["thing"]
     task = "detection"
-    metadata = {"confidence_threshold": 0.5}
+    metadata = IRMetadata(confidence_threshold=0.5)
 
     def __init__(self, fail_at: int | None = None):
         self.seen: list[np.ndarray] = []

@@ -25,7 +25,7 @@ def cached_copy(tmp_cache: Path, precision: str, key: str, **changes) -> Path:
     """The bundled FP16 IR of NAME written into the conversion cache as ``precision`` with some
     metadata changed (what an older converter or other weights would have written)."""
     src = lookup.bundled_ir(NAME, "FP16")
-    meta = dict(runtime.read_metadata(src), precision=precision, **changes)
+    meta = dict(runtime.read_metadata(src).to_dict(), precision=precision, **changes)
     folder = lookup.cached_ir_dir(NAME) / key
     folder.mkdir(parents=True)
     save_ir(runtime.core().read_model(str(src)), folder / "model.xml", meta, compress_to_fp16=False)

@@ -3,6 +3,7 @@ import pytest
 
 from d2ov_core.export import compat
 from d2ov_core.runtime.preprocess import Geometry, preprocess, resized_shape
+from d2ov_core.runtime.settings import IRMetadata
 
 compat.apply()
 from detectron2.data import transforms as T  # noqa: E402
@@ -26,7 +27,7 @@ def test_resized_shape_matches_detectron2(h, w, min_size, max_size):
 def test_preprocess_pixels_equal_detectron2(h, w, fmt):
     rng = np.random.default_rng(h)
     rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    chw, meta = preprocess(rgb, {"min_size": 800, "max_size": 1333, "input_format": fmt})
+    chw, meta = preprocess(rgb, IRMetadata(min_size=800, max_size=1333, input_format=fmt))
     img = rgb[:, :, ::-1] if fmt == "BGR" else rgb  # DefaultPredictor's channel handling
     ref = T.ResizeShortestEdge([800, 800], 1333).get_transform(img).apply_image(img)
     ref = ref.astype("float32").transpose(2, 0, 1)
@@ -39,7 +40,7 @@ def test_preprocess_pixels_equal_detectron2(h, w, fmt):
 def test_letterbox_fits_the_static_canvas_and_pads_with_the_mean(h, w):
     from d2ov_core.runtime.preprocess import letterbox_shape
 
-    meta = {"min_size": 416, "max_size": 640, "input_format": "BGR", "pixel_mean": [10.0, 20.0, 30.0]}
+    meta = IRMetadata(min_size=416, max_size=640, input_format="BGR", pixel_mean=[10.0, 20.0, 30.0])
     static = (448, 640)
     rgb = np.random.default_rng(w).integers(0, 256, (h, w, 3), dtype=np.uint8)
     chw, m = preprocess(rgb, meta, static_size=static)
@@ -49,7 +50,7 @@ def test_letterbox_fits_the_static_canvas_and_pads_with_the_mean(h, w):
     # aspect kept within rounding; never scaled up beyond Detectron2's own rule
     rh, rw = resized_shape(h, w, 416, 640)
     assert nh <= rh and nw <= rw and abs(nh / max(nw, 1) - rh / rw) <= max(1 / nw, 1 / nh) * rh / rw * 2 + 1e-6
-    for c, mean in enumerate(meta["pixel_mean"]):
+    for c, mean in enumerate(meta.pixel_mean):
         assert np.all(chw[c, nh:, :] == mean) and np.all(chw[c, :, nw:] == mean)
     if (nh, nw) == (rh, rw):  # fits: the content equals the dynamic preprocessing
         dyn, _ = preprocess(rgb, meta)

@@ -114,10 +114,10 @@ def test_remote_predictor_takes_no_local_options(fake):
 
 def test_decode_all_fills_defaults_and_names_what_is_missing():
     meta = read_metadata(XML)
-    texts = {k: S.encode(k, v) for k, v in meta.items()}
+    texts = {k: S.encode(k, v) for k, v in meta.to_dict().items()}
     assert S.decode_all(texts) == meta
     optional = {k: v for k, v in texts.items() if k != "accuracy"}
-    assert S.decode_all(optional)["accuracy"] == {}
+    assert S.decode_all(optional).accuracy == {}
     with pytest.raises(KeyError, match="labels"):
         S.decode_all({k: v for k, v in texts.items() if k != "labels"})
     with pytest.raises(ValueError, match="min_size"):

@@ -17,9 +17,9 @@ XML = lookup.bundled_ir("demo/faster_rcnn_shapes", "FP16")
 
 def test_metadata_is_typed():
     meta = ir.read_metadata(XML)
-    assert meta["labels"] == ["circle", "square", "triangle"] and meta["task"] == "detection"
-    assert isinstance(meta["min_size"], int) and isinstance(meta["graph_score_threshold"], float)
-    assert meta["outputs"][:2] == ["boxes", "classes"] and meta["graph_revision"] == lookup.graph_revision(
+    assert meta.labels == ["circle", "square", "triangle"] and meta.task == "detection"
+    assert isinstance(meta.min_size, int) and isinstance(meta.graph_score_threshold, float)
+    assert meta.outputs[:2] == ["boxes", "classes"] and meta.graph_revision == lookup.graph_revision(
         meta.meta_architecture
     )
 

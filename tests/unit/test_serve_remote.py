@@ -90,7 +90,7 @@ def test_service_offers_the_servers_models(fake, tmp_path, monkeypatch):
     assert service.source_name("remote/faster") == FASTER
     assert service.state("remote/faster", "FP16").status == "ready"
     assert service.precisions("remote/faster", "GPU") == ["FP16"]  # the page's device does not matter
-    assert service.spec_info("remote/faster")["source"] == "model server"
+    assert service.spec_info("remote/faster").source == "model server"
     p = service.predictor("remote/faster", "CPU", "FP16")
     assert service.predictor("remote/faster", "AUTO", "FP16") is p  # one per model, whatever the device
     det = p.predict(sorted(SAMPLES.glob("shapes_*.jpg"))[0])

@@ -94,14 +94,14 @@ def test_every_offered_precision_says_its_measured_ap_and_the_default_is_the_fas
     assert [v for _, v in choices] == service.precisions(name)
     for label, value in choices:
         row = acc[value]
-        assert f"box AP {row['box_AP']:.1f}" in label and f"{row['ms']:.0f} ms" in label, label
+        assert f"box AP {row.box_AP:.1f}" in label and f"{row.ms:.0f} ms" in label, label
     ref = acc["FP32"]
     within = [
         p
         for _, p in choices
-        if all(ref[k] - acc[p][k] <= 0.5 for k in ("box_AP", "mask_AP") if acc[p].get(k) is not None)
+        if all(ref.value(k) - acc[p].value(k) <= 0.5 for k in ("box_AP", "mask_AP") if acc[p].value(k) is not None)
     ]
-    assert default == min(within, key=lambda p: acc[p]["ms"]) and default in why
+    assert default == min(within, key=lambda p: acc[p].ms) and default in why
     card = H.model_card(service, name)
     assert f"{default} runs by default" in card
 
@@ -129,7 +129,7 @@ def test_a_precision_without_a_measurement_says_so(tmp_path, monkeypatch):
 
     monkeypatch.setenv("D2OV_CACHE", str(tmp_path / "cache"))
     src = lookup.bundled_ir(MASK, "FP16")
-    meta = dict(ir.read_metadata(src), accuracy={})
+    meta = dict(ir.read_metadata(src).to_dict(), accuracy={})
     save_ir(
         ir.core().read_model(str(src)),
         tmp_path / "models" / "unmeasured" / "FP16" / "model.xml",

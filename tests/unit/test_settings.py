@@ -81,13 +81,13 @@ def test_ir_metadata_is_a_typed_frozen_record_of_the_settings_table():
     meta = S.decode_all(_texts())
     assert isinstance(meta, S.IRMetadata) and dataclasses.is_dataclass(meta)
     assert [f.name for f in dataclasses.fields(meta)] == list(S.SETTINGS)
-    assert meta.labels == meta["labels"] == ["a", "b"] and meta.min_size == 800 and meta.accuracy == {}
-    assert meta.get("confidence_threshold") == 0.5 and meta.precision == "FP32"  # defaults filled in
+    assert meta.labels == ["a", "b"] and meta.min_size == 800 and meta.accuracy == {}
+    assert meta.confidence_threshold == 0.5 and meta.precision == "FP32"  # defaults filled in
     with pytest.raises(dataclasses.FrozenInstanceError):
         meta.min_size = 1
     assert json.loads(json.dumps(meta.to_dict()))["labels"] == ["a", "b"]
-    with pytest.raises(KeyError):
-        meta["not_a_setting"]
+    with pytest.raises(TypeError):  # read by attribute only: no second, untyped way in
+        meta["labels"]  # type: ignore[index]
     assert S.decode_all(_texts()) == meta
 
 
@@ -105,3 +105,47 @@ def test_ir_metadata_is_a_typed_frozen_record_of_the_settings_table():
 def test_ir_metadata_refuses_values_outside_the_table(changes, msg):
     with pytest.raises(ValueError, match=msg):
         S.decode_all(_texts(**changes))
+
+
+#: rows as the bundled IRs carry them (d2ov_core/data/ir/*/INT8): a detector's and a panoptic model's
+DETECTOR_ROW = {"box_AP": 61.427, "mask_AP": None, "ms": 30.7, "images": 200, "set": "test.json"}
+PANOPTIC_ROW = {
+    "box_AP": 51.485,
+    "mask_AP": 57.06,
+    "PQ": 64.941,
+    "PQ_things": 54.971,
+    "PQ_stuff": 72.418,
+    "ms": 60.7,
+    "images": 200,
+    "set": "test.json",
+}
+
+
+def test_accuracy_rows_are_typed_and_keep_their_json_form():
+    meta = S.decode_all(_texts(accuracy={"INT8": DETECTOR_ROW, "FP32": PANOPTIC_ROW}))
+    det, pan = meta.accuracy["INT8"], meta.accuracy["FP32"]
+    assert isinstance(det, S.AccuracyRow) and det.box_AP == 61.427 and det.mask_AP is None and det.ms == 30.7
+    assert pan.PQ == 64.941 and pan.value("PQ_stuff") == 72.418 and pan.keypoint_AP is None
+    assert S.primary_metric(det) == "box_AP" and S.primary_metric(pan) == "PQ"
+    assert S.ap_text(det) == "box AP 61.4" and S.ap_text(pan, 2) == "PQ 64.94, box AP 51.48, mask AP 57.06"
+    # written back exactly as read: keys, order, nulls (what the IR, d2ov.json and the Hub card hold)
+    assert json.dumps(det.to_dict()) == json.dumps(DETECTOR_ROW)
+    assert json.dumps(pan.to_dict()) == json.dumps(PANOPTIC_ROW)
+    assert json.loads(S.encode("accuracy", meta.accuracy)) == {"INT8": DETECTOR_ROW, "FP32": PANOPTIC_ROW}
+    assert meta.to_dict()["accuracy"]["INT8"] == DETECTOR_ROW
+
+
+@pytest.mark.parametrize(
+    "row, msg",
+    [
+        ({k: v for k, v in DETECTOR_ROW.items() if k != "ms"}, r"missing ms\)"),
+        (dict(DETECTOR_ROW, box_ap=1.0), r"unknown box_ap\)"),
+        (dict(DETECTOR_ROW, ms="fast"), "ms expected float, found 'fast'"),
+        (dict(DETECTOR_ROW, box_AP=float("nan")), "box_AP expected float | None, found nan"),
+        (dict(DETECTOR_ROW, images=-1), "images expected int, found -1"),
+        ([1, 2], "expected a JSON object, found \\[1, 2\\]"),
+    ],
+)
+def test_a_malformed_accuracy_row_is_refused_naming_what_is_wrong(row, msg):
+    with pytest.raises(ValueError, match=r"^malformed rt_info accuracy FP16 row: .*" + msg):
+        S.decode_all(_texts(accuracy={"FP16": row}))

@@ -10,6 +10,7 @@ import numpy as np
 from ..detections import Detections, Segment, rle_encode
 from ..postprocess import postprocess
 from ..preprocess import Geometry
+from ..settings import IRMetadata
 
 __all__ = ["Task", "Painter"]
 
@@ -57,7 +58,7 @@ class Task:
     coco_results_note = ""
 
     # ------------------------------------------------------------------ decoding
-    def decode_options(self, metadata: Any) -> dict[str, Any]:
+    def decode_options(self, metadata: IRMetadata) -> dict[str, Any]:
         """What :meth:`decode` needs from the IR's metadata (read once, when the IR is loaded)."""
         return {}
 
@@ -79,7 +80,7 @@ class Task:
         """Whether ``det`` is a result of this task (see :func:`~d2ov_core.runtime.tasks.task_of`)."""
         return True
 
-    def model_info(self, metadata: Any) -> dict[str, Any]:
+    def model_info(self, metadata: IRMetadata) -> dict[str, Any]:
         """The task's keys of the model block of ``d2ov predict --json`` (after ``classes``)."""
         return {}
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..detections import Detections
+from ..settings import IRMetadata
 from .base import Task
 
 __all__ = ["Keypoints", "TASK"]
@@ -20,14 +21,14 @@ class Keypoints(Task):
     examples_label = "stick figures"
     iou_types = ("bbox", "keypoints")
 
-    def decode_options(self, metadata: Any) -> dict[str, Any]:
-        return {"keypoint_names": metadata["keypoint_names"], "keypoint_skeleton": metadata["keypoint_skeleton"]}
+    def decode_options(self, metadata: IRMetadata) -> dict[str, Any]:
+        return {"keypoint_names": metadata.keypoint_names, "keypoint_skeleton": metadata.keypoint_skeleton}
 
     def holds(self, det: Detections) -> bool:
         return det.keypoints is not None
 
-    def model_info(self, metadata: Any) -> dict[str, Any]:
-        return {"keypoint_names": list(metadata["keypoint_names"]), "keypoint_skeleton": metadata["keypoint_skeleton"]}
+    def model_info(self, metadata: IRMetadata) -> dict[str, Any]:
+        return {"keypoint_names": list(metadata.keypoint_names), "keypoint_skeleton": metadata.keypoint_skeleton}
 
     def instance_json(self, det: Detections, i: int) -> dict[str, Any]:
         """``keypoints``: ``[[x, y, score], ...]`` in ``keypoint_names`` order."""

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..detections import Detections, rle_decode, rle_encode_labels
 from ..panoptic import PanopticParams, compare_panoptic
+from ..settings import IRMetadata
 from .base import Painter
 from .instance_segmentation import InstanceSegmentation
 
@@ -33,26 +34,26 @@ class PanopticSegmentation(InstanceSegmentation):
         "(stuff segments) is not in COCO's results format and is not exported here"
     )
 
-    def decode_options(self, metadata: Any) -> dict[str, Any]:
+    def decode_options(self, metadata: IRMetadata) -> dict[str, Any]:
         m = metadata
         return {
             "combine": PanopticParams(
-                tuple(m["stuff_classes"]),
-                int(m["sem_seg_stride"]),
-                int(m["size_divisibility"]),
-                float(m["panoptic_overlap_threshold"]),
-                int(m["panoptic_stuff_area_threshold"]),
-                float(m["panoptic_score_threshold"]),
+                tuple(m.stuff_classes),
+                int(m.sem_seg_stride),
+                int(m.size_divisibility),
+                float(m.panoptic_overlap_threshold),
+                int(m.panoptic_stuff_area_threshold),
+                float(m.panoptic_score_threshold),
             )
         }
 
     def holds(self, det: Detections) -> bool:
         return det.segment_map is not None
 
-    def model_info(self, metadata: Any) -> dict[str, Any]:
+    def model_info(self, metadata: IRMetadata) -> dict[str, Any]:
         return {
-            "stuff_classes": list(metadata["stuff_classes"]),
-            "panoptic_score_threshold": metadata["panoptic_score_threshold"],
+            "stuff_classes": list(metadata.stuff_classes),
+            "panoptic_score_threshold": metadata.panoptic_score_threshold,
         }
 
     def result_json(self, det: Detections, with_masks: bool) -> dict[str, Any]:
