@@ -365,6 +365,7 @@ def test_pruned_argmax_is_the_whole_resize_bit_for_bit(kind, stride, small, inpu
     )  # the default shares
     monkeypatch.setattr(P, "_UNDECIDED_SHARE", 1.0)
     monkeypatch.setattr(P, "_DENSE_SHARE", 1e9)
+    monkeypatch.setattr(P, "_CHANGE_SHARE", 1.0)
     rng = np.random.default_rng(len(kind) + small[0])
     logits = _logits_of(kind, rng, 7, *small)
     h, w = input_size
@@ -384,6 +385,65 @@ def test_pruned_argmax_is_the_whole_resize_bit_for_bit(kind, stride, small, inpu
     np.testing.assert_array_equal(expected, dense)
     if kind == "tied classes":
         assert not (dense == 2).any()  # the first of tied classes, as torch's argmax
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "stride, small, input_size, output_size",
+    [
+        (4, (20, 28), (77, 109), (48, 64)),
+        (4, (16, 24), (61, 90), (122, 180)),
+        (1, (64, 96), (60, 93), (37, 51)),
+        (1, (40, 40), (40, 40), (97, 61)),
+    ],
+)
+def test_banded_argmax_is_the_whole_resize_bit_for_bit(kind, stride, small, input_size, output_size, monkeypatch):
+    """Every class's map as two banded matrix products, checked where classes come within the rounding
+    bound and settled there exactly, gives exactly the labels of resizing every map twice, ties
+    included (small blocks and column chunks forced, so every block and chunk edge is crossed);
+    non-finite logits are left to the whole resize."""
+    monkeypatch.setattr(P, "_UNDECIDED_SHARE", 1.0)
+    monkeypatch.setattr(P, "_BAND_ROWS", 5)
+    monkeypatch.setattr(P, "_BAND_COLUMNS", 3)
+    monkeypatch.setattr(P, "_BAND_ELEMENTS", small[0] * 7 * 9)  # chunks of 9 columns
+    logits = _logits_of(kind, np.random.default_rng(len(kind) + small[0]), 7, *small)
+    h, w = input_size
+    ty, tx = _taps(h, output_size[0]), _taps(w, output_size[1])
+    if stride > 1:
+        t1y = tuple(t[:h] for t in _taps(small[0], small[0] * stride))
+        t1x = tuple(t[:w] for t in _taps(small[1], small[1] * stride))
+        dense = P._sem_seg_dense(logits, ty, tx, t1y, t1x)
+    else:
+        t1y = t1x = None
+        dense = P._sem_seg_dense(logits[:, :h, :w], ty, tx, None, None)
+    banded = P._argmax_banded(logits, ty, tx, t1y, t1x)
+    if kind in ("nan", "inf"):
+        assert banded is None
+    else:
+        np.testing.assert_array_equal(banded, dense)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_fragmented_logits_at_coco_size_take_the_banded_path_and_match_detectron2(seed, monkeypatch):
+    """A random head's logits (a class change every few cells: too many pixels for the pruned path)
+    at COCO's size: the banded products label them, as Detectron2 does, and only a few pixels (where
+    classes come within the rounding bound) are computed exactly."""
+    rng = np.random.default_rng(seed)
+    logits = torch.nn.functional.interpolate(
+        torch.from_numpy(rng.normal(0, 3, (54, 50, 68)).astype(np.float32))[None], size=(200, 272), mode="bilinear"
+    )[0].numpy()
+    settled, banded = [], []
+    exact, band = P._exact_argmax, P._argmax_banded
+    monkeypatch.setattr(P, "_argmax_banded", lambda *a: banded.append(1) or band(*a))
+    monkeypatch.setattr(P, "_exact_argmax", lambda *a: settled.append(len(a[3])) or exact(*a))
+    monkeypatch.setattr(P, "_sem_seg_dense", None)  # must not be needed
+    got = sem_seg_postprocess(logits, (800, 1067), (480, 640), stride=4)
+    up = torch.nn.functional.interpolate(
+        torch.from_numpy(logits)[None], scale_factor=4, mode="bilinear", align_corners=False
+    )[0]
+    ref = d2_sem_seg_postprocess(up, (800, 1067), 480, 640).argmax(0).numpy()
+    assert np.array_equal(got, ref)
+    assert banded == [1] and len(settled) == 1 and 0 < settled[0] < 0.01 * 480 * 640, settled
 
 
 @pytest.mark.parametrize("seed", range(3))
