@@ -162,6 +162,8 @@ def sem_seg_postprocess(
         t1y = t1x = None  # type: ignore[assignment]  # no upsampling
     ty, tx = _taps(h, H), _taps(w, W)
     logits = np.ascontiguousarray(logits)
+    if logits.min() == logits.max():  # every class's map the same constant (a degenerate head): all tie
+        return np.zeros((H, W), np.int64)  # the same float operations on the same values: the first class
     labels = _argmax_pruned(logits, ty, tx, t1y, t1x)
     if labels is None:  # too many pixels undecided by their windows: every class's map, another way
         labels = _argmax_banded(logits, ty, tx, t1y, t1x)

@@ -446,6 +446,22 @@ def test_fragmented_logits_at_coco_size_take_the_banded_path_and_match_detectron
     assert banded == [1] and len(settled) == 1 and 0 < settled[0] < 0.01 * 480 * 640, settled
 
 
+def test_constant_logits_are_all_the_first_class_at_once(monkeypatch):
+    """A head whose every map is one constant (the random INT8 Panoptic FPN's is all zeros): every
+    class ties everywhere, so Detectron2's argmax is class 0; no resize is needed to say so."""
+    logits = np.zeros((54, 200, 272), np.float32)
+    ref = d2_sem_seg_postprocess(
+        torch.nn.functional.interpolate(torch.from_numpy(logits)[None], scale_factor=4, mode="bilinear")[0],
+        (800, 1067),
+        480,
+        640,
+    ).argmax(0)
+    for path in ("_argmax_pruned", "_argmax_banded", "_sem_seg_dense"):
+        monkeypatch.setattr(P, path, None)  # none of them is called
+    got = sem_seg_postprocess(logits, (800, 1067), (480, 640), stride=4)
+    assert got.shape == (480, 640) and np.array_equal(got, ref.numpy()) and not got.any()
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_sem_seg_postprocess_of_regions_matches_detectron2_at_coco_size(seed):
     """Photo-like logits at COCO's size (480 x 640 photo, 800 x 1067 input, 54 classes at stride 4,
