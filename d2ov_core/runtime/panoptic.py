@@ -35,6 +35,8 @@ Nothing here imports torch, detectron2 or openvino.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -370,6 +372,23 @@ def _exact_argmax(
     return out
 
 
+@functools.cache
+def _blas_controller() -> Any:
+    try:
+        from threadpoolctl import ThreadpoolController  # a dependency of d2ov; absent: BLAS as it is
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager:
+    """BLAS on one thread for the banded products: its other threads spin and stall when OpenVINO or
+    another frame shares the cores (measured beside a test run: 72 ms with two threads, 48 ms with
+    one; idle: 36 against 41 ms, for half the CPU time)."""
+    controller = _blas_controller()
+    return controller.limit(limits=1, user_api="blas") if controller is not None else contextlib.nullcontext()
+
+
 #: output rows and columns per block of the banded products (:func:`_argmax_banded`), and the most
 #: float32 elements of the logits resized along x held at once (columns are done in chunks beyond it)
 _BAND_ROWS, _BAND_COLUMNS, _BAND_ELEMENTS = 8, 64, 1 << 24
@@ -432,23 +451,24 @@ def _argmax_banded(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
     chunk = max(_BAND_COLUMNS, _BAND_ELEMENTS // (rows_read * c) // _BAND_COLUMNS * _BAND_COLUMNS)
     # one matrix product gives, per pixel, how many classes are near the best and (where only one is) which
     count_and_class = np.stack([np.ones(c, np.float32), np.arange(c, dtype=np.float32)])
-    for c0 in range(0, W, chunk):
-        c1 = min(c0 + chunk, W)
-        along_x = np.empty((rows_read * c, c1 - c0), np.float32)
-        for start, stop, a, b, weights in _bands(ax[c0:c1], _BAND_COLUMNS):
-            along_x[:, start:stop] = by_row[:, a:b] @ weights.T
-        along_x = along_x.reshape(rows_read, c * (c1 - c0))
-        for start, stop, a, b, weights in _bands(ay, _BAND_ROWS):
-            values = (weights @ along_x[a:b]).reshape(stop - start, c, c1 - c0)
-            best = values.max(axis=1)
-            # 1.0 for the best class and the classes as good, give or take the bound; 0.0 for the others
-            near = np.greater_equal(values, (best - 2 * bound)[:, None, :], out=values, casting="unsafe")
-            count, label = (count_and_class @ near).transpose(1, 0, 2)
-            labels[start:stop, c0:c1] = label  # the class, where it is alone
-            ys, xs = np.nonzero(count > 1)
-            close_y.append(ys + start)
-            close_x.append(xs + c0)
-            close_classes.append(near[ys, :, xs] > 0)
+    with _one_blas_thread():
+        for c0 in range(0, W, chunk):
+            c1 = min(c0 + chunk, W)
+            along_x = np.empty((rows_read * c, c1 - c0), np.float32)
+            for start, stop, a, b, weights in _bands(ax[c0:c1], _BAND_COLUMNS):
+                along_x[:, start:stop] = by_row[:, a:b] @ weights.T
+            along_x = along_x.reshape(rows_read, c * (c1 - c0))
+            for start, stop, a, b, weights in _bands(ay, _BAND_ROWS):
+                values = (weights @ along_x[a:b]).reshape(stop - start, c, c1 - c0)
+                best = values.max(axis=1)
+                # 1.0 for the best class and the classes as good, give or take the bound; 0.0 for the others
+                near = np.greater_equal(values, (best - 2 * bound)[:, None, :], out=values, casting="unsafe")
+                count, label = (count_and_class @ near).transpose(1, 0, 2)
+                labels[start:stop, c0:c1] = label  # the class, where it is alone
+                ys, xs = np.nonzero(count > 1)
+                close_y.append(ys + start)
+                close_x.append(xs + c0)
+                close_classes.append(near[ys, :, xs] > 0)
     ys, xs = np.concatenate(close_y), np.concatenate(close_x)
     if len(ys) > _UNDECIDED_SHARE * H * W:
         return None

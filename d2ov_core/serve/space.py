@@ -71,6 +71,7 @@ SPACE_REQUIREMENTS = f"""# d2ov Hugging Face Space: written by `d2ov space` {__v
 openvino==2026.4.1
 numpy>=2.0,<3
 pillow>=10
+threadpoolctl>=3
 gradio[mcp]=={GRADIO_VERSION}
 huggingface-hub>=1.0
 # the Video mode: decoding and H.264 encoding (PyAV, FFmpeg in the wheel)

@@ -1,5 +1,5 @@
 """d2ov as an installed package: the wheel built from this repository, installed into a fresh venv
-outside it, runs `d2ov predict` on the bundled demo model with only openvino, numpy and Pillow (no
+outside it, runs `d2ov predict` on the bundled demo model with only openvino, numpy, Pillow and threadpoolctl (no
 torch), and with the `app` extra `d2ov serve` answers /detect (drawn without Detectron2)."""
 
 from __future__ import annotations

@@ -446,6 +446,25 @@ def test_fragmented_logits_at_coco_size_take_the_banded_path_and_match_detectron
     assert banded == [1] and len(settled) == 1 and 0 < settled[0] < 0.01 * 480 * 640, settled
 
 
+def test_banded_products_run_on_one_blas_thread_and_give_the_others_back(monkeypatch):
+    """BLAS's other threads spin and stall when OpenVINO shares the cores: the banded products run on
+    one, and the process's BLAS threads are what they were afterwards."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before, seen, bands = blas_threads(), [], P._bands
+    monkeypatch.setattr(P, "_bands", lambda *a: seen.append(blas_threads()) or bands(*a))
+    logits = _logits_of("noise", np.random.default_rng(0), 7, 20, 28)
+    h, w = 77, 109
+    t1y = tuple(t[:h] for t in _taps(20, 80))
+    t1x = tuple(t[:w] for t in _taps(28, 112))
+    assert P._argmax_banded(logits, _taps(h, 48), _taps(w, 64), t1y, t1x) is not None
+    assert before and seen and all(s == {1} for s in seen), seen
+    assert blas_threads() == before
+
+
 def test_constant_logits_are_all_the_first_class_at_once(monkeypatch):
     """A head whose every map is one constant (the random INT8 Panoptic FPN's is all zeros): every
     class ties everywhere, so Detectron2's argmax is class 0; no resize is needed to say so."""
