@@ -3,7 +3,7 @@ postprocessing, the one result type (:class:`Detections`), the settings table an
 (:mod:`d2ov_core.runtime.tasks`: one module per task, asked for what differs between them).
 
 Nothing in this package imports torch, torchvision or detectron2 (``tests/unit/test_layout.py``
-fails if anything does); it needs only openvino, numpy and Pillow, and threadpoolctl to run the
-panoptic merge's matrix products on one BLAS thread. It imports nothing from the other d2ov
+fails if anything does); it needs only openvino, numpy and Pillow, and threadpoolctl to run some
+matrix products of the postprocessing on one BLAS thread. It imports nothing from the other d2ov
 packages except :mod:`d2ov_core.errors`.
 """
