@@ -345,16 +345,29 @@ def _logits_of(kind, rng, c, hs, ws):
 KINDS = ["regions", "tied classes", "integers", "constant", "one class", "noise", "nan", "inf"]
 
 
+#: (head stride, logits' size, input size, output size): upsampling by 4 then down or up, or none
+SIZES = [
+    (4, (20, 28), (77, 109), (48, 64)),
+    (4, (16, 24), (61, 90), (122, 180)),
+    (1, (64, 96), (60, 93), (37, 51)),
+    (1, (40, 40), (40, 40), (97, 61)),
+]
+
+
+def _fast_path_case(kind, stride, small, input_size, output_size):
+    """``(logits, ty, tx, t1y, t1x, labels of resizing every class map twice)`` for a fast path."""
+    logits = _logits_of(kind, np.random.default_rng(len(kind) + small[0]), 7, *small)
+    h, w = input_size
+    ty, tx = _taps(h, output_size[0]), _taps(w, output_size[1])
+    if stride == 1:
+        return logits, ty, tx, None, None, P._sem_seg_dense(logits[:, :h, :w], ty, tx, None, None)
+    t1y = tuple(t[:h] for t in _taps(small[0], small[0] * stride))
+    t1x = tuple(t[:w] for t in _taps(small[1], small[1] * stride))
+    return logits, ty, tx, t1y, t1x, P._sem_seg_dense(logits, ty, tx, t1y, t1x)
+
+
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize(
-    "stride, small, input_size, output_size",
-    [
-        (4, (20, 28), (77, 109), (48, 64)),
-        (4, (16, 24), (61, 90), (122, 180)),
-        (1, (64, 96), (60, 93), (37, 51)),
-        (1, (40, 40), (40, 40), (97, 61)),
-    ],
-)
+@pytest.mark.parametrize("stride, small, input_size, output_size", SIZES)
 def test_pruned_argmax_is_the_whole_resize_bit_for_bit(kind, stride, small, input_size, output_size, monkeypatch):
     """Deciding pixels from the logits' windows and computing only the undecided ones' candidates
     gives exactly the labels of resizing every class map (the previous implementation), ties and
@@ -366,17 +379,7 @@ def test_pruned_argmax_is_the_whole_resize_bit_for_bit(kind, stride, small, inpu
     monkeypatch.setattr(P, "_UNDECIDED_SHARE", 1.0)
     monkeypatch.setattr(P, "_DENSE_SHARE", 1e9)
     monkeypatch.setattr(P, "_CHANGE_SHARE", 1.0)
-    rng = np.random.default_rng(len(kind) + small[0])
-    logits = _logits_of(kind, rng, 7, *small)
-    h, w = input_size
-    ty, tx = _taps(h, output_size[0]), _taps(w, output_size[1])
-    if stride > 1:
-        t1y = tuple(t[:h] for t in _taps(small[0], small[0] * stride))
-        t1x = tuple(t[:w] for t in _taps(small[1], small[1] * stride))
-        dense = P._sem_seg_dense(logits, ty, tx, t1y, t1x)
-    else:
-        t1y = t1x = None
-        dense = P._sem_seg_dense(logits[:, :h, :w], ty, tx, None, None)
+    logits, ty, tx, t1y, t1x, dense = _fast_path_case(kind, stride, small, input_size, output_size)
     pruned = P._argmax_pruned(logits, ty, tx, t1y, t1x)
     if kind in ("nan", "inf"):
         assert pruned is None
@@ -388,15 +391,7 @@ def test_pruned_argmax_is_the_whole_resize_bit_for_bit(kind, stride, small, inpu
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize(
-    "stride, small, input_size, output_size",
-    [
-        (4, (20, 28), (77, 109), (48, 64)),
-        (4, (16, 24), (61, 90), (122, 180)),
-        (1, (64, 96), (60, 93), (37, 51)),
-        (1, (40, 40), (40, 40), (97, 61)),
-    ],
-)
+@pytest.mark.parametrize("stride, small, input_size, output_size", SIZES)
 def test_banded_argmax_is_the_whole_resize_bit_for_bit(kind, stride, small, input_size, output_size, monkeypatch):
     """Every class's map as two banded matrix products, checked where classes come within the rounding
     bound and settled there exactly, gives exactly the labels of resizing every map twice, ties
@@ -406,16 +401,7 @@ def test_banded_argmax_is_the_whole_resize_bit_for_bit(kind, stride, small, inpu
     monkeypatch.setattr(P, "_BAND_ROWS", 5)
     monkeypatch.setattr(P, "_BAND_COLUMNS", 3)
     monkeypatch.setattr(P, "_BAND_ELEMENTS", small[0] * 7 * 9)  # chunks of 9 columns
-    logits = _logits_of(kind, np.random.default_rng(len(kind) + small[0]), 7, *small)
-    h, w = input_size
-    ty, tx = _taps(h, output_size[0]), _taps(w, output_size[1])
-    if stride > 1:
-        t1y = tuple(t[:h] for t in _taps(small[0], small[0] * stride))
-        t1x = tuple(t[:w] for t in _taps(small[1], small[1] * stride))
-        dense = P._sem_seg_dense(logits, ty, tx, t1y, t1x)
-    else:
-        t1y = t1x = None
-        dense = P._sem_seg_dense(logits[:, :h, :w], ty, tx, None, None)
+    logits, ty, tx, t1y, t1x, dense = _fast_path_case(kind, stride, small, input_size, output_size)
     banded = P._argmax_banded(logits, ty, tx, t1y, t1x)
     if kind in ("nan", "inf"):
         assert banded is None
