@@ -115,22 +115,20 @@ class AccuracyRow:
     @classmethod
     def of(cls, row: Mapping[str, Any] | AccuracyRow) -> AccuracyRow:
         """A row from its JSON dict (the ``accuracy`` setting's form); ``ValueError`` naming the
-        keys that are missing or unknown."""
+        keys that are missing. Keys this version does not know (a measure a later d2ov adds) are
+        left out, as unknown settings are: an IR from a newer converter still loads."""
         if isinstance(row, AccuracyRow):
             return row
         if not isinstance(row, Mapping):
             raise ValueError(f"accuracy row: expected a JSON object, found {row!r}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(row) - set(fields))
         missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in row]
-        if unknown or missing:
-            found = ", ".join(sorted(row)) or "nothing"
+        if missing:
+            found = ", ".join(sorted(map(str, row))) or "nothing"
             raise ValueError(
-                f"accuracy row: expected keys {', '.join(fields)}"
-                f"{' (missing ' + ', '.join(missing) + ')' if missing else ''}"
-                f"{' (unknown ' + ', '.join(unknown) + ')' if unknown else ''}, found {found}"
+                f"accuracy row: expected keys {', '.join(fields)} (missing {', '.join(missing)}), found {found}"
             )
-        return cls(**row)
+        return cls(**{k: v for k, v in row.items() if k in fields})
 
     def value(self, key: str) -> float | None:
         """The measure called ``key`` (one of :data:`ACCURACY_KEYS`), ``None`` where not measured."""
