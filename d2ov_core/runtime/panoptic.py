@@ -164,8 +164,6 @@ def sem_seg_postprocess(
         t1y = t1x = None  # type: ignore[assignment]  # no upsampling
     ty, tx = _taps(h, H), _taps(w, W)
     logits = np.ascontiguousarray(logits)
-    if logits.min() == logits.max():  # every class's map the same constant (a degenerate head): all tie
-        return np.zeros((H, W), np.int64)  # the same float operations on the same values: the first class
     labels = _argmax_pruned(logits, ty, tx, t1y, t1x)
     if labels is None:  # too many pixels undecided by their windows: every class's map, another way
         labels = _argmax_banded(logits, ty, tx, t1y, t1x)
@@ -260,6 +258,8 @@ def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
     lowest, highest = float(read.min()), float(read.max())
     if not (np.isfinite(lowest) and np.isfinite(highest)):
         return None
+    if lowest == highest:  # every class's map the same constant where it is read (a degenerate head):
+        return np.zeros((H, W), np.int64)  # the same float operations on the same values: the first class
     bound = np.float32(1e-5) * max(abs(lowest), abs(highest)) + np.float32(1e-30)
     # 0. a look at every 16th row of logit cells first: where the best class changes between neighbours
     #    this often, too many windows are undecided for this path to pay

@@ -461,8 +461,8 @@ def test_constant_logits_are_all_the_first_class_at_once(monkeypatch):
         480,
         640,
     ).argmax(0)
-    for path in ("_argmax_pruned", "_argmax_banded", "_sem_seg_dense"):
-        monkeypatch.setattr(P, path, None)  # none of them is called
+    for path in ("_argmax_banded", "_sem_seg_dense", "_exact_argmax"):
+        monkeypatch.setattr(P, path, None)  # none of them is called: the pruned path says so at once
     got = sem_seg_postprocess(logits, (800, 1067), (480, 640), stride=4)
     assert got.shape == (480, 640) and np.array_equal(got, ref.numpy()) and not got.any()
 
