@@ -254,13 +254,12 @@ def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
     c, hs, ws = logits.shape
     H, W = len(ty[0]), len(tx[0])
     (r0, r1), (q0, q1) = _support(ty, t1y), _support(tx, t1x)
-    read = logits[:, : int(r1[-1]) + 1, : int(q1[-1]) + 1]  # the logit cells the output reads
-    lowest, highest = float(read.min()), float(read.max())
-    if not (np.isfinite(lowest) and np.isfinite(highest)):
+    extremes = _read_extremes(logits, ty, tx, t1y, t1x)
+    if extremes is None:
         return None
+    read, lowest, highest, bound = extremes
     if lowest == highest:  # every class's map the same constant where it is read (a degenerate head):
         return np.zeros((H, W), np.int64)  # the same float operations on the same values: the first class
-    bound = np.float32(1e-5) * max(abs(lowest), abs(highest)) + np.float32(1e-30)
     # 0. a look at every 16th row of logit cells first: where the best class changes between neighbours
     #    this often, too many windows are undecided for this path to pay
     sample = read[:, ::16]
@@ -330,6 +329,20 @@ def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
     # 4. the candidates' exact values
     labels[ys, xs] = _exact_argmax(logits, candidate, window, ys, xs, ty, tx, t1y, t1x)
     return labels
+
+
+def _read_extremes(
+    logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, t1x: tuple | None
+) -> tuple[np.ndarray, float, float, np.float32] | None:
+    """The logit cells the output reads (every cell a tap reads, with or without weight), their
+    lowest and highest value, and the float32 rounding bound of a resized value,
+    ``1e-5 * max|logits|``; ``None`` when not all of them are finite."""
+    rows, cols = int(_support(ty, t1y)[1][-1]) + 1, int(_support(tx, t1x)[1][-1]) + 1
+    read = logits[:, :rows, :cols]
+    lowest, highest = float(read.min()), float(read.max())
+    if not (np.isfinite(lowest) and np.isfinite(highest)):
+        return None
+    return read, lowest, highest, np.float32(1e-5) * max(abs(lowest), abs(highest)) + np.float32(1e-30)
 
 
 def _exact_argmax(
@@ -438,12 +451,11 @@ def _argmax_banded(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
     """
     c, hs, ws = logits.shape
     H, W = len(ty[0]), len(tx[0])
-    rows_read, cols_read = int(_support(ty, t1y)[1][-1]) + 1, int(_support(tx, t1x)[1][-1]) + 1
-    read = logits[:, :rows_read, :cols_read]  # every logit cell a tap reads, with or without weight
-    lowest, highest = float(read.min()), float(read.max())
-    if not (np.isfinite(lowest) and np.isfinite(highest)):
+    extremes = _read_extremes(logits, ty, tx, t1y, t1x)
+    if extremes is None:
         return None
-    bound = np.float32(1e-5) * max(abs(lowest), abs(highest)) + np.float32(1e-30)
+    read, _, _, bound = extremes
+    rows_read, cols_read = read.shape[1:]
     by_row = np.ascontiguousarray(read.transpose(1, 0, 2)).reshape(rows_read * c, cols_read)  # (y, class) x x
     ay, ax = _composite(ty, t1y, rows_read), _composite(tx, t1x, cols_read)
     labels = np.empty((H, W), np.int64)

@@ -59,8 +59,8 @@ class ModelState:
     xml: Path | None = None
 
     def ready_xml(self, shown: str) -> Path | None:
-        """The IR of a ready state (``None`` for a remote one); :class:`NotReadyError` saying why
-        otherwise (``shown``: the precision the person asked for)."""
+        """The IR of a ready state; :class:`NotReadyError` saying why otherwise (``shown``: the
+        precision the person asked for)."""
         if self.status == "preparing":
             raise NotReadyError(f"{self.name} ({shown}) is being prepared ({self.detail}); try again in a moment")
         if self.status != "ready":
