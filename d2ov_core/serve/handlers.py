@@ -31,7 +31,7 @@ from ..runtime.tasks import Task, all_tasks, get_task, task_of
 from ..store import catalog
 from .batch import list_inputs, run_batch
 from .live import LiveSessions, overlay
-from .render import render
+from .render import for_display, render
 from .service import ModelService, metadata
 from .video import process_video
 
@@ -388,7 +388,7 @@ def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, 
     det = result.det.filter(threshold)
     task = get_task(result.model["task"])
     t0 = time.perf_counter()
-    image = render(result.rgb, det, result.labels, task=task.name)
+    image = render(*for_display(result.rgb, det), result.labels, task=task.name)
     t1 = time.perf_counter()
     rows = table(det, task.name)
     doc = predictions_document(

@@ -168,3 +168,57 @@ def test_plain_masks_look_like_the_visualizers():
     outside = np.zeros((h, w), bool)
     outside[:40, :] = outside[210:, :] = True
     assert np.abs(plain - image)[outside].max() == 0 and np.abs(visualizer - image)[outside].max() <= 2
+
+
+def test_a_large_photo_is_drawn_on_its_display_copy(tmp_path):
+    """for_display: a photo longer than DISPLAY_MAX_SIDE becomes every k-th pixel (k = 3 for 4500 px),
+    its detections the same ones in that copy: boxes and keypoints / k, masks and the segment map
+    sampled at the copy's pixels, also a mask with a pixel outside its box; smaller images and
+    their detections are returned as they are. What the app draws (present) is that copy, while its
+    JSON keeps the original's pixels."""
+    import json
+
+    from d2ov_core.serve import handlers as H
+    from d2ov_core.serve.render import DISPLAY_MAX_SIDE, for_display
+
+    h, w, k = 3001, 4500, 3
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    masks = np.zeros((3, h, w), bool)
+    masks[0, 1000:1900, 700:2100] = True
+    masks[1, 5:400, 4000:4499] = True
+    masks[2, 2500:2900, 100:600] = True
+    masks[2, 10, 10] = True  # far outside its box: the whole mask is searched
+    seg_map = np.kron(rng.integers(0, 4, (31, 46)), np.ones((100, 100), np.int32))[:h, :w]
+    det = Detections(
+        boxes=[[700, 1000, 2100, 1900], [4000, 5, 4499, 400], [100, 2500, 600, 2900]],
+        scores=[0.9, 0.8, 0.7],
+        class_ids=[0, 1, 2],
+        labels=["circle", "square", "triangle"],
+        image_size=(h, w),
+        masks=masks,
+        keypoints=np.float32([[[750, 1030, 0.9]], [[4100, 30, 0.8]], [[300, 2600, 0.1]]]),
+        keypoint_names=("top",),
+        segment_map=seg_map,
+        segments=[Segment(id=i, label=f"c{i}", category_id=i, isthing=False, score=1, area=0) for i in (1, 2, 3)],
+    )
+    shown, small = for_display(rgb, det)
+    assert max(shown.shape[:2]) <= DISPLAY_MAX_SIDE and shown.shape == (1000, 1500, 3)
+    np.testing.assert_array_equal(shown, rgb[1::3, 1::3])
+    assert small.image_size == (1000, 1500) and list(small.labels) == list(det.labels)
+    np.testing.assert_allclose(small.boxes * k, det.boxes, rtol=1e-6)
+    np.testing.assert_allclose(small.keypoints[..., :2] * k, det.keypoints[..., :2], rtol=1e-6)
+    np.testing.assert_array_equal(small.keypoints[..., 2], det.keypoints[..., 2])
+    np.testing.assert_array_equal(small.masks, masks[:, 1::3, 1::3])
+    np.testing.assert_array_equal(small.segment_map, seg_map[1::3, 1::3])
+    same_rgb, same = for_display(rgb[:2048, :2048], det[:0])
+    assert same_rgb.base is rgb and same.image_size == det.image_size
+
+    model = {"task": "instance_segmentation", "name": "m", "precision": "FP32"}
+    result = H.Result(
+        rgb=rgb, det=det, model=model, device="CPU", image="big.jpg", labels=["circle", "square", "triangle"]
+    )
+    drawn, _, json_path, _ = H.present(result, 0.5, tmp_path)
+    assert drawn.shape == (1000, 1500, 3) and (drawn != shown).any()
+    boxes = [inst["box"] for inst in json.loads(open(json_path).read())["results"][0]["instances"]]
+    np.testing.assert_allclose(boxes, det.boxes, atol=0.01)
