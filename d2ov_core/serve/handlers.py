@@ -224,9 +224,12 @@ def detect(
     such even while the model is still being prepared."""
     path, shown = upload_path(image, upload_root)
     name, p = _checked_request(service, name, device, threshold, precision, devices)
+    t0 = time.perf_counter()
     rgb = load_image(path, name=shown)
+    decode_ms = (time.perf_counter() - t0) * 1000
     predictor = service.predictor(name, device, p.name)
     det = predictor.predict(rgb, threshold=0.0)
+    det.timings["decode"] = decode_ms  # the file read here, before the model could run
     return Result(
         rgb=rgb,
         det=det,
@@ -382,8 +385,9 @@ def table(det: Detections, task: str | None = None):
 def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, Any, str, str]:
     """``(rendered image, table, JSON file path, summary)`` of ``result`` at ``threshold``, as the
     model's task presents it (a map of segments, e.g., which the threshold does not change). The
-    summary's timings: the pipeline's stages and its total, then drawing and the table with the JSON
-    file (what the page adds before Gradio sends the image)."""
+    summary's timings: reading the file, the pipeline's stages and its total (which, as everywhere,
+    leaves reading out), then drawing and the table with the JSON file (what the page adds before
+    Gradio sends the image)."""
     threshold = S.check_value("confidence_threshold", threshold)
     det = result.det.filter(threshold)
     task = get_task(result.model["task"])
@@ -398,7 +402,7 @@ def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, 
     path = out_dir / f"predictions-{uuid.uuid4().hex}.json"
     path.write_text(json.dumps(doc))
     t = {**det.timings, "drawing": (t1 - t0) * 1000, "JSON": (time.perf_counter() - t1) * 1000}
-    stages = ("preprocess", "inference", "postprocess", "total", "drawing", "JSON")
+    stages = ("decode", "preprocess", "inference", "postprocess", "total", "drawing", "JSON")
     timing = " | ".join(f"{k} {t[k]:.0f} ms" for k in stages if k in t)
     found = task.summary(det, result.model, threshold)
     summary = f"{found} on {result.device}, {result.model['precision']} — {timing}"

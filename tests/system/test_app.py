@@ -147,6 +147,10 @@ def test_api_detect_matches_the_library(app_url):
     assert rle_decode(inst[0]["mask"]).shape == ref.image_size
     assert len(table["data"]) == len(ref)
     assert f"**{len(ref)}** detections" in summary
+    # every stage a person waited for, in order: reading the file, the pipeline, drawing, the JSON
+    assert re.search(
+        r"decode \d+ ms \| preprocess \d+ ms \| .* \| total \d+ ms \| drawing \d+ ms \| JSON \d+ ms$", summary
+    )
     assert Path(image).is_file()
 
 
