@@ -53,7 +53,7 @@ from ..runtime.detections import Detections
 from ..runtime.images import IMAGE_SUFFIXES, load_image
 from ..runtime.tasks import get_task
 from ..runtime.video import Frame
-from .render import render
+from .render import for_display, render
 from .video import frames_through
 
 __all__ = [
@@ -433,7 +433,8 @@ def run_batch(
     model: dict[str, Any] | None = None,
 ) -> BatchRun:
     """Run ``predictor`` on every image of ``inputs`` (:func:`predict_batch`) and write, in a new folder
-    ``batch-<id>`` of ``out_dir``: one rendered JPEG per image read (``images/0001.jpg``, ...),
+    ``batch-<id>`` of ``out_dir``: one rendered JPEG per image read (``images/0001.jpg``, ...; a photo
+    over 2048 px drawn on its display copy, :func:`~d2ov_core.serve.render.for_display`),
     ``coco.json`` (:func:`coco_document`) and ``detections.csv`` (:data:`CSV_COLUMNS`: box in
     original-image pixels to 1e-3 px, score to 1e-6, as ``d2ov predict --json``). The folder appears
     under that name only when complete. ``progress(done, total, images/s)`` after each image;
@@ -469,7 +470,7 @@ def run_batch(
                     rows.writerows(csv_rows(item.name, image_id, item.det))
                     per_class.update(item.det.labels.tolist())
                     rel = Path("images") / f"{image_id:04d}.jpg"
-                    drawn = render(item.rgb, item.det, predictor.labels, task=predictor.task)
+                    drawn = render(*for_display(item.rgb, item.det), predictor.labels, task=predictor.task)
                     Image.fromarray(drawn).save(tmp / rel, quality=90)
                     gallery.append((str(final / rel), item.name))
                 if progress:

@@ -348,3 +348,13 @@ def test_keypoint_and_panoptic_models_export_what_coco_results_hold(tmp_path):
     sample = sorted(SAMPLES.glob("panoptic_*.jpg"))[0]
     run = B.run_batch(pan, B.list_inputs([(sample, sample.name)]), tmp_path, threshold=0.5)
     assert "stuff segments" in run.document["note"] and len(run.document["results"]) == len(pan.predict(sample, 0.5))
+
+
+def test_a_large_photo_is_drawn_on_its_display_copy_and_listed_at_its_size(tmp_path):
+    """A 3000 x 2100 photo: its gallery image is the display copy (every 2nd pixel, 1500 x 1050), while
+    the COCO document lists the original's size."""
+    big = tmp_path / "big.png"
+    Image.fromarray(np.full((2100, 3000, 3), 90, np.uint8)).save(big)
+    run = B.run_batch(Echo(), B.list_inputs([(big, "big.png"), (SHAPES[0], SHAPES[0].name)]), tmp_path)
+    assert [Image.open(p).size for p, _ in run.gallery] == [(1500, 1050), Image.open(SHAPES[0]).size]
+    assert [(i["width"], i["height"]) for i in run.document["images"]] == [(3000, 2100), Image.open(SHAPES[0]).size]
