@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +65,11 @@ OUT_MAX_AGE_S = 3600  # prediction JSON files older than this are deleted
 
 @dataclasses.dataclass
 class Result:
-    """One /detect result, kept by the page so that moving the threshold re-filters it."""
+    """One /detect result, kept by the page so that moving the threshold shows the model's answer at
+    it without running the model again."""
 
     rgb: np.ndarray
-    det: Detections  # everything the graph returned (threshold 0)
+    detections: Callable[[float], Detections]  # the graph's answer at a threshold (Predictor.run)
     model: dict[str, Any]  # Predictor.describe()
     device: str
     image: str  # the name shown for the image
@@ -219,20 +221,25 @@ def detect(
     devices: list[str],
     upload_root: str | Path,
 ) -> Result:
-    """Check every value of a /detect request, then run the model (all detections kept: the
-    threshold is applied by :func:`present`). Cheap checks come first, so a bad file is reported as
-    such even while the model is still being prepared."""
+    """Check every value of a /detect request, then run the model (its outputs kept: :func:`present`
+    postprocesses them at the threshold, again when it moves). Cheap checks come first, so a bad
+    file is reported as such even while the model is still being prepared."""
     path, shown = upload_path(image, upload_root)
     name, p = _checked_request(service, name, device, threshold, precision, devices)
     t0 = time.perf_counter()
     rgb = load_image(path, name=shown)
     decode_ms = (time.perf_counter() - t0) * 1000
     predictor = service.predictor(name, device, p.name)
-    det = predictor.predict(rgb, threshold=0.0)
-    det.timings["decode"] = decode_ms  # the file read here, before the model could run
+    _, outputs = predictor.run(rgb)
+
+    def detections(threshold: float) -> Detections:
+        det = outputs(threshold)
+        det.timings["decode"] = decode_ms  # the file read here, before the model could run
+        return det
+
     return Result(
         rgb=rgb,
-        det=det,
+        detections=detections,
         model=predictor.describe(),
         device=str(predictor.device),
         image=shown,
@@ -389,7 +396,7 @@ def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, 
     leaves reading out), then drawing and the table with the JSON file (what the page adds before
     Gradio sends the image)."""
     threshold = S.check_value("confidence_threshold", threshold)
-    det = result.det.filter(threshold)
+    det = result.detections(threshold)
     task = get_task(result.model["task"])
     t0 = time.perf_counter()
     image = render(*for_display(result.rgb, det), result.labels, task=task.name)

@@ -70,7 +70,8 @@ DEFAULT_TITLE = "d2ov — Detectron2 on OpenVINO"
 IMAGE_HEIGHT = 380
 #: Largest upload the server accepts (Gradio refuses bigger ones before they reach a handler).
 MAX_UPLOAD_MB = float(os.environ.get("D2OV_MAX_UPLOAD_MB", 20))
-#: last results kept (one per browser session, least recently used dropped) for re-filtering by threshold
+#: last results kept (one per browser session, least recently used dropped) to show again at another
+#: threshold: each its image and the graph's outputs (not its masks: those are pasted when shown)
 KEEP_RESULTS = 32
 #: the live webcam: a frame every LIVE_EVERY_S seconds from the browser; a stream lasts LIVE_SECONDS
 LIVE_EVERY_S = 0.1
@@ -498,7 +499,7 @@ def build_demo(
             time_limit=LIVE_SECONDS,
             concurrency_limit=None,  # every frame enters live(): LiveSessions drops the overtaken ones
         )
-        # typing in the number box or dragging the slider: re-filter the last result, the model does not run
+        # typing in the number box or dragging the slider: the last result at that threshold (no model run)
         threshold.input(
             refilter,
             [threshold],

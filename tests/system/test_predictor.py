@@ -52,6 +52,33 @@ def test_threshold_filters_without_changing_kept_results(predictor):
     np.testing.assert_allclose(high.boxes, low.filter(0.5).boxes, atol=1e-4)
 
 
+@pytest.mark.parametrize("model", ["demo/mask_rcnn_shapes", "demo/panoptic_fpn_shapes"])
+def test_run_answers_at_any_threshold_as_predict_does(model):
+    """Predictor.run: one inference, then the detections at each threshold asked (in any order, again)
+    equal predict()'s at that threshold, masks and the segment map too: the kept outputs are not
+    changed by postprocessing them."""
+    from d2ov_core.store.lookup import bundled_ir
+
+    from ..conftest import SAMPLES
+
+    pred = Predictor(bundled_ir(model, "FP16"))
+    sample = sorted(SAMPLES.glob("panoptic_*.jpg" if "panoptic" in model else "shapes_*.jpg"))[0]
+    rgb, detections = pred.run(sample)
+    assert rgb.shape[:2] == pred.predict(sample).image_size
+    for threshold in (0.5, 0.05, 0.9, 0.5):
+        got, ref = detections(threshold), pred.predict(sample, threshold=threshold)
+        assert len(got) == len(ref) and (threshold == 0.9 or len(got) > 0)
+        np.testing.assert_array_equal(got.boxes, ref.boxes)
+        np.testing.assert_array_equal(got.scores, ref.scores)
+        assert list(got.labels) == list(ref.labels)
+        np.testing.assert_array_equal(got.masks, ref.masks)
+        if "panoptic" in model:
+            np.testing.assert_array_equal(got.segment_map, ref.segment_map)
+            assert got.segments == ref.segments
+    assert detections(None).scores.min() >= pred.confidence_threshold
+    assert detections(0.5).timings["inference"] == detections(0.05).timings["inference"] > 0
+
+
 @pytest.mark.parametrize("bad", [float("nan"), -1, 2, "x"])
 def test_bad_threshold_is_an_input_error(predictor, bad):
     with pytest.raises(InputError, match="confidence threshold"):

@@ -216,7 +216,12 @@ def test_a_large_photo_is_drawn_on_its_display_copy(tmp_path):
 
     model = {"task": "instance_segmentation", "name": "m", "precision": "FP32"}
     result = H.Result(
-        rgb=rgb, det=det, model=model, device="CPU", image="big.jpg", labels=["circle", "square", "triangle"]
+        rgb=rgb,
+        detections=det.filter,
+        model=model,
+        device="CPU",
+        image="big.jpg",
+        labels=["circle", "square", "triangle"],
     )
     drawn, _, json_path, _ = H.present(result, 0.5, tmp_path)
     assert drawn.shape == (1000, 1500, 3) and (drawn != shown).any()
