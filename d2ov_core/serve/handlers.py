@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..errors import D2ovError, DeviceError, ImageError, InputError
 from ..measure.accuracy import fastest_within, reference_row
@@ -389,38 +390,44 @@ def table(det: Detections, task: str | None = None):
     return pd.DataFrame(t.table_rows(det), columns=list(t.table_columns))
 
 
-def present(result: Result, threshold: Any, out_dir: Path) -> tuple[np.ndarray, Any, str, str]:
-    """``(rendered image, table, JSON file path, summary)`` of ``result`` at ``threshold``, as the
-    model's task presents it (a map of segments, e.g., which the threshold does not change). The
-    summary's timings: reading the file, the pipeline's stages and its total (which, as everywhere,
-    leaves reading out), then drawing and the table with the JSON file (what the page adds before
-    Gradio sends the image)."""
+def present(result: Result, threshold: Any, out_dir: Path) -> tuple[str, Any, str, str]:
+    """``(rendered image file, table, JSON file path, summary)`` of ``result`` at ``threshold``, as
+    the model's task presents it (a map of segments, e.g., which the threshold does not change).
+    The rendered image is a JPEG of its own in ``out_dir`` (Pillow's default quality, as Gradio
+    writes one), so that two requests drawing the same image never share a file: Gradio writes an
+    array it is given to a file named by its content, in place, and a download of that file by
+    one request could read it while another rewrote it. The summary's timings: reading the file,
+    the pipeline's stages and its total (which, as everywhere, leaves reading out), then drawing
+    (and writing the JPEG) and the table with the JSON file: what the page adds before Gradio sends
+    them."""
     threshold = S.check_value("confidence_threshold", threshold)
     det = result.detections(threshold)
     task = get_task(result.model["task"])
+    prune_outputs(out_dir)
+    key = uuid.uuid4().hex
     t0 = time.perf_counter()
-    image = render(*for_display(result.rgb, det), result.labels, task=task.name)
+    drawn = out_dir / f"drawn-{key}.jpeg"
+    Image.fromarray(render(*for_display(result.rgb, det), result.labels, task=task.name)).save(drawn, "JPEG")
     t1 = time.perf_counter()
     rows = table(det, task.name)
     doc = predictions_document(
         result.model, result.backend, result.device, threshold, [{"image": result.image, **det.to_dict()}]
     )
-    prune_outputs(out_dir)
-    path = out_dir / f"predictions-{uuid.uuid4().hex}.json"
+    path = out_dir / f"predictions-{key}.json"
     path.write_text(json.dumps(doc))
     t = {**det.timings, "drawing": (t1 - t0) * 1000, "JSON": (time.perf_counter() - t1) * 1000}
     stages = ("decode", "preprocess", "inference", "postprocess", "total", "drawing", "JSON")
     timing = " | ".join(f"{k} {t[k]:.0f} ms" for k in stages if k in t)
     found = task.summary(det, result.model, threshold)
     summary = f"{found} on {result.device}, {result.model['precision']} — {timing}"
-    return image, rows, str(path), summary
+    return str(drawn), rows, str(path), summary
 
 
 def prune_outputs(out_dir: Path, now: float | None = None) -> None:
-    """Delete prediction JSON files, annotated videos and batch folders (complete, or left by an
-    interrupted run) older than an hour."""
+    """Delete drawn images, prediction JSON files, annotated videos and batch folders (complete, or
+    left by an interrupted run) older than an hour."""
     now = time.time() if now is None else now
-    kinds = ("predictions-*.json", "video-*.mp4", "batch-*", ".batch-*.part-*")
+    kinds = ("drawn-*.jpeg", "predictions-*.json", "video-*.mp4", "batch-*", ".batch-*.part-*")
     for old in [p for kind in kinds for p in out_dir.glob(kind)]:
         try:
             if now - old.stat().st_mtime <= OUT_MAX_AGE_S:

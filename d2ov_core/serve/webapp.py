@@ -372,7 +372,7 @@ def build_demo(
                     gr.Examples(H.example_images("COCO"), inputs=[image], label="Examples (photos)")
             with gr.Column(scale=1):
                 output = gr.Image(
-                    type="numpy", label="Detections", interactive=False, format="jpeg", height=IMAGE_HEIGHT
+                    type="filepath", label="Detections", interactive=False, format="jpeg", height=IMAGE_HEIGHT
                 )
                 summary = gr.Markdown("")
         with gr.Row():

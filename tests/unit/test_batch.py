@@ -281,10 +281,13 @@ def test_prune_outputs_removes_old_batches(tmp_path):
         (d / "coco.json").write_text("{}")
     stale = tmp_path / ".batch-x.part-1"
     stale.mkdir()
-    for d in (old, stale):
+    old_drawn, new_drawn = tmp_path / "drawn-old.jpeg", tmp_path / "drawn-new.jpeg"
+    for f in (old_drawn, new_drawn):
+        f.write_bytes(b"jpeg")
+    for d in (old, stale, old_drawn):
         os.utime(d, (time.time() - 7200,) * 2)
     prune_outputs(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["batch-new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["batch-new", "drawn-new.jpeg"]
 
 
 def test_coco_results_and_csv_equal_the_predictor(mask_rcnn, tmp_path):

@@ -177,6 +177,9 @@ def test_a_large_photo_is_drawn_on_its_display_copy(tmp_path):
     their detections are returned as they are. What the app draws (present) is that copy, while its
     JSON keeps the original's pixels."""
     import json
+    from pathlib import Path
+
+    from PIL import Image
 
     from d2ov_core.serve import handlers as H
     from d2ov_core.serve.render import DISPLAY_MAX_SIDE, for_display
@@ -224,6 +227,10 @@ def test_a_large_photo_is_drawn_on_its_display_copy(tmp_path):
         labels=["circle", "square", "triangle"],
     )
     drawn, _, json_path, _ = H.present(result, 0.5, tmp_path)
-    assert drawn.shape == (1000, 1500, 3) and (drawn != shown).any()
+    again = H.present(result, 0.5, tmp_path)[0]
+    assert Path(drawn).parent == tmp_path and again != drawn  # a file per request, never shared
+    with Image.open(drawn) as im:
+        assert im.format == "JPEG" and im.size == (1500, 1000)
+        assert np.abs(np.asarray(im).astype(int) - shown).mean() > 1  # the detections are drawn on it
     boxes = [inst["box"] for inst in json.loads(open(json_path).read())["results"][0]["instances"]]
     np.testing.assert_allclose(boxes, det.boxes, atol=0.01)
