@@ -22,7 +22,7 @@ def test_resized_shape_matches_detectron2(h, w, min_size, max_size):
     assert resized_shape(h, w, min_size, max_size) == tuple(ref)
 
 
-@pytest.mark.parametrize("h,w", [(480, 640), (333, 501), (97, 1500)])
+@pytest.mark.parametrize("h,w", [(480, 640), (333, 501), (97, 1500), (3000, 4000)])
 @pytest.mark.parametrize("fmt", ["BGR", "RGB"])
 def test_preprocess_pixels_equal_detectron2(h, w, fmt):
     rng = np.random.default_rng(h)
