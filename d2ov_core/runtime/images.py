@@ -93,7 +93,7 @@ def _from_pil(img: Image.Image, label: str) -> np.ndarray:
         if getattr(img, "is_animated", False):
             img.seek(0)  # first frame of an animation
         img.load()
-        img = ImageOps.exif_transpose(img) or img
+        ImageOps.exif_transpose(img, in_place=True)  # a copy only where the EXIF orientation turns it
         return _to_rgb(img)
     except ImageError:
         raise

@@ -128,3 +128,19 @@ def test_arrays_and_limits(monkeypatch):
     monkeypatch.setattr(images, "MAX_PIXELS", 100)
     with pytest.raises(ImageError, match="the limit is 100"):
         images.load_image(np.zeros((20, 20, 3), np.uint8))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_is_turned_as_pillow_turns_it(orientation):
+    """load_image turns the image in place (no copy when the orientation is 1): the same pixels as
+    Pillow's exif_transpose copy, for each of the eight orientations."""
+    from PIL import ImageOps
+
+    rgb = np.random.default_rng(orientation).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _save(Image.fromarray(rgb), "PNG", exif=exif.tobytes())
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    got = images.load_image(data)
+    assert got.shape == ((50, 30, 3) if orientation >= 5 else (30, 50, 3))
+    np.testing.assert_array_equal(got, expected)
