@@ -13,6 +13,7 @@ Pipeline (each stage timed, milliseconds in ``Detections.timings``):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import deque
@@ -98,7 +99,7 @@ class Predictor:
         self.labels: list[str] = list(self.metadata.labels)
         self.task: str = self.metadata.task
         self._task: Task = get_task(self.task)
-        self._decode_options = self._task.decode_options(self.metadata)
+        self._decoder = _Decoder(self._task, self.labels, self.metadata, self._task.decode_options(self.metadata))
 
     @property
     def name(self) -> str:
@@ -142,10 +143,11 @@ class Predictor:
         t = time.perf_counter()
         raw = self._ir.infer(chw)
         inference = (time.perf_counter() - t) * 1e3
+        decoder = self._decoder  # what postprocessing needs, not the compiled model: a kept answer holds no IR
 
         def detections(threshold: float | None = None) -> Detections:
-            thr = self._thresholds(threshold, mask_threshold)
-            return self._finish(raw, geometry, thr, {**timings, "inference": inference}, None)
+            thr = decoder.thresholds(threshold, mask_threshold)
+            return decoder.finish(raw, geometry, thr, {**timings, "inference": inference}, None)
 
         return rgb, detections
 
@@ -258,15 +260,7 @@ class Predictor:
         timings: dict[str, float],
         inference_started: float | None,
     ) -> Detections:
-        """Postprocess the raw outputs; timings of all stages (``total`` excludes decoding;
-        ``inference_started``: ``None`` when ``timings`` already has the inference's)."""
-        t3 = time.perf_counter()
-        det = self._task.decode(raw, geometry, self.labels, thresholds[0], thresholds[1], self._decode_options)
-        t4 = time.perf_counter()
-        inference = timings["inference"] if inference_started is None else (t3 - inference_started) * 1e3
-        det.timings = {**timings, "inference": inference, "postprocess": (t4 - t3) * 1e3}
-        det.timings["total"] = det.timings["preprocess"] + det.timings["inference"] + det.timings["postprocess"]
-        return det
+        return self._decoder.finish(raw, geometry, thresholds, timings, inference_started)
 
     @property
     def confidence_threshold(self) -> float:
@@ -274,13 +268,7 @@ class Predictor:
         return float(self.metadata.confidence_threshold)
 
     def _thresholds(self, threshold, mask_threshold) -> tuple[float, float]:
-        thr = S.check_value(
-            "confidence_threshold", self.metadata.confidence_threshold if threshold is None else threshold
-        )
-        mthr = S.check_value(
-            "mask_threshold", self.metadata.mask_threshold if mask_threshold is None else mask_threshold
-        )
-        return thr, mthr
+        return self._decoder.thresholds(threshold, mask_threshold)
 
     def describe(self) -> dict[str, Any]:
         """The model block of ``d2ov predict --json``."""
@@ -299,3 +287,40 @@ class Predictor:
             "graph_score_threshold": m.graph_score_threshold,
             "static_shape": list(self.static_shape) if self.static_shape else None,
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Decoder:
+    """A predictor's postprocessing: its task, class names, metadata (thresholds) and decode options."""
+
+    task: Task
+    labels: list[str]
+    metadata: S.IRMetadata
+    options: Any
+
+    def thresholds(self, threshold, mask_threshold) -> tuple[float, float]:
+        thr = S.check_value(
+            "confidence_threshold", self.metadata.confidence_threshold if threshold is None else threshold
+        )
+        mthr = S.check_value(
+            "mask_threshold", self.metadata.mask_threshold if mask_threshold is None else mask_threshold
+        )
+        return thr, mthr
+
+    def finish(
+        self,
+        raw: dict[str, np.ndarray],
+        geometry: Geometry,
+        thresholds: tuple[float, float],
+        timings: dict[str, float],
+        inference_started: float | None,
+    ) -> Detections:
+        """Postprocess the raw outputs; timings of all stages (``total`` excludes decoding;
+        ``inference_started``: ``None`` when ``timings`` already has the inference's)."""
+        t3 = time.perf_counter()
+        det = self.task.decode(raw, geometry, self.labels, thresholds[0], thresholds[1], self.options)
+        t4 = time.perf_counter()
+        inference = timings["inference"] if inference_started is None else (t3 - inference_started) * 1e3
+        det.timings = {**timings, "inference": inference, "postprocess": (t4 - t3) * 1e3}
+        det.timings["total"] = det.timings["preprocess"] + det.timings["inference"] + det.timings["postprocess"]
+        return det

@@ -77,6 +77,15 @@ def test_run_answers_at_any_threshold_as_predict_does(model):
             assert got.segments == ref.segments
     assert detections(None).scores.min() >= pred.confidence_threshold
     assert detections(0.5).timings["inference"] == detections(0.05).timings["inference"] > 0
+    # a kept answer does not keep the predictor (its compiled model) alive: the app keeps 32 of them
+    import gc
+    import weakref
+
+    alive, expected = weakref.ref(pred), pred.predict(sample, threshold=0.3)
+    del pred
+    gc.collect()
+    assert alive() is None
+    np.testing.assert_array_equal(detections(0.3).boxes, expected.boxes)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), -1, 2, "x"])
