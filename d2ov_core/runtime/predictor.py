@@ -123,11 +123,11 @@ class Predictor:
         self, image: Any, threshold: float | None = None, mask_threshold: float | None = None
     ) -> tuple[np.ndarray, Detections]:
         """:meth:`predict`, also returning the decoded RGB image (what renderers draw on)."""
-        thr = self._thresholds(threshold, mask_threshold)
+        thr = self._decoder.thresholds(threshold, mask_threshold)
         rgb, chw, geometry, timings = self._prepare(image)
         t = time.perf_counter()
         raw = self._ir.infer(chw)
-        return rgb, self._finish(raw, geometry, thr, timings, t)
+        return rgb, self._decoder.finish(raw, geometry, thr, timings, t)
 
     def run(
         self, image: Any, mask_threshold: float | None = None
@@ -166,7 +166,7 @@ class Predictor:
         ``postprocess`` as in :meth:`predict`; ``inference`` is the time from submission to the
         result being taken (includes queueing), so per-image sums exceed the wall time.
         """
-        thr = self._thresholds(threshold, mask_threshold)
+        thr = self._decoder.thresholds(threshold, mask_threshold)
 
         def prepared():
             for image in images:
@@ -174,7 +174,7 @@ class Predictor:
                 yield (rgb, geometry, timings, time.perf_counter()), chw
 
         for (rgb, geometry, timings, submitted), raw in self._ir.infer_stream(prepared(), jobs=jobs):
-            yield rgb, self._finish(raw, geometry, thr, timings, submitted)
+            yield rgb, self._decoder.finish(raw, geometry, thr, timings, submitted)
 
     def stream(
         self, frames: Iterable[Any], threshold: float | None = None, mask_threshold: float | None = None
@@ -222,7 +222,7 @@ class Predictor:
         rows = self._ir.profile(chw)
         profiled = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
-        det = self._finish(self._ir.infer(chw), geometry, (0.05, self.metadata.mask_threshold), timings, t)
+        det = self._decoder.finish(self._ir.infer(chw), geometry, (0.05, self.metadata.mask_threshold), timings, t)
         by_type: dict[str, dict[str, float]] = {}
         for r in rows:
             agg = by_type.setdefault(r["type"], {"ms": 0.0, "count": 0})
@@ -252,23 +252,10 @@ class Predictor:
         t2 = time.perf_counter()
         return rgb, chw, geometry, {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3}
 
-    def _finish(
-        self,
-        raw: dict[str, np.ndarray],
-        geometry: Geometry,
-        thresholds: tuple[float, float],
-        timings: dict[str, float],
-        inference_started: float | None,
-    ) -> Detections:
-        return self._decoder.finish(raw, geometry, thresholds, timings, inference_started)
-
     @property
     def confidence_threshold(self) -> float:
         """The score threshold ``threshold=None`` means: the IR's ``confidence_threshold``."""
         return float(self.metadata.confidence_threshold)
-
-    def _thresholds(self, threshold, mask_threshold) -> tuple[float, float]:
-        return self._decoder.thresholds(threshold, mask_threshold)
 
     def describe(self) -> dict[str, Any]:
         """The model block of ``d2ov predict --json``."""
