@@ -49,7 +49,11 @@ def test_frames_faster_than_the_model_are_dropped_and_the_answer_stays_current()
     lags = [newest - frame for frame, newest, _ in answers]
     assert max(lags) <= 15, lags
     stats = [s for _, _, s in answers]
-    assert stats[-1].dropped == 60 - len(done) and stats[-1].frame == 60
+    assert stats[-1].frame == 60 and stats[-1].dropped <= 60 - len(done)
+    # every frame was answered or counted as dropped: a frame that waited for the lock while the newest
+    # one took it is counted when it gets it, maybe after that answer; one more frame sees them all
+    _, last = sessions.submit("a", lambda: None)
+    assert last.frame == 61 and last.dropped == 60 - len(done)
     assert all(s.latency_ms >= 50 for s in stats), [s.latency_ms for s in stats]  # the work's 50 ms at least
     assert 0 < stats[-1].fps <= 21, stats[-1].fps  # at most one answer per 50 ms
 
