@@ -96,22 +96,24 @@ def for_display(image_rgb: np.ndarray, det: Detections, max_side: int = DISPLAY_
     k = -(-max(h, w) // max_side)
     if k <= 1:
         return image_rgb, det
-    rows, cols = np.arange(k // 2, h, k), np.arange(k // 2, w, k)
+    every = slice(k // 2, None, k)  # the pixels kept, along each axis
+    small = image_rgb[every, every]
     masks = None
     if det.masks is not None:
-        masks = np.zeros((len(det), len(rows), len(cols)), bool)
+        masks = np.zeros((len(det), *small.shape[:2]), bool)
         for i, mask in enumerate(det.masks):
             window = _mask_window(mask, det.boxes[i])
-            if window is not None:
-                r, c = (slice(-(-(part.start - k // 2) // k), -(-(part.stop - k // 2) // k)) for part in window)
-                masks[i, r, c] = mask[rows[r, None], cols[None, c]]
-    return image_rgb[k // 2 :: k, k // 2 :: k], dataclasses.replace(
+            if window is not None:  # the kept pixels in it, from the first at or after its start
+                y, x = (-(-(part.start - k // 2) // k) for part in window)
+                kept = mask[k // 2 + y * k : window[0].stop : k, k // 2 + x * k : window[1].stop : k]
+                masks[i, y : y + kept.shape[0], x : x + kept.shape[1]] = kept
+    return small, dataclasses.replace(
         det,
         boxes=det.boxes / np.float32(k),
-        image_size=(len(rows), len(cols)),
+        image_size=small.shape[:2],
         masks=masks,
         keypoints=None if det.keypoints is None else det.keypoints / np.float32([k, k, 1]),
-        segment_map=None if det.segment_map is None else det.segment_map[k // 2 :: k, k // 2 :: k],
+        segment_map=None if det.segment_map is None else det.segment_map[every, every],
     )
 
 
