@@ -1,4 +1,5 @@
-"""Keypoint heatmaps -> keypoints, in numpy: Detectron2's ``heatmaps_to_keypoints``.
+"""Keypoint heatmaps -> keypoints: Detectron2's ``heatmaps_to_keypoints``, in numpy and (the peak
+search) numba-compiled code.
 
 Keypoint R-CNN's graph ends at the keypoint head's logits ``(N, K, S, S)`` (S = 56) over each
 detection's box; this turns them into ``(N, K, 3)`` ``[x, y, score]`` in the boxes' frame, as
@@ -7,8 +8,10 @@ Detectron2 does after the graph (its per-box loop with a per-box output size doe
   1. each box's K maps are resized to ``ceil(box height) x ceil(box width)`` (box sides clamped to
      >= 1 px) with PyTorch's bicubic interpolation (``align_corners=False``, A = -0.75, border
      pixels repeated): a separable resampling, along x then along y, each output a sum of four taps
-     in float32. Only the rows and columns that can hold the peak are computed (:func:`_peaks`);
-     no BLAS: its threads stall when other work shares the cores;
+     in float32. Only the rows and columns that can hold the peak are computed: by compiled code
+     when numba is installed (:mod:`~d2ov_core.runtime.keypoint_kernel`, about 14 ms per 100
+     people), else by numpy box by box (:func:`_peaks`, about 150 ms); the same pixels, bit for bit.
+     No BLAS: its threads stall when other work shares the cores;
   2. the keypoint lies at the centre of the resized map's largest pixel (the first in row-major
      order on ties), scaled back by ``box side / ceil(box side)`` and offset by the box's corner;
   3. its score is ``1 / sum(exp(map - max))`` over the S x S logits, ``max`` being the resized map's
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["heatmaps_to_keypoints", "bicubic_matrix", "bicubic_taps"]
+__all__ = ["heatmaps_to_keypoints", "compile_search", "bicubic_matrix", "bicubic_taps"]
 
 _A = np.float32(-0.75)
 
@@ -30,10 +33,17 @@ def bicubic_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     """PyTorch's 1-D bicubic resize (``align_corners=False``) as four taps per output: indices
     ``(n_out, 4)`` into the input (clamped to the border) and float32 weights ``(n_out, 4)``. Output
     ``j`` samples ``(j + 0.5) * n_in / n_out - 0.5`` with the cubic-convolution kernel (A = -0.75)."""
-    scale = np.float32(n_in) / np.float32(n_out)
+    return _taps(n_in, np.array([n_out]))
+
+
+def _taps(n_in: int, n_outs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`bicubic_taps` for several output sizes at once, one after the other: ``(sum n_outs, 4)``."""
+    n_outs = n_outs.astype(np.int64)
+    j = np.arange(int(n_outs.sum())) - np.repeat(np.cumsum(n_outs) - n_outs, n_outs)
+    scale = np.repeat(np.float32(n_in) / n_outs.astype(np.float32), n_outs)
     # one float32 rounding of scale * (j + 0.5) - 0.5, as PyTorch's fused multiply-add (the float64
     # product and difference are exact)
-    real = (np.float64(scale) * (np.arange(n_out) + 0.5) - 0.5).astype(np.float32)
+    real = (scale.astype(np.float64) * (j + 0.5) - 0.5).astype(np.float32)
     base = np.floor(real)
     t = (real - base).astype(np.float32)
 
@@ -56,21 +66,81 @@ def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
     return out
 
 
-def heatmaps_to_keypoints(maps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def heatmaps_to_keypoints(maps: np.ndarray, boxes: np.ndarray, *, compiled: bool | None = None) -> np.ndarray:
     """``maps`` ``(N, K, S, S)`` logits over ``boxes`` ``(N, 4)`` xyxy -> ``(N, K, 3)`` float32
     ``[x, y, score]`` in the boxes' frame (Detectron2's ``pred_keypoints`` before rescaling).
 
-    Each box's K peaks are found together (:func:`_peaks`), without resizing whole maps."""
+    The peaks are searched without resizing whole maps: by numba-compiled code
+    (:mod:`~d2ov_core.runtime.keypoint_kernel`) when numba is installed (the ``fast`` extra), else
+    by numpy (:func:`_peaks`, box by box). Both give the same answer, bit for bit; ``compiled``
+    True / False picks one (True raises ``ImportError`` without numba)."""
     maps = np.asarray(maps, np.float32)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     n, k = maps.shape[:2] if maps.ndim == 4 else (len(boxes), 0)
     out = np.zeros((n, k, 3), np.float32)
     if n == 0 or k == 0:
         return out
-    s_h, s_w = maps.shape[2:]
     widths = np.maximum(boxes[:, 2] - boxes[:, 0], np.float32(1))
     heights = np.maximum(boxes[:, 3] - boxes[:, 1], np.float32(1))
     widths_ceil, heights_ceil = np.ceil(widths), np.ceil(heights)
+    kernel = _kernel() if compiled is None else _kernel(required=True) if compiled else None
+    search = _search_numpy if kernel is None else kernel
+    pos, peak = search(maps, heights_ceil.astype(np.int64), widths_ceil.astype(np.int64))
+    norm = _norm(maps, peak)
+    ow_all = widths_ceil.astype(np.int64)[:, None]
+    x_int, y_int = pos % ow_all, pos // ow_all  # pos: row-major index into the (oh, ow) map
+    out[:, :, 0] = (x_int.astype(np.float32) + np.float32(0.5)) * (widths / widths_ceil)[:, None] + boxes[:, 0, None]
+    out[:, :, 1] = (y_int.astype(np.float32) + np.float32(0.5)) * (heights / heights_ceil)[:, None] + boxes[:, 1, None]
+    out[:, :, 2] = 1.0 / norm
+    return out
+
+
+def _norm(maps: np.ndarray, peak: np.ndarray, chunk: int = 4) -> np.ndarray:
+    """``sum(exp(maps - peak))`` over each ``(S, S)`` map, ``chunk`` boxes at a time (in cache)."""
+    n, k = maps.shape[:2]
+    out = np.empty((n, k), np.float32)
+    part = np.empty((min(chunk, n), *maps.shape[1:]), np.float32)
+    for i in range(0, n, chunk):
+        diff = np.subtract(maps[i : i + chunk], peak[i : i + chunk, :, None, None], out=part[: n - i])
+        out[i : i + chunk] = np.exp(diff, out=diff).reshape(len(diff), k, -1).sum(axis=2)
+    return out
+
+
+def compile_search() -> None:
+    """Compile the compiled search now (or load it from numba's cache: about 2 s, or 0.4 s), so
+    that the first detections do not wait for it. Nothing without numba."""
+    if _kernel() is not None:
+        heatmaps_to_keypoints(np.zeros((1, 1, 8, 8), np.float32), np.array([[0, 0, 4, 4]], np.float32))
+
+
+def _kernel(required: bool = False):
+    """The compiled search (:func:`_search_compiled`), or None without numba (``required``: raise)."""
+    try:
+        from . import keypoint_kernel  # noqa: F401  (numba: compiled on first use)
+    except ImportError:
+        if required:
+            raise
+        return None
+    return _search_compiled
+
+
+def _search_compiled(maps: np.ndarray, oh: np.ndarray, ow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every map's peak by :func:`d2ov_core.runtime.keypoint_kernel.peaks`: ``(N, K)`` int64 row-major
+    positions in the ``(oh, ow)`` maps and ``(N, K)`` float32 values."""
+    from .keypoint_kernel import peaks
+
+    n, k = maps.shape[:2]
+    index_y, weights_y = _taps(maps.shape[2], oh)
+    index_x, weights_x = _taps(maps.shape[3], ow)
+    pos, peak = np.empty((n, k), np.int64), np.empty((n, k), np.float32)
+    starts = (np.concatenate([[0], np.cumsum(size)]) for size in (oh, ow))
+    peaks(np.ascontiguousarray(maps), index_y, weights_y, next(starts), index_x, weights_x, next(starts), pos, peak)
+    return pos, peak
+
+
+def _search_numpy(maps: np.ndarray, oh: np.ndarray, ow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_search_compiled` in numpy, box by box (:func:`_peaks`); non-finite boxes whole."""
+    n, k, s_h, s_w = maps.shape
     # per map: the extremes of each row, the largest logit's cell, the largest |logit|
     rows = (_last_axis(np.maximum, maps).astype(np.float64), _last_axis(np.minimum, maps).astype(np.float64))
     top = maps.reshape(n, k, -1).argmax(axis=2)
@@ -79,20 +149,13 @@ def heatmaps_to_keypoints(maps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     peak = np.empty((n, k), np.float32)
     finite = np.isfinite(size)
     for i in range(n):
-        oh, ow = int(heights_ceil[i]), int(widths_ceil[i])
-        taps_y, taps_x = bicubic_taps(s_h, oh), bicubic_taps(s_w, ow)
+        taps_y, taps_x = bicubic_taps(s_h, int(oh[i])), bicubic_taps(s_w, int(ow[i]))
         if finite[i].all():
             pos[i], peak[i] = _peaks(maps[i], taps_y, taps_x, (rows[0][i], rows[1][i]), top[i], size[i])
         else:  # no bound holds: every pixel
-            everything = (np.broadcast_to(np.arange(oh), (k, oh)), np.broadcast_to(np.arange(ow), (k, ow)))
-            pos[i], peak[i] = _best(maps[i], *everything, taps_y, taps_x)
-    norm = np.exp(maps - peak[:, :, None, None]).sum(axis=(2, 3))
-    ow_all = widths_ceil.astype(np.int64)[:, None]
-    x_int, y_int = pos % ow_all, pos // ow_all  # pos: row-major index into the (oh, ow) map
-    out[:, :, 0] = (x_int.astype(np.float32) + np.float32(0.5)) * (widths / widths_ceil)[:, None] + boxes[:, 0, None]
-    out[:, :, 1] = (y_int.astype(np.float32) + np.float32(0.5)) * (heights / heights_ceil)[:, None] + boxes[:, 1, None]
-    out[:, :, 2] = 1.0 / norm
-    return out
+            every = (np.broadcast_to(np.arange(oh[i]), (k, oh[i])), np.broadcast_to(np.arange(ow[i]), (k, ow[i])))
+            pos[i], peak[i] = _best(maps[i], *every, taps_y, taps_x)
+    return pos, peak
 
 
 def _last_axis(op: np.ufunc, a: np.ndarray) -> np.ndarray:

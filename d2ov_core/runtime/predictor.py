@@ -100,6 +100,7 @@ class Predictor:
         self.task: str = self.metadata.task
         self._task: Task = get_task(self.task)
         self._decoder = _Decoder(self._task, self.labels, self.metadata, self._task.decode_options(self.metadata))
+        self._task.prepare()
 
     @property
     def name(self) -> str:

@@ -72,6 +72,8 @@ openvino==2026.4.1
 numpy>=2.0,<3
 pillow>=10
 threadpoolctl>=3
+# keypoint models: the compiled keypoint decoding (10x numpy's)
+numba>=0.60
 gradio[mcp]=={GRADIO_VERSION}
 huggingface-hub>=1.0
 # the Video mode: decoding and H.264 encoding (PyAV, FFmpeg in the wheel)

@@ -1,6 +1,7 @@
 """d2ov as an installed package: the wheel built from this repository, installed into a fresh venv
 outside it, runs `d2ov predict` on the bundled demo model with only openvino, numpy, Pillow and threadpoolctl (no
-torch), and with the `app` extra `d2ov serve` answers /detect (drawn without Detectron2)."""
+torch; keypoints found by the numpy search, without numba), and with the `app` extra `d2ov serve` answers
+/detect (drawn without Detectron2)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ..conftest import ROOT, netguard_env
@@ -59,13 +61,13 @@ def test_core_install_predicts_the_demo_model_without_torch(installed, tmp_path)
     wheel, venv = installed
     code = (
         "import importlib.util as u, json, d2ov_core.store.catalog as c; print(json.dumps({'missing': "
-        "[u.find_spec(m) is None for m in ('torch', 'detectron2', 'gradio')], 'repo': str(c.REPO_ROOT), "
+        "[u.find_spec(m) is None for m in ('torch', 'detectron2', 'gradio', 'numba')], 'repo': str(c.REPO_ROOT), "
         "'sample': str(c.sample_images()[0])}))"
     )
     py = run(venv, "python", "-c", code, cwd=tmp_path)
     assert py.returncode == 0, py.stderr[-2000:]
     info = json.loads(py.stdout)
-    assert info["missing"] == [True, True, True] and info["repo"] == "None"  # torch-free, not a checkout
+    assert info["missing"] == [True] * 4 and info["repo"] == "None"  # torch-free, not a checkout
     sample = info["sample"]
     assert "site-packages" in sample
     res = run(venv, "d2ov", "predict", sample, "--json", "out.json", cwd=tmp_path)
@@ -73,6 +75,20 @@ def test_core_install_predicts_the_demo_model_without_torch(installed, tmp_path)
     doc = json.loads((tmp_path / "out.json").read_text())
     assert doc["model"]["name"] == "demo/mask_rcnn_shapes" and len(doc["results"][0]["instances"]) > 0
     assert "site-packages/d2ov_core/data/ir/" in doc["model"]["ir"]
+    # keypoints without numba (the numpy search): those of the compiled search in this venv
+    figures = Path(sample).with_name("figures_1.jpg")
+    res = run(venv, "d2ov", "predict", "demo/keypoint_rcnn_figures", str(figures), "--json", "kp.json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads((tmp_path / "kp.json").read_text())
+    got = np.array([i["keypoints"] for i in doc["results"][0]["instances"]])  # x, y: 3 decimals
+    from d2ov_core.runtime import keypoints
+    from d2ov_core.runtime.predictor import Predictor
+
+    assert keypoints._kernel() is not None  # numba is in requirements.txt
+    want = Predictor(doc["model"]["ir"], compute=doc["model"]["compute"]).predict(figures).keypoints
+    assert got.shape == want.shape and len(got) > 0
+    np.testing.assert_allclose(got[..., :2], want[..., :2], rtol=0, atol=6e-4)
+    np.testing.assert_allclose(got[..., 2], want[..., 2], rtol=0, atol=6e-7)  # 6 decimals
     # what needs torch says so in one line
     res = run(venv, "d2ov", "convert", "demo/mask_rcnn_shapes", cwd=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]

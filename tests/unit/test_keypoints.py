@@ -33,8 +33,13 @@ def _peaked_maps(rng, n, k, s=56):
     return maps
 
 
+#: the two peak searches: numba-compiled (the ``fast`` extra, in requirements.txt) and numpy (without numba)
+SEARCHES = pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
+
+
+@SEARCHES
 @pytest.mark.parametrize("seed", range(4))
-def test_decoding_matches_detectron2_on_the_same_heatmaps(seed):
+def test_decoding_matches_detectron2_on_the_same_heatmaps(seed, compiled):
     rng = np.random.default_rng(seed)
     n = 16
     maps = _peaked_maps(rng, n, 17) if seed % 2 == 0 else rng.normal(0, 3, (n, 17, 56, 56)).astype(np.float32)
@@ -42,7 +47,7 @@ def test_decoding_matches_detectron2_on_the_same_heatmaps(seed):
     sides = np.concatenate([[0.2, 0.9, 1.0, 1.5], rng.uniform(2, 350, n - 4)])  # under 1 px: clamped to 1
     boxes = np.stack([x0, y0, x0 + sides, y0 + rng.permutation(sides)], 1).astype(np.float32)
     ref = d2_heatmaps_to_keypoints(torch.from_numpy(maps), torch.from_numpy(boxes))[:, :, [0, 1, 3]].numpy()
-    got = heatmaps_to_keypoints(maps, boxes)
+    got = heatmaps_to_keypoints(maps, boxes, compiled=compiled)
     assert got.shape == ref.shape == (n, 17, 3)
     # the same arithmetic as Detectron2: measured 0.0 px apart (the issue's bar was 0.5 px); float32
     # rounding may differ in the last bits only
@@ -58,8 +63,9 @@ def _coco_boxes(rng, n, largest=600):
     return np.stack([x0, y0, x0 + w, y0 + h], 1).astype(np.float32)
 
 
+@SEARCHES
 @pytest.mark.parametrize("kind", ["peaked", "noise", "broad"])
-def test_decoding_matches_detectron2_on_coco_sized_boxes(kind):
+def test_decoding_matches_detectron2_on_coco_sized_boxes(kind, compiled):
     rng = np.random.default_rng(len(kind))
     n = 12
     maps = _peaked_maps(rng, n, 17) if kind == "peaked" else rng.normal(0, 3, (n, 17, 56, 56)).astype(np.float32)
@@ -68,7 +74,7 @@ def test_decoding_matches_detectron2_on_coco_sized_boxes(kind):
         maps = (0.2 * maps + 4 * np.exp(-((yy - 20) ** 2 + (xx - 30) ** 2) / 200)).astype(np.float32)
     boxes = _coco_boxes(rng, n)
     ref = d2_heatmaps_to_keypoints(torch.from_numpy(maps), torch.from_numpy(boxes))[:, :, [0, 1, 3]].numpy()
-    got = heatmaps_to_keypoints(maps, boxes)
+    got = heatmaps_to_keypoints(maps, boxes, compiled=compiled)
     np.testing.assert_array_equal(got[..., :2], ref[..., :2])
     np.testing.assert_allclose(got[..., 2], ref[..., 2], rtol=1e-4)
 
@@ -76,7 +82,7 @@ def test_decoding_matches_detectron2_on_coco_sized_boxes(kind):
 @pytest.mark.parametrize("kind", ["peaked", "noise", "plateau", "constant", "tiny boxes"])
 def test_peak_search_is_the_whole_resized_map(kind):
     """The rows x columns the bounds keep hold the same largest pixel (value and first position,
-    bit for bit) as computing every pixel of the resized maps."""
+    bit for bit) as computing every pixel of the resized maps, in both searches."""
     rng = np.random.default_rng(len(kind))
     k = 17
     maps = _peaked_maps(rng, 1, k)[0] if kind in ("peaked", "tiny boxes") else rng.normal(0, 3, (k, 56, 56))
@@ -103,18 +109,35 @@ def test_peak_search_is_the_whole_resized_map(kind):
         full = sum(cols[:, taps_y[0][:, t]] * taps_y[1][:, t, None] for t in range(4)).reshape(k, -1)
         np.testing.assert_array_equal(all_peak, full.max(axis=1))
         np.testing.assert_array_equal(all_pos, full.argmax(axis=1))
+        compiled_pos, compiled_peak = KP._search_compiled(maps[None], np.array([oh]), np.array([ow]))
+        np.testing.assert_array_equal(compiled_pos[0], all_pos)
+        np.testing.assert_array_equal(compiled_peak[0], all_peak)
 
 
-def test_non_finite_heatmaps_are_searched_whole():
-    """No bound holds with inf or nan logits: every pixel is computed, as before (no crash)."""
+@SEARCHES
+def test_non_finite_heatmaps_are_searched_whole(compiled):
+    """No bound holds with inf or nan logits: every pixel is computed (no crash), and the other maps'
+    keypoints are those of a search without them."""
     rng = np.random.default_rng(4)
     maps = _peaked_maps(rng, 3, 2)
     maps[1, 0, 5, 5] = np.inf
     maps[2, 1, 7, 9] = np.nan
+    maps[2, 0, 1, 1] = -np.inf
     boxes = np.array([[0, 0, 30, 40], [10, 10, 50, 35], [5, 5, 25, 25]], np.float32)
-    got = heatmaps_to_keypoints(maps, boxes)
-    np.testing.assert_array_equal(got[0], heatmaps_to_keypoints(maps[:1], boxes[:1])[0])
+    got = heatmaps_to_keypoints(maps, boxes, compiled=compiled)
+    np.testing.assert_array_equal(got[0], heatmaps_to_keypoints(maps[:1], boxes[:1], compiled=compiled)[0])
+    np.testing.assert_array_equal(got[1, 1], heatmaps_to_keypoints(maps[1:2], boxes[1:2], compiled=not compiled)[0, 1])
     assert got.shape == (3, 2, 3) and np.isfinite(got[0]).all()
+
+
+def test_both_searches_agree_bit_for_bit_on_a_hundred_people():
+    """The compiled search and the numpy one on the benchmark's 100 detections x 17 maps of COCO sizes."""
+    from tools.bench_postprocess import keypoint_inputs
+
+    maps, boxes = keypoint_inputs(seed=7)
+    np.testing.assert_array_equal(
+        heatmaps_to_keypoints(maps, boxes, compiled=True), heatmaps_to_keypoints(maps, boxes, compiled=False)
+    )
 
 
 def test_bicubic_matrix_is_torch_bicubic():
@@ -219,14 +242,15 @@ def test_keypoints_are_drawn(style):
     assert red_near(90, 85) == 0, style
 
 
-def test_ties_take_the_first_pixel_as_detectron2():
+@SEARCHES
+def test_ties_take_the_first_pixel_as_detectron2(compiled):
     """Flat or plateaued maps: the peak search must pick Detectron2's pixel (the first in row-major order)."""
     maps = np.zeros((3, 2, 56, 56), np.float32)
     maps[1, :, 20:30, 10:40] = 5.0  # a plateau
     maps[2, 0, ::7, ::5] = 1.0  # many equal maxima
     boxes = np.array([[0, 0, 100, 80], [3.3, 4.7, 210.2, 96.1], [10, 10, 37, 300]], np.float32)
     ref = d2_heatmaps_to_keypoints(torch.from_numpy(maps), torch.from_numpy(boxes))[:, :, [0, 1, 3]].numpy()
-    got = heatmaps_to_keypoints(maps, boxes)
+    got = heatmaps_to_keypoints(maps, boxes, compiled=compiled)
     np.testing.assert_array_equal(got[..., :2], ref[..., :2])
     np.testing.assert_allclose(got[..., 2], ref[..., 2], rtol=1e-5)
 

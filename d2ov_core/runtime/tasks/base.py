@@ -58,6 +58,10 @@ class Task:
     coco_results_note = ""
 
     # ------------------------------------------------------------------ decoding
+    def prepare(self) -> None:
+        """Work done once, when a predictor of this task is made, so that its first image does not
+        wait for it (e.g. compiling decoding code)."""
+
     def decode_options(self, metadata: IRMetadata) -> dict[str, Any]:
         """What :meth:`decode` needs from the IR's metadata (read once, when the IR is loaded)."""
         return {}

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..detections import Detections
+from ..keypoints import compile_search
 from ..settings import IRMetadata
 from .base import Task
 
@@ -20,6 +21,9 @@ class Keypoints(Task):
     examples = "figures"
     examples_label = "stick figures"
     iou_types = ("bbox", "keypoints")
+
+    def prepare(self) -> None:
+        compile_search()
 
     def decode_options(self, metadata: IRMetadata) -> dict[str, Any]:
         return {"keypoint_names": metadata.keypoint_names, "keypoint_skeleton": metadata.keypoint_skeleton}
