@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Re-measure the tables of docs/performance.md with `d2ov bench`: the two seed Model Zoo architectures
 # with random weights (no checkpoint is reachable offline; same graph and FLOPs, 100 detections per
-# photo), the seed-size Panoptic FPN (R50 3x) with random weights, and the two bundled demo models on
+# photo), the seed-size Panoptic FPN (R50 3x) and Keypoint R-CNN (R50-FPN 1x) with random weights, and the two bundled demo models on
 # their own test images. Writes docs/bench/<model>/bench.{md,json,png}, from which `make docs` builds
 # the page. Run it on an otherwise idle machine: about 40 minutes on 2 cores.
 #
 #   bash tools/bench_all.sh            # everything
-#   bash tools/bench_all.sh seed       # only the seed models (or: panoptic, demo, peers)
+#   bash tools/bench_all.sh seed       # only the seed models (or: panoptic, keypoints, demo, peers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -46,6 +46,11 @@ if [[ $which == all || $which == panoptic ]]; then
   m=COCO-PanopticSegmentation/panoptic_fpn_R_50_3x
   $PY -m d2ov_core bench "$m" --weights random --images "$photos/grace_hopper.jpg" "$photos/china.jpg" \
     --runs "$RUNS" --calibration "$calib" --variants detectron2 ov-fp32 ov-bf16 ov-int8 --out "docs/bench/${m#*/}"
+fi
+if [[ $which == all || $which == keypoints ]]; then
+  m=COCO-Keypoints/keypoint_rcnn_R_50_FPN_1x
+  $PY -m d2ov_core bench "$m" --weights random --images "$photos/grace_hopper.jpg" "$photos/china.jpg" \
+    --runs "$RUNS" --calibration "$calib" --variants detectron2 ov-fp32 ov-int8 --out "docs/bench/${m#*/}"
 fi
 if [[ $which == all || $which == peers ]]; then
   # d2ov side by side with what a user would run instead (the peers, `d2ov[bench]`): TorchScript and

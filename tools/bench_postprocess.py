@@ -1,5 +1,5 @@
-"""Timing of the numpy postprocessing that follows Panoptic FPN and Keypoint R-CNN graphs, on
-synthetic raw outputs of COCO size (no model, no OpenVINO):
+"""Timing of the postprocessing (numpy, and numba where installed) that follows Panoptic FPN and
+Keypoint R-CNN graphs, on synthetic raw outputs of COCO size (no model, no OpenVINO):
 
     .venv/bin/python -m tools.bench_postprocess [--repeat 15] [--compare REV]
 
@@ -13,7 +13,8 @@ Inputs (fixed seeds, the same for every run and every revision):
     and with 0.05 (every detection's mask pasted too), and its parts: ``sem_seg_postprocess`` alone
     and the merge (pasting the merged instances + ``combine_semantic_and_instance_outputs``).
   * keypoints: 100 detections, 17 keypoints, 56x56 peaked heatmaps, boxes 20-600 px in the 800x1067
-    input: ``heatmaps_to_keypoints``.
+    input: ``heatmaps_to_keypoints`` (its compiled search when numba is installed), and with the
+    numpy search the base install uses.
 Reported: the median (and min) milliseconds over ``--repeat`` runs after one warm-up, the CPU model
 (``lscpu``) and the load average. ``--compare REV`` also runs this same script on ``git archive
 REV d2ov_core`` (e.g. the commit before the optimisation) in a subprocess and prints both.
@@ -27,6 +28,7 @@ checkout by hand, do the same: ``cd OTHER && PYTHONPATH=/path/to/this/repo pytho
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -175,6 +177,10 @@ def run(repeat: int) -> dict[str, dict[str, float]]:
         out[f"panoptic {kind}: merge (paste merged + combine)"] = _time(lambda: _merge(raw, semantic, params), repeat)
     maps, boxes = keypoint_inputs()
     out["keypoints: heatmaps_to_keypoints, 100 detections"] = _time(lambda: heatmaps_to_keypoints(maps, boxes), repeat)
+    if "compiled" in inspect.signature(heatmaps_to_keypoints).parameters:  # d2ov with both searches
+        out["keypoints: the same, numpy search (no numba)"] = _time(
+            lambda: heatmaps_to_keypoints(maps, boxes, compiled=False), repeat
+        )
     return out
 
 
