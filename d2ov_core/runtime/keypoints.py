@@ -22,6 +22,8 @@ Nothing here imports torch, detectron2 or openvino.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 __all__ = ["heatmaps_to_keypoints", "compile_search", "bicubic_matrix", "bicubic_taps"]
@@ -115,13 +117,22 @@ def compile_search() -> None:
 
 def _kernel(required: bool = False):
     """The compiled search (:func:`_search_compiled`), or None without numba (``required``: raise)."""
+    if _numba_error() is None:
+        return _search_compiled
+    if required:
+        raise ImportError(f"the compiled keypoint search needs numba (pip install 'd2ov[fast]'): {_numba_error()}")
+    return None
+
+
+@functools.cache
+def _numba_error() -> str | None:
+    """Why :mod:`~d2ov_core.runtime.keypoint_kernel` cannot be imported (numba missing or broken), or
+    None; tried once per process."""
     try:
         from . import keypoint_kernel  # noqa: F401  (numba: compiled on first use)
-    except ImportError:
-        if required:
-            raise
-        return None
-    return _search_compiled
+    except ImportError as e:
+        return str(e)
+    return None
 
 
 def _search_compiled(maps: np.ndarray, oh: np.ndarray, ow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,9 @@ through Detections, postprocessing, JSON and drawing."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -13,6 +16,9 @@ from d2ov_core.runtime.keypoints import bicubic_matrix, bicubic_taps, heatmaps_t
 from d2ov_core.runtime.postprocess import postprocess
 from d2ov_core.runtime.preprocess import Geometry
 from d2ov_core.serve.render import render
+from tools.bench_postprocess import keypoint_inputs
+
+from ..conftest import ROOT
 
 compat.apply()
 import torch  # noqa: E402
@@ -132,8 +138,6 @@ def test_non_finite_heatmaps_are_searched_whole(compiled):
 
 def test_both_searches_agree_bit_for_bit_on_a_hundred_people():
     """The compiled search and the numpy one on the benchmark's 100 detections x 17 maps of COCO sizes."""
-    from tools.bench_postprocess import keypoint_inputs
-
     maps, boxes = keypoint_inputs(seed=7)
     np.testing.assert_array_equal(
         heatmaps_to_keypoints(maps, boxes, compiled=True), heatmaps_to_keypoints(maps, boxes, compiled=False)
@@ -304,3 +308,26 @@ def test_verify_pooled_mask_iou():
     c = match(ref, cand)
     assert c.min_mask_iou == 0.0 and abs(c.mask_iou_pooled - 2500 / 2508) < 1e-9
     assert not c.ok(Tolerance()) and c.ok(Tolerance(mask_iou=0.9, mask_pooled=True))
+
+
+def test_without_numba_the_numpy_search_answers_and_compiled_says_what_to_install(tmp_path):
+    """A process where numba cannot be imported (the base install): the numpy search gives the same
+    keypoints; asking for the compiled one names the extra."""
+    code = (
+        "import sys; sys.modules['numba'] = None\n"
+        "import numpy as np\n"
+        "from tools.bench_postprocess import keypoint_inputs\n"
+        "from d2ov_core.runtime.keypoints import heatmaps_to_keypoints\n"
+        "maps, boxes = keypoint_inputs(seed=3, n=12)\n"
+        "np.save(sys.argv[1], heatmaps_to_keypoints(maps, boxes))\n"
+        "try:\n"
+        "    heatmaps_to_keypoints(maps, boxes, compiled=True)\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = tmp_path / "keypoints.npy"
+    res = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "needs numba (pip install 'd2ov[fast]')" in res.stdout
+    maps, boxes = keypoint_inputs(seed=3, n=12)
+    np.testing.assert_array_equal(np.load(out), heatmaps_to_keypoints(maps, boxes, compiled=True))
