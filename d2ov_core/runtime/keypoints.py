@@ -9,7 +9,7 @@ Detectron2 does after the graph (its per-box loop with a per-box output size doe
      >= 1 px) with PyTorch's bicubic interpolation (``align_corners=False``, A = -0.75, border
      pixels repeated): a separable resampling, along x then along y, each output a sum of four taps
      in float32. Only the rows and columns that can hold the peak are computed: by compiled code
-     when numba is installed (:mod:`~d2ov_core.runtime.keypoint_kernel`, about 14 ms per 100
+     when numba is installed (:mod:`~d2ov_core.runtime.kernels`, about 14 ms per 100
      people), else by numpy box by box (:func:`_peaks`, about 150 ms); the same pixels, bit for bit.
      No BLAS: its threads stall when other work shares the cores;
   2. the keypoint lies at the centre of the resized map's largest pixel (the first in row-major
@@ -22,9 +22,9 @@ Nothing here imports torch, detectron2 or openvino.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
+
+from . import native
 
 __all__ = ["heatmaps_to_keypoints", "compile_search", "bicubic_matrix", "bicubic_taps"]
 
@@ -73,7 +73,7 @@ def heatmaps_to_keypoints(maps: np.ndarray, boxes: np.ndarray, *, compiled: bool
     ``[x, y, score]`` in the boxes' frame (Detectron2's ``pred_keypoints`` before rescaling).
 
     The peaks are searched without resizing whole maps: by numba-compiled code
-    (:mod:`~d2ov_core.runtime.keypoint_kernel`) when numba is installed (the ``fast`` extra), else
+    (:mod:`~d2ov_core.runtime.kernels`) when numba is installed (the ``fast`` extra), else
     by numpy (:func:`_peaks`, box by box). Both give the same answer, bit for bit; ``compiled``
     True / False picks one (True raises ``ImportError`` without numba)."""
     maps = np.asarray(maps, np.float32)
@@ -85,8 +85,9 @@ def heatmaps_to_keypoints(maps: np.ndarray, boxes: np.ndarray, *, compiled: bool
     widths = np.maximum(boxes[:, 2] - boxes[:, 0], np.float32(1))
     heights = np.maximum(boxes[:, 3] - boxes[:, 1], np.float32(1))
     widths_ceil, heights_ceil = np.ceil(widths), np.ceil(heights)
-    kernel = _kernel() if compiled is None else _kernel(required=True) if compiled else None
-    search = _search_numpy if kernel is None else kernel
+    if compiled is None:
+        compiled = native.kernels() is not None
+    search = _search_compiled if compiled else _search_numpy
     pos, peak = search(maps, heights_ceil.astype(np.int64), widths_ceil.astype(np.int64))
     norm = _norm(maps, peak)
     ow_all = widths_ceil.astype(np.int64)[:, None]
@@ -111,34 +112,14 @@ def _norm(maps: np.ndarray, peak: np.ndarray, chunk: int = 4) -> np.ndarray:
 def compile_search() -> None:
     """Compile the compiled search now (or load it from numba's cache: about 2 s, or 0.4 s), so
     that the first detections do not wait for it. Nothing without numba."""
-    if _kernel() is not None:
+    if native.kernels() is not None:
         heatmaps_to_keypoints(np.zeros((1, 1, 8, 8), np.float32), np.array([[0, 0, 4, 4]], np.float32))
 
 
-def _kernel(required: bool = False):
-    """The compiled search (:func:`_search_compiled`), or None without numba (``required``: raise)."""
-    if _numba_error() is None:
-        return _search_compiled
-    if required:
-        raise ImportError(f"the compiled keypoint search needs numba (pip install 'd2ov[fast]'): {_numba_error()}")
-    return None
-
-
-@functools.cache
-def _numba_error() -> str | None:
-    """Why :mod:`~d2ov_core.runtime.keypoint_kernel` cannot be imported (numba missing or broken), or
-    None; tried once per process."""
-    try:
-        from . import keypoint_kernel  # noqa: F401  (numba: compiled on first use)
-    except ImportError as e:
-        return str(e)
-    return None
-
-
 def _search_compiled(maps: np.ndarray, oh: np.ndarray, ow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every map's peak by :func:`d2ov_core.runtime.keypoint_kernel.peaks`: ``(N, K)`` int64 row-major
+    """Every map's peak by :func:`d2ov_core.runtime.kernels.peaks`: ``(N, K)`` int64 row-major
     positions in the ``(oh, ow)`` maps and ``(N, K)`` float32 values."""
-    from .keypoint_kernel import peaks
+    peaks = native.require().peaks
 
     n, k = maps.shape[:2]
     index_y, weights_y = _taps(maps.shape[2], oh)

@@ -1,5 +1,5 @@
-"""Panoptic FPN's postprocessing, in numpy: Detectron2's ``sem_seg_postprocess`` + argmax and
-``combine_semantic_and_instance_outputs``.
+"""Panoptic FPN's postprocessing, in numpy (one loop numba-compiled where numba is installed):
+Detectron2's ``sem_seg_postprocess`` + argmax and ``combine_semantic_and_instance_outputs``.
 
 Panoptic FPN's graph ends at the semantic head's logits ``(C, Hp / 4, Wp / 4)`` over the padded
 input, before the head's own upsampling by ``COMMON_STRIDE`` (4), and the detector's instances;
@@ -17,8 +17,10 @@ Detectron2's ``PanopticFPN.inference`` then does, per image:
      :func:`bilinear_matrix`; each row of these matrices has two taps, so it is done as two
      gathers (x first, then y, as PyTorch orders the sums), in float32. Only the pixels whose
      class the logits around them do not settle are computed, and only for the classes that can
-     win there (:func:`_argmax_pruned`); the same float32 operations in the same order as resizing
-     every map whole (:func:`_sem_seg_dense`, still used when that is faster), so the same labels.
+     win there (:func:`_argmax_pruned`), or every class's map as two banded products, checked
+     (:func:`_argmax_banded`, compiled with numba when installed); the pixels in doubt get the same
+     float32 operations in the same order as resizing every map whole (:func:`_sem_seg_dense`, still
+     used when that is faster), so the same labels.
   2. :func:`combine_semantic_and_instance_outputs`: instances, by descending score, stop at the
      first score below ``instances_score_thresh``; an instance is skipped when its mask is empty or
      when more than ``overlap_threshold`` of it is already taken, otherwise its not-yet-taken pixels
@@ -43,6 +45,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import IRError
+from . import native
 from .detections import Detections, Segment
 from .postprocess import BoxMasks
 from .preprocess import Geometry
@@ -50,6 +53,7 @@ from .preprocess import Geometry
 __all__ = [
     "PanopticParams",
     "sem_seg_postprocess",
+    "compile_kernels",
     "combine_semantic_and_instance_outputs",
     "bilinear_matrix",
     "describe_segments",
@@ -137,10 +141,13 @@ def sem_seg_postprocess(
         ``(H, W)`` int64: ``argmax`` over C of Detectron2's ``sem_seg_postprocess(logits, input_size,
         H, W)`` (after the head's upsampling).
 
-    Most pixels are decided without resizing anything (see :func:`_argmax_pruned`); the others get
-    their candidate classes' values computed with the same float32 operations, in the same order, as
-    resizing the whole maps (:func:`_sem_seg_dense`, which also remains the path for non-finite
-    logits and for maps where too few pixels are decided that way): the same labels either way.
+    With numba (the ``fast`` extra), every class's map is resized by the banded products compiled
+    (:func:`_argmax_banded`, about 20 ms at COCO's size on any logits). In numpy, most pixels are
+    decided without resizing anything (see :func:`_argmax_pruned`), and the banded products (BLAS)
+    take the maps where too many are not. Either way, the pixels left in doubt get their candidate
+    classes' values computed with the same float32 operations, in the same order, as resizing the
+    whole maps (:func:`_sem_seg_dense`, which also remains the path for non-finite logits and for
+    maps where too many pixels are in doubt): the same labels on every path.
     """
     logits = np.asarray(logits, np.float32)
     if logits.ndim != 3:
@@ -164,12 +171,25 @@ def sem_seg_postprocess(
         t1y = t1x = None  # type: ignore[assignment]  # no upsampling
     ty, tx = _taps(h, H), _taps(w, W)
     logits = np.ascontiguousarray(logits)
-    labels = _argmax_pruned(logits, ty, tx, t1y, t1x)
-    if labels is None:  # too many pixels undecided by their windows: every class's map, another way
-        labels = _argmax_banded(logits, ty, tx, t1y, t1x)
-    if labels is None:
-        labels = _sem_seg_dense(logits if t1y is not None else logits[:, :h, :w], ty, tx, t1y, t1x)
-    return labels
+    extremes = _read_extremes(logits, ty, tx, t1y, t1x)
+    if extremes is not None and extremes[1] == extremes[2]:
+        # every class's map the same constant where it is read (a degenerate head): the same float
+        # operations on the same values, so every class ties and the first wins
+        return np.zeros((H, W), np.int64)
+    # compiled, the banded products beat pruning on any logits; in numpy, pruning comes first and the
+    # products take the maps where too many pixels are undecided by their windows
+    for path in (_argmax_banded,) if _kernels() is not None else (_argmax_pruned, _argmax_banded):
+        labels = path(logits, ty, tx, t1y, t1x)
+        if labels is not None:
+            return labels
+    return _sem_seg_dense(logits if t1y is not None else logits[:, :h, :w], ty, tx, t1y, t1x)
+
+
+def compile_kernels() -> None:
+    """Compile the compiled loop of :func:`sem_seg_postprocess` now (or load it from numba's cache:
+    about 2 s, or 0.3 s), so that the first image does not wait for it. Nothing without numba."""
+    if _kernels() is not None:
+        sem_seg_postprocess(np.arange(24, dtype=np.float32).reshape(2, 3, 4), (6, 7), (5, 5), stride=2)
 
 
 def _sem_seg_dense(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, t1x: tuple | None) -> np.ndarray:
@@ -257,9 +277,7 @@ def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
     extremes = _read_extremes(logits, ty, tx, t1y, t1x)
     if extremes is None:
         return None
-    read, lowest, highest, bound = extremes
-    if lowest == highest:  # every class's map the same constant where it is read (a degenerate head):
-        return np.zeros((H, W), np.int64)  # the same float operations on the same values: the first class
+    read, _, _, bound = extremes
     # 0. a look at every 16th row of logit cells first: where the best class changes between neighbours
     #    this often, too many windows are undecided for this path to pay
     sample = read[:, ::16]
@@ -447,6 +465,10 @@ def _argmax_banded(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
     the same argmax both ways; at the others, the classes within twice the bound of the best are
     computed exactly (:func:`_exact_argmax`).
 
+    With numba installed the products and the check are one compiled loop
+    (:func:`d2ov_core.runtime.kernels.labels_banded`: a logit row at a time, each output row from the
+    rows it reads), the same weights and bound, in another order of the sums; else BLAS.
+
     Returns ``None`` when the logits are not all finite or too many pixels are that close.
     """
     c, hs, ws = logits.shape
@@ -456,8 +478,19 @@ def _argmax_banded(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
         return None
     read, _, _, bound = extremes
     rows_read, cols_read = read.shape[1:]
-    by_row = np.ascontiguousarray(read.transpose(1, 0, 2)).reshape(rows_read * c, cols_read)  # (y, class) x x
     ay, ax = _composite(ty, t1y, rows_read), _composite(tx, t1x, cols_read)
+    kernels = _kernels()
+    if kernels is not None:  # the same products and check, compiled (numba)
+        labels = np.empty((H, W), np.int64)
+        cap = int(_UNDECIDED_SHARE * H * W)
+        ys_xs, classes = np.empty((cap, 2), np.int64), np.empty((cap, c), np.bool_)
+        close = kernels.labels_banded(
+            logits, cols_read, *_band_taps(ay), *_band_taps(ax), 2 * bound, labels, ys_xs, classes
+        )
+        if close > cap:
+            return None
+        return _settle(labels, logits, classes[:close], ys_xs[:close, 0], ys_xs[:close, 1], ty, tx, t1y, t1x)
+    by_row = np.ascontiguousarray(read.transpose(1, 0, 2)).reshape(rows_read * c, cols_read)  # (y, class) x x
     labels = np.empty((H, W), np.int64)
     close_y, close_x, close_classes = [], [], []
     chunk = max(_BAND_COLUMNS, _BAND_ELEMENTS // (rows_read * c) // _BAND_COLUMNS * _BAND_COLUMNS)
@@ -484,10 +517,31 @@ def _argmax_banded(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
     ys, xs = np.concatenate(close_y), np.concatenate(close_x)
     if len(ys) > _UNDECIDED_SHARE * H * W:
         return None
+    return _settle(labels, logits, np.concatenate(close_classes), ys, xs, ty, tx, t1y, t1x)
+
+
+def _settle(labels: np.ndarray, logits: np.ndarray, candidate: np.ndarray, ys, xs, ty, tx, t1y, t1x) -> np.ndarray:
+    """``labels`` with the pixels ``(ys, xs)`` set to the argmax of their ``candidate`` classes'
+    exact values (:func:`_exact_argmax`)."""
     if len(ys):
-        candidate = np.concatenate(close_classes)
         labels[ys, xs] = _exact_argmax(logits, candidate, np.arange(len(ys)), ys, xs, ty, tx, t1y, t1x)
     return labels
+
+
+def _kernels() -> Any:
+    """The compiled kernels (:mod:`~d2ov_core.runtime.kernels`) when numba is installed, else None."""
+    return native.kernels()
+
+
+def _band_taps(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``weights`` ``(n_out, n_src)`` with consecutive non-zeros per row -> each row's indices and
+    weights ``(n_out, J)``, ``J`` the widest band, narrower rows padded with zero weights."""
+    nonzero = weights != 0
+    first = nonzero.argmax(axis=1)
+    width = weights.shape[1] - nonzero[:, ::-1].argmax(axis=1) - first
+    at = np.minimum(first[:, None] + np.arange(int(width.max())), weights.shape[1] - 1)
+    taps = np.where(np.arange(at.shape[1]) < width[:, None], np.take_along_axis(weights, at, axis=1), np.float32(0))
+    return at, taps.astype(np.float32)
 
 
 def _exact_values(

@@ -1,6 +1,6 @@
 """d2ov as an installed package: the wheel built from this repository, installed into a fresh venv
 outside it, runs `d2ov predict` on the bundled demo model with only openvino, numpy, Pillow and threadpoolctl (no
-torch; keypoints found by the numpy search, without numba), and with the `app` extra `d2ov serve` answers
+torch; without numba, keypoint and panoptic demos give the compiled kernels' answers), and with the `app` extra `d2ov serve` answers
 /detect (drawn without Detectron2)."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ..conftest import ROOT, netguard_env
@@ -75,20 +74,30 @@ def test_core_install_predicts_the_demo_model_without_torch(installed, tmp_path)
     doc = json.loads((tmp_path / "out.json").read_text())
     assert doc["model"]["name"] == "demo/mask_rcnn_shapes" and len(doc["results"][0]["instances"]) > 0
     assert "site-packages/d2ov_core/data/ir/" in doc["model"]["ir"]
-    # keypoints without numba (the numpy search): those of the compiled search in this venv
-    figures = Path(sample).with_name("figures_1.jpg")
-    res = run(venv, "d2ov", "predict", "demo/keypoint_rcnn_figures", str(figures), "--json", "kp.json", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    doc = json.loads((tmp_path / "kp.json").read_text())
-    got = np.array([i["keypoints"] for i in doc["results"][0]["instances"]])  # x, y: 3 decimals
-    from d2ov_core.runtime import keypoints
-    from d2ov_core.runtime.predictor import Predictor
+    # keypoints and panoptic labels without numba (the numpy paths): the same JSON as this venv's
+    # compiled kernels give
+    from d2ov_core.runtime import native
 
-    assert keypoints._kernel() is not None  # numba is in requirements.txt
-    want = Predictor(doc["model"]["ir"], compute=doc["model"]["compute"]).predict(figures).keypoints
-    assert got.shape == want.shape and len(got) > 0
-    np.testing.assert_allclose(got[..., :2], want[..., :2], rtol=0, atol=6e-4)
-    np.testing.assert_allclose(got[..., 2], want[..., 2], rtol=0, atol=6e-7)  # 6 decimals
+    assert native.kernels() is not None  # numba is in requirements.txt
+    for model, image in (
+        ("demo/keypoint_rcnn_figures", "figures_1.jpg"),
+        ("demo/panoptic_fpn_shapes", "panoptic_1.jpg"),
+    ):
+        photo = str(Path(sample).with_name(image))
+        res = run(venv, "d2ov", "predict", model, photo, "--json", "core.json", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-3000:]
+        here = subprocess.run(
+            [sys.executable, "-m", "d2ov_core", "predict", model, photo, "--json", str(tmp_path / "here.json")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert here.returncode == 0, here.stderr[-3000:]
+        core_doc, here_doc = (json.loads((tmp_path / f).read_text())["results"][0] for f in ("core.json", "here.json"))
+        for doc in (core_doc, here_doc):
+            del doc["timing_ms"]
+        assert core_doc == here_doc, model
+        assert core_doc["instances"] and ("keypoints" in core_doc["instances"][0] or core_doc["panoptic"]["segments"])
     # what needs torch says so in one line
     res = run(venv, "d2ov", "convert", "demo/mask_rcnn_shapes", cwd=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]

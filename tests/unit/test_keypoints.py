@@ -328,6 +328,6 @@ def test_without_numba_the_numpy_search_answers_and_compiled_says_what_to_instal
     out = tmp_path / "keypoints.npy"
     res = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "needs numba (pip install 'd2ov[fast]')" in res.stdout
+    assert "need numba (pip install 'd2ov[fast]')" in res.stdout
     maps, boxes = keypoint_inputs(seed=3, n=12)
     np.testing.assert_array_equal(np.load(out), heatmaps_to_keypoints(maps, boxes, compiled=True))

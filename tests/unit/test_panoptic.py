@@ -390,13 +390,20 @@ def test_pruned_argmax_is_the_whole_resize_bit_for_bit(kind, stride, small, inpu
         assert not (dense == 2).any()  # the first of tied classes, as torch's argmax
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "blas"])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("stride, small, input_size, output_size", SIZES)
-def test_banded_argmax_is_the_whole_resize_bit_for_bit(kind, stride, small, input_size, output_size, monkeypatch):
-    """Every class's map as two banded matrix products, checked where classes come within the rounding
-    bound and settled there exactly, gives exactly the labels of resizing every map twice, ties
-    included (small blocks and column chunks forced, so every block and chunk edge is crossed);
-    non-finite logits are left to the whole resize."""
+def test_banded_argmax_is_the_whole_resize_bit_for_bit(
+    kind, stride, small, input_size, output_size, compiled, monkeypatch
+):
+    """Every class's map as two banded matrix products (BLAS, or the numba kernel), checked where
+    classes come within the rounding bound and settled there exactly, gives exactly the labels of
+    resizing every map twice, ties included (small blocks and column chunks forced, so every block and
+    chunk edge is crossed); non-finite logits are left to the whole resize."""
+    if compiled:
+        assert P._kernels() is not None  # numba is in requirements.txt
+    else:
+        monkeypatch.setattr(P, "_kernels", lambda: None)
     monkeypatch.setattr(P, "_UNDECIDED_SHARE", 1.0)
     monkeypatch.setattr(P, "_BAND_ROWS", 5)
     monkeypatch.setattr(P, "_BAND_COLUMNS", 3)
@@ -409,11 +416,14 @@ def test_banded_argmax_is_the_whole_resize_bit_for_bit(kind, stride, small, inpu
         np.testing.assert_array_equal(banded, dense)
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "blas"])
 @pytest.mark.parametrize("seed", range(2))
-def test_fragmented_logits_at_coco_size_take_the_banded_path_and_match_detectron2(seed, monkeypatch):
+def test_fragmented_logits_at_coco_size_take_the_banded_path_and_match_detectron2(seed, compiled, monkeypatch):
     """A random head's logits (a class change every few cells: too many pixels for the pruned path)
-    at COCO's size: the banded products label them, as Detectron2 does, and only a few pixels (where
-    classes come within the rounding bound) are computed exactly."""
+    at COCO's size: the banded products (compiled, or BLAS) label them, as Detectron2 does, and only a
+    few pixels (where classes come within the rounding bound) are computed exactly."""
+    if not compiled:
+        monkeypatch.setattr(P, "_kernels", lambda: None)
     rng = np.random.default_rng(seed)
     logits = torch.nn.functional.interpolate(
         torch.from_numpy(rng.normal(0, 3, (54, 50, 68)).astype(np.float32))[None], size=(200, 272), mode="bilinear"
@@ -441,6 +451,7 @@ def test_banded_products_run_on_one_blas_thread_and_give_the_others_back(monkeyp
         return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
 
     before, seen, bands = blas_threads(), [], P._bands
+    monkeypatch.setattr(P, "_kernels", lambda: None)  # the BLAS products, not the compiled ones
     monkeypatch.setattr(P, "_bands", lambda *a: seen.append(blas_threads()) or bands(*a))
     logits = _logits_of("noise", np.random.default_rng(0), 7, 20, 28)
     h, w = 77, 109

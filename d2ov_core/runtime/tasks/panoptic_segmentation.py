@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..detections import Detections, rle_decode, rle_encode_labels
-from ..panoptic import PanopticParams, compare_panoptic
+from ..panoptic import PanopticParams, compare_panoptic, compile_kernels
 from ..settings import IRMetadata
 from .base import Painter
 from .instance_segmentation import InstanceSegmentation
@@ -33,6 +33,9 @@ class PanopticSegmentation(InstanceSegmentation):
         "panoptic model: its thing instances (box, mask, score) are the results; the panoptic map "
         "(stuff segments) is not in COCO's results format and is not exported here"
     )
+
+    def prepare(self) -> None:
+        compile_kernels()
 
     def decode_options(self, metadata: IRMetadata) -> dict[str, Any]:
         m = metadata
