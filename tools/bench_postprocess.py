@@ -11,7 +11,8 @@ Inputs (fixed seeds, the same for every run and every revision):
     every few logit cells, a worst case for the argmax).
     Timed: ``postprocess()`` with the predictor's default threshold 0.5 (what ``d2ov predict`` does)
     and with 0.05 (every detection's mask pasted too), and its parts: ``sem_seg_postprocess`` alone
-    and the merge (pasting the merged instances + ``combine_semantic_and_instance_outputs``).
+    and the merge (pasting the merged instances + ``combine_semantic_and_instance_outputs``); with
+    numba installed, also ``postprocess(0.5)`` on the numpy paths the base install runs.
   * keypoints: 100 detections, 17 keypoints, 56x56 peaked heatmaps, boxes 20-600 px in the 800x1067
     input: ``heatmaps_to_keypoints`` (its compiled search when numba is installed), and with the
     numpy search the base install uses.
@@ -28,6 +29,7 @@ checkout by hand, do the same: ``cd OTHER && PYTHONPATH=/path/to/this/repo pytho
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import os
@@ -157,6 +159,17 @@ def _time(fn, repeat: int) -> dict[str, float]:
     }
 
 
+@contextlib.contextmanager
+def _numpy_only():
+    """The semantic postprocessing as the base install runs it (no numba): its numpy paths."""
+    kernels = P._kernels
+    P._kernels = lambda: None
+    try:
+        yield
+    finally:
+        P._kernels = kernels
+
+
 def run(repeat: int) -> dict[str, dict[str, float]]:
     params = PanopticParams(tuple(f"stuff_{i}" for i in range(CLASSES)), stride=STRIDE)
     labels = [f"thing_{i}" for i in range(80)]
@@ -175,6 +188,11 @@ def run(repeat: int) -> dict[str, dict[str, float]]:
         )
         semantic = P.sem_seg_postprocess(logits, INPUT, ORIGINAL, stride=STRIDE)
         out[f"panoptic {kind}: merge (paste merged + combine)"] = _time(lambda: _merge(raw, semantic, params), repeat)
+        if getattr(P, "_kernels", lambda: None)() is not None:  # d2ov with the compiled loop: also without it
+            with _numpy_only():
+                out[f"panoptic {kind}: postprocess(threshold=0.5), numpy only"] = _time(
+                    lambda: postprocess(raw, meta, labels, threshold=0.5, combine=params), repeat
+                )
     maps, boxes = keypoint_inputs()
     out["keypoints: heatmaps_to_keypoints, 100 detections"] = _time(lambda: heatmaps_to_keypoints(maps, boxes), repeat)
     if "compiled" in inspect.signature(heatmaps_to_keypoints).parameters:  # d2ov with both searches
