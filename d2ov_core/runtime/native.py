@@ -3,7 +3,7 @@ the ``fast`` extra (in ``d2ov[app]``, ``d2ov[serve]``, a Space and the developme
 dependency of the base install, whose numpy code gives the same answers more slowly.
 
 The kernels are imported on first use only: importing numba takes about 0.3 s, which a process
-that never decodes keypoints or panoptic labels does not pay.
+that never runs them does not pay.
 """
 
 from __future__ import annotations

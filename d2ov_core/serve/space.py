@@ -72,7 +72,7 @@ openvino==2026.4.1
 numpy>=2.0,<3
 pillow>=10
 threadpoolctl>=3
-# keypoint models: the compiled keypoint decoding (10x numpy's)
+# keypoint and segmentation decoding compiled (d2ov_core/runtime/kernels.py)
 numba>=0.60
 gradio[mcp]=={GRADIO_VERSION}
 huggingface-hub>=1.0
