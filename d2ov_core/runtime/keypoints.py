@@ -85,13 +85,16 @@ def heatmaps_to_keypoints(maps: np.ndarray, boxes: np.ndarray, *, compiled: bool
     widths = np.maximum(boxes[:, 2] - boxes[:, 0], np.float32(1))
     heights = np.maximum(boxes[:, 3] - boxes[:, 1], np.float32(1))
     widths_ceil, heights_ceil = np.ceil(widths), np.ceil(heights)
+    oh, ow = heights_ceil.astype(np.int64), widths_ceil.astype(np.int64)
+    # every box's taps, one box after the other: box i's are rows start[i] .. start[i + 1]
+    taps_y, taps_x = _taps(maps.shape[2], oh), _taps(maps.shape[3], ow)
+    start_y, start_x = (np.concatenate([[0], np.cumsum(size)]) for size in (oh, ow))
     if compiled is None:
         compiled = native.kernels() is not None
     search = _search_compiled if compiled else _search_numpy
-    pos, peak = search(maps, heights_ceil.astype(np.int64), widths_ceil.astype(np.int64))
+    pos, peak = search(maps, taps_y, start_y, taps_x, start_x)
     norm = _norm(maps, peak)
-    ow_all = widths_ceil.astype(np.int64)[:, None]
-    x_int, y_int = pos % ow_all, pos // ow_all  # pos: row-major index into the (oh, ow) map
+    x_int, y_int = pos % ow[:, None], pos // ow[:, None]  # pos: row-major index into the (oh, ow) map
     out[:, :, 0] = (x_int.astype(np.float32) + np.float32(0.5)) * (widths / widths_ceil)[:, None] + boxes[:, 0, None]
     out[:, :, 1] = (y_int.astype(np.float32) + np.float32(0.5)) * (heights / heights_ceil)[:, None] + boxes[:, 1, None]
     out[:, :, 2] = 1.0 / norm
@@ -116,23 +119,23 @@ def compile_search() -> None:
         heatmaps_to_keypoints(np.zeros((1, 1, 8, 8), np.float32), np.array([[0, 0, 4, 4]], np.float32))
 
 
-def _search_compiled(maps: np.ndarray, oh: np.ndarray, ow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _search_compiled(
+    maps: np.ndarray, taps_y: tuple, start_y: np.ndarray, taps_x: tuple, start_x: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Every map's peak by :func:`d2ov_core.runtime.kernels.peaks`: ``(N, K)`` int64 row-major
-    positions in the ``(oh, ow)`` maps and ``(N, K)`` float32 values."""
+    positions in the boxes' ``(oh, ow)`` maps and ``(N, K)`` float32 values. ``taps_y``/``taps_x``:
+    every box's taps (:func:`_taps`), box ``i``'s from row ``start[i]`` to ``start[i + 1]``."""
     peaks = native.require().peaks
-
-    n, k = maps.shape[:2]
-    index_y, weights_y = _taps(maps.shape[2], oh)
-    index_x, weights_x = _taps(maps.shape[3], ow)
-    pos, peak = np.empty((n, k), np.int64), np.empty((n, k), np.float32)
-    starts = (np.concatenate([[0], np.cumsum(size)]) for size in (oh, ow))
-    peaks(np.ascontiguousarray(maps), index_y, weights_y, next(starts), index_x, weights_x, next(starts), pos, peak)
+    pos, peak = np.empty(maps.shape[:2], np.int64), np.empty(maps.shape[:2], np.float32)
+    peaks(np.ascontiguousarray(maps), *taps_y, start_y, *taps_x, start_x, pos, peak)
     return pos, peak
 
 
-def _search_numpy(maps: np.ndarray, oh: np.ndarray, ow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _search_numpy(
+    maps: np.ndarray, taps_y: tuple, start_y: np.ndarray, taps_x: tuple, start_x: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_search_compiled` in numpy, box by box (:func:`_peaks`); non-finite boxes whole."""
-    n, k, s_h, s_w = maps.shape
+    n, k = maps.shape[:2]
     # per map: the extremes of each row, the largest logit's cell, the largest |logit|
     rows = (_last_axis(np.maximum, maps).astype(np.float64), _last_axis(np.minimum, maps).astype(np.float64))
     top = maps.reshape(n, k, -1).argmax(axis=2)
@@ -141,12 +144,14 @@ def _search_numpy(maps: np.ndarray, oh: np.ndarray, ow: np.ndarray) -> tuple[np.
     peak = np.empty((n, k), np.float32)
     finite = np.isfinite(size)
     for i in range(n):
-        taps_y, taps_x = bicubic_taps(s_h, int(oh[i])), bicubic_taps(s_w, int(ow[i]))
+        box_y = tuple(t[start_y[i] : start_y[i + 1]] for t in taps_y)
+        box_x = tuple(t[start_x[i] : start_x[i + 1]] for t in taps_x)
         if finite[i].all():
-            pos[i], peak[i] = _peaks(maps[i], taps_y, taps_x, (rows[0][i], rows[1][i]), top[i], size[i])
+            pos[i], peak[i] = _peaks(maps[i], box_y, box_x, (rows[0][i], rows[1][i]), top[i], size[i])
         else:  # no bound holds: every pixel
-            every = (np.broadcast_to(np.arange(oh[i]), (k, oh[i])), np.broadcast_to(np.arange(ow[i]), (k, ow[i])))
-            pos[i], peak[i] = _best(maps[i], *every, taps_y, taps_x)
+            oh, ow = len(box_y[0]), len(box_x[0])
+            every = (np.broadcast_to(np.arange(oh), (k, oh)), np.broadcast_to(np.arange(ow), (k, ow)))
+            pos[i], peak[i] = _best(maps[i], *every, box_y, box_x)
     return pos, peak
 
 

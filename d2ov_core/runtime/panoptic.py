@@ -171,15 +171,16 @@ def sem_seg_postprocess(
         t1y = t1x = None  # type: ignore[assignment]  # no upsampling
     ty, tx = _taps(h, H), _taps(w, W)
     logits = np.ascontiguousarray(logits)
-    extremes = _read_extremes(logits, ty, tx, t1y, t1x)
+    extremes = _read_extremes(logits, ty, tx, t1y, t1x)  # None: not all finite, no fast path applies
     if extremes is not None and extremes[1] == extremes[2]:
         # every class's map the same constant where it is read (a degenerate head): the same float
         # operations on the same values, so every class ties and the first wins
         return np.zeros((H, W), np.int64)
     # compiled, the banded products beat pruning on any logits; in numpy, pruning comes first and the
     # products take the maps where too many pixels are undecided by their windows
-    for path in (_argmax_banded,) if _kernels() is not None else (_argmax_pruned, _argmax_banded):
-        labels = path(logits, ty, tx, t1y, t1x)
+    paths = (_argmax_banded,) if _kernels() is not None else (_argmax_pruned, _argmax_banded)
+    for path in paths if extremes is not None else ():
+        labels = path(logits, ty, tx, t1y, t1x, extremes)
         if labels is not None:
             return labels
     return _sem_seg_dense(logits if t1y is not None else logits[:, :h, :w], ty, tx, t1y, t1x)
@@ -247,7 +248,9 @@ _CHANGE_SHARE = 0.15
 _SIZES = np.array([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1 << 62])
 
 
-def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, t1x: tuple | None) -> np.ndarray | None:
+def _argmax_pruned(
+    logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, t1x: tuple | None, extremes: tuple | None = None
+) -> np.ndarray | None:
     """:func:`_sem_seg_dense`'s labels, computing values only where the winner is not certain.
 
     Bilinear weights are non-negative and sum to one, so a pixel's resized value of class ``c`` lies
@@ -266,6 +269,7 @@ def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
         logits: ``(C, hs, ws)`` float32, C-contiguous.
         ty, tx: the resize's taps (:func:`_taps`) per output row / column.
         t1y, t1x: the head's upsampling taps per input row / column, or ``None``.
+        extremes: :func:`_read_extremes` of these, if the caller has them (else read here).
 
     Returns:
         ``(H, W)`` int64 labels, or ``None`` when the logits are not all finite or too many pixels
@@ -274,7 +278,7 @@ def _argmax_pruned(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
     c, hs, ws = logits.shape
     H, W = len(ty[0]), len(tx[0])
     (r0, r1), (q0, q1) = _support(ty, t1y), _support(tx, t1x)
-    extremes = _read_extremes(logits, ty, tx, t1y, t1x)
+    extremes = extremes or _read_extremes(logits, ty, tx, t1y, t1x)
     if extremes is None:
         return None
     read, _, _, bound = extremes
@@ -453,7 +457,9 @@ def _bands(weights: np.ndarray, size: int):
         yield start, stop, a, b, np.ascontiguousarray(weights[start:stop, a:b])
 
 
-def _argmax_banded(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, t1x: tuple | None) -> np.ndarray | None:
+def _argmax_banded(
+    logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, t1x: tuple | None, extremes: tuple | None = None
+) -> np.ndarray | None:
     """:func:`_sem_seg_dense`'s labels from every class's resized map computed another way, checked.
 
     Both resizes (the head's upsampling and the resize to the output) along one axis are one matrix
@@ -469,11 +475,12 @@ def _argmax_banded(logits: np.ndarray, ty: tuple, tx: tuple, t1y: tuple | None, 
     (:func:`d2ov_core.runtime.kernels.labels_banded`: a logit row at a time, each output row from the
     rows it reads), the same weights and bound, in another order of the sums; else BLAS.
 
-    Returns ``None`` when the logits are not all finite or too many pixels are that close.
+    ``extremes``: :func:`_read_extremes` of these, if the caller has them (else read here). Returns
+    ``None`` when the logits are not all finite or too many pixels are that close.
     """
     c, hs, ws = logits.shape
     H, W = len(ty[0]), len(tx[0])
-    extremes = _read_extremes(logits, ty, tx, t1y, t1x)
+    extremes = extremes or _read_extremes(logits, ty, tx, t1y, t1x)
     if extremes is None:
         return None
     read, _, _, bound = extremes

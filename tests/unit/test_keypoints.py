@@ -115,7 +115,9 @@ def test_peak_search_is_the_whole_resized_map(kind):
         full = sum(cols[:, taps_y[0][:, t]] * taps_y[1][:, t, None] for t in range(4)).reshape(k, -1)
         np.testing.assert_array_equal(all_peak, full.max(axis=1))
         np.testing.assert_array_equal(all_pos, full.argmax(axis=1))
-        compiled_pos, compiled_peak = KP._search_compiled(maps[None], np.array([oh]), np.array([ow]))
+        compiled_pos, compiled_peak = KP._search_compiled(
+            maps[None], taps_y, np.array([0, oh]), taps_x, np.array([0, ow])
+        )
         np.testing.assert_array_equal(compiled_pos[0], all_pos)
         np.testing.assert_array_equal(compiled_peak[0], all_peak)
 
